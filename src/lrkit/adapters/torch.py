@@ -1,0 +1,266 @@
+"""PyTorch adapter: any model, any ``torch.optim`` optimizer, any batch format.
+
+The loss of a batch comes from, in order of precedence:
+
+* ``loss_fn(model, batch)`` given by the user (dict batches, GANs, anything), or
+* ``criterion(model(inputs), targets)`` for ``(inputs, targets)`` batches, or
+* the model's own output when it carries the loss, as Hugging Face models do
+  (``model(**batch)`` for dict batches, ``model(batch)`` otherwise).
+
+Whatever returns the loss may return a scalar tensor, a dict with a ``"loss"`` entry or an object
+with a ``.loss`` attribute.
+"""
+from __future__ import annotations
+
+import contextlib
+import itertools
+import math
+from typing import Any, Callable, Iterable, Iterator
+
+import torch
+
+from lrkit.errors import LrkitError, require
+from lrkit.state import Snapshot
+
+LossFn = Callable[[torch.nn.Module, Any], Any]
+
+
+def move_to(batch: Any, device: torch.device, non_blocking: bool = False) -> Any:
+    """Move every tensor in a nested batch (tuple, list, dict, dataclass-like mapping) to ``device``."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=non_blocking)
+    if isinstance(batch, dict):
+        return type(batch)({k: move_to(v, device, non_blocking) for k, v in batch.items()})
+    if isinstance(batch, (list, tuple)):
+        moved = [move_to(v, device, non_blocking) for v in batch]
+        return type(batch)(*moved) if hasattr(batch, "_fields") else type(batch)(moved)
+    return batch
+
+
+def extract_loss(output: Any) -> torch.Tensor:
+    """The scalar loss tensor inside whatever a loss function or model returned."""
+    loss = output
+    if isinstance(output, dict):
+        if "loss" not in output:
+            raise LrkitError(
+                f"the loss output is a dict without a 'loss' key (keys: {sorted(output)}); "
+                "return the loss tensor, or pass loss_fn=lambda model, batch: ..."
+            )
+        loss = output["loss"]
+    elif not isinstance(output, torch.Tensor) and hasattr(output, "loss"):
+        loss = output.loss
+    if not isinstance(loss, torch.Tensor):
+        raise LrkitError(
+            f"the loss must be a tensor, got {type(loss).__name__}; "
+            "return a scalar tensor (or a dict/object holding one under 'loss')"
+        )
+    if loss.numel() != 1:
+        raise LrkitError(
+            f"the loss must be a scalar, got a tensor of shape {tuple(loss.shape)}; "
+            "reduce it (for example with .mean()) or use a criterion with reduction='mean'"
+        )
+    return loss.reshape(())
+
+
+def batch_loss(
+    model: torch.nn.Module,
+    batch: Any,
+    criterion: Callable | None = None,
+    loss_fn: LossFn | None = None,
+) -> torch.Tensor:
+    """The scalar loss of one batch, by the precedence described in the module docstring."""
+    if loss_fn is not None:
+        return extract_loss(loss_fn(model, batch))
+    if criterion is not None:
+        if not (isinstance(batch, (list, tuple)) and len(batch) == 2):
+            raise LrkitError(
+                f"with a criterion, batches must be (inputs, targets) pairs, got {type(batch).__name__}"
+                + (f" of length {len(batch)}" if isinstance(batch, (list, tuple)) else "")
+                + "; pass loss_fn=lambda model, batch: ... for other batch formats"
+            )
+        inputs, targets = batch
+        return extract_loss(criterion(model(inputs), targets))
+    output = model(**batch) if isinstance(batch, dict) else model(batch)
+    return extract_loss(output)
+
+
+def cycle_batches(loader: Iterable, name: str = "train_loader") -> Iterator[Any]:
+    """Iterate ``loader`` forever, starting a new pass when one ends; refuse an empty loader."""
+    if not isinstance(loader, Iterable):
+        raise LrkitError(f"{name} must be iterable (a DataLoader or any iterable of batches)")
+    while True:
+        empty = True
+        for batch in loader:
+            empty = False
+            yield batch
+        if empty:
+            raise LrkitError(f"{name} is empty: it yielded no batch; give it at least one batch")
+        if iter(loader) is loader:  # a one-shot iterator cannot be restarted: cycle what we saw
+            raise LrkitError(
+                f"{name} is a one-shot iterator and ran out; pass a re-iterable loader "
+                "(a DataLoader or a list of batches)"
+            )
+
+
+def _check_optimizer(optimizer: Any) -> None:
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise LrkitError(
+            f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}"
+        )
+    for i, group in enumerate(optimizer.param_groups):
+        if "lr" not in group:
+            raise LrkitError(
+                f"{type(optimizer).__name__} parameter group {i} has no 'lr': the finder needs an "
+                "optimizer whose rate is set through param_groups[i]['lr']"
+            )
+
+
+class TorchTrainable:
+    """Train a PyTorch model one optimizer step at a time (see the module docstring).
+
+    Options: ``accumulation_steps`` micro-batches per optimizer step; ``amp`` runs the forward
+    pass under autocast (float16 with a GradScaler on CUDA, bfloat16 elsewhere) on devices that
+    support it; ``max_grad_norm`` clips gradients; ``val_loader`` with ``val_batches`` defines the
+    fixed small validation subset ``eval_loss`` averages over.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        train_loader: Iterable,
+        criterion: Callable | None = None,
+        *,
+        loss_fn: LossFn | None = None,
+        val_loader: Iterable | None = None,
+        val_batches: int = 5,
+        accumulation_steps: int = 1,
+        amp: bool = False,
+        max_grad_norm: float | None = None,
+        device: str | torch.device | None = None,
+        snapshot: str = "cpu",
+        snapshot_dir: str | None = None,
+    ) -> None:
+        if not isinstance(model, torch.nn.Module):
+            raise LrkitError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        _check_optimizer(optimizer)
+        require(
+            isinstance(accumulation_steps, int) and accumulation_steps >= 1,
+            f"accumulation_steps must be an integer >= 1, got {accumulation_steps!r}",
+        )
+        require(isinstance(val_batches, int) and val_batches >= 1,
+                f"val_batches must be an integer >= 1, got {val_batches!r}")
+        require(max_grad_norm is None or max_grad_norm > 0,
+                f"max_grad_norm must be positive or None, got {max_grad_norm!r}")
+        self.model = model
+        self.optimizer = optimizer
+        self.criterion = criterion
+        self.loss_fn = loss_fn
+        self.accumulation_steps = accumulation_steps
+        self.max_grad_norm = max_grad_norm
+        self.snapshot_where = snapshot
+        self.snapshot_dir = snapshot_dir
+        if device is None:
+            first = next(itertools.chain(model.parameters(), model.buffers()), None)
+            device = first.device if first is not None else torch.device("cpu")
+        self.device = torch.device(device)
+        self._train_loader = train_loader
+        self._batches: Iterator[Any] | None = None
+        self._val_loader = val_loader
+        self._val_batches = val_batches
+        self._val_cache: list[Any] | None = None
+
+        base = [float(g["lr"]) for g in optimizer.param_groups]
+        reference = next((lr for lr in base if lr > 0), 0.0)
+        self.group_ratios = [lr / reference if reference > 0 else 1.0 for lr in base]
+
+        self.amp = bool(amp) and self.device.type in ("cuda", "cpu", "xpu", "mps")
+        self._amp_dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
+        self._scaler = (
+            torch.amp.GradScaler(self.device.type) if self.amp and self.device.type == "cuda" else None
+        )
+
+    # -- Trainable -------------------------------------------------------------------------------
+    def set_lr(self, lr: float) -> None:
+        for group, ratio in zip(self.optimizer.param_groups, self.group_ratios):
+            value = lr * ratio
+            if isinstance(group["lr"], torch.Tensor):
+                group["lr"].fill_(value)
+            else:
+                group["lr"] = value
+
+    def _autocast(self):
+        if not self.amp:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self._amp_dtype)
+
+    def train_step(self, lr: float) -> float:
+        if self._batches is None:
+            self._batches = cycle_batches(self._train_loader)
+        self.set_lr(lr)
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        total = 0.0
+        for _ in range(self.accumulation_steps):
+            batch = move_to(next(self._batches), self.device)
+            with self._autocast():
+                loss = batch_loss(self.model, batch, self.criterion, self.loss_fn)
+            scaled = loss / self.accumulation_steps
+            value = float(loss.detach())
+            total += value
+            if not math.isfinite(value):
+                # no update from a non-finite loss: the run is over, the caller records it
+                self.optimizer.zero_grad(set_to_none=True)
+                return value
+            if self._scaler is not None:
+                self._scaler.scale(scaled).backward()
+            else:
+                scaled.backward()
+        if self._scaler is not None:
+            if self.max_grad_norm is not None:
+                self._scaler.unscale_(self.optimizer)
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.max_grad_norm)
+            self._scaler.step(self.optimizer)
+            self._scaler.update()
+        else:
+            if self.max_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.max_grad_norm)
+            self.optimizer.step()
+        return total / self.accumulation_steps
+
+    def _validation_subset(self) -> list[Any]:
+        if self._val_cache is None:
+            assert self._val_loader is not None
+            self._val_cache = list(itertools.islice(iter(self._val_loader), self._val_batches))
+            if not self._val_cache:
+                raise LrkitError("val_loader is empty: it yielded no batch")
+        return self._val_cache
+
+    @torch.no_grad()
+    def eval_loss(self) -> float | None:
+        if self._val_loader is None:
+            return None
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            losses = []
+            for batch in self._validation_subset():
+                with self._autocast():
+                    losses.append(float(batch_loss(
+                        self.model, move_to(batch, self.device), self.criterion, self.loss_fn)))
+            return sum(losses) / len(losses)
+        finally:
+            self.model.train(was_training)
+
+    @contextlib.contextmanager
+    def preserved(self) -> Iterator[None]:
+        snapshot = Snapshot(self.model, self.optimizer, where=self.snapshot_where,
+                            directory=self.snapshot_dir)
+        try:
+            yield
+        finally:
+            try:
+                snapshot.restore()
+            finally:
+                snapshot.discard()
+                self._batches = None

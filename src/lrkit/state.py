@@ -1,0 +1,145 @@
+"""Take and restore an exact snapshot of a model, its optimizer and the random number generators.
+
+Users lose work when a tool changes their model behind their back (pytorch-lr-finder #11,
+Lightning #6675, fastai #3013). lrkit snapshots everything one training step can change and puts
+it back bit for bit, after a normal return, an exception or a KeyboardInterrupt. The snapshot is
+kept on the CPU (never a second copy on the accelerator) or, when asked, in a private file on disk.
+"""
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from lrkit.errors import LrkitError
+
+
+def _to_cpu(value: Any) -> Any:
+    """A CPU copy of every tensor in a nested structure (other values are copied as they are)."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, dict):
+        return {k: _to_cpu(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_cpu(v) for v in value)
+    return value
+
+
+def capture_rng() -> dict[str, Any]:
+    """The state of every generator a training step may draw from."""
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": np.random.get_state(),
+        "random": random.getstate(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["random"])
+    if "cuda" in state:
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class Snapshot:
+    """One copy of a model's and optimizer's state and the RNG states, restorable bit for bit.
+
+    ``where="cpu"`` keeps the copy in host memory; ``where="disk"`` writes it to a private
+    temporary file in ``directory`` (default: the system temp dir) that is removed on restore.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module | None,
+        optimizer: torch.optim.Optimizer | None,
+        *,
+        where: str = "cpu",
+        directory: str | os.PathLike | None = None,
+    ) -> None:
+        if where not in ("cpu", "disk"):
+            raise LrkitError(f"snapshot location must be 'cpu' or 'disk', got {where!r}")
+        self._model = model
+        self._optimizer = optimizer
+        self._path: Path | None = None
+        payload = {
+            "tensors": {},
+            "grads": {},
+            "optimizer": None,
+        }
+        if model is not None:
+            self._training = {name: m.training for name, m in model.named_modules()}
+            for name, tensor in self._named_tensors(model):
+                payload["tensors"][name] = tensor.detach().to("cpu", copy=True)
+                grad = getattr(tensor, "grad", None)
+                payload["grads"][name] = None if grad is None else grad.detach().to("cpu", copy=True)
+        if optimizer is not None:
+            payload["optimizer"] = _to_cpu(optimizer.state_dict())
+        self._rng = capture_rng()
+        if where == "disk":
+            self._path = self._write(payload, directory)
+            self._payload = None
+        else:
+            self._payload = payload
+
+    @staticmethod
+    def _named_tensors(model: torch.nn.Module):
+        # parameters and *all* buffers, persistent or not (BatchNorm statistics, counters, masks)
+        yield from model.named_parameters(remove_duplicate=True)
+        yield from (("buffer:" + n, b) for n, b in model.named_buffers(remove_duplicate=True))
+
+    @staticmethod
+    def _write(payload: dict, directory: str | os.PathLike | None) -> Path:
+        directory = Path(directory) if directory is not None else Path(tempfile.gettempdir())
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            # a unique private file: no collisions between concurrent runs (fastai #1751, #3240)
+            fd, name = tempfile.mkstemp(prefix="lrkit-snapshot-", suffix=".pt", dir=directory)
+        except OSError as exc:
+            raise LrkitError(
+                f"cannot write the state snapshot in {str(directory)!r} ({exc.strerror}); "
+                "pass a writable snapshot directory or keep the snapshot in memory"
+            ) from exc
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(payload, handle)
+        return Path(name)
+
+    def restore(self) -> None:
+        """Put everything back; the snapshot stays valid and can be restored again."""
+        payload = self._payload
+        if payload is None and self._path is not None:
+            payload = torch.load(self._path, weights_only=False)
+        assert payload is not None
+        if self._model is not None:
+            with torch.no_grad():
+                for name, tensor in self._named_tensors(self._model):
+                    tensor.copy_(payload["tensors"][name])
+                    if isinstance(tensor, torch.nn.Parameter):
+                        saved_grad = payload["grads"][name]
+                        if saved_grad is None:
+                            tensor.grad = None
+                        elif tensor.grad is None:
+                            tensor.grad = saved_grad.to(tensor.device)
+                        else:
+                            tensor.grad.copy_(saved_grad)
+            for name, module in self._model.named_modules():
+                if name in self._training:
+                    module.training = self._training[name]
+        if self._optimizer is not None and payload["optimizer"] is not None:
+            self._optimizer.load_state_dict(payload["optimizer"])
+        restore_rng(self._rng)
+
+    def discard(self) -> None:
+        """Free the copy (and delete the file when on disk)."""
+        self._payload = None
+        if self._path is not None:
+            self._path.unlink(missing_ok=True)
+            self._path = None

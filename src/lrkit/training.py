@@ -1,0 +1,100 @@
+"""Plain training runs at a given rate (constant or a schedule), shared by the benchmarks, sweeps,
+diagnosis examples and recipe checks, so that every part trains the same way."""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Callable, Iterable
+
+import torch
+
+from lrkit.adapters.torch import batch_loss, move_to
+from lrkit.errors import require
+from lrkit.problem import Problem
+
+
+@dataclasses.dataclass
+class TrainingRun:
+    """What one training run produced: the per-step losses and rates, and the final evaluation."""
+
+    losses: list[float]
+    lrs: list[float]
+    val_loss: float
+    metric: float | None
+    diverged: bool
+    val_curve: list[tuple[int, float]] = dataclasses.field(default_factory=list)
+
+    @property
+    def steps(self) -> int:
+        return len(self.losses)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@torch.no_grad()
+def evaluate(problem: Problem, loader: Iterable | None = None) -> float:
+    """Mean loss over a full pass of ``loader`` (default: the problem's validation loader)."""
+    loader = problem.val_loader if loader is None else loader
+    if loader is None:
+        return math.nan
+    model = problem.model
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    total = count = 0.0
+    try:
+        for batch in loader:
+            value = float(batch_loss(model, move_to(batch, device), problem.criterion, problem.loss_fn))
+            total += value
+            count += 1
+    finally:
+        model.train(was_training)
+    return total / count if count else math.nan
+
+
+def train(
+    problem: Problem,
+    *,
+    lr: float | Callable[[int], float],
+    steps: int,
+    seed: int | None = None,
+    eval_every: int | None = None,
+    on_step: Callable[[int, float, float], bool | None] | None = None,
+    **trainable_options,
+) -> TrainingRun:
+    """Train ``problem`` for ``steps`` optimizer steps at ``lr`` (a float, or a function of the
+    step returning the rate). Stops at the first non-finite loss and reports ``diverged``.
+
+    ``on_step(step, loss, lr)`` is called after every step; returning ``True`` stops the run
+    early (sweeps use it to prune). ``eval_every`` records the validation loss every k steps.
+    """
+    require(isinstance(steps, int) and steps >= 1, f"steps must be an integer >= 1, got {steps!r}")
+    if seed is not None:
+        torch.manual_seed(seed)
+    trainable = problem.trainable(**trainable_options)
+    rate = lr if callable(lr) else (lambda _step, _lr=float(lr): _lr)
+    losses: list[float] = []
+    lrs: list[float] = []
+    val_curve: list[tuple[int, float]] = []
+    diverged = False
+    for step in range(steps):
+        current = float(rate(step))
+        loss = trainable.train_step(current)
+        losses.append(loss)
+        lrs.append(current)
+        if not math.isfinite(loss):
+            diverged = True
+            break
+        if eval_every and (step + 1) % eval_every == 0:
+            val_curve.append((step + 1, evaluate(problem)))
+        if on_step is not None and on_step(step, loss, current):
+            break
+    val_loss = math.inf if diverged else evaluate(problem)
+    if not math.isfinite(val_loss):
+        diverged = True
+        val_loss = math.inf
+    metric = None
+    if problem.metric_fn is not None and not diverged and problem.val_loader is not None:
+        metric = float(problem.metric_fn(problem.model, problem.val_loader))
+    return TrainingRun(losses, lrs, val_loss, metric, diverged, val_curve)
