@@ -55,7 +55,7 @@ _OPTIMIZERS = {
 
 
 def _make(name: str, seed: int, lr: float, *, model_fn: Callable[[], nn.Module], optimizer: str,
-          tensors, batch_size: int, criterion: nn.Module, budget: int,
+          tensors, batch_size: int, criterion: nn.Module,
           classify: bool = True) -> Problem:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -69,7 +69,6 @@ def _make(name: str, seed: int, lr: float, *, model_fn: Callable[[], nn.Module],
         val_loader=data.ShuffledBatches(x_va, y_va, batch_size=256, shuffle=False, drop_last=False),
         criterion=criterion,
         name=name,
-        budget_steps=budget,
         metric_fn=accuracy if classify else None,
         metric_name="accuracy" if classify else None,
     )
@@ -78,87 +77,86 @@ def _make(name: str, seed: int, lr: float, *, model_fn: Callable[[], nn.Module],
 def _digits_mlp(seed: int, lr: float) -> Problem:
     return _make("digits-mlp", seed, lr, model_fn=lambda: models.mlp([64, 128, 64, 10]),
                  optimizer="sgd-momentum", tensors=data.classification("digits"), batch_size=32,
-                 criterion=nn.CrossEntropyLoss(), budget=400)
+                 criterion=nn.CrossEntropyLoss())
 
 
 def _digits_cnn(seed: int, lr: float) -> Problem:
     return _make("digits-cnn", seed, lr, model_fn=models.DigitsCNN, optimizer="sgd-momentum",
                  tensors=data.classification("digits"), batch_size=32,
-                 criterion=nn.CrossEntropyLoss(), budget=300)
+                 criterion=nn.CrossEntropyLoss())
 
 
 def _regression_mlp(seed: int, lr: float) -> Problem:
     return _make("regression-mlp", seed, lr,
                  model_fn=lambda: models.mlp([10, 64, 64, 1], activation=nn.Tanh),
                  optimizer="adam", tensors=data.friedman(), batch_size=32,
-                 criterion=nn.MSELoss(), budget=500, classify=False)
+                 criterion=nn.MSELoss(), classify=False)
 
 
 def _tiny_transformer(seed: int, lr: float) -> Problem:
     return _make("tiny-transformer", seed, lr, model_fn=models.TinyTransformer, optimizer="adamw",
-                 tensors=data.reversal(), batch_size=64, criterion=models.SequenceCrossEntropy(),
-                 budget=400)
+                 tensors=data.reversal(), batch_size=64, criterion=models.SequenceCrossEntropy())
 
 
 def _moons_mlp(seed: int, lr: float) -> Problem:
     return _make("moons-mlp", seed, lr,
                  model_fn=lambda: models.mlp([2, 64, 64, 64, 2], activation=nn.Tanh),
                  optimizer="sgd", tensors=data.classification("moons"), batch_size=32,
-                 criterion=nn.CrossEntropyLoss(), budget=400)
+                 criterion=nn.CrossEntropyLoss())
 
 
 def _wine_logreg(seed: int, lr: float) -> Problem:
     return _make("wine-logreg", seed, lr, model_fn=lambda: nn.Linear(13, 3), optimizer="sgd",
                  tensors=data.classification("wine"), batch_size=16,
-                 criterion=nn.CrossEntropyLoss(), budget=200)
+                 criterion=nn.CrossEntropyLoss())
 
 
 def _digits_gru(seed: int, lr: float) -> Problem:
     return _make("digits-gru", seed, lr, model_fn=models.RowGRU, optimizer="rmsprop",
                  tensors=data.classification("digits"), batch_size=32,
-                 criterion=nn.CrossEntropyLoss(), budget=400)
+                 criterion=nn.CrossEntropyLoss())
 
 
 def _friedman_deep_sgd(seed: int, lr: float) -> Problem:
     return _make("friedman-deep", seed, lr,
                  model_fn=lambda: models.mlp([10, 64, 64, 64, 64, 1], batch_norm=True),
                  optimizer="sgd-momentum", tensors=data.friedman(), batch_size=32,
-                 criterion=nn.MSELoss(), budget=400, classify=False)
+                 criterion=nn.MSELoss(), classify=False)
 
 
 def _cancer_mlp(seed: int, lr: float) -> Problem:
     return _make("cancer-mlp", seed, lr,
                  model_fn=lambda: models.mlp([30, 32, 2], dropout=0.2),
                  optimizer="adam", tensors=data.classification("breast_cancer"), batch_size=16,
-                 criterion=nn.CrossEntropyLoss(), budget=300)
+                 criterion=nn.CrossEntropyLoss())
 
 
 def _blobs_softmax(seed: int, lr: float) -> Problem:
     return _make("blobs-wide", seed, lr,
                  model_fn=lambda: models.mlp([40, 256, 6]),
                  optimizer="adamw", tensors=data.classification("blobs"), batch_size=64,
-                 criterion=nn.CrossEntropyLoss(), budget=300)
+                 criterion=nn.CrossEntropyLoss())
 
 
 EXAMPLES: dict[str, Example] = {e.name: e for e in [
     Example("digits-mlp", "MLP on scikit-learn's 8x8 digits, SGD with momentum", "sgd-momentum",
             0.01, 400, _digits_mlp),
     Example("digits-cnn", "small CNN with BatchNorm and dropout on digits, SGD with momentum",
-            "sgd-momentum", 0.01, 300, _digits_cnn),
+            "sgd-momentum", 0.01, 400, _digits_cnn),
     Example("regression-mlp", "tanh MLP on Friedman #1 regression, Adam, MSE", "adam", 1e-3, 500,
             _regression_mlp),
     Example("tiny-transformer", "2-layer Transformer reversing token sequences, AdamW", "adamw",
             1e-3, 400, _tiny_transformer),
     Example("moons-mlp", "deep tanh MLP on two moons, plain SGD", "sgd", 0.01, 400, _moons_mlp),
-    Example("wine-logreg", "logistic regression on the wine data set, plain SGD", "sgd", 0.01, 200,
+    Example("wine-logreg", "logistic regression on the wine data set, plain SGD", "sgd", 0.01, 400,
             _wine_logreg),
     Example("digits-gru", "GRU reading digits row by row, RMSprop", "rmsprop", 0.01, 400,
             _digits_gru),
     Example("friedman-deep", "5-layer BatchNorm MLP on Friedman #1, SGD with momentum",
             "sgd-momentum", 0.01, 400, _friedman_deep_sgd),
-    Example("cancer-mlp", "MLP with dropout on breast-cancer data, Adam", "adam", 1e-3, 300,
+    Example("cancer-mlp", "MLP with dropout on breast-cancer data, Adam", "adam", 1e-3, 400,
             _cancer_mlp),
-    Example("blobs-wide", "wide MLP on a 6-class synthetic problem, AdamW", "adamw", 1e-3, 300,
+    Example("blobs-wide", "wide MLP on a 6-class synthetic problem, AdamW", "adamw", 1e-3, 400,
             _blobs_softmax),
 ]}
 
@@ -182,4 +180,6 @@ def build(name: str = DEFAULT, *, seed: int = 0, lr: float | None = None) -> Pro
     """A fresh :class:`lrkit.Problem` for example ``name`` (model initialised from ``seed``);
     ``lr`` overrides the optimizer's untuned default rate."""
     example = get(name)
-    return example.builder(seed, example.default_lr if lr is None else lr)
+    problem = example.builder(seed, example.default_lr if lr is None else lr)
+    problem.budget_steps = example.budget_steps
+    return problem

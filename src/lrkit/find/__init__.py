@@ -1,0 +1,71 @@
+"""The learning-rate range test ("LR finder").
+
+``find_lr`` is the PyTorch entry point; ``range_test`` drives any :class:`lrkit.Trainable`.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable
+
+from lrkit.find.range_test import range_test
+from lrkit.find.result import FinderResult
+from lrkit.find.suggest import METHODS, analyse
+
+__all__ = ["find_lr", "range_test", "FinderResult", "METHODS", "analyse"]
+
+
+def find_lr(
+    model: Any,
+    optimizer: Any,
+    train_loader: Iterable,
+    criterion: Callable | None = None,
+    *,
+    loss_fn: Callable | None = None,
+    val_loader: Iterable | None = None,
+    val_every: int | None = None,
+    val_batches: int = 5,
+    start_lr: float = 1e-7,
+    end_lr: float = 10.0,
+    num_steps: int = 100,
+    ramp: str = "exp",
+    smoothing: float = 0.9,
+    diverge_threshold: float = 4.0,
+    accumulation_steps: int = 1,
+    amp: bool = False,
+    max_grad_norm: float | None = None,
+    device: Any = None,
+    method: str = "auto",
+    budget_steps: int | None = None,
+    snapshot: str = "cpu",
+    snapshot_dir: str | None = None,
+    progress: bool | None = None,
+) -> FinderResult:
+    """Run a learning-rate range test on a PyTorch model and suggest a rate.
+
+    Batches are ``(inputs, targets)`` scored by ``criterion(model(inputs), targets)``, or anything
+    at all when ``loss_fn(model, batch)`` is given (it may return a tensor, a dict with ``"loss"``
+    or an object with ``.loss``); with neither, the model's own output must carry the loss.
+
+    The model (parameters, buffers, train/eval mode), the optimizer (state and hyperparameters)
+    and the torch/numpy/random generators are restored bit for bit afterwards, also when this
+    raises or is interrupted. The snapshot lives on the CPU, or in a private file under
+    ``snapshot_dir`` with ``snapshot="disk"``.
+
+    Parameter groups keep their ratios to each other; ``result.suggested_lrs`` has one rate per
+    group. ``budget_steps`` (the planned training length) lets the default method account for it.
+    """
+    from lrkit.adapters.torch import TorchTrainable
+
+    if val_every is not None and val_loader is None:
+        from lrkit.errors import LrkitError
+
+        raise LrkitError("val_every needs a val_loader: pass val_loader=... or drop val_every")
+    trainable = TorchTrainable(
+        model, optimizer, train_loader, criterion, loss_fn=loss_fn, val_loader=val_loader,
+        val_batches=val_batches, accumulation_steps=accumulation_steps, amp=amp,
+        max_grad_norm=max_grad_norm, device=device, snapshot=snapshot, snapshot_dir=snapshot_dir,
+    )
+    return range_test(
+        trainable, start_lr=start_lr, end_lr=end_lr, num_steps=num_steps, ramp=ramp,
+        smoothing=smoothing, diverge_threshold=diverge_threshold, val_every=val_every,
+        method=method, budget_steps=budget_steps, progress=progress,
+    )

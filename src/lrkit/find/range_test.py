@@ -1,0 +1,121 @@
+"""The range test itself: drive any :class:`~lrkit.trainable.Trainable` through a rising rate,
+record the loss, stop on divergence, and put the trainable back exactly as it was."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from lrkit.errors import require
+from lrkit.find import suggest
+from lrkit.find.ramp import ramp_rates
+from lrkit.find.result import FinderResult
+from lrkit.find.smoothing import OnlineEMA
+from lrkit.show.progress import progress_bar
+from lrkit.trainable import Trainable
+
+
+def has_diverged(smoothed: float, best: float, first: float, threshold: float) -> bool:
+    """True when the smoothed loss has risen too far above its best.
+
+    The rise is measured against a scale that works for any sign of loss: the larger of the best
+    loss's magnitude and the improvement so far. For positive losses this is the familiar
+    "``threshold`` x best" rule; it stays meaningful for losses that are negative or near zero
+    (fastai #962), and adding a constant to the loss does not change it once the loss has fallen.
+    """
+    scale = max(abs(best), first - best, 1e-12)
+    return smoothed - best > (threshold - 1.0) * scale
+
+
+def range_test(
+    trainable: Trainable,
+    *,
+    start_lr: float = 1e-7,
+    end_lr: float = 10.0,
+    num_steps: int = 100,
+    ramp: str = "exp",
+    smoothing: float = 0.9,
+    diverge_threshold: float = 4.0,
+    val_every: int | None = None,
+    method: str = "auto",
+    budget_steps: int | None = None,
+    progress: bool | None = None,
+) -> FinderResult:
+    """Run a learning-rate range test on any trainable and suggest a rate.
+
+    The rate grows from ``start_lr`` to ``end_lr`` over ``num_steps`` optimizer steps; the test
+    stops early when the loss is non-finite or its EMA (``smoothing`` = beta) exceeds
+    ``diverge_threshold`` times its best (see :func:`has_diverged`). ``val_every`` evaluates the
+    trainable's fixed validation subset every k steps and bases the suggestion on that curve.
+    ``budget_steps`` is the planned training length, which the default method may use.
+    The trainable is restored exactly afterwards, even when this raises.
+    """
+    rates = ramp_rates(start_lr, end_lr, num_steps, ramp)
+    require(0 <= smoothing < 1, f"smoothing must be in [0, 1), got {smoothing!r}")
+    require(diverge_threshold > 1, f"diverge_threshold must be > 1, got {diverge_threshold!r}")
+    require(val_every is None or (isinstance(val_every, int) and val_every >= 1),
+            f"val_every must be a positive integer or None, got {val_every!r}")
+    require(method == "auto" or method in suggest.METHODS,
+            f"method must be 'auto' or one of {sorted(suggest.METHODS)}, got {method!r}")
+    require(budget_steps is None or (isinstance(budget_steps, int) and budget_steps > 0),
+            f"budget_steps must be a positive integer or None, got {budget_steps!r}")
+
+    lrs: list[float] = []
+    losses: list[float] = []
+    val_steps: list[int] = []
+    val_losses: list[float] = []
+    stop_reason = "completed"
+    ema = OnlineEMA(smoothing)
+    best = math.inf
+    first = None
+    bar = progress_bar(num_steps, "lrkit find", enabled=progress)
+    with trainable.preserved():
+        try:
+            for step, lr in enumerate(rates):
+                loss = trainable.train_step(float(lr))
+                lrs.append(float(lr))
+                losses.append(loss)
+                bar.update(1)
+                if not math.isfinite(loss):
+                    stop_reason = f"loss became {loss} at lr={lr:.3g}"
+                    break
+                value = ema.update(loss)
+                if first is None:
+                    first = value
+                best = min(best, value)
+                if val_every and (step + 1) % val_every == 0:
+                    val_losses.append(trainable.eval_loss())
+                    val_steps.append(step)
+                if step >= 5 and has_diverged(value, best, first, diverge_threshold):
+                    stop_reason = f"diverged at lr={lr:.3g} (loss {diverge_threshold:g}x past its best)"
+                    break
+        finally:
+            bar.close()
+
+    use_val = bool(val_steps) and val_losses[0] is not None and len(val_steps) >= suggest.MIN_POINTS
+    curve_lrs = [lrs[i] for i in val_steps] if use_val else lrs
+    curve_losses = val_losses if use_val else losses
+    analysis = suggest.analyse(curve_lrs, curve_losses, method=method, budget_steps=budget_steps,
+                               smooth_window=1.0 if use_val else None)
+    warnings = list(analysis.warnings)
+    if stop_reason != "completed" and len(lrs) < 0.2 * num_steps:
+        warnings.append(
+            f"the test stopped after {len(lrs)} of {num_steps} steps: start_lr={start_lr:g} "
+            "is probably already too high; lower it")
+    if stop_reason == "completed" and analysis.curve.n and analysis.curve.min_index >= analysis.curve.n - 3:
+        warnings.append(
+            f"the loss was still falling at end_lr={end_lr:g}; raise end_lr to see where it turns")
+    # show the lag-free curve the suggestions were computed from (the EMA only served the stop rule)
+    display = suggest.prepare(lrs, losses).smooth.tolist()
+    display += [math.nan] * (len(lrs) - len(display))
+    return FinderResult(
+        lrs=lrs, losses=losses, smoothed=display,
+        suggested_lr=analysis.suggested_lr, method=analysis.method,
+        suggestions=analysis.suggestions, good_range=analysis.good_range,
+        group_ratios=list(trainable.group_ratios), stop_reason=stop_reason, warnings=warnings,
+        settings=dict(start_lr=start_lr, end_lr=end_lr, num_steps=num_steps, ramp=ramp,
+                      smoothing=smoothing, diverge_threshold=diverge_threshold,
+                      val_every=val_every, budget_steps=budget_steps,
+                      curve="validation" if use_val else "train"),
+        val_steps=val_steps, val_losses=[math.nan if v is None else v for v in val_losses],
+    )

@@ -1,0 +1,177 @@
+"""Suggestion methods: each maps a recorded range-test curve (rates, losses) to one rate.
+
+All methods see the same prepared curve: cut at the first non-finite loss (so NaN/inf can never
+corrupt a suggestion), smoothed without lag, on a log-rate axis. Every method returns a rate inside
+the swept range, is unchanged when a constant is added to the loss, and returns ``None`` when the
+curve holds no usable information (too short, or the loss never fell).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import numpy as np
+
+from lrkit.errors import LrkitError
+from lrkit.find.smoothing import auto_window, centred
+
+
+@dataclasses.dataclass(frozen=True)
+class Curve:
+    """A range-test curve ready for the suggestion methods."""
+
+    lrs: np.ndarray  #: rates of the finite prefix
+    raw: np.ndarray  #: raw losses of the finite prefix
+    smooth: np.ndarray  #: lag-free smoothed losses
+    log_lrs: np.ndarray
+
+    @property
+    def n(self) -> int:
+        return len(self.lrs)
+
+    @property
+    def min_index(self) -> int:
+        return int(np.argmin(self.smooth))
+
+    @property
+    def fell(self) -> bool:
+        """Did the loss fall meaningfully before its minimum? (scale-free: relative to the noise)"""
+        if self.n < 5:
+            return False
+        drop = self.smooth[0] - self.smooth.min()
+        noise = np.median(np.abs(np.diff(self.raw))) + 1e-12
+        return bool(drop > 2 * noise and drop > 1e-9 * (abs(self.smooth[0]) + 1))
+
+
+MIN_POINTS = 8
+
+
+def prepare(lrs, losses, window: float | None = None) -> Curve:
+    lrs = np.asarray(lrs, dtype=float)
+    losses = np.asarray(losses, dtype=float)
+    if lrs.shape != losses.shape or lrs.ndim != 1:
+        raise LrkitError(f"rates and losses must be 1-D of equal length, got {lrs.shape} and {losses.shape}")
+    bad = ~np.isfinite(losses) | ~np.isfinite(lrs) | (lrs <= 0)
+    end = int(np.argmax(bad)) if bad.any() else len(losses)
+    lrs, raw = lrs[:end], losses[:end]
+    smooth = centred(raw, auto_window(len(raw)) if window is None else window)
+    return Curve(lrs, raw, smooth, np.log10(lrs) if len(lrs) else lrs)
+
+
+def _trim(curve: Curve, start_fraction: float = 0.1, end_points: int = 5) -> slice:
+    lo = int(curve.n * start_fraction)
+    hi = max(lo + 2, curve.n - end_points)
+    return slice(lo, min(hi, curve.n))
+
+
+def steepest(curve: Curve) -> float | None:
+    """Steepest descent of the smoothed loss against log-rate, before the loss minimum
+    (the gradient after the minimum is the divergence, never a candidate)."""
+    if curve.n < MIN_POINTS or not curve.fell:
+        return None
+    hi = curve.min_index + 1
+    lo = int(curve.n * 0.05)
+    if hi - lo < 3:
+        lo = 0
+    if hi - lo < 3:
+        return None
+    grad = np.gradient(curve.smooth[lo:hi], curve.log_lrs[lo:hi])
+    return float(curve.lrs[lo + int(np.argmin(grad))])
+
+
+def valley(curve: Curve) -> float | None:
+    """fastai's valley: the longest run of decreasing loss; the point about midway into it.
+    Re-implemented from fastai's published algorithm (trim the first tenth and last 5 points)."""
+    if curve.n < MIN_POINTS:
+        return None
+    part = _trim(curve)
+    losses = curve.smooth[part]
+    n = len(losses)
+    lds = np.ones(n, dtype=int)
+    max_start = max_end = 0
+    for i in range(1, n):
+        for j in range(i):
+            if losses[i] < losses[j] and lds[i] < lds[j] + 1:
+                lds[i] = lds[j] + 1
+            if lds[max_end] < lds[i]:
+                max_end = i
+                max_start = max_end - lds[max_end]
+    sections = (max_end - max_start) / 3
+    idx = max_start + int(sections) + int(sections / 2)
+    return float(curve.lrs[part][min(max(idx, 0), n - 1)])
+
+
+def minimum(curve: Curve) -> float | None:
+    """The rate at the smoothed minimum divided by 10 (fastai's ``minimum``; Smith's upper bound
+    of usable rates, with a safety factor)."""
+    if curve.n < MIN_POINTS or not curve.fell:
+        return None
+    return max(float(curve.lrs[curve.min_index]) / 10, float(curve.lrs[0]))
+
+
+def torch_lr_finder_rule(curve: Curve) -> float | None:
+    """pytorch-lr-finder 0.2.2's published rule, for comparison: most negative unit-spaced gradient
+    of the losses after dropping the first 10 and last 5 points."""
+    if curve.n < 16:
+        return None
+    lo, hi = 10, curve.n - 5
+    return float(curve.lrs[lo + int(np.argmin(np.gradient(curve.smooth[lo:hi])))])
+
+
+METHODS: dict[str, Callable[[Curve], float | None]] = {
+    "steepest": steepest,
+    "valley": valley,
+    "minimum": minimum,
+}
+
+
+def good_range(curve: Curve) -> tuple[float, float] | None:
+    """Rates worth using: from where the loss has clearly started to fall to just below the
+    rate of the loss minimum (half of it: past the minimum training is already unstable)."""
+    if curve.n < MIN_POINTS or not curve.fell:
+        return None
+    i_min = curve.min_index
+    start, best = curve.smooth[0], curve.smooth[i_min]
+    threshold = start - 0.05 * (start - best)
+    falling = np.nonzero(curve.smooth[: i_min + 1] <= threshold)[0]
+    lo = float(curve.lrs[falling[0]]) if len(falling) else float(curve.lrs[0])
+    hi = max(float(curve.lrs[i_min]) / 2, lo)
+    return lo, hi
+
+
+#: the method ``method="auto"`` uses; chosen by benchmarks/finder_quality.py (see the README)
+DEFAULT_METHOD = "minimum"
+
+
+@dataclasses.dataclass
+class Analysis:
+    curve: Curve
+    suggestions: dict[str, float | None]
+    method: str
+    suggested_lr: float | None
+    good_range: tuple[float, float] | None
+    warnings: list[str]
+
+
+def analyse(lrs, losses, *, method: str = "auto", budget_steps: int | None = None,
+            smooth_window: float | None = None) -> Analysis:
+    """Every method's suggestion, the chosen one, the good range and warnings for one curve."""
+    curve = prepare(lrs, losses, smooth_window)
+    chosen = DEFAULT_METHOD if method == "auto" else method
+    if chosen not in METHODS:
+        raise LrkitError(f"unknown suggestion method {method!r}; choose 'auto' or one of {sorted(METHODS)}")
+    suggestions = {name: fn(curve) for name, fn in METHODS.items()}
+    warnings: list[str] = []
+    if curve.n < MIN_POINTS:
+        warnings.append(f"only {curve.n} usable points in the curve: too few to suggest a rate; "
+                        "use more steps or a lower start_lr")
+    elif not curve.fell:
+        warnings.append("the loss never fell over the swept range: check the model and data, "
+                        "or widen the range (lower start_lr, higher end_lr)")
+    found = [v for v in suggestions.values() if v is not None]
+    if len(found) >= 2:
+        spread = np.log10(max(found)) - np.log10(min(found))
+        if spread > 1.5:
+            warnings.append(f"the methods disagree by {spread:.1f} decades: the curve is ambiguous; "
+                            "look at the plot, or use more steps or validation mode")
+    return Analysis(curve, suggestions, chosen, suggestions[chosen], good_range(curve), warnings)

@@ -1,0 +1,1 @@
+"""Showing results: plots (matplotlib, display-free) and progress bars."""
