@@ -15,15 +15,17 @@ from lrkit.show.progress import progress_bar
 from lrkit.trainable import Trainable
 
 
-def has_diverged(smoothed: float, best: float, first: float, threshold: float) -> bool:
+def has_diverged(smoothed: float, best: float, first: float, threshold: float,
+                 noise: float = 0.0) -> bool:
     """True when the smoothed loss has risen too far above its best.
 
-    The rise is measured against a scale that works for any sign of loss: the larger of the best
-    loss's magnitude and the improvement so far. For positive losses this is the familiar
-    "``threshold`` x best" rule; it stays meaningful for losses that are negative or near zero
-    (fastai #962), and adding a constant to the loss does not change it once the loss has fallen.
+    The rise is measured against the improvement seen so far (``first - best``), or the loss's
+    noise level before there is any improvement. Both are differences of losses, so the rule is
+    the same for losses that are negative or near zero (fastai #962) and unchanged when a constant
+    is added to the loss; for a loss that fell to a small fraction of its start it stops a few
+    steps later than the usual "``threshold`` x best" rule.
     """
-    scale = max(abs(best), first - best, 1e-12)
+    scale = max(first - best, noise, 1e-12 * (abs(best) + 1.0))
     return smoothed - best > (threshold - 1.0) * scale
 
 
@@ -44,8 +46,8 @@ def range_test(
     """Run a learning-rate range test on any trainable and suggest a rate.
 
     The rate grows from ``start_lr`` to ``end_lr`` over ``num_steps`` optimizer steps; the test
-    stops early when the loss is non-finite or its EMA (``smoothing`` = beta) exceeds
-    ``diverge_threshold`` times its best (see :func:`has_diverged`). ``val_every`` evaluates the
+    stops early when the loss is non-finite or its EMA (``smoothing`` = beta) rises above its best
+    by ``diverge_threshold - 1`` times the improvement so far (see :func:`has_diverged`). ``val_every`` evaluates the
     trainable's fixed validation subset every k steps and bases the suggestion on that curve.
     ``budget_steps`` is the planned training length, which the default method may use.
     The trainable is restored exactly afterwards, even when this raises.
@@ -66,7 +68,11 @@ def range_test(
     val_losses: list[float] = []
     stop_reason = "completed"
     ema = OnlineEMA(smoothing)
+    deviation = OnlineEMA(smoothing)  # mean absolute deviation from the EMA: the noise level
     best = math.inf
+    best_noise = 0.0
+    value = math.nan
+    min_steps = max(5, num_steps // 20)  # let the noise estimate settle before judging a rise
     first = None
     bar = progress_bar(num_steps, "lrkit find", enabled=progress)
     with trainable.preserved():
@@ -79,14 +85,17 @@ def range_test(
                 if not math.isfinite(loss):
                     stop_reason = f"loss became {loss} at lr={lr:.3g}"
                     break
+                noise = deviation.update(abs(loss - value)) if first is not None else 0.0
                 value = ema.update(loss)
+                best = min(best, value)
+                if value <= best or step <= min_steps:
+                    best_noise = noise  # the noise level at the best point, not while it explodes
                 if first is None:
                     first = value
-                best = min(best, value)
                 if val_every and (step + 1) % val_every == 0:
                     val_losses.append(trainable.eval_loss())
                     val_steps.append(step)
-                if step >= 5 and has_diverged(value, best, first, diverge_threshold):
+                if step >= min_steps and has_diverged(value, best, first, diverge_threshold, best_noise):
                     stop_reason = f"diverged at lr={lr:.3g} (loss {diverge_threshold:g}x past its best)"
                     break
         finally:

@@ -1,0 +1,288 @@
+"""How good are range-test suggestions? lrkit's methods against the published rules of
+torch-lr-finder (run through the real package), fastai (valley, steep, minimum/10; re-implemented
+from fastai's published algorithms on fastai's EMA-0.98 curve) and Lightning.
+
+For every task (the built-in examples, six for tuning and four held out as a test set that was
+never used to design the default), the best constant rate for the task's training budget is
+found by grid search (4 points per decade, 4 seeds). Each suggestion is then trained for the same
+budget with the same seed as its range test, and scored:
+
+* regret: mean final validation loss at the suggestion / the grid best's - 1,
+* decades off the grid best, divergences, and cost (range-test steps / training budget).
+
+Results are cached in benchmarks/results/ (delete a file to recompute that phase).
+
+    python benchmarks/finder_quality.py            # all phases, prints the tables
+    python benchmarks/finder_quality.py --workers 2 --seeds 4
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import math
+import os
+import statistics
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+RESULTS = Path(__file__).parent / "results"
+TUNE_TASKS = ["digits-mlp", "digits-cnn", "regression-mlp", "tiny-transformer", "moons-mlp",
+              "wine-logreg"]
+TEST_TASKS = ["digits-gru", "friedman-deep", "cancer-mlp", "blobs-wide"]
+GRID = [float(10 ** e) for e in np.arange(-5.0, 1.01, 0.25)]
+
+
+def _quiet_torch():
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def train_job(args: tuple[str, float, int]) -> tuple[str, float, int, float]:
+    """Final validation loss of one training run (inf when it diverged)."""
+    _quiet_torch()
+    import lrkit
+    from lrkit.training import train
+
+    task, lr, seed = args
+    problem = lrkit.examples.build(task, seed=seed, lr=lr)
+    run = train(problem, lr=lr, steps=problem.budget_steps, seed=seed)
+    return task, lr, seed, (math.inf if run.diverged else run.val_loss)
+
+
+def finder_job(args: tuple[str, int]) -> dict:
+    """lrkit's range test and torch-lr-finder's on the same task and seed."""
+    _quiet_torch()
+    import torch
+
+    import lrkit
+
+    task, seed = args
+    problem = lrkit.examples.build(task, seed=seed)
+    torch.manual_seed(seed)
+    t0 = time.perf_counter()
+    result = lrkit.find_lr(problem.model, problem.optimizer, problem.train_loader,
+                           problem.criterion, budget_steps=problem.budget_steps, progress=False)
+    seconds = time.perf_counter() - t0
+    return {"task": task, "seed": seed, "lrs": result.lrs, "losses": result.losses,
+            "steps": result.steps,
+            "seconds": seconds, "budget": problem.budget_steps,
+            "torch_lr_finder": torch_lr_finder_suggestion(task, seed)}
+
+
+def torch_lr_finder_suggestion(task: str, seed: int) -> float | None:
+    """pytorch-lr-finder 0.2.2 itself: range_test over the same range, then its own suggestion."""
+    import torch
+    from matplotlib.figure import Figure
+    from torch_lr_finder import LRFinder
+
+    import lrkit
+
+    problem = lrkit.examples.build(task, seed=seed, lr=1e-7)
+    batches = problem.train_loader
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(*batches.tensors), batch_size=batches.batch_size,
+        shuffle=True, drop_last=True, generator=torch.Generator().manual_seed(seed))
+    torch.manual_seed(seed)
+    finder = LRFinder(problem.model, problem.optimizer, problem.criterion, device="cpu")
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        finder.range_test(loader, start_lr=1e-7, end_lr=10, num_iter=100)
+        try:
+            _, lr = finder.plot(ax=Figure().add_subplot(), suggest_lr=True)
+        except (RuntimeError, ValueError):
+            lr = None
+    return None if lr is None else float(lr)
+
+
+# -- published rules re-implemented on the same recorded curve ---------------------------------
+def published_rules(lrs: list[float], losses: list[float]) -> dict[str, float | None]:
+    from lrkit.find import suggest
+    from lrkit.find.smoothing import ema
+
+    lrs_a = np.asarray(lrs, dtype=float)
+    raw = np.asarray(losses, dtype=float)
+    finite = np.isfinite(raw)
+    end = int(np.argmin(finite)) if not finite.all() else len(raw)  # fastai truncates at NaN
+    lrs_a, raw = lrs_a[:end], raw[:end]
+    if len(raw) < 20:
+        return {"fastai-valley": None, "fastai-steep": None, "fastai-minimum": None,
+                "lightning": None}
+    smooth = ema(raw, 0.98)
+    n = len(raw)
+    # fastai trims the first tenth and the last 5 points
+    lo, hi = n // 10, n - 5
+    curve = suggest.Curve(lrs_a[lo:hi], raw[lo:hi], smooth[lo:hi], np.log10(lrs_a[lo:hi]))
+    trimmed = suggest.Curve(curve.lrs, curve.raw, curve.smooth, curve.log_lrs)
+    valley_lr = _fastai_valley(trimmed)
+    steep_idx = int(np.argmin(np.gradient(trimmed.smooth, trimmed.log_lrs)))
+    min_idx = int(np.argmin(trimmed.smooth))
+    # Lightning: skip the first 10 and the last 1, gradient against the raw rate
+    l_lrs, l_loss = lrs_a[10:-1], smooth[10:-1]
+    lightning = float(l_lrs[int(np.argmin(np.gradient(l_loss, l_lrs)))]) if len(l_lrs) > 2 else None
+    return {"fastai-valley": valley_lr, "fastai-steep": float(trimmed.lrs[steep_idx]),
+            "fastai-minimum": float(trimmed.lrs[min_idx]) / 10, "lightning": lightning}
+
+
+def _fastai_valley(curve) -> float:
+    losses = curve.smooth
+    n = len(losses)
+    lds = [1] * n
+    max_start = max_end = 0
+    for i in range(1, n):
+        for j in range(i):
+            if losses[i] < losses[j] and lds[i] < lds[j] + 1:
+                lds[i] = lds[j] + 1
+            if lds[max_end] < lds[i]:
+                max_end = i
+                max_start = max_end - lds[max_end]
+    sections = (max_end - max_start) / 3
+    idx = max_start + int(sections) + int(sections / 2)
+    return float(curve.lrs[idx])
+
+
+# -- driver --------------------------------------------------------------------------------------
+def _cached(name: str, compute):
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / name
+    if path.exists():
+        return json.loads(path.read_text())
+    value = compute()
+    path.write_text(json.dumps(value, indent=1))
+    return value
+
+
+def _pool_map(fn, jobs, workers):
+    if workers <= 1:
+        return [fn(j) for j in jobs]
+    with ProcessPoolExecutor(workers) as pool:
+        return list(pool.map(fn, jobs, chunksize=1))
+
+
+def grid_search(tasks, seeds, workers):
+    jobs = [(t, lr, s) for t in tasks for lr in GRID for s in seeds]
+    out: dict[str, dict[str, list[float]]] = {}
+    for task, lr, seed, value in _pool_map(train_job, jobs, workers):
+        out.setdefault(task, {}).setdefault(repr(lr), [math.inf] * len(seeds))[seeds.index(seed)] = value
+    return out
+
+
+def best_of_grid(grid_task: dict[str, list[float]]) -> tuple[float, float]:
+    means = {float(lr): statistics.fmean(v) for lr, v in grid_task.items()}
+    lr = min(means, key=means.get)
+    return lr, means[lr]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--seeds", type=int, default=4)
+    args = parser.parse_args()
+    from lrkit.find.suggest import analyse
+
+    seeds = list(range(args.seeds))
+    tasks = TUNE_TASKS + TEST_TASKS
+    t0 = time.time()
+    grid = _cached(f"finder_grid_s{args.seeds}.json", lambda: grid_search(tasks, seeds, args.workers))
+    print(f"grid ready ({time.time() - t0:.0f}s)", file=sys.stderr)
+    curves = _cached(f"finder_curves_s{args.seeds}.json",
+                     lambda: _pool_map(finder_job, [(t, s) for t in tasks for s in seeds], args.workers))
+    print(f"curves ready ({time.time() - t0:.0f}s)", file=sys.stderr)
+
+    # every method's suggestion per (task, seed)
+    suggestions: dict[str, dict[str, list[float | None]]] = {}
+    for c in curves:
+        analysis = analyse(c["lrs"], c["losses"], budget_steps=c["budget"])
+        methods = {f"lrkit-{k}": v for k, v in analysis.suggestions.items()}
+        methods["lrkit-default"] = analysis.suggested_lr
+        methods["torch-lr-finder"] = c["torch_lr_finder"]
+        methods.update(published_rules(c["lrs"], c["losses"]))
+        for name, lr in methods.items():
+            suggestions.setdefault(name, {}).setdefault(c["task"], [None] * len(seeds))[c["seed"]] = lr
+
+    # train every suggestion with its own seed (cached)
+    cache_path = RESULTS / f"finder_evals_s{args.seeds}.json"
+    cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
+    key = lambda t, lr, s: f"{t}|{lr:.6g}|{s}"  # noqa: E731
+    todo = sorted({(t, float(f"{lr:.6g}"), s) for m in suggestions.values() for t, lrs in m.items()
+                   for s, lr in enumerate(lrs) if lr is not None and key(t, lr, s) not in cache})
+    for task, lr, seed, value in _pool_map(train_job, todo, args.workers):
+        cache[key(task, lr, seed)] = value
+    cache_path.write_text(json.dumps(cache, indent=1))
+    print(f"evaluations ready ({time.time() - t0:.0f}s)", file=sys.stderr)
+
+    report = score(tasks, grid, suggestions, cache, key, curves)
+    (RESULTS / f"finder_quality_s{args.seeds}.json").write_text(json.dumps(report, indent=1))
+    print_report(report)
+
+
+def score(tasks, grid, suggestions, cache, key, curves):
+    report = {"tasks": {}, "methods": {}}
+    for task in tasks:
+        lr_best, loss_best = best_of_grid(grid[task])
+        report["tasks"][task] = {"grid_best_lr": lr_best, "grid_best_loss": loss_best,
+                                 "split": "tune" if task in TUNE_TASKS else "test"}
+    for name, per_task in suggestions.items():
+        rows = {}
+        for task in tasks:
+            lrs = per_task.get(task, [])
+            best = report["tasks"][task]
+            values = [cache[key(task, float(f"{lr:.6g}"), s)] if lr is not None else math.inf
+                      for s, lr in enumerate(lrs)]
+            good = [lr for lr in lrs if lr is not None]
+            regret = statistics.fmean(values) / best["grid_best_loss"] - 1 if values else math.inf
+            rows[task] = {
+                "lrs": lrs,
+                "regret": regret,
+                "decades_off": (abs(math.log10(statistics.median(good)) - math.log10(best["grid_best_lr"]))
+                                if good else math.inf),
+                "diverged": sum(1 for v in values if not math.isfinite(v)),
+            }
+        regrets = [r["regret"] for r in rows.values()]
+        report["methods"][name] = {
+            "tasks": rows,
+            "median_regret": statistics.median(regrets),
+            "worst_regret": max(regrets),
+            "within_5pct": sum(r <= 0.05 for r in regrets),
+            "divergences": sum(r["diverged"] for r in rows.values()),
+            "median_regret_test": statistics.median(rows[t]["regret"] for t in TEST_TASKS),
+        }
+    costs = [c["steps"] / c["budget"] for c in curves]
+    report["cost"] = {"mean": statistics.fmean(costs), "max": max(costs)}
+    return report
+
+
+def _pct(x: float) -> str:
+    return "inf" if not math.isfinite(x) else f"{100 * x:.1f}%"
+
+
+def print_report(report) -> None:
+    tasks = list(report["tasks"])
+    print("\nBest constant rate by grid search (budget steps, mean of seeds):")
+    for t, b in report["tasks"].items():
+        print(f"  {t:<18} {b['split']:<5} best lr {b['grid_best_lr']:.3g}  val loss {b['grid_best_loss']:.4f}")
+    order = sorted(report["methods"], key=lambda m: (report["methods"][m]["median_regret"],
+                                                     report["methods"][m]["worst_regret"]))
+    print("\nRegret per task (final validation loss at the suggestion / grid best - 1):")
+    print(f"{'method':<18}" + "".join(f"{t[:11]:>12}" for t in tasks))
+    for m in order:
+        rows = report["methods"][m]["tasks"]
+        print(f"{m:<18}" + "".join(f"{_pct(rows[t]['regret']):>12}" for t in tasks))
+    print(f"\n{'method':<18}{'median':>9}{'worst':>9}{'<=5%':>6}{'diverged':>10}{'median(test)':>14}{'decades off (median)':>22}")
+    for m in order:
+        s = report["methods"][m]
+        dec = statistics.median(r["decades_off"] for r in s["tasks"].values())
+        print(f"{m:<18}{_pct(s['median_regret']):>9}{_pct(s['worst_regret']):>9}"
+              f"{s['within_5pct']:>4}/{len(tasks)}{s['divergences']:>10}{_pct(s['median_regret_test']):>14}{dec:>22.2f}")
+    print(f"\nrange-test cost: mean {_pct(report['cost']['mean'])}, max {_pct(report['cost']['max'])} "
+          "of one training run")
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    main()

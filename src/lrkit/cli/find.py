@@ -1,0 +1,99 @@
+"""``lrkit find``: the range test on a built-in example or a user's ``file.py:function``."""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "find", help="learning-rate range test: suggest a rate",
+        description="Run a learning-rate range test and suggest a rate. TARGET is a built-in "
+                    "example name (see --list-examples) or path/to/file.py:function returning the "
+                    "model, optimizer, data and loss (an lrkit.Problem, a dict or a tuple).")
+    p.add_argument("target", nargs="?", default=None,
+                   help="example name or file.py:function (default: the default example)")
+    p.add_argument("--list-examples", action="store_true", help="list the built-in examples and exit")
+    p.add_argument("--start-lr", type=float, default=1e-7, help="first rate (default 1e-7)")
+    p.add_argument("--end-lr", type=float, default=10.0, help="last rate (default 10)")
+    p.add_argument("--steps", type=int, default=100, help="number of steps (default 100)")
+    p.add_argument("--ramp", choices=["exp", "linear"], default="exp", help="rate ramp (default exp)")
+    p.add_argument("--smoothing", type=float, default=0.9,
+                   help="EMA beta of the divergence check (default 0.9)")
+    p.add_argument("--diverge-threshold", type=float, default=4.0,
+                   help="stop when the smoothed loss is this many times past its best (default 4)")
+    p.add_argument("--accumulation-steps", type=int, default=1, help="micro-batches per step")
+    p.add_argument("--amp", action="store_true", help="automatic mixed precision where supported")
+    p.add_argument("--val-every", type=int, default=None,
+                   help="evaluate a fixed validation subset every K steps and use that curve")
+    p.add_argument("--val-batches", type=int, default=5, help="batches in the validation subset")
+    p.add_argument("--method", default="auto",
+                   help="suggestion method: auto, steepest, valley, minimum (default auto)")
+    p.add_argument("--budget-steps", type=int, default=None,
+                   help="planned training length in steps (default: the example's own)")
+    p.add_argument("--seed", type=int, default=0, help="seed for building the problem (default 0)")
+    p.add_argument("--device", default=None, help="torch device (default: the model's)")
+    p.add_argument("--snapshot", choices=["cpu", "disk"], default="cpu",
+                   help="where the state snapshot is kept (default cpu)")
+    p.add_argument("--snapshot-dir", default=None, help="directory for --snapshot disk")
+    p.add_argument("--plot", metavar="FILE", help="save the loss-rate plot (png, svg, pdf)")
+    p.add_argument("--json", nargs="?", const="-", metavar="FILE",
+                   help="write the whole result as JSON to FILE, or to stdout without FILE")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(func=run)
+
+
+def curve_table(result, rows: int = 10) -> str:
+    """A few evenly spaced points of the curve, so the shape is visible without a plot."""
+    n = len(result.lrs)
+    idx = sorted({round(i * (n - 1) / (rows - 1)) for i in range(rows)}) if n > 1 else list(range(n))
+    lines = [f"{'rate':>10} {'loss':>10} {'smoothed':>10}"]
+    for i in idx:
+        loss, smooth = result.losses[i], result.smoothed[i]
+        fmt = lambda v: "nan" if v is None or not math.isfinite(v) else f"{v:.4g}"  # noqa: E731
+        lines.append(f"{result.lrs[i]:>10.3g} {fmt(loss):>10} {fmt(smooth):>10}")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    from lrkit import examples
+
+    if args.list_examples:
+        for name in examples.names():
+            e = examples.get(name)
+            print(f"{name:<18} {e.description}")
+        return 0
+
+    import lrkit
+    from lrkit.problem import load_problem
+
+    target = args.target or examples.DEFAULT
+    problem = load_problem(target, seed=args.seed)
+    result = lrkit.find_lr(
+        problem.model, problem.optimizer, problem.train_loader, problem.criterion,
+        loss_fn=problem.loss_fn, val_loader=problem.val_loader if args.val_every else None,
+        val_every=args.val_every, val_batches=args.val_batches, start_lr=args.start_lr,
+        end_lr=args.end_lr, num_steps=args.steps, ramp=args.ramp, smoothing=args.smoothing,
+        diverge_threshold=args.diverge_threshold, accumulation_steps=args.accumulation_steps,
+        amp=args.amp, device=args.device, method=args.method,
+        budget_steps=args.budget_steps or problem.budget_steps, snapshot=args.snapshot,
+        snapshot_dir=args.snapshot_dir, progress=None if not args.no_progress else False,
+    )
+    if args.plot:
+        result.plot(args.plot)
+    if args.json == "-":
+        print(result.to_json())
+        return 0
+    if args.json:
+        result.to_json(args.json)
+    print(f"lrkit find: {target}")
+    print(result.summary())
+    print()
+    print(curve_table(result))
+    if args.plot:
+        print(f"\nplot written to {args.plot}")
+    if args.json:
+        print(f"result written to {args.json}")
+    return 0 if result.suggested_lr is not None else 1

@@ -1,0 +1,230 @@
+"""Range-test behaviour: batch formats, parameter groups, divergence, validation mode, options."""
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import lrkit
+from lrkit.find.range_test import has_diverged
+from tests.find.helpers import tiny_problem
+
+
+def test_tuple_batches_give_a_float_suggestion():
+    model, loader, criterion = tiny_problem(seed=1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    result = lrkit.find_lr(model, opt, loader, criterion, progress=False)
+    assert isinstance(result.suggested_lr, float)
+    assert result.lrs[0] <= result.suggested_lr <= result.lrs[-1]
+    lo, hi = result.good_range
+    assert lo <= hi
+    assert set(result.suggestions) >= {"steepest", "valley", "minimum"}
+
+
+def test_exponential_and_linear_ramps():
+    model, loader, criterion = tiny_problem()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    exp = lrkit.find_lr(model, opt, loader, criterion, start_lr=1e-3, end_lr=1.0, num_steps=20,
+                        progress=False, diverge_threshold=1e9)
+    lin = lrkit.find_lr(model, opt, loader, criterion, start_lr=1e-3, end_lr=1.0, num_steps=20,
+                        ramp="linear", progress=False, diverge_threshold=1e9)
+    assert np.allclose(np.diff(np.log(exp.lrs)), np.log(1000) / 19)
+    assert np.allclose(np.diff(lin.lrs), (1.0 - 1e-3) / 19)
+
+
+class DictModel(nn.Module):
+    """A Hugging Face-like model: takes keyword tensors, returns an object with .loss."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Linear(8, 2)
+
+    def forward(self, features, labels):
+        logits = self.net(features)
+        return SimpleNamespace(loss=nn.functional.cross_entropy(logits, labels), logits=logits)
+
+
+def _dict_batches(n=8):
+    gen = torch.Generator().manual_seed(0)
+    out = []
+    for _ in range(n):
+        x = torch.randn(16, 8, generator=gen)
+        out.append({"features": x, "labels": (x[:, 0] > 0).long()})
+    return out
+
+
+def test_dict_batches_and_model_output_with_loss_attribute():
+    model = DictModel()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    result = lrkit.find_lr(model, opt, _dict_batches(), num_steps=30, progress=False)
+    assert result.steps == 30 or result.stop_reason != "completed"
+    assert all(math.isfinite(v) for v in result.losses[:10])
+
+
+def test_dict_batches_with_user_loss_fn_returning_a_dict():
+    model = DictModel()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    seen = []
+
+    def loss_fn(m, batch):
+        seen.append(type(batch))
+        return {"loss": m(**batch).loss}
+
+    result = lrkit.find_lr(model, opt, _dict_batches(), loss_fn=loss_fn, num_steps=20, progress=False)
+    assert result.steps == 20 and seen and all(t is dict for t in seen)
+
+
+def test_short_loader_is_cycled():
+    model = nn.Linear(8, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    batches = _dict_batches(3)
+    pairs = [(b["features"], b["labels"]) for b in batches]
+    result = lrkit.find_lr(model, opt, pairs, nn.CrossEntropyLoss(), num_steps=25,
+                           end_lr=0.1, progress=False)
+    assert result.steps == 25
+
+
+def test_parameter_groups_keep_their_ratios():
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2))
+    opt = torch.optim.SGD([{"params": model[0].parameters(), "lr": 0.01},
+                           {"params": model[2].parameters(), "lr": 0.1}], lr=0.05)
+    seen = []
+
+    class Spy(nn.CrossEntropyLoss):
+        def forward(self, logits, targets):
+            seen.append([g["lr"] for g in opt.param_groups])
+            return super().forward(logits, targets)
+
+    _, loader, _ = tiny_problem(batch_norm=False)
+    result = lrkit.find_lr(model, opt, loader, Spy(), num_steps=20, end_lr=1.0, progress=False)
+    assert all(b / a == pytest.approx(10.0) for a, b in seen)
+    assert [r for r in result.group_ratios] == pytest.approx([1.0, 10.0])
+    if result.suggested_lr is not None:
+        assert result.suggested_lrs == pytest.approx([result.suggested_lr, 10 * result.suggested_lr])
+    assert [g["lr"] for g in opt.param_groups] == [0.01, 0.1]
+
+
+def test_nan_loss_stops_and_never_corrupts_the_suggestion():
+    model, loader, criterion = tiny_problem(batch_norm=False)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    calls = {"n": 0}
+
+    def loss_fn(m, batch):
+        calls["n"] += 1
+        x, y = batch
+        loss = criterion(m(x), y)
+        return loss * float("nan") if calls["n"] > 60 else loss
+
+    result = lrkit.find_lr(model, opt, loader, loss_fn=loss_fn, start_lr=1e-4, end_lr=1.0,
+                           progress=False)
+    assert result.steps == 61
+    assert "nan" in result.stop_reason
+    assert math.isnan(result.losses[-1])
+    for lr in result.suggestions.values():
+        assert lr is None or (math.isfinite(lr) and lr <= result.lrs[-2])
+    assert result.to_dict()["losses"][-1] is None  # JSON-safe
+
+
+def test_negative_losses_diverge_properly_and_shift_invariantly():
+    model, loader, criterion = tiny_problem(batch_norm=False, dropout=0.0)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    common = dict(start_lr=1e-4, end_lr=1e4, num_steps=60, progress=False)
+    plain = lrkit.find_lr(model, opt, loader, criterion, **common)
+    shifted = lrkit.find_lr(model, opt, loader, loss_fn=lambda m, b: criterion(m(b[0]), b[1]) - 100.0,
+                            **common)
+    assert max(shifted.losses[:5]) < 0
+    assert shifted.stop_reason != "completed"  # the rule still sees the blow-up
+    assert plain.suggestions == pytest.approx(shifted.suggestions, rel=1e-6, abs=0)
+
+
+@pytest.mark.parametrize("best,first,value,noise,expected", [
+    (1.0, 2.0, 3.9, 0.0, False), (1.0, 2.0, 4.1, 0.0, True),   # 3x the improvement above best
+    (-10.0, -5.0, 4.0, 0.0, False), (-10.0, -5.0, 5.5, 0.0, True),  # negative losses
+    (0.0, 1.0, 2.0, 0.0, False), (0.0, 1.0, 3.5, 0.0, True),   # zero best
+    (5.0, 5.0, 5.2, 0.1, False), (5.0, 5.0, 5.4, 0.1, True),   # no improvement yet: noise scale
+])
+def test_divergence_rule(best, first, value, noise, expected):
+    assert has_diverged(value, best, first, 4.0, noise) is expected
+    # the same rule after shifting every loss by a constant
+    assert has_diverged(value - 50, best - 50, first - 50, 4.0, noise) is expected
+
+
+def test_validation_mode_evaluates_a_fixed_subset_every_k_steps():
+    model, loader, criterion = tiny_problem(batch_norm=False)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    batches_seen = []
+
+    class CountingLoader:
+        def __init__(self, data):
+            self.data = data
+
+        def __iter__(self):
+            for batch in self.data:
+                batches_seen.append(id(batch))
+                yield batch
+
+    val = CountingLoader(list(loader))
+    result = lrkit.find_lr(model, opt, loader, criterion, val_loader=val, val_every=5,
+                           val_batches=2, num_steps=50, end_lr=1.0, progress=False)
+    assert len(result.val_losses) == result.steps // 5
+    assert len(batches_seen) == 2  # the subset is drawn once, not re-read every evaluation
+    assert result.settings["curve"] == "validation"
+
+
+def test_gradient_accumulation_takes_one_optimizer_step_per_k_batches():
+    model, loader, criterion = tiny_problem(batch_norm=False)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    counts = {"batches": 0, "steps": 0}
+
+    def loss_fn(m, batch):
+        counts["batches"] += 1
+        return criterion(m(batch[0]), batch[1])
+
+    opt.register_step_post_hook(lambda *a: counts.__setitem__("steps", counts["steps"] + 1))
+    lrkit.find_lr(model, opt, loader, loss_fn=loss_fn, accumulation_steps=4, num_steps=12,
+                  end_lr=0.1, progress=False)
+    assert counts == {"batches": 48, "steps": 12}
+
+
+def test_mixed_precision_runs_on_cpu_with_bfloat16():
+    model, loader, criterion = tiny_problem(batch_norm=False)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    result = lrkit.find_lr(model, opt, loader, criterion, amp=True, num_steps=15, end_lr=0.1,
+                           progress=False)
+    assert result.steps == 15 and all(math.isfinite(v) for v in result.losses)
+
+
+def test_plot_saves_without_a_display_and_json_round_trips(tmp_path):
+    model, loader, criterion = tiny_problem()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    result = lrkit.find_lr(model, opt, loader, criterion, progress=False)
+    fig = result.plot(tmp_path / "curve.png")
+    assert (tmp_path / "curve.png").stat().st_size > 5000
+    assert fig.axes[0].get_xscale() == "log"
+    path = tmp_path / "r.json"
+    result.to_json(path)
+    import json
+
+    back = lrkit.FinderResult.from_dict(json.loads(path.read_text()))
+    assert back.lrs == result.lrs and back.suggested_lr == result.suggested_lr
+    assert len(back.losses) == result.steps
+
+
+def test_plain_function_adapter():
+    """The core drives any step function: here a noisy quadratic with a known stability edge."""
+    rng = np.random.default_rng(0)
+    state = {"w": 5.0}
+
+    def step(lr):
+        loss = state["w"] ** 2
+        state["w"] -= lr * 2 * state["w"]  # diverges for lr > 1
+        return loss + 0.01 * rng.standard_normal()
+
+    trainable = lrkit.FunctionTrainable(step, save_fn=lambda: dict(state),
+                                        load_fn=lambda s: state.update(s))
+    result = lrkit.range_test(trainable, start_lr=1e-4, end_lr=100, num_steps=100, progress=False)
+    assert state["w"] == 5.0
+    assert result.stop_reason != "completed"
+    assert 1e-3 < result.suggested_lr < 1.0
