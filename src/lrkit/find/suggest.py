@@ -35,12 +35,14 @@ class Curve:
 
     @property
     def fell(self) -> bool:
-        """Did the loss fall meaningfully before its minimum? (scale-free: relative to the noise)"""
+        """Did the loss fall meaningfully before its minimum? Judged against the noise (the raw
+        points' scatter around the smoothed curve up to the minimum), so it is scale-free."""
         if self.n < 5:
             return False
-        drop = self.smooth[0] - self.smooth.min()
-        noise = np.median(np.abs(np.diff(self.raw))) + 1e-12
-        return bool(drop > 2 * noise and drop > 1e-9 * (abs(self.smooth[0]) + 1))
+        upto = self.min_index + 1
+        drop = self.smooth[0] - self.smooth[self.min_index]
+        noise = float(np.median(np.abs(self.raw[:upto] - self.smooth[:upto])))
+        return bool(drop > 3 * noise and drop > 0)
 
 
 MIN_POINTS = 8

@@ -1,0 +1,77 @@
+"""``lrkit find`` end to end: examples, user recipe files, output formats, errors."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from lrkit.cli import main
+
+RECIPE = '''
+import torch
+from torch import nn
+
+def make(seed=0):
+    torch.manual_seed(seed)
+    x = torch.randn(256, 4)
+    y = x @ torch.tensor([[1.0], [-2.0], [0.5], [3.0]])
+    model = nn.Linear(4, 1)
+    batches = [(x[i:i + 32], y[i:i + 32]) for i in range(0, 256, 32)]
+    return model, torch.optim.SGD(model.parameters(), lr=0.01), batches, nn.MSELoss()
+
+def as_dict():
+    model, opt, batches, loss = make()
+    return {"model": model, "optimizer": opt, "data": batches, "criterion": loss}
+'''
+
+
+def test_find_on_an_example_prints_suggestion_range_and_table(capsys):
+    assert main(["find", "wine-logreg", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "Suggested learning rate:" in out and "Good range:" in out
+    assert "steepest" in out and "valley" in out and "minimum" in out
+    assert "rate       loss   smoothed" in out
+
+
+def test_find_json_to_stdout_and_plot(tmp_path, capsys):
+    plot = tmp_path / "finder.png"
+    assert main(["find", "wine-logreg", "--no-progress", "--json", "--plot", str(plot)]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["kind"] == "lrkit.finder"
+    assert isinstance(data["suggested_lr"], float)
+    assert len(data["lrs"]) == len(data["losses"]) > 10
+    assert plot.stat().st_size > 5000
+
+
+@pytest.mark.parametrize("function", ["make", "as_dict"])
+def test_find_on_a_user_recipe_file(tmp_path, capsys, function):
+    recipe = tmp_path / "my_recipe.py"
+    recipe.write_text(RECIPE)
+    out_json = tmp_path / "r.json"
+    assert main(["find", f"{recipe}:{function}", "--no-progress", "--json", str(out_json)]) == 0
+    assert "Suggested learning rate" in capsys.readouterr().out
+    assert json.loads(out_json.read_text())["suggested_lr"] > 0
+
+
+@pytest.mark.parametrize("argv,fragment", [
+    (["find", "--start-lr", "1", "--end-lr", "0.1"], "must be smaller than end_lr"),
+    (["find", "--steps", "2"], "num_steps must be an integer >= 10"),
+    (["find", "missing.py:make"], "does not exist"),
+    (["find", "nonsense"], "unknown example 'nonsense'"),
+])
+def test_find_errors_are_one_clear_line(argv, fragment, capsys):
+    assert main(argv + ["--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert fragment in err and "Traceback" not in err
+    assert err.startswith("lrkit find: error:")
+
+
+def test_list_examples(capsys):
+    assert main(["find", "--list-examples"]) == 0
+    out = capsys.readouterr().out
+    assert "digits-mlp" in out and "tiny-transformer" in out
+
+
+def test_console_entry_point_runs_as_a_module():
+    proc = subprocess.run([sys.executable, "-m", "lrkit", "--help"], capture_output=True, text=True)
+    assert proc.returncode == 0 and "find" in proc.stdout

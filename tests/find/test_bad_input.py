@@ -1,0 +1,106 @@
+"""Every bad input gets an LrkitError that names the bad value and says what to do."""
+import pytest
+import torch
+from torch import nn
+
+import lrkit
+from lrkit import LrkitError
+from lrkit.problem import load_problem
+from tests.find.helpers import tiny_problem
+
+
+@pytest.fixture
+def setup():
+    model, loader, criterion = tiny_problem(batch_norm=False)
+    return model, torch.optim.SGD(model.parameters(), lr=0.1), loader, criterion
+
+
+@pytest.mark.parametrize("options,fragment", [
+    ({"start_lr": 1.0, "end_lr": 0.1}, "must be smaller than end_lr"),
+    ({"start_lr": 0.1, "end_lr": 0.1}, "must be smaller than end_lr"),
+    ({"start_lr": 0.0}, "start_lr must be a positive"),
+    ({"start_lr": -1e-3}, "start_lr must be a positive"),
+    ({"end_lr": float("inf")}, "end_lr must be a positive finite"),
+    ({"num_steps": 3}, "num_steps must be an integer >= 10"),
+    ({"ramp": "cubic"}, "ramp must be one of"),
+    ({"smoothing": 1.0}, "smoothing must be in [0, 1)"),
+    ({"diverge_threshold": 1.0}, "diverge_threshold must be > 1"),
+    ({"method": "magic"}, "method must be 'auto' or one of"),
+    ({"val_every": 5}, "val_every needs a val_loader"),
+    ({"accumulation_steps": 0}, "accumulation_steps must be an integer >= 1"),
+    ({"snapshot": "gpu"}, "snapshot location must be 'cpu' or 'disk'"),
+])
+def test_bad_options(setup, options, fragment):
+    model, opt, loader, criterion = setup
+    with pytest.raises(LrkitError, match=fragment.replace("(", r"\(").replace("[", r"\[")
+                       .replace(")", r"\)")):
+        lrkit.find_lr(model, opt, loader, criterion, progress=False, **options)
+
+
+def test_empty_loader(setup):
+    model, opt, _, criterion = setup
+    with pytest.raises(LrkitError, match="train_loader is empty"):
+        lrkit.find_lr(model, opt, [], criterion, progress=False)
+
+
+def test_one_shot_iterator_that_runs_out(setup):
+    model, opt, loader, criterion = setup
+    with pytest.raises(LrkitError, match="one-shot iterator"):
+        lrkit.find_lr(model, opt, iter(list(loader)), criterion, num_steps=50, progress=False)
+
+
+def test_optimizer_without_lr(setup):
+    model, _, loader, criterion = setup
+
+    class NoLr(torch.optim.Optimizer):
+        def __init__(self, params):
+            super().__init__(params, defaults={"scale": 1.0})
+
+        def step(self, closure=None):
+            pass
+
+    with pytest.raises(LrkitError, match="has no 'lr'"):
+        lrkit.find_lr(model, NoLr(model.parameters()), loader, criterion, progress=False)
+
+
+def test_not_an_optimizer(setup):
+    model, _, loader, criterion = setup
+    with pytest.raises(LrkitError, match="must be a torch.optim.Optimizer"):
+        lrkit.find_lr(model, "adam", loader, criterion, progress=False)
+
+
+def test_loss_that_is_not_a_scalar(setup):
+    model, opt, loader, _ = setup
+    with pytest.raises(LrkitError, match="must be a scalar, got a tensor of shape \\(32,\\)"):
+        lrkit.find_lr(model, opt, loader, nn.CrossEntropyLoss(reduction="none"), progress=False)
+
+
+def test_loss_that_is_not_a_tensor(setup):
+    model, opt, loader, _ = setup
+    with pytest.raises(LrkitError, match="must be a tensor, got float"):
+        lrkit.find_lr(model, opt, loader, loss_fn=lambda m, b: 1.0, progress=False)
+
+
+def test_criterion_with_batches_that_are_not_pairs(setup):
+    model, opt, _, criterion = setup
+    batches = [{"x": torch.randn(4, 8)}]
+    with pytest.raises(LrkitError, match="pass loss_fn"):
+        lrkit.find_lr(model, opt, batches, criterion, progress=False)
+
+
+def test_recipe_file_missing_and_function_missing(tmp_path):
+    with pytest.raises(LrkitError, match="does not exist"):
+        load_problem(str(tmp_path / "nope.py") + ":make")
+    recipe = tmp_path / "recipe.py"
+    recipe.write_text("def make():\n    return None\n\ndef other():\n    pass\n")
+    with pytest.raises(LrkitError, match=r"has no function 'build'; functions defined there: \['make', 'other'\]"):
+        load_problem(f"{recipe}:build")
+    with pytest.raises(LrkitError, match="the recipe returned NoneType"):
+        load_problem(f"{recipe}:make")
+    with pytest.raises(LrkitError, match="name the function too"):
+        load_problem(str(recipe))
+
+
+def test_unknown_example():
+    with pytest.raises(LrkitError, match="unknown example 'mnist'; built-in examples: digits-mlp"):
+        lrkit.examples.build("mnist")

@@ -1,0 +1,93 @@
+"""Property-based tests of the suggestion methods on synthetic range-test curves."""
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from lrkit.find import suggest
+
+
+def synthetic_curve(n, start, edge, depth, noise, seed, lo=-6.0, hi=1.0):
+    """A range-test-shaped curve: flat, a smooth fall centred at ``edge`` (log10 rate), then a
+    blow-up one decade later."""
+    log_lrs = np.linspace(lo, hi, n)
+    fall = depth / (1 + np.exp(-(log_lrs - edge) * 4))
+    rise = np.exp(np.clip((log_lrs - edge - 1.0) * 4, -50, 50)) - 1
+    rise[log_lrs < edge + 1.0] = 0
+    rng = np.random.default_rng(seed)
+    losses = start - fall + depth * rise + noise * rng.standard_normal(n)
+    return 10 ** log_lrs, losses
+
+
+curves = st.builds(
+    synthetic_curve,
+    n=st.integers(30, 200),
+    start=st.floats(-50, 50),
+    edge=st.floats(-4.5, -1.5),
+    depth=st.floats(0.2, 5),
+    noise=st.floats(0, 0.05),
+    seed=st.integers(0, 10_000),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(curves)
+def test_every_suggestion_lies_inside_the_swept_range(curve):
+    lrs, losses = curve
+    analysis = suggest.analyse(lrs, losses)
+    for name, lr in analysis.suggestions.items():
+        if lr is not None:
+            assert lrs[0] <= lr <= lrs[-1], name
+    if analysis.good_range:
+        lo, hi = analysis.good_range
+        assert lrs[0] <= lo <= hi <= lrs[-1]
+
+
+@settings(max_examples=60, deadline=None)
+@given(curves, st.floats(-1e3, 1e3))
+def test_suggestions_are_invariant_to_adding_a_constant(curve, shift):
+    lrs, losses = curve
+    a = suggest.analyse(lrs, losses)
+    b = suggest.analyse(lrs, losses + shift)
+    assert a.suggestions.keys() == b.suggestions.keys()
+    for name in a.suggestions:
+        if a.suggestions[name] is None:
+            assert b.suggestions[name] is None, name
+        else:
+            assert a.suggestions[name] == pytest.approx(b.suggestions[name], rel=1e-9), name
+
+
+@settings(max_examples=40, deadline=None)
+@given(edge=st.floats(-4.0, -2.0), n=st.integers(80, 200))
+def test_steepest_finds_the_known_steepest_point(edge, n):
+    lrs, losses = synthetic_curve(n, 2.0, edge, 1.0, 0.0, 0)
+    found = suggest.steepest(suggest.prepare(lrs, losses))
+    step = 7.0 / (n - 1)  # log10 spacing of the grid
+    assert abs(math.log10(found) - edge) <= 3 * step + 0.1
+
+
+@settings(max_examples=40, deadline=None)
+@given(curves, st.integers(1, 20))
+def test_non_finite_tail_never_changes_a_suggestion(curve, tail):
+    lrs, losses = curve
+    cut = len(losses) - tail
+    clean = suggest.analyse(lrs[:cut], losses[:cut])
+    broken_losses = losses.copy()
+    broken_losses[cut] = np.nan
+    broken_losses[cut + 1:] = np.inf
+    broken = suggest.analyse(lrs, broken_losses)
+    assert clean.suggestions == broken.suggestions
+
+
+def test_flat_curve_gives_no_suggestion_and_a_warning():
+    lrs = np.geomspace(1e-6, 1, 60)
+    analysis = suggest.analyse(lrs, np.full(60, 3.0) + 1e-3 * np.sin(np.arange(60)))
+    assert analysis.suggested_lr is None
+    assert any("never fell" in w for w in analysis.warnings)
+
+
+def test_too_few_points_warns():
+    analysis = suggest.analyse([1e-3, 1e-2, 1e-1], [1.0, 0.5, 2.0])
+    assert analysis.suggested_lr is None
+    assert any("too few" in w for w in analysis.warnings)
