@@ -1,0 +1,97 @@
+"""Batch-size rescaling: move a tuned schedule to another batch size.
+
+* ``linear``: lr grows with the batch (Goyal et al. 2017, for SGD).
+* ``sqrt``: lr grows with the square root of the batch (Krizhevsky 2014; Malladi et al. 2022
+  for Adam-type optimizers).
+
+Warmups are kept the same length *in samples* by default, so a warmup of 500 steps at batch 256
+becomes 125 steps at batch 1024; lengths in epochs or fractions of the run are already sample
+based and stay as they are.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from typing import Any
+
+from lrkit.errors import require
+from lrkit.schedules.base import Peak, Scale, Schedule, Warmup, map_schedule
+from lrkit.schedules.families.plateau import Plateau
+from lrkit.schedules.families.wsd import WSD
+from lrkit.schedules.units import Duration
+
+__all__ = ["linear_rule", "sqrt_rule", "batch_factor", "rescale"]
+
+_RULES = ("linear", "sqrt")
+
+
+def _check_batches(base_batch: int, batch: int) -> None:
+    for name, value in (("base_batch", base_batch), ("batch", batch)):
+        require(isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0,
+                f"{name} must be a positive number, got {value!r}")
+
+
+def batch_factor(base_batch: int, batch: int, rule: str = "linear") -> float:
+    """The learning-rate factor for going from ``base_batch`` to ``batch``."""
+    _check_batches(base_batch, batch)
+    require(rule in _RULES, f"rule={rule!r} is not allowed; allowed values: 'linear', 'sqrt'")
+    ratio = batch / base_batch
+    return ratio if rule == "linear" else math.sqrt(ratio)
+
+
+def linear_rule(lr: float, base_batch: int, batch: int) -> float:
+    """``lr * batch / base_batch``."""
+    return lr * batch_factor(base_batch, batch, "linear")
+
+
+def sqrt_rule(lr: float, base_batch: int, batch: int) -> float:
+    """``lr * sqrt(batch / base_batch)``."""
+    return lr * batch_factor(base_batch, batch, "sqrt")
+
+
+def _scale_steps(value: Any, ratio: float, allow_zero: bool) -> Any:
+    if isinstance(value, Duration):
+        return Duration(value.steps * ratio, value.epochs, value.fraction) if value.steps else value
+    if value == 0 and allow_zero:
+        return 0
+    return max(1, int(math.floor(value * ratio + 0.5)))
+
+
+def rescale(schedule: Any, base_batch: int, batch: int, *, rule: str = "linear",
+            warmup: str = "samples") -> Schedule:
+    """``schedule`` moved from ``base_batch`` to ``batch``: peak scaled by the rule, and warmups
+    kept in samples (``warmup="samples"``) or in steps (``warmup="steps"``).
+
+    A relative schedule is wrapped in (or folds into) ``scale``; an absolute one gets a new peak.
+    """
+    from lrkit.schedules.spec import from_config
+
+    schedule = from_config(schedule)
+    require(warmup in ("samples", "steps"),
+            f"warmup={warmup!r} is not allowed; allowed values: 'samples', 'steps'")
+    factor = batch_factor(base_batch, batch, rule)
+    ratio = base_batch / batch
+
+    def fix_warmup(node: Schedule) -> Schedule | None:
+        if warmup == "steps":
+            return None
+        if isinstance(node, Warmup):
+            return replace(node, steps=_scale_steps(node.steps, ratio, False))
+        if isinstance(node, WSD) and node.warmup != 0:
+            return replace(node, warmup=_scale_steps(node.warmup, ratio, True))
+        return None
+
+    schedule = map_schedule(schedule, fix_warmup)
+    if isinstance(schedule, Peak):
+        return replace(schedule, lr=schedule.lr * factor)
+    if isinstance(schedule, Plateau):
+        return replace(schedule, schedule=_scaled(schedule.schedule, factor))
+    return _scaled(schedule, factor)
+
+
+def _scaled(schedule: Schedule, factor: float) -> Schedule:
+    if factor == 1.0:
+        return schedule
+    if isinstance(schedule, Scale):
+        return replace(schedule, factor=schedule.factor * factor)
+    return Scale(schedule, factor)
