@@ -1,0 +1,279 @@
+"""PyTorch at the edge: a real ``LRScheduler`` that sets each group's rate from the closed form.
+
+Why a new scheduler class rather than ``LambdaLR``:
+
+* it counts *applied* optimizer steps (an optimizer step post-hook), so a step that
+  ``GradScaler`` skips because of inf/NaN gradients does not advance the schedule, and calling
+  ``scheduler.step()`` twice (or not at all) cannot shift it;
+* its whole state is the step (plus the plateau state, if any), so a resumed run continues
+  bit for bit, whatever the order of loading optimizer and scheduler state;
+* it pickles (no lambdas), and supports tensor learning rates (``group['lr']`` filled in place).
+
+Relative schedules multiply each group's initial learning rate; an absolute schedule
+(``peak(...)``) sets the first group's rate and keeps the other groups' ratios to it. A list of
+schedules gives one schedule per parameter group.
+"""
+from __future__ import annotations
+
+import weakref
+from typing import Any, Callable, Sequence
+
+import torch
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler
+
+from lrkit.errors import LrkitError, require
+from lrkit.schedules.base import Peak, Schedule
+from lrkit.schedules.families.plateau import Plateau, PlateauState
+from lrkit.schedules.spec import from_config
+
+__all__ = ["ScheduleLR", "to_torch"]
+
+_COUNTS = ("optimizer", "calls")
+
+
+def _unwrap(schedule: Schedule) -> tuple[Schedule, float | None, Plateau | None]:
+    """(core, absolute peak or None, plateau or None)."""
+    peak = None
+    if isinstance(schedule, Peak):
+        peak, schedule = schedule.lr, schedule.schedule
+    plateau = None
+    if isinstance(schedule, Plateau):
+        plateau, schedule = schedule, schedule.schedule
+    return schedule, peak, plateau
+
+
+class _OnOptimizerStep:
+    """Optimizer post-step hook; holds the scheduler weakly so a dropped scheduler detaches."""
+
+    def __init__(self, scheduler: "ScheduleLR") -> None:
+        self.ref = weakref.ref(scheduler)
+
+    def __call__(self, optimizer: Optimizer, args: Any, kwargs: Any) -> None:
+        scheduler = self.ref()
+        if scheduler is not None:
+            scheduler._t += 1
+            scheduler._apply()
+
+
+class ScheduleLR(LRScheduler):
+    """Learning rates from lrkit schedules, one per parameter group (or one for all).
+
+    ``count="optimizer"`` (default) advances on every optimizer step that actually ran and sets
+    the new rate right away; ``step()`` is then idempotent and kept for the usual training-loop
+    shape. ``count="calls"`` advances on each ``step()`` call, like torch's schedulers.
+    """
+
+    def __init__(self, optimizer: Optimizer, schedules: Sequence[Schedule], *,
+                 per_group: bool = False, count: str = "optimizer") -> None:
+        if not isinstance(optimizer, Optimizer):
+            raise LrkitError(f"to_torch() needs a torch.optim.Optimizer, got {type(optimizer).__name__}")
+        require(count in _COUNTS, f"count={count!r} is not allowed; allowed values: 'optimizer', 'calls'")
+        for s in schedules:
+            if not isinstance(s, Schedule):
+                raise LrkitError(f"expected a schedule, got {s!r}")
+            if not s.is_resolved:
+                raise LrkitError(f"{s!r} has lengths in epochs or fractions of the run; pass "
+                                 "total_steps=/steps_per_epoch= to to_torch() to resolve them")
+        self._schedules = tuple(schedules)
+        self._per_group = per_group
+        self.count = count
+        self._t = 0
+        self._applied = -1
+        self._plateau: list[PlateauState | None] | None = None
+        self._hook_handle: Any = None
+        super().__init__(optimizer)
+        if count == "optimizer":
+            self._register_hook()
+
+    # setup ----------------------------------------------------------------------------------
+    def _initial_step(self) -> None:  # called by LRScheduler.__init__ once base_lrs are known
+        self._step_count = 0
+        self._setup()
+        self._apply()
+        self._step_count = 1
+
+    def _setup(self) -> None:
+        groups = self.optimizer.param_groups
+        if self._per_group:
+            require(len(self._schedules) == len(groups),
+                    f"{len(self._schedules)} schedules for {len(groups)} parameter groups; give "
+                    "one schedule, or one per group")
+            per_group = list(self._schedules)
+        else:
+            per_group = [self._schedules[0]] * len(groups)
+        base = [float(b) for b in self.base_lrs]
+        evals: list[Callable[[float], float]] = []
+        mults: list[float] = []
+        plateaus: list[Plateau | None] = []
+        for i, s in enumerate(per_group):
+            core, peak, plateau = _unwrap(s)
+            if peak is None:
+                mult = base[i]
+            elif self._per_group or i == 0:
+                mult = peak
+            else:
+                require(base[0] != 0.0, "an absolute schedule keeps the groups' ratios to the "
+                                        "first group, whose learning rate is 0")
+                mult = peak * base[i] / base[0]
+            evals.append(core._at)
+            mults.append(mult)
+            plateaus.append(plateau)
+        self._evals = evals
+        self._mults = mults
+        self._plateaus = plateaus
+        if self._plateau is None or len(self._plateau) != len(plateaus):
+            self._plateau = [p.init() if p is not None else None for p in plateaus]
+
+    def _register_hook(self) -> None:
+        self._hook_handle = self.optimizer.register_step_post_hook(_OnOptimizerStep(self))
+
+    def detach(self) -> None:
+        """Stop following the optimizer (removes the step hook)."""
+        if self._hook_handle is not None:
+            self._hook_handle.remove()
+            self._hook_handle = None
+
+    # the rate -------------------------------------------------------------------------------
+    def _rates(self, t: int) -> list[float]:
+        out = []
+        for ev, mult, st in zip(self._evals, self._mults, self._plateau):
+            lr = mult * ev(t)
+            if st is not None:
+                lr *= st.scale
+            out.append(lr)
+        return out
+
+    def _apply(self) -> None:
+        t = self._t
+        last: list[Any] = []
+        for group, lr in zip(self.optimizer.param_groups, self._rates(t)):
+            cur = group["lr"]
+            if isinstance(cur, torch.Tensor):
+                cur.fill_(lr)
+                last.append(cur.clone())
+            else:
+                group["lr"] = lr
+                last.append(lr)
+        self._last_lr = last
+        self._applied = t
+        self.last_epoch = t
+
+    def get_lr(self) -> list[float]:
+        """The rates for the current step (no side effects)."""
+        return self._rates(self._t)
+
+    def step(self, metrics: float | None = None) -> None:  # type: ignore[override]
+        """Sync the rates with the step count; with ``metrics``, also :meth:`report` it.
+
+        Under ``count="optimizer"`` the count follows applied optimizer steps, so calling this
+        after ``optimizer.step()`` (or ``scaler.step(optimizer)``) is correct and harmless.
+        """
+        if metrics is not None:
+            self.report(metrics)
+        self._step_count += 1
+        if self.count == "calls" and not self._is_initial:
+            self._t += 1
+        if self._applied != self._t:
+            self._apply()
+
+    def report(self, metric: float) -> None:
+        """Feed a validation metric to the schedule's ``plateau(...)`` and apply the new scale."""
+        if all(p is None for p in self._plateaus):
+            raise LrkitError("this schedule has no plateau(); wrap it, e.g. "
+                             "plateau(warmup(500) >> cosine(10000), factor=0.5, patience=3)")
+        value = float(metric)
+        self._plateau = [p.update(st, value) if p is not None and st is not None else st
+                         for p, st in zip(self._plateaus, self._plateau)]
+        self._apply()
+
+    @property
+    def current_step(self) -> int:
+        """Optimizer steps counted so far: the step whose rate is now set."""
+        return self._t
+
+    @property
+    def schedules(self) -> tuple[Schedule, ...]:
+        return self._schedules
+
+    @property
+    def plateau_scale(self) -> list[float]:
+        """Per group, the factor the plateau rule has applied so far (1.0 without plateau)."""
+        return [1.0 if st is None else st.scale for st in self._plateau]
+
+    # state ----------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """The step, the base rates and the plateau state: enough to resume exactly."""
+        return {
+            "step": self._t,
+            "base_lrs": [float(b) for b in self.base_lrs],
+            "plateau": [None if st is None else st.to_dict() for st in self._plateau],
+            "schedules": [s.to_spec() for s in self._schedules],
+            "count": self.count,
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Resume: set the step (and plateau state) and apply that step's rates at once."""
+        try:
+            step = state_dict["step"]
+            base_lrs = state_dict["base_lrs"]
+        except (KeyError, TypeError):
+            raise LrkitError("not an lrkit ScheduleLR state_dict (it needs 'step' and "
+                             "'base_lrs')") from None
+        require(isinstance(step, int) and step >= 0, f"state_dict step must be an int >= 0, got {step!r}")
+        require(len(base_lrs) == len(self.optimizer.param_groups),
+                f"state_dict has {len(base_lrs)} base rates, the optimizer has "
+                f"{len(self.optimizer.param_groups)} parameter groups")
+        self.base_lrs = [float(b) for b in base_lrs]
+        self._t = step
+        self._plateau = None
+        self._setup()
+        saved = state_dict.get("plateau")
+        if saved is not None:
+            require(len(saved) == len(self._plateau), "state_dict plateau entries do not match the groups")
+            self._plateau = [None if (d is None or cur is None) else PlateauState.from_dict(d)
+                             for d, cur in zip(saved, self._plateau)]
+        self._apply()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        for key in ("_hook_handle", "_evals"):
+            state.pop(key, None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._hook_handle = None
+        self._evals = [_unwrap(s)[0]._at for s in (
+            self._schedules if self._per_group else [self._schedules[0]] * len(self._mults))]
+        if self.count == "optimizer":
+            self._register_hook()
+
+    def __repr__(self) -> str:
+        specs = ", ".join(s.to_spec() for s in self._schedules)
+        return f"ScheduleLR({specs}, step={self._t})"
+
+
+def to_torch(optimizer: Optimizer, schedule: Any, *, total_steps: int | None = None,
+             steps_per_epoch: float | None = None, batches_per_epoch: int | None = None,
+             grad_accum: int = 1, epochs: float | None = None,
+             count: str = "optimizer") -> ScheduleLR:
+    """A :class:`ScheduleLR` (a ``torch.optim.lr_scheduler.LRScheduler``) for ``optimizer``.
+
+    ``schedule`` is a schedule, a text spec or a config; a ``list``/``tuple`` gives one schedule
+    per parameter group. Lengths in epochs or fractions of the run are resolved here with
+    ``steps_per_epoch`` (or ``batches_per_epoch`` and ``grad_accum``) and ``total_steps`` (or
+    ``epochs``).
+    """
+    per_group = isinstance(schedule, (list, tuple))
+    items = list(schedule) if per_group else [schedule]
+    require(len(items) > 0, "to_torch() needs at least one schedule")
+    resolved = []
+    for item in items:
+        s = from_config(item)
+        if not s.is_resolved:
+            s = s.resolve(total_steps=total_steps, steps_per_epoch=steps_per_epoch,
+                          batches_per_epoch=batches_per_epoch, grad_accum=grad_accum,
+                          epochs=epochs)
+        resolved.append(s)
+    return ScheduleLR(optimizer, resolved, per_group=per_group, count=count)
