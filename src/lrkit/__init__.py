@@ -23,6 +23,8 @@ _EXPORTS: dict[str, str] = {
     "FunctionTrainable": "lrkit.adapters.function",
     "train": "lrkit.training",
     "examples": "lrkit.examples",
+    "schedules": "lrkit.schedules",
+    "to_torch": "lrkit.schedules",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

@@ -1,0 +1,445 @@
+"""Preview, key points, lint and plots: look at a schedule before training with it.
+
+:func:`preview` evaluates a schedule over a planned run without touching a model. It also runs
+any existing torch scheduler, given as a factory ``lambda opt: torch.optim.lr_scheduler.X(opt,
+...)``, on a throwaway one-parameter optimizer, so both can be compared on one plot.
+
+:func:`lint` flags the usual mistakes:
+
+=================  ==========================================================================
+code               what it means
+=================  ==========================================================================
+zero-start         the rate is 0 at step 0, so the first optimizer step does nothing
+join-jump          a join switches to a piece that does not start where the last one ended
+warmup-too-long    a warmup ends at or after the last step of the run
+short-horizon      the schedule ends before the run does and holds its last value
+long-horizon       the run ends before the schedule does, so it never reaches its end value
+floor-above-peak   a floor is above the peak it is meant to sit under
+=================  ==========================================================================
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+from lrkit.errors import LrkitError, require
+from lrkit.schedules.base import Floor, Join, Peak, Schedule, Warmup
+from lrkit.schedules.families import (WSD, Cosine, Exponential, Linear, MultiStep, OneCycle,
+                                      Plateau, Polynomial, Restarts, Step)
+from lrkit.schedules.spec import from_config
+
+__all__ = ["Preview", "KeyPoint", "LintWarning", "preview", "lint", "key_points", "plot",
+           "LINT_CODES"]
+
+LINT_CODES = ("zero-start", "join-jump", "warmup-too-long", "short-horizon", "long-horizon",
+              "floor-above-peak")
+_JUMP_RTOL = 1e-3
+_MAX_EVENTS = 40
+
+
+@dataclass(frozen=True)
+class LintWarning:
+    """One finding: a stable ``code``, a message that says what to change, and the step."""
+
+    code: str
+    message: str
+    step: int | None = None
+
+    def __str__(self) -> str:
+        return f"[{self.code}] {self.message}"
+
+
+@dataclass(frozen=True)
+class KeyPoint:
+    step: int
+    rate: float
+    label: str
+
+
+@dataclass
+class Preview:
+    """Rates over a planned run, with key points and lint warnings."""
+
+    rates: list[float]
+    lr: float
+    label: str
+    source: str  # "lrkit" or "torch"
+    schedule: Schedule | None = None
+    key_points: list[KeyPoint] = field(default_factory=list)
+    warnings: list[LintWarning] = field(default_factory=list)
+
+    @property
+    def steps(self) -> int:
+        return len(self.rates)
+
+    @property
+    def peak(self) -> tuple[int, float]:
+        """(first step at the highest rate, that rate)."""
+        best = max(range(len(self.rates)), key=self.rates.__getitem__)
+        return best, self.rates[best]
+
+    def to_dict(self, max_points: int = 500) -> dict[str, Any]:
+        n = self.steps
+        stride = max(1, math.ceil(n / max_points))
+        picks = sorted(set(range(0, n, stride)) | {n - 1} | {k.step for k in self.key_points})
+        return {
+            "label": self.label,
+            "source": self.source,
+            "spec": None if self.schedule is None else self.schedule.to_spec(),
+            "absolute": bool(self.schedule is not None and self.schedule.is_absolute),
+            "steps": n,
+            "lr": self.lr,
+            "peak": {"step": self.peak[0], "rate": self.peak[1]},
+            "key_points": [asdict(k) for k in self.key_points],
+            "warnings": [asdict(w) for w in self.warnings],
+            "curve": [[t, self.rates[t]] for t in picks],
+        }
+
+    def format(self) -> str:
+        """A plain-text report: key points table and warnings."""
+        lines = [f"schedule: {self.label}"]
+        if self.schedule is not None:
+            kind = ("absolute rates" if self.schedule.is_absolute
+                    else f"relative: multiplies the optimizer's lr; shown for lr={self.lr:g}")
+            lines.append(f"  ({kind})")
+        step, rate = self.peak
+        lines.append(f"steps: {self.steps}   peak: {rate:.6g} at step {step}   "
+                     f"end: {self.rates[-1]:.6g}")
+        lines.append("")
+        lines.append(f"  {'step':>9}  {'rate':>12}  {'x peak':>8}  what")
+        for k in self.key_points:
+            frac = k.rate / rate if rate else 0.0
+            lines.append(f"  {k.step:>9}  {k.rate:>12.6g}  {frac:>8.4f}  {k.label}")
+        if self.warnings:
+            lines.append("")
+            lines.append("lint:")
+            for w in self.warnings:
+                lines.append(f"  warning {w}")
+        return "\n".join(lines)
+
+    def plot(self, path: str, *, others: Sequence["Preview"] = (), **kwargs: Any) -> str:
+        return plot([self, *others], path, **kwargs)
+
+
+# ------------------------------------------------------------------------------------------
+# walking the tree with absolute offsets
+# ------------------------------------------------------------------------------------------
+
+def _walk(node: Schedule, offset: int = 0) -> Iterator[tuple[Schedule, int]]:
+    yield node, offset
+    if isinstance(node, Join):
+        starts = (0,) + tuple(node.boundaries)
+        for child, start in zip(node.schedules, starts):
+            yield from _walk(child, offset + start)
+    elif isinstance(node, Warmup):
+        if node.then is not None:
+            yield from _walk(node.then, offset + node.steps)
+    else:
+        for child in node.children():
+            yield from _walk(child, offset)
+
+
+def _short(s: Schedule, width: int = 48) -> str:
+    text = s.to_spec()
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _events(schedule: Schedule, steps: int) -> list[tuple[int, str]]:
+    """Boundaries worth showing: joins, warmup ends, phase changes, milestones."""
+    out: list[tuple[int, str]] = []
+    for node, off in _walk(schedule):
+        if isinstance(node, Join):
+            for b, child in zip(node.boundaries, node.schedules[1:]):
+                out.append((off + b, f"switch to {_short(child)}"))
+        elif isinstance(node, Warmup):
+            out.append((off + node.steps, "warmup ends"))
+        elif isinstance(node, WSD):
+            if node.warmup:
+                out.append((off + node.warmup, "wsd warmup ends"))
+            out.append((off + node.steps - node.decay, "wsd decay starts"))
+            out.append((off + node.steps, "wsd ends"))
+        elif isinstance(node, MultiStep):
+            for m in node.milestones:
+                out.append((off + m, f"x{node.gamma:g} (milestone)"))
+        elif isinstance(node, Step):
+            for k in range(1, 11):
+                out.append((off + k * node.every, f"x{node.gamma:g} (step)"))
+        elif isinstance(node, Restarts):
+            start, length = 0.0, float(node.period)
+            for _ in range(10):
+                start += length
+                length *= node.mult
+                out.append((off + int(math.ceil(start)), "restart"))
+        elif isinstance(node, (Cosine, Polynomial, OneCycle, Linear)):
+            length = node.length
+            if isinstance(length, int):
+                out.append((off + length, f"{node.name} ends"))
+    return [(t, label) for t, label in out if 0 <= t < steps]
+
+
+def key_points(schedule: Schedule, rates: Sequence[float]) -> list[KeyPoint]:
+    """Start, end, peak, lowest point and every boundary within the run."""
+    n = len(rates)
+    marks: dict[int, list[str]] = {}
+
+    def add(t: int, label: str) -> None:
+        marks.setdefault(t, [])
+        if label not in marks[t]:
+            marks[t].append(label)
+
+    add(0, "start")
+    for t, label in _events(schedule, n)[: _MAX_EVENTS]:
+        add(t, label)
+    top = max(range(n), key=rates.__getitem__)
+    low = min(range(n), key=rates.__getitem__)
+    add(top, "peak")
+    add(low, "lowest")
+    add(n - 1, "end")
+    return [KeyPoint(t, rates[t], ", ".join(marks[t])) for t in sorted(marks)]
+
+
+# ------------------------------------------------------------------------------------------
+# lint
+# ------------------------------------------------------------------------------------------
+
+def _fmt_rate(value: float, lr: float) -> str:
+    return f"{value * lr:.4g}" if lr != 1.0 else f"{value:.4g}x peak"
+
+
+def lint(schedule: Any, steps: int | None = None, *, lr: float = 1.0,
+         **units: Any) -> list[LintWarning]:
+    """Likely mistakes in ``schedule`` for a run of ``steps`` optimizer steps.
+
+    Rules that need the run length (warmup-too-long, short-/long-horizon) are skipped without
+    ``steps``. ``units`` (``steps_per_epoch=``, ...) resolve lengths in epochs.
+    """
+    s = from_config(schedule)
+    if not s.is_resolved:
+        s = s.resolve(total_steps=units.pop("total_steps", steps), **units)
+    scale = 1.0 if s.is_absolute else lr
+    out: list[LintWarning] = []
+
+    if s(0) == 0.0:
+        out.append(LintWarning(
+            "zero-start", "the rate is 0 at step 0, so the first optimizer step changes nothing; "
+            "start the warmup above 0, e.g. warmup(500, start=0.01)", 0))
+
+    for node, off in _walk(s):
+        if isinstance(node, Join):
+            starts = (0,) + tuple(node.boundaries)
+            for i, b in enumerate(node.boundaries):
+                prev, nxt = node.schedules[i], node.schedules[i + 1]
+                left, right = prev._at(b - starts[i]), nxt._at(0)
+                big = max(abs(left), abs(right))
+                if big > 1e-12 and abs(left - right) > _JUMP_RTOL * big:
+                    ratio = f" (x{right / left:.3g})" if left else ""
+                    out.append(LintWarning(
+                        "join-jump",
+                        f"at step {off + b} the rate jumps from {_fmt_rate(left, scale)} to "
+                        f"{_fmt_rate(right, scale)}{ratio} when {_short(prev, 32)} hands over to "
+                        f"{_short(nxt, 32)}; scale the next piece to start where the last one "
+                        "ends, or ignore this if the restart is intended", off + b))
+        if steps is not None and isinstance(node, Warmup) and off + node.steps >= steps:
+            out.append(LintWarning(
+                "warmup-too-long",
+                f"{_short(node, 40)} ends at step {off + node.steps}, but the run has only "
+                f"{steps} steps: training never reaches the peak; shorten the warmup", off))
+        if steps is not None and isinstance(node, WSD) and node.warmup and off + node.warmup >= steps:
+            out.append(LintWarning(
+                "warmup-too-long",
+                f"{_short(node, 40)} warms up until step {off + node.warmup}, but the run has "
+                f"only {steps} steps", off))
+        out.extend(_floor_findings(node, off, steps))
+
+    length = s.length
+    if steps is not None and isinstance(length, int):
+        if length < steps:
+            out.append(LintWarning(
+                "short-horizon",
+                f"the schedule ends at step {length} but the run has {steps} steps: the last "
+                f"{steps - length} steps stay at {_fmt_rate(s._at(length), scale)}; set the "
+                f"schedule's length to the run (e.g. use total or {steps})", length))
+        elif length > steps:
+            stop, final = s._at(steps - 1), s._at(length)
+            if abs(stop - final) > _JUMP_RTOL * max(abs(stop), abs(final), 1e-12):
+                out.append(LintWarning(
+                    "long-horizon",
+                    f"the schedule is {length} steps long but the run has {steps}: it stops at "
+                    f"{_fmt_rate(stop, scale)} instead of {_fmt_rate(final, scale)}; shorten the "
+                    "schedule to the run", steps - 1))
+    return out
+
+
+def _floor_findings(node: Schedule, off: int, steps: int | None) -> list[LintWarning]:
+    def finding(what: str, value: float, peak: float = 1.0) -> LintWarning:
+        return LintWarning(
+            "floor-above-peak",
+            f"{_short(node, 40)}: {what}={value:g} is above the peak ({peak:g}), so the rate "
+            "rises where it should decay; a floor is a fraction of the peak, e.g. 0.1", off)
+
+    if isinstance(node, (Cosine, Exponential, WSD)) and node.floor > 1.0:
+        return [finding("floor", node.floor)]
+    if isinstance(node, Polynomial) and node.end > 1.0:
+        return [finding("end", node.end)]
+    if isinstance(node, Restarts):
+        if node.floor > 1.0:
+            return [finding("floor", node.floor)]
+        if node.decay < 1.0 and node.floor > 0.0:
+            k = math.ceil(math.log(node.floor) / math.log(node.decay))
+            start = node.period * (k if node.mult == 1.0 else (node.mult ** k - 1) / (node.mult - 1))
+            if steps is None or off + start < steps:
+                return [LintWarning(
+                    "floor-above-peak",
+                    f"{_short(node, 40)}: from cycle {k} (step {off + int(start)}) the cycle peak "
+                    f"decay**{k}={node.decay ** k:.3g} is below floor={node.floor:g}, so cycles "
+                    "rise from their peak to the floor", off)]
+    if isinstance(node, Floor):
+        n = node.schedule.length if isinstance(node.schedule.length, int) else None
+        horizon = min(x for x in (n, steps, 100_000) if x is not None)
+        top = max(node.schedule._at(t) for t in range(max(horizon, 1)))
+        if node.value >= top:
+            return [LintWarning(
+                "floor-above-peak",
+                f"{_short(node, 40)}: the floor {node.value:g} is at or above the highest value "
+                f"of the schedule under it ({top:.4g}), so the rate is flat at the floor", off)]
+    return []
+
+
+# ------------------------------------------------------------------------------------------
+# preview
+# ------------------------------------------------------------------------------------------
+
+def _metric_map(metrics: Any) -> dict[int, float]:
+    if metrics is None:
+        return {}
+    items = metrics.items() if isinstance(metrics, Mapping) else metrics
+    out = {}
+    for step, value in items:
+        require(isinstance(step, int) and step >= 0, f"metrics: step {step!r} must be an int >= 0")
+        out[step] = float(value)
+    return out
+
+
+def _is_factory(obj: Any) -> bool:
+    return callable(obj) and not isinstance(obj, (Schedule, str, dict, list, tuple))
+
+
+def preview(schedule: Any, steps: int, *, lr: float | None = None, metrics: Any = None,
+            label: str | None = None, **units: Any) -> Preview:
+    """Rates for ``steps`` optimizer steps, key points and lint warnings, without training.
+
+    ``schedule`` is an lrkit schedule/spec/config, or a factory taking an optimizer and
+    returning a torch scheduler. ``lr`` is the optimizer's learning rate (1.0 shows
+    multipliers; ignored for absolute ``peak(...)`` schedules). ``metrics`` maps a step to a
+    validation metric reported after that step, for ``plateau`` or ``ReduceLROnPlateau``.
+    ``units`` (``steps_per_epoch=``, ``batches_per_epoch=``, ``grad_accum=``) resolve epochs;
+    fractions of the run resolve against ``steps``.
+    """
+    require(isinstance(steps, int) and steps > 0, f"steps must be a positive integer, got {steps!r}")
+    require(lr is None or (isinstance(lr, (int, float)) and lr > 0), f"lr must be > 0, got {lr!r}")
+    reports = _metric_map(metrics)
+    if _is_factory(schedule):
+        return _preview_torch(schedule, steps, lr=1.0 if lr is None else float(lr),
+                              reports=reports, label=label)
+    s = from_config(schedule)
+    if not s.is_resolved:
+        s = s.resolve(total_steps=units.pop("total_steps", steps), **units)
+    base = 1.0 if (lr is None or s.is_absolute) else float(lr)
+    values = s.values(steps)
+    if reports:
+        values = _with_plateau(s, values, reports)
+    rates = [base * v for v in values]
+    prev = Preview(rates=rates, lr=base, label=label or s.to_spec(), source="lrkit", schedule=s)
+    prev.key_points = key_points(s, rates)
+    prev.warnings = lint(s, steps, lr=base)
+    return prev
+
+
+def _with_plateau(s: Schedule, values: list[float], reports: dict[int, float]) -> list[float]:
+    plateau = s.schedule if isinstance(s, Peak) else s
+    if not isinstance(plateau, Plateau):
+        raise LrkitError("metrics were given but the schedule has no plateau(); wrap it, e.g. "
+                         "plateau(cosine(10000), patience=3)")
+    state = plateau.init()
+    out = []
+    for t, v in enumerate(values):
+        out.append(v * state.scale)
+        if t in reports:
+            state = plateau.update(state, reports[t])
+    return out
+
+
+def _preview_torch(factory: Callable[[Any], Any], steps: int, *, lr: float,
+                   reports: dict[int, float], label: str | None) -> Preview:
+    import warnings
+
+    import torch
+
+    param = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([param], lr=lr, momentum=0.9)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sched = factory(opt)
+        plateau = isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau)
+        rates = []
+        for t in range(steps):
+            rates.append(float(opt.param_groups[0]["lr"]))
+            if plateau:
+                if t in reports:
+                    sched.step(reports[t])
+                continue
+            opt.step()
+            sched.step()
+            if t in reports and hasattr(sched, "report"):
+                sched.report(reports[t])
+    name = label or type(sched).__name__
+    prev = Preview(rates=rates, lr=lr, label=name, source="torch")
+    n = len(rates)
+    top = max(range(n), key=rates.__getitem__)
+    marks = {0: "start", top: "peak", n - 1: "end"}
+    prev.key_points = [KeyPoint(t, rates[t], marks[t]) for t in sorted(marks)]
+    return prev
+
+
+# ------------------------------------------------------------------------------------------
+# plot
+# ------------------------------------------------------------------------------------------
+
+def plot(previews: Preview | Sequence[Preview], path: str, *, title: str | None = None,
+         log: bool = False, max_points: int = 20_000) -> str:
+    """Draw the curves to ``path`` (PNG, SVG, PDF by extension) with matplotlib's Agg canvas.
+
+    Uses ``matplotlib.figure.Figure`` directly, so no display and no pyplot state are needed.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    items = [previews] if isinstance(previews, Preview) else list(previews)
+    require(len(items) > 0, "plot() needs at least one preview")
+    fig = Figure(figsize=(9, 4.8), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for i, p in enumerate(items):
+        n = p.steps
+        stride = max(1, math.ceil(n / max_points))
+        xs = sorted(set(range(0, n, stride)) | {n - 1} | {k.step for k in p.key_points}
+                    | {max(k.step - 1, 0) for k in p.key_points})
+        ax.plot(xs, [p.rates[t] for t in xs], label=p.label, linewidth=1.6 if i == 0 else 1.2,
+                linestyle="-" if i == 0 else "--")
+    first = items[0]
+    for k in first.key_points:
+        ax.plot([k.step], [k.rate], marker="o", markersize=3.5, color="black")
+    if log:
+        ax.set_yscale("log")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("learning rate" if first.lr != 1.0 or (first.schedule is not None and first.schedule.is_absolute)
+                  else "learning rate (x optimizer lr)")
+    ax.set_title(title or (first.label if len(items) == 1 else "learning-rate schedules"),
+                 fontsize=10)
+    ax.grid(True, alpha=0.3)
+    if len(items) > 1:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    return path
