@@ -360,10 +360,6 @@ class Warmup(Schedule):
     def _target(self) -> float:
         return 1.0 if self.then is None else self.then._at(0)
 
-    @cached_property
-    def _ratio(self) -> float:
-        return 1000.0 if self.start == 0.0 else 1.0 / self.start
-
     def _at(self, t: float) -> float:
         n = self.steps
         if t >= n:
@@ -373,9 +369,10 @@ class Warmup(Schedule):
             f = x
         elif self.shape == "cosine":
             f = 0.5 * (1.0 - math.cos(math.pi * x))
-        else:
-            r = self._ratio
-            f = 0.0 if r == 1.0 else (r ** x - 1.0) / (r - 1.0)
+        elif self.start > 0.0:  # geometric: start * (1/start) ** x, written to avoid overflow
+            return self._target * self.start ** (1.0 - x)
+        else:  # from 0: the geometric curve of a ramp from 1/1000, shifted down to start at 0
+            f = (1000.0 ** x - 1.0) / 999.0
         return self._target * (self.start + (1.0 - self.start) * f)
 
     @property

@@ -234,10 +234,11 @@ def _call_text(s: Schedule, skip: tuple[str, ...] = (), explicit: bool = False) 
             text = "[" + ", ".join(render(v) for v in value) + "]"
         else:
             text = _fmt_value(value)
-        if f.default is MISSING:
-            parts.append(text)
-        elif value != f.default:
-            in_place = n_pos is not None and i < n_pos and len(parts) == i
+        if f.default is MISSING or value != f.default:
+            if n_pos is None:
+                in_place = f.default is MISSING
+            else:
+                in_place = i < n_pos and len(parts) == i
             parts.append(text if in_place else f"{f.name}={text}")
     return f"{s.name}({', '.join(parts)})"
 

@@ -167,7 +167,7 @@ def as_length(value: object, where: str, *, allow_zero: bool = False) -> Length:
             f"{where} must be a length: whole steps (500), epochs (2*epoch) or a fraction of the "
             f"run (0.1*total); got {value!r}")
     if not math.isfinite(value) or float(value) != math.floor(value):
-        hint = " (for a fraction of the run write e.g. 0.1*total)" if 0 < value < 1 else ""
+        hint = f" (for a fraction of the run write {value!r}*total)" if 0 < value < 1 else ""
         raise LrkitError(f"{where} must be a whole number of steps, got {value!r}{hint}")
     steps = int(value)
     if allow_zero:

@@ -24,6 +24,7 @@ class WSD(Schedule):
     """Warmup for ``warmup`` steps, stay at the peak, decay over the last ``decay`` of ``steps``."""
 
     name: ClassVar[str] = "wsd"
+    positional: ClassVar[int | None] = 1  # wsd(10000, decay=2000) reads better than wsd(10000, 2000)
 
     steps: Length = param("length", doc="total length: warmup + stable + decay")
     decay: Length = param("length", doc="decay length at the end")
