@@ -1,0 +1,158 @@
+"""Preview, key points, every lint rule, plots, and batch-size rescaling."""
+import json
+import math
+
+import pytest
+import torch
+from torch.optim import lr_scheduler as L
+
+from lrkit.errors import LrkitError
+from lrkit.schedules import (Scale, constant, cosine, epoch, exponential, floor, linear_rule,
+                             lint, parse, peak, plateau, plot, polynomial, preview, rescale,
+                             restarts, sqrt_rule, total, warmup, wsd)
+from lrkit.schedules.inspection import LINT_CODES
+
+LINT_CASES = [
+    # (spec, run steps, expected code)
+    ("warmup(10) >> cosine(100)", 110, "zero-start"),
+    ("linear(100, start=0, end=1)", 100, "zero-start"),
+    ("cosine(100) >> constant(0.5)", 200, "join-jump"),
+    ("join([cosine(100, floor=0.1), constant()], [60])", 200, "join-jump"),
+    ("warmup(200, start=0.1) >> cosine(100)", 150, "warmup-too-long"),
+    ("wsd(1000, decay=100, warmup=600)", 500, "warmup-too-long"),
+    ("cosine(100)", 200, "short-horizon"),
+    ("warmup(10, start=0.1) >> cosine(90)", 150, "short-horizon"),
+    ("cosine(1000)", 200, "long-horizon"),
+    ("cosine(100, floor=1.5)", 100, "floor-above-peak"),
+    ("exponential(0.99, floor=2)", 100, "floor-above-peak"),
+    ("wsd(100, decay=20, floor=1.2)", 100, "floor-above-peak"),
+    ("polynomial(100, end=3)", 100, "floor-above-peak"),
+    ("restarts(10, floor=0.3, decay=0.5)", 100, "floor-above-peak"),
+    ("floor(cosine(100) * 0.3, 0.5)", 100, "floor-above-peak"),
+]
+
+
+@pytest.mark.parametrize("spec,steps,code", LINT_CASES, ids=[f"{c[2]}:{c[0]}" for c in LINT_CASES])
+def test_each_lint_rule_fires(spec, steps, code):
+    found = lint(spec, steps)
+    assert code in [w.code for w in found], found
+    w = next(w for w in found if w.code == code)
+    assert w.message and str(w).startswith(f"[{code}]")
+
+
+def test_every_lint_code_is_covered_above():
+    assert {c[2] for c in LINT_CASES} == set(LINT_CODES)
+
+
+@pytest.mark.parametrize("spec,steps", [
+    ("warmup(500, start=0.01) >> cosine(9500, floor=0.1)", 10000),
+    ("warmup(0.05*total, start=0.01) >> cosine(0.95*total)", 20000),
+    ("cosine(100, floor=0.5) >> constant(0.5)", 300),           # continuous join: no jump
+    ("wsd(1000, decay=200, warmup=100, floor=0.01)", 1000),
+    ("onecycle(1000)", 1000),
+    ("peak(plateau(warmup(10, start=0.1) >> cosine(90)), 0.001)", 100),
+    ("restarts(10, floor=0.1, decay=0.5)", 25),                  # decayed peaks only after the run
+    ("floor(cosine(100), 0.1)", 100),
+])
+def test_clean_schedules_have_no_warnings(spec, steps):
+    assert lint(spec, steps) == []
+
+
+def test_lint_details_name_steps_and_rates():
+    (jump,) = [w for w in lint("cosine(100, floor=0.1) >> constant(0.5)", 150) if w.code == "join-jump"]
+    assert jump.step == 100 and "0.1" in jump.message and "0.5" in jump.message
+    (short,) = lint("warmup(10, start=0.5) >> cosine(90, floor=0.2)", 150)
+    assert short.code == "short-horizon" and short.step == 100 and "last 50 steps" in short.message
+    assert lint("cosine(100)", None) == []  # run-length rules need the run length
+
+
+def test_preview_key_points_and_rates():
+    p = preview("warmup(100, start=0.01) >> cosine(900, floor=0.1)", 1000, lr=0.3)
+    assert p.steps == 1000 and p.rates[0] == pytest.approx(0.003)
+    assert p.peak == (100, pytest.approx(0.3))
+    labels = {k.step: k.label for k in p.key_points}
+    assert labels[0] == "start, lowest" and "warmup ends" in labels[100] and "peak" in labels[100]
+    assert "end" in labels[999]
+    assert p.warnings == []
+    data = json.loads(json.dumps(p.to_dict()))
+    assert data["spec"] == "warmup(100, start=0.01) >> cosine(900, floor=0.1)"
+    assert len(data["curve"]) <= 520 and data["curve"][0] == [0, pytest.approx(0.003)]
+    text = p.format()
+    assert "warmup ends" in text and "relative" in text
+
+
+def test_preview_of_an_absolute_schedule_ignores_lr_and_resolves_fractions():
+    p = preview("peak(warmup(0.1*total, start=0.5) >> cosine(0.9*total), 0.002)", 500, lr=99.0)
+    assert max(p.rates) == pytest.approx(0.002)
+    assert p.schedule == parse("peak(warmup(50, start=0.5) >> cosine(450), 0.002)")
+    p2 = preview(warmup(2 * epoch, start=0.5) >> cosine(8 * epoch), 100, steps_per_epoch=10)
+    assert p2.schedule == warmup(20, start=0.5) >> cosine(80)
+
+
+def test_preview_simulates_torch_schedulers_for_comparison():
+    theirs = preview(lambda opt: L.CosineAnnealingLR(opt, T_max=100, eta_min=0.001), 101, lr=0.1)
+    ours = preview("cosine(100, floor=0.01)", 101, lr=0.1)
+    assert theirs.source == "torch" and theirs.label == "CosineAnnealingLR"
+    assert all(math.isclose(a, b, rel_tol=1e-9) for a, b in zip(ours.rates, theirs.rates))
+    one = preview(lambda opt: L.OneCycleLR(opt, max_lr=0.1, total_steps=200), 200)
+    assert one.peak[1] == pytest.approx(0.1)  # needs momentum: the throwaway optimizer has it
+    metrics = {t: 1.0 for t in range(0, 60, 3)}
+    ref = preview(lambda opt: L.ReduceLROnPlateau(opt, factor=0.5, patience=2), 60, metrics=metrics)
+    mine = preview("plateau(constant(), factor=0.5, patience=2)", 60, metrics=metrics)
+    assert ref.rates == pytest.approx(mine.rates) and min(mine.rates) < 1.0
+    with pytest.raises(LrkitError, match="no plateau"):
+        preview("cosine(60)", 60, metrics=metrics)
+
+
+def test_plot_writes_an_image(tmp_path):
+    a = preview("warmup(100, start=0.01) >> cosine(900)", 1000)
+    b = preview(lambda opt: L.SequentialLR(opt, [L.LinearLR(opt, 0.01, total_iters=100),
+                                                 L.CosineAnnealingLR(opt, 900)], [100]), 1000)
+    out = a.plot(str(tmp_path / "s.png"), others=[b])
+    assert (tmp_path / "s.png").stat().st_size > 1000
+    assert plot(a, str(tmp_path / "s.svg"), log=True).endswith("s.svg")
+
+
+def test_preview_bad_input():
+    with pytest.raises(LrkitError, match="steps must be a positive integer"):
+        preview("cosine(10)", 0)
+    with pytest.raises(LrkitError, match="lr must be > 0"):
+        preview("cosine(10)", 10, lr=-1.0)
+
+
+# --- batch-size rescaling ---------------------------------------------------------------------
+
+def test_rules():
+    assert linear_rule(0.1, 256, 1024) == pytest.approx(0.4)
+    assert sqrt_rule(0.1, 256, 1024) == pytest.approx(0.2)
+
+
+def test_rescale_relative_schedule_scales_peak_and_keeps_warmup_in_samples():
+    s = rescale("warmup(500) >> cosine(10000, floor=0.1)", 256, 1024)
+    assert s == Scale(warmup(125) >> cosine(10000, floor=0.1), 4.0)
+    assert rescale(s, 1024, 256) == Scale(warmup(500) >> cosine(10000, floor=0.1), 1.0)
+    kept = rescale("warmup(500) >> cosine(10000)", 256, 1024, rule="sqrt", warmup="steps")
+    assert kept == Scale(warmup(500) >> cosine(10000), 2.0)
+
+
+def test_rescale_absolute_plateau_wsd_and_epoch_warmups():
+    s = rescale(peak(plateau(warmup(2 * epoch) >> cosine(total)), 0.001), 64, 256, rule="sqrt")
+    assert s == peak(plateau(warmup(2 * epoch) >> cosine(total)), 0.002)  # epochs are samples already
+    assert rescale(wsd(1000, decay=200, warmup=100), 32, 64) == Scale(wsd(1000, decay=200, warmup=50), 2.0)
+    assert rescale(constant(), 8, 8) == constant()
+    with pytest.raises(LrkitError, match="rule='cube' is not allowed"):
+        rescale(constant(), 8, 16, rule="cube")
+    with pytest.raises(LrkitError, match="batch must be a positive number"):
+        rescale(constant(), 8, 0)
+    with pytest.raises(LrkitError, match="warmup='epochs' is not allowed"):
+        rescale(constant(), 8, 16, warmup="epochs")
+
+
+def test_misc_lint_free_families_render_in_preview():
+    for spec in ["step(10)", "multistep([5, 15])", "restarts(7, mult=2)", "cyclic(5)",
+                 "exponential(0.95)", "polynomial(30)", "inverse_sqrt(10)"]:
+        p = preview(spec, 40)
+        assert p.key_points[0].step == 0 and p.key_points[-1].step == 39
+    assert floor(cosine(10), 0.5)(9) == 0.5 and exponential(0.5, floor=0.3)(5) == 0.3
+    assert restarts(4, mult=2)(4) == 1.0 and polynomial(4, power=2)(2) == 0.25
+    assert torch.__version__  # torch is importable here (preview of factories uses it)
