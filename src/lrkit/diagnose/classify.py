@@ -1,0 +1,405 @@
+"""The rules that turn a loss history into a verdict about the learning rate (pure numpy, no torch).
+
+Verdicts, checked in this order (the first that holds wins):
+
+``not_enough_data``
+    fewer than ``min_points`` finite losses (and nothing non-finite): no guess is made.
+``diverged``
+    the loss went non-finite and stayed there (or more than 10% of it is non-finite), or it ended
+    no lower than it started after blowing up (a peak at least 2x the start) or after losing the
+    progress it had made. Rate x0.1.
+``unstable``
+    the rate is too high but the run survived: it ended at least 2x above its best; or it has
+    spikes (at least 3 single steps that undo a quarter or more of the progress, or one that undoes
+    all of it); or isolated non-finite losses; or the validation loss ended 25% or more above its
+    best; or it jumped early and then stalled near its start (a collapse). Rate x0.3.
+``too_slow``
+    the rate is too low: the loss has not moved (less than 5% below its start), or it is still
+    falling steadily at the end: the last 30% of the run made 15% or more of the total improvement
+    (measured on the loss itself; on the validation curve when there is one), or it stalled high
+    (less than a third below its start) while still creeping down. Rate x3 (x10 if it has not moved).
+``plateaued``
+    it made some progress, then stalled high (less than a third below its start) with no
+    significant trend over its second half: a flat region the rate is too low to leave, or the
+    limit of the model or data. Rate x3 to try to leave it.
+``healthy``
+    none of the above: it fell, bent over and settled without spikes. Rate x1.
+
+The thresholds were set on the built-in examples' curves (benchmarks/diagnose_accuracy.py) and
+are the module constants below.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from lrkit.diagnose.evidence import MIN_POINTS, measure, measure_validation
+from lrkit.errors import LrkitError
+
+VERDICTS = ("diverged", "unstable", "too_slow", "plateaued", "healthy", "not_enough_data")
+
+#: the change of rate each verdict recommends (multiply the current rate by it)
+FACTORS: dict[str, float | None] = {
+    "diverged": 0.1, "unstable": 0.3, "too_slow": 3.0, "plateaued": 3.0, "healthy": 1.0,
+    "not_enough_data": None,
+}
+
+NONFINITE_SHARE = 0.10  #: more non-finite losses than this share: diverged even if it recovered
+BLOWUP_LOG = math.log(2.0)  #: a peak this far above the start (log) counts as a blow-up
+LOST_PROGRESS_LOG = math.log(1.5)  #: progress (log) that, lost again, makes a run diverged
+END_ABOVE_START_LOG = -0.03  #: "ended no lower than it started" tolerance (log)
+END_ABOVE_BEST_LOG = math.log(2.0)  #: ended this far above its best: unstable
+LATE_PEAK_LOG = math.log(2.0)  #: a loss 2x its start in the second half of the run: unstable
+SPIKES_MIN = 3  #: this many spikes make a run unstable
+SPIKE_UNDO_ALL = 1.0  #: one spike undoing this share of the progress makes it unstable
+VAL_RISE_LOG = math.log(1.25)  #: validation loss ended this far above its best: unstable
+VAL_RISE_SHARE = 0.1  #: ... and the rise gave back at least this share of its progress
+COLLAPSE_EARLY_PEAK_LOG = math.log(2.0)  #: early jump before a stall near the start: collapse
+NO_PROGRESS_LOG = 0.05  #: improved less than this (log): the loss has not moved
+LATE_SHARE_SLOW = 0.12  #: the last 30% made this share of the improvement: still falling
+STALL_HIGH_LOG = math.log(1.5)  #: improved less than this (log): stalled high
+TREND_T = 2.0  #: |t| below this: no significant trend
+
+
+@dataclasses.dataclass
+class Diagnosis:
+    """What :func:`diagnose` concluded about one loss history."""
+
+    verdict: str
+    confidence: float
+    evidence: dict
+    lr_factor: float | None
+    explanation: str
+    suggested_lr: float | None = None
+    reasons: list[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def recommendation(self) -> str:
+        """The change of rate in words, e.g. ``"x0.3"`` or ``"keep"``."""
+        if self.lr_factor is None:
+            return "none (not enough data)"
+        if self.lr_factor == 1.0:
+            return "keep (x1)"
+        return f"x{self.lr_factor:g}"
+
+    def to_dict(self) -> dict:
+        data = dataclasses.asdict(self)
+        data["recommendation"] = self.recommendation
+        return _jsonable(data)
+
+    def __str__(self) -> str:
+        lines = [f"verdict: {self.verdict} (confidence {self.confidence:.0%})",
+                 f"change the rate: {self.recommendation}"
+                 + (f" -> {self.suggested_lr:.3g}" if self.suggested_lr is not None else "")]
+        if self.reasons:
+            lines.append("evidence: " + "; ".join(self.reasons))
+        lines.append(self.explanation)
+        return "\n".join(lines)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (np.floating, float)):
+        v = float(value)
+        return v if math.isfinite(v) else str(v)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    return value
+
+
+# -- input ------------------------------------------------------------------------------------
+
+def _to_numpy(values: Any, name: str) -> np.ndarray:
+    if hasattr(values, "detach") and hasattr(values, "cpu"):  # a torch tensor, without importing torch
+        values = values.detach().cpu().numpy()
+    if isinstance(values, (str, bytes)) or not isinstance(values, (Iterable, np.ndarray)):
+        raise LrkitError(f"{name} must be a sequence of numbers, got {type(values).__name__}")
+    if not isinstance(values, np.ndarray):
+        values = list(values)
+    try:
+        array = np.asarray(values, dtype=float)
+    except (TypeError, ValueError):
+        for i, item in enumerate(values):
+            try:
+                float(item)
+            except (TypeError, ValueError):
+                raise LrkitError(
+                    f"{name}[{i}] = {item!r} is not a number; pass one float per step "
+                    "(NaN and inf are allowed)") from None
+        raise LrkitError(f"{name} must be a flat sequence of numbers") from None
+    if array.ndim != 1:
+        raise LrkitError(f"{name} must be one-dimensional (one value per step), got shape "
+                         f"{array.shape}")
+    return array
+
+
+def _validation(values: Any, n_train: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """Validation values and their steps (``None`` when not given as ``(step, value)`` pairs)."""
+    if isinstance(values, Mapping):
+        items = sorted(values.items())
+        steps = _to_numpy([k for k, _ in items], "val_losses steps")
+        return _to_numpy([v for _, v in items], "val_losses"), steps
+    if hasattr(values, "detach"):
+        return _to_numpy(values, "val_losses"), None
+    values = list(values)
+    if values and isinstance(values[0], (tuple, list)) and len(values[0]) == 2:
+        for i, item in enumerate(values):
+            if not (isinstance(item, (tuple, list)) and len(item) == 2):
+                raise LrkitError(f"val_losses[{i}] = {item!r}: give all entries as (step, loss) "
+                                 "pairs, or all as plain numbers")
+        steps = _to_numpy([s for s, _ in values], "val_losses steps")
+        return _to_numpy([v for _, v in values], "val_losses"), steps
+    return _to_numpy(values, "val_losses"), None
+
+
+# -- the rules --------------------------------------------------------------------------------
+
+def _confidence(margin: float, *, base: float = 0.6, points: int = 100) -> float:
+    """From how far past its threshold a rule fired (0 = at it, 1 = twice as far) to 0.5..0.98."""
+    value = base + (0.97 - base) * (1.0 - math.exp(-2.0 * max(margin, 0.0)))
+    if points < 30:
+        value *= 0.85 + 0.15 * points / 30
+    return round(float(min(0.98, max(0.5, value))), 2)
+
+
+def _pct(log_ratio: float) -> str:
+    return f"{(math.exp(log_ratio) - 1) * 100:.0f}%"
+
+
+def _decide(ev: dict, vev: dict | None) -> tuple[str, float, list[str]]:
+    n = ev["finite_points"]
+    reasons: list[str] = []
+    at = lambda i: f"step {i}"  # noqa: E731
+
+    # diverged: non-finite and not recovered, or a high share of it
+    if ev["nonfinite_points"]:
+        share = ev["nonfinite_points"] / max(1, ev["points"])
+        if ev["ends_nonfinite"] or share > NONFINITE_SHARE:
+            reasons.append(f"the loss became non-finite at {at(ev['first_nonfinite_at'])}"
+                           + ("" if ev["ends_nonfinite"] else f" ({share:.0%} of the steps)"))
+            return "diverged", 0.98, reasons
+    if vev and vev.get("val_ends_nonfinite"):
+        reasons.append("the validation loss became non-finite")
+        return "diverged", 0.95, reasons
+    if n < ev.get("min_points", MIN_POINTS):
+        reasons.append(f"only {n} finite loss values; at least {ev.get('min_points', MIN_POINTS)} "
+                       "are needed")
+        return "not_enough_data", 1.0, reasons
+
+    end_vs_start = ev["end_vs_start_log"]
+    peak = max(ev["raw_peak_log"], ev["overshoot_log"])
+    tolerance = END_ABOVE_START_LOG
+    if end_vs_start >= tolerance and (
+            peak >= BLOWUP_LOG or ev["progress_log"] >= LOST_PROGRESS_LOG):
+        if peak >= BLOWUP_LOG:
+            reasons.append(f"the loss blew up to {math.exp(peak):.3g}x its start (peak at "
+                           f"{at(ev['peak_at'])})")
+        else:
+            reasons.append(f"it fell to {ev['best']:.4g} at {at(ev['best_at'])} and climbed back")
+        reasons.append(f"it ended at {ev['end']:.4g}, no lower than its start {ev['start']:.4g}")
+        margin = max(peak / BLOWUP_LOG - 1, ev["progress_log"] / LOST_PROGRESS_LOG - 1,
+                     (end_vs_start - tolerance) / 0.1)
+        return "diverged", _confidence(margin, base=0.7, points=n), reasons
+
+    # unstable
+    unstable: list[tuple[float, str]] = []
+    if ev["nonfinite_points"]:
+        unstable.append((1.0, f"{ev['nonfinite_points']} non-finite loss(es), first at "
+                              f"{at(ev['first_nonfinite_at'])}, then it recovered"))
+    if ev["end_vs_best_log"] >= END_ABOVE_BEST_LOG:
+        unstable.append((ev["end_vs_best_log"] / END_ABOVE_BEST_LOG - 1,
+                         f"it ended at {ev['end']:.4g}, {_pct(ev['end_vs_best_log'])} above its "
+                         f"best {ev['best']:.4g} (at {at(ev['best_at'])})"))
+    if ev["late_peak_log"] >= LATE_PEAK_LOG:
+        unstable.append((ev["late_peak_log"] / LATE_PEAK_LOG - 1,
+                         f"in the second half of the run the loss still jumped to "
+                         f"{math.exp(ev['late_peak_log']):.3g}x its start (step "
+                         f"{ev['late_peak_at']})"))
+    if ev["spikes"] >= SPIKES_MIN or (ev["spikes"] >= 2 and ev["max_spike"] >= SPIKE_UNDO_ALL):
+        where = ", ".join(str(s) for s in ev["spike_steps"][:5])
+        unstable.append((max(ev["spikes"] / SPIKES_MIN, ev["max_spike"] / SPIKE_UNDO_ALL) - 1,
+                         f"{ev['spikes']} spike(s) (steps {where}"
+                         + ("..." if ev["spikes"] > 5 else "")
+                         + f"), the largest undoing {ev['max_spike']:.0%} of the progress"))
+    if (vev and vev.get("val_rise_log") is not None and vev["val_rise_log"] >= VAL_RISE_LOG
+            and (vev.get("val_rise_share") or 0.0) >= VAL_RISE_SHARE):
+        unstable.append((vev["val_rise_log"] / VAL_RISE_LOG - 1,
+                         f"the validation loss ended {_pct(vev['val_rise_log'])} above its best "
+                         f"{vev['val_best']:.4g}"
+                         + (f" (at step {vev['val_best_step']})" if vev.get("val_best_step")
+                            is not None else "")))
+    if unstable:
+        unstable.sort(key=lambda item: -item[0])
+        reasons.extend(text for _, text in unstable)
+        margin = unstable[0][0] + 0.3 * (len(unstable) - 1)
+        return "unstable", _confidence(margin, points=n), reasons
+
+    improvement = ev["improvement_log"]
+    if improvement < NO_PROGRESS_LOG and ev["early_peak_log"] < COLLAPSE_EARLY_PEAK_LOG:
+        reasons.append(f"the loss has not moved: {ev['start']:.4g} at the start, {ev['end']:.4g} "
+                       "at the end")
+        return "too_slow", _confidence(1 - improvement / NO_PROGRESS_LOG, points=n), reasons
+
+    stalled_high = improvement < STALL_HIGH_LOG
+    if stalled_high and ev["early_peak_log"] >= COLLAPSE_EARLY_PEAK_LOG:
+        reasons.append(f"the loss jumped to {math.exp(ev['early_peak_log']):.2f}x its start early "
+                       f"on, then stalled at {ev['end']:.4g}, only {_pct(-improvement)} below "
+                       "the start")
+        return "unstable", _confidence(ev["early_peak_log"] / COLLAPSE_EARLY_PEAK_LOG - 1,
+                                       base=0.55, points=n), reasons
+
+    # still falling at the end? judge on the validation curve when there is one
+    late = ev["late_share_linear"]
+    val_late = vev.get("val_late_share") if vev else None
+    share = val_late if val_late is not None else late
+    source = "validation" if val_late is not None else "training"
+    falling = ev["trend_end_t"] < -TREND_T or ev["trend_last_half_t"] < -TREND_T
+    if share is not None and share >= LATE_SHARE_SLOW and falling:
+        reasons.append(f"the {source} loss is still falling steadily: the last 30% of the run "
+                       f"made {share:.0%} of its improvement")
+        return "too_slow", _confidence(share / LATE_SHARE_SLOW - 1, points=n), reasons
+    if stalled_high:
+        if ev["trend_last_half_t"] < -TREND_T:
+            reasons.append(f"it stalled high ({ev['end']:.4g}, only {_pct(-improvement)} below its "
+                           "start) and is still creeping down")
+            return "too_slow", _confidence(0.3, base=0.55, points=n), reasons
+        reasons.append(f"it fell {_pct(-improvement)} below its start, then stayed flat at "
+                       f"{ev['end']:.4g} from {ev['flat_from']:.0%} of the run on")
+        return "plateaued", _confidence(1 - improvement / STALL_HIGH_LOG, base=0.55,
+                                        points=n), reasons
+
+    reasons.append(f"the loss fell from {ev['start']:.4g} to {ev['end']:.4g}"
+                   + (f" and has been flat since {ev['flat_from']:.0%} of the run"
+                      if ev["flat_from"] <= 0.6 else " and is bending over"))
+    if share is not None:
+        reasons.append(f"the last 30% of the run made {max(share, 0):.0%} of the improvement")
+    noise_margin = 1.0 - (ev["spikes"] / SPIKES_MIN)
+    slow_margin = 1.0 - (max(share or 0.0, 0.0) / LATE_SHARE_SLOW)
+    return "healthy", _confidence(min(noise_margin, slow_margin) + 0.2, points=n), reasons
+
+
+_EXPLAIN = {
+    "diverged": (
+        "The rate is far too high: each step overshoots the valley it is in by more than it "
+        "gains, so the loss grows instead of falling{where}. Lower the rate about tenfold (x0.1)"
+        "{suggest}; if a warmup or schedule is used, also lower its peak. Gradient clipping can "
+        "contain single bad batches but not a rate this high."),
+    "unstable": (
+        "The rate is too high for this model: the run survives, but the steps are large enough "
+        "to bounce between the walls of the valley, so the loss oscillates, spikes, or settles "
+        "above the best it reached{where}. Lower it {how}{suggest}; a decaying "
+        "schedule (cosine, step) or warmup helps too. If only the validation loss rose, the model "
+        "may also be overfitting: stop earlier or regularise."),
+    "too_slow": (
+        "The rate is too low: the loss is falling steadily but slowly and has not bent over, so "
+        "this run would need many more steps to get where a higher rate gets quickly{where}. "
+        "Raise it {how}{suggest}, and watch that it does not start to spike."),
+    "plateaued": (
+        "The loss made some progress and then stopped improving well above where it started to "
+        "fall{where}. Often the rate is too low to leave a flat region (a saddle), so try a rate "
+        "about three times higher (x3){suggest}; if that does not help, the limit is the model, "
+        "the data or the features rather than the rate."),
+    "healthy": (
+        "The rate looks right: the loss fell quickly, bent over and settled without spikes or "
+        "oscillation{where}. Keep it. If the loss has been flat for a long stretch, decaying the "
+        "rate (for example x0.1 for the last part) can settle it a little lower, or training can "
+        "stop sooner."),
+    "not_enough_data": (
+        "There are too few loss values to tell a too-high rate from a too-low one: a short "
+        "history is dominated by the first steps and by batch noise. Log more steps (at least "
+        "{min_points}, better a few hundred steps or a dozen epochs) and ask again."),
+}
+
+
+def diagnose(
+    losses: Any,
+    lrs: Any = None,
+    *,
+    val_losses: Any = None,
+    min_points: int = MIN_POINTS,
+) -> Diagnosis:
+    """Classify a loss history as diverged, unstable, too_slow, plateaued or healthy.
+
+    ``losses``: one training loss per step or per epoch, raw and noisy as logged (a list, a
+    numpy array or a tensor; NaN and inf allowed). ``lrs``: the rate at each of those points (or
+    one number), used to name the rate to try. ``val_losses``: an optional validation curve, as
+    numbers evenly spread over the run, ``(step, loss)`` pairs or a ``{step: loss}`` dict.
+    Returns a :class:`Diagnosis` with the verdict, a confidence, the evidence in numbers, the
+    recommended factor for the rate and a plain-words explanation; never guesses from fewer than
+    ``min_points`` finite values (verdict ``not_enough_data``).
+    """
+    if not isinstance(min_points, int) or min_points < 3:
+        raise LrkitError(f"min_points must be an integer >= 3, got {min_points!r}")
+    values = _to_numpy(losses, "losses")
+    if len(values) == 0:
+        raise LrkitError("losses is empty: pass the loss of each step (or epoch) so far")
+    rates = None
+    if lrs is not None:
+        if isinstance(lrs, (int, float, np.floating, np.integer)):
+            rates = np.full(len(values), float(lrs))
+        else:
+            rates = _to_numpy(lrs, "lrs")
+            if len(rates) != len(values):
+                raise LrkitError(f"lrs has {len(rates)} values but losses has {len(values)}; "
+                                 "give one rate per loss (or a single number)")
+        bad = np.flatnonzero(~np.isfinite(rates) | (rates < 0))
+        if len(bad):
+            raise LrkitError(f"lrs[{bad[0]}] = {rates[bad[0]]!r} is not a valid rate "
+                             "(finite, >= 0)")
+    ev = measure(values, min_points=min_points)
+    ev["min_points"] = min_points
+    vev = None
+    if val_losses is not None:
+        val, val_steps = _validation(val_losses, len(values))
+        if len(val):
+            vev = measure_validation(val, train_start=ev.get("start"))
+            if val_steps is not None and vev.get("val_best") is not None:
+                finite = np.isfinite(val)
+                vev["val_best_step"] = int(val_steps[finite][int(np.argmin(val[finite]))])
+            ev.update(vev)
+
+    verdict, confidence, reasons = _decide(ev, vev)
+    factor = FACTORS[verdict]
+    if verdict == "too_slow" and ev.get("improvement_log", 1.0) < NO_PROGRESS_LOG:
+        factor = 10.0
+    if verdict == "unstable" and (ev.get("end_vs_best_log", 0) >= 2 * END_ABOVE_BEST_LOG
+                                  or ev.get("max_spike", 0) >= 2 * SPIKE_UNDO_ALL):
+        factor = 0.1
+
+    # where, and which rate
+    suggested = None
+    where = ""
+    if rates is not None:
+        ev["lr_end"] = float(rates[-1])
+        ev["lr_min"], ev["lr_max"] = float(rates.min()), float(rates.max())
+        trouble = None
+        if verdict == "diverged":
+            trouble = ev.get("first_nonfinite_at")
+            if trouble is None:
+                trouble = ev.get("peak_at")
+        elif verdict == "unstable" and ev.get("spike_steps"):
+            trouble = ev["spike_steps"][0]
+        if trouble is not None and trouble < len(rates):
+            ev["lr_at_trouble"] = float(rates[trouble])
+            where = f" (trouble started at step {trouble}, rate {rates[trouble]:.3g})"
+        base = ev.get("lr_at_trouble", ev["lr_end"])
+        if factor is not None and base > 0:
+            suggested = float(base * factor)
+        if ev["lr_max"] > ev["lr_min"] * 1.01:
+            ev["lr_schedule"] = True
+    elif verdict in ("diverged",) and ev.get("first_nonfinite_at") is not None:
+        where = f" (non-finite from step {ev['first_nonfinite_at']})"
+    suggest = f", to about {suggested:.3g}" if suggested is not None and factor != 1.0 else ""
+    how = {0.1: "about tenfold (x0.1)", 0.3: "about threefold (x0.3)", 3.0: "about threefold (x3)",
+           10.0: "about tenfold (x10), since the loss has barely moved"}.get(factor or 1.0, "")
+    explanation = _EXPLAIN[verdict].format(where=where, suggest=suggest, min_points=min_points,
+                                           how=how)
+    return Diagnosis(verdict, confidence, _jsonable(ev), factor, explanation, suggested, reasons)

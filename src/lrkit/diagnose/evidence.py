@@ -1,0 +1,262 @@
+"""Measures of a loss curve: level, trend, noise, spikes, oscillation (pure numpy, no torch).
+
+Everything is measured on the *log* of the loss (plus a small floor), so that a curve falling
+from 2.3 to 0.01 is judged by ratios rather than by its first few steps, and a loss that touches
+zero does not look like an infinite drop. Curves with negative values are measured as they are.
+Windows scale with the curve's length, so per-step logs (hundreds of noisy points) and per-epoch
+logs (a few dozen smooth points) are judged alike.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+
+#: fewer finite points than this and the verdict is "not_enough_data"
+MIN_POINTS = 8
+#: a spike is a single step at least 2x (and 5 noise widths) above the local level that undoes at
+#: least this share of the progress made so far
+SPIKE_UNDO = 0.5
+
+
+def _odd(k: int) -> int:
+    return k if k % 2 else k + 1
+
+
+def rolling_median(y: np.ndarray, window: int) -> np.ndarray:
+    """Centred running median, the window shrinking at the ends (no padding artefacts)."""
+    n = len(y)
+    window = max(1, min(_odd(window), n if n % 2 else n - 1))
+    if window <= 1 or n < 3:
+        return y.copy()
+    half = window // 2
+    padded = np.concatenate([np.full(half, np.nan), y, np.full(half, np.nan)])
+    view = np.lib.stride_tricks.sliding_window_view(padded, window)
+    return np.nanmedian(view, axis=1)
+
+
+def robust_sigma(values: np.ndarray) -> float:
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return 0.0
+    return float(1.4826 * np.median(np.abs(values - np.median(values))))
+
+
+def _slope(t: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Least-squares slope of y over t, and its t statistic (0 when undefined)."""
+    if len(t) < 3:
+        return 0.0, 0.0
+    tc = t - t.mean()
+    denom = float(np.dot(tc, tc))
+    if denom <= 0:
+        return 0.0, 0.0
+    slope = float(np.dot(tc, y - y.mean()) / denom)
+    resid = y - y.mean() - slope * tc
+    dof = max(1, len(t) - 2)
+    se = math.sqrt(max(float(np.dot(resid, resid)) / dof, 1e-30) / denom)
+    return slope, slope / se
+
+
+@dataclasses.dataclass
+class Prepared:
+    """A loss curve cleaned for measuring: finite values, their step indices, the transform."""
+
+    raw: np.ndarray  #: every value as given (NaN/inf kept)
+    steps: np.ndarray  #: indices of the finite values
+    x: np.ndarray  #: the finite values
+    y: np.ndarray  #: transformed finite values (log with a floor, or linear)
+    log_scale: bool
+    floor: float
+
+    def to_y(self, value: float) -> float:
+        return math.log(max(value, 0.0) + self.floor) if self.log_scale else value
+
+    def to_x(self, value: float) -> float:
+        return math.exp(value) - self.floor if self.log_scale else value
+
+
+def prepare(values: np.ndarray) -> Prepared:
+    raw = np.asarray(values, dtype=float)
+    finite = np.isfinite(raw)
+    steps = np.flatnonzero(finite)
+    x = raw[finite]
+    if x.size and float(x.min()) >= 0.0:
+        # the floor is 1% of the starting level (not of the first steps' median: those may have
+        # blown up already); losses below it are all "done" and their wiggles are not noise
+        scale = min(float(x[0]), float(np.median(x[:3]))) or float(np.max(np.abs(x))) or 1.0
+        floor = max(1e-2 * scale, 1e-12)
+        return Prepared(raw, steps, x, np.log(x + floor), True, floor)
+    return Prepared(raw, steps, x, x.copy(), False, 0.0)
+
+
+def measure(values, *, min_points: int = MIN_POINTS) -> dict:
+    """The evidence about one curve, as a flat dict of numbers (JSON-ready; ``None`` if unknown).
+
+    Levels (``start``, ``end``, ``best``, ``peak``) are in the loss's own units; ``*_log`` ratios and
+    ``noise`` are on the log scale (a noise of 0.1 means typical step-to-step wiggles of ~10%).
+    Positions (``best_at``, ``spike_steps``...) are indices into the curve as given.
+    """
+    p = prepare(values)
+    n_total = len(p.raw)
+    nonfinite = np.flatnonzero(~np.isfinite(p.raw))
+    ev: dict = {
+        "points": int(n_total),
+        "finite_points": int(len(p.x)),
+        "nonfinite_points": int(len(nonfinite)),
+        "first_nonfinite_at": int(nonfinite[0]) if len(nonfinite) else None,
+        "ends_nonfinite": bool(n_total and not np.isfinite(p.raw[-1])),
+        "log_scale": p.log_scale,
+    }
+    n = len(p.x)
+    if n < min_points:
+        return ev
+    y, t = p.y, p.steps.astype(float)
+    w = _odd(int(np.clip(n // 25, 3, 51)))
+    smooth = rolling_median(y, w)
+    # coarser smoothing for levels and trends, so that single batches do not move them
+    coarse = rolling_median(y, _odd(int(np.clip(n // 10, 3, 101))))
+    k0 = max(1, min(w, n // 10))
+    k1 = max(3, n // 10)
+    # the start: the first loss (taken before any update) unless the next two say it was a high
+    # draw; not a longer median, which a blow-up in the first steps would drag up
+    # (a short, per-epoch curve falls fast from its first point, which is then the start)
+    init = min(float(y[0]), float(np.median(y[:3]))) if n >= 50 else float(y[0])
+    end = float(np.median(y[-k1:]))
+    best_i = int(np.argmin(coarse))
+    best = float(coarse[best_i])
+    peak_i = int(np.argmax(smooth))
+    peak = float(smooth[peak_i])
+
+    resid = y - smooth
+    noise = robust_sigma(resid)
+    # lag-1 autocorrelation of the residuals: about 0 for batch noise, towards -1 for a zig-zag
+    # (the loss bouncing from one side of a valley to the other on alternate steps)
+    if n >= 6 and float(np.std(resid)) > 0:
+        r0, r1 = resid[:-1] - resid[:-1].mean(), resid[1:] - resid[1:].mean()
+        acf1 = float(np.dot(r0, r1) / math.sqrt(max(np.dot(r0, r0) * np.dot(r1, r1), 1e-30)))
+    else:
+        acf1 = 0.0
+
+    progress = init - best  # log improvement at the best point
+    improvement = init - end
+    # spikes: single points far above the local level, large against the noise and against the
+    # progress made (so that a 0.003 -> 0.03 blip at the end of a run that fell from 2.3 is not one)
+    lin_smooth = np.exp(smooth) - p.floor if p.log_scale else smooth
+    lin_init = p.to_x(init)
+    lin_best = p.to_x(best)
+    progress_lin = max(lin_init - lin_best, 1e-12)
+    height_lin = p.x - lin_smooth
+    relative_height = height_lin / max(progress_lin, abs(lin_init) * 0.05, 1e-12)
+    is_spike = (resid > max(5.0 * noise, math.log(2.0) if p.log_scale else 0.0)) & (
+        relative_height > SPIKE_UNDO)
+    # the first 5% of a run is a transient (warm-up, first big steps): spikes there are reported
+    # apart and do not count as instability
+    settled = frac_all = (p.steps - p.steps[0]) / max(p.steps[-1] - p.steps[0], 1)
+    early_spikes = int(np.count_nonzero(is_spike & (settled < 0.05)))
+    spike_idx = np.flatnonzero(is_spike & (settled >= 0.05))
+    # oscillation: how much the smoothed curve goes up and down beyond its net movement
+    steps_up = np.diff(coarse)
+    rises = float(np.sum(np.clip(steps_up, 0, None)))
+    total_var = float(np.sum(np.abs(steps_up)))
+    # trends on the coarse curve in units of "log change per whole run"
+    frac = (t - t[0]) / max(t[-1] - t[0], 1.0)
+    last = frac >= 0.7
+    half = frac >= 0.5
+    firstpart = frac <= 0.3
+    slope_end, t_end = _slope(frac[last], y[last])
+    slope_half, t_half = _slope(frac[half], y[half])
+    slope_start, t_start = _slope(frac[firstpart], y[firstpart])
+    # the share of the total improvement made over the last 30% of the run
+    late_share = (-slope_end * 0.3) / improvement if improvement > 1e-9 else None
+    # the same share on the loss's own scale: a too-slow run falls in a straight line (or faster
+    # and faster), a healthy one bends over; the log scale exaggerates the tail of a healthy run
+    lin_coarse = np.exp(coarse) - p.floor if p.log_scale else coarse
+    lin_slope_end, _ = _slope(frac[last], lin_coarse[last])
+    lin_end = p.to_x(end)
+    late_share_linear = ((-lin_slope_end * 0.3) / (lin_init - lin_end)
+                         if lin_init - lin_end > 1e-12 else None)
+    # an early blow-up: the 3-point median in the first fifth of the run against the start
+    early = y[: max(3, n // 5)]
+    early_peak = float(rolling_median(early, 3).max()) - init if len(early) >= 3 else 0.0
+    # where the curve stopped improving: first point after which it stays within noise of the end
+    band = max(2.0 * robust_sigma(y[-k1:] - coarse[-k1:]), 0.02 if p.log_scale else 0.0)
+    above = np.flatnonzero(coarse > end + band)
+    flat_from = float(frac[above[-1] + 1]) if len(above) and above[-1] + 1 < n else (
+        0.0 if not len(above) else 1.0)
+
+    ev.update({
+        "start": p.to_x(init),
+        "end": p.to_x(end),
+        "best": p.to_x(best),
+        "best_at": int(p.steps[best_i]),
+        "peak": p.to_x(peak),
+        "peak_at": int(p.steps[peak_i]),
+        "improvement_log": improvement,
+        "progress_log": progress,
+        "end_vs_start_log": end - init,
+        "end_vs_best_log": end - best,
+        "overshoot_log": peak - init,
+        "noise": noise,
+        "noise_vs_progress": noise / progress if progress > 1e-9 else None,
+        "zigzag": -acf1,
+        "oscillation": (rises / total_var) if total_var > 0 else 0.0,
+        "rises_log": rises,
+        "trend_end": slope_end,
+        "trend_end_t": t_end,
+        "trend_last_half": slope_half,
+        "trend_last_half_t": t_half,
+        "trend_start": slope_start,
+        "trend_start_t": t_start,
+        "late_share": late_share,
+        "late_share_linear": late_share_linear,
+        "early_peak_log": early_peak,
+        "raw_peak_log": float(y.max()) - init,
+        "late_peak_log": float(y[frac_all >= 0.5].max()) - init,
+        "late_peak_at": int(p.steps[frac_all >= 0.5][int(np.argmax(y[frac_all >= 0.5]))]),
+        "early_spikes": early_spikes,
+        "flat_from": flat_from,
+        "spikes": int(len(spike_idx)),
+        "spike_steps": [int(p.steps[i]) for i in spike_idx[:10]],
+        "max_spike": float(relative_height[spike_idx].max()) if len(spike_idx) else 0.0,
+        "window": w,
+    })
+    return ev
+
+
+def measure_validation(values, *, train_start: float | None = None) -> dict:
+    """Evidence from a validation curve (usually a few points, evaluated every k steps or once an
+    epoch): its best, how far it rose after it, how much it was still falling at the end, and how
+    much it went up and down. ``train_start`` (the training loss at the start) stands in for the
+    validation loss before training, which logs rarely hold."""
+    v = np.asarray(values, dtype=float)
+    finite = np.isfinite(v)
+    ev: dict = {
+        "val_points": int(len(v)),
+        "val_nonfinite_points": int((~finite).sum()),
+        "val_ends_nonfinite": bool(len(v) and not finite[-1]),
+    }
+    x = v[finite]
+    if len(x) < 3:
+        return ev
+    best_i = int(np.argmin(x))
+    tail = x[-min(3, len(x)):]
+    end = min(float(x[-1]), float(np.median(tail)))
+    best = float(x[best_i])
+    start = float(train_start) if train_start is not None and math.isfinite(train_start) else float(x[0])
+    start = max(start, float(x[0]))
+    i70 = int(round(0.7 * (len(x) - 1)))
+    ups = np.clip(np.diff(x), 0, None).sum()
+    total = np.abs(np.diff(x)).sum()
+    positive = best > 0 and end > 0
+    ev.update({
+        "val_start": float(x[0]),
+        "val_end": end,
+        "val_best": best,
+        "val_best_at_fraction": best_i / max(1, len(x) - 1),
+        "val_rise_log": math.log(end / best) if positive else None,
+        "val_rise_share": (end - best) / (start - best) if start - best > 1e-12 else None,
+        "val_late_share": ((float(x[i70]) - end) / (start - end)) if start - end > 1e-12 else None,
+        "val_oscillation": float(ups / total) if total > 0 else 0.0,
+    })
+    return ev

@@ -1,0 +1,96 @@
+"""The Monitor as a PyTorch Lightning callback (Lightning is an optional extra).
+
+Importing this module does not import Lightning; asking for ``MonitorCallback`` does::
+
+    from lrkit.diagnose.lightning import MonitorCallback
+    trainer = lightning.Trainer(callbacks=[MonitorCallback(report_every=200, log_file="lr.jsonl")])
+
+Without Lightning installed that raises :class:`lrkit.LrkitError` naming ``pip install
+lrkit[lightning]``. The callback records the training loss of each batch (kept on its device until
+a report is due), the first optimizer's rate, and ``val_loss`` from the trainer's callback metrics
+after each validation, and reports at the end of training.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from lrkit.errors import LrkitError
+
+
+def _lightning_callback_base() -> type:
+    for module_name in ("lightning.pytorch", "pytorch_lightning"):
+        try:
+            return importlib.import_module(module_name).Callback
+        except ImportError:
+            continue
+    raise LrkitError(
+        "the Lightning callback needs PyTorch Lightning, which is not installed: "
+        "pip install lrkit[lightning] (or pip install lightning); the plain lrkit.Monitor works "
+        "in any training loop without it"
+    )
+
+
+class MonitorHooks:
+    """The callback's behaviour, independent of the Lightning base class."""
+
+    def __init__(self, *, val_key: str = "val_loss", **monitor_options: Any) -> None:
+        from lrkit.diagnose.monitor import Monitor
+
+        self.val_key = val_key
+        self.monitor = Monitor(**monitor_options)
+
+    @staticmethod
+    def _loss(outputs: Any) -> Any:
+        if isinstance(outputs, dict):
+            return outputs.get("loss")
+        return outputs
+
+    @staticmethod
+    def _lr(trainer: Any) -> float | None:
+        optimizers = getattr(trainer, "optimizers", None) or []
+        if not optimizers:
+            return None
+        groups = getattr(optimizers[0], "param_groups", None) or []
+        if not groups:
+            return None
+        lr = groups[0].get("lr")
+        return None if lr is None else float(lr)
+
+    def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        loss = self._loss(outputs)
+        if loss is None:
+            return
+        self.monitor.update(loss, lr=self._lr(trainer))
+
+    def on_validation_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+        if getattr(trainer, "sanity_checking", False):
+            return
+        metrics = getattr(trainer, "callback_metrics", {}) or {}
+        value = metrics.get(self.val_key)
+        if value is not None:
+            self.monitor.update_val(value, step=self.monitor.step)
+
+    def on_train_end(self, trainer: Any, pl_module: Any) -> None:
+        self.monitor.close()
+
+    @property
+    def diagnosis(self):
+        return self.monitor.last
+
+
+_CLASS: type | None = None
+
+
+def __getattr__(name: str) -> Any:
+    global _CLASS
+    if name == "MonitorCallback":
+        if _CLASS is None:
+            base = _lightning_callback_base()
+            _CLASS = type("MonitorCallback", (MonitorHooks, base), {
+                "__doc__": "lrkit's Monitor as a Lightning callback (see lrkit.diagnose.lightning).",
+                "__module__": __name__,
+            })
+        return _CLASS
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

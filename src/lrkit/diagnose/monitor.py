@@ -1,0 +1,210 @@
+"""Watch any training loop: one ``update`` per step, a diagnosis every so often and at the end.
+
+``update`` does no work beyond storing the value: a float is appended, a tensor is kept (detached,
+on its device) and only copied to the host, all at once, when a report is due, so a training loop
+that never looked at its loss does not start waiting for the accelerator every step. Reports go
+to Python logging (logger ``lrkit.diagnose``) and, when ``log_file`` is given, to a JSONL file
+that ``lrkit diagnose FILE`` reads back: one ``{"step", "loss", "lr"}`` line per step (written at
+report time) and one ``{"event": "report", ...}`` line per diagnosis.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from typing import Any, Callable
+
+import numpy as np
+
+from lrkit.diagnose.classify import Diagnosis, diagnose
+from lrkit.errors import LrkitError, require
+
+LOGGER = logging.getLogger("lrkit.diagnose")
+
+
+def _downsample(values: np.ndarray, max_points: int) -> np.ndarray:
+    """At most ``max_points`` values: means of equal consecutive bins (NaN/inf kept as such)."""
+    n = len(values)
+    if n <= max_points:
+        return values
+    edges = np.linspace(0, n, max_points + 1).astype(int)
+    return np.add.reduceat(values, edges[:-1]) / np.diff(edges)
+
+
+class Monitor:
+    """Diagnose a run as it trains.
+
+    ``report_every``: steps between diagnoses (0: only at the end). ``log_file``: a JSONL path
+    (appended to). ``logger``: a :class:`logging.Logger` or a name (default ``lrkit.diagnose``).
+    ``max_points``: longer histories are diagnosed from this many bin means, which keeps a report
+    cheap at any length. ``on_report(diagnosis)``: called after each report.
+    """
+
+    def __init__(
+        self,
+        *,
+        report_every: int = 500,
+        log_file: str | os.PathLike | None = None,
+        log_steps: bool = True,
+        logger: logging.Logger | str | None = None,
+        level: int = logging.INFO,
+        min_points: int = 8,
+        max_points: int = 4000,
+        on_report: Callable[[Diagnosis], Any] | None = None,
+        name: str = "train",
+    ) -> None:
+        require(isinstance(report_every, int) and report_every >= 0,
+                f"report_every must be an integer >= 0 (0: only at the end), got {report_every!r}")
+        require(isinstance(max_points, int) and max_points >= 50,
+                f"max_points must be an integer >= 50, got {max_points!r}")
+        self.report_every = report_every
+        self.log_steps = log_steps
+        self.logger = logging.getLogger(logger) if isinstance(logger, str) or logger is None \
+            else logger
+        if logger is None:
+            self.logger = LOGGER
+        self.level = level
+        self.min_points = min_points
+        self.max_points = max_points
+        self.on_report = on_report
+        self.name = name
+        self._losses: list[float] = []
+        self._lrs: list[float] = []
+        self._pending: list[Any] = []  # tensors not yet copied to the host
+        self._val: list[tuple[int, float]] = []
+        self._step = 0
+        self._since_report = 0
+        self._written = 0  # steps already written to the JSONL file
+        self._file = None
+        self.reports: list[tuple[int, Diagnosis]] = []
+        self.last: Diagnosis | None = None
+        self.closed = False
+        if log_file is not None:
+            try:
+                self._file = open(log_file, "a", encoding="utf-8")  # noqa: SIM115
+            except OSError as exc:
+                raise LrkitError(f"cannot open the monitor log {str(log_file)!r} for writing "
+                                 f"({exc.strerror}); pass a writable path or log_file=None") from exc
+
+    # -- per step -----------------------------------------------------------------------------
+    def update(self, loss: Any, lr: float | None = None) -> Diagnosis | None:
+        """Record one step's loss (a float or a scalar tensor) and rate; returns the diagnosis
+        when this step completes a report interval, else ``None``."""
+        if hasattr(loss, "detach"):
+            self._pending.append(loss.detach())
+        else:
+            self._flush_pending()
+            self._losses.append(float(loss))
+        self._lrs.append(math.nan if lr is None else float(lr))
+        self._step += 1
+        self._since_report += 1
+        if self.report_every and self._since_report >= self.report_every:
+            return self.report()
+        return None
+
+    def update_val(self, val_loss: Any, step: int | None = None) -> None:
+        """Record a validation loss (at ``step``, default: the current step)."""
+        value = float(val_loss.detach().cpu()) if hasattr(val_loss, "detach") else float(val_loss)
+        self._val.append((self._step if step is None else int(step), value))
+
+    def _flush_pending(self) -> None:
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, []
+        import torch  # only reached when tensors were given, so torch is there
+
+        stacked = torch.stack([p.reshape(()).float() for p in pending])
+        self._losses.extend(stacked.cpu().tolist())  # the one host sync per report
+
+    # -- reports ------------------------------------------------------------------------------
+    @property
+    def losses(self) -> list[float]:
+        self._flush_pending()
+        return list(self._losses)
+
+    @property
+    def lrs(self) -> list[float]:
+        return list(self._lrs)
+
+    @property
+    def step(self) -> int:
+        return self._step
+
+    def diagnose(self) -> Diagnosis:
+        """Diagnose the history so far (does not log)."""
+        self._flush_pending()
+        losses = np.asarray(self._losses, dtype=float)
+        if len(losses) == 0:
+            return Diagnosis(
+                "not_enough_data", 1.0, {"points": 0}, None,
+                "No loss has been recorded yet: call monitor.update(loss) once per step.")
+        lrs = np.asarray(self._lrs, dtype=float)
+        lrs_arg = None if np.isnan(lrs).any() else _downsample(lrs, self.max_points)
+        val = self._val or None
+        if len(losses) > self.max_points:
+            scale = len(losses) / self.max_points
+            losses = _downsample(losses, self.max_points)
+            if val:
+                val = [(int(s / scale), v) for s, v in val]
+        return diagnose(losses, lrs_arg, val_losses=val, min_points=self.min_points)
+
+    def report(self, *, final: bool = False) -> Diagnosis:
+        """Diagnose now, log it and write it to the JSONL file; returns the diagnosis."""
+        result = self.diagnose()
+        self._since_report = 0
+        self.last = result
+        self.reports.append((self._step, result))
+        tag = "final" if final else f"step {self._step}"
+        reason = result.reasons[0] if result.reasons else ""
+        self.logger.log(self.level, "lrkit %s %s: %s (confidence %.0f%%), rate %s%s",
+                        self.name, tag, result.verdict, 100 * result.confidence,
+                        result.recommendation, f" -- {reason}" if reason else "")
+        if self._file is not None:
+            self._write_steps()
+            record = {"event": "report", "step": self._step, "final": final,
+                      **result.to_dict()}
+            self._file.write(json.dumps(record) + "\n")
+            self._file.flush()
+        if self.on_report is not None:
+            self.on_report(result)
+        return result
+
+    def _write_steps(self) -> None:
+        if not self.log_steps or self._file is None:
+            return
+        lines = []
+        for i in range(self._written, len(self._losses)):
+            row: dict[str, Any] = {"step": i, "loss": _finite_or_str(self._losses[i])}
+            if not math.isnan(self._lrs[i]):
+                row["lr"] = self._lrs[i]
+            lines.append(json.dumps(row))
+        if lines:
+            self._file.write("\n".join(lines) + "\n")
+        self._written = len(self._losses)
+
+    def close(self) -> Diagnosis:
+        """The final report; closes the JSONL file. Safe to call twice."""
+        if self.closed:
+            assert self.last is not None
+            return self.last
+        try:
+            result = self.report(final=True)
+        finally:
+            self.closed = True
+            if self._file is not None:
+                self._file.close()
+                self._file = None
+        return result
+
+    finish = close
+
+    def __enter__(self) -> Monitor:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def _finite_or_str(value: float) -> float | str:
+    return value if math.isfinite(value) else str(value)
