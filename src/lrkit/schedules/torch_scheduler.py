@@ -29,6 +29,8 @@ from lrkit.schedules.spec import from_config
 
 __all__ = ["ScheduleLR", "to_torch"]
 
+_Tensor = torch.Tensor
+
 _COUNTS = ("optimizer", "calls")
 
 
@@ -145,19 +147,23 @@ class ScheduleLR(LRScheduler):
         return out
 
     def _apply(self) -> None:
+        # the per-step hot path: one closed-form evaluation and one assignment per group
         t = self._t
         last: list[Any] = []
-        for group, lr in zip(self.optimizer.param_groups, self._rates(t)):
+        for group, ev, mult, st in zip(self.optimizer.param_groups, self._evals, self._mults,
+                                       self._plateau):
+            lr = mult * ev(t)
+            if st is not None:
+                lr *= st.scale
             cur = group["lr"]
-            if isinstance(cur, torch.Tensor):
+            if isinstance(cur, _Tensor):
                 cur.fill_(lr)
                 last.append(cur.clone())
             else:
                 group["lr"] = lr
                 last.append(lr)
         self._last_lr = last
-        self._applied = t
-        self.last_epoch = t
+        self._applied = self.last_epoch = t
 
     def get_lr(self) -> list[float]:
         """The rates for the current step (no side effects)."""
