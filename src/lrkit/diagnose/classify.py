@@ -53,6 +53,10 @@ LOST_PROGRESS_LOG = math.log(1.5)  #: progress (log) that, lost again, makes a r
 END_ABOVE_START_LOG = -0.03  #: "ended no lower than it started" tolerance (log)
 END_ABOVE_BEST_LOG = math.log(2.0)  #: ended this far above its best: unstable
 LATE_PEAK_LOG = math.log(2.0)  #: a loss 2x its start in the second half of the run: unstable
+PEAK_NOISE_WIDTHS = 4.0  #: ... and that many noise widths above it (peaks must beat the noise)
+REBOUND_SHARE = 0.35  #: the smoothed loss climbing back this share of its progress: unstable
+NOISE_UNSTABLE_LOG = 1.0  #: step-to-step wiggles of e (2.7x) and more: unstable
+ENDED_HIGH_LOG = math.log(1.5)  #: ended 1.5x above its start: diverged, whatever the peak
 SPIKES_MIN = 3  #: this many spikes make a run unstable
 SPIKE_UNDO_ALL = 1.0  #: one spike undoing this share of the progress makes it unstable
 VAL_RISE_LOG = math.log(1.25)  #: validation loss ended this far above its best: unstable
@@ -62,6 +66,7 @@ NO_PROGRESS_LOG = 0.05  #: improved less than this (log): the loss has not moved
 LATE_SHARE_SLOW = 0.12  #: the last 30% made this share of the improvement: still falling
 STALL_HIGH_LOG = math.log(1.5)  #: improved less than this (log): stalled high
 TREND_T = 2.0  #: |t| below this: no significant trend
+CREEP_T = 3.0  #: a stalled curve with a trend t below -CREEP_T is still creeping down (too slow)
 
 
 @dataclasses.dataclass
@@ -196,16 +201,20 @@ def _decide(ev: dict, vev: dict | None) -> tuple[str, float, list[str]]:
 
     end_vs_start = ev["end_vs_start_log"]
     peak = max(ev["raw_peak_log"], ev["overshoot_log"])
+    # a peak must stand out of the batch noise too (5 noise widths) to count as a blow-up
+    blowup = max(BLOWUP_LOG, PEAK_NOISE_WIDTHS * ev["noise"])
     tolerance = END_ABOVE_START_LOG
-    if end_vs_start >= tolerance and (
-            peak >= BLOWUP_LOG or ev["progress_log"] >= LOST_PROGRESS_LOG):
-        if peak >= BLOWUP_LOG:
+    if end_vs_start >= ENDED_HIGH_LOG or (end_vs_start >= tolerance and (
+            peak >= blowup or ev["progress_log"] >= LOST_PROGRESS_LOG)):
+        if end_vs_start >= ENDED_HIGH_LOG and peak < blowup:
+            reasons.append(f"the loss climbed to {math.exp(end_vs_start):.3g}x its start")
+        elif peak >= blowup:
             reasons.append(f"the loss blew up to {math.exp(peak):.3g}x its start (peak at "
                            f"{at(ev['peak_at'])})")
         else:
             reasons.append(f"it fell to {ev['best']:.4g} at {at(ev['best_at'])} and climbed back")
         reasons.append(f"it ended at {ev['end']:.4g}, no lower than its start {ev['start']:.4g}")
-        margin = max(peak / BLOWUP_LOG - 1, ev["progress_log"] / LOST_PROGRESS_LOG - 1,
+        margin = max(peak / blowup - 1, end_vs_start / ENDED_HIGH_LOG - 1, ev["progress_log"] / LOST_PROGRESS_LOG - 1,
                      (end_vs_start - tolerance) / 0.1)
         return "diverged", _confidence(margin, base=0.7, points=n), reasons
 
@@ -218,14 +227,23 @@ def _decide(ev: dict, vev: dict | None) -> tuple[str, float, list[str]]:
         unstable.append((ev["end_vs_best_log"] / END_ABOVE_BEST_LOG - 1,
                          f"it ended at {ev['end']:.4g}, {_pct(ev['end_vs_best_log'])} above its "
                          f"best {ev['best']:.4g} (at {at(ev['best_at'])})"))
-    if ev["late_peak_log"] >= LATE_PEAK_LOG:
+    if ev["max_rebound"] >= REBOUND_SHARE and ev["progress_log"] >= STALL_HIGH_LOG:
+        unstable.append((ev["max_rebound"] / REBOUND_SHARE - 1,
+                         f"after falling, the loss bounced back up by {ev['max_rebound']:.0%} of "
+                         f"its progress (at step {ev['rebound_at']})"))
+    if ev["noise"] >= NOISE_UNSTABLE_LOG:
+        unstable.append((ev["noise"] / NOISE_UNSTABLE_LOG - 1,
+                         f"the loss jumps by {math.exp(ev['noise']):.2g}x from one step to the next "
+                         "(typical wiggle, log scale)"))
+    if ev["late_peak_log"] >= max(LATE_PEAK_LOG, PEAK_NOISE_WIDTHS * ev["noise"]):
         unstable.append((ev["late_peak_log"] / LATE_PEAK_LOG - 1,
                          f"in the second half of the run the loss still jumped to "
                          f"{math.exp(ev['late_peak_log']):.3g}x its start (step "
                          f"{ev['late_peak_at']})"))
-    if ev["spikes"] >= SPIKES_MIN or (ev["spikes"] >= 2 and ev["max_spike"] >= SPIKE_UNDO_ALL):
+    needed = SPIKES_MIN if n >= 100 else 2  # a short (per-epoch) curve: two spikes are many
+    if ev["spikes"] >= needed or (ev["spikes"] >= 2 and ev["max_spike"] >= SPIKE_UNDO_ALL):
         where = ", ".join(str(s) for s in ev["spike_steps"][:5])
-        unstable.append((max(ev["spikes"] / SPIKES_MIN, ev["max_spike"] / SPIKE_UNDO_ALL) - 1,
+        unstable.append((max(ev["spikes"] / needed, ev["max_spike"] / SPIKE_UNDO_ALL) - 1,
                          f"{ev['spikes']} spike(s) (steps {where}"
                          + ("..." if ev["spikes"] > 5 else "")
                          + f"), the largest undoing {ev['max_spike']:.0%} of the progress"))
@@ -267,7 +285,7 @@ def _decide(ev: dict, vev: dict | None) -> tuple[str, float, list[str]]:
                        f"made {share:.0%} of its improvement")
         return "too_slow", _confidence(share / LATE_SHARE_SLOW - 1, points=n), reasons
     if stalled_high:
-        if ev["trend_last_half_t"] < -TREND_T:
+        if ev["trend_last_half_t"] < -CREEP_T:
             reasons.append(f"it stalled high ({ev['end']:.4g}, only {_pct(-improvement)} below its "
                            "start) and is still creeping down")
             return "too_slow", _confidence(0.3, base=0.55, points=n), reasons

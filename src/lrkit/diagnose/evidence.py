@@ -118,9 +118,9 @@ def measure(values, *, min_points: int = MIN_POINTS) -> dict:
     coarse = rolling_median(y, _odd(int(np.clip(n // 10, 3, 101))))
     k0 = max(1, min(w, n // 10))
     k1 = max(3, n // 10)
-    # the start: the first loss (taken before any update) unless the next two say it was a high
-    # draw; not a longer median, which a blow-up in the first steps would drag up
-    # (a short, per-epoch curve falls fast from its first point, which is then the start)
+    # the first loss (taken before any update) unless the next two say it was a high draw; not a
+    # longer median, which a blow-up in the first steps would drag up (a short, per-epoch curve
+    # falls fast from its first point, which is then the start)
     init = min(float(y[0]), float(np.median(y[:3]))) if n >= 50 else float(y[0])
     end = float(np.median(y[-k1:]))
     best_i = int(np.argmin(coarse))
@@ -159,6 +159,13 @@ def measure(values, *, min_points: int = MIN_POINTS) -> dict:
     steps_up = np.diff(coarse)
     rises = float(np.sum(np.clip(steps_up, 0, None)))
     total_var = float(np.sum(np.abs(steps_up)))
+    # the largest rebound of the coarse curve above its running minimum, as a share of the
+    # progress: a loss that bounces back up by a third of what it had gained is not settling
+    running_min = np.minimum.accumulate(lin_smooth_coarse := (np.exp(coarse) - p.floor
+                                                              if p.log_scale else coarse))
+    rebound = lin_smooth_coarse - running_min
+    rebound_i = int(np.argmax(rebound))
+    max_rebound = float(rebound[rebound_i]) / max(progress_lin, 1e-12)
     # trends on the coarse curve in units of "log change per whole run"
     frac = (t - t[0]) / max(t[-1] - t[0], 1.0)
     last = frac >= 0.7
@@ -209,6 +216,8 @@ def measure(values, *, min_points: int = MIN_POINTS) -> dict:
         "trend_start": slope_start,
         "trend_start_t": t_start,
         "late_share": late_share,
+        "max_rebound": max_rebound,
+        "rebound_at": int(p.steps[rebound_i]),
         "late_share_linear": late_share_linear,
         "early_peak_log": early_peak,
         "raw_peak_log": float(y.max()) - init,
