@@ -377,8 +377,8 @@ class Warmup(Schedule):
 
     @property
     def length(self) -> Length | None:
-        if self.then is None:
-            return self.steps
+        if self.then is None:  # a bare warmup holds the peak: like warmup(n) >> constant()
+            return None
         rest = self.then.length
         return None if rest is None else as_length(self.steps + rest, "warmup length")
 
@@ -461,7 +461,7 @@ def chain(left: Schedule, right: Schedule) -> Schedule:
     end = left.length
     if end is None:
         raise LrkitError(
-            f"'{left!r} >> {right!r}': {left!r} never ends, so there is no step to switch at; "
+            f"{left!r} never ends, so there is no step where {right!r} could start; "
             f"use join([a, b], [step]) to cut it at a given step")
     if isinstance(left, Join):
         return Join(left.schedules + (right,), left.boundaries + (end,))
