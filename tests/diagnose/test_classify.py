@@ -1,0 +1,188 @@
+"""lrkit.diagnose on synthetic curves, short real runs, bad and edge-case input."""
+import json
+import math
+import sys
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+import lrkit
+from lrkit import examples
+from lrkit.diagnose import Diagnosis, diagnose
+from lrkit.diagnose.synthetic import FAMILIES, curve
+from lrkit.errors import LrkitError
+from lrkit.training import train
+
+
+def _curves(family, per_epoch, count=25, seed=0):
+    rng = np.random.default_rng(seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return [curve(family, rng=rng, per_epoch=per_epoch) for _ in range(count)]
+
+
+@pytest.mark.parametrize("per_epoch", [False, True])
+@pytest.mark.parametrize("family,minimum", [
+    ("healthy", 0.95), ("too_slow", 0.7), ("unstable", 0.5), ("diverged", 0.9),
+    ("plateaued", 0.65), ("not_enough_data", 1.0)])
+def test_synthetic_families_mostly_recognised(family, minimum, per_epoch):
+    curves = _curves(family, per_epoch)
+    verdicts = [diagnose(c).verdict for c in curves]
+    share = sum(v == family for v in verdicts) / len(verdicts)
+    assert share >= minimum, (family, per_epoch, verdicts)
+
+
+def test_healthy_curves_are_never_called_diverged():
+    for per_epoch in (False, True):
+        for c in _curves("healthy", per_epoch, count=40, seed=7):
+            assert diagnose(c).verdict != "diverged"
+
+
+def test_the_callable_module_and_the_function_agree():
+    losses = list(2.3 * np.exp(-np.linspace(0, 4, 60)) + 0.1)
+    import lrkit.diagnose.monitor  # noqa: F401 -- importing a submodule rebinds lrkit.diagnose
+
+    assert callable(lrkit.diagnose)
+    a, b = lrkit.diagnose(losses), diagnose(losses)
+    assert a.verdict == b.verdict == "healthy"
+    assert lrkit.Diagnosis is Diagnosis
+    from lrkit import diagnose as imported
+
+    assert imported(losses).verdict == "healthy"
+
+
+def test_result_shape_json_and_text():
+    d = diagnose(list(np.linspace(2.3, 2.0, 100)), lrs=0.001)
+    assert d.verdict == "too_slow" and d.lr_factor in (3.0, 10.0)
+    assert d.suggested_lr == pytest.approx(0.001 * d.lr_factor)
+    assert 0.5 <= d.confidence <= 1.0
+    data = json.loads(json.dumps(d.to_dict()))
+    assert data["verdict"] == "too_slow" and data["recommendation"].startswith("x")
+    assert isinstance(data["evidence"]["improvement_log"], float)
+    text = str(d)
+    assert "too_slow" in text and "x" in text and d.explanation in text
+    assert len(d.explanation) > 100
+
+
+@pytest.mark.parametrize("where", ["end", "middle_many"])
+def test_nan_and_inf_mean_diverged(where):
+    losses = list(2.3 * np.exp(-np.linspace(0, 3, 50)))
+    if where == "end":
+        losses += [50.0, 1e6, float("inf"), float("nan")]
+    else:
+        losses[20:30] = [float("nan")] * 10
+    d = diagnose(losses)
+    assert d.verdict == "diverged"
+    assert d.evidence["first_nonfinite_at"] is not None
+    assert json.dumps(d.to_dict())  # inf/nan never break JSON
+
+
+def test_an_isolated_nan_that_recovers_is_unstable_not_diverged():
+    losses = list(2.3 * np.exp(-np.linspace(0, 3, 200)) + 0.05)
+    losses[120] = float("nan")
+    d = diagnose(losses)
+    assert d.verdict == "unstable"
+    assert "non-finite" in " ".join(d.reasons)
+
+
+def test_divergence_in_very_few_steps_is_still_named():
+    assert diagnose([2.3, 40.0, float("nan")]).verdict == "diverged"
+
+
+@pytest.mark.parametrize("losses", [[2.3], [2.3, 2.2, 2.1], [2.3] * 7])
+def test_too_short_says_not_enough_data(losses):
+    d = diagnose(losses)
+    assert d.verdict == "not_enough_data" and d.lr_factor is None
+    assert "not enough" in d.recommendation
+
+
+def test_min_points_is_an_option():
+    assert diagnose([2.3, 2.0, 1.6, 1.2, 1.0], min_points=5).verdict != "not_enough_data"
+    with pytest.raises(LrkitError, match="min_points"):
+        diagnose([1.0] * 10, min_points=1)
+
+
+def test_empty_history_is_an_error():
+    with pytest.raises(LrkitError, match="empty"):
+        diagnose([])
+
+
+@pytest.mark.parametrize("bad,match", [
+    ([1.0, 2.0, "x", 3.0], r"losses\[2\] = 'x'"),
+    ([[1.0, 2.0], [3.0, 4.0]], "one-dimensional"),
+    ("1,2,3", "sequence of numbers"),
+    (None, "sequence of numbers"),
+])
+def test_bad_losses_name_the_value(bad, match):
+    with pytest.raises(LrkitError, match=match):
+        diagnose(bad)
+
+
+def test_bad_lrs_are_named():
+    with pytest.raises(LrkitError, match="lrs has 3 values but losses has 10"):
+        diagnose([1.0] * 10, lrs=[0.1] * 3)
+    with pytest.raises(LrkitError, match=r"lrs\[1\]"):
+        diagnose([1.0] * 10, lrs=[0.1, -1.0] + [0.1] * 8)
+
+
+def test_validation_curve_forms():
+    train_losses = list(2.3 * np.exp(-np.linspace(0, 4, 200)) + 0.05)
+    rising = [0.9, 0.5, 0.4, 0.45, 0.6, 0.8, 1.0, 1.2]
+    pairs = [(25 * (i + 1), v) for i, v in enumerate(rising)]
+    for val in (rising, pairs, dict(pairs), torch.tensor(rising)):
+        d = diagnose(train_losses, val_losses=val)
+        assert d.verdict == "unstable", val
+        assert "validation" in " ".join(d.reasons)
+    assert diagnose(train_losses, val_losses=pairs).evidence["val_best_step"] == 75
+    assert diagnose(train_losses, val_losses=[0.9, 0.5, 0.3, 0.25, 0.2]).verdict == "healthy"
+    with pytest.raises(LrkitError, match=r"val_losses\[1\]"):
+        diagnose(train_losses, val_losses=[(1, 0.5), 0.4])
+
+
+def test_tensor_and_numpy_input():
+    values = 2.3 * np.exp(-np.linspace(0, 4, 100)) + 0.05
+    assert diagnose(torch.tensor(values)).verdict == diagnose(values).verdict == "healthy"
+
+
+def test_negative_losses_are_measured_linearly():
+    losses = list(-np.linspace(0, 5, 100) ** 0.3)  # e.g. a negative log-likelihood going down
+    d = diagnose(losses)
+    assert d.evidence["log_scale"] is False
+    assert d.verdict in VERDICTS_ANY
+
+
+VERDICTS_ANY = ("healthy", "too_slow", "plateaued", "unstable", "diverged")
+
+
+@pytest.fixture(scope="module")
+def real_runs():
+    """digits-mlp (SGD momentum 0.9) at a too-high, a good and a too-low rate."""
+    runs = {}
+    for lr in (0.5, 0.01, 0.0003):
+        problem = examples.build("digits-mlp", seed=0, lr=lr)
+        runs[lr] = train(problem, lr=lr, steps=300, seed=0, eval_every=30)
+    return runs
+
+
+def test_real_runs(real_runs):
+    high = diagnose(real_runs[0.5].losses, real_runs[0.5].lrs, val_losses=real_runs[0.5].val_curve)
+    good = diagnose(real_runs[0.01].losses, real_runs[0.01].lrs,
+                    val_losses=real_runs[0.01].val_curve)
+    low = diagnose(real_runs[0.0003].losses, real_runs[0.0003].lrs,
+                   val_losses=real_runs[0.0003].val_curve)
+    assert high.verdict in ("diverged", "unstable") and high.lr_factor < 1
+    assert good.verdict == "healthy" and good.lr_factor == 1.0
+    assert low.verdict == "too_slow" and low.lr_factor > 1
+    assert low.suggested_lr > 0.0003
+    # and without the validation curve
+    assert diagnose(real_runs[0.01].losses).verdict == "healthy"
+    assert diagnose(real_runs[0.0003].losses).verdict == "too_slow"
+
+
+def test_families_listed():
+    assert set(FAMILIES) == {"healthy", "too_slow", "unstable", "diverged", "plateaued",
+                             "not_enough_data"}
+    assert "lightning" not in sys.modules and "pytorch_lightning" not in sys.modules
+    assert math.isfinite(1.0)

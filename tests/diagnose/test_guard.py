@@ -1,0 +1,169 @@
+"""lrkit.Guard: exact restore, rate cut, skipped batch, retry bound, real diverging run."""
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import lrkit
+from lrkit import examples
+from lrkit.adapters.torch import cycle_batches
+from lrkit.diagnose.guard import GuardError
+from lrkit.errors import LrkitError
+from lrkit.training import evaluate
+
+
+def _setup(lr=0.1, **options):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 1))
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    guard = lrkit.Guard(model, optimizer, **options)
+    return model, optimizer, guard
+
+
+def _closure(model, optimizer, x, y, poison=None):
+    def closure():
+        optimizer.zero_grad()
+        loss = nn.functional.mse_loss(model(x), y)
+        if poison is not None:
+            loss = loss * poison
+        loss.backward()
+        return loss
+    return closure
+
+
+def _state(model, optimizer):
+    return ({k: v.clone() for k, v in model.state_dict().items()},
+            {k: {n: t.clone() if torch.is_tensor(t) else t for n, t in s.items()}
+             for k, s in optimizer.state_dict()["state"].items()})
+
+
+def test_nonfinite_loss_restores_the_snapshot_exactly_and_cuts_the_rate():
+    model, optimizer, guard = _setup(snapshot_every=5)
+    x, y = torch.randn(16, 4), torch.randn(16, 1)
+    for _ in range(5):
+        guard.step(_closure(model, optimizer, x, y))
+    # a snapshot was just taken (5 good steps); remember the state it holds
+    params, opt_state = _state(model, optimizer)
+    rng = torch.get_rng_state()
+    for _ in range(2):
+        guard.step(_closure(model, optimizer, x, y))
+    assert not torch.equal(model[0].weight, params["0.weight"])
+    value = guard.step(_closure(model, optimizer, x, y, poison=float("nan")))
+    assert math.isnan(value) and guard.skipped
+    new_params, new_opt = _state(model, optimizer)
+    for key in params:
+        assert torch.equal(new_params[key], params[key]), key  # bit for bit, BatchNorm included
+    for key in opt_state:
+        for name, tensor in opt_state[key].items():
+            assert torch.equal(torch.as_tensor(new_opt[key][name]), torch.as_tensor(tensor))
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.05)
+    (record,) = guard.interventions
+    assert record.reason == "nonfinite_loss" and record.lr_before == [0.1]
+    assert record.lr_after == [pytest.approx(0.05)] and record.restored_to == 5
+    assert all(p.grad is None for p in model.parameters())
+    # and training goes on
+    assert math.isfinite(guard.step(_closure(model, optimizer, x, y))) and not guard.skipped
+
+
+def test_nonfinite_gradient_and_spike():
+    model, optimizer, guard = _setup(warmup=5, spike_factor=5.0)
+    x, y = torch.randn(16, 4), torch.randn(16, 1)
+    for _ in range(6):
+        guard.step(_closure(model, optimizer, x, y))
+
+    def bad_grad():
+        optimizer.zero_grad()
+        loss = nn.functional.mse_loss(model(x), y)
+        loss.backward()
+        model[0].weight.grad[0, 0] = float("inf")
+        return loss
+
+    guard.step(bad_grad)
+    assert guard.interventions[-1].reason == "nonfinite_grad"
+    guard.step(_closure(model, optimizer, x, y, poison=100.0))
+    assert guard.interventions[-1].reason == "spike"
+    assert guard.interventions[-1].reference is not None
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.1 * 0.25)
+
+
+def test_retry_bound_raises_a_clear_error():
+    model, optimizer, guard = _setup(max_retries=3)
+    x, y = torch.randn(16, 4), torch.randn(16, 1)
+    guard.step(_closure(model, optimizer, x, y))
+    for _ in range(3):
+        guard.step(_closure(model, optimizer, x, y, poison=float("inf")))
+    with pytest.raises(GuardError, match="after 3 rollbacks") as info:
+        guard.step(_closure(model, optimizer, x, y, poison=float("inf")))
+    assert isinstance(info.value, LrkitError)
+    assert len(guard.interventions) == 4
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.1 * 0.5 ** 3)
+
+
+def test_retries_reset_after_a_new_snapshot():
+    model, optimizer, guard = _setup(max_retries=1, snapshot_every=3)
+    x, y = torch.randn(16, 4), torch.randn(16, 1)
+    for _ in range(5):
+        guard.step(_closure(model, optimizer, x, y, poison=float("nan")))
+        for _ in range(3):
+            guard.step(_closure(model, optimizer, x, y))
+    assert len(guard.interventions) == 5
+
+
+def test_disk_snapshot_and_scheduler(tmp_path):
+    model, optimizer, _ = _setup()
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    guard = lrkit.Guard(model, optimizer, snapshot="disk", snapshot_dir=tmp_path,
+                        scheduler=scheduler)
+    x, y = torch.randn(16, 4), torch.randn(16, 1)
+    guard.step(_closure(model, optimizer, x, y))
+    assert list(tmp_path.glob("lrkit-snapshot-*"))
+    guard.step(_closure(model, optimizer, x, y, poison=float("nan")))
+    scheduler.step()
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.05)  # the scheduler kept the cut
+    guard.close()
+    assert not list(tmp_path.glob("lrkit-snapshot-*"))
+
+
+def test_bad_arguments():
+    model, optimizer, _ = _setup()
+    with pytest.raises(LrkitError, match="lr_factor"):
+        lrkit.Guard(model, optimizer, lr_factor=2.0)
+    with pytest.raises(LrkitError, match="optimizer"):
+        lrkit.Guard(model, "sgd")
+    with pytest.raises(LrkitError, match="returned None"):
+        lrkit.Guard(model, optimizer).step(lambda: None)
+
+
+def _guarded_run(name, lr, steps, seed=0, guard_options=None):
+    problem = examples.build(name, seed=seed, lr=lr)
+    guard = lrkit.Guard(problem.model, problem.optimizer, **(guard_options or {}))
+    batches = cycle_batches(problem.train_loader)
+    torch.manual_seed(seed)
+    for _ in range(steps):
+        x, y = next(batches)
+
+        def closure():
+            problem.optimizer.zero_grad()
+            loss = problem.criterion(problem.model(x), y)
+            loss.backward()
+            return loss
+
+        guard.step(closure)
+    return evaluate(problem), guard
+
+
+def test_a_run_that_diverges_without_the_guard_finishes_with_it():
+    from lrkit.training import train
+
+    plain = train(examples.build("friedman-deep", seed=0, lr=0.3), lr=0.3, steps=200, seed=0)
+    assert plain.diverged
+    val, guard = _guarded_run("friedman-deep", 0.3, 200)
+    assert math.isfinite(val) and val < 0.5
+    assert guard.interventions and guard.lrs[0] < 0.3
+
+
+def test_no_incidents_on_a_healthy_run():
+    val, guard = _guarded_run("digits-mlp", 0.01, 150)
+    assert guard.interventions == [] and guard.good_steps == 150

@@ -1,0 +1,87 @@
+"""Loss log readers: CSV, JSONL, TensorBoard's missing-package error, malformed files."""
+import json
+import sys
+
+import numpy as np
+import pytest
+
+from lrkit.diagnose.logs import read_log
+from lrkit.errors import LrkitError
+
+
+def _values(n=120):
+    return 2.3 * np.exp(-np.linspace(0, 4, n)) + 0.05
+
+
+def test_csv_with_all_columns_and_lightning_style_val_rows(tmp_path):
+    path = tmp_path / "metrics.csv"
+    lines = ["epoch,step,train_loss,lr,val_loss"]
+    for i, v in enumerate(_values()):
+        lines.append(f"0,{i},{v},0.01,")
+        if (i + 1) % 30 == 0:
+            lines.append(f"0,{i},,,{v * 1.1}")
+    path.write_text("\n".join(lines) + "\n")
+    log = read_log(path)
+    assert len(log.losses) == 120 and log.lrs == [0.01] * 120
+    assert len(log.val_losses) == 4 and log.val_losses[0][0] == 29
+    assert log.diagnose().verdict == "healthy"
+
+
+def test_csv_minimal_and_unsorted_steps(tmp_path):
+    path = tmp_path / "loss.csv"
+    rows = [f"{i},{v}" for i, v in enumerate(_values(40))]
+    path.write_text("step,loss\n" + "\n".join(rows[20:] + rows[:20]) + "\n")
+    log = read_log(path)
+    assert log.losses == pytest.approx(list(_values(40))) and log.lrs is None
+
+
+def test_jsonl_skips_reports_and_keeps_nan(tmp_path):
+    path = tmp_path / "run.jsonl"
+    lines = [json.dumps({"step": i, "loss": float(v), "lr": 0.1}) for i, v in enumerate(_values())]
+    lines.insert(50, json.dumps({"event": "report", "verdict": "healthy"}))
+    lines.append(json.dumps({"step": 120, "loss": "NaN"}))
+    lines.append(json.dumps({"step": 121, "val_loss": 0.3}))
+    path.write_text("\n".join(lines) + "\n\n")
+    log = read_log(path)
+    assert len(log.losses) == 121 and np.isnan(log.losses[-1]) and log.lrs is None
+    assert log.val_losses == [(121.0, 0.3)]
+    assert log.diagnose().verdict == "diverged"
+
+
+@pytest.mark.parametrize("name,text,match", [
+    ("bad.csv", "step,loss\n0,1.0\n1,abc\n2,0.5\n", r"bad.csv line 3: loss value 'abc'"),
+    ("short.csv", "step,loss\n0,1.0\n1\n", r"short.csv line 3: 1 fields"),
+    ("noloss.csv", "step,acc\n0,0.5\n", r"noloss.csv line 1: no loss column"),
+    ("empty.csv", "", r"empty.csv is empty"),
+    ("bad.jsonl", '{"step": 0, "loss": 1.0}\n{"step": 1, "loss": \n', r"bad.jsonl line 2: not valid JSON"),
+    ("list.jsonl", '{"step": 0, "loss": 1.0}\n[1, 2]\n', r"list.jsonl line 2: expected a JSON object"),
+    ("nokey.jsonl", '{"step": 0, "acc": 1.0}\n', r"nokey.jsonl line 1: no 'loss'"),
+    ("text.jsonl", '{"step": 0, "loss": "low"}\n', r"text.jsonl line 1: loss value 'low'"),
+    ("vals.jsonl", '{"step": 0, "val_loss": 1.0}\n', r"no training loss values"),
+])
+def test_malformed_logs_name_the_line(tmp_path, name, text, match):
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(LrkitError, match=match):
+        read_log(path)
+
+
+def test_missing_file():
+    with pytest.raises(LrkitError, match="does not exist"):
+        read_log("/nonexistent/loss.csv")
+
+
+def test_content_sniffing(tmp_path):
+    path = tmp_path / "loss.log"
+    path.write_text("\n".join(json.dumps({"loss": float(v)}) for v in _values(20)))
+    assert len(read_log(path).losses) == 20
+    path.write_text("loss\n" + "\n".join(str(v) for v in _values(20)))
+    assert len(read_log(path).losses) == 20
+
+
+def test_tensorboard_without_the_package_gives_a_clear_error(tmp_path, monkeypatch):
+    path = tmp_path / "events.out.tfevents.123.host"
+    path.write_bytes(b"\x00\x01binary")
+    monkeypatch.setitem(sys.modules, "tensorboard", None)  # as if not installed
+    with pytest.raises(LrkitError, match=r"pip install lrkit\[tensorboard\]"):
+        read_log(path)

@@ -1,0 +1,119 @@
+"""lrkit.Monitor: floats and tensors, report interval, logging, JSONL, real short runs."""
+import json
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+import lrkit
+from lrkit import examples
+from lrkit.diagnose.logs import read_log
+from lrkit.errors import LrkitError
+from lrkit.training import train
+
+
+def _healthy(n=300, seed=0):
+    rng = np.random.default_rng(seed)
+    return 2.3 * np.exp(-np.linspace(0, 5, n)) * np.exp(rng.normal(0, 0.1, n)) + 0.05
+
+
+def test_reports_at_the_interval_and_at_the_end(tmp_path, caplog):
+    log = tmp_path / "run.jsonl"
+    reports = []
+    caplog.set_level(logging.INFO, logger="lrkit.diagnose")
+    with lrkit.Monitor(report_every=100, log_file=log, on_report=reports.append) as monitor:
+        for i, loss in enumerate(_healthy(250)):
+            out = monitor.update(float(loss), lr=0.1)
+            assert (out is not None) == ((i + 1) % 100 == 0)
+    assert [step for step, _ in monitor.reports] == [100, 200, 250]
+    assert len(reports) == 3 and monitor.last.verdict == "healthy"
+    messages = [r.getMessage() for r in caplog.records if r.name == "lrkit.diagnose"]
+    assert len(messages) == 3 and "final: healthy" in messages[-1]
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    steps = [line for line in lines if "event" not in line]
+    events = [line for line in lines if line.get("event") == "report"]
+    assert len(steps) == 250 and steps[0] == {"step": 0, "loss": pytest.approx(steps[0]["loss"]),
+                                              "lr": 0.1}
+    assert [e["step"] for e in events] == [100, 200, 250] and events[-1]["final"] is True
+    # the file the monitor wrote reads back as a loss log
+    back = read_log(log)
+    assert len(back.losses) == 250 and back.lrs == [0.1] * 250
+    assert back.diagnose().verdict == "healthy"
+
+
+def test_close_twice_and_report_every_zero():
+    monitor = lrkit.Monitor(report_every=0)
+    for loss in _healthy(50):
+        assert monitor.update(loss) is None
+    first = monitor.close()
+    assert monitor.close() is first and len(monitor.reports) == 1
+
+
+def test_empty_monitor_says_not_enough_data():
+    assert lrkit.Monitor().close().verdict == "not_enough_data"
+
+
+def test_tensor_losses_stay_on_device_until_a_report():
+    monitor = lrkit.Monitor(report_every=40)
+    values = _healthy(100)
+    for i, v in enumerate(values[:39]):
+        monitor.update(torch.tensor(v, requires_grad=False) * 1.0)
+    # nothing copied to the host yet: the values wait as tensors
+    assert len(monitor._pending) == 39 and monitor._losses == []
+    monitor.update(torch.tensor(values[39]))
+    assert monitor._pending == [] and len(monitor._losses) == 40
+    for v in values[40:]:
+        monitor.update(torch.tensor(v))
+    assert monitor.losses == pytest.approx(values.tolist(), rel=1e-6)
+
+
+def test_mixed_floats_and_tensors_keep_their_order():
+    monitor = lrkit.Monitor(report_every=0)
+    monitor.update(torch.tensor(3.0))
+    monitor.update(2.0)
+    monitor.update(torch.tensor(1.0))
+    assert monitor.losses == [3.0, 2.0, 1.0]
+
+
+def test_nan_losses_are_kept_and_diagnosed(tmp_path):
+    log = tmp_path / "nan.jsonl"
+    with lrkit.Monitor(report_every=0, log_file=log) as monitor:
+        for v in list(_healthy(40)) + [float("nan")] * 5:
+            monitor.update(v)
+    assert monitor.last.verdict == "diverged"
+    assert '"NaN"' in log.read_text() or '"nan"' in log.read_text()
+
+
+def test_long_histories_are_downsampled():
+    monitor = lrkit.Monitor(report_every=0, max_points=200)
+    for v in _healthy(5000):
+        monitor.update(v, lr=0.01)
+    result = monitor.close()
+    assert result.verdict == "healthy" and result.evidence["points"] == 200
+
+
+def test_validation_values():
+    monitor = lrkit.Monitor(report_every=0)
+    for i, v in enumerate(_healthy(200)):
+        monitor.update(v)
+        if (i + 1) % 25 == 0:
+            monitor.update_val(torch.tensor(0.3 + 0.1 * (i // 25) ** 1.5))
+    result = monitor.close()
+    assert result.verdict == "unstable" and "validation" in " ".join(result.reasons)
+
+
+def test_bad_options():
+    with pytest.raises(LrkitError, match="report_every"):
+        lrkit.Monitor(report_every=-1)
+    with pytest.raises(LrkitError, match="cannot open the monitor log"):
+        lrkit.Monitor(log_file="/nonexistent-dir/x/run.jsonl")
+
+
+def test_on_a_real_run():
+    problem = examples.build("digits-mlp", seed=0, lr=0.0003)
+    monitor = lrkit.Monitor(report_every=100)
+    train(problem, lr=0.0003, steps=200, seed=0, on_step=lambda s, loss, lr: monitor.update(loss, lr))
+    result = monitor.close()
+    assert result.verdict == "too_slow"
+    assert result.suggested_lr == pytest.approx(0.0003 * result.lr_factor)
