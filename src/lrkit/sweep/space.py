@@ -1,0 +1,368 @@
+"""What a sweep searches over: candidate rates (a log range or an explicit list) and optimizers.
+
+Rates of a range lie on a *global* log lattice, ``10 ** (k / points_per_decade)`` for integer
+``k``, so that two sweeps over overlapping ranges at the same resolution share their points (a
+widened sweep reuses the trials of a narrower one).
+
+Optimizers are named by a short spec that the CLI and Python share::
+
+    sgd                      plain SGD
+    sgd-momentum             SGD with momentum 0.9 (``nesterov`` adds Nesterov momentum)
+    adam, adamw, rmsprop     the torch.optim classes with their defaults (adamw: weight_decay 0.01)
+    adamw(weight_decay=0.1)  any option of the class, as Python literals
+    NAdam, torch.optim.RAdam any torch.optim class, by name (case-insensitive) or dotted path
+    mypkg.opt:Lion(betas=(0.9, 0.99))   a class from an importable module
+    recipe                   the recipe's own optimizer, only its rate changed
+"""
+from __future__ import annotations
+
+import ast
+import dataclasses
+import importlib
+import math
+from typing import Any, Iterable, Sequence
+
+from lrkit.errors import LrkitError, require
+
+DEFAULT_POINTS_PER_DECADE = 8
+
+#: short names -> (torch.optim class name, default options)
+ALIASES: dict[str, tuple[str, dict[str, Any]]] = {
+    "sgd": ("SGD", {}),
+    "sgd-momentum": ("SGD", {"momentum": 0.9}),
+    "momentum": ("SGD", {"momentum": 0.9}),
+    "nesterov": ("SGD", {"momentum": 0.9, "nesterov": True}),
+    "adam": ("Adam", {}),
+    "adamw": ("AdamW", {"weight_decay": 0.01}),
+    "rmsprop": ("RMSprop", {}),
+}
+RECIPE = "recipe"
+
+
+def lr_key(value: float) -> str:
+    """A stable text key for a rate (12 significant digits), used to match trials to points."""
+    return f"{float(value):.12g}"
+
+
+# -- rates ---------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class RateSpace:
+    """Candidate rates, ascending. ``kind`` is ``"range"`` (a log lattice between ``low`` and
+    ``high``) or ``"list"`` (the values given)."""
+
+    values: tuple[float, ...]
+    kind: str
+    points_per_decade: int | None = None
+
+    @property
+    def low(self) -> float:
+        return self.values[0]
+
+    @property
+    def high(self) -> float:
+        return self.values[-1]
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def index_of(self) -> dict[str, int]:
+        return {lr_key(v): i for i, v in enumerate(self.values)}
+
+    def describe(self) -> str:
+        if self.kind == "range":
+            return (f"{self.low:.3g}..{self.high:.3g}, {len(self)} rates "
+                    f"({self.points_per_decade} per decade)")
+        return f"{len(self)} rates: " + ", ".join(f"{v:.3g}" for v in self.values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "points_per_decade": self.points_per_decade,
+                "values": [lr_key(v) for v in self.values]}
+
+
+def _positive_float(text: Any, what: str) -> float:
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        raise LrkitError(f"{what} {text!r} is not a number") from None
+    require(math.isfinite(value) and value > 0,
+            f"{what} must be a positive finite learning rate, got {text!r}")
+    return value
+
+
+def log_lattice(low: float, high: float, points_per_decade: int) -> list[float]:
+    """The lattice rates ``10 ** (k / points_per_decade)`` within ``[low, high]`` (both ends are
+    included when they lie on the lattice up to rounding)."""
+    eps = 1e-9
+    first = math.ceil(math.log10(low) * points_per_decade - eps)
+    last = math.floor(math.log10(high) * points_per_decade + eps)
+    return [float(lr_key(10.0 ** (k / points_per_decade))) for k in range(first, last + 1)]
+
+
+def parse_rates(spec: Any, points_per_decade: int = DEFAULT_POINTS_PER_DECADE) -> RateSpace:
+    """Candidate rates from ``"1e-4:1"`` (log range; ``"1e-4:1:16"`` sets the points per decade),
+    ``"0.001,0.01,0.1"`` (explicit list), a ``(low, high)`` tuple or a list of rates."""
+    require(isinstance(points_per_decade, int) and not isinstance(points_per_decade, bool)
+            and 1 <= points_per_decade <= 100,
+            f"points_per_decade must be an integer between 1 and 100, got {points_per_decade!r}")
+    if isinstance(spec, RateSpace):
+        return spec
+    if isinstance(spec, str):
+        text = spec.strip()
+        require(bool(text), "the rate range is empty; give LOW:HIGH (e.g. 1e-4:1) or a list a,b,c")
+        if ":" in text:
+            parts = [p.strip() for p in text.split(":")]
+            require(len(parts) in (2, 3),
+                    f"rate range {spec!r} must be LOW:HIGH or LOW:HIGH:POINTS_PER_DECADE")
+            if len(parts) == 3:
+                try:
+                    points_per_decade = int(parts[2])
+                except ValueError:
+                    raise LrkitError(f"points per decade {parts[2]!r} in {spec!r} is not an "
+                                     "integer") from None
+                return parse_rates((parts[0], parts[1]), points_per_decade)
+            return parse_rates((parts[0], parts[1]), points_per_decade)
+        return parse_rates([p for p in text.split(",") if p.strip()], points_per_decade)
+    if isinstance(spec, tuple) and len(spec) == 2:
+        low = _positive_float(spec[0], "the range's low end")
+        high = _positive_float(spec[1], "the range's high end")
+        require(low < high, f"the rate range {spec[0]}:{spec[1]} is "
+                f"{'empty' if low == high else 'inverted'}; give LOW:HIGH with LOW < HIGH")
+        values = log_lattice(low, high, points_per_decade)
+        require(len(values) >= 2,
+                f"the rate range {spec[0]}:{spec[1]} holds {len(values)} lattice rate(s) at "
+                f"{points_per_decade} per decade; widen it or raise points_per_decade")
+        return RateSpace(tuple(values), "range", points_per_decade)
+    if isinstance(spec, Iterable) and not isinstance(spec, (bytes, dict)):
+        values = sorted({float(lr_key(_positive_float(v, "rate"))) for v in spec})
+        require(len(values) >= 1, "the list of rates is empty; give at least one rate")
+        return RateSpace(tuple(values), "list", None)
+    raise LrkitError(f"rates must be 'LOW:HIGH', 'a,b,c', a (low, high) tuple or a list, "
+                     f"got {spec!r}")
+
+
+# -- optimizers ----------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class OptimizerSpec:
+    """An optimizer choice: ``target`` is a class path (``torch.optim.SGD``) or ``"recipe"``."""
+
+    label: str
+    target: str
+    options: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        return dict(self.options)
+
+    def key(self) -> str:
+        """The canonical text that identifies this choice in a study (class and options)."""
+        if self.target == RECIPE:
+            return RECIPE
+        opts = ",".join(f"{k}={v!r}" for k, v in self.options)
+        return f"{self.target}({opts})"
+
+    def resolve(self) -> type | None:
+        return None if self.target == RECIPE else _import_class(self.target)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"label": self.label, "target": self.target, "options": self.kwargs}
+
+
+def _torch_optim_names() -> dict[str, str]:
+    import torch
+
+    return {name.lower(): name for name in dir(torch.optim)
+            if isinstance(getattr(torch.optim, name), type)
+            and issubclass(getattr(torch.optim, name), torch.optim.Optimizer)
+            and name != "Optimizer"}
+
+
+def _import_class(path: str) -> type:
+    module_name, sep, attr = path.partition(":")
+    if not sep:
+        module_name, _, attr = path.rpartition(".")
+    try:
+        module = importlib.import_module(module_name)
+        return getattr(module, attr)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise LrkitError(f"cannot import optimizer class {path!r}: {exc}") from None
+
+
+def _literal(node: ast.AST, text: str) -> Any:
+    try:
+        return ast.literal_eval(node)
+    except ValueError:
+        raise LrkitError(f"optimizer option in {text!r} must be a Python literal "
+                         f"(number, string, True/False/None, tuple)") from None
+
+
+def _split_top_level(text: str) -> list[str]:
+    parts, depth, current = [], 0, []
+    for char in text:
+        if char in "([{":
+            depth += 1
+        elif char in ")]}":
+            depth -= 1
+        if char == "," and depth == 0:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    parts.append("".join(current))
+    return [p.strip() for p in parts if p.strip()]
+
+
+def _dotted(node: ast.AST) -> str | None:
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        base = _dotted(node.value)
+        return None if base is None else f"{base}.{node.attr}"
+    return None
+
+
+def _unknown(name: str) -> LrkitError:
+    known = sorted(ALIASES) + [RECIPE] + sorted(_torch_optim_names().values())
+    return LrkitError(f"unknown optimizer {name!r}; use one of {', '.join(known)}, a dotted "
+                      "class path (mypkg.module.Class or mypkg.module:Class), or name(option=value)")
+
+
+def parse_optimizer(spec: Any) -> OptimizerSpec:
+    """One optimizer from a spec string (see the module docstring), a ``torch.optim`` class,
+    a ``(class, options)`` pair or an :class:`OptimizerSpec`."""
+    if isinstance(spec, OptimizerSpec):
+        return spec
+    if isinstance(spec, type):
+        return _from_class(spec, {}, spec.__name__)
+    if isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[1], dict):
+        cls, options = spec
+        if isinstance(cls, str):
+            base = parse_optimizer(cls)
+            return _with_options(base, options, f"{base.label}{_fmt(options)}")
+        require(isinstance(cls, type), f"optimizer {spec!r}: the first item must be a class")
+        return _from_class(cls, options, f"{cls.__name__}{_fmt(options)}")
+    require(isinstance(spec, str), f"optimizer must be a name, a class or (class, options), "
+            f"got {type(spec).__name__}")
+    text = spec.strip()
+    require(bool(text), "empty optimizer name")
+    name, options = text, {}
+    if text.endswith(")") and "(" in text:
+        head = text[:text.index("(")].strip()
+        try:
+            call = ast.parse(f"_f{text[text.index('('):]}", mode="eval").body
+        except SyntaxError:
+            raise LrkitError(f"cannot parse optimizer spec {text!r}; write name(option=value, ...)"
+                             ) from None
+        require(isinstance(call, ast.Call) and not call.args,
+                f"optimizer options in {text!r} must be keywords: name(option=value, ...)")
+        name = head
+        for keyword in call.keywords:
+            require(keyword.arg is not None, f"cannot use ** in optimizer spec {text!r}")
+            options[keyword.arg] = _literal(keyword.value, text)
+    lowered = name.lower()
+    if lowered == RECIPE:
+        require(not options, "the 'recipe' optimizer takes no options; it is the recipe's own")
+        return OptimizerSpec(RECIPE, RECIPE)
+    if lowered in ALIASES:
+        class_name, defaults = ALIASES[lowered]
+        merged = {**defaults, **options}
+        return _checked(OptimizerSpec(text if options else lowered, f"torch.optim.{class_name}",
+                                      tuple(sorted(merged.items()))))
+    torch_names = _torch_optim_names()
+    if lowered in torch_names:
+        return _checked(OptimizerSpec(text, f"torch.optim.{torch_names[lowered]}",
+                                      tuple(sorted(options.items()))))
+    if "." in name or ":" in name:
+        cls = _import_class(name)
+        return _from_class(cls, options, text, path=name)
+    raise _unknown(name)
+
+
+def _fmt(options: dict[str, Any]) -> str:
+    return "(" + ", ".join(f"{k}={v!r}" for k, v in options.items()) + ")" if options else ""
+
+
+def _with_options(base: OptimizerSpec, options: dict[str, Any], label: str) -> OptimizerSpec:
+    require(base.target != RECIPE, "the 'recipe' optimizer takes no options")
+    merged = {**base.kwargs, **options}
+    return _checked(OptimizerSpec(label, base.target, tuple(sorted(merged.items()))))
+
+
+def _from_class(cls: type, options: dict[str, Any], label: str, path: str | None = None
+                ) -> OptimizerSpec:
+    import torch
+
+    require(isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer),
+            f"optimizer {label!r} is not a torch.optim.Optimizer subclass")
+    if path is None:
+        path = f"{cls.__module__}:{cls.__qualname__}"
+        if cls.__module__.startswith("torch.optim") and getattr(torch.optim, cls.__name__, None) is cls:
+            path = f"torch.optim.{cls.__name__}"
+    return _checked(OptimizerSpec(label, path, tuple(sorted(options.items()))))
+
+
+def _checked(spec: OptimizerSpec) -> OptimizerSpec:
+    """Build the optimizer once over a dummy parameter so that a bad option fails now."""
+    import torch
+
+    cls = spec.resolve()
+    require("lr" not in spec.kwargs,
+            f"optimizer {spec.label!r}: do not set lr in its options, the sweep sets it")
+    try:
+        cls([torch.nn.Parameter(torch.zeros(1))], lr=1e-3, **spec.kwargs)
+    except Exception as exc:  # TypeError for unknown options, ValueError/IndexError for bad ones
+        raise LrkitError(f"optimizer {spec.label!r} rejects its options {spec.kwargs}: {exc}"
+                         ) from None
+    return spec
+
+
+def parse_optimizers(spec: Any) -> list[OptimizerSpec]:
+    """A list of optimizers from ``"sgd,adam"``, a list of specs, or None (the recipe's own)."""
+    if spec is None:
+        return [OptimizerSpec(RECIPE, RECIPE)]
+    if isinstance(spec, str):
+        items: Sequence[Any] = _split_top_level(spec)
+    elif isinstance(spec, (type, OptimizerSpec)) or (
+            isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[1], dict)):
+        items = [spec]
+    else:
+        items = list(spec)
+    require(len(items) >= 1, "the list of optimizers is empty")
+    parsed = [parse_optimizer(item) for item in items]
+    keys = [p.key() for p in parsed]
+    duplicates = sorted({p.label for p, k in zip(parsed, keys) if keys.count(k) > 1})
+    require(not duplicates, f"optimizer(s) {duplicates} given twice")
+    return parsed
+
+
+def rebuild_optimizer(optimizer: Any, spec: OptimizerSpec, lr: float):
+    """A new optimizer of ``spec``'s class over the same parameter groups as ``optimizer``.
+
+    Each group keeps its parameters and its rate relative to the first group (so ``lr`` is the
+    first group's rate, as in the finder); options that differ between the original groups (for
+    example ``weight_decay=0`` on biases) are kept per group unless ``spec`` sets them.
+    """
+    if spec.target == RECIPE:
+        return optimizer
+    cls = spec.resolve()
+    groups = optimizer.param_groups
+    base = [float(g.get("lr", lr)) for g in groups]
+    reference = next((b for b in base if b > 0), 0.0)
+    import torch
+
+    accepted = set(cls([torch.nn.Parameter(torch.zeros(1))], lr=1e-3, **spec.kwargs).defaults)
+    varying = set()
+    for name in (set().union(*(g.keys() for g in groups)) & accepted) - {"params", "lr"}:
+        values = [repr(g.get(name)) for g in groups]
+        if len(set(values)) > 1:
+            varying.add(name)
+    new_groups = []
+    for group, b in zip(groups, base):
+        new = {"params": group["params"], "lr": lr * (b / reference if reference > 0 else 1.0)}
+        for name in varying - set(spec.kwargs):
+            new[name] = group[name]
+        new_groups.append(new)
+    try:
+        return cls(new_groups, lr=lr, **spec.kwargs)
+    except (TypeError, ValueError) as exc:
+        raise LrkitError(f"cannot build optimizer {spec.label!r} over the recipe's parameter "
+                         f"groups: {exc}") from None
