@@ -33,8 +33,8 @@ import numpy as np
 
 RESULTS = Path(__file__).parent / "results"
 TUNE_TASKS = ["digits-mlp", "digits-cnn", "regression-mlp", "tiny-transformer", "moons-mlp",
-              "wine-logreg"]
-TEST_TASKS = ["digits-gru", "friedman-deep", "cancer-mlp", "blobs-wide"]
+              "logreg"]
+TEST_TASKS = ["digits-gru", "friedman-deep", "hastie-mlp", "blobs-wide"]
 GRID = [float(10 ** e) for e in np.arange(-5.0, 1.01, 0.25)]
 
 

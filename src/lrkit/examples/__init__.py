@@ -48,6 +48,7 @@ def accuracy(model: nn.Module, loader) -> float:
 _OPTIMIZERS = {
     "sgd": (torch.optim.SGD, {}),
     "sgd-momentum": (torch.optim.SGD, {"momentum": 0.9}),
+    "sgd-momentum-wd": (torch.optim.SGD, {"momentum": 0.9, "weight_decay": 5e-3}),
     "adam": (torch.optim.Adam, {}),
     "adamw": (torch.optim.AdamW, {"weight_decay": 0.01}),
     "rmsprop": (torch.optim.RMSprop, {}),
@@ -76,7 +77,7 @@ def _make(name: str, seed: int, lr: float, *, model_fn: Callable[[], nn.Module],
 
 def _digits_mlp(seed: int, lr: float) -> Problem:
     return _make("digits-mlp", seed, lr, model_fn=lambda: models.mlp([64, 128, 64, 10]),
-                 optimizer="sgd-momentum", tensors=data.classification("digits"), batch_size=32,
+                 optimizer="sgd-momentum-wd", tensors=data.classification("digits"), batch_size=32,
                  criterion=nn.CrossEntropyLoss())
 
 
@@ -111,6 +112,19 @@ def _wine_logreg(seed: int, lr: float) -> Problem:
                  criterion=nn.CrossEntropyLoss())
 
 
+def _cancer_mlp(seed: int, lr: float) -> Problem:
+    return _make("cancer-mlp", seed, lr,
+                 model_fn=lambda: models.mlp([30, 32, 2], dropout=0.2),
+                 optimizer="adam", tensors=data.classification("breast_cancer"), batch_size=16,
+                 criterion=nn.CrossEntropyLoss())
+
+
+def _logreg(seed: int, lr: float) -> Problem:
+    return _make("logreg", seed, lr, model_fn=lambda: nn.Linear(20, 3), optimizer="sgd",
+                 tensors=data.classification("linear"), batch_size=32,
+                 criterion=nn.CrossEntropyLoss())
+
+
 def _digits_gru(seed: int, lr: float) -> Problem:
     return _make("digits-gru", seed, lr, model_fn=models.RowGRU, optimizer="rmsprop",
                  tensors=data.classification("digits"), batch_size=32,
@@ -124,10 +138,10 @@ def _friedman_deep_sgd(seed: int, lr: float) -> Problem:
                  criterion=nn.MSELoss(), classify=False)
 
 
-def _cancer_mlp(seed: int, lr: float) -> Problem:
-    return _make("cancer-mlp", seed, lr,
-                 model_fn=lambda: models.mlp([30, 32, 2], dropout=0.2),
-                 optimizer="adam", tensors=data.classification("breast_cancer"), batch_size=16,
+def _hastie_mlp(seed: int, lr: float) -> Problem:
+    return _make("hastie-mlp", seed, lr,
+                 model_fn=lambda: models.mlp([10, 64, 64, 2], dropout=0.1),
+                 optimizer="adam", tensors=data.classification("hastie"), batch_size=32,
                  criterion=nn.CrossEntropyLoss())
 
 
@@ -139,23 +153,28 @@ def _blobs_softmax(seed: int, lr: float) -> Problem:
 
 
 EXAMPLES: dict[str, Example] = {e.name: e for e in [
-    Example("digits-mlp", "MLP on scikit-learn's 8x8 digits, SGD with momentum", "sgd-momentum",
+    Example("digits-mlp", "MLP on scikit-learn's 8x8 digits, SGD with momentum and weight decay",
+            "sgd-momentum",
             0.01, 400, _digits_mlp),
     Example("digits-cnn", "small CNN with BatchNorm and dropout on digits, SGD with momentum",
             "sgd-momentum", 0.01, 400, _digits_cnn),
-    Example("regression-mlp", "tanh MLP on Friedman #1 regression, Adam, MSE", "adam", 1e-3, 500,
+    Example("regression-mlp", "tanh MLP on Friedman #1 regression (generated), Adam, MSE", "adam", 1e-3, 500,
             _regression_mlp),
-    Example("tiny-transformer", "2-layer Transformer reversing token sequences, AdamW", "adamw",
+    Example("tiny-transformer", "2-layer Transformer reversing noisy token sequences, AdamW", "adamw",
             1e-3, 400, _tiny_transformer),
     Example("moons-mlp", "deep tanh MLP on two moons, plain SGD", "sgd", 0.01, 400, _moons_mlp),
-    Example("wine-logreg", "logistic regression on the wine data set, plain SGD", "sgd", 0.01, 400,
-            _wine_logreg),
+    Example("wine-logreg", "logistic regression on the wine data set, plain SGD (tiny, fast)",
+            "sgd", 0.01, 400, _wine_logreg),
+    Example("cancer-mlp", "MLP with dropout on breast-cancer data, Adam (tiny, fast)", "adam", 1e-3,
+            400, _cancer_mlp),
+    Example("logreg", "logistic regression on a noisy 3-class synthetic problem, plain SGD", "sgd",
+            0.01, 400, _logreg),
     Example("digits-gru", "GRU reading digits row by row, RMSprop", "rmsprop", 0.01, 400,
             _digits_gru),
     Example("friedman-deep", "5-layer BatchNorm MLP on Friedman #1, SGD with momentum",
             "sgd-momentum", 0.01, 400, _friedman_deep_sgd),
-    Example("cancer-mlp", "MLP with dropout on breast-cancer data, Adam", "adam", 1e-3, 400,
-            _cancer_mlp),
+    Example("hastie-mlp", "MLP with dropout on Hastie's 10-d binary problem, Adam", "adam", 1e-3,
+            400, _hastie_mlp),
     Example("blobs-wide", "wide MLP on a 6-class synthetic problem, AdamW", "adamw", 1e-3, 400,
             _blobs_softmax),
 ]}

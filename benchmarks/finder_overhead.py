@@ -1,0 +1,160 @@
+"""Cost of ``find_lr`` against a plain hand-written loop doing the same steps on the same model.
+
+Time: per-step wall time of both, same rates, same batches, many repeats, median ratio.
+Memory: peak resident memory of a fresh process running each (ru_maxrss), and the overhead in
+units of "one copy of the model and optimizer state".
+
+    python benchmarks/finder_overhead.py
+"""
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+STEPS = 100
+
+
+def build(kind: str):
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    if kind == "wide-mlp":  # big enough that a copy of its state shows in the process memory
+        model = nn.Sequential(nn.Linear(512, 2048), nn.ReLU(), nn.Linear(2048, 2048), nn.ReLU(),
+                              nn.Linear(2048, 10))
+        x, y = torch.randn(64, 512), torch.randint(0, 10, (64,))
+        batches = [(x, y)] * 4
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        return model, opt, batches, nn.CrossEntropyLoss()
+    import lrkit
+
+    p = lrkit.examples.build(kind, seed=0)
+    return p.model, p.optimizer, list(p.train_loader)[:8], p.criterion
+
+
+def plain_loop(model, opt, batches, criterion, lrs):
+    import math
+
+    model.train()
+    for i, lr in enumerate(lrs):
+        for group in opt.param_groups:
+            group["lr"] = lr
+        x, y = batches[i % len(batches)]
+        opt.zero_grad(set_to_none=True)
+        loss = criterion(model(x), y)
+        loss.backward()
+        opt.step()
+        if not math.isfinite(loss.item()):
+            break
+
+
+def lrkit_find(model, opt, batches, criterion, lrs):
+    import lrkit
+
+    lrkit.find_lr(model, opt, batches, criterion, start_lr=lrs[0], end_lr=lrs[-1],
+                  num_steps=len(lrs), diverge_threshold=1e12, progress=False)
+
+
+def timing(kind: str, repeats: int) -> dict:
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(1)
+    model, opt, batches, criterion = build(kind)
+    lrs = list(np.geomspace(1e-6, 1e-3, STEPS))  # stays finite: both do every step
+    plain_loop(model, opt, batches, criterion, lrs[:10])  # warm-up (allocator, kernels)
+    ratios, plain_ms, find_ms = [], [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        plain_loop(model, opt, batches, criterion, lrs)
+        t1 = time.perf_counter()
+        lrkit_find(model, opt, batches, criterion, lrs)
+        t2 = time.perf_counter()
+        plain_ms.append((t1 - t0) / STEPS * 1e3)
+        find_ms.append((t2 - t1) / STEPS * 1e3)
+        ratios.append((t2 - t1) / (t1 - t0))
+    return {"plain_ms": statistics.median(plain_ms), "find_ms": statistics.median(find_ms),
+            "ratio": statistics.median(ratios)}
+
+
+def state_bytes(model, opt) -> int:
+    import torch
+
+    tensors = list(model.state_dict().values())
+    for state in opt.state.values():
+        tensors += [v for v in state.values() if isinstance(v, torch.Tensor)]
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def memory_child(kind: str, which: str) -> None:
+    """Run in a fresh process: one warm-up step so optimizer state exists (gradients cleared, as
+    before any real call), then the variant while a thread samples the resident memory."""
+    import threading
+
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(1)
+    model, opt, batches, criterion = build(kind)
+    plain_loop(model, opt, batches, criterion, [1e-6])
+    opt.zero_grad(set_to_none=True)
+    base = _rss_mb()
+    peak = [base]
+    done = threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], _rss_mb())
+            time.sleep(0.001)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    lrs = list(np.geomspace(1e-6, 1e-3, STEPS))
+    (plain_loop if which == "plain" else lrkit_find)(model, opt, batches, criterion, lrs)
+    done.set()
+    sampler.join()
+    print(json.dumps({"growth_mb": peak[0] - base, "state_bytes": state_bytes(model, opt)}))
+
+
+def memory(kind: str) -> dict:
+    out = {}
+    for which in ("plain", "find"):
+        proc = subprocess.run([sys.executable, __file__, "--memory-child", kind, which],
+                              capture_output=True, text=True, check=True)
+        out[which] = json.loads(proc.stdout)
+    state_mb = out["find"]["state_bytes"] / 2**20
+    extra_mb = out["find"]["growth_mb"] - out["plain"]["growth_mb"]
+    return {"state_mb": state_mb, "extra_mb": extra_mb, "copies": extra_mb / state_mb}
+
+
+def main() -> None:
+    rows = []
+    for kind in ("wide-mlp", "digits-mlp", "digits-cnn", "tiny-transformer"):
+        t = timing(kind, repeats=7 if kind != "tiny-transformer" else 3)
+        m = memory(kind)
+        rows.append((kind, t, m))
+    print(f"{'model':<18}{'plain ms/step':>15}{'find ms/step':>14}{'time ratio':>12}"
+          f"{'state MB':>10}{'extra MB':>10}{'copies':>8}")
+    for kind, t, m in rows:
+        print(f"{kind:<18}{t['plain_ms']:>15.3f}{t['find_ms']:>14.3f}{t['ratio']:>12.3f}"
+              f"{m['state_mb']:>10.1f}{m['extra_mb']:>10.1f}{m['copies']:>8.2f}")
+    print("\ntime ratio: find_lr / plain loop, same steps and rates (goal <= 1.10); copies: extra "
+          "peak memory of find_lr in units of model+optimizer state (goal <= 1; small models sit "
+          "below the allocator's granularity)")
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    if len(sys.argv) == 4 and sys.argv[1] == "--memory-child":
+        memory_child(sys.argv[2], sys.argv[3])
+    else:
+        main()
