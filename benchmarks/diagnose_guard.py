@@ -1,0 +1,167 @@
+"""Guard: does it rescue runs that diverge, and what does it cost when nothing goes wrong?
+
+1. Rescue: for built-in examples at a rate where the plain run diverges (non-finite, or ends no
+   lower than it started), train the same run under ``lrkit.Guard`` and compare its final
+   validation loss with the best run of a constant-rate grid (10^-4 ... 10^-0.5, half-decade
+   steps) and with the example's default rate, per seed.
+2. Overhead: time per optimizer step of a plain loop (zero_grad, forward, backward, step) against
+   the same loop through ``guard.step(closure)`` at a healthy rate (no incidents), interleaved
+   blocks, median per-step time.
+
+    python benchmarks/diagnose_guard.py              # about 2 minutes on one core
+    python benchmarks/diagnose_guard.py --skip-rescue --examples digits-mlp
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import time
+
+import torch
+
+from lrkit import examples
+from lrkit.adapters.torch import cycle_batches
+from lrkit.diagnose import Guard
+from lrkit.training import evaluate, train
+
+RESCUE_CASES = [("friedman-deep", 0.3), ("friedman-deep", 1.0), ("regression-mlp", 1.0),
+                ("blobs-wide", 0.3), ("digits-mlp", 0.3)]
+GRID = [10 ** (k / 2) for k in range(-8, 0)]
+
+
+def guarded_run(name: str, lr: float, seed: int, steps: int) -> tuple[float, Guard]:
+    problem = examples.build(name, seed=seed, lr=lr)
+    guard = Guard(problem.model, problem.optimizer)
+    batches = cycle_batches(problem.train_loader)
+    torch.manual_seed(seed)
+    for _ in range(steps):
+        batch = next(batches)
+
+        def closure(batch=batch):
+            problem.optimizer.zero_grad()
+            loss = problem.criterion(problem.model(batch[0]), batch[1])
+            loss.backward()
+            return loss
+
+        guard.step(closure)
+    guard.close()
+    return evaluate(problem), guard
+
+
+def rescue(seeds: list[int]) -> list[dict]:
+    rows = []
+    for name, bad_lr in RESCUE_CASES:
+        ex = examples.get(name)
+        for seed in seeds:
+            plain = train(examples.build(name, seed=seed, lr=bad_lr), lr=bad_lr,
+                          steps=ex.budget_steps, seed=seed)
+            t0 = plain.losses[0]
+            tail = [v for v in plain.losses[-max(1, len(plain.losses) // 10):]]
+            failed = plain.diverged or not all(math.isfinite(v) for v in tail) or \
+                statistics.median(tail) >= t0
+            val, guard = guarded_run(name, bad_lr, seed, ex.budget_steps)
+            grid = {lr: train(examples.build(name, seed=seed, lr=lr), lr=lr, steps=ex.budget_steps,
+                              seed=seed).val_loss for lr in GRID}
+            best_lr = min(grid, key=lambda k: grid[k])
+            default = train(examples.build(name, seed=seed), lr=ex.default_lr,
+                            steps=ex.budget_steps, seed=seed).val_loss
+            rows.append({"example": name, "seed": seed, "lr": bad_lr, "plain_failed": failed,
+                         "plain_val": plain.val_loss, "guard_val": val,
+                         "interventions": len(guard.interventions), "final_lr": guard.lrs[0],
+                         "best_grid_lr": best_lr, "best_grid_val": grid[best_lr],
+                         "default_val": default})
+            r = rows[-1]
+            print(f"  {name} lr {bad_lr:g} seed {seed}: plain {'FAILED' if failed else 'ok'} "
+                  f"(val {r['plain_val']:.4g}); guarded val {val:.4g} after "
+                  f"{r['interventions']} interventions (rate now {r['final_lr']:.3g}); best grid "
+                  f"val {r['best_grid_val']:.4g} at {best_lr:.3g}; default-rate val {default:.4g}",
+                  flush=True)
+    return rows
+
+
+def step_times(name: str, blocks: int, block_steps: int, seed: int = 0) -> dict:
+    """Median seconds per step for the plain loop and the guarded loop, interleaved."""
+    problem = examples.build(name, seed=seed)
+    model, optimizer, criterion = problem.model, problem.optimizer, problem.criterion
+    batches = cycle_batches(problem.train_loader)
+    guard = Guard(model, optimizer)
+
+    def plain_block():
+        for _ in range(block_steps):
+            x, y = next(batches)
+            optimizer.zero_grad()
+            loss = criterion(model(x), y)
+            loss.backward()
+            optimizer.step()
+
+    def guarded_block():
+        for _ in range(block_steps):
+            x, y = next(batches)
+
+            def closure():
+                optimizer.zero_grad()
+                loss = criterion(model(x), y)
+                loss.backward()
+                return loss
+
+            guard.step(closure)
+
+    plain_block(), guarded_block()  # warm up
+    times: dict[str, list[float]] = {"plain": [], "guard": []}
+    for _ in range(blocks):
+        for key, block in (("plain", plain_block), ("guard", guarded_block)):
+            start = time.perf_counter()
+            block()
+            times[key].append((time.perf_counter() - start) / block_steps)
+    plain = statistics.median(times["plain"])
+    guarded = statistics.median(times["guard"])
+    return {"example": name, "plain_ms": plain * 1e3, "guard_ms": guarded * 1e3,
+            "overhead": guarded / plain - 1, "interventions": len(guard.interventions)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--examples", nargs="*", default=None,
+                        help="examples for the overhead part (default: all)")
+    parser.add_argument("--blocks", type=int, default=7)
+    parser.add_argument("--block-steps", type=int, default=100)
+    parser.add_argument("--skip-rescue", action="store_true")
+    parser.add_argument("--out", help="write the figures to this JSON file")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    figures: dict = {}
+    if not args.skip_rescue:
+        print("rescue: runs that fail at a too-high rate, trained again under the Guard")
+        rows = rescue(args.seeds)
+        figures["rescue"] = rows
+        print("\n  per case (median over seeds): guarded val / best-grid val, / default-rate val")
+        for name, lr in RESCUE_CASES:
+            part = [r for r in rows if r["example"] == name and r["lr"] == lr]
+            vs_best = statistics.median(r["guard_val"] / r["best_grid_val"] for r in part)
+            vs_default = statistics.median(r["guard_val"] / r["default_val"] for r in part)
+            failed = sum(r["plain_failed"] for r in part)
+            finite = sum(math.isfinite(r["guard_val"]) for r in part)
+            print(f"  {name:<15} lr {lr:<4g} plain failed {failed}/{len(part)}, guarded finite "
+                  f"{finite}/{len(part)}, vs best grid x{vs_best:.3f}, vs default x{vs_default:.3f}")
+    print("\noverhead per step without incidents (median of interleaved blocks, one thread)")
+    names = args.examples or examples.names()
+    figures["overhead"] = []
+    for name in names:
+        row = step_times(name, args.blocks, args.block_steps)
+        figures["overhead"].append(row)
+        print(f"  {name:<17} plain {row['plain_ms']:.3f} ms, guarded {row['guard_ms']:.3f} ms: "
+              f"{row['overhead']:+.1%} ({row['interventions']} interventions)", flush=True)
+    overheads = [r["overhead"] for r in figures["overhead"]]
+    print(f"  median overhead {statistics.median(overheads):+.1%}, max {max(overheads):+.1%}")
+    if args.out:
+        with open(args.out, "w") as handle:
+            json.dump(figures, handle, indent=2, default=str)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,114 @@
+"""Monitor overhead: time per training step with and without ``monitor.update(loss, lr=...)``.
+
+For each built-in example: a plain loop (zero_grad, forward, backward, step) against the same loop
+that also calls ``monitor.update(loss, lr=lr)`` with the loss *tensor* (no host sync; reports every
+500 steps, default) -- interleaved blocks, median per-step time, one thread. Also: the cost of one
+``update`` call and of one report (a diagnosis of the history) on their own.
+
+    python benchmarks/diagnose_monitor.py          # about 1-2 minutes on one core
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+
+import numpy as np
+import torch
+
+from lrkit import examples
+from lrkit.adapters.torch import cycle_batches
+from lrkit.diagnose import Monitor, diagnose
+
+
+def step_times(name: str, blocks: int, block_steps: int, report_every: int) -> dict:
+    problem = examples.build(name, seed=0)
+    model, optimizer, criterion = problem.model, problem.optimizer, problem.criterion
+    batches = cycle_batches(problem.train_loader)
+    monitor = Monitor(report_every=report_every, logger="lrkit.bench.quiet")
+    lr = optimizer.param_groups[0]["lr"]
+
+    def block(watch: bool):
+        for _ in range(block_steps):
+            x, y = next(batches)
+            optimizer.zero_grad()
+            loss = criterion(model(x), y)
+            loss.backward()
+            optimizer.step()
+            if watch:
+                monitor.update(loss, lr=lr)
+
+    block(False), block(True)
+    times: dict[bool, list[float]] = {False: [], True: []}
+    for _ in range(blocks):
+        for watch in (False, True):
+            start = time.perf_counter()
+            block(watch)
+            times[watch].append((time.perf_counter() - start) / block_steps)
+    plain, watched = statistics.median(times[False]), statistics.median(times[True])
+    return {"example": name, "plain_ms": plain * 1e3, "monitor_ms": watched * 1e3,
+            "overhead": watched / plain - 1, "reports": len(monitor.reports)}
+
+
+def micro() -> dict:
+    monitor = Monitor(report_every=0)
+    n = 200_000
+    start = time.perf_counter()
+    for i in range(n):
+        monitor.update(1.0 / (i + 1), lr=0.1)
+    per_float = (time.perf_counter() - start) / n
+    tensors = [torch.tensor(1.0 / (i + 1)) for i in range(20_000)]
+    monitor = Monitor(report_every=0)
+    start = time.perf_counter()
+    for t in tensors:
+        monitor.update(t, lr=0.1)
+    per_tensor = (time.perf_counter() - start) / len(tensors)
+    start = time.perf_counter()
+    monitor.losses  # noqa: B018 -- the one host copy at report time
+    flush = time.perf_counter() - start
+    rng = np.random.default_rng(0)
+    reports = {}
+    for points in (400, 4000):
+        values = 2.3 * np.exp(-np.linspace(0, 5, points)) * np.exp(rng.normal(0, 0.2, points))
+        start = time.perf_counter()
+        for _ in range(20):
+            diagnose(values, 0.1)
+        reports[points] = (time.perf_counter() - start) / 20
+    return {"update_float_us": per_float * 1e6, "update_tensor_us": per_tensor * 1e6,
+            "flush_20000_tensors_ms": flush * 1e3,
+            "report_ms": {k: v * 1e3 for k, v in reports.items()}}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--examples", nargs="*", default=None)
+    parser.add_argument("--blocks", type=int, default=9)
+    parser.add_argument("--block-steps", type=int, default=200)
+    parser.add_argument("--report-every", type=int, default=500)
+    parser.add_argument("--out")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    figures = {"micro": micro(), "overhead": []}
+    m = figures["micro"]
+    print(f"update(float): {m['update_float_us']:.2f} us, update(tensor): "
+          f"{m['update_tensor_us']:.2f} us, host copy of 20000 tensors at report time: "
+          f"{m['flush_20000_tensors_ms']:.1f} ms; one report: "
+          + ", ".join(f"{k} points {v:.2f} ms" for k, v in m["report_ms"].items()))
+    print(f"\noverhead per step, loss tensor passed each step, report every {args.report_every}")
+    for name in args.examples or examples.names():
+        row = step_times(name, args.blocks, args.block_steps, args.report_every)
+        figures["overhead"].append(row)
+        print(f"  {name:<17} plain {row['plain_ms']:.3f} ms, monitored {row['monitor_ms']:.3f} ms:"
+              f" {row['overhead']:+.1%} ({row['reports']} reports)", flush=True)
+    overheads = [r["overhead"] for r in figures["overhead"]]
+    print(f"  median overhead {statistics.median(overheads):+.1%}, max {max(overheads):+.1%}")
+    if args.out:
+        with open(args.out, "w") as handle:
+            json.dump(figures, handle, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
