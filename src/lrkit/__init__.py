@@ -29,6 +29,8 @@ _EXPORTS: dict[str, str] = {
     "examples": "lrkit.examples",
     "schedules": "lrkit.schedules",
     "to_torch": "lrkit.schedules",
+    "sweep": "lrkit.sweep.api",
+    "SweepResult": "lrkit.sweep",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

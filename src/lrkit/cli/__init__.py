@@ -17,6 +17,7 @@ from lrkit.errors import LrkitError
 COMMANDS = [
     "lrkit.cli.find",
     "lrkit.cli.diagnose",
+    "lrkit.cli.sweep",
     "lrkit.cli.schedule",
 ]
 

@@ -1,0 +1,94 @@
+"""``lrkit sweep``: a systematic, resumable learning-rate sweep (Optuna underneath)."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "sweep", help="systematic learning-rate sweep that resumes after crashes and scales out",
+        description="Sweep learning rates (and optimizers, seeds) for a built-in example or "
+                    "path/to/file.py:function (a recipe called with seed=, returning an "
+                    "lrkit.Problem, a dict or a tuple). Bracket then refine on the log scale, with "
+                    "successive halving; stored in an Optuna study, so the same command resumes "
+                    "a stopped sweep or joins one run by other workers.",
+        epilog="examples:\n"
+               "  lrkit sweep digits-mlp --lrs 1e-4:1 --optimizers sgd-momentum,adam --seeds 2\n"
+               "  lrkit sweep train.py:recipe --budget 2000 --workers 2 --plot sweep.png\n"
+               "  lrkit sweep train.py:recipe --storage postgresql://u:p@db/lrkit   # on each machine",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("target", help="example name or path/to/file.py:function")
+    p.add_argument("--lrs", default="1e-4:1",
+                   help="rates: LOW:HIGH (log range), LOW:HIGH:PER_DECADE, or a list a,b,c "
+                        "(default 1e-4:1)")
+    p.add_argument("--points-per-decade", type=int, default=8,
+                   help="resolution of a LOW:HIGH range (default 8)")
+    p.add_argument("--optimizers", default=None,
+                   help="comma-separated: sgd, sgd-momentum, nesterov, adam, adamw, rmsprop, any "
+                        "torch.optim class, name(option=value) or 'recipe' (default: the recipe's)")
+    p.add_argument("--seeds", type=int, default=1,
+                   help="seeds for the top rates, to compare them with seed noise (default 1)")
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument("--budget", type=int, default=None,
+                        help="training steps per trial (default: the recipe's budget_steps)")
+    budget.add_argument("--epochs", type=int, default=None, help="training budget in epochs")
+    p.add_argument("--storage", default=None, metavar="PATH|URL",
+                   help="journal file (default .lrkit/sweeps.journal) or database URL, e.g. "
+                        "postgresql://user:pass@host:5432/db")
+    p.add_argument("--study-name", default=None, help="study name (default: from the target)")
+    p.add_argument("--workers", type=int, default=1, help="local worker processes (default 1)")
+    p.add_argument("--continue", dest="continue_study", action="store_true",
+                   help="continue a stored study whose settings differ (matching trials are reused)")
+    p.add_argument("--strategy", choices=["refine", "grid"], default="refine",
+                   help="refine: bracket then refine with successive halving (default); "
+                        "grid: every rate to the full budget")
+    p.add_argument("--stride", type=int, default=4,
+                   help="coarse grid spacing in lattice steps (default 4)")
+    p.add_argument("--repeat-top", type=int, default=3,
+                   help="how many top rates get the extra seeds (default 3)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per worker (default 1)")
+    p.add_argument("--report", action="store_true",
+                   help="only print the stored results of the study; run nothing")
+    p.add_argument("--plot", metavar="FILE", help="save loss-against-rate and curve plots")
+    p.add_argument("--csv", metavar="FILE", help="write one row per trial as CSV")
+    p.add_argument("--json", nargs="?", const="-", metavar="FILE",
+                   help="write the whole result as JSON to FILE, or to stdout without FILE")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import lrkit.sweep as sweeps
+
+    if args.report:
+        from lrkit.sweep.api import default_study_name
+
+        result = sweeps.load(args.storage, args.study_name or default_study_name(args.target))
+    else:
+        result = sweeps.sweep(
+            args.target, lrs=args.lrs, points_per_decade=args.points_per_decade,
+            optimizers=args.optimizers, seeds=args.seeds, budget=args.budget, epochs=args.epochs,
+            storage=args.storage, study_name=args.study_name, workers=args.workers,
+            strategy=args.strategy, continue_study=args.continue_study, stride=args.stride,
+            repeat_top=args.repeat_top, threads=args.threads,
+            progress=False if args.no_progress else None)
+    if args.plot:
+        result.plot(args.plot)
+    if args.csv:
+        result.to_csv(args.csv)
+    if args.json and args.json != "-":
+        result.to_json(args.json)
+    if args.json == "-":
+        print(result.to_json())
+        return 0
+    print(result.table())
+    print()
+    print(result.summary())
+    print(f"study {result.study_name!r} in {result.storage} (optuna-dashboard can open it)")
+    for what, path in (("plot", args.plot), ("CSV", args.csv),
+                       ("JSON", args.json if args.json not in (None, "-") else None)):
+        if path:
+            print(f"{what} written to {path}")
+    sys.stdout.flush()
+    return 0

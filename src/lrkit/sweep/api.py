@@ -1,0 +1,287 @@
+"""``lrkit.sweep(...)``: the public entry point, and ``load(...)`` to read a stored sweep."""
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import sys
+from typing import Any, Callable
+
+from lrkit.errors import LrkitError, require
+from lrkit.sweep.config import SweepSpec
+from lrkit.sweep.results import SweepResult, TrialRecord
+from lrkit.sweep.space import (DEFAULT_POINTS_PER_DECADE, RECIPE, lr_key, parse_optimizers,
+                               parse_rates, rebuild_optimizer)
+
+
+def _problem_label(problem: Any) -> str:
+    if isinstance(problem, str):
+        if ".py:" in problem:
+            path, _, func = problem.rpartition(":")
+            return f"{os.path.basename(path)}:{func}"
+        return problem
+    module = getattr(problem, "__module__", None) or "custom"
+    return f"{module}.{getattr(problem, '__qualname__', type(problem).__name__)}"
+
+
+def default_study_name(problem: Any) -> str:
+    label = _problem_label(problem).replace(".py:", "-")
+    return "lrkit-sweep-" + re.sub(r"[^A-Za-z0-9_.-]+", "-", label).strip("-")
+
+
+def _positive_int(value: Any, name: str, minimum: int = 1) -> int:
+    require(isinstance(value, int) and not isinstance(value, bool) and value >= minimum,
+            f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def build_spec(problem: Any, *, lrs: Any = "1e-4:1",
+               points_per_decade: int = DEFAULT_POINTS_PER_DECADE, optimizers: Any = None,
+               seeds: int = 1, budget: int | None = None, epochs: int | None = None,
+               strategy: str = "refine", stride: int = 4, eta: int = 3, rungs: int = 2,
+               repeat_top: int = 3, diverge_factor: float = 10.0, tolerance: float = 0.02,
+               max_retries: int = 3) -> SweepSpec:
+    """Check every setting (and build the recipe once) and return the sweep's settings."""
+    from lrkit.problem import Problem
+    from lrkit.sweep.trial import build_problem
+
+    if isinstance(problem, Problem) or not (isinstance(problem, str) or callable(problem)):
+        raise LrkitError("a sweep needs a recipe that builds a fresh model per trial: an example "
+                         "name, 'path/to/file.py:function' or a callable recipe(seed=...) "
+                         f"returning a Problem; got {type(problem).__name__}")
+    require(strategy in ("refine", "grid"),
+            f"strategy must be 'refine' (bracket then refine) or 'grid', got {strategy!r}")
+    rates = parse_rates(lrs, points_per_decade)
+    specs = parse_optimizers(optimizers)
+    _positive_int(seeds, "seeds")
+    _positive_int(stride, "stride")
+    _positive_int(eta, "eta", 2)
+    _positive_int(rungs, "rungs", 0)
+    _positive_int(repeat_top, "repeat_top")
+    _positive_int(max_retries, "max_retries", 0)
+    require(isinstance(diverge_factor, (int, float)) and diverge_factor > 1,
+            f"diverge_factor must be a number > 1, got {diverge_factor!r}")
+    require(isinstance(tolerance, (int, float)) and 0 <= tolerance < 1,
+            f"tolerance must be a number in [0, 1), got {tolerance!r}")
+    require(budget is None or epochs is None, "give the budget in steps or in epochs, not both")
+    built = build_problem(problem, 0)
+    if epochs is not None:
+        _positive_int(epochs, "epochs")
+        try:
+            per_epoch = len(built.train_loader)
+        except TypeError:
+            raise LrkitError("budget in epochs needs a train_loader with len(); give steps with "
+                             "budget=") from None
+        require(per_epoch >= 1, "the train_loader has no batch")
+        budget = epochs * per_epoch
+    if budget is None:
+        budget = built.budget_steps
+        require(budget is not None, "give a training budget: budget=STEPS (--budget) or "
+                "epochs=N (--epochs); the recipe sets no budget_steps")
+    _positive_int(budget, "budget", 2)
+    for spec in specs:  # fail now, not in the first trial
+        rebuild_optimizer(built.optimizer, spec, rates.low)
+    specs = [dataclasses.replace(s, label=f"{type(built.optimizer).__name__} (recipe)")
+             if s.target == RECIPE else s for s in specs]
+    return SweepSpec(problem=problem, problem_label=_problem_label(problem), rates=rates,
+                     optimizers=tuple(specs), budget=budget, seeds=seeds, mode=strategy,
+                     stride=stride, eta=eta, rungs=rungs, repeat_top=repeat_top,
+                     diverge_factor=float(diverge_factor), tolerance=float(tolerance),
+                     max_retries=max_retries)
+
+
+def sweep(problem: Any, *, lrs: Any = "1e-4:1",
+          points_per_decade: int = DEFAULT_POINTS_PER_DECADE, optimizers: Any = None,
+          seeds: int = 1, budget: int | None = None, epochs: int | None = None,
+          storage: str | None = None, study_name: str | None = None, workers: int = 1,
+          strategy: str = "refine", continue_study: bool = False, stride: int = 4, eta: int = 3,
+          rungs: int = 2, repeat_top: int = 3, diverge_factor: float = 10.0,
+          tolerance: float = 0.02, band_tolerance: float = 0.02, progress: bool | None = None, threads: int = 1,
+          max_retries: int = 3, heartbeat_interval: int = 5, grace_period: int = 20,
+          diagnose: bool = True) -> SweepResult:
+    """Sweep learning rates (and optionally optimizers and seeds) for a recipe.
+
+    ``problem``: a built-in example name, ``"path/to/file.py:function"`` or a callable
+    ``recipe(seed=...)`` returning an :class:`lrkit.Problem` (or a dict/tuple); each trial builds
+    a fresh model and optimizer from it. With several workers the callable must be importable
+    (defined at module level).
+
+    ``lrs``: ``"1e-4:1"`` (a log range on a lattice of ``points_per_decade`` rates per decade),
+    ``"1e-4:1:16"``, ``"0.001,0.01"``, ``(low, high)`` or a list. ``optimizers``: None (the
+    recipe's own) or names/specs such as ``"sgd-momentum,adam,adamw(weight_decay=0.1)"``, torch
+    optimizer classes or ``(class, options)`` pairs. ``seeds``: seeds for the top
+    ``repeat_top`` rates. ``budget``: training steps per trial (default: the recipe's
+    ``budget_steps``) or ``epochs``.
+
+    ``storage``: a journal file path (default ``.lrkit/sweeps.journal``) or a database URL
+    (``postgresql://user:pass@host/db``). The same call resumes a stopped sweep, or joins one
+    that other workers run. ``study_name`` defaults to one derived from the problem; a stored
+    study with other settings is refused unless ``continue_study=True``. ``workers``: local
+    worker processes. ``strategy``: ``"refine"`` (bracket, then refine, with successive halving)
+    or ``"grid"`` (every rate to the full budget).
+    """
+    from lrkit.sweep import optuna_engine as engine
+
+    engine.require_optuna()
+    _positive_int(workers, "workers")
+    _positive_int(threads, "threads")
+    _positive_int(heartbeat_interval, "heartbeat_interval")
+    _positive_int(grace_period, "grace_period")
+    require(isinstance(band_tolerance, (int, float)) and band_tolerance >= 0,
+            f"band_tolerance must be a number >= 0, got {band_tolerance!r}")
+    require(study_name is None or (isinstance(study_name, str) and study_name.strip() != ""),
+            f"study_name must be a non-empty string, got {study_name!r}")
+    if workers > 1 and callable(problem) and not isinstance(problem, str):
+        _check_importable(problem)
+    handle = engine.StorageHandle(storage, heartbeat_interval=heartbeat_interval,
+                                  grace_period=grace_period, max_retries=max_retries)
+    handle.open()  # a storage that cannot be reached fails here, before anything is built
+    spec = build_spec(problem, lrs=lrs, points_per_decade=points_per_decade,
+                      optimizers=optimizers, seeds=seeds, budget=budget, epochs=epochs,
+                      strategy=strategy, stride=stride, eta=eta, rungs=rungs,
+                      repeat_top=repeat_top, diverge_factor=diverge_factor,
+                      tolerance=tolerance, max_retries=max_retries)
+    name = study_name or default_study_name(problem)
+    study = engine.open_study(handle, name, spec, create=True, continue_study=continue_study)
+    bar = _Progress(study, spec, progress)
+    try:
+        if workers == 1:
+            import torch
+
+            previous = torch.get_num_threads()
+            try:
+                engine.run_worker(handle, name, spec, threads=threads,
+                                  on_trial=lambda info: bar.refresh())
+            finally:
+                torch.set_num_threads(previous)
+        else:
+            engine.run_workers(handle, name, spec, workers, threads=threads,
+                               on_poll=bar.refresh)
+    finally:
+        bar.close()
+    return collect(study, spec.settings(), study_name=name, storage=handle.describe(),
+                   strategy=spec.strategy().describe(), band_tolerance=band_tolerance,
+                   diagnose=diagnose)
+
+
+def _check_importable(func: Callable) -> None:
+    import pickle
+
+    try:
+        pickle.dumps(func)
+    except Exception:
+        raise LrkitError(f"with workers > 1 the recipe {func!r} must be importable by worker "
+                         "processes: define it at module level (not a lambda or a local "
+                         "function), or give 'path/to/file.py:function'") from None
+
+
+class _Progress:
+    """A tqdm bar of trials done out of the trials expected, with the best so far."""
+
+    def __init__(self, study, spec: SweepSpec, enabled: bool | None) -> None:
+        from tqdm.auto import tqdm
+
+        self.study = study
+        self.spec = spec
+        if enabled is None:
+            enabled = sys.stderr.isatty()
+        self.bar = tqdm(total=0, desc=f"sweep {spec.problem_label}", unit="trial",
+                        disable=not enabled, dynamic_ncols=True, leave=True)
+        if enabled:
+            self.refresh()
+
+    def refresh(self) -> None:
+        if self.bar.disable:
+            return
+        from lrkit.sweep.optuna_engine import observe
+
+        trials = self.study.get_trials(deepcopy=False)
+        obs = observe(trials, self.spec)
+        plan = self.spec.strategy().plan(obs)
+        done = [o for o in obs if o.done]
+        counts: dict[str, int] = {}
+        for o in done:
+            counts[o.status] = counts.get(o.status, 0) + 1
+        self.bar.total = max(plan.expected_total, len(obs), len(done))
+        self.bar.n = len(done)
+        finished = [o for o in done if o.value is not None]
+        postfix = " ".join(f"{k}={v}" for k, v in sorted(counts.items()))
+        if finished:
+            best = min(finished, key=lambda o: o.value)
+            postfix += (f" best lr={self.spec.rates.values[best.point.index]:.3g}"
+                        f" ({self.spec.optimizers[best.point.group].label}) loss={best.value:.4f}")
+        running = sum(1 for o in obs if o.status == "running")
+        if running:
+            postfix += f" running={running}"
+        self.bar.set_postfix_str(postfix, refresh=False)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        self.refresh()
+        self.bar.close()
+
+
+def collect(study, settings: dict[str, Any], *, study_name: str = "", storage: str = "",
+            strategy: str = "", band_tolerance: float = 0.02, diagnose: bool = True
+            ) -> SweepResult:
+    """The :class:`SweepResult` of the stored trials that match ``settings``."""
+    from lrkit.sweep.optuna_engine import trial_status
+
+    keys = settings["optimizers"]
+    labels = settings.get("optimizer_labels", keys)
+    label_of = dict(zip(keys, labels))
+    rates = set(settings["rates"]["values"])
+    trials = study.get_trials(deepcopy=False)
+    retried = {n for u in trials for n in u.system_attrs.get("retry_history", [])}
+    records = []
+    for t in trials:
+        attrs = t.user_attrs
+        if (attrs.get("optimizer") not in label_of or attrs.get("lr") not in rates
+                or attrs.get("budget") != settings["budget"]
+                or not isinstance(attrs.get("seed"), int) or attrs["seed"] >= settings["seeds"]):
+            continue
+        result = attrs.get("result") or {}
+        status = trial_status(t)
+        error = attrs.get("error")
+        if status == "failed" and error is None:
+            error = "interrupted (its worker stopped)" + ("; retried" if t.number in retried else "")
+        records.append(TrialRecord(
+            number=t.number, optimizer=label_of[attrs["optimizer"]], lr=float(attrs["lr"]),
+            seed=attrs["seed"], status=status,
+            loss=t.value if status == "finished" else None,
+            val_loss=result.get("val_loss"), train_loss=result.get("train_loss"),
+            metric=result.get("metric"), metric_name=result.get("metric_name"),
+            steps=int(result.get("steps") or (max(t.intermediate_values) if t.intermediate_values else 0)),
+            seconds=result.get("seconds"), phase=attrs.get("phase"),
+            diverged_step=result.get("diverged_step"),
+            retry_of=t.system_attrs.get("failed_trial"), error=error,
+            curve=result.get("curve") or [], eval_curve=result.get("eval_curve") or [],
+            diagnosis_detail=result.get("diagnosis")))
+    return SweepResult(records, settings=settings, study_name=study_name, storage=storage,
+                       strategy=strategy, band_tolerance=band_tolerance, diagnose=diagnose)
+
+
+def load(storage: str | None = None, study_name: str | None = None, *,
+         band_tolerance: float = 0.02, diagnose: bool = True) -> SweepResult:
+    """Read a stored sweep without running anything (``study_name`` may be omitted when the
+    storage holds a single study)."""
+    from lrkit.sweep import optuna_engine as engine
+
+    optuna = engine.require_optuna()
+    handle = engine.StorageHandle(storage)
+    store = handle.open()
+    names = [s.study_name for s in optuna.get_all_study_summaries(store, include_best_trial=False)]
+    if study_name is None:
+        require(len(names) == 1, f"{handle.describe()} holds {len(names)} studies "
+                f"({', '.join(names) or 'none'}); name one with study_name=")
+        study_name = names[0]
+    require(study_name in names, f"no study {study_name!r} in {handle.describe()}; it holds: "
+            f"{', '.join(names) or 'none'}")
+    study = optuna.load_study(study_name=study_name, storage=store)
+    settings = study.user_attrs.get(engine.SETTINGS_ATTR)
+    require(settings is not None, f"study {study_name!r} was not made by lrkit sweep")
+    return collect(study, settings, study_name=study_name, storage=handle.describe(),
+                   band_tolerance=band_tolerance, diagnose=diagnose)
+
+
+__all__ = ["sweep", "load", "build_spec", "collect", "default_study_name", "lr_key"]

@@ -1,0 +1,112 @@
+"""A sweep's settings in one picklable object, shared by the engine, its workers and the results.
+
+The settings that define *which* trials a sweep holds (problem, rates, optimizers, seeds,
+budget, strategy) are stored with the study; a later run with other settings is refused unless
+told to continue. Trials are matched to the sweep by their key: optimizer, rate, seed, budget.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+from lrkit.sweep.space import OptimizerSpec, RateSpace, lr_key
+from lrkit.sweep.strategy import Point, Strategy
+from lrkit.sweep.trial import TrialConfig
+
+SETTINGS_VERSION = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepSpec:
+    problem: Any
+    problem_label: str
+    rates: RateSpace
+    optimizers: tuple[OptimizerSpec, ...]
+    budget: int
+    seeds: int = 1
+    mode: str = "refine"
+    stride: int = 4
+    eta: int = 3
+    rungs: int = 2
+    repeat_top: int = 3
+    diverge_factor: float = 10.0
+    tolerance: float = 0.02
+    max_retries: int = 3
+
+    def strategy(self) -> Strategy:
+        return Strategy(len(self.rates), len(self.optimizers), budget=self.budget,
+                        seeds=self.seeds, mode=self.mode, stride=self.stride, eta=self.eta,
+                        rungs=self.rungs, repeat_top=self.repeat_top, tolerance=self.tolerance)
+
+    def settings(self) -> dict[str, Any]:
+        """What identifies the sweep's trials; compared with the stored study's."""
+        return {
+            "version": SETTINGS_VERSION,
+            "problem": self.problem_label,
+            "rates": self.rates.to_dict(),
+            "optimizers": [o.key() for o in self.optimizers],
+            "optimizer_labels": [o.label for o in self.optimizers],
+            "budget": self.budget,
+            "seeds": self.seeds,
+            "strategy": {"mode": self.mode, "stride": self.stride, "eta": self.eta,
+                         "rungs": self.rungs, "repeat_top": self.repeat_top,
+                         "tolerance": self.tolerance},
+            "diverge_factor": self.diverge_factor,
+        }
+
+    def settings_json(self) -> str:
+        return json.dumps(self.settings(), sort_keys=True)
+
+    # -- trial keys --------------------------------------------------------------------------------
+    def trial_attrs(self, point: Point, order: int, phase: str, ref: int | None = None
+                    ) -> dict[str, Any]:
+        """The user attributes that tie a stored trial to its point (``ref``: the rate index of
+        the reference it is compared with at the rungs)."""
+        return {"optimizer": self.optimizers[point.group].key(),
+                "optimizer_label": self.optimizers[point.group].label,
+                "lr": lr_key(self.rates.values[point.index]), "seed": point.seed,
+                "budget": self.budget, "order": order, "phase": phase,
+                "ref_lr": None if ref is None else lr_key(self.rates.values[ref])}
+
+    def ref_of(self, attrs: dict[str, Any]) -> int | None:
+        return self._lookup()[1].get(attrs.get("ref_lr"))
+
+    def params(self, point: Point) -> dict[str, Any]:
+        """Optuna parameters of a trial. The optimizer is a user attribute, not a categorical
+        parameter, so that a continued study may change the list of optimizers."""
+        return {"lr": self.rates.values[point.index], "seed": point.seed}
+
+    def point_of(self, attrs: dict[str, Any]) -> Point | None:
+        """The point of a stored trial, or None when it does not belong to these settings."""
+        lookup = self._lookup()
+        if attrs.get("budget") != self.budget:
+            return None
+        group = lookup[0].get(attrs.get("optimizer"))
+        index = lookup[1].get(attrs.get("lr"))
+        seed = attrs.get("seed")
+        if group is None or index is None or not isinstance(seed, int) or not 0 <= seed < self.seeds:
+            return None
+        return Point(group, index, seed)
+
+    def _lookup(self):
+        cached = self.__dict__.get("_lookup_cache")
+        if cached is None:
+            cached = ({o.key(): g for g, o in enumerate(self.optimizers)}, self.rates.index_of())
+            object.__setattr__(self, "_lookup_cache", cached)
+        return cached
+
+    def trial_config(self, point: Point) -> TrialConfig:
+        strategy = self.strategy()
+        return TrialConfig(problem=self.problem, optimizer=self.optimizers[point.group],
+                           lr=self.rates.values[point.index], seed=point.seed, budget=self.budget,
+                           eval_steps=tuple(strategy.rung_steps),
+                           diverge_factor=self.diverge_factor)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("_lookup_cache", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)

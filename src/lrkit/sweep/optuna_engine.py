@@ -1,0 +1,698 @@
+"""Glue between the sweep (strategy + trial runner) and Optuna: study, storage, pruner, workers.
+
+* **Storage.** A path is an Optuna journal file (``JournalStorage`` over ``JournalFileBackend``,
+  no server); a URL (``postgresql://...``, ``sqlite:///...``) is an ``RDBStorage``. Either is a
+  normal Optuna study that ``optuna-dashboard`` and ``optuna.load_study`` read.
+* **Planning.** Each worker, under a planning lock shared by all workers of the study (a file lock
+  beside the journal, a PostgreSQL advisory lock, or a file lock beside a SQLite file), reads the
+  study, asks the strategy what to run and claims one trial (``enqueue_trial`` + ``ask``), so no
+  planned trial is run twice. Trials are run outside the lock.
+* **Crash recovery.** On RDB storage Optuna's heartbeat marks the trials of a dead worker failed
+  after the grace period and ``RetryHeartbeatStaleTrialCallback`` (``RetryFailedTrialCallback`` in
+  older Optuna) queues a retry. Optuna's journal storage has no heartbeat, so lrkit adds the
+  equivalent: every worker holds an exclusive ``flock`` on its own file in ``<journal>.workers/``
+  for its lifetime and records its id on each trial it claims; the kernel drops the lock when the
+  process dies (``kill -9`` included), so a running trial whose worker's lock is free is stale:
+  it is marked failed and retried with the same Optuna callback, at once, with no grace period.
+* **Pruning.** :class:`LrkitPruner` is an Optuna pruner that asks the strategy (successive
+  halving among trials of the same optimizer).
+"""
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import math
+import os
+import re
+import threading
+import time
+import uuid
+import warnings
+import zlib
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from lrkit.errors import LrkitError
+from lrkit.sweep.config import SweepSpec
+from lrkit.sweep.strategy import (DIVERGED, FAILED, FINISHED, PRUNED, RUNNING, WAITING,
+                                  Observation, Point)
+from lrkit.sweep.trial import run_trial
+
+SETTINGS_ATTR = "lrkit_settings"
+WORKER_ATTR = "lrkit_worker"
+DEFAULT_STORAGE = os.path.join(".lrkit", "sweeps.journal")
+HEARTBEAT_INTERVAL = 5
+HEARTBEAT_GRACE = 20
+
+
+def require_optuna():
+    try:
+        import optuna
+    except ImportError:
+        raise LrkitError("lrkit sweep needs Optuna: pip install 'lrkit[sweep]' "
+                         "(and 'lrkit[postgres]' for PostgreSQL storage)") from None
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna
+
+
+def _quiet_optuna_warnings() -> None:
+    warnings.filterwarnings("ignore", module=r"optuna(\..*)?")
+    try:
+        from optuna.exceptions import ExperimentalWarning
+
+        warnings.filterwarnings("ignore", category=ExperimentalWarning)
+    except ImportError:  # pragma: no cover
+        pass
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"optuna(\..*)?")
+
+
+def _retry_callback(max_retry: int):
+    from optuna import storages
+
+    cls = getattr(storages, "RetryHeartbeatStaleTrialCallback", None) or storages.RetryFailedTrialCallback
+    return cls(max_retry=max_retry)
+
+
+def mask_url(url: str) -> str:
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+
+
+# -- locks ---------------------------------------------------------------------------------------
+class FileLock:
+    """An exclusive ``flock`` on a file: released by the kernel when the process dies."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    def acquire(self, blocking: bool = True) -> bool:
+        import fcntl
+
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                return False
+            raise
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        import fcntl
+
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    def __enter__(self):
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+class _NullLock:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+
+class PostgresAdvisoryLock:
+    """A session-level ``pg_advisory_lock`` on one connection; freed if the worker dies."""
+
+    def __init__(self, url: str, name: str) -> None:
+        import sqlalchemy
+
+        self._engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool,
+                                                connect_args={"connect_timeout": 10})
+        self._conn = None
+        self._key = zlib.crc32(f"lrkit-sweep:{name}".encode()) - 2 ** 31
+        self._text = sqlalchemy.text
+
+    def __enter__(self):
+        if self._conn is None:
+            self._conn = self._engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        self._conn.execute(self._text("SELECT pg_advisory_lock(:k)"), {"k": self._key})
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._conn.execute(self._text("SELECT pg_advisory_unlock(:k)"), {"k": self._key})
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        self._engine.dispose()
+
+
+# -- storage -------------------------------------------------------------------------------------
+class StorageHandle:
+    """Where a sweep lives: a journal file path or a database URL. Picklable, so that worker
+    processes open their own connection."""
+
+    def __init__(self, location: str | None, *, heartbeat_interval: int = HEARTBEAT_INTERVAL,
+                 grace_period: int = HEARTBEAT_GRACE, max_retries: int = 3) -> None:
+        location = DEFAULT_STORAGE if location in (None, "") else str(location)
+        self.is_url = "://" in location
+        self.location = location if self.is_url else os.path.abspath(location)
+        self.heartbeat_interval = heartbeat_interval
+        self.grace_period = grace_period
+        self.max_retries = max_retries
+
+    @property
+    def kind(self) -> str:
+        return "rdb" if self.is_url else "journal"
+
+    @property
+    def dialect(self) -> str:
+        if not self.is_url:
+            return "journal"
+        dialect = self.location.split("://", 1)[0].split("+", 1)[0].lower()
+        return "postgresql" if dialect == "postgres" else dialect
+
+    def describe(self) -> str:
+        return mask_url(self.location) if self.is_url else self.location
+
+    @property
+    def url(self) -> str:
+        """The URL with an installed driver: a bare ``postgresql://`` means psycopg (3) to
+        SQLAlchemy 2.1 but psycopg2 to 2.0; use whichever is installed."""
+        import importlib.util
+
+        scheme, sep, rest = self.location.partition("://")
+        if scheme.lower() in ("postgresql", "postgres") and "+" not in scheme:
+            if importlib.util.find_spec("psycopg") is not None:
+                return f"postgresql+psycopg://{rest}"
+            if importlib.util.find_spec("psycopg2") is not None:
+                return f"postgresql+psycopg2://{rest}"
+        return self.location
+
+    def open(self):
+        """The Optuna storage object; a clear :class:`LrkitError` if it cannot be reached."""
+        optuna = require_optuna()
+        _quiet_optuna_warnings()
+        if not self.is_url:
+            return self._open_journal(optuna)
+        return self._open_rdb(optuna)
+
+    def _open_journal(self, optuna):
+        path = Path(self.location)
+        if path.is_dir():
+            raise LrkitError(f"storage {self.location!r} is a directory; give a journal file "
+                             "path such as sweeps.journal, or a database URL")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _repair_journal(str(path))
+        except OSError as exc:
+            raise LrkitError(f"cannot use journal file {self.location!r}: {exc}") from None
+        from optuna.storages import JournalStorage
+
+        try:
+            from optuna.storages.journal import JournalFileBackend
+        except ImportError:  # Optuna < 4.0
+            from optuna.storages import JournalFileStorage as JournalFileBackend
+        try:
+            return JournalStorage(JournalFileBackend(str(path), lock_obj=FileLock(str(path) + ".flock")))
+        except (ValueError, json.JSONDecodeError) as exc:
+            raise LrkitError(f"{self.location!r} is not an Optuna journal file ({exc})") from None
+
+    def _open_rdb(self, optuna):
+        dialect = self.dialect
+        engine_kwargs: dict[str, Any] = {}
+        if dialect in ("postgresql", "postgres"):
+            import importlib.util
+
+            if (importlib.util.find_spec("psycopg2") is None
+                    and importlib.util.find_spec("psycopg") is None):
+                raise LrkitError("PostgreSQL storage needs a driver: pip install "
+                                 "'lrkit[postgres]' (psycopg2)")
+            engine_kwargs["connect_args"] = {"connect_timeout": 10}
+        if dialect == "sqlite":
+            db = self.location.split(":///", 1)[-1]
+            if db and db != ":memory:" and not Path(db).parent.exists():
+                raise LrkitError(f"cannot reach storage {self.describe()}: directory "
+                                 f"{str(Path(db).parent)!r} does not exist")
+        retry = _retry_callback(self.max_retries)
+        options: dict[str, Any] = dict(heartbeat_interval=self.heartbeat_interval,
+                                       grace_period=self.grace_period)
+        import inspect
+
+        params = inspect.signature(optuna.storages.RDBStorage).parameters
+        options["heartbeat_stale_trial_callback" if "heartbeat_stale_trial_callback" in params
+                else "failed_trial_callback"] = retry
+        try:
+            return optuna.storages.RDBStorage(self.url, engine_kwargs=engine_kwargs, **options)
+        except ImportError as exc:
+            raise LrkitError(f"storage {self.describe()} needs a database driver: {exc}") from None
+        except Exception as exc:  # sqlalchemy errors: refused, unknown host, bad credentials
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise LrkitError(f"cannot reach storage {self.describe()}: {first}") from None
+
+    def planning_lock(self, study_name: str):
+        if not self.is_url:
+            return FileLock(self.location + ".plan.lock")
+        if self.dialect in ("postgresql", "postgres"):
+            return PostgresAdvisoryLock(self.url, study_name)
+        if self.dialect == "sqlite":
+            db = self.location.split(":///", 1)[-1]
+            if db and db != ":memory:":
+                return FileLock(os.path.abspath(db) + ".plan.lock")
+        warnings.warn(f"no cross-process lock for {self.dialect} storage: two workers may "
+                      "rarely run the same trial; use PostgreSQL or a journal file", stacklevel=2)
+        return _NullLock()
+
+    def liveness(self) -> "Liveness":
+        return JournalLiveness(self.location + ".workers") if not self.is_url else HeartbeatLiveness()
+
+
+def _repair_journal(path: str) -> None:
+    """Drop a torn last line (a write cut by ``kill -9``) so that the journal stays readable."""
+    if not os.path.exists(path) or os.path.getsize(path) == 0:
+        return
+    with open(path, "rb+") as f:
+        f.seek(-1, os.SEEK_END)
+        if f.read(1) == b"\n":
+            return
+        with FileLock(path + ".flock"):
+            data = f.seek(0) or f.read()
+            cut = data.rfind(b"\n") + 1
+            f.truncate(cut)
+
+
+# -- liveness of running trials ------------------------------------------------------------------
+class Liveness:
+    token: str = ""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+    def recover(self, study, spec: SweepSpec) -> list[int]:
+        return []
+
+    def heartbeat(self, study, trial):
+        return contextlib.nullcontext()
+
+
+class HeartbeatLiveness(Liveness):
+    """RDB storage: Optuna's heartbeat (this class runs the beat thread for ask/tell trials)."""
+
+    def __init__(self) -> None:
+        self.token = f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+    def recover(self, study, spec: SweepSpec) -> list[int]:
+        from optuna.storages import fail_stale_trials
+
+        before = {t.number for t in study.get_trials(deepcopy=False) if t.state.name == "RUNNING"}
+        fail_stale_trials(study)
+        after = {t.number for t in study.get_trials(deepcopy=False) if t.state.name == "RUNNING"}
+        return sorted(before - after)
+
+    @contextlib.contextmanager
+    def heartbeat(self, study, trial) -> Iterator[None]:
+        storage = study._storage
+        interval = storage.get_heartbeat_interval() if hasattr(storage, "get_heartbeat_interval") else None
+        if not interval:
+            yield
+            return
+        stop = threading.Event()
+        trial_id = trial._trial_id
+
+        def beat() -> None:
+            while True:
+                with contextlib.suppress(Exception):
+                    storage.record_heartbeat(trial_id)
+                if stop.wait(interval):
+                    return
+
+        thread = threading.Thread(target=beat, daemon=True, name="lrkit-heartbeat")
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+
+
+class JournalLiveness(Liveness):
+    """Journal storage: one ``flock``-ed file per live worker (see the module docstring)."""
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+        self.token = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        self._lock: FileLock | None = None
+
+    def __enter__(self):
+        os.makedirs(self.directory, exist_ok=True)
+        self._lock = FileLock(os.path.join(self.directory, self.token))
+        self._lock.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            with contextlib.suppress(OSError):
+                os.remove(self._lock.path)
+            self._lock = None
+
+    def alive(self, token: str) -> bool:
+        if token == self.token:
+            return True
+        probe = FileLock(os.path.join(self.directory, os.path.basename(token)))
+        if probe.acquire(blocking=False):
+            probe.release()
+            with contextlib.suppress(OSError):
+                os.remove(probe.path)
+            return False
+        return True
+
+    def recover(self, study, spec: SweepSpec) -> list[int]:
+        """Fail and retry the running trials whose worker is gone. Called under the planning
+        lock, so every live worker has already recorded its id on the trial it claimed."""
+        from optuna.exceptions import UpdateFinishedTrialError
+        from optuna.trial import TrialState
+
+        recovered = []
+        retry = _retry_callback(spec.max_retries)
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            token = trial.system_attrs.get(WORKER_ATTR)
+            if token is not None and self.alive(token):
+                continue
+            try:
+                study.tell(trial.number, state=TrialState.FAIL)
+            except (UpdateFinishedTrialError, ValueError, RuntimeError):
+                continue
+            failed = study.get_trials(deepcopy=True)[trial.number]
+            retry(study, failed)
+            recovered.append(trial.number)
+        return recovered
+
+
+# -- reading the study ---------------------------------------------------------------------------
+_STATUS_RANK = {FINISHED: 0, DIVERGED: 0, PRUNED: 0, RUNNING: 1, WAITING: 2, FAILED: 3}
+
+
+def trial_status(trial) -> str:
+    state = trial.state.name
+    if state == "COMPLETE":
+        return FINISHED
+    if state == "PRUNED":
+        return DIVERGED if trial.user_attrs.get("status") == DIVERGED else PRUNED
+    return {"RUNNING": RUNNING, "WAITING": WAITING}.get(state, FAILED)
+
+
+def observe(trials, spec: SweepSpec) -> list[Observation]:
+    """One :class:`Observation` per point of ``spec`` among the stored ``trials``.
+
+    A point's finished attempt wins over a running one, which wins over a queued one. A point
+    whose only attempts failed is left out (so the strategy plans it again) until it has failed
+    ``max_retries + 1`` times; then it counts as failed.
+    """
+    best: dict[Point, Observation] = {}
+    failures: dict[Point, int] = {}
+    for trial in trials:
+        point = spec.point_of(trial.user_attrs)
+        if point is None:
+            continue
+        status = trial_status(trial)
+        if status == FAILED:
+            failures[point] = failures.get(point, 0) + 1
+            continue
+        obs = Observation(point, status,
+                          value=trial.value if status == FINISHED else None,
+                          rungs={int(k): float(v) for k, v in trial.intermediate_values.items()},
+                          order=int(trial.user_attrs.get("order", 0)))
+        current = best.get(point)
+        if current is None or _STATUS_RANK[status] < _STATUS_RANK[current.status]:
+            best[point] = obs
+    for point, count in failures.items():
+        if point not in best and count > spec.max_retries:
+            best[point] = Observation(point, FAILED, order=10 ** 9)
+    return list(best.values())
+
+
+class LrkitPruner:
+    """An Optuna pruner (``optuna.pruners.BasePruner`` interface) that applies the strategy's
+    successive halving among the trials of the same optimizer."""
+
+    def __init__(self, spec: SweepSpec) -> None:
+        self.spec = spec
+        self.strategy = spec.strategy()
+
+    def prune(self, study, trial) -> bool:
+        step = trial.last_step
+        if step is None:
+            return False
+        point = self.spec.point_of(trial.user_attrs)
+        if point is None:
+            return False
+        ref = self.spec.ref_of(trial.user_attrs)
+        if ref is None:
+            return False
+        value = trial.intermediate_values[step]
+        others = [t for t in study.get_trials(deepcopy=False) if t.number != trial.number]
+        return self.strategy.should_prune(point, ref, step, value, observe(others, self.spec))
+
+
+def _make_pruner(spec: SweepSpec):
+    import optuna
+
+    class _Pruner(LrkitPruner, optuna.pruners.BasePruner):
+        pass
+
+    return _Pruner(spec)
+
+
+# -- study ---------------------------------------------------------------------------------------
+def open_study(handle: StorageHandle, study_name: str, spec: SweepSpec, *, create: bool,
+               continue_study: bool = False):
+    """Create or load the study and check that its stored settings match ``spec``'s."""
+    optuna = require_optuna()
+    storage = handle.open()
+    sampler = optuna.samplers.RandomSampler(seed=0)
+    pruner = _make_pruner(spec)
+    lock = handle.planning_lock(study_name)
+    try:
+        with lock:
+            if create:
+                study = optuna.create_study(study_name=study_name, storage=storage,
+                                            sampler=sampler, pruner=pruner, direction="minimize",
+                                            load_if_exists=True)
+                stored = study.user_attrs.get(SETTINGS_ATTR)
+                wanted = spec.settings()
+                if stored is None:
+                    study.set_user_attr(SETTINGS_ATTR, wanted)
+                    study.set_user_attr("lrkit_problem", spec.problem_label)
+                elif stored != wanted:
+                    if not continue_study:
+                        raise LrkitError(_mismatch_message(study_name, handle, stored, wanted))
+                    study.set_user_attr(SETTINGS_ATTR, wanted)
+            else:
+                study = optuna.load_study(study_name=study_name, storage=storage, sampler=sampler,
+                                          pruner=pruner)
+    finally:
+        if isinstance(lock, PostgresAdvisoryLock):
+            lock.close()
+    return study
+
+
+def _mismatch_message(name: str, handle: StorageHandle, stored: dict, wanted: dict) -> str:
+    differences = []
+    for key in sorted(set(stored) | set(wanted)):
+        if stored.get(key) != wanted.get(key):
+            old, new = stored.get(key), wanted.get(key)
+            if key == "rates":
+                old = f"{len(old['values'])} rates {old['values'][0]}..{old['values'][-1]}" if old else old
+                new = f"{len(new['values'])} rates {new['values'][0]}..{new['values'][-1]}"
+            differences.append(f"{key}: stored {old!r}, now {new!r}")
+    return (f"study {name!r} in {handle.describe()} was started with other settings ("
+            + "; ".join(differences) + "). Continue it with the new settings (trials that match "
+            "are reused) with --continue / continue_study=True, or start another with "
+            "--study-name / study_name=")
+
+
+# -- one worker ----------------------------------------------------------------------------------
+def _claim(study, spec: SweepSpec, liveness: Liveness, speculate: bool = True):
+    """Under the planning lock: recover stale trials, plan, and claim one trial to run: a queued
+    retry first, else the plan's next trial, else (``speculate``, while the plan waits for
+    other workers) a trial that the plan is likely to need next.
+
+    Returns ``(trial, plan)``; ``trial`` is None when there is nothing to run right now.
+    """
+    from optuna.trial import TrialState
+
+    liveness.recover(study, spec)
+    trials = study.get_trials(deepcopy=False)
+    plan = spec.strategy().plan(observe(trials, spec))
+    if plan.done:
+        return None, plan
+    waiting = [t for t in trials if t.state == TrialState.WAITING
+               and spec.point_of(t.user_attrs) is not None]
+    if not waiting:
+        candidates = plan.proposals or (plan.speculative if speculate else [])
+        if not candidates:
+            return None, plan
+        proposal = candidates[0]
+        study.enqueue_trial(spec.params(proposal.point),
+                            user_attrs=spec.trial_attrs(proposal.point, proposal.order,
+                                                        proposal.phase, proposal.ref))
+    trial = study.ask()
+    study._storage.set_trial_system_attr(trial._trial_id, WORKER_ATTR, liveness.token)
+    return trial, plan
+
+
+def _execute(study, trial, spec: SweepSpec, liveness: Liveness) -> dict[str, Any]:
+    """Run one claimed trial and tell Optuna how it ended."""
+    from optuna.trial import TrialState
+
+    point = spec.point_of(trial.user_attrs)
+    if point is None:  # a queued trial of other settings or another tool: not ours to run
+        study.tell(trial, state=TrialState.FAIL)
+        return {"status": FAILED, "number": trial.number}
+    low, high = spec.rates.low, spec.rates.high
+    trial.suggest_float("lr", low, high, log=True)
+    trial.suggest_int("seed", 0, max(spec.seeds - 1, 0))
+    config = spec.trial_config(point)
+
+    def report(step: int, value: float) -> bool:
+        trial.report(value, step)
+        return trial.should_prune()
+
+    try:
+        with liveness.heartbeat(study, trial):
+            outcome = run_trial(config, report)
+    except KeyboardInterrupt:
+        with contextlib.suppress(Exception):
+            study.tell(trial, state=TrialState.FAIL)
+        raise
+    except Exception as exc:
+        with contextlib.suppress(Exception):
+            trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
+            study.tell(trial, state=TrialState.FAIL)
+        opt = spec.optimizers[point.group].label
+        raise LrkitError(
+            f"trial {trial.number} (optimizer {opt}, lr {config.lr:.4g}, seed {point.seed}) "
+            f"failed: {type(exc).__name__}: {exc}. It is recorded as failed; fix the cause and "
+            "run the same command again to retry it") from exc
+    result = outcome.to_dict()
+    status = result.pop("status")
+    result = {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+              for k, v in result.items()}
+    trial.set_user_attr("status", status)
+    trial.set_user_attr("result", result)
+    if status == FINISHED:
+        study.tell(trial, outcome.objective)
+    else:
+        study.tell(trial, state=TrialState.PRUNED)
+    return {"status": status, "number": trial.number, "point": point,
+            "objective": outcome.objective, "steps": outcome.steps}
+
+
+def run_worker(handle: StorageHandle, study_name: str, spec: SweepSpec, *,
+               on_trial: Callable[[dict[str, Any]], None] | None = None,
+               poll_seconds: float = 0.25, max_trials: int | None = None,
+               threads: int | None = 1, speculate: bool = True) -> int:
+    """Run trials of the study until the strategy says the sweep is done; returns how many
+    trials this worker ran. Several workers (processes, machines) may run this at once."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    study = open_study(handle, study_name, spec, create=False)
+    lock = handle.planning_lock(study_name)
+    ran = 0
+    try:
+        with handle.liveness() as liveness:
+            while max_trials is None or ran < max_trials:
+                with lock:
+                    trial, plan = _claim(study, spec, liveness, speculate)
+                if plan.done:
+                    break
+                if trial is None:
+                    time.sleep(poll_seconds)
+                    continue
+                info = _execute(study, trial, spec, liveness)
+                ran += 1
+                if on_trial is not None:
+                    on_trial(info)
+    finally:
+        if isinstance(lock, PostgresAdvisoryLock):
+            lock.close()
+    return ran
+
+
+def _worker_process(handle: StorageHandle, study_name: str, spec: SweepSpec, threads: int,
+                    parent: int) -> None:
+    """Entry point of a ``--workers N`` process: dies with its parent (Linux), runs trials."""
+    import signal
+    import sys
+
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:
+            os._exit(1)
+    try:
+        run_worker(handle, study_name, spec, threads=threads)
+    except LrkitError as exc:
+        print(f"lrkit sweep worker: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+def run_workers(handle: StorageHandle, study_name: str, spec: SweepSpec, workers: int, *,
+                threads: int = 1, on_poll: Callable[[], None] | None = None,
+                poll_seconds: float = 0.5) -> None:
+    """Run ``workers`` worker processes on one machine and wait for them."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    processes = [context.Process(target=_worker_process, name=f"lrkit-sweep-{i}",
+                                 args=(handle, study_name, spec, threads, os.getpid()))
+                 for i in range(workers)]
+    import sys
+
+    # spawn re-imports the parent's main script in each child. Only a recipe defined there needs
+    # it; otherwise hide the script, so that a script without an ``if __name__ == "__main__":``
+    # guard (or one read from stdin) does not run again in every worker.
+    main = sys.modules.get("__main__")
+    hide = main is not None and getattr(spec.problem, "__module__", None) != "__main__"
+    saved = {k: main.__dict__[k] for k in ("__file__", "__spec__") if hide and k in main.__dict__}
+    try:
+        if hide:
+            main.__spec__ = None
+            main.__dict__.pop("__file__", None)
+        for process in processes:
+            process.start()
+    finally:
+        if hide:
+            main.__dict__.update(saved)
+    try:
+        while any(p.is_alive() for p in processes):
+            if on_poll is not None:
+                on_poll()
+            for p in processes:
+                p.join(timeout=poll_seconds / len(processes))
+    except BaseException:
+        for p in processes:
+            if p.is_alive():
+                p.terminate()
+        for p in processes:
+            p.join(timeout=10)
+        raise
+    if on_poll is not None:
+        on_poll()
+    failed = [p for p in processes if p.exitcode not in (0, None)]
+    if failed:
+        codes = ", ".join(f"{p.name} exit {p.exitcode}" for p in failed)
+        raise LrkitError(f"{len(failed)} of {workers} worker processes failed ({codes}); "
+                         "see their errors above. Rerun the same command to resume.")

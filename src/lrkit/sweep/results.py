@@ -1,0 +1,391 @@
+"""What a sweep found: a ranked table, the best rate and the band of near-best rates, the seed
+comparison, plots, per-trial curves and diagnoses, CSV and JSON export."""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import math
+import statistics
+from pathlib import Path
+from typing import Any, Iterable
+
+from lrkit.errors import LrkitError
+
+FINISHED, PRUNED, DIVERGED = "finished", "pruned", "diverged"
+_RANK = {FINISHED: 0, PRUNED: 1, DIVERGED: 2, "failed": 3, "running": 4, "waiting": 5}
+
+
+@dataclasses.dataclass
+class TrialRecord:
+    """One stored trial (one attempt at one point)."""
+
+    number: int
+    optimizer: str
+    lr: float
+    seed: int
+    status: str
+    loss: float | None = None
+    val_loss: float | None = None
+    train_loss: float | None = None
+    metric: float | None = None
+    metric_name: str | None = None
+    steps: int = 0
+    seconds: float | None = None
+    phase: str | None = None
+    diverged_step: int | None = None
+    retry_of: int | None = None
+    error: str | None = None
+    curve: list[list[float]] = dataclasses.field(default_factory=list)
+    eval_curve: list[list[float]] = dataclasses.field(default_factory=list)
+    diagnosis: str | None = None
+    diagnosis_detail: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class PointSummary:
+    """One (optimizer, rate) over its seeds: ``loss`` is the mean final loss of the finished
+    seeds, ``loss_sd`` their standard deviation (None with one seed)."""
+
+    optimizer: str
+    lr: float
+    status: str
+    loss: float | None
+    loss_sd: float | None
+    seeds: int
+    losses: list[float]
+    metric: float | None
+    steps: int
+    trials: list[int]
+    diagnosis: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+def _diagnosis_text(found: dict[str, Any] | None) -> str | None:
+    if not found or not found.get("verdict"):
+        return None
+    text = str(found["verdict"])
+    advice = str(found.get("recommendation") or "")
+    extra = ["keep" if advice.startswith("keep") else advice.split(" ")[0]] if advice else []
+    if isinstance(found.get("confidence"), (int, float)):
+        extra.append(f"{found['confidence']:.0%}")
+    return text + (f" ({', '.join(extra)})" if extra else "")
+
+
+class SweepResult:
+    """The trials of one sweep (only those matching its settings) and what they show."""
+
+    def __init__(self, records: Iterable[TrialRecord], *, settings: dict[str, Any],
+                 study_name: str = "", storage: str = "", strategy: str = "",
+                 band_tolerance: float = 0.02, diagnose: bool = True) -> None:
+        self.records = sorted(records, key=lambda r: r.number)
+        self.settings = settings
+        self.study_name = study_name
+        self.storage = storage
+        self.strategy = strategy
+        self.band_tolerance = band_tolerance
+        self._points: list[PointSummary] | None = None
+        for record in self.records:
+            if not diagnose:
+                record.diagnosis = record.diagnosis_detail = None
+            elif record.diagnosis is None:
+                record.diagnosis = _diagnosis_text(record.diagnosis_detail)
+
+    # -- aggregation -------------------------------------------------------------------------------
+    @property
+    def optimizers(self) -> list[str]:
+        labels = self.settings.get("optimizer_labels")
+        return list(labels) if labels else sorted({r.optimizer for r in self.records})
+
+    @property
+    def total_steps(self) -> int:
+        """Training steps used by every attempt, interrupted ones included."""
+        return sum(r.steps for r in self.records)
+
+    def completed(self) -> list[TrialRecord]:
+        """One final attempt per (optimizer, rate, seed): finished, pruned, diverged or failed."""
+        chosen: dict[tuple, TrialRecord] = {}
+        for r in self.records:
+            key = (r.optimizer, r.lr, r.seed)
+            if key not in chosen or _RANK[r.status] < _RANK[chosen[key].status]:
+                chosen[key] = r
+        return sorted(chosen.values(), key=lambda r: (r.optimizer, r.lr, r.seed))
+
+    def points(self) -> list[PointSummary]:
+        """One row per (optimizer, rate), ranked: finished by mean loss, then pruned, diverged."""
+        if self._points is None:
+            self._points = self._aggregate()
+        return list(self._points)
+
+    def _aggregate(self) -> list[PointSummary]:
+        groups: dict[tuple[str, float], list[TrialRecord]] = {}
+        for r in self.completed():
+            groups.setdefault((r.optimizer, r.lr), []).append(r)
+        rows = []
+        for (opt, lr), recs in groups.items():
+            done = [r for r in recs if r.status == FINISHED and r.loss is not None]
+            losses = [r.loss for r in done]
+            metrics = [r.metric for r in done if r.metric is not None]
+            status = min((r.status for r in recs), key=lambda s: _RANK[s])
+            rows.append(PointSummary(
+                optimizer=opt, lr=lr, status=status,
+                loss=statistics.fmean(losses) if losses else None,
+                loss_sd=statistics.stdev(losses) if len(losses) > 1 else None,
+                seeds=len(losses), losses=losses,
+                metric=statistics.fmean(metrics) if metrics else None,
+                steps=sum(r.steps for r in recs), trials=[r.number for r in recs],
+                diagnosis=next((r.diagnosis for r in recs if r.diagnosis), None)))
+        return sorted(rows, key=lambda p: (_RANK[p.status],
+                                           p.loss if p.loss is not None else math.inf, -p.lr))
+
+    @property
+    def best(self) -> PointSummary | None:
+        """The finished point with the lowest mean loss (over seeds where repeated)."""
+        finished = [p for p in self.points() if p.status == FINISHED and p.loss is not None]
+        return finished[0] if finished else None
+
+    @property
+    def best_lr(self) -> float | None:
+        return self.best.lr if self.best else None
+
+    def best_by_optimizer(self) -> dict[str, PointSummary]:
+        out: dict[str, PointSummary] = {}
+        for p in self.points():
+            if p.status == FINISHED and p.loss is not None and p.optimizer not in out:
+                out[p.optimizer] = p
+        return out
+
+    def diverged_from(self, optimizer: str) -> float | None:
+        """The lowest rate at which ``optimizer`` diverged: the region above is infeasible."""
+        lrs = [r.lr for r in self.records if r.optimizer == optimizer and r.status == DIVERGED]
+        return min(lrs) if lrs else None
+
+    def band(self, optimizer: str | None = None, tolerance: float | None = None
+             ) -> tuple[float, float] | None:
+        """The contiguous range of rates around the best (of ``optimizer``, default the overall
+        best's) whose loss is within ``tolerance`` (relative, default 2%) of the best's; a
+        pruned or diverged rate in between ends the band."""
+        tolerance = self.band_tolerance if tolerance is None else tolerance
+        best = self.best_by_optimizer().get(optimizer) if optimizer else self.best
+        if best is None:
+            return None
+        rows = sorted((p for p in self.points() if p.optimizer == best.optimizer),
+                      key=lambda p: p.lr)
+        limit = best.loss + tolerance * abs(best.loss)
+
+        def near(p: PointSummary) -> bool:
+            return p.status == FINISHED and p.loss is not None and p.loss <= limit
+
+        i = next(k for k, p in enumerate(rows) if p.lr == best.lr)
+        lo = hi = i
+        while lo - 1 >= 0 and near(rows[lo - 1]):
+            lo -= 1
+        while hi + 1 < len(rows) and near(rows[hi + 1]):
+            hi += 1
+        return rows[lo].lr, rows[hi].lr
+
+    def seed_comparison(self) -> dict[str, Any] | None:
+        """Best against runner-up (same optimizer first, else overall) over their seeds: whether
+        the difference of mean losses exceeds twice its standard error from seed noise."""
+        ranked = [p for p in self.points() if p.status == FINISHED and p.seeds >= 2]
+        if len(ranked) < 2:
+            return None
+        first, second = ranked[0], ranked[1]
+        se = math.sqrt((first.loss_sd or 0) ** 2 / first.seeds
+                       + (second.loss_sd or 0) ** 2 / second.seeds)
+        diff = second.loss - first.loss
+        return {"best": {"optimizer": first.optimizer, "lr": first.lr, "loss": first.loss,
+                         "sd": first.loss_sd, "seeds": first.seeds},
+                "runner_up": {"optimizer": second.optimizer, "lr": second.lr,
+                              "loss": second.loss, "sd": second.loss_sd, "seeds": second.seeds},
+                "difference": diff, "standard_error": se,
+                "significant": bool(diff > 2 * se) if se > 0 else bool(diff > 0)}
+
+    # -- text -------------------------------------------------------------------------------------
+    def table(self, max_rows: int | None = None) -> str:
+        rows = self.points()
+        if max_rows is not None:
+            rows = rows[:max_rows]
+        metric_name = next((r.metric_name for r in self.records if r.metric_name), None)
+        head = ["rank", "optimizer", "lr", "loss", "+/- sd", "seeds", metric_name or "metric",
+                "steps", "status", "diagnosis"]
+        lines = []
+        for k, p in enumerate(rows, start=1):
+            lines.append([str(k), p.optimizer, f"{p.lr:.3g}",
+                          f"{p.loss:.4f}" if p.loss is not None else "-",
+                          f"{p.loss_sd:.4f}" if p.loss_sd is not None else "",
+                          str(p.seeds) if p.seeds else "", f"{p.metric:.4f}" if p.metric is not None else "-",
+                          str(p.steps), p.status, p.diagnosis or ""])
+        widths = [max(len(h), *(len(l[i]) for l in lines)) if lines else len(h)
+                  for i, h in enumerate(head)]
+        out = ["  ".join(h.ljust(w) for h, w in zip(head, widths))]
+        out += ["  ".join(c.ljust(w) for c, w in zip(l, widths)) for l in lines]
+        return "\n".join(out)
+
+    def summary(self) -> str:
+        best = self.best
+        counts: dict[str, int] = {}
+        for r in self.completed():
+            counts[r.status] = counts.get(r.status, 0) + 1
+        lines = [f"sweep {self.study_name!r}: {len(self.completed())} trials ("
+                 + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
+                 + f"), {self.total_steps} training steps"]
+        if best is None:
+            lines.append("no trial finished: every rate diverged or failed; lower the range")
+            return "\n".join(lines)
+        band = self.band()
+        lines.append(f"best: lr={best.lr:.3g} with {best.optimizer} (loss {best.loss:.4f}"
+                     + (f" +/- {best.loss_sd:.4f} over {best.seeds} seeds" if best.loss_sd else "")
+                     + ")")
+        if band:
+            lines.append(f"near-best band (loss within {self.band_tolerance:.0%}): "
+                         f"{band[0]:.3g} .. {band[1]:.3g}")
+        per_opt = self.best_by_optimizer()
+        if len(per_opt) > 1:
+            for opt, p in per_opt.items():
+                b = self.band(opt)
+                lines.append(f"  {opt}: best lr {p.lr:.3g} (loss {p.loss:.4f}), band "
+                             f"{b[0]:.3g} .. {b[1]:.3g}")
+        for opt in self.optimizers:
+            d = self.diverged_from(opt)
+            if d is not None:
+                lines.append(f"  {opt} diverged at lr >= {d:.3g}")
+        cmp = self.seed_comparison()
+        if cmp is not None:
+            verdict = "exceeds" if cmp["significant"] else "is within"
+            lines.append(f"seeds: best vs runner-up ({cmp['runner_up']['optimizer']} lr "
+                         f"{cmp['runner_up']['lr']:.3g}) differ by {cmp['difference']:.4f}, which "
+                         f"{verdict} seed noise (2 x standard error {cmp['standard_error']:.4f})")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        best = self.best
+        tail = f"best lr={best.lr:.3g} ({best.optimizer})" if best else "no finished trial"
+        return f"<SweepResult {self.study_name!r}: {len(self.completed())} trials, {tail}>"
+
+    # -- export -----------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        best = self.best
+        return _clean({
+            "study_name": self.study_name, "storage": self.storage, "strategy": self.strategy,
+            "settings": self.settings,
+            "best": best.to_dict() if best else None,
+            "band": list(self.band()) if self.band() else None,
+            "band_tolerance": self.band_tolerance,
+            "best_by_optimizer": {k: v.to_dict() for k, v in self.best_by_optimizer().items()},
+            "bands_by_optimizer": {k: list(self.band(k)) for k in self.best_by_optimizer()},
+            "diverged_from": {o: self.diverged_from(o) for o in self.optimizers},
+            "seed_comparison": self.seed_comparison(),
+            "total_steps": self.total_steps,
+            "points": [p.to_dict() for p in self.points()],
+            "trials": [r.to_dict() for r in self.records],
+        })
+
+    def to_json(self, path: str | Path | None = None, *, indent: int | None = 1) -> str:
+        text = json.dumps(self.to_dict(), indent=indent)
+        if path is not None:
+            Path(path).write_text(text + "\n")
+        return text
+
+    CSV_FIELDS = ("number", "optimizer", "lr", "seed", "status", "loss", "val_loss", "train_loss",
+                  "metric", "metric_name", "steps", "seconds", "phase", "diverged_step",
+                  "retry_of", "error", "diagnosis")
+
+    def to_csv(self, path: str | Path | None = None) -> str:
+        """One row per trial attempt (curves are in the JSON export)."""
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=self.CSV_FIELDS)
+        writer.writeheader()
+        for r in self.records:
+            row = r.to_dict()
+            writer.writerow({k: ("" if row[k] is None else row[k]) for k in self.CSV_FIELDS})
+        text = buffer.getvalue()
+        if path is not None:
+            Path(path).write_text(text)
+        return text
+
+    # -- plots ------------------------------------------------------------------------------------
+    def plot(self, path: str | Path | None = None, *, curves: bool = True):
+        """Loss against rate per optimizer (log x; pruned as open markers; the diverged region
+        shaded) and, with ``curves``, every trial's training curve coloured by rate."""
+        try:
+            import matplotlib.pyplot as plt
+        except ImportError:  # pragma: no cover - matplotlib is a dependency
+            raise LrkitError("plotting needs matplotlib") from None
+        ncols = 2 if curves else 1
+        fig, axes = plt.subplots(1, ncols, figsize=(6.5 * ncols, 4.5), squeeze=False)
+        ax = axes[0][0]
+        colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+        high = max((r.lr for r in self.records), default=1.0)
+        for k, opt in enumerate(self.optimizers):
+            color = colors[k % len(colors)]
+            rows = sorted((p for p in self.points() if p.optimizer == opt), key=lambda p: p.lr)
+            fin = [p for p in rows if p.status == FINISHED and p.loss is not None]
+            if fin:
+                ax.errorbar([p.lr for p in fin], [p.loss for p in fin],
+                            yerr=[p.loss_sd or 0 for p in fin], marker="o", color=color,
+                            label=f"{opt} (finished)", capsize=3)
+            pruned = [r for r in self.completed() if r.optimizer == opt and r.status == PRUNED
+                      and r.eval_curve]
+            if pruned:
+                ax.scatter([r.lr for r in pruned], [r.eval_curve[-1][1] for r in pruned],
+                           facecolors="none", edgecolors=color, marker="s",
+                           label=f"{opt} (pruned, value when stopped)")
+            d = self.diverged_from(opt)
+            if d is not None:
+                ax.axvspan(d, max(high, d) * 1.5, color=color, alpha=0.12,
+                           label=f"{opt} diverged (lr >= {d:.3g})")
+        best = self.best
+        if best is not None:
+            ax.axvline(best.lr, color="k", ls="--", lw=1, label=f"best {best.lr:.3g}")
+            band = self.band()
+            if band and band[0] < band[1]:
+                ax.axvspan(band[0], band[1], color="green", alpha=0.08, label="near-best band")
+        ax.set_xscale("log")
+        ax.set_xlabel("learning rate")
+        ax.set_ylabel("final loss" + (" (validation)" if any(r.val_loss is not None for r in self.records) else ""))
+        ax.set_title(f"sweep {self.study_name}")
+        ax.legend(fontsize=7)
+        if curves:
+            import numpy as np
+
+            cax = axes[0][1]
+            finite = [r for r in self.completed() if r.curve]
+            if finite:
+                lrs = np.log10([r.lr for r in finite])
+                norm = plt.Normalize(lrs.min(), lrs.max() if lrs.max() > lrs.min() else lrs.min() + 1)
+                cmap = plt.get_cmap("viridis")
+                for r, l in zip(finite, lrs):
+                    xs = [c[0] for c in r.curve]
+                    ys = [c[1] if math.isfinite(c[1]) else np.nan for c in r.curve]
+                    style = {"finished": "-", "pruned": ":", "diverged": "--"}.get(r.status, "-")
+                    cax.plot(xs, ys, style, color=cmap(norm(l)), lw=1)
+                sm = plt.cm.ScalarMappable(norm=norm, cmap=cmap)
+                fig.colorbar(sm, ax=cax, label="log10 lr")
+                values = [c[1] for r in finite for c in r.curve if math.isfinite(c[1])]
+                if values and min(values) > 0:
+                    cax.set_yscale("log")
+            cax.set_xlabel("step")
+            cax.set_ylabel("training loss (window mean)")
+            cax.set_title("trial curves (dotted: pruned, dashed: diverged)")
+        fig.tight_layout()
+        if path is not None:
+            fig.savefig(path, dpi=120)
+            plt.close(fig)
+        return fig

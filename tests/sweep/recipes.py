@@ -1,0 +1,44 @@
+"""Recipes for the sweep tests (used as ``tests/sweep/recipes.py:NAME``)."""
+from __future__ import annotations
+
+import os
+import time
+
+from lrkit import examples
+
+
+class SlowLoader:
+    """A loader that sleeps before each batch, so that a test can stop a sweep mid-trial."""
+
+    def __init__(self, loader, delay: float) -> None:
+        self.loader = loader
+        self.delay = delay
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        for batch in self.loader:
+            time.sleep(self.delay)
+            yield batch
+
+
+def slow_wine(seed: int = 0):
+    """wine-logreg, ``LRKIT_TEST_DELAY`` seconds (default 0.003) slower per batch; the numbers are
+    exactly those of the built-in example."""
+    problem = examples.build("wine-logreg", seed=seed)
+    delay = float(os.environ.get("LRKIT_TEST_DELAY", "0.003"))
+    if delay > 0:
+        problem.train_loader = SlowLoader(problem.train_loader, delay)
+    return problem
+
+
+def broken(seed: int = 0):
+    """A recipe whose training raises, to check that a failing trial stops the sweep clearly."""
+    problem = examples.build("wine-logreg", seed=seed)
+
+    def loss_fn(model, batch):
+        raise RuntimeError("boom from the recipe")
+
+    problem.loss_fn = loss_fn
+    return problem

@@ -1,0 +1,85 @@
+"""``lrkit sweep`` on the command line, and every kind of bad input."""
+import json
+import os
+import time
+
+import pytest
+
+from lrkit.cli import main
+
+SMALL = ["--lrs", "1e-3:1", "--points-per-decade", "4", "--budget", "60", "--no-progress"]
+
+
+def test_cli_sweep_writes_table_plot_csv_json(journal, tmp_path, capsys):
+    code = main(["sweep", "wine-logreg", *SMALL, "--storage", journal,
+                 "--plot", str(tmp_path / "s.png"), "--csv", str(tmp_path / "s.csv"),
+                 "--json", str(tmp_path / "s.json")])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "rank" in out and "best: lr=" in out and "optuna-dashboard" in out
+    assert (tmp_path / "s.png").exists() and (tmp_path / "s.csv").read_text().startswith("number,")
+    data = json.loads((tmp_path / "s.json").read_text())
+    assert data["best"]["lr"] > 0
+    # the same command resumes (here: finds everything done); --json alone prints JSON
+    assert main(["sweep", "wine-logreg", *SMALL, "--storage", journal, "--json"]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["best"] == data["best"] and len(again["trials"]) == len(data["trials"])
+    assert main(["sweep", "wine-logreg", "--storage", journal, "--report"]) == 0
+    assert "best: lr=" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--lrs", "1:1e-3"], "inverted"),
+    (["--lrs", "1e-2:1e-2"], "empty"),
+    (["--lrs", ""], "empty"),
+    (["--lrs", "0:1"], "positive"),
+    (["--optimizers", "sgd,lion"], "unknown optimizer 'lion'"),
+    (["--optimizers", "adam(foo=1)"], "rejects its options"),
+    (["--seeds", "0"], "seeds must be an integer >= 1"),
+    (["--workers", "0"], "workers must be an integer >= 1"),
+    (["--budget", "0"], "budget must be an integer >= 2"),
+    (["--points-per-decade", "0"], "points_per_decade"),
+])
+def test_bad_input_is_refused_before_training(args, words, journal, capsys):
+    base = ["sweep", "wine-logreg", "--storage", journal, "--no-progress"]
+    assert main(base + args) == 2
+    err = capsys.readouterr().err
+    assert "lrkit sweep: error:" in err and words in err
+    assert not os.path.exists(journal) or "COMPLETE" not in open(journal).read()
+
+
+def test_unknown_example_and_missing_recipe(journal, capsys):
+    assert main(["sweep", "no-such-example", "--storage", journal, "--no-progress"]) == 2
+    assert "unknown example 'no-such-example'" in capsys.readouterr().err
+    assert main(["sweep", "nowhere.py:recipe", "--storage", journal, "--no-progress"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_unreachable_storage_fails_fast_and_clearly(capsys, tmp_path):
+    start = time.monotonic()
+    url = "postgresql://lrkit:secret@127.0.0.1:1/nowhere"
+    assert main(["sweep", "wine-logreg", *SMALL, "--storage", url]) == 2
+    err = capsys.readouterr().err
+    assert "cannot reach storage postgresql://lrkit:***@127.0.0.1:1/nowhere" in err
+    assert "secret" not in err
+    assert time.monotonic() - start < 30
+    missing_dir = f"sqlite:///{tmp_path}/no/such/dir/db.sqlite"
+    assert main(["sweep", "wine-logreg", *SMALL, "--storage", missing_dir]) == 2
+    assert "cannot reach storage" in capsys.readouterr().err
+    assert main(["sweep", "wine-logreg", *SMALL, "--storage", str(tmp_path)]) == 2
+    assert "is a directory" in capsys.readouterr().err
+
+
+def test_changed_settings_are_refused_unless_continued(journal, capsys):
+    assert main(["sweep", "wine-logreg", *SMALL, "--storage", journal]) == 0
+    capsys.readouterr()
+    changed = ["sweep", "wine-logreg", *SMALL, "--storage", journal, "--optimizers", "sgd,adam"]
+    assert main(changed) == 2
+    err = capsys.readouterr().err
+    assert "other settings" in err and "optimizers" in err and "--continue" in err
+    assert main(changed + ["--continue"]) == 0
+
+
+def test_report_of_a_missing_study(journal, capsys):
+    assert main(["sweep", "wine-logreg", "--storage", journal, "--report"]) == 2
+    assert "no study" in capsys.readouterr().err
