@@ -19,6 +19,8 @@ COMMANDS = [
     "lrkit.cli.diagnose",
     "lrkit.cli.sweep",
     "lrkit.cli.schedule",
+    "lrkit.cli.demo",
+    "lrkit.cli.report",
 ]
 
 

@@ -1,0 +1,29 @@
+"""``lrkit report``: one self-contained HTML page from saved lrkit results."""
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "report", help="an HTML page from saved finder, sweep, diagnose, schedule or recipe JSON",
+        description="Make one self-contained HTML page (plots embedded, no network needed) from "
+                    "saved results: 'lrkit find --json', 'lrkit sweep --json', 'lrkit diagnose "
+                    "--json', 'lrkit schedule show --json', a recipe's to_dict(), or a demo's "
+                    "summary.json. Each file's kind is read from its 'kind' key or its keys.")
+    p.add_argument("results", nargs="+", metavar="RESULT.json", help="saved result files")
+    p.add_argument("--out", default="lrkit-report", metavar="DIR",
+                   help="output directory for index.html (default: lrkit-report)")
+    p.add_argument("--title", default=None, help="page title (default: 'lrkit report')")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from lrkit.show.report import load_result, report
+
+    for path in args.results:
+        kind, _ = load_result(path)
+        print(f"{path}: {kind}")
+    page = report(args.results, args.out, title=args.title)
+    print(f"page: {page}")
+    return 0
