@@ -55,6 +55,8 @@ def test_two_runs_give_the_same_summary(tmp_path, monkeypatch, capsys):
     text = captured.out
     assert "lrkit-demo/index.html" in text and "(1) range test: suggested lr" in text
     assert "(2) same budget:" in text and "(3) schedules:" in text
+    if "(4) recipe:" in text:
+        assert text.index("(3) schedules:") < text.index("(4) recipe:")
     again = json.loads((tmp_path / "lrkit-demo" / "summary.json").read_text())
     first = quick_summary()
     diff = differences(strip_timings(first), strip_timings(again))

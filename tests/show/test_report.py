@@ -78,6 +78,7 @@ def test_kinds_are_read_from_the_kind_key_or_the_keys():
     no_kind = recipe_dict()
     del no_kind["kind"]
     assert rp.detect_kind(no_kind) == rp.RECIPE
+    assert rp.detect_kind({"recipe": no_kind, "other": 1}) == rp.RECIPE
     assert rp.detect_kind(quick_summary()) == rp.DEMO
 
 
@@ -112,13 +113,13 @@ def assert_self_contained(page: str):
 def test_every_kind_renders_a_self_contained_page_with_unique_ids():
     results = [("f.json", finder_dict()), ("g.json", finder_dict()), ("s.json", sweep_dict()),
                ("d.json", diagnosis_dict()), ("p.json", schedule_dict()),
-               ("r.json", recipe_dict())]
+               ("r.json", recipe_dict()), ("w.json", {"recipe": recipe_dict()})]
     page = rp.render_page(results)
     assert_self_contained(page)
     ids = re.findall(r'id="([^"]+)"', page)
     assert len(ids) == len(set(ids))
     assert 'id="suggested-lr"' in page and 'id="suggested-lr-2"' in page
-    assert 'id="best-lr"' in page and 'id="verdict"' in page and 'id="recipe-peak-lr"' in page
+    assert 'id="best-lr"' in page and 'id="verdict"' in page and 'id="recipe-peak-lr-2"' in page
     assert page.count('<img') >= 5
     first = results[0][1]["suggested_lr"]
     match = re.search(r'id="suggested-lr"[^>]*data-value="([^"]+)">([^<]+)<', page)

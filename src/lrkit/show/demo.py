@@ -143,8 +143,8 @@ def _run_demo(*, seed: int, quick: bool, progress: bool | None,
         _seed_all(seed)
         recipe = recommend(name, steps=budget, seed=seed, confirm=True, progress=progress)
         took = done("recommend")
-        log(f"(4) recipe: {recipe.optimizer} at peak lr {_g(recipe.peak_lr)}, "
-            f"schedule {recipe.schedule}{took}")
+        recipe_line = (f"(4) recipe: {recipe.optimizer} at peak lr {_g(recipe.peak_lr)}, "
+                       f"schedule {recipe.schedule}{took}")
 
     # schedule previews (no training)
     from lrkit.schedules import preview
@@ -167,6 +167,8 @@ def _run_demo(*, seed: int, quick: bool, progress: bool | None,
                              description="what lrkit.recommend chose for this budget"))
     schedules = {"steps": budget, "steps_per_epoch": steps_per_epoch, "previews": previews}
     log("(3) schedules: " + "; ".join(p["spec"] for p in previews))
+    if recipe is not None:
+        log(recipe_line)  # measured before the previews: the third preview is its schedule
 
     # (4) the recipe against the untuned default, same budget
     versus = None

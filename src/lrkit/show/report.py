@@ -58,6 +58,9 @@ def detect_kind(data: Any) -> str:
         return SWEEP
     if {"peak_lr", "schedule", "optimizer"} <= keys:
         return RECIPE
+    inner = data.get("recipe")
+    if isinstance(inner, dict) and {"peak_lr", "schedule", "optimizer"} <= set(inner):
+        return RECIPE  # {"recipe": {...}, ...}, as Recipe.from_dict also accepts
     if isinstance(data.get("tables"), list) and all(
             isinstance(t, dict) and isinstance(t.get("results"), list) for t in data["tables"]):
         return DIAGNOSE_EXAMPLE
@@ -301,11 +304,12 @@ def run_label(run: dict) -> str:
 
 def overview_figure(summary: dict):
     """The demo at a glance (2 x 2): range test, the three rates, schedules, recipe vs default."""
-    fig, axes = figure(13.0, 8.6, ncols=2, nrows=2)
+    fig, axes = figure(13.0, 9.0, ncols=2, nrows=2)
     draw_finder(axes[0], summary["finder"])
+    axes[0].set_title("(1) range test: loss against rate", fontsize=10)
     tables = summary["comparison"]["tables"]
     table = tables[-1]
-    draw_runs(axes[1], table["results"], f"same budget, three rates ({table['optimizer']})",
+    draw_runs(axes[1], table["results"], f"(2) same budget, three rates ({table['optimizer']})",
               labels=run_label)
     for i, item in enumerate(summary["schedules"]["previews"]):
         curve = item.get("curve") or []
@@ -313,16 +317,18 @@ def overview_figure(summary: dict):
                      label=item.get("title") or item.get("label"))
     axes[2].set_xlabel("optimizer step")
     axes[2].set_ylabel("learning rate")
-    axes[2].set_title("schedules", fontsize=10)
+    axes[2].set_title("(3) schedule previews", fontsize=10)
     axes[2].grid(True, alpha=0.3)
     axes[2].legend(fontsize=8)
     versus = summary.get("recipe_vs_default") or {}
     if versus.get("runs"):
-        draw_runs(axes[3], versus["runs"], "recommended recipe vs untuned default",
+        draw_runs(axes[3], versus["runs"], "(4) recommended recipe vs untuned default",
                   labels=lambda r: str(r.get("label")))
     else:
         axes[3].axis("off")
         axes[3].text(0.5, 0.5, "no recipe in this run", ha="center", va="center")
+    fig.suptitle(f"lrkit demo: {summary.get('example')}, {summary.get('budget_steps')} steps per "
+                 f"run, seed {summary.get('seed')}", fontsize=12)
     fig.tight_layout()
     return fig
 
@@ -715,6 +721,8 @@ def _story(summary: dict) -> str:
 def sections_for(kind: str, data: dict, ids: Ids, source: str | None) -> list[Section]:
     if kind == DEMO:
         return demo_sections(data, ids, source)
+    if kind == RECIPE and "peak_lr" not in data:
+        data = data["recipe"]
     title, builder = {
         FINDER: ("Range test", finder_body),
         SWEEP: ("Sweep", sweep_body),
