@@ -96,7 +96,7 @@ def _run_demo(*, seed: int, quick: bool, progress: bool | None,
     budget = 100 if quick else example.budget_steps
     finder_steps = 60 if quick else 100
     recommend, unavailable = _recommend()
-    stages = progress_bar(5 if recommend else 3, "lrkit demo", enabled=progress)
+    stages = progress_bar(4 if recommend else 2, "lrkit demo", enabled=progress)
     timings: dict[str, float] = {}
     clock = time.perf_counter()
 
@@ -141,10 +141,15 @@ def _run_demo(*, seed: int, quick: bool, progress: bool | None,
     if recommend is not None:
         stages.set_postfix_str("recommend")
         _seed_all(seed)
-        recipe = recommend(name, steps=budget, seed=seed, confirm=True, progress=progress)
+        try:
+            recipe = recommend(name, steps=budget, seed=seed, confirm=True, progress=progress)
+        except Exception as exc:  # noqa: BLE001 - the other three parts still make a page
+            unavailable = f"lrkit.recommend failed: {type(exc).__name__}: {exc}"
+            log(f"warning: {unavailable}")
         took = done("recommend")
-        recipe_line = (f"(4) recipe: {recipe.optimizer} at peak lr {_g(recipe.peak_lr)}, "
-                       f"schedule {recipe.schedule}{took}")
+        if recipe is not None:
+            recipe_line = (f"(4) recipe: {recipe.optimizer} at peak lr {_g(recipe.peak_lr)}, "
+                           f"schedule {recipe.schedule}{took}")
 
     # schedule previews (no training)
     from lrkit.schedules import preview

@@ -405,7 +405,7 @@ def _stop_reason(reason: Any) -> str:
     return "it ran to the last rate" if reason == "completed" else f"stopped: {reason}"
 
 
-def runs_table(results: Sequence[dict], with_diagnosis: bool = True) -> str:
+def runs_table(results: Sequence[dict]) -> str:
     head = ["rate", "verdict", "confidence", "change", "final train loss", "val loss", "accuracy"]
     rows = []
     for r in results:
