@@ -29,6 +29,8 @@ _EXPORTS: dict[str, str] = {
     "examples": "lrkit.examples",
     "schedules": "lrkit.schedules",
     "to_torch": "lrkit.schedules",
+    "recommend": "lrkit.recommend.api",
+    "Recipe": "lrkit.recommend",
     "sweep": "lrkit.sweep.api",
     "SweepResult": "lrkit.sweep",
 }

@@ -16,6 +16,7 @@ from lrkit.errors import LrkitError
 #: sub-command modules, in the order ``lrkit --help`` lists them
 COMMANDS = [
     "lrkit.cli.find",
+    "lrkit.cli.recommend",
     "lrkit.cli.diagnose",
     "lrkit.cli.sweep",
     "lrkit.cli.schedule",

@@ -1,0 +1,61 @@
+"""``lrkit recommend``: a complete training recipe (optimizer, peak rate, warmup, schedule) for a
+built-in example or a user's ``file.py:function``."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "recommend", help="recommend a training recipe: optimizer, peak rate, warmup, schedule",
+        description="Measure the model (range test and a few short confirmation runs, at most "
+                    "~20%% of one training run) and recommend a complete recipe for a planned "
+                    "training length. TARGET is a built-in example name or path/to/file.py:function "
+                    "returning the model, optimizer, data and loss.")
+    p.add_argument("target", nargs="?", default=None,
+                   help="example name or file.py:function (default: the default example)")
+    length = p.add_mutually_exclusive_group()
+    length.add_argument("--steps", type=int, default=None,
+                        help="planned training length in optimizer steps")
+    length.add_argument("--epochs", type=float, default=None,
+                        help="planned training length in epochs (passes over the train loader)")
+    p.add_argument("--seed", type=int, default=0, help="seed for building the problem (default 0)")
+    p.add_argument("--no-confirm", action="store_true",
+                   help="skip the short confirmation runs (range test only)")
+    p.add_argument("--batch-size", type=int, default=None, metavar="B",
+                   help="also rescale the recipe to batch size B (linear rule for SGD, "
+                        "square root for adaptive optimizers)")
+    p.add_argument("--json", nargs="?", const="-", metavar="FILE",
+                   help="write the recipe as JSON to FILE, or to stdout without FILE")
+    p.add_argument("--yaml", metavar="FILE", help="write the recipe as YAML to FILE")
+    p.add_argument("--code", action="store_true",
+                   help="print plain PyTorch code that builds the optimizer and schedule")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from lrkit import examples
+    from lrkit.recommend import recommend
+
+    target = args.target or examples.DEFAULT
+    recipe = recommend(target, steps=args.steps, epochs=args.epochs, seed=args.seed,
+                       confirm=not args.no_confirm,
+                       progress=False if args.no_progress or args.json == "-" else None)
+    if args.batch_size is not None:
+        recipe = recipe.for_batch_size(args.batch_size)
+    if args.yaml:
+        recipe.to_yaml(args.yaml)
+    if args.json == "-":
+        print(recipe.to_json())
+        if args.code:
+            print(recipe.to_code(), file=sys.stderr)
+        return 0
+    if args.json:
+        recipe.to_json(args.json)
+    if args.code:
+        print(recipe.to_code())
+        return 0
+    print(recipe.summary())
+    return 0

@@ -1,0 +1,195 @@
+"""``lrkit.recommend(...)``: measure, then turn the measurements into a :class:`Recipe`."""
+from __future__ import annotations
+
+import inspect
+import math
+import statistics
+import time
+from typing import Any, Callable
+
+from lrkit.errors import LrkitError, require
+from lrkit.problem import Problem, as_problem, load_problem
+from lrkit.recommend import policy
+from lrkit.recommend.recipe import Recipe, optimizer_name
+
+__all__ = ["recommend"]
+
+#: optimizer options never copied into a recipe: implementation switches, not training choices
+_SKIP_OPTIONS = {"lr", "initial_lr", "foreach", "fused", "capturable", "differentiable",
+                 "maximize", "params"}
+
+
+def _problem_from(target: Any, seed: int) -> Problem:
+    if isinstance(target, Problem):
+        return target
+    if isinstance(target, str):
+        require(target.strip() != "", "target must be an example name or 'path/to/file.py:function'")
+        return load_problem(target, seed=seed)
+    if callable(target):
+        try:
+            accepts_seed = "seed" in inspect.signature(target).parameters
+        except (TypeError, ValueError):
+            accepts_seed = False
+        value = target(seed=seed) if accepts_seed else target()
+        return as_problem(value, name=getattr(target, "__name__", "custom"))
+    raise LrkitError(
+        f"recommend() needs an example name, 'path/to/file.py:function', an lrkit.Problem or a "
+        f"callable seed -> Problem; got {type(target).__name__}")
+
+
+def _total_steps(problem: Problem, steps: Any, epochs: Any) -> tuple[int, str]:
+    require(steps is None or epochs is None, "give steps= or epochs=, not both")
+    if steps is not None:
+        require(isinstance(steps, int) and not isinstance(steps, bool) and steps >= 1,
+                f"steps must be a whole number of optimizer steps >= 1, got {steps!r}")
+        return steps, f"{steps} steps"
+    if epochs is not None:
+        require(isinstance(epochs, (int, float)) and not isinstance(epochs, bool)
+                and math.isfinite(epochs) and epochs > 0,
+                f"epochs must be a positive number, got {epochs!r}")
+        try:
+            per_epoch = len(problem.train_loader)  # type: ignore[arg-type]
+        except TypeError:
+            raise LrkitError("epochs= needs a train_loader with a length (len(loader) batches per "
+                             "epoch); give steps= instead") from None
+        require(per_epoch >= 1, "the train_loader is empty (0 batches per epoch)")
+        total = int(round(epochs * per_epoch))
+        require(total >= 1, f"{epochs} epochs of {per_epoch} batches is less than one step")
+        return total, f"{epochs:g} epochs x {per_epoch} steps"
+    if problem.budget_steps:
+        return int(problem.budget_steps), f"the problem's budget of {problem.budget_steps} steps"
+    raise LrkitError("give the planned training length: steps=N (optimizer steps) or epochs=E")
+
+
+def optimizer_options(optimizer: Any) -> dict:
+    """The optimizer's options that differ from its class defaults (``lr`` excluded)."""
+    import torch
+
+    cls = type(optimizer)
+    group = optimizer.param_groups[0]
+    try:
+        baseline = cls([torch.zeros(1, requires_grad=True)], lr=float(group["lr"]) or 1e-3).defaults
+    except Exception:  # an optimizer that needs more to build: keep every option
+        baseline = {}
+    options = {}
+    for key, value in group.items():
+        if key in _SKIP_OPTIONS or not isinstance(value, (int, float, bool, str, tuple, list, type(None))):
+            continue
+        if key in baseline and _same(baseline[key], value):
+            continue
+        if key not in optimizer.defaults:  # per-group bookkeeping added by schedulers etc.
+            continue
+        options[key] = value
+    return options
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return type(a) is type(b) and a == b or (
+        isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool)
+        and not isinstance(b, bool) and float(a) == float(b))
+
+
+def _batch_size(loader: Any) -> int | None:
+    size = getattr(loader, "batch_size", None)
+    if isinstance(size, int) and size >= 1:
+        return size
+    sampler = getattr(loader, "batch_sampler", None)
+    size = getattr(sampler, "batch_size", None)
+    return size if isinstance(size, int) and size >= 1 else None
+
+
+def _short_run(problem: Problem, rate: Callable[[int], float], steps: int) -> dict:
+    """Train ``steps`` steps at ``rate(step)`` and put model, optimizer and RNGs back exactly."""
+    trainable = problem.trainable(val_batches=policy.CONFIRM_VAL_BATCHES)
+    losses: list[float] = []
+    with trainable.preserved():
+        for step in range(steps):
+            loss = trainable.train_step(float(rate(step)))
+            losses.append(loss)
+            if not math.isfinite(loss):
+                break
+        finite = all(math.isfinite(v) for v in losses)
+        val = trainable.eval_loss() if finite and problem.val_loader is not None else None
+    tail = losses[-max(1, len(losses) // 5):]
+    train_tail = statistics.fmean(tail) if finite else math.inf
+    score = val if val is not None and math.isfinite(val) else train_tail
+    return {"steps": len(losses), "diverged": not finite or not math.isfinite(score),
+            "train_tail": train_tail, "val": val,
+            "score": score if math.isfinite(score) else math.inf,
+            "first_loss": losses[0] if losses else None}
+
+
+def recommend(target: Any, *, steps: int | None = None, epochs: float | None = None,
+              seed: int = 0, confirm: bool = True, progress: bool | None = None) -> Recipe:
+    """Measure ``target`` and recommend a complete training recipe for ``steps`` optimizer steps
+    (or ``epochs`` passes over its train_loader).
+
+    ``target`` is a built-in example name, ``"path/to/file.py:function"``, an
+    :class:`lrkit.Problem`, or a callable ``seed -> Problem`` (dict or tuple also accepted). The
+    model and optimizer are measured, then put back exactly as they were.
+
+    Runs the range test, turns its curve into candidate peak rates, and (``confirm=True``, where
+    the budget leaves room: at most ~20% of one training run in all) trains a few short runs of
+    the recipe's schedule around the candidates to pick one. Returns a :class:`Recipe`.
+    """
+    import torch
+
+    from lrkit.find import find_lr
+
+    require(isinstance(seed, int) and not isinstance(seed, bool), f"seed must be an integer, got {seed!r}")
+    problem = _problem_from(target, seed)
+    require(isinstance(problem.optimizer, torch.optim.Optimizer),
+            f"the problem's optimizer must be a torch.optim.Optimizer, got "
+            f"{type(problem.optimizer).__name__}")
+    total, length_text = _total_steps(problem, steps, epochs)
+    name = optimizer_name(type(problem.optimizer))
+    options = optimizer_options(problem.optimizer)
+    batch = _batch_size(problem.train_loader)
+    ratios = [float(g["lr"]) for g in problem.optimizer.param_groups]
+
+    t0 = time.perf_counter()
+    torch.manual_seed(seed)
+    finder = find_lr(problem.model, problem.optimizer, problem.train_loader, problem.criterion,
+                     loss_fn=problem.loss_fn, budget_steps=total, progress=progress)
+    plan = policy.plan(finder, total_steps=total, optimizer=name,
+                       current_lr=ratios[0] if ratios else None, confirm=confirm)
+    confirmations = []
+    for candidate in plan.candidates if plan.confirm_steps else []:
+        schedule = policy.short_schedule(plan, candidate)
+        torch.manual_seed(seed)
+        result = _short_run(problem, schedule, plan.confirm_steps)
+        result["lr"] = candidate
+        confirmations.append(result)
+    choice = policy.choose(plan, confirmations)
+    seconds = time.perf_counter() - t0
+    tuning_steps = finder.steps + sum(c["steps"] for c in confirmations)
+
+    notes = [f"optimizer: your {name} kept, with its options"
+             + (f" ({', '.join(f'{k}={v!r}' for k, v in options.items())})" if options else ""),
+             *choice.notes,
+             f"training length: {length_text}"]
+    if len(ratios) > 1 and ratios[0] > 0:
+        notes.append("your optimizer has several parameter groups: peak_lr is the first group's "
+                     "rate; keep the other groups' ratios to it ("
+                     + ", ".join(f"{r / ratios[0]:.3g}" for r in ratios) + ")")
+    evidence = {
+        "problem": problem.name,
+        "finder": {"lrs": finder.lrs, "losses": finder.losses, "smoothed": finder.smoothed,
+                   "suggested_lr": finder.suggested_lr, "method": finder.method,
+                   "stop_reason": finder.stop_reason, "warnings": finder.warnings},
+        "anchor_lr": plan.anchor,
+        "candidates": plan.candidates,
+        "confirmations": confirmations,
+        "confirm_schedule": plan.confirm_spec,
+        "shape": plan.shape,
+        "cost": {"steps": tuning_steps, "fraction": tuning_steps / total, "seconds": seconds,
+                 "finder_steps": finder.steps,
+                 "confirm_steps": sum(c["steps"] for c in confirmations)},
+        "seed": seed,
+        "policy": policy.VERSION,
+    }
+    return Recipe(optimizer=name, optimizer_options=options, peak_lr=choice.peak_lr,
+                  warmup_steps=plan.warmup_steps, total_steps=total, schedule=plan.spec,
+                  good_range=finder.good_range, batch_size=batch, notes=notes, evidence=evidence)

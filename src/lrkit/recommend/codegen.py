@@ -1,0 +1,116 @@
+"""``Recipe.to_code()``: a few lines of plain PyTorch (``torch.optim`` + ``LambdaLR``) that give
+the same rates as ``Recipe.build()`` at every step, without lrkit.
+
+The schedule is written out as a small closed-form function, so the generated code is exact and
+readable. It covers what recipes use: an optional linear warmup followed by ``constant``,
+``cosine``, ``linear``, ``polynomial`` or ``wsd`` (with any decay shape and floor).
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from lrkit.errors import LrkitError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from lrkit.recommend.recipe import Recipe
+
+
+def _num(x: float) -> str:
+    return repr(float(x))
+
+
+def _tail_lines(node, offset: str) -> list[str]:
+    """Body lines (indented 4) returning the multiplier of ``node`` at local step ``t``,
+    where ``t = step - offset`` has been set."""
+    from lrkit.schedules import WSD, Constant, Cosine, Linear, Polynomial
+
+    if node is None:
+        return ["    return 1.0"]
+    if isinstance(node, Constant):
+        return [f"    return {_num(node.value)}"]
+    if isinstance(node, Cosine):
+        n, floor = node.steps, node.floor
+        curve = f"(1.0 + math.cos(math.pi * t / {n})) / 2.0"
+        return [f"    if t >= {n}:",
+                f"        return {_num(floor)}",
+                f"    return {_num(floor)} + (1.0 - {_num(floor)}) * {curve}" if floor else
+                f"    return {curve}"]
+    if isinstance(node, Linear):
+        n = node.steps
+        return [f"    return {_num(node.start)} + ({_num(node.end)} - {_num(node.start)}) * min(t, {n}) / {n}"]
+    if isinstance(node, Polynomial):
+        n = node.steps
+        return [f"    if t >= {n}:",
+                f"        return {_num(node.end)}",
+                f"    return {_num(node.end)} + (1.0 - {_num(node.end)}) * (1.0 - t / {n}) ** {_num(node.power)}"]
+    if isinstance(node, WSD) and node.warmup == 0:
+        n, d, floor = node.steps, node.decay, node.floor
+        decay = {"linear": "1.0 - p", "cosine": "0.5 * (1.0 + math.cos(math.pi * p))",
+                 "1-sqrt": "1.0 - math.sqrt(p)"}[node.shape]
+        return [f"    if t < {n - d}:",
+                "        return 1.0",
+                f"    if t >= {n}:",
+                f"        return {_num(floor)}",
+                f"    p = (t - {n - d}) / {d}",
+                f"    return max(({decay}) * (1.0 - {_num(floor)}) + {_num(floor)}, 0.0)"]
+    raise LrkitError(
+        f"to_code() cannot write {node!r} as plain PyTorch; it supports an optional linear warmup "
+        "followed by constant, cosine, linear, polynomial or wsd. Use recipe.build() instead")
+
+
+def schedule_function(spec: str, *, name: str = "lr_factor") -> str:
+    """Python source of ``def name(step)`` returning the spec's multiplier at ``step``."""
+    from lrkit.schedules import Warmup, parse
+
+    schedule = parse(spec)
+    lines = [f"def {name}(step):", f'    """Multiplier of the peak rate at optimizer step `step`: {schedule}."""']
+    tail = schedule
+    if isinstance(schedule, Warmup):
+        if schedule.shape != "linear":
+            raise LrkitError(f"to_code() supports linear warmups only, got shape={schedule.shape!r}")
+        tail = schedule.then
+        w, start = schedule.steps, schedule.start
+        # the warmup ends at the following schedule's first value (1.0 for the shapes used here)
+        target = 1.0 if tail is None else tail(0)
+        body = _tail_lines(tail, str(w))
+        ramp = f"{_num(start)} + (1.0 - {_num(start)}) * (step / {w})" if start else f"step / {w}"
+        lines += [f"    if step < {w}:",
+                  f"        return {_num(target)} * ({ramp})" if target != 1.0 else
+                  f"        return {ramp}",
+                  f"    t = step - {w}"]
+        lines += body
+    else:
+        lines.append("    t = step")
+        lines += _tail_lines(tail, "0")
+    return "\n".join(lines)
+
+
+def recipe_code(recipe: "Recipe", *, model: str = "model") -> str:
+    """The recipe as plain PyTorch: imports, optimizer, schedule function, LambdaLR."""
+    fn = schedule_function(recipe.schedule)
+    module, _, cls = recipe.optimizer.rpartition(".")
+    imports = ["import math", "", "import torch"]
+    if module:
+        imports.append(f"from {module} import {cls}")
+        ctor = cls
+    else:
+        ctor = f"torch.optim.{cls}"
+    args = [f"{model}.parameters()", f"lr={_num(recipe.peak_lr)}"]
+    args += [f"{k}={v!r}" for k, v in recipe.optimizer_options.items()]
+    head = (f"# lrkit recipe: peak lr {recipe.peak_lr:.3g}, warmup {recipe.warmup_steps} steps, "
+            f"{recipe.total_steps} steps in all"
+            + (f", batch size {recipe.batch_size}" if recipe.batch_size else ""))
+    return "\n".join([
+        head,
+        *imports,
+        "",
+        f"optimizer = {ctor}({', '.join(args)})",
+        "",
+        "",
+        fn,
+        "",
+        "",
+        "scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)",
+        "# each training step: loss.backward(); optimizer.step(); scheduler.step(); optimizer.zero_grad()",
+        "",
+    ])

@@ -1,0 +1,397 @@
+"""A complete training recipe: optimizer and options, peak rate, warmup, schedule, and where they
+came from. Usable three ways: ``build`` (a real optimizer and scheduler), ``to_code`` (plain
+PyTorch without lrkit), ``to_dict``/JSON/YAML (round trip)."""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from lrkit.errors import LrkitError, require
+
+#: optimizers whose rate follows the batch size linearly (Goyal et al. 2017); all others are
+#: treated as adaptive and follow the square-root rule (Malladi et al. 2022)
+LINEAR_RULE_OPTIMIZERS = ("SGD", "ASGD")
+
+_KEEP = ("samples", "steps")
+
+
+def resolve_optimizer(name: Any) -> type:
+    """The optimizer class for a recipe's ``optimizer`` name: a ``torch.optim`` class name
+    (``"SGD"``, ``"AdamW"``) or an importable dotted path (``"prodigyopt.Prodigy"``)."""
+    import torch
+
+    require(isinstance(name, str) and name.strip() != "",
+            f"optimizer must be a name such as 'SGD' or 'AdamW', got {name!r}")
+    if "." not in name:
+        cls = getattr(torch.optim, name, None)
+        if isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer):
+            return cls
+        known = sorted(n for n, v in vars(torch.optim).items()
+                       if isinstance(v, type) and issubclass(v, torch.optim.Optimizer)
+                       and v is not torch.optim.Optimizer)
+        lowered = {k.lower(): k for k in known}
+        hint = f" (did you mean {lowered[name.lower()]!r}?)" if name.lower() in lowered else ""
+        raise LrkitError(f"unknown optimizer {name!r}{hint}; use a torch.optim class "
+                         f"({', '.join(known)}) or an importable 'package.module.Class'")
+    module_name, _, attr = name.rpartition(".")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise LrkitError(f"unknown optimizer {name!r}: cannot import {module_name!r} ({exc})") from None
+    cls = getattr(module, attr, None)
+    if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):
+        raise LrkitError(f"unknown optimizer {name!r}: {module_name} has no torch optimizer "
+                         f"class {attr!r}")
+    return cls
+
+
+def optimizer_name(cls: type) -> str:
+    """The name a recipe stores for an optimizer class (short for ``torch.optim`` classes)."""
+    import torch
+
+    if getattr(torch.optim, cls.__name__, None) is cls:
+        return cls.__name__
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _plain(value: Any) -> Any:
+    """JSON-safe copy: tuples become lists, non-finite floats None, numpy scalars Python ones."""
+    if isinstance(value, bool) or value is None or isinstance(value, (int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    item = getattr(value, "item", None)
+    if callable(item):
+        return _plain(item())
+    return str(value)
+
+
+def _as_tuples(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        return tuple(_as_tuples(v) for v in value)
+    return value
+
+
+def _positive_int(value: Any, name: str) -> int:
+    require(isinstance(value, int) and not isinstance(value, bool) and value >= 1,
+            f"{name} must be a whole number of steps >= 1, got {value!r}")
+    return value
+
+
+@dataclasses.dataclass
+class Recipe:
+    """What to paste into a training script: optimizer, peak rate, warmup and schedule.
+
+    ``schedule`` is an lrkit spec of multipliers of ``peak_lr`` (see docs/schedules.md), so the
+    rate at optimizer step ``t`` is ``peak_lr * schedule(t)`` (:meth:`lr_at`). ``good_range`` is
+    the range-test range the peak came from, ``batch_size`` the batch the recipe was measured at,
+    ``notes`` says how each choice was made, and ``evidence`` holds the measurements (finder curve,
+    confirmation runs, cost).
+    """
+
+    optimizer: str
+    optimizer_options: dict
+    peak_lr: float
+    warmup_steps: int
+    total_steps: int
+    schedule: str
+    good_range: tuple[float, float] | None = None
+    batch_size: int | None = None
+    notes: list[str] = dataclasses.field(default_factory=list)
+    evidence: dict = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        from lrkit.schedules import Peak, parse
+
+        resolve_optimizer(self.optimizer)
+        require(isinstance(self.optimizer_options, dict),
+                f"optimizer_options must be a dict, got {type(self.optimizer_options).__name__}")
+        require("lr" not in self.optimizer_options,
+                "optimizer_options must not hold 'lr': the rate is peak_lr")
+        self.optimizer_options = {k: _as_tuples(v) for k, v in self.optimizer_options.items()}
+        require(isinstance(self.peak_lr, (int, float)) and not isinstance(self.peak_lr, bool)
+                and math.isfinite(self.peak_lr) and self.peak_lr > 0,
+                f"peak_lr must be a positive finite number, got {self.peak_lr!r}")
+        self.peak_lr = float(self.peak_lr)
+        _positive_int(self.total_steps, "total_steps")
+        require(isinstance(self.warmup_steps, int) and not isinstance(self.warmup_steps, bool)
+                and self.warmup_steps >= 0,
+                f"warmup_steps must be a whole number of steps >= 0, got {self.warmup_steps!r}")
+        require(self.warmup_steps < self.total_steps,
+                f"the budget of {self.total_steps} steps is not longer than the warmup of "
+                f"{self.warmup_steps} steps; train for more steps or shorten the warmup")
+        require(isinstance(self.schedule, str), f"schedule must be a spec string, got {self.schedule!r}")
+        parsed = parse(self.schedule)
+        require(not isinstance(parsed, Peak),
+                f"schedule must be relative (multipliers of peak_lr), not peak(...): {self.schedule!r}")
+        require(parsed.is_resolved,
+                f"schedule must be in whole steps (no epoch/total units): {self.schedule!r}")
+        self.schedule = str(parsed)
+        if self.good_range is not None:
+            lo, hi = self.good_range
+            self.good_range = (float(lo), float(hi))
+        require(self.batch_size is None or (isinstance(self.batch_size, int)
+                                            and not isinstance(self.batch_size, bool)
+                                            and self.batch_size >= 1),
+                f"batch_size must be a positive integer or None, got {self.batch_size!r}")
+        self.notes = list(self.notes)
+        self.evidence = dict(self.evidence)
+
+    # -- rates -------------------------------------------------------------------------------------
+    @property
+    def parsed_schedule(self):
+        """The schedule as an :class:`lrkit.schedules.Schedule`."""
+        from lrkit.schedules import parse
+
+        return parse(self.schedule)
+
+    def lr_at(self, step: int) -> float:
+        """The learning rate at optimizer step ``step`` (0 = the first step)."""
+        return self.peak_lr * self.parsed_schedule(step)
+
+    @property
+    def is_sgd_like(self) -> bool:
+        return self.optimizer.rpartition(".")[2] in LINEAR_RULE_OPTIMIZERS
+
+    @property
+    def batch_rule(self) -> str:
+        """``"linear"`` for SGD, ``"sqrt"`` for adaptive optimizers."""
+        return "linear" if self.is_sgd_like else "sqrt"
+
+    # -- use ---------------------------------------------------------------------------------------
+    def build(self, params: Any):
+        """``(optimizer, scheduler)``: a real torch optimizer over ``params`` (parameters or
+        parameter groups) at ``peak_lr`` with the recipe's options, and a
+        ``torch.optim.lr_scheduler.LRScheduler`` that sets the rate at every optimizer step.
+        Call ``scheduler.step()`` after each ``optimizer.step()``, as usual."""
+        from lrkit.schedules import to_torch
+
+        cls = resolve_optimizer(self.optimizer)
+        try:
+            optimizer = cls(params, lr=self.peak_lr, **self.optimizer_options)
+        except TypeError as exc:
+            raise LrkitError(f"cannot build {self.optimizer} with options "
+                             f"{self.optimizer_options}: {exc}") from None
+        return optimizer, to_torch(optimizer, self.schedule)
+
+    def to_code(self, *, model: str = "model") -> str:
+        """A few lines of plain PyTorch that build the same optimizer and schedule without lrkit."""
+        from lrkit.recommend.codegen import recipe_code
+
+        return recipe_code(self, model=model)
+
+    # -- batch size --------------------------------------------------------------------------------
+    def for_batch_size(self, new: int, *, old: int | None = None, keep: str = "samples") -> "Recipe":
+        """This recipe moved to batch size ``new`` (from ``old``, default :attr:`batch_size`).
+
+        The peak rate follows the linear rule for SGD and the square-root rule for adaptive
+        optimizers (:func:`lrkit.schedules.batch_factor`); the warmup keeps its length in samples.
+        ``keep="samples"`` (default) keeps the whole run the same number of samples (same
+        epochs: fewer steps with a bigger batch); ``keep="steps"`` keeps ``total_steps``.
+        """
+        from lrkit.schedules import parse, rescale
+        from lrkit.schedules.scaling import batch_factor
+
+        old = self.batch_size if old is None else old
+        require(old is not None, "the recipe does not know its batch size: pass old=...")
+        for label, value in (("new", new), ("old", old)):
+            require(isinstance(value, int) and not isinstance(value, bool) and value >= 1,
+                    f"batch size {label} must be a positive integer, got {value!r}")
+        require(keep in _KEEP, f"keep={keep!r} is not allowed; allowed values: 'samples', 'steps'")
+        rule = self.batch_rule
+        factor = batch_factor(old, new, rule)
+        ratio = old / new
+        if keep == "samples":
+            total = _round_steps(self.total_steps, ratio)
+            schedule = _scale_lengths(parse(self.schedule), ratio)
+            if self.parsed_schedule.length == self.total_steps:
+                schedule = _fit_length(schedule, total)
+        else:
+            schedule = _unscale(rescale(self.schedule, old, new, rule=rule, warmup="samples"),
+                                factor)
+            total = self.total_steps
+        warmup = _round_steps(self.warmup_steps, ratio) if self.warmup_steps else 0
+        warmup = min(warmup, total - 1)
+        why = ("linear rule (SGD: rate proportional to batch size)" if rule == "linear"
+               else "square-root rule (adaptive optimizer: rate proportional to sqrt(batch size))")
+        note = (f"rescaled from batch {old} to {new}: peak {self.peak_lr:.3g} -> "
+                f"{self.peak_lr * factor:.3g} by the {why}; warmup {self.warmup_steps} -> {warmup} "
+                f"steps (same number of samples); "
+                + (f"total {self.total_steps} -> {total} steps (same number of samples/epochs)"
+                   if keep == "samples" else f"total kept at {total} steps"))
+        good = None if self.good_range is None else tuple(v * factor for v in self.good_range)
+        evidence = dict(self.evidence)
+        evidence["rescaled_from"] = {"batch_size": old, "peak_lr": self.peak_lr,
+                                     "warmup_steps": self.warmup_steps,
+                                     "total_steps": self.total_steps, "rule": rule, "keep": keep}
+        return dataclasses.replace(
+            self, peak_lr=self.peak_lr * factor, warmup_steps=warmup, total_steps=total,
+            schedule=str(schedule), good_range=good, batch_size=new,
+            notes=self.notes + [note], evidence=evidence)
+
+    # -- serialisation ---------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        data = {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        data["kind"] = "lrkit.recipe"
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Recipe":
+        require(isinstance(data, dict), f"a recipe is a dict, got {type(data).__name__}")
+        if "recipe" in data and isinstance(data["recipe"], dict) and "peak_lr" not in data:
+            data = data["recipe"]
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names - {"kind"})
+        require(not unknown, f"unknown recipe keys {unknown}; allowed: {sorted(names)}")
+        required = ("optimizer", "peak_lr", "warmup_steps", "total_steps", "schedule")
+        missing = [k for k in required if k not in data]
+        require(not missing, f"the recipe lacks {missing}")
+        kwargs = {k: v for k, v in data.items() if k in names}
+        kwargs.setdefault("optimizer_options", {})
+        if kwargs.get("optimizer_options") is None:
+            kwargs["optimizer_options"] = {}
+        if kwargs.get("good_range") is not None:
+            kwargs["good_range"] = tuple(kwargs["good_range"])
+        kwargs["notes"] = list(kwargs.get("notes") or [])
+        kwargs["evidence"] = dict(kwargs.get("evidence") or {})
+        return cls(**kwargs)
+
+    def to_json(self, path: str | Path | None = None, *, indent: int | None = 2) -> str:
+        text = json.dumps(self.to_dict(), indent=indent)
+        if path is not None:
+            Path(path).write_text(text + "\n")
+        return text
+
+    @classmethod
+    def from_json(cls, text_or_path: str | Path) -> "Recipe":
+        text = str(text_or_path)
+        if isinstance(text_or_path, Path) or (not text.lstrip().startswith("{") and Path(text).is_file()):
+            text = Path(text).read_text()
+        try:
+            return cls.from_dict(json.loads(text))
+        except json.JSONDecodeError as exc:
+            raise LrkitError(f"not a JSON recipe: {exc}") from None
+
+    def to_yaml(self, path: str | Path | None = None, *, evidence: bool = True) -> str:
+        try:
+            import yaml
+        except ImportError:  # pragma: no cover - pyyaml is in the 'yaml' extra
+            raise LrkitError("to_yaml needs PyYAML: pip install 'lrkit[yaml]'") from None
+        data = self.to_dict()
+        if not evidence:
+            data.pop("evidence")
+        text = yaml.safe_dump(data, sort_keys=False)
+        if path is not None:
+            Path(path).write_text(text)
+        return text
+
+    @classmethod
+    def from_yaml(cls, text_or_path: str | Path) -> "Recipe":
+        try:
+            import yaml
+        except ImportError:  # pragma: no cover
+            raise LrkitError("from_yaml needs PyYAML: pip install 'lrkit[yaml]'") from None
+        text = str(text_or_path)
+        if isinstance(text_or_path, Path) or ("\n" not in text and Path(text).is_file()):
+            text = Path(text).read_text()
+        return cls.from_dict(yaml.safe_load(text))
+
+    # -- text --------------------------------------------------------------------------------------
+    def options_text(self) -> str:
+        return ", ".join(f"{k}={v!r}" for k, v in self.optimizer_options.items())
+
+    def summary(self) -> str:
+        name = self.evidence.get("problem")
+        head = f"Recipe{' for ' + name if name else ''}: {self.total_steps} steps"
+        if self.batch_size:
+            head += f" at batch size {self.batch_size}"
+        options = self.options_text()
+        lines = [head,
+                 f"  optimizer  {self.optimizer}({options})" if options else
+                 f"  optimizer  {self.optimizer}",
+                 f"  peak lr    {self.peak_lr:.3g}"
+                 + (f"   (good range {self.good_range[0]:.3g} .. {self.good_range[1]:.3g})"
+                    if self.good_range else ""),
+                 f"  warmup     {self.warmup_steps} steps",
+                 f"  schedule   {self.schedule}"]
+        marks = sorted({0, self.warmup_steps, self.total_steps // 2, self.total_steps - 1})
+        lines.append("  rate       " + ",  ".join(f"step {s}: {self.lr_at(s):.3g}" for s in marks))
+        cost = self.evidence.get("cost")
+        if cost:
+            lines.append(f"  tuning     {cost.get('steps')} steps "
+                         f"({100 * cost.get('fraction', 0):.0f}% of the run), "
+                         f"{cost.get('seconds', 0):.1f} s")
+        for note in self.notes:
+            lines.append(f"  - {note}")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.summary()
+
+
+def _round_steps(value: int, ratio: float) -> int:
+    return max(1, int(math.floor(value * ratio + 0.5)))
+
+
+def _unscale(schedule, factor: float):
+    """Undo the peak factor :func:`lrkit.schedules.rescale` put on a relative schedule (the recipe
+    carries it in ``peak_lr``), keeping any scale the schedule had of its own."""
+    from lrkit.schedules import Plateau, Scale
+
+    if factor == 1.0:
+        return schedule
+    if isinstance(schedule, Plateau):
+        return dataclasses.replace(schedule, schedule=_unscale(schedule.schedule, factor))
+    if isinstance(schedule, Scale):
+        rest = schedule.factor / factor
+        return schedule.schedule if abs(rest - 1.0) < 1e-12 else dataclasses.replace(schedule, factor=rest)
+    return schedule
+
+
+def _fit_length(schedule, total: int):
+    """Make a schedule whose lengths were rounded one by one end exactly at ``total`` again, by
+    giving the difference to its last piece (``warmup(a) >> cosine(b)``: to ``b``)."""
+    from lrkit.schedules import Warmup
+
+    length = schedule.length
+    if length is None or length == total:
+        return schedule
+    diff = int(total - length)
+    if isinstance(schedule, Warmup) and schedule.then is not None:
+        then = _fit_length(schedule.then, int(schedule.then.length) + diff)
+        return dataclasses.replace(schedule, then=then)
+    names = {f.name for f in dataclasses.fields(schedule)}
+    if "steps" in names and isinstance(schedule.steps, int) and schedule.steps + diff >= 1:
+        try:
+            return dataclasses.replace(schedule, steps=schedule.steps + diff)
+        except LrkitError:
+            return schedule
+    return schedule
+
+
+def _scale_lengths(schedule, ratio: float):
+    """Every length in ``schedule`` times ``ratio``, rounded to whole steps (>= 1)."""
+    from lrkit.schedules import map_schedule
+
+    def fix(node):
+        changes = {}
+        for f in dataclasses.fields(node):
+            kind = f.metadata.get("kind", "")
+            value = getattr(node, f.name)
+            if kind in ("length", "length?") and isinstance(value, (int, float)) and value:
+                changes[f.name] = _round_steps(value, ratio)
+            elif kind == "length0" and isinstance(value, (int, float)) and value:
+                changes[f.name] = _round_steps(value, ratio)
+            elif kind == "lengths":
+                changes[f.name] = tuple(_round_steps(v, ratio) for v in value)
+        return dataclasses.replace(node, **changes) if changes else None
+
+    return map_schedule(schedule, fix)
