@@ -1,6 +1,5 @@
 """The demo pipeline when the recipe part cannot run: the other parts still make a page."""
 from lrkit.show import demo
-from lrkit.show.report import render_page
 
 
 def test_a_failing_recommend_leaves_a_page_with_the_reason(monkeypatch, tmp_path):

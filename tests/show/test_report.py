@@ -1,7 +1,6 @@
 """The HTML report: kinds of saved results, sections, escaping, self-containment, the CLI."""
 import json
 import re
-from pathlib import Path
 
 import pytest
 

@@ -194,7 +194,7 @@ def _run_demo(*, seed: int, quick: bool, progress: bool | None,
                 schedule_text = f"constant {example.default_lr:g}"
             bar = progress_bar(budget, label, enabled=progress)
 
-            def tick(*_args: Any) -> None:  # returns None: a true value would stop the run
+            def tick(*_args: Any, bar: Any = bar) -> None:  # None: a true value stops the run
                 bar.update(1)
 
             with bar:

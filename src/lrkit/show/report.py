@@ -47,7 +47,8 @@ WHY = (
 def detect_kind(data: Any) -> str:
     """The kind of a saved result: its ``"kind"`` key, or what its keys show it to be."""
     if not isinstance(data, dict):
-        raise LrkitError(f"expected a JSON object (a saved lrkit result), got {type(data).__name__}")
+        raise LrkitError("expected a JSON object (a saved lrkit result), got "
+                         f"{type(data).__name__}")
     kind = data.get("kind")
     if isinstance(kind, str) and kind in KINDS:
         return kind
@@ -376,7 +377,8 @@ def finder_body(data: dict, ids: Ids) -> str:
                      "range.</p>")
     else:
         parts.append(
-            f'<p class="headline">Suggested learning rate: <strong><span id="{ids.new("suggested-lr")}"'
+            '<p class="headline">Suggested learning rate: <strong>'
+            f'<span id="{ids.new("suggested-lr")}"'
             f' class="rate" data-value="{esc(repr(lr))}">{num(lr)}</span></strong>'
             + (f' &nbsp; good range <span id="{ids.new("good-range")}">{num(good[0])} .. '
                f"{num(good[1])}</span>" if good else "")
@@ -397,7 +399,8 @@ def finder_body(data: dict, ids: Ids) -> str:
         parts.append(table(["method", "rate"], rows, "narrow"))
     warnings = data.get("warnings") or []
     if warnings:
-        parts.append('<div class="warn-box">' + bullets(f"warning: {w}" for w in warnings) + "</div>")
+        parts.append('<div class="warn-box">' + bullets(f"warning: {w}" for w in warnings)
+                     + "</div>")
     return "".join(parts)
 
 
@@ -410,7 +413,8 @@ def runs_table(results: Sequence[dict]) -> str:
     rows = []
     for r in results:
         rows.append([num(r.get("lr"), "g"), verdict_badge(r.get("verdict")),
-                     pct(r.get("confidence")), esc(r["recommendation"]) if r.get("recommendation") else "&ndash;",
+                     pct(r.get("confidence")),
+                     esc(r["recommendation"]) if r.get("recommendation") else "&ndash;",
                      num(r.get("final_train_loss"), ".4g"), num(r.get("val_loss"), ".4g"),
                      pct(r.get("accuracy"))])
     return table(head, rows)
@@ -539,8 +543,9 @@ def recipe_body(data: dict, ids: Ids, *, plot: bool = True) -> str:
         "(" + ", ".join(f"{k}={v}" for k, v in options.items()) + ")" if options else "")
     good = data.get("good_range")
     rows = [["optimizer", f"<code>{esc(opt_text)}</code>"],
-            ["peak learning rate", f'<span id="{ids.new("recipe-peak-lr")}" data-value='
-                                   f'"{esc(repr(data.get("peak_lr")))}">{num(data.get("peak_lr"))}</span>'],
+            ["peak learning rate",
+             f'<span id="{ids.new("recipe-peak-lr")}" '
+             f'data-value="{esc(repr(data.get("peak_lr")))}">{num(data.get("peak_lr"))}</span>'],
             ["warmup", f"{esc(data.get('warmup_steps'))} steps"],
             ["total", f"{esc(data.get('total_steps'))} steps"],
             ["schedule", f"<code>{esc(data.get('schedule'))}</code>"],
@@ -650,7 +655,8 @@ def sweep_body(data: dict, ids: Ids) -> str:
                  "training steps.</p>")
     if finite(best.get("lr")) is not None:
         band = data.get("band")
-        parts.append(f'<p class="headline">Best learning rate: <strong><span id="{ids.new("best-lr")}"'
+        parts.append('<p class="headline">Best learning rate: <strong>'
+                     f'<span id="{ids.new("best-lr")}"'
                      f' data-value="{esc(repr(best["lr"]))}">{num(best["lr"])}</span></strong> '
                      f"with {esc(best.get('optimizer'))} (loss {num(best.get('loss'), '.4g')})"
                      + (f"; near-best band {num(band[0])} .. {num(band[1])}" if band else "")
@@ -705,7 +711,8 @@ def demo_sections(summary: dict, ids: Ids, source: str | None) -> list[Section]:
                     "schedule, ready to paste.</p>")
         body.append(recipe_body(recipe, ids, plot=False))
     else:
-        body.append(f"<p class='note'>No recipe: {esc(summary.get('recipe_unavailable') or 'unavailable')}</p>")
+        reason = summary.get("recipe_unavailable") or "unavailable"
+        body.append(f"<p class='note'>No recipe: {esc(reason)}</p>")
     if summary.get("recipe_vs_default"):
         body.append("<h3>The recipe against the untuned default</h3>")
         body.append(versus_body(summary["recipe_vs_default"], ids))
@@ -760,7 +767,8 @@ th, td { border-bottom: 1px solid var(--line); padding: 4px 10px; text-align: le
          vertical-align: top; }
 th { background: var(--soft); font-weight: 600; }
 table.fields thead { display: none; }
-code, pre { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; font-size: 13px; }
+code, pre { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace;
+            font-size: 13px; }
 code { background: var(--soft); padding: 1px 4px; border-radius: 3px; }
 pre { background: var(--soft); padding: 10px 12px; border-radius: 6px; overflow-x: auto; }
 .headline { font-size: 17px; }
