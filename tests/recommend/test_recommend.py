@@ -79,7 +79,7 @@ def test_recommend_on_a_problem_keeps_its_optimizer_and_restores_it():
         loss.backward()
         optimizer.step()
         scheduler.step()
-    assert float(loss) < first
+    assert float(loss.detach()) < first
 
 
 def test_recommend_without_confirmation_is_finder_only():
