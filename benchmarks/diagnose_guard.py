@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import statistics
 import sys
@@ -32,9 +33,9 @@ RESCUE_CASES = [("friedman-deep", 0.3), ("friedman-deep", 1.0), ("regression-mlp
 GRID = [10 ** (k / 2) for k in range(-8, 0)]
 
 
-def guarded_run(name: str, lr: float, seed: int, steps: int) -> tuple[float, Guard]:
+def guarded_run(name: str, lr: float, seed: int, steps: int, **options) -> tuple[float, Guard]:
     problem = examples.build(name, seed=seed, lr=lr)
-    guard = Guard(problem.model, problem.optimizer)
+    guard = Guard(problem.model, problem.optimizer, **options)
     batches = cycle_batches(problem.train_loader)
     torch.manual_seed(seed)
     for _ in range(steps):
@@ -51,7 +52,7 @@ def guarded_run(name: str, lr: float, seed: int, steps: int) -> tuple[float, Gua
     return evaluate(problem), guard
 
 
-def rescue(seeds: list[int]) -> list[dict]:
+def rescue(seeds: list[int], **options) -> list[dict]:
     rows = []
     for name, bad_lr in RESCUE_CASES:
         ex = examples.get(name)
@@ -62,7 +63,7 @@ def rescue(seeds: list[int]) -> list[dict]:
             tail = [v for v in plain.losses[-max(1, len(plain.losses) // 10):]]
             failed = plain.diverged or not all(math.isfinite(v) for v in tail) or \
                 statistics.median(tail) >= t0
-            val, guard = guarded_run(name, bad_lr, seed, ex.budget_steps)
+            val, guard = guarded_run(name, bad_lr, seed, ex.budget_steps, **options)
             grid = {lr: train(examples.build(name, seed=seed, lr=lr), lr=lr, steps=ex.budget_steps,
                               seed=seed).val_loss for lr in GRID}
             best_lr = min(grid, key=lambda k: grid[k])
@@ -82,12 +83,12 @@ def rescue(seeds: list[int]) -> list[dict]:
     return rows
 
 
-def step_times(name: str, blocks: int, block_steps: int, seed: int = 0) -> dict:
+def step_times(name: str, blocks: int, block_steps: int, seed: int = 0, **options) -> dict:
     """Median seconds per step for the plain loop and the guarded loop, interleaved."""
     problem = examples.build(name, seed=seed)
     model, optimizer, criterion = problem.model, problem.optimizer, problem.criterion
     batches = cycle_batches(problem.train_loader)
-    guard = Guard(model, optimizer)
+    guard = Guard(model, optimizer, **options)
 
     def plain_block():
         for _ in range(block_steps):
@@ -130,13 +131,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--blocks", type=int, default=7)
     parser.add_argument("--block-steps", type=int, default=100)
     parser.add_argument("--skip-rescue", action="store_true")
+    parser.add_argument("--skip-overhead", action="store_true")
+    parser.add_argument("--lr-factor", type=float, default=None, help="Guard's lr_factor")
+    parser.add_argument("--check-grads", action="store_true", help="Guard(check_grads=True)")
     parser.add_argument("--out", help="write the figures to this JSON file")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    figures: dict = {}
+    logging.getLogger("lrkit.diagnose").setLevel(logging.ERROR)  # interventions are counted
+    options = {"check_grads": args.check_grads}
+    if args.lr_factor is not None:
+        options["lr_factor"] = args.lr_factor
+    figures: dict = {"guard_options": options}
     if not args.skip_rescue:
         print("rescue: runs that fail at a too-high rate, trained again under the Guard")
-        rows = rescue(args.seeds)
+        rows = rescue(args.seeds, **options)
         figures["rescue"] = rows
         print("\n  per case (median over seeds): guarded val / best-grid val, / default-rate val")
         for name, lr in RESCUE_CASES:
@@ -147,11 +155,13 @@ def main(argv: list[str] | None = None) -> int:
             finite = sum(math.isfinite(r["guard_val"]) for r in part)
             print(f"  {name:<15} lr {lr:<4g} plain failed {failed}/{len(part)}, guarded finite "
                   f"{finite}/{len(part)}, vs best grid x{vs_best:.3f}, vs default x{vs_default:.3f}")
+    if args.skip_overhead:
+        return 0
     print("\noverhead per step without incidents (median of interleaved blocks, one thread)")
     names = args.examples or examples.names()
     figures["overhead"] = []
     for name in names:
-        row = step_times(name, args.blocks, args.block_steps)
+        row = step_times(name, args.blocks, args.block_steps, **options)
         figures["overhead"].append(row)
         print(f"  {name:<17} plain {row['plain_ms']:.3f} ms, guarded {row['guard_ms']:.3f} ms: "
               f"{row['overhead']:+.1%} ({row['interventions']} interventions)", flush=True)

@@ -17,6 +17,7 @@ def _setup(lr=0.1, **options):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 1))
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    options.setdefault("lr_factor", 0.5)
     guard = lrkit.Guard(model, optimizer, **options)
     return model, optimizer, guard
 
@@ -68,7 +69,7 @@ def test_nonfinite_loss_restores_the_snapshot_exactly_and_cuts_the_rate():
 
 
 def test_nonfinite_gradient_and_spike():
-    model, optimizer, guard = _setup(warmup=5, spike_factor=5.0)
+    model, optimizer, guard = _setup(warmup=5, spike_factor=5.0, check_grads=True)
     x, y = torch.randn(16, 4), torch.randn(16, 1)
     for _ in range(6):
         guard.step(_closure(model, optimizer, x, y))
@@ -115,7 +116,7 @@ def test_disk_snapshot_and_scheduler(tmp_path):
     model, optimizer, _ = _setup()
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     guard = lrkit.Guard(model, optimizer, snapshot="disk", snapshot_dir=tmp_path,
-                        scheduler=scheduler)
+                        scheduler=scheduler, lr_factor=0.5)
     x, y = torch.randn(16, 4), torch.randn(16, 1)
     guard.step(_closure(model, optimizer, x, y))
     assert list(tmp_path.glob("lrkit-snapshot-*"))

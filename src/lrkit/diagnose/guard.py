@@ -11,9 +11,8 @@
             return loss
         loss = guard.step(closure)      # instead of loss = closure(); optimizer.step()
 
-Each step it checks the loss and the gradient norm (one host sync for both). A non-finite loss or
-gradient, or a loss more than ``spike_factor`` times the median of the recent good losses, is an
-incident: the guard restores the last good snapshot of the model and optimizer (an exact
+Each step it checks the loss (one host sync; with ``check_grads=True`` the gradient norm too, in
+the same sync). A non-finite loss or gradient, or a spike (see :class:`Guard`), is an incident: the guard restores the last good snapshot of the model and optimizer (an exact
 :class:`lrkit.state.Snapshot`, RNG included), multiplies every group's rate by ``lr_factor``,
 skips the batch and returns. After ``max_retries`` incidents with no new snapshot in between it
 raises :class:`GuardError`. Every intervention is recorded in ``guard.interventions`` and logged.
@@ -27,6 +26,7 @@ import math
 import os
 from typing import Any, Callable
 
+import numpy as np
 import torch
 
 from lrkit.errors import LrkitError, require
@@ -59,14 +59,24 @@ class Intervention:
 class Guard:
     """Wrap the optimizer step (see the module docstring).
 
-    ``spike_factor``: a loss this many times the median of the last ``window`` good losses is a
-    spike (``None``: only non-finite values are incidents); spikes are only judged after
-    ``warmup`` good steps. ``lr_factor``: rate multiplier per incident. ``snapshot_every``: good
-    steps between snapshots (one snapshot is kept; its size is one copy of the parameters, buffers,
-    gradients and optimizer state). ``snapshot``: ``"cpu"`` (host memory) or ``"disk"`` (a private
-    temporary file in ``snapshot_dir``). ``max_retries``: incidents allowed since the last
-    snapshot. ``check_grads``: also check the gradient norm. ``scheduler``: an LR scheduler whose
-    ``base_lrs`` should be lowered too, so that it does not undo the guard's change.
+    ``spike_factor``: a loss this many times the first good loss (where training started) is a
+    spike; so is one this many times the median of the last ``window`` good losses that is also
+    twice the worst of them and undoes a quarter of the progress since the start (after
+    ``warmup`` good steps); ``None``: only non-finite values are incidents. ``lr_factor``: rate
+    multiplier per incident. ``snapshot_every``: good steps between snapshots (the latest is kept,
+    and the best one; each is one copy of the parameters, buffers, gradients and optimizer state).
+    ``snapshot``: ``"cpu"`` (host memory) or ``"disk"`` (a private temporary file in
+    ``snapshot_dir``). ``max_retries``: incidents allowed since the last snapshot.
+    ``check_grads``: also check the gradient norm before each step (one norm per step, 3-10% of a
+    step on the smallest built-in examples; without it a non-finite gradient is caught one step
+    later through the non-finite loss it causes, and the rollback undoes it).
+    ``diagnose_every``: every that many good steps the losses since the last change of rate are
+    diagnosed (:func:`lrkit.diagnose`, from at most 500 bin means); a run that is ``unstable`` or
+    ``diverged`` with at least ``min_confidence`` gets the diagnosis's cut (x0.3 or x0.1) even
+    though no single step was an incident -- a diverged one after going back to the best snapshot
+    (``keep_best``: keep the snapshot taken when the recent losses were lowest). ``None`` turns
+    this off. ``scheduler``: an LR scheduler whose ``base_lrs`` are lowered too, so that it does
+    not undo the guard's cuts.
     """
 
     def __init__(
@@ -77,12 +87,15 @@ class Guard:
         spike_factor: float | None = 5.0,
         window: int = 50,
         warmup: int = 10,
-        lr_factor: float = 0.5,
-        snapshot_every: int = 50,
+        lr_factor: float = 0.3,
+        snapshot_every: int = 100,
         snapshot: str = "cpu",
         snapshot_dir: str | os.PathLike | None = None,
         max_retries: int = 5,
-        check_grads: bool = True,
+        check_grads: bool = False,
+        diagnose_every: int | None = 200,
+        keep_best: bool = True,
+        min_confidence: float = 0.8,
         scheduler: Any = None,
         logger: logging.Logger | None = None,
     ) -> None:
@@ -110,6 +123,12 @@ class Guard:
         self.snapshot_dir = snapshot_dir
         self.max_retries = max_retries
         self.check_grads = check_grads
+        require(diagnose_every is None or (isinstance(diagnose_every, int) and diagnose_every >= 20),
+                f"diagnose_every must be an integer >= 20 or None, got {diagnose_every!r}")
+        self.diagnose_every = diagnose_every
+        self.keep_best = keep_best
+        self.min_confidence = min_confidence
+        self._history: list[float] = []  # good losses since the last change of rate
         self.scheduler = scheduler
         self.logger = logger or LOGGER
         self.interventions: list[Intervention] = []
@@ -121,31 +140,61 @@ class Guard:
         self._snapshot_step = 0
         self._since_snapshot = 0
         self._retries = 0
-        self._scale_since_snapshot = 1.0
+        self._best: Snapshot | None = None
+        self._best_level = math.inf
+        self._best_step = 0
+        self._start: float | None = None  #: the first good loss: the level training started at
+        self._reference: float | None = None
+        self._recent_max = math.inf
 
     # -- snapshots ----------------------------------------------------------------------------
     def take_snapshot(self) -> None:
-        """Snapshot the current state now (also done automatically every ``snapshot_every``)."""
-        if self._snapshot is not None:
-            self._snapshot.discard()
-        self._snapshot = Snapshot(self.model, self.optimizer, where=self.snapshot_where,
-                                  directory=self.snapshot_dir)
+        """Snapshot the current state now (also done automatically every ``snapshot_every``).
+
+        The guard keeps the latest snapshot and, when ``keep_best`` is on, the one taken when the
+        recent losses were lowest (at most two copies; one when the latest is also the best)."""
+        level = (sorted(self._recent)[len(self._recent) // 2] if self._recent else math.inf)
+        snapshot = Snapshot(self.model, self.optimizer, where=self.snapshot_where,
+                            directory=self.snapshot_dir)
+        old = self._snapshot
+        self._snapshot = snapshot
         self._snapshot_step = self.steps
+        if self.keep_best and (self._best is None or level <= self._best_level):
+            if self._best is not None and self._best is not old:
+                self._best.discard()
+            self._best, self._best_level, self._best_step = snapshot, level, self.steps
+        if old is not None and old is not self._best:
+            old.discard()
         self._since_snapshot = 0
         self._retries = 0
-        self._scale_since_snapshot = 1.0
+
+    def _set_lrs(self, values: list[float]) -> None:
+        for group, value in zip(self.optimizer.param_groups, values):
+            if isinstance(group["lr"], torch.Tensor):
+                group["lr"].fill_(value)
+            else:
+                group["lr"] = value
+
+    def _cut(self, factor: float, restore: Snapshot | None) -> list[float]:
+        """Restore ``restore`` (if given), then set every rate to ``factor`` x its value before."""
+        lr_before = self.lrs
+        if restore is not None:
+            restore.restore()  # this brings back the snapshot's rates too: set them after
+        self._set_lrs([lr * factor for lr in lr_before])
+        if self.scheduler is not None and hasattr(self.scheduler, "base_lrs"):
+            self.scheduler.base_lrs = [lr * factor for lr in self.scheduler.base_lrs]
+        self.optimizer.zero_grad(set_to_none=True)
+        self._history = []
+        return lr_before
 
     @property
     def lrs(self) -> list[float]:
         return [float(g["lr"]) for g in self.optimizer.param_groups]
 
-    def _grad_norm(self) -> torch.Tensor | None:
+    def _grad_norms(self) -> list[torch.Tensor]:
         grads = [p.grad for g in self.optimizer.param_groups for p in g["params"]
                  if p.grad is not None]
-        if not grads:
-            return None
-        norms = torch._foreach_norm(grads)
-        return torch.linalg.vector_norm(torch.stack([n.float() for n in norms]))
+        return list(torch._foreach_norm(grads)) if grads else []
 
     # -- the step -----------------------------------------------------------------------------
     def step(self, closure: Callable[[], Any]) -> float:
@@ -159,18 +208,20 @@ class Guard:
         if loss is None:
             raise LrkitError("the guarded closure returned None; return the loss tensor "
                              "(after calling loss.backward())")
+        grad_norm = None
         if isinstance(loss, torch.Tensor):
-            values = [loss.detach().reshape(()).float()]
-            norm = self._grad_norm() if self.check_grads else None
-            if norm is not None:
-                values.append(norm.to(values[0].device))
-            host = torch.stack(values).cpu().tolist()  # one sync for loss and gradient norm
-            loss_value = host[0]
-            grad_norm = host[1] if len(host) > 1 else None
+            if self.check_grads:
+                norms = self._grad_norms()
+                host = torch.stack([loss.detach().reshape(()).float()]
+                                   + [n.float().to(loss.device) for n in norms]).cpu().tolist()
+                loss_value, grad_norm = host[0], math.fsum(host[1:])  # one sync for both
+            else:
+                loss_value = float(loss.detach())  # the one sync
         else:
             loss_value = float(loss)
-            norm = self._grad_norm() if self.check_grads else None
-            grad_norm = float(norm) if norm is not None else None
+            if self.check_grads:
+                norms = self._grad_norms()
+                grad_norm = math.fsum(torch.stack([n.float() for n in norms]).cpu().tolist())
 
         reason = None
         reference = None
@@ -178,10 +229,24 @@ class Guard:
             reason = "nonfinite_loss"
         elif grad_norm is not None and not math.isfinite(grad_norm):
             reason = "nonfinite_grad"
-        elif (self.spike_factor is not None and len(self._recent) >= self.warmup):
-            reference = sorted(self._recent)[len(self._recent) // 2]
-            if reference > 0 and loss_value > self.spike_factor * reference:
-                reason = "spike"
+        elif self.spike_factor is not None:
+            if self._start is not None and loss_value > self.spike_factor * self._start:
+                # far above where training started: never a healthy step
+                reason, reference = "spike", self._start
+            elif len(self._recent) >= self.warmup:
+                if self._reference is None or self.good_steps % 10 == 0:
+                    ordered = sorted(self._recent)
+                    self._reference = ordered[len(ordered) // 2]
+                    self._recent_max = ordered[-1]
+                reference = self._reference
+                # a spike stands out of the recent median *and* of the recent worst batch, so
+                # that heavy-tailed batch losses near convergence are not mistaken for one, and
+                # it undoes a quarter of the progress made since the start
+                if (reference > 0 and loss_value > self.spike_factor * reference
+                        and loss_value > 2.0 * self._recent_max
+                        and (self._start is None
+                             or loss_value - reference > 0.25 * (self._start - reference))):
+                    reason = "spike"
         if reason is not None:
             self._intervene(reason, loss_value, reference, grad_norm)
             return loss_value
@@ -190,10 +255,46 @@ class Guard:
         self.skipped = False
         self.good_steps += 1
         self._recent.append(loss_value)
+        if self._start is None:
+            self._start = abs(loss_value) if loss_value != 0 else None
         self._since_snapshot += 1
+        if self.diagnose_every:
+            self._history.append(loss_value)
+            if len(self._history) % self.diagnose_every == 0:
+                self._check_course()
         if self._since_snapshot >= self.snapshot_every:
             self.take_snapshot()
         return loss_value
+
+    def _check_course(self) -> None:
+        """Diagnose the losses since the last change of rate; a run that is unstable (or worse)
+        at this rate gets the diagnosis's cut, even if no single step was an incident."""
+        from lrkit.diagnose.classify import diagnose
+
+        history = self._history
+        values = np.asarray(history, dtype=float)
+        if len(values) > 500:  # bin means: a check stays cheap however long the run
+            edges = np.linspace(0, len(values), 501).astype(int)
+            values = np.add.reduceat(values, edges[:-1]) / np.diff(edges)
+        result = diagnose(values)
+        if (result.verdict not in ("unstable", "diverged") or result.lr_factor is None
+                or result.confidence < self.min_confidence):
+            return
+        # a run that diverged goes back to its best snapshot; an unstable one just slows down
+        restore = self._best if result.verdict == "diverged" and self._best is not None else None
+        lr_before = self._cut(result.lr_factor, restore)
+        if restore is not None:
+            self._recent.clear()
+            self._reference = None
+        reason = f"diagnosed_{result.verdict}"
+        restored_to = self._best_step if restore is not None else -1
+        self.interventions.append(Intervention(self.steps, reason, history[-1], None, None,
+                                               lr_before, self.lrs, restored_to))
+        self.logger.warning("lrkit guard step %d: the last %d losses look %s (%s); %srate %s -> %s",
+                            self.steps, len(history), result.verdict,
+                            result.reasons[0] if result.reasons else "",
+                            f"restored the best snapshot (step {restored_to}), "
+                            if restore is not None else "", _fmt(lr_before), _fmt(self.lrs))
 
     def _intervene(self, reason: str, loss: float, reference: float | None,
                    grad_norm: float | None) -> None:
@@ -211,19 +312,8 @@ class Guard:
                 "data, the loss and the model) -- or raise max_retries. Interventions: "
                 + ", ".join(f"step {i.step} {i.reason}" for i in self.interventions[-6:]))
         assert self._snapshot is not None
-        self._snapshot.restore()
+        self._cut(self.lr_factor, self._snapshot)
         self._retries += 1
-        self._scale_since_snapshot *= self.lr_factor
-        # the snapshot brought back the rates of its time: apply every cut made since
-        for group in self.optimizer.param_groups:
-            value = group["lr"] * self._scale_since_snapshot
-            if isinstance(group["lr"], torch.Tensor):
-                group["lr"].fill_(value)
-            else:
-                group["lr"] = value
-        if self.scheduler is not None and hasattr(self.scheduler, "base_lrs"):
-            self.scheduler.base_lrs = [lr * self.lr_factor for lr in self.scheduler.base_lrs]
-        self.optimizer.zero_grad(set_to_none=True)
         record = Intervention(self.steps, reason, loss, reference, grad_norm, lr_before, self.lrs,
                               self._snapshot_step)
         self.interventions.append(record)
@@ -238,7 +328,10 @@ class Guard:
                 "interventions": [i.to_dict() for i in self.interventions], "lrs": self.lrs}
 
     def close(self) -> None:
-        """Free the snapshot (and its file when on disk)."""
+        """Free the snapshots (and their files when on disk)."""
+        if self._best is not None and self._best is not self._snapshot:
+            self._best.discard()
+        self._best = None
         if self._snapshot is not None:
             self._snapshot.discard()
             self._snapshot = None

@@ -50,7 +50,7 @@ class Monitor:
         logger: logging.Logger | str | None = None,
         level: int = logging.INFO,
         min_points: int = 8,
-        max_points: int = 4000,
+        max_points: int = 1000,
         on_report: Callable[[Diagnosis], Any] | None = None,
         name: str = "train",
     ) -> None:
