@@ -133,12 +133,14 @@ def run_job(job: dict) -> dict:
             return None
     else:
         raise ValueError(kind)
+    t1 = time.perf_counter()
     run = train(problem, lr=rate, steps=steps, seed=seed, on_step=on_step)
+    train_seconds = time.perf_counter() - t1
     tail = run.losses[-max(1, steps // 10):]
     out = dict(job)
     out.update(val=(math.inf if run.diverged else run.val_loss), diverged=run.diverged,
                metric=run.metric, train_tail=(math.inf if run.diverged else statistics.fmean(tail)),
-               seconds=time.perf_counter() - t0, steps_run=run.steps)
+               seconds=time.perf_counter() - t0, train_seconds=train_seconds, steps_run=run.steps)
     del torch
     return out
 
@@ -161,14 +163,21 @@ def finder_job(job: dict) -> dict:
 
 
 def recommend_job(job: dict) -> dict:
-    """``lrkit.recommend`` on the task, timed; its cost in steps is in the recipe's evidence."""
+    """``lrkit.recommend`` on the task, then a full training run with the recipe in the same
+    process, so that the tuning cost is timed against a training run under the same load."""
     _setup()
     import lrkit
+    from lrkit.recommend import Recipe
 
-    t0 = time.perf_counter()
+    lrkit.examples.build(job["task"], seed=job["seed"])  # warm: imports, data sets
     recipe = lrkit.recommend(job["task"], steps=job["steps"], seed=job["seed"], progress=False)
     out = dict(job)
-    out.update(recipe=recipe.to_dict(), seconds=time.perf_counter() - t0)
+    out["recipe"] = recipe.to_dict()
+    run = run_job(dict(kind="recipe", group="recipe", task=job["task"], seed=job["seed"],
+                       steps=job["steps"], recipe=Recipe.from_dict(out["recipe"]).to_dict()))
+    out["run"] = run
+    out["tuning_seconds"] = recipe.evidence["cost"]["seconds"]
+    out["train_seconds"] = run["train_seconds"]
     return out
 
 
@@ -315,32 +324,45 @@ def _best(rows: list[dict]) -> tuple[float, float]:
     return lr, scored[lr]
 
 
+def _policy_version() -> int:
+    from lrkit.recommend import policy
+
+    return policy.VERSION
+
+
 def run_task(task: str, steps: int, workers: int) -> dict:
+    """Baselines (cached once) and the recipe (recomputed when the policy's VERSION changes)."""
     path = RESULTS / f"recipe_{task}.json"
-    if path.exists():
-        data = json.loads(path.read_text())
-        if data.get("steps") == steps:
-            return data
-    print(f"{task}: {steps} steps", file=sys.stderr, flush=True)
+    data = json.loads(path.read_text()) if path.exists() else {}
+    if data.get("steps") != steps:
+        data = {}
+    version = _policy_version()
     t0 = time.perf_counter()
-    first = _pool_map(_any_job, _task_jobs_a(task, steps), workers)
+    recipes = data.get("recipes", [])
+    fresh = (len(recipes) == len(SEEDS) and all(
+        r["recipe"]["evidence"].get("policy") == version and "train_seconds" in r for r in recipes))
+    if data and fresh:
+        return data
+    print(f"{task}: {steps} steps", file=sys.stderr, flush=True)
+    jobs = [dict(kind="recommend", task=task, seed=seed, steps=steps) for seed in SEEDS]
+    if "runs" not in data:
+        jobs += [j for j in _task_jobs_a(task, steps) if j["kind"] != "recommend"]
+    first = _pool_map(_any_job, jobs, workers)
     recipes = [r for r in first if r["kind"] == "recommend"]
-    const = [r for r in first if r.get("group") == "const"]
-    best_const, _ = _best(const)
+    runs = data.get("runs") or [r for r in first if r["kind"] != "recommend"]
+    runs = [r for r in runs if r.get("group") not in ("recipe",) and r["kind"] != "recommend"]
     spec = recipes[0]["recipe"]["schedule"]
-    # phase B: the recipe's full runs and the oracle grid for its own shape; the decayed
-    # schedule's best peak is at or above the best constant rate, so the grid starts a bit below
-    jobs = [dict(kind="recipe", group="recipe", task=task, seed=r["seed"], steps=steps,
-                 recipe=r["recipe"]) for r in recipes]
-    lo = best_const / 5
-    oracle_rates = [lr for lr in grid(*CONST_GRID) if lr >= lo]
-    for seed in SEEDS:
-        for lr in oracle_rates:
-            jobs.append(dict(kind="schedule", group="oracle", task=task, seed=seed, steps=steps,
-                             lr=lr, spec=spec))
-    second = _pool_map(_any_job, jobs, workers)
-    data = {"task": task, "steps": steps, "seeds": list(SEEDS), "runs": first + second,
-            "seconds": time.perf_counter() - t0}
+    if not any(r.get("group") == "oracle" and r.get("spec") == spec for r in runs):
+        # the oracle grid for the recipe's own shape; a decayed schedule's best peak is at or
+        # above the best constant rate, so the grid starts a little below that
+        runs = [r for r in runs if r.get("group") != "oracle"]
+        best_const, _ = _best([r for r in runs if r.get("group") == "const"])
+        oracle = [dict(kind="schedule", group="oracle", task=task, seed=seed, steps=steps,
+                       lr=lr, spec=spec)
+                  for seed in SEEDS for lr in grid(*CONST_GRID) if lr >= best_const / 5]
+        runs += _pool_map(_any_job, oracle, workers)
+    data = {"task": task, "steps": steps, "seeds": list(SEEDS), "recipes": recipes, "runs": runs,
+            "seconds": (data.get("seconds") or 0) + time.perf_counter() - t0}
     RESULTS.mkdir(exist_ok=True)
     path.write_text(json.dumps(data, indent=1))
     return data
@@ -349,27 +371,24 @@ def run_task(task: str, steps: int, workers: int) -> dict:
 def summarise(data: dict) -> dict:
     runs = data["runs"]
     group = lambda g: [r for r in runs if r.get("group") == g]  # noqa: E731
-    recipes = [r for r in runs if r["kind"] == "recommend"]
-    recipe_runs = group("recipe")
+    recipes = data["recipes"]
+    recipe_runs = [r["run"] for r in recipes]
     const_lr, const_val = _best(group("const"))
     oracle_lr, oracle_val = _best(group("oracle"))
-    recipe_val = _mean_val(recipe_runs)
-    cost_steps = [r["recipe"]["evidence"]["cost"]["steps"] / data["steps"] for r in recipes]
-    run_seconds = {r["seed"]: r["seconds"] for r in recipe_runs}
-    cost_time = [r["seconds"] / run_seconds[r["seed"]] for r in recipes]
     return {
         "task": data["task"], "steps": data["steps"],
         "optimizer": recipes[0]["recipe"]["optimizer"],
         "recipe_peaks": [r["recipe"]["peak_lr"] for r in recipes],
         "schedule": recipes[0]["recipe"]["schedule"],
-        "recipe": recipe_val,
+        "recipe": _mean_val(recipe_runs),
         "recipe_diverged": any(r["diverged"] for r in recipe_runs),
         "const": const_val, "const_lr": const_lr,
         "oracle": oracle_val, "oracle_lr": oracle_lr,
         "default": _mean_val(group("default")),
         "prodigy": _mean_val(group("prodigy")),
         "sf-adamw": _mean_val(group("sf-adamw")),
-        "cost_steps": max(cost_steps), "cost_time": max(cost_time),
+        "cost_steps": max(r["recipe"]["evidence"]["cost"]["steps"] / data["steps"] for r in recipes),
+        "cost_time": max(r["tuning_seconds"] / r["train_seconds"] for r in recipes),
         "seconds": data.get("seconds"),
     }
 

@@ -100,6 +100,15 @@ def _batch_size(loader: Any) -> int | None:
     return size if isinstance(size, int) and size >= 1 else None
 
 
+def _epochs(loader: Any, total: int) -> float | None:
+    """How many passes over the training data ``total`` steps make (None without a length)."""
+    try:
+        per_epoch = len(loader)
+    except TypeError:
+        return None
+    return total / per_epoch if per_epoch else None
+
+
 def _short_run(problem: Problem, rate: Callable[[int], float], steps: int) -> dict:
     """Train ``steps`` steps at ``rate(step)`` and put model, optimizer and RNGs back exactly."""
     trainable = problem.trainable(val_batches=policy.CONFIRM_VAL_BATCHES)
@@ -154,7 +163,8 @@ def recommend(target: Any, *, steps: int | None = None, epochs: float | None = N
     finder = find_lr(problem.model, problem.optimizer, problem.train_loader, problem.criterion,
                      loss_fn=problem.loss_fn, budget_steps=total, progress=progress)
     plan = policy.plan(finder, total_steps=total, optimizer=name,
-                       current_lr=ratios[0] if ratios else None, confirm=confirm)
+                       current_lr=ratios[0] if ratios else None, confirm=confirm,
+                       epochs=_epochs(problem.train_loader, total))
     confirmations = []
     for candidate in plan.candidates if plan.confirm_steps else []:
         schedule = policy.short_schedule(plan, candidate)
@@ -184,6 +194,7 @@ def recommend(target: Any, *, steps: int | None = None, epochs: float | None = N
         "confirmations": confirmations,
         "confirm_schedule": plan.confirm_spec,
         "shape": plan.shape,
+        "epochs": plan.epochs,
         "cost": {"steps": tuning_steps, "fraction": tuning_steps / total, "seconds": seconds,
                  "finder_steps": finder.steps,
                  "confirm_steps": sum(c["steps"] for c in confirmations)},

@@ -4,6 +4,7 @@ PyTorch without lrkit), ``to_dict``/JSON/YAML (round trip)."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
 import json
 import math
@@ -149,9 +150,7 @@ class Recipe:
     @property
     def parsed_schedule(self):
         """The schedule as an :class:`lrkit.schedules.Schedule`."""
-        from lrkit.schedules import parse
-
-        return parse(self.schedule)
+        return _parse(self.schedule)
 
     def lr_at(self, step: int) -> float:
         """The learning rate at optimizer step ``step`` (0 = the first step)."""
@@ -335,6 +334,14 @@ class Recipe:
 
     def __str__(self) -> str:
         return self.summary()
+
+
+@functools.lru_cache(maxsize=64)
+def _parse(spec: str):
+    """Parsed once per spec: schedules are frozen, and ``lr_at`` may be called every step."""
+    from lrkit.schedules import parse
+
+    return parse(spec)
 
 
 def _round_steps(value: int, ratio: float) -> int:
