@@ -110,7 +110,7 @@ def step_times(name: str, blocks: int, block_steps: int, seed: int = 0, **option
 
             guard.step(closure)
 
-    plain_block(), guarded_block()  # warm up
+    guarded_block(), plain_block()  # warm up (the guard sees the run from its start)
     times: dict[str, list[float]] = {"plain": [], "guard": []}
     for _ in range(blocks):
         for key, block in (("plain", plain_block), ("guard", guarded_block)):
@@ -119,8 +119,11 @@ def step_times(name: str, blocks: int, block_steps: int, seed: int = 0, **option
             times[key].append((time.perf_counter() - start) / block_steps)
     plain = statistics.median(times["plain"])
     guarded = statistics.median(times["guard"])
+    # the fastest block of each is the one least disturbed by other work on the machine
+    best = min(times["guard"]) / min(times["plain"]) - 1
     return {"example": name, "plain_ms": plain * 1e3, "guard_ms": guarded * 1e3,
-            "overhead": guarded / plain - 1, "interventions": len(guard.interventions)}
+            "overhead": guarded / plain - 1, "overhead_fastest": best,
+            "interventions": len(guard.interventions)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -128,8 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--examples", nargs="*", default=None,
                         help="examples for the overhead part (default: all)")
-    parser.add_argument("--blocks", type=int, default=7)
-    parser.add_argument("--block-steps", type=int, default=100)
+    parser.add_argument("--blocks", type=int, default=15)
+    parser.add_argument("--block-steps", type=int, default=50)
     parser.add_argument("--skip-rescue", action="store_true")
     parser.add_argument("--skip-overhead", action="store_true")
     parser.add_argument("--lr-factor", type=float, default=None, help="Guard's lr_factor")
@@ -164,9 +167,12 @@ def main(argv: list[str] | None = None) -> int:
         row = step_times(name, args.blocks, args.block_steps, **options)
         figures["overhead"].append(row)
         print(f"  {name:<17} plain {row['plain_ms']:.3f} ms, guarded {row['guard_ms']:.3f} ms: "
-              f"{row['overhead']:+.1%} ({row['interventions']} interventions)", flush=True)
-    overheads = [r["overhead"] for r in figures["overhead"]]
-    print(f"  median overhead {statistics.median(overheads):+.1%}, max {max(overheads):+.1%}")
+              f"{row['overhead']:+.1%} (fastest blocks {row['overhead_fastest']:+.1%}; "
+              f"{row['interventions']} interventions)", flush=True)
+    for key in ("overhead", "overhead_fastest"):
+        values = [r[key] for r in figures["overhead"]]
+        print(f"  {key}: median over examples {statistics.median(values):+.1%}, "
+              f"max {max(values):+.1%}")
     if args.out:
         with open(args.out, "w") as handle:
             json.dump(figures, handle, indent=2, default=str)

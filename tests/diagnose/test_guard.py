@@ -168,3 +168,41 @@ def test_a_run_that_diverges_without_the_guard_finishes_with_it():
 def test_no_incidents_on_a_healthy_run():
     val, guard = _guarded_run("digits-mlp", 0.01, 150)
     assert guard.interventions == [] and guard.good_steps == 150
+
+
+def test_heavy_tailed_batches_near_convergence_are_not_spikes():
+    model, optimizer, guard = _setup(lr=1e-6, diagnose_every=None)
+    x, y = torch.randn(16, 4), torch.randn(16, 1)
+    rng = torch.Generator().manual_seed(0)
+    # a run that fell from ~2 to ~0.02, with occasional batches 5-10x the median
+    levels = [2.0 * 0.9 ** i + 0.02 for i in range(60)]
+    levels += [0.02 * (8.0 if torch.rand((), generator=rng) < 0.05 else 1.0) for _ in range(300)]
+    for level in levels:
+        guard.step(_closure(model, optimizer, x, y, poison=level / 1.0))
+    assert guard.interventions == []
+
+
+def test_the_rate_is_never_cut_below_min_lr_scale():
+    model, optimizer, guard = _setup(min_lr_scale=0.2, max_retries=100)
+    x, y = torch.randn(16, 4), torch.randn(16, 1)
+    guard.step(_closure(model, optimizer, x, y))
+    guard.step(_closure(model, optimizer, x, y, poison=float("nan")))
+    guard.step(_closure(model, optimizer, x, y, poison=float("nan")))
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.025)
+    with pytest.raises(GuardError, match="below 0.2 x the rate it started with"):
+        guard.step(_closure(model, optimizer, x, y, poison=float("nan")))
+
+
+def test_a_run_that_stays_unstable_is_slowed_down_by_the_course_check():
+    torch.manual_seed(0)
+    model = nn.Linear(4, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    guard = lrkit.Guard(model, optimizer, diagnose_every=100, spike_factor=None)
+    rng = torch.Generator().manual_seed(1)
+    for i in range(100):
+        # a loss that fell, then bounces back up far above its best: an unstable course
+        level = 2.0 * 0.8 ** i if i < 50 else 1.5 * float(torch.rand((), generator=rng)) + 0.5
+        guard.step(lambda level=level: torch.tensor(level, requires_grad=True) * 1.0)
+    (record,) = guard.interventions
+    assert record.reason in ("diagnosed_unstable", "diagnosed_diverged")
+    assert optimizer.param_groups[0]["lr"] < 0.1

@@ -71,12 +71,13 @@ class Guard:
     step on the smallest built-in examples; without it a non-finite gradient is caught one step
     later through the non-finite loss it causes, and the rollback undoes it).
     ``diagnose_every``: every that many good steps the losses since the last change of rate are
-    diagnosed (:func:`lrkit.diagnose`, from at most 500 bin means); a run that is ``unstable`` or
+    diagnosed (:func:`lrkit.diagnose`, on at most 500 bin means); a run that is ``unstable`` or
     ``diverged`` with at least ``min_confidence`` gets the diagnosis's cut (x0.3 or x0.1) even
     though no single step was an incident -- a diverged one after going back to the best snapshot
     (``keep_best``: keep the snapshot taken when the recent losses were lowest). ``None`` turns
-    this off. ``scheduler``: an LR scheduler whose ``base_lrs`` are lowered too, so that it does
-    not undo the guard's cuts.
+    this off. ``min_lr_scale``: the guard raises :class:`GuardError` rather than cut a rate below
+    this share of where it started. ``scheduler``: an LR scheduler whose ``base_lrs`` are lowered
+    too, so that it does not undo the guard's cuts.
     """
 
     def __init__(
@@ -93,9 +94,10 @@ class Guard:
         snapshot_dir: str | os.PathLike | None = None,
         max_retries: int = 5,
         check_grads: bool = False,
-        diagnose_every: int | None = 200,
+        diagnose_every: int | None = 250,
         keep_best: bool = True,
         min_confidence: float = 0.8,
+        min_lr_scale: float = 1e-4,
         scheduler: Any = None,
         logger: logging.Logger | None = None,
     ) -> None:
@@ -128,7 +130,9 @@ class Guard:
         self.diagnose_every = diagnose_every
         self.keep_best = keep_best
         self.min_confidence = min_confidence
-        self._history: list[float] = []  # good losses since the last change of rate
+        self.min_lr_scale = min_lr_scale
+        self._history: list[float] = []  # good losses since the last change of rate (binned)
+        self._reset_history()
         self.scheduler = scheduler
         self.logger = logger or LOGGER
         self.interventions: list[Intervention] = []
@@ -146,6 +150,8 @@ class Guard:
         self._start: float | None = None  #: the first good loss: the level training started at
         self._reference: float | None = None
         self._recent_max = math.inf
+        self._start_level: float | None = None  #: median of the first ``warmup`` good losses
+        self._initial_lrs = [float(g["lr"]) for g in optimizer.param_groups]
 
     # -- snapshots ----------------------------------------------------------------------------
     def take_snapshot(self) -> None:
@@ -178,13 +184,21 @@ class Guard:
     def _cut(self, factor: float, restore: Snapshot | None) -> list[float]:
         """Restore ``restore`` (if given), then set every rate to ``factor`` x its value before."""
         lr_before = self.lrs
+        floor = [lr * self.min_lr_scale for lr in self._initial_lrs]
+        if all(lr * factor < f for lr, f in zip(lr_before, floor) if f > 0) and any(floor):
+            raise GuardError(
+                f"the guard would cut the rate to {lr_before[0] * factor:.3g}, below "
+                f"{self.min_lr_scale:g} x the rate it started with ({self._initial_lrs[0]:.3g}), "
+                "and the loss still misbehaves: the problem is probably not the rate (check the "
+                "data, the loss and the model), or lower min_lr_scale. Interventions: "
+                + ", ".join(f"step {i.step} {i.reason}" for i in self.interventions[-6:]))
         if restore is not None:
             restore.restore()  # this brings back the snapshot's rates too: set them after
         self._set_lrs([lr * factor for lr in lr_before])
         if self.scheduler is not None and hasattr(self.scheduler, "base_lrs"):
             self.scheduler.base_lrs = [lr * factor for lr in self.scheduler.base_lrs]
         self.optimizer.zero_grad(set_to_none=True)
-        self._history = []
+        self._reset_history()
         return lr_before
 
     @property
@@ -230,22 +244,26 @@ class Guard:
         elif grad_norm is not None and not math.isfinite(grad_norm):
             reason = "nonfinite_grad"
         elif self.spike_factor is not None:
-            if self._start is not None and loss_value > self.spike_factor * self._start:
-                # far above where training started: never a healthy step
-                reason, reference = "spike", self._start
-            elif len(self._recent) >= self.warmup:
+            if len(self._recent) < self.warmup:
+                # the first steps: a blow-up far above the first loss is never a healthy step
+                if self._start is not None and loss_value > self.spike_factor * self._start:
+                    reason, reference = "spike", self._start
+            else:
                 if self._reference is None or self.good_steps % 10 == 0:
                     ordered = sorted(self._recent)
                     self._reference = ordered[len(ordered) // 2]
                     self._recent_max = ordered[-1]
+                    if self._start_level is None:
+                        self._start_level = self._reference
                 reference = self._reference
-                # a spike stands out of the recent median *and* of the recent worst batch, so
-                # that heavy-tailed batch losses near convergence are not mistaken for one, and
-                # it undoes a quarter of the progress made since the start
-                if (reference > 0 and loss_value > self.spike_factor * reference
-                        and loss_value > 2.0 * self._recent_max
-                        and (self._start is None
-                             or loss_value - reference > 0.25 * (self._start - reference))):
+                start = max(self._start_level or 0.0, reference)
+                # a spike stands out of the recent worst batch (heavy-tailed batch losses near
+                # convergence are not spikes), and either blows past the level training started
+                # at or is far above the recent median and undoes a quarter of the progress
+                if loss_value > 2.0 * self._recent_max and (
+                        loss_value > self.spike_factor * start
+                        or (reference > 0 and loss_value > self.spike_factor * reference
+                            and loss_value - reference > 0.25 * (start - reference))):
                     reason = "spike"
         if reason is not None:
             self._intervene(reason, loss_value, reference, grad_norm)
@@ -259,12 +277,32 @@ class Guard:
             self._start = abs(loss_value) if loss_value != 0 else None
         self._since_snapshot += 1
         if self.diagnose_every:
-            self._history.append(loss_value)
-            if len(self._history) % self.diagnose_every == 0:
+            self._record(loss_value)
+            self._since_check += 1
+            if self._since_check >= self.diagnose_every:
+                self._since_check = 0
                 self._check_course()
         if self._since_snapshot >= self.snapshot_every:
             self.take_snapshot()
         return loss_value
+
+    def _reset_history(self) -> None:
+        self._history = []
+        self._stride, self._bucket_sum, self._bucket_n, self._since_check = 1, 0.0, 0, 0
+
+    def _record(self, value: float) -> None:
+        """Keep the losses since the last change of rate in at most 500 bins: each bin holds the
+        mean of ``_stride`` steps, and the stride doubles (pairs merged) when the list is full."""
+        self._bucket_sum += value
+        self._bucket_n += 1
+        if self._bucket_n < self._stride:
+            return
+        self._history.append(self._bucket_sum / self._bucket_n)
+        self._bucket_sum, self._bucket_n = 0.0, 0
+        if len(self._history) >= 500:
+            pairs = self._history
+            self._history = [(pairs[i] + pairs[i + 1]) / 2 for i in range(0, len(pairs) - 1, 2)]
+            self._stride *= 2
 
     def _check_course(self) -> None:
         """Diagnose the losses since the last change of rate; a run that is unstable (or worse)
@@ -272,11 +310,9 @@ class Guard:
         from lrkit.diagnose.classify import diagnose
 
         history = self._history
-        values = np.asarray(history, dtype=float)
-        if len(values) > 500:  # bin means: a check stays cheap however long the run
-            edges = np.linspace(0, len(values), 501).astype(int)
-            values = np.add.reduceat(values, edges[:-1]) / np.diff(edges)
-        result = diagnose(values)
+        if len(history) < 20:
+            return
+        result = diagnose(history)
         if (result.verdict not in ("unstable", "diverged") or result.lr_factor is None
                 or result.confidence < self.min_confidence):
             return

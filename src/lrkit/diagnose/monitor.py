@@ -92,6 +92,9 @@ class Monitor:
         """Record one step's loss (a float or a scalar tensor) and rate; returns the diagnosis
         when this step completes a report interval, else ``None``."""
         if hasattr(loss, "detach"):
+            if loss.numel() != 1:
+                raise LrkitError(f"monitor.update needs the scalar loss of the step, got a tensor "
+                                 f"of shape {tuple(loss.shape)}; reduce it (e.g. loss.mean())")
             self._pending.append(loss.detach())
         else:
             self._flush_pending()
@@ -114,8 +117,11 @@ class Monitor:
         pending, self._pending = self._pending, []
         import torch  # only reached when tensors were given, so torch is there
 
-        stacked = torch.stack([p.reshape(()).float() for p in pending])
-        self._losses.extend(stacked.cpu().tolist())  # the one host sync per report
+        try:
+            stacked = torch.stack(pending)  # scalars of one dtype and device: the usual case
+        except RuntimeError:
+            stacked = torch.stack([p.reshape(()).float().cpu() for p in pending])
+        self._losses.extend(stacked.reshape(-1).float().cpu().tolist())  # the one host sync
 
     # -- reports ------------------------------------------------------------------------------
     @property
