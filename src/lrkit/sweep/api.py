@@ -39,7 +39,7 @@ def build_spec(problem: Any, *, lrs: Any = "1e-4:1",
                points_per_decade: int = DEFAULT_POINTS_PER_DECADE, optimizers: Any = None,
                seeds: int = 1, budget: int | None = None, epochs: int | None = None,
                strategy: str = "refine", stride: int = 4, eta: int = 3, rungs: int = 2,
-               repeat_top: int = 3, diverge_factor: float = 10.0, tolerance: float = 0.02,
+               repeat_top: int = 3, diverge_factor: float = 10.0, tolerance: float = 0.1,
                max_retries: int = 3) -> SweepSpec:
     """Check every setting (and build the recipe once) and return the sweep's settings."""
     from lrkit.problem import Problem
@@ -96,7 +96,8 @@ def sweep(problem: Any, *, lrs: Any = "1e-4:1",
           storage: str | None = None, study_name: str | None = None, workers: int = 1,
           strategy: str = "refine", continue_study: bool = False, stride: int = 4, eta: int = 3,
           rungs: int = 2, repeat_top: int = 3, diverge_factor: float = 10.0,
-          tolerance: float = 0.02, band_tolerance: float = 0.02, progress: bool | None = None, threads: int = 1,
+          tolerance: float = 0.1, band_tolerance: float = 0.02, progress: bool | None = None,
+          threads: int = 1,
           max_retries: int = 3, heartbeat_interval: int = 5, grace_period: int = 20,
           diagnose: bool = True) -> SweepResult:
     """Sweep learning rates (and optionally optimizers and seeds) for a recipe.
@@ -145,18 +146,18 @@ def sweep(problem: Any, *, lrs: Any = "1e-4:1",
     study = engine.open_study(handle, name, spec, create=True, continue_study=continue_study)
     bar = _Progress(study, spec, progress)
     try:
-        if workers == 1:
-            import torch
+        import torch
 
-            previous = torch.get_num_threads()
-            try:
+        previous = torch.get_num_threads()
+        try:
+            if workers == 1:
                 engine.run_worker(handle, name, spec, threads=threads,
                                   on_trial=lambda info: bar.refresh())
-            finally:
-                torch.set_num_threads(previous)
-        else:
-            engine.run_workers(handle, name, spec, workers, threads=threads,
-                               on_poll=bar.refresh)
+            else:
+                engine.run_workers(handle, name, spec, workers, threads=threads,
+                                   on_trial=lambda info: bar.refresh(), on_poll=bar.refresh)
+        finally:
+            torch.set_num_threads(previous)
     finally:
         bar.close()
     return collect(study, spec.settings(), study_name=name, storage=handle.describe(),

@@ -31,7 +31,7 @@ class SweepSpec:
     rungs: int = 2
     repeat_top: int = 3
     diverge_factor: float = 10.0
-    tolerance: float = 0.02
+    tolerance: float = 0.1
     max_retries: int = 3
 
     def strategy(self) -> Strategy:
@@ -49,9 +49,10 @@ class SweepSpec:
             "optimizer_labels": [o.label for o in self.optimizers],
             "budget": self.budget,
             "seeds": self.seeds,
-            "strategy": {"mode": self.mode, "stride": self.stride, "eta": self.eta,
-                         "rungs": self.rungs, "repeat_top": self.repeat_top,
-                         "tolerance": self.tolerance},
+            "strategy": ({"mode": "grid"} if self.mode == "grid" else
+                         {"mode": self.mode, "stride": self.stride, "eta": self.eta,
+                          "rungs": self.rungs, "repeat_top": self.repeat_top,
+                          "tolerance": self.tolerance}),
             "diverge_factor": self.diverge_factor,
         }
 

@@ -299,6 +299,9 @@ class Liveness:
     def recover(self, study, spec: SweepSpec) -> list[int]:
         return []
 
+    def claimed(self, study, trial) -> None:
+        pass
+
     def heartbeat(self, study, trial):
         return contextlib.nullcontext()
 
@@ -316,6 +319,11 @@ class HeartbeatLiveness(Liveness):
         fail_stale_trials(study)
         after = {t.number for t in study.get_trials(deepcopy=False) if t.state.name == "RUNNING"}
         return sorted(before - after)
+
+    def claimed(self, study, trial) -> None:
+        storage = study._storage
+        if getattr(storage, "get_heartbeat_interval", lambda: None)():
+            storage.record_heartbeat(trial._trial_id)
 
     @contextlib.contextmanager
     def heartbeat(self, study, trial) -> Iterator[None]:
@@ -546,7 +554,10 @@ def _claim(study, spec: SweepSpec, liveness: Liveness, speculate: bool = True):
                             user_attrs=spec.trial_attrs(proposal.point, proposal.order,
                                                         proposal.phase, proposal.ref))
     trial = study.ask()
+    # still under the lock: a trial is never seen running without its owner's mark (journal) or
+    # without a first heartbeat (RDB), so a worker killed right now is still detected
     study._storage.set_trial_system_attr(trial._trial_id, WORKER_ATTR, liveness.token)
+    liveness.claimed(study, trial)
     return trial, plan
 
 
@@ -642,6 +653,7 @@ def _worker_process(handle: StorageHandle, study_name: str, spec: SweepSpec, thr
         ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
         if os.getppid() != parent:
             os._exit(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the parent, which stops us
     try:
         run_worker(handle, study_name, spec, threads=threads)
     except LrkitError as exc:
@@ -649,23 +661,45 @@ def _worker_process(handle: StorageHandle, study_name: str, spec: SweepSpec, thr
         sys.exit(2)
 
 
-def run_workers(handle: StorageHandle, study_name: str, spec: SweepSpec, workers: int, *,
-                threads: int = 1, on_poll: Callable[[], None] | None = None,
-                poll_seconds: float = 0.5) -> None:
-    """Run ``workers`` worker processes on one machine and wait for them."""
-    import multiprocessing
-
-    context = multiprocessing.get_context("spawn")
-    processes = [context.Process(target=_worker_process, name=f"lrkit-sweep-{i}",
-                                 args=(handle, study_name, spec, threads, os.getpid()))
-                 for i in range(workers)]
+def _start_method(spec: SweepSpec) -> str:
+    """``fork`` on Linux while CUDA is not initialised (children inherit the imports and the
+    data already loaded, as DataLoader workers do, and set one torch thread at once); ``spawn``
+    elsewhere."""
     import sys
 
+    if not sys.platform.startswith("linux"):
+        return "spawn"
+    try:
+        import torch
+
+        if torch.cuda.is_initialized():
+            return "spawn"
+    except Exception:  # pragma: no cover
+        return "spawn"
+    return "fork"
+
+
+def run_workers(handle: StorageHandle, study_name: str, spec: SweepSpec, workers: int, *,
+                threads: int = 1, on_trial: Callable[[dict[str, Any]], None] | None = None,
+                on_poll: Callable[[], None] | None = None, poll_seconds: float = 0.5,
+                start_method: str | None = None) -> None:
+    """Run a sweep with ``workers`` processes on this machine: this process is one of them and
+    starts ``workers - 1`` others; returns when the sweep is done and they have exited."""
+    import multiprocessing
+    import sys
+
+    method = start_method or _start_method(spec)
+    context = multiprocessing.get_context(method)
+    processes = [context.Process(target=_worker_process, name=f"lrkit-sweep-{i + 1}",
+                                 args=(handle, study_name, spec, threads, os.getpid()),
+                                 daemon=False)
+                 for i in range(workers - 1)]
     # spawn re-imports the parent's main script in each child. Only a recipe defined there needs
     # it; otherwise hide the script, so that a script without an ``if __name__ == "__main__":``
     # guard (or one read from stdin) does not run again in every worker.
     main = sys.modules.get("__main__")
-    hide = main is not None and getattr(spec.problem, "__module__", None) != "__main__"
+    hide = (method == "spawn" and main is not None
+            and getattr(spec.problem, "__module__", None) != "__main__")
     saved = {k: main.__dict__[k] for k in ("__file__", "__spec__") if hide and k in main.__dict__}
     try:
         if hide:
@@ -676,12 +710,18 @@ def run_workers(handle: StorageHandle, study_name: str, spec: SweepSpec, workers
     finally:
         if hide:
             main.__dict__.update(saved)
+
+    def trial_done(info: dict[str, Any]) -> None:
+        if on_trial is not None:
+            on_trial(info)
+
     try:
-        while any(p.is_alive() for p in processes):
+        run_worker(handle, study_name, spec, threads=threads, on_trial=trial_done)
+        while any(p.is_alive() for p in processes):  # they finish their last trials
             if on_poll is not None:
                 on_poll()
             for p in processes:
-                p.join(timeout=poll_seconds / len(processes))
+                p.join(timeout=poll_seconds / max(1, len(processes)))
     except BaseException:
         for p in processes:
             if p.is_alive():
@@ -689,10 +729,8 @@ def run_workers(handle: StorageHandle, study_name: str, spec: SweepSpec, workers
         for p in processes:
             p.join(timeout=10)
         raise
-    if on_poll is not None:
-        on_poll()
     failed = [p for p in processes if p.exitcode not in (0, None)]
     if failed:
         codes = ", ".join(f"{p.name} exit {p.exitcode}" for p in failed)
-        raise LrkitError(f"{len(failed)} of {workers} worker processes failed ({codes}); "
+        raise LrkitError(f"{len(failed)} of {workers - 1} worker processes failed ({codes}); "
                          "see their errors above. Rerun the same command to resume.")
