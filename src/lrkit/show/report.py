@@ -706,9 +706,10 @@ def demo_sections(summary: dict, ids: Ids, source: str | None) -> list[Section]:
     recipe = summary.get("recipe")
     body = []
     if recipe:
-        body.append("<p><code>lrkit.recommend</code> turns the range test, a short check and the "
-                    "training budget into a complete recipe: optimizer, peak rate, warmup and "
-                    "schedule, ready to paste.</p>")
+        body.append("<p><code>lrkit.recommend</code> turns the range test and the training "
+                    "budget (plus short confirmation runs where the budget leaves room) into a "
+                    "complete recipe: optimizer, peak rate, warmup and schedule, ready to "
+                    "paste.</p>")
         body.append(recipe_body(recipe, ids, plot=False))
     else:
         reason = summary.get("recipe_unavailable") or "unavailable"
