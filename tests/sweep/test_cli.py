@@ -82,4 +82,9 @@ def test_changed_settings_are_refused_unless_continued(journal, capsys):
 
 def test_report_of_a_missing_study(journal, capsys):
     assert main(["sweep", "wine-logreg", "--storage", journal, "--report"]) == 2
-    assert "no study" in capsys.readouterr().err
+    assert "no sweep is stored" in capsys.readouterr().err
+    assert not os.path.exists(journal)  # a report creates nothing
+    assert main(["sweep", "wine-logreg", *SMALL, "--storage", journal]) == 0
+    capsys.readouterr()
+    assert main(["sweep", "moons-mlp", "--storage", journal, "--report"]) == 2
+    assert "no study 'lrkit-sweep-moons-mlp'" in capsys.readouterr().err

@@ -142,3 +142,12 @@ def test_importing_lrkit_does_not_import_optuna():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env=subprocess_env(), timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+def test_progress_bar_and_range_edge_hint(journal, capsys):
+    result = lrkit.sweep("wine-logreg", storage=journal, lrs="1e-3:0.1", points_per_decade=4,
+                         budget=60, progress=True)
+    err = capsys.readouterr().err
+    assert "sweep wine-logreg" in err and "trial" in err
+    assert result.best_lr == pytest.approx(0.1)  # plain SGD on a convex problem: the top
+    assert "the best rate is the highest tried" in result.summary()

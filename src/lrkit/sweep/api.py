@@ -270,6 +270,8 @@ def load(storage: str | None = None, study_name: str | None = None, *,
 
     optuna = engine.require_optuna()
     handle = engine.StorageHandle(storage)
+    require(handle.is_url or os.path.exists(handle.location),
+            f"no sweep is stored in {handle.location!r} (the file does not exist)")
     store = handle.open()
     names = [s.study_name for s in optuna.get_all_study_summaries(store, include_best_trial=False)]
     if study_name is None:

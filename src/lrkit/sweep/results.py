@@ -151,12 +151,15 @@ class SweepResult:
                 metric=statistics.fmean(metrics) if metrics else None,
                 steps=sum(r.steps for r in recs), trials=[r.number for r in recs],
                 diagnosis=next((r.diagnosis for r in recs if r.diagnosis), None)))
-        return sorted(rows, key=lambda p: (_RANK[p.status],
+        # rates repeated over more seeds rank first: a mean over seeds is not compared with the
+        # single run of a rate that was not among the top candidates
+        return sorted(rows, key=lambda p: (_RANK[p.status], -p.seeds,
                                            p.loss if p.loss is not None else math.inf, -p.lr))
 
     @property
     def best(self) -> PointSummary | None:
-        """The finished point with the lowest mean loss (over seeds where repeated)."""
+        """The finished point with the lowest loss; with seeds, the lowest mean loss among the
+        rates repeated over the most seeds (the top candidates)."""
         finished = [p for p in self.points() if p.status == FINISHED and p.loss is not None]
         return finished[0] if finished else None
 
@@ -179,15 +182,19 @@ class SweepResult:
     def band(self, optimizer: str | None = None, tolerance: float | None = None
              ) -> tuple[float, float] | None:
         """The contiguous range of rates around the best (of ``optimizer``, default the overall
-        best's) whose loss is within ``tolerance`` (relative, default 2%) of the best's; a
-        pruned or diverged rate in between ends the band."""
+        best's) whose loss is within ``tolerance`` (relative, default 2%) of the best's, or
+        within twice the standard error of the best's mean when it was repeated over seeds
+        (whichever is wider); a pruned or diverged rate in between ends the band."""
         tolerance = self.band_tolerance if tolerance is None else tolerance
         best = self.best_by_optimizer().get(optimizer) if optimizer else self.best
         if best is None:
             return None
         rows = sorted((p for p in self.points() if p.optimizer == best.optimizer),
                       key=lambda p: p.lr)
-        limit = best.loss + tolerance * abs(best.loss)
+        margin = tolerance * abs(best.loss)
+        if best.loss_sd is not None and best.seeds > 1:
+            margin = max(margin, 2 * best.loss_sd / math.sqrt(best.seeds))
+        limit = best.loss + margin
 
         def near(p: PointSummary) -> bool:
             return p.status == FINISHED and p.loss is not None and p.loss <= limit
@@ -254,8 +261,19 @@ class SweepResult:
                      + (f" +/- {best.loss_sd:.4f} over {best.seeds} seeds" if best.loss_sd else "")
                      + ")")
         if band:
-            lines.append(f"near-best band (loss within {self.band_tolerance:.0%}): "
+            within = f"within {self.band_tolerance:.0%}" + (
+                " or seed noise" if best.loss_sd is not None else "")
+            lines.append(f"near-best band (loss {within} of the best): "
                          f"{band[0]:.3g} .. {band[1]:.3g}")
+        rates = [float(v) for v in (self.settings.get("rates") or {}).get("values", [])]
+        if len(rates) > 2:
+            for opt, p in self.best_by_optimizer().items():
+                if p.lr == max(rates) and self.diverged_from(opt) is None:
+                    lines.append(f"  {opt}: the best rate is the highest tried; the range may be "
+                                 "too low (widen --lrs upwards)")
+                elif p.lr == min(rates):
+                    lines.append(f"  {opt}: the best rate is the lowest tried; the range may be "
+                                 "too high (widen --lrs downwards)")
         per_opt = self.best_by_optimizer()
         if len(per_opt) > 1:
             for opt, p in per_opt.items():
