@@ -91,7 +91,8 @@ def run_task(task: str, lrs: str, storage: str, workers: int, truth_seeds: int) 
         "same_seed_regret": rel(g0[pick], g0[grid_pick]),
         "expected_regret_strategy": rel(expected.get(pick, math.inf), best_expected),
         "expected_regret_grid": rel(expected[grid_pick], best_expected),
-        "seed_sd_at_pick": statistics.stdev(d[pick] for d in per_seed) if pick in expected else None,
+        "seed_sd_at_pick": (statistics.stdev(d[pick] for d in per_seed)
+                            if pick in expected and truth_seeds > 1 else None),
         "max_abs_diff": diff,
         "statuses": {s: sum(1 for r in default.completed() if r.status == s)
                      for s in ("finished", "pruned", "diverged")},

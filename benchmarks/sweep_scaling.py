@@ -7,7 +7,7 @@ also records how busy the machine was with *other* work (from /proc/stat, minus 
 CPU time): a speed-up measured on a machine whose cores are taken by others is not the speed-up
 of an idle one.
 
-    python benchmarks/sweep_scaling.py                        # digits-cnn, 2 optimizers, 3 rounds
+    python benchmarks/sweep_scaling.py                  # digits-cnn, 2 optimizers, 1200 steps, 3 rounds
     python benchmarks/sweep_scaling.py --target moons-mlp --rounds 5 --budget 2000
 """
 from __future__ import annotations
@@ -68,7 +68,8 @@ def main(argv=None) -> int:
     parser.add_argument("--target", default="digits-cnn")
     parser.add_argument("--optimizers", default="sgd-momentum,adam")
     parser.add_argument("--lrs", default="1e-4:1")
-    parser.add_argument("--budget", type=int, default=None)
+    parser.add_argument("--budget", type=int, default=1200,
+                        help="steps per trial (default 1200: a sweep of about a minute)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
@@ -87,7 +88,8 @@ def main(argv=None) -> int:
     print(f"\n{args.target} ({args.optimizers}): 1 worker median {statistics.median(one):.1f} s, "
           f"2 workers median {statistics.median(two):.1f} s")
     print(f"speed-up: median of the ratios {statistics.median(pairs):.2f}x, best round "
-          f"{max(pairs):.2f}x, ratio of medians {statistics.median(one) / statistics.median(two):.2f}x"
+          f"{max(pairs):.2f}x, ratio of medians "
+          f"{statistics.median(one) / statistics.median(two):.2f}x"
           f" (goal >= 1.7x)")
     print(f"other programs used on average {statistics.fmean(r['others_cores'] for r in rows):.2f}"
           f" of {rows[0]['cores']} cores during the runs")

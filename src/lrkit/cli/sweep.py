@@ -16,7 +16,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog="examples:\n"
                "  lrkit sweep digits-mlp --lrs 1e-4:1 --optimizers sgd-momentum,adam --seeds 2\n"
                "  lrkit sweep train.py:recipe --budget 2000 --workers 2 --plot sweep.png\n"
-               "  lrkit sweep train.py:recipe --storage postgresql://u:p@db/lrkit   # on each machine",
+               "  lrkit sweep train.py:recipe --storage postgresql://u:p@db/lrkit  # each machine",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("target", help="example name or path/to/file.py:function")
     p.add_argument("--lrs", default="1e-4:1",
@@ -39,7 +39,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--study-name", default=None, help="study name (default: from the target)")
     p.add_argument("--workers", type=int, default=1, help="local worker processes (default 1)")
     p.add_argument("--continue", dest="continue_study", action="store_true",
-                   help="continue a stored study whose settings differ (matching trials are reused)")
+                   help="continue a stored study whose settings differ "
+                        "(matching trials are reused)")
     p.add_argument("--strategy", choices=["refine", "grid"], default="refine",
                    help="refine: bracket then refine with successive halving (default); "
                         "grid: every rate to the full budget")

@@ -245,14 +245,16 @@ def collect(study, settings: dict[str, Any], *, study_name: str = "", storage: s
         status = trial_status(t)
         error = attrs.get("error")
         if status == "failed" and error is None:
-            error = "interrupted (its worker stopped)" + ("; retried" if t.number in retried else "")
+            error = ("interrupted (its worker stopped)"
+                     + ("; retried" if t.number in retried else ""))
         records.append(TrialRecord(
             number=t.number, optimizer=label_of[attrs["optimizer"]], lr=float(attrs["lr"]),
             seed=attrs["seed"], status=status,
             loss=t.value if status == "finished" else None,
             val_loss=result.get("val_loss"), train_loss=result.get("train_loss"),
             metric=result.get("metric"), metric_name=result.get("metric_name"),
-            steps=int(result.get("steps") or (max(t.intermediate_values) if t.intermediate_values else 0)),
+            steps=int(result.get("steps")
+                      or (max(t.intermediate_values) if t.intermediate_values else 0)),
             seconds=result.get("seconds"), phase=attrs.get("phase"),
             diverged_step=result.get("diverged_step"),
             retry_of=t.system_attrs.get("failed_trial"), error=error,

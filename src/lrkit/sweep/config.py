@@ -86,7 +86,8 @@ class SweepSpec:
         group = lookup[0].get(attrs.get("optimizer"))
         index = lookup[1].get(attrs.get("lr"))
         seed = attrs.get("seed")
-        if group is None or index is None or not isinstance(seed, int) or not 0 <= seed < self.seeds:
+        if (group is None or index is None or not isinstance(seed, int)
+                or not 0 <= seed < self.seeds):
             return None
         return Point(group, index, seed)
 

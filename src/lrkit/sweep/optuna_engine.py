@@ -57,20 +57,20 @@ def require_optuna():
 
 
 def _quiet_optuna_warnings() -> None:
-    warnings.filterwarnings("ignore", module=r"optuna(\..*)?")
+    """Silence Optuna's "experimental feature" warnings (heartbeat, retry callback), which lrkit
+    uses on purpose; other warnings are left alone."""
     try:
         from optuna.exceptions import ExperimentalWarning
-
-        warnings.filterwarnings("ignore", category=ExperimentalWarning)
     except ImportError:  # pragma: no cover
-        pass
-    warnings.filterwarnings("ignore", category=FutureWarning, module=r"optuna(\..*)?")
+        return
+    warnings.filterwarnings("ignore", category=ExperimentalWarning)
 
 
 def _retry_callback(max_retry: int):
     from optuna import storages
 
-    cls = getattr(storages, "RetryHeartbeatStaleTrialCallback", None) or storages.RetryFailedTrialCallback
+    cls = (getattr(storages, "RetryHeartbeatStaleTrialCallback", None)
+           or storages.RetryFailedTrialCallback)  # the name before Optuna 4.9
     return cls(max_retry=max_retry)
 
 
@@ -219,7 +219,8 @@ class StorageHandle:
         except ImportError:  # Optuna < 4.0
             from optuna.storages import JournalFileStorage as JournalFileBackend
         try:
-            return JournalStorage(JournalFileBackend(str(path), lock_obj=FileLock(str(path) + ".flock")))
+            backend = JournalFileBackend(str(path), lock_obj=FileLock(str(path) + ".flock"))
+            return JournalStorage(backend)
         except (ValueError, json.JSONDecodeError) as exc:
             raise LrkitError(f"{self.location!r} is not an Optuna journal file ({exc})") from None
 
@@ -269,7 +270,9 @@ class StorageHandle:
         return _NullLock()
 
     def liveness(self) -> "Liveness":
-        return JournalLiveness(self.location + ".workers") if not self.is_url else HeartbeatLiveness()
+        if self.is_url:
+            return HeartbeatLiveness()
+        return JournalLiveness(self.location + ".workers")
 
 
 def _repair_journal(path: str) -> None:
@@ -328,7 +331,7 @@ class HeartbeatLiveness(Liveness):
     @contextlib.contextmanager
     def heartbeat(self, study, trial) -> Iterator[None]:
         storage = study._storage
-        interval = storage.get_heartbeat_interval() if hasattr(storage, "get_heartbeat_interval") else None
+        interval = getattr(storage, "get_heartbeat_interval", lambda: None)()
         if not interval:
             yield
             return
@@ -516,10 +519,13 @@ def open_study(handle: StorageHandle, study_name: str, spec: SweepSpec, *, creat
 def _mismatch_message(name: str, handle: StorageHandle, stored: dict, wanted: dict) -> str:
     differences = []
     for key in sorted(set(stored) | set(wanted)):
+        if key == "optimizer_labels" and stored.get("optimizers") != wanted.get("optimizers"):
+            continue
         if stored.get(key) != wanted.get(key):
             old, new = stored.get(key), wanted.get(key)
             if key == "rates":
-                old = f"{len(old['values'])} rates {old['values'][0]}..{old['values'][-1]}" if old else old
+                if old:
+                    old = f"{len(old['values'])} rates {old['values'][0]}..{old['values'][-1]}"
                 new = f"{len(new['values'])} rates {new['values'][0]}..{new['values'][-1]}"
             differences.append(f"{key}: stored {old!r}, now {new!r}")
     return (f"study {name!r} in {handle.describe()} was started with other settings ("

@@ -237,7 +237,8 @@ class SweepResult:
             lines.append([str(k), p.optimizer, f"{p.lr:.3g}",
                           f"{p.loss:.4f}" if p.loss is not None else "-",
                           f"{p.loss_sd:.4f}" if p.loss_sd is not None else "",
-                          str(p.seeds) if p.seeds else "", f"{p.metric:.4f}" if p.metric is not None else "-",
+                          str(p.seeds) if p.seeds else "",
+                          f"{p.metric:.4f}" if p.metric is not None else "-",
                           str(p.steps), p.status, p.diagnosis or ""])
         widths = [max(len(h), *(len(l[i]) for l in lines)) if lines else len(h)
                   for i, h in enumerate(head)]
@@ -377,7 +378,8 @@ class SweepResult:
                 ax.axvspan(band[0], band[1], color="green", alpha=0.08, label="near-best band")
         ax.set_xscale("log")
         ax.set_xlabel("learning rate")
-        ax.set_ylabel("final loss" + (" (validation)" if any(r.val_loss is not None for r in self.records) else ""))
+        validated = any(r.val_loss is not None for r in self.records)
+        ax.set_ylabel("final loss" + (" (validation)" if validated else ""))
         ax.set_title(f"sweep {self.study_name}")
         ax.legend(fontsize=7)
         if curves:
@@ -387,7 +389,8 @@ class SweepResult:
             finite = [r for r in self.completed() if r.curve]
             if finite:
                 lrs = np.log10([r.lr for r in finite])
-                norm = plt.Normalize(lrs.min(), lrs.max() if lrs.max() > lrs.min() else lrs.min() + 1)
+                top = lrs.max() if lrs.max() > lrs.min() else lrs.min() + 1
+                norm = plt.Normalize(lrs.min(), top)
                 cmap = plt.get_cmap("viridis")
                 for r, l in zip(finite, lrs):
                     xs = [c[0] for c in r.curve]

@@ -223,7 +223,8 @@ def _dotted(node: ast.AST) -> str | None:
 def _unknown(name: str) -> LrkitError:
     known = sorted(ALIASES) + [RECIPE] + sorted(_torch_optim_names().values())
     return LrkitError(f"unknown optimizer {name!r}; use one of {', '.join(known)}, a dotted "
-                      "class path (mypkg.module.Class or mypkg.module:Class), or name(option=value)")
+                      "class path (mypkg.module.Class or mypkg.module:Class), or "
+                      "name(option=value)")
 
 
 def parse_optimizer(spec: Any) -> OptimizerSpec:
@@ -295,7 +296,7 @@ def _from_class(cls: type, options: dict[str, Any], label: str, path: str | None
             f"optimizer {label!r} is not a torch.optim.Optimizer subclass")
     if path is None:
         path = f"{cls.__module__}:{cls.__qualname__}"
-        if cls.__module__.startswith("torch.optim") and getattr(torch.optim, cls.__name__, None) is cls:
+        if getattr(torch.optim, cls.__name__, None) is cls:
             path = f"torch.optim.{cls.__name__}"
     return _checked(OptimizerSpec(label, path, tuple(sorted(options.items()))))
 

@@ -194,7 +194,7 @@ class Strategy:
                 spec.append(p)
         return Plan(proposals, done and not proposals, expected, spec, infeasible)
 
-    # -- early stopping -----------------------------------------------------------------------------
+    # -- early stopping ---------------------------------------------------------------------------
     def should_prune(self, point: Point, ref: int | None, step: int, value: float,
                      observations: Iterable[Observation]) -> bool:
         """Stop a trial at rung ``step`` when it trails its reference (a lower rate of the same
@@ -247,7 +247,8 @@ class _GroupPlan:
 
     def value(self, index: int, seed: int = 0) -> float | None:
         o = self.obs.get(Point(self.group, index, seed))
-        if o is not None and o.status == FINISHED and o.value is not None and math.isfinite(o.value):
+        if (o is not None and o.status == FINISHED and o.value is not None
+                and math.isfinite(o.value)):
             return o.value
         return None
 
@@ -346,7 +347,7 @@ class _GroupPlan:
             cur = nxt
         return path, coarse[cur]
 
-    # 2. refine, 3. seeds ---------------------------------------------------------------------------
+    # 2. refine, 3. seeds -------------------------------------------------------------------------
     def refine(self, bracket: tuple[set[int], int | None]) -> None:
         path, best = bracket
         if best is None:

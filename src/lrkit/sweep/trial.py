@@ -173,7 +173,8 @@ def run_trial(config: TrialConfig,
         status, objective = PRUNED, eval_curve[-1][1]
     else:
         status = FINISHED
-        objective = run.val_loss if has_val else (train_loss if train_loss is not None else math.inf)
+        fallback = train_loss if train_loss is not None else math.inf
+        objective = run.val_loss if has_val else fallback
         if not math.isfinite(objective):
             status, flags["diverged_step"] = DIVERGED, steps
     finished = status == FINISHED
