@@ -15,11 +15,12 @@ budget_steps) with 2 seeds; every figure is the mean final validation loss over 
             evaluated at its averaged point (``optimizer.eval()``; BatchNorm statistics refreshed).
 
 A separate phase (``--tune``) records the data the policy's constants were chosen from, on tasks
-that are *not* in the benchmark (logreg, hastie-mlp; full runs with one seed, finder and short runs with two); ``lrkit/recommend/policy.py``
-quotes those figures.
+that are *not* in the benchmark: logreg and hastie-mlp (four schedule shapes) and cancer-mlp and
+digits-cnn (cosine), full runs with one seed, range tests and short runs with two
+(``recipe_tune.json``, ``recipe_tune2.json``); ``lrkit/recommend/policy.py`` quotes the figures.
 
 Results are cached in benchmarks/results/recipe_*.json (one file per task; delete a file to
-recompute it). The whole benchmark takes ~20-25 minutes on 2 busy cores::
+recompute it). The whole benchmark takes ~22 minutes on 2 busy cores (the tuning phase ~8 more)::
 
     python benchmarks/recipe_quality.py              # runs what is missing, prints the tables
     python benchmarks/recipe_quality.py --tune       # the policy-tuning data (separate tasks)
