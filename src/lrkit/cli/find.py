@@ -30,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="evaluate a fixed validation subset every K steps and use that curve")
     p.add_argument("--val-batches", type=int, default=5, help="batches in the validation subset")
     p.add_argument("--method", default="auto",
-                   help="suggestion method: auto, steepest, valley, minimum (default auto)")
+                   help="suggestion method: auto (= edge), edge, steepest, valley, minimum (default auto)")
     p.add_argument("--budget-steps", type=int, default=None,
                    help="planned training length in steps (default: the example's own)")
     p.add_argument("--seed", type=int, default=0, help="seed for building the problem (default 0)")
