@@ -237,3 +237,17 @@ def test_misc_nodes_evaluate():
     assert plateau(cosine(10))(5) == cosine(10)(5)
     assert restarts(10, decay=0.5)(10) == 0.5
     assert onecycle(100)(99) == pytest.approx(1 / 25 / 1e4)
+
+
+def test_length_mixing_units_resolves_before_its_sign_is_judged():
+    """``total - 1*epoch`` is positive once resolved, although its parts add up to 0 unresolved."""
+    from lrkit.schedules import parse
+    from lrkit.errors import LrkitError
+
+    schedule = parse("warmup(1*epoch) >> cosine(total - 1*epoch)")
+    resolved = schedule.resolve(steps_per_epoch=10, total_steps=100)
+    assert resolved(10) == pytest.approx(1.0)
+    assert resolved(55) == pytest.approx(0.5)
+    assert resolved(100) == pytest.approx(0.0, abs=1e-12)
+    with pytest.raises(LrkitError, match="positive length"):
+        parse("cosine(0*total - 1*epoch)")

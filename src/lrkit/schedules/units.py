@@ -159,7 +159,10 @@ def as_length(value: object, where: str, *, allow_zero: bool = False) -> Length:
         if not value.epochs and not value.fraction:
             value = value.steps
         else:
-            require(value.steps + value.epochs + value.fraction != 0 or allow_zero,
+            # units differ (total - 1*epoch), so the sign is only known once resolved
+            # (resolve_length checks it then); refuse only a length that can never be positive
+            can_be_positive = value.steps > 0 or value.epochs > 0 or value.fraction > 0
+            require(can_be_positive or allow_zero,
                     f"{where} must be a positive length, got {value.to_spec()}")
             return value
     if isinstance(value, bool) or not _num(value):
