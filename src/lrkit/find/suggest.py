@@ -8,6 +8,7 @@ curve holds no usable information (too short, or the loss never fell).
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Callable
 
 import numpy as np
@@ -35,14 +36,18 @@ class Curve:
 
     @property
     def fell(self) -> bool:
-        """Did the loss fall meaningfully before its minimum? Judged against the noise (the raw
-        points' scatter around the smoothed curve up to the minimum), so it is scale-free."""
+        """Did the loss fall by more than the smoothed curve's own noise before its minimum?
+
+        The noise is the raw points' scatter around the smoothed curve (up to the minimum), scaled
+        down by the number of points the smoother averages; the test is scale-free and shift-free.
+        """
         if self.n < 5:
             return False
         upto = self.min_index + 1
         drop = self.smooth[0] - self.smooth[self.min_index]
-        noise = float(np.median(np.abs(self.raw[:upto] - self.smooth[:upto])))
-        return bool(drop > 3 * noise and drop > 0)
+        scatter = 1.25 * float(np.median(np.abs(self.raw[:upto] - self.smooth[:upto])))
+        averaged = scatter / math.sqrt(2 * math.sqrt(math.pi) * auto_window(self.n))
+        return bool(drop > 3 * averaged and drop > 0)
 
 
 MIN_POINTS = 8
