@@ -17,9 +17,9 @@ Verdicts, checked in this order (the first that holds wins):
     the rate is too low: the loss has not moved (less than 5% below its start), or it is still
     falling steadily at the end: the last 30% of the run made 15% or more of the total improvement
     (measured on the loss itself; on the validation curve when there is one), or it stalled high
-    (less than a third below its start) while still creeping down. Rate x3 (x10 if it has not moved).
+    (less than ~26% below its start) while still creeping down. Rate x3 (x10 if it has not moved).
 ``plateaued``
-    it made some progress, then stalled high (less than a third below its start) with no
+    it made some progress, then stalled high (less than ~26% below its start) with no
     significant trend over its second half: a flat region the rate is too low to leave, or the
     limit of the model or data. Rate x3 to try to leave it.
 ``healthy``
@@ -57,6 +57,7 @@ PEAK_NOISE_WIDTHS = 4.0  #: ... and that many noise widths above it (peaks must 
 REBOUND_SHARE = 0.35  #: the smoothed loss climbing back this share of its progress: unstable
 NOISE_UNSTABLE_LOG = 1.0  #: step-to-step wiggles of e (2.7x) and more: unstable
 ENDED_HIGH_LOG = math.log(1.5)  #: ended 1.5x above its start: diverged, whatever the peak
+CLIMB_LOG = math.log(1.1)  #: ended 10% above its first tenth (and not below its start): climbing
 SPIKES_MIN = 3  #: this many spikes make a run unstable
 SPIKE_UNDO_ALL = 1.0  #: one spike undoing this share of the progress makes it unstable
 VAL_RISE_LOG = math.log(1.25)  #: validation loss ended this far above its best: unstable
@@ -64,7 +65,7 @@ VAL_RISE_SHARE = 0.1  #: ... and the rise gave back at least this share of its p
 COLLAPSE_EARLY_PEAK_LOG = math.log(2.0)  #: early jump before a stall near the start: collapse
 NO_PROGRESS_LOG = 0.05  #: improved less than this (log): the loss has not moved
 LATE_SHARE_SLOW = 0.12  #: the last 30% made this share of the improvement: still falling
-STALL_HIGH_LOG = math.log(1.5)  #: improved less than this (log): stalled high
+STALL_HIGH_LOG = math.log(1.35)  #: improved less than this (log, ~26%): stalled high
 TREND_T = 2.0  #: |t| below this: no significant trend
 CREEP_T = 3.0  #: a stalled curve with a trend t below -CREEP_T is still creeping down (too slow)
 
@@ -204,17 +205,21 @@ def _decide(ev: dict, vev: dict | None) -> tuple[str, float, list[str]]:
     # a peak must stand out of the batch noise too (5 noise widths) to count as a blow-up
     blowup = max(BLOWUP_LOG, PEAK_NOISE_WIDTHS * ev["noise"])
     tolerance = END_ABOVE_START_LOG
-    if end_vs_start >= ENDED_HIGH_LOG or (end_vs_start >= tolerance and (
+    climbing = end_vs_start >= tolerance and ev["end_vs_early_log"] >= CLIMB_LOG
+    if end_vs_start >= ENDED_HIGH_LOG or climbing or (end_vs_start >= tolerance and (
             peak >= blowup or ev["progress_log"] >= LOST_PROGRESS_LOG)):
-        if end_vs_start >= ENDED_HIGH_LOG and peak < blowup:
-            reasons.append(f"the loss climbed to {math.exp(end_vs_start):.3g}x its start")
+        if (end_vs_start >= ENDED_HIGH_LOG or climbing) and peak < blowup:
+            reasons.append(f"the loss climbed: it ended at {ev['end']:.4g}, "
+                           f"{_pct(ev['end_vs_early_log'])} above its level in the first tenth "
+                           f"of the run and {_pct(end_vs_start)} above its start")
         elif peak >= blowup:
             reasons.append(f"the loss blew up to {math.exp(peak):.3g}x its start (peak at "
                            f"{at(ev['peak_at'])})")
         else:
             reasons.append(f"it fell to {ev['best']:.4g} at {at(ev['best_at'])} and climbed back")
         reasons.append(f"it ended at {ev['end']:.4g}, no lower than its start {ev['start']:.4g}")
-        margin = max(peak / blowup - 1, end_vs_start / ENDED_HIGH_LOG - 1, ev["progress_log"] / LOST_PROGRESS_LOG - 1,
+        margin = max(peak / blowup - 1, end_vs_start / ENDED_HIGH_LOG - 1,
+                     ev["end_vs_early_log"] / CLIMB_LOG - 1 if climbing else -1, ev["progress_log"] / LOST_PROGRESS_LOG - 1,
                      (end_vs_start - tolerance) / 0.1)
         return "diverged", _confidence(margin, base=0.7, points=n), reasons
 

@@ -156,6 +156,7 @@ def measure(values, *, min_points: int = MIN_POINTS) -> dict:
 
     progress = init - best  # log improvement at the best point
     improvement = init - end
+    early_level = float(np.median(y[: max(3, n // 10)]))
     # spikes: single points far above the local level, large against the noise and against the
     # progress made (so that a 0.003 -> 0.03 blip at the end of a run that fell from 2.3 is not one)
     lin_smooth = np.exp(smooth) - p.floor if p.log_scale else smooth
@@ -218,6 +219,7 @@ def measure(values, *, min_points: int = MIN_POINTS) -> dict:
         "improvement_log": improvement,
         "progress_log": progress,
         "end_vs_start_log": end - init,
+        "end_vs_early_log": end - early_level,
         "end_vs_best_log": end - best,
         "overshoot_log": peak - init,
         "noise": noise,
