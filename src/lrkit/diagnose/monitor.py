@@ -44,7 +44,7 @@ class Monitor:
     def __init__(
         self,
         *,
-        report_every: int = 500,
+        report_every: int = 1000,
         log_file: str | os.PathLike | None = None,
         log_steps: bool = True,
         logger: logging.Logger | str | None = None,
