@@ -36,6 +36,22 @@ def children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def busy_fraction(storage: str, study_name: str, workers: int) -> float:
+    """Share of the sweep's span (first trial start to last trial end) during which the workers
+    were inside trials: 1.0 means no worker ever waited for the plan, a lock or the others."""
+    import optuna
+
+    from lrkit.sweep.optuna_engine import StorageHandle
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    trials = optuna.load_study(study_name=study_name,
+                               storage=StorageHandle(storage).open()).get_trials(deepcopy=False)
+    start = min(t.datetime_start for t in trials)
+    end = max(t.datetime_complete for t in trials)
+    inside = sum((t.datetime_complete - t.datetime_start).total_seconds() for t in trials)
+    return inside / (workers * (end - start).total_seconds())
+
+
 def one_run(args, workers: int, directory: str, index: int) -> dict:
     storage = os.path.join(directory, f"run{index}-w{workers}.journal")
     command = [sys.executable, "-m", "lrkit", "sweep", args.target, "--lrs", args.lrs,
@@ -53,11 +69,12 @@ def one_run(args, workers: int, directory: str, index: int) -> dict:
     if out.returncode != 0:
         raise SystemExit(f"sweep failed:\n{out.stderr}")
     result = json.loads(out.stdout)
+    busy = busy_fraction(storage, result["study_name"], workers)
     tick = os.sysconf("SC_CLK_TCK")
     cores = os.cpu_count() or 1
     machine_busy = (busy1 - busy0) / tick  # CPU-seconds used by everything
     others = max(0.0, machine_busy - own)
-    return {"workers": workers, "wall": wall, "own_cpu": own,
+    return {"workers": workers, "wall": wall, "own_cpu": own, "busy": busy,
             "others_cores": others / wall, "cores": cores,
             "trials": len(result["trials"]), "steps": result["total_steps"],
             "best_lr": result["best"]["lr"] if result["best"] else None}
@@ -80,7 +97,8 @@ def main(argv=None) -> int:
                 row = one_run(args, workers, directory, index)
                 rows.append(row)
                 print(f"round {index + 1}: {workers} worker(s) {row['wall']:6.1f} s, "
-                      f"{row['trials']} trials, {row['steps']} steps, other programs used "
+                      f"{row['trials']} trials, {row['steps']} steps, workers busy "
+                      f"{row['busy']:.0%} of the sweep, other programs used "
                       f"{row['others_cores']:.2f} of {row['cores']} cores", flush=True)
     one = [r["wall"] for r in rows if r["workers"] == 1]
     two = [r["wall"] for r in rows if r["workers"] == 2]
@@ -91,6 +109,8 @@ def main(argv=None) -> int:
           f"{max(pairs):.2f}x, ratio of medians "
           f"{statistics.median(one) / statistics.median(two):.2f}x"
           f" (goal >= 1.7x)")
+    print(f"with 2 workers, the workers were inside trials "
+          f"{statistics.fmean(r['busy'] for r in rows if r['workers'] == 2):.0%} of the sweep")
     print(f"other programs used on average {statistics.fmean(r['others_cores'] for r in rows):.2f}"
           f" of {rows[0]['cores']} cores during the runs")
     if args.json:
