@@ -91,3 +91,31 @@ def test_too_few_points_warns():
     analysis = suggest.analyse([1e-3, 1e-2, 1e-1], [1.0, 0.5, 2.0])
     assert analysis.suggested_lr is None
     assert any("too few" in w for w in analysis.warnings)
+
+
+def _fastai_valley_loop(lrs, losses):
+    """fastai's published valley algorithm in plain Python (the reference), except that a run
+    starting at the first point gives index 0 where fastai's negative index wraps to the end."""
+    n = len(losses)
+    lds = [1] * n
+    max_start = max_end = 0
+    for i in range(1, n):
+        for j in range(i):
+            if losses[i] < losses[j] and lds[i] < lds[j] + 1:
+                lds[i] = lds[j] + 1
+            if lds[max_end] < lds[i]:
+                max_end = i
+                max_start = max_end - lds[max_end]
+    sections = (max_end - max_start) / 3
+    return lrs[max(0, max_start + int(sections) + int(sections / 2))]
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.integers(20, 120), st.integers(0, 10_000))
+def test_valley_matches_fastais_published_loop(n, seed):
+    rng = np.random.default_rng(seed)
+    lrs = np.geomspace(1e-6, 1, n)
+    losses = np.cumsum(rng.standard_normal(n)) + rng.standard_normal(n)
+    curve = suggest.prepare(lrs, losses)
+    part = suggest._trim(curve)
+    assert suggest.valley(curve) == _fastai_valley_loop(curve.lrs[part], curve.smooth[part])

@@ -59,7 +59,7 @@ def extract_loss(output: Any) -> torch.Tensor:
             f"the loss must be a scalar, got a tensor of shape {tuple(loss.shape)}; "
             "reduce it (for example with .mean()) or use a criterion with reduction='mean'"
         )
-    return loss.reshape(())
+    return loss if loss.dim() == 0 else loss.reshape(())
 
 
 def batch_loss(
@@ -198,7 +198,8 @@ class TorchTrainable:
         if self._batches is None:
             self._batches = cycle_batches(self._train_loader)
         self.set_lr(lr)
-        self.model.train()
+        if not self.model.training:  # as a training loop would; cheap when already training
+            self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         total = 0.0
         for _ in range(self.accumulation_steps):

@@ -94,15 +94,17 @@ def valley(curve: Curve) -> float | None:
     part = _trim(curve)
     losses = curve.smooth[part]
     n = len(losses)
+    # longest decreasing subsequence ending at each point, in fastai's order of updates: the run's
+    # start is fixed when its length first exceeds the previous best
     lds = np.ones(n, dtype=int)
     max_start = max_end = 0
     for i in range(1, n):
-        for j in range(i):
-            if losses[i] < losses[j] and lds[i] < lds[j] + 1:
-                lds[i] = lds[j] + 1
-            if lds[max_end] < lds[i]:
-                max_end = i
-                max_start = max_end - lds[max_end]
+        candidates = lds[:i][losses[:i] > losses[i]] + 1
+        if len(candidates):
+            lds[i] = max(1, int(candidates.max()))
+            if lds[i] > lds[max_end]:
+                first = int(candidates[candidates > lds[max_end]][0])
+                max_end, max_start = i, i - first
     sections = (max_end - max_start) / 3
     idx = max_start + int(sections) + int(sections / 2)
     return float(curve.lrs[part][min(max(idx, 0), n - 1)])
