@@ -70,8 +70,9 @@ class Guard:
     ``check_grads``: also check the gradient norm before each step (one norm per step, 3-10% of a
     step on the smallest built-in examples; without it a non-finite gradient is caught one step
     later through the non-finite loss it causes, and the rollback undoes it).
-    ``diagnose_every``: every that many good steps the losses since the last change of rate are
-    diagnosed (:func:`lrkit.diagnose`, on at most 500 bin means); a run that is ``unstable`` or
+    ``diagnose_every``: every that many good steps, when a cheap look at the recent losses (median
+    30% above the lowest seen, or batches 20x the median) says the course may be off, the losses
+    since the last change of rate are diagnosed (:func:`lrkit.diagnose`, on at most 500 bin means); a run that is ``unstable`` or
     ``diverged`` with at least ``min_confidence`` gets the diagnosis's cut (x0.3 or x0.1) even
     though no single step was an incident -- a diverged one after going back to the best snapshot
     (``keep_best``: keep the snapshot taken when the recent losses were lowest). ``None`` turns
@@ -151,6 +152,7 @@ class Guard:
         self._reference: float | None = None
         self._recent_max = math.inf
         self._start_level: float | None = None  #: median of the first ``warmup`` good losses
+        self._lowest_median = math.inf
         self._initial_lrs = [float(g["lr"]) for g in optimizer.param_groups]
 
     # -- snapshots ----------------------------------------------------------------------------
@@ -249,12 +251,8 @@ class Guard:
                 if self._start is not None and loss_value > self.spike_factor * self._start:
                     reason, reference = "spike", self._start
             else:
-                if self._reference is None or self.good_steps % 10 == 0:
-                    ordered = sorted(self._recent)
-                    self._reference = ordered[len(ordered) // 2]
-                    self._recent_max = ordered[-1]
-                    if self._start_level is None:
-                        self._start_level = self._reference
+                if self._reference is None:
+                    self._update_reference()
                 reference = self._reference
                 start = max(self._start_level or 0.0, reference)
                 # a spike stands out of the recent worst batch (heavy-tailed batch losses near
@@ -273,6 +271,8 @@ class Guard:
         self.skipped = False
         self.good_steps += 1
         self._recent.append(loss_value)
+        if self.good_steps % 10 == 0 and len(self._recent) >= self.warmup:
+            self._update_reference()
         if self._start is None:
             self._start = abs(loss_value) if loss_value != 0 else None
         self._since_snapshot += 1
@@ -281,10 +281,24 @@ class Guard:
             self._since_check += 1
             if self._since_check >= self.diagnose_every:
                 self._since_check = 0
-                self._check_course()
+                # the full diagnosis only when a cheap look says the course may be off: the
+                # recent median well above the lowest one seen, or batches far above the median
+                ref = self._reference
+                if ref is not None and (ref > 1.3 * self._lowest_median
+                                        or self._recent_max > 20.0 * abs(ref)):
+                    self._check_course()
         if self._since_snapshot >= self.snapshot_every:
             self.take_snapshot()
         return loss_value
+
+    def _update_reference(self) -> None:
+        """Median and worst of the recent good losses (refreshed every 10 good steps)."""
+        ordered = sorted(self._recent)
+        self._reference = ordered[len(ordered) // 2]
+        self._recent_max = ordered[-1]
+        if self._start_level is None:
+            self._start_level = self._reference
+        self._lowest_median = min(self._lowest_median, self._reference)
 
     def _reset_history(self) -> None:
         self._history = []
