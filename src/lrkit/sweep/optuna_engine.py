@@ -559,7 +559,9 @@ def _claim(study, spec: SweepSpec, liveness: Liveness, speculate: bool = True):
         study.enqueue_trial(spec.params(proposal.point),
                             user_attrs=spec.trial_attrs(proposal.point, proposal.order,
                                                         proposal.phase, proposal.ref))
-    trial = study.ask()
+    with warnings.catch_warnings():  # lrkit runs the heartbeat of its ask-and-tell trials itself
+        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
+        trial = study.ask()
     # still under the lock: a trial is never seen running without its owner's mark (journal) or
     # without a first heartbeat (RDB), so a worker killed right now is still detected
     study._storage.set_trial_system_attr(trial._trial_id, WORKER_ATTR, liveness.token)
