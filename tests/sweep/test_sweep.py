@@ -58,6 +58,10 @@ def test_sweep_end_to_end(journal, tmp_path):
     assert study.user_attrs[SETTINGS_ATTR]["budget"] == 60
     assert len(keys(study)) == len(set(keys(study))) == len(result.records)
     assert study.best_trial.params["lr"] == pytest.approx(best.lr)
+    trial = study.best_trial  # what Optuna's tools (optuna-dashboard) show
+    assert set(trial.params) == {"lr", "seed"} and trial.distributions["lr"].log
+    assert trial.user_attrs["status"] == "finished" and trial.user_attrs["optimizer_label"]
+    assert trial.intermediate_values  # the rungs
     # the same call again: everything is there already, nothing is rerun
     again = lrkit.sweep("wine-logreg", storage=journal, **SMALL)
     assert len(optuna_study(journal, result.study_name).trials) == len(study.trials)
