@@ -94,18 +94,23 @@ def demo_runs(steps: int | None = None, seed: int = 0) -> dict:
     def said(results: list[dict]) -> str:
         return ", ".join(f"{r['lr']:g} {r['diagnosis'].verdict}" for r in results)
 
-    tables = [{"optimizer": "SGD with momentum 0.9 (the example's own)", "results": runs(False)}]
+    group = examples.build(DEMO_EXAMPLE, seed=seed).optimizer.param_groups[0]
+    own = (f"{type(examples.build(DEMO_EXAMPLE, seed=seed).optimizer).__name__} with momentum "
+           f"{group.get('momentum', 0):g}"
+           + (f", weight decay {group['weight_decay']:g}" if group.get("weight_decay") else "")
+           + " (the example's own)")
+    tables = [{"optimizer": own, "results": runs(False)}]
     note = None
     if not contrast(tables[0]["results"]):
         tables.append({"optimizer": "plain SGD, no momentum (same model)", "results": runs(True)})
-        note = ("With momentum 0.9 the effective step is about ten times the rate, so on this "
-                f"model {said(tables[0]['results'])}: 0.5 and 0.1 are both too high. Plain SGD "
-                f"on the same model gives {said(tables[1]['results'])}")
+        note = (f"With momentum {group.get('momentum', 0):g} the effective step is about "
+                f"1/(1 - momentum) times the rate, and on this model {said(tables[0]['results'])}:"
+                " no too-high / right / too-low trio. Plain SGD on the same model gives "
+                f"{said(tables[1]['results'])}")
         if contrast(tables[1]["results"]):
             note += ": the too-high / right / too-low trio."
         else:
-            note += ("; together the two show a too-high, a right and a too-low rate (0.1 with "
-                     "momentum acts like about 1.0 without).")
+            note += "; together the two show a too-high, a right and a too-low rate."
     return {"example": DEMO_EXAMPLE, "steps": budget, "note": note, "tables": tables}
 
 
