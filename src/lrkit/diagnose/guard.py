@@ -71,7 +71,7 @@ class Guard:
     step on the smallest built-in examples; without it a non-finite gradient is caught one step
     later through the non-finite loss it causes, and the rollback undoes it).
     ``diagnose_every``: every that many good steps, when a cheap look at the recent losses (median
-    30% above the lowest seen, or batches 20x the median) says the course may be off, the losses
+    30% above the lowest seen, or a batch 5x the median) says the course may be off, the losses
     since the last change of rate are diagnosed (:func:`lrkit.diagnose`, on at most 500 bin means); a run that is ``unstable`` or
     ``diverged`` with at least ``min_confidence`` gets the diagnosis's cut (x0.3 or x0.1) even
     though no single step was an incident -- a diverged one after going back to the best snapshot
@@ -95,7 +95,7 @@ class Guard:
         snapshot_dir: str | os.PathLike | None = None,
         max_retries: int = 5,
         check_grads: bool = False,
-        diagnose_every: int | None = 250,
+        diagnose_every: int | None = 100,
         keep_best: bool = True,
         min_confidence: float = 0.8,
         min_lr_scale: float = 1e-4,
@@ -285,7 +285,7 @@ class Guard:
                 # recent median well above the lowest one seen, or batches far above the median
                 ref = self._reference
                 if ref is not None and (ref > 1.3 * self._lowest_median
-                                        or self._recent_max > 20.0 * abs(ref)):
+                                        or self._recent_max > 5.0 * abs(ref)):
                     self._check_course()
         if self._since_snapshot >= self.snapshot_every:
             self.take_snapshot()
