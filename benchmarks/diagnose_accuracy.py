@@ -19,7 +19,7 @@ The classifier is then given each run's per-step training losses, its rates and 
 curve (10 points) -- and, separately, the training losses alone -- and scored against those labels.
 Synthetic curves (known shapes with noise, per step and per epoch) are scored apart.
 
-    python benchmarks/diagnose_accuracy.py                 # seeds 0 and 1, about 3 minutes
+    python benchmarks/diagnose_accuracy.py                 # seeds 0-2, 4-9 minutes on one core
     python benchmarks/diagnose_accuracy.py --seeds 0 --save-curves /tmp/curves.json
     python benchmarks/diagnose_accuracy.py --load-curves /tmp/curves.json
 """
@@ -186,7 +186,8 @@ def main(argv: list[str] | None = None) -> int:
           + ", ".join(f"{k} {v}" for k, v in counts.items())
           + f"; {len(runs) - len(labelled)} borderline left out), trained in {train_time:.0f}s")
     figures: dict = {"runs": len(runs), "labelled": len(labelled), "labels": counts}
-    for use_val, name in ((True, "losses + rates + validation curve"), (False, "training losses only")):
+    modes = ((True, "losses + rates + validation curve"), (False, "training losses only"))
+    for use_val, name in modes:
         result = score(runs, use_val)
         figures["with_val" if use_val else "train_only"] = {
             k: v for k, v in result.items() if k not in ("confusion", "misses")}
@@ -197,7 +198,8 @@ def main(argv: list[str] | None = None) -> int:
         if len(seeds) > 1:
             for seed in seeds:
                 part = score([r for r in runs if r["seed"] == seed], use_val)
-                print(f"    seed {seed}: {part['accuracy']:.1%} ({part['correct']}/{part['total']})")
+                print(f"    seed {seed}: {part['accuracy']:.1%} "
+                      f"({part['correct']}/{part['total']})")
         print_confusion(result["confusion"], REAL_LABELS)
         print("    per example: " + ", ".join(f"{k} {a}/{b}"
                                                for k, (a, b) in result["per_example"].items()))

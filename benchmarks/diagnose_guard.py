@@ -177,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
             failed = sum(r["plain_failed"] for r in part)
             finite = sum(math.isfinite(r["guard_val"]) for r in part)
             print(f"  {name:<15} lr {lr:<4g} plain failed {failed}/{len(part)}, guarded finite "
-                  f"{finite}/{len(part)}, vs best grid x{vs_best:.3f}, vs default x{vs_default:.3f}")
+                  f"{finite}/{len(part)}, vs best grid x{vs_best:.3f}, "
+                  f"vs default x{vs_default:.3f}")
     if args.skip_overhead:
         return 0
     print("\noverhead per step without incidents (median of interleaved blocks, one thread)")

@@ -2,8 +2,8 @@
 
 For each built-in example: a plain loop (zero_grad, forward, backward, step) against the same loop
 that also calls ``monitor.update(loss, lr=lr)`` with the loss *tensor* (no host sync; reports every
-1000 steps, the default) -- interleaved blocks, median per-step time, one thread; and the monitor's own
-time inside the loop per step. Also: the cost of one
+1000 steps, the default) -- interleaved blocks, median per-step time, one thread; and the
+monitor's own time inside the loop per step. Also: the cost of one
 ``update`` call and of one report (a diagnosis of the history) on their own.
 
     python benchmarks/diagnose_monitor.py          # about 1-2 minutes on one core

@@ -113,7 +113,8 @@ def test_bad_options():
 def test_on_a_real_run():
     problem = examples.build("digits-mlp", seed=0, lr=0.0003)
     monitor = lrkit.Monitor(report_every=100)
-    train(problem, lr=0.0003, steps=200, seed=0, on_step=lambda s, loss, lr: monitor.update(loss, lr))
+    train(problem, lr=0.0003, steps=200, seed=0,
+          on_step=lambda s, loss, lr: monitor.update(loss, lr))
     result = monitor.close()
     assert result.verdict == "too_slow"
     assert result.suggested_lr == pytest.approx(0.0003 * result.lr_factor)

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 
@@ -124,7 +124,8 @@ def _jsonable(value: Any) -> Any:
 # -- input ------------------------------------------------------------------------------------
 
 def _to_numpy(values: Any, name: str) -> np.ndarray:
-    if hasattr(values, "detach") and hasattr(values, "cpu"):  # a torch tensor, without importing torch
+    # a torch tensor, recognised without importing torch
+    if hasattr(values, "detach") and hasattr(values, "cpu"):
         values = values.detach().cpu().numpy()
     if isinstance(values, (str, bytes)) or not isinstance(values, (Iterable, np.ndarray)):
         raise LrkitError(f"{name} must be a sequence of numbers, got {type(values).__name__}")
@@ -219,7 +220,8 @@ def _decide(ev: dict, vev: dict | None) -> tuple[str, float, list[str]]:
             reasons.append(f"it fell to {ev['best']:.4g} at {at(ev['best_at'])} and climbed back")
         reasons.append(f"it ended at {ev['end']:.4g}, no lower than its start {ev['start']:.4g}")
         margin = max(peak / blowup - 1, end_vs_start / ENDED_HIGH_LOG - 1,
-                     ev["end_vs_early_log"] / CLIMB_LOG - 1 if climbing else -1, ev["progress_log"] / LOST_PROGRESS_LOG - 1,
+                     ev["end_vs_early_log"] / CLIMB_LOG - 1 if climbing else -1,
+                     ev["progress_log"] / LOST_PROGRESS_LOG - 1,
                      (end_vs_start - tolerance) / 0.1)
         return "diverged", _confidence(margin, base=0.7, points=n), reasons
 
@@ -238,8 +240,8 @@ def _decide(ev: dict, vev: dict | None) -> tuple[str, float, list[str]]:
                          f"its progress (at step {ev['rebound_at']})"))
     if ev["noise"] >= NOISE_UNSTABLE_LOG:
         unstable.append((ev["noise"] / NOISE_UNSTABLE_LOG - 1,
-                         f"the loss jumps by {math.exp(ev['noise']):.2g}x from one step to the next "
-                         "(typical wiggle, log scale)"))
+                         f"the loss jumps by {math.exp(ev['noise']):.2g}x from one step to the "
+                         "next (typical wiggle, log scale)"))
     if ev["late_peak_log"] >= max(LATE_PEAK_LOG, PEAK_NOISE_WIDTHS * ev["noise"]):
         unstable.append((ev["late_peak_log"] / LATE_PEAK_LOG - 1,
                          f"in the second half of the run the loss still jumped to "

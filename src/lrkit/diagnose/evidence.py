@@ -109,8 +109,8 @@ def prepare(values: np.ndarray) -> Prepared:
 def measure(values, *, min_points: int = MIN_POINTS) -> dict:
     """The evidence about one curve, as a flat dict of numbers (JSON-ready; ``None`` if unknown).
 
-    Levels (``start``, ``end``, ``best``, ``peak``) are in the loss's own units; ``*_log`` ratios and
-    ``noise`` are on the log scale (a noise of 0.1 means typical step-to-step wiggles of ~10%).
+    Levels (``start``, ``end``, ``best``, ``peak``) are in the loss's own units; ``*_log`` ratios
+    and ``noise`` are on the log scale (a noise of 0.1 means typical step-to-step wiggles of ~10%).
     Positions (``best_at``, ``spike_steps``...) are indices into the curve as given.
     """
     p = prepare(values)
@@ -270,7 +270,8 @@ def measure_validation(values, *, train_start: float | None = None) -> dict:
     tail = x[-min(3, len(x)):]
     end = min(float(x[-1]), float(np.median(tail)))
     best = float(x[best_i])
-    start = float(train_start) if train_start is not None and math.isfinite(train_start) else float(x[0])
+    known = train_start is not None and math.isfinite(train_start)
+    start = float(train_start) if known else float(x[0])
     start = max(start, float(x[0]))
     i70 = int(round(0.7 * (len(x) - 1)))
     ups = np.clip(np.diff(x), 0, None).sum()

@@ -12,7 +12,8 @@
         loss = guard.step(closure)      # instead of loss = closure(); optimizer.step()
 
 Each step it checks the loss (one host sync; with ``check_grads=True`` the gradient norm too, in
-the same sync). A non-finite loss or gradient, or a spike (see :class:`Guard`), is an incident: the guard restores the last good snapshot of the model and optimizer (an exact
+the same sync). A non-finite loss or gradient, or a spike (see :class:`Guard`), is an incident:
+the guard restores the last good snapshot of the model and optimizer (an exact
 :class:`lrkit.state.Snapshot`, RNG included), multiplies every group's rate by ``lr_factor``,
 skips the batch and returns. After ``max_retries`` incidents with no new snapshot in between it
 raises :class:`GuardError`. Every intervention is recorded in ``guard.interventions`` and logged.
@@ -72,11 +73,11 @@ class Guard:
     later through the non-finite loss it causes, and the rollback undoes it).
     ``diagnose_every``: every that many good steps, when a cheap look at the recent losses (median
     30% above the lowest seen, or a batch 5x the median) says the course may be off, the losses
-    since the last change of rate are diagnosed (:func:`lrkit.diagnose`, on at most 500 bin means); a run that is ``unstable`` or
-    ``diverged`` with at least ``min_confidence`` gets the diagnosis's cut (x0.3 or x0.1) even
-    though no single step was an incident -- a diverged one after going back to the best snapshot
-    (``keep_best``: keep the snapshot taken when the recent losses were lowest). ``None`` turns
-    this off. ``min_lr_scale``: the guard raises :class:`GuardError` rather than cut a rate below
+    since the last change of rate are diagnosed (:func:`lrkit.diagnose`, on at most 500 bin
+    means); a run that is ``unstable`` or ``diverged`` with at least ``min_confidence`` gets the
+    diagnosis's cut (x0.3 or x0.1) even though no single step was an incident -- a diverged one
+    after going back to the best snapshot (``keep_best``: keep the snapshot taken when the recent
+    losses were lowest). ``None`` turns this off. ``min_lr_scale``: the guard raises :class:`GuardError` rather than cut a rate below
     this share of where it started. ``scheduler``: an LR scheduler whose ``base_lrs`` are lowered
     too, so that it does not undo the guard's cuts.
     """
@@ -126,7 +127,8 @@ class Guard:
         self.snapshot_dir = snapshot_dir
         self.max_retries = max_retries
         self.check_grads = check_grads
-        require(diagnose_every is None or (isinstance(diagnose_every, int) and diagnose_every >= 20),
+        require(diagnose_every is None
+                or (isinstance(diagnose_every, int) and diagnose_every >= 20),
                 f"diagnose_every must be an integer >= 20 or None, got {diagnose_every!r}")
         self.diagnose_every = diagnose_every
         self.keep_best = keep_best

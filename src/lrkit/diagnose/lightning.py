@@ -89,7 +89,8 @@ def __getattr__(name: str) -> Any:
         if _CLASS is None:
             base = _lightning_callback_base()
             _CLASS = type("MonitorCallback", (MonitorHooks, base), {
-                "__doc__": "lrkit's Monitor as a Lightning callback (see lrkit.diagnose.lightning).",
+                "__doc__": "lrkit's Monitor as a Lightning callback "
+                           "(see lrkit.diagnose.lightning).",
                 "__module__": __name__,
             })
         return _CLASS

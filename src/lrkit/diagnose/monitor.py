@@ -84,8 +84,9 @@ class Monitor:
             try:
                 self._file = open(log_file, "a", encoding="utf-8")  # noqa: SIM115
             except OSError as exc:
-                raise LrkitError(f"cannot open the monitor log {str(log_file)!r} for writing "
-                                 f"({exc.strerror}); pass a writable path or log_file=None") from exc
+                raise LrkitError(
+                    f"cannot open the monitor log {str(log_file)!r} for writing "
+                    f"({exc.strerror}); pass a writable path or log_file=None") from exc
 
     # -- per step -----------------------------------------------------------------------------
     def update(self, loss: Any, lr: float | None = None) -> Diagnosis | None:
