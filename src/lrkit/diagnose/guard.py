@@ -77,9 +77,10 @@ class Guard:
     means); a run that is ``unstable`` or ``diverged`` with at least ``min_confidence`` gets the
     diagnosis's cut (x0.3 or x0.1) even though no single step was an incident -- a diverged one
     after going back to the best snapshot (``keep_best``: keep the snapshot taken when the recent
-    losses were lowest). ``None`` turns this off. ``min_lr_scale``: the guard raises :class:`GuardError` rather than cut a rate below
-    this share of where it started. ``scheduler``: an LR scheduler whose ``base_lrs`` are lowered
-    too, so that it does not undo the guard's cuts.
+    losses were lowest). ``None`` turns this off. ``min_lr_scale``: the guard raises
+    :class:`GuardError` rather than cut a rate below this share of where it started.
+    ``scheduler``: an LR scheduler whose ``base_lrs`` are lowered too, so that it does not undo
+    the guard's cuts.
     """
 
     def __init__(
