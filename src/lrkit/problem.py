@@ -104,6 +104,32 @@ def _load_function(spec: str) -> Callable[..., Any]:
     return func
 
 
+def call_recipe(func: Callable[..., Any], *, seed: int = 0) -> Problem:
+    """Call a user's recipe function, with ``seed=`` when it takes one, and normalise the result."""
+    try:
+        accepts_seed = "seed" in inspect.signature(func).parameters
+    except (TypeError, ValueError):
+        accepts_seed = False
+    value = func(seed=seed) if accepts_seed else func()
+    return as_problem(value, name=getattr(func, "__name__", "custom"))
+
+
+def build_problem(target: Any, *, seed: int = 0, what: str = "this call") -> Problem:
+    """A problem from any recipe form: an example name, ``file.py:function``, a callable recipe
+    (``seed=`` passed when accepted) or a ready :class:`Problem` (used as it is)."""
+    if isinstance(target, Problem):
+        return target
+    if isinstance(target, str):
+        if not target.strip():
+            raise LrkitError(f"{what} needs an example name or 'path/to/file.py:function', got ''")
+        return load_problem(target, seed=seed)
+    if callable(target):
+        return call_recipe(target, seed=seed)
+    raise LrkitError(
+        f"{what} needs an example name, 'path/to/file.py:function', an lrkit.Problem or a "
+        f"callable recipe(seed=...) returning one; got {type(target).__name__}")
+
+
 def load_problem(spec: str, *, seed: int = 0) -> Problem:
     """Build a problem from a built-in example name or ``path/to/file.py:function``.
 
@@ -113,13 +139,7 @@ def load_problem(spec: str, *, seed: int = 0) -> Problem:
     from lrkit import examples
 
     if ":" in spec and (spec.endswith(".py") is False) and ".py:" in spec:
-        func = _load_function(spec)
-        try:
-            accepts_seed = "seed" in inspect.signature(func).parameters
-        except (TypeError, ValueError):
-            accepts_seed = False
-        value = func(seed=seed) if accepts_seed else func()
-        return as_problem(value, name=spec.rpartition(":")[2])
+        return call_recipe(_load_function(spec), seed=seed)
     if spec.endswith(".py"):
         raise LrkitError(f"name the function too: {spec}:function_name")
     return examples.build(spec, seed=seed)

@@ -1,14 +1,13 @@
 """``lrkit.recommend(...)``: measure, then turn the measurements into a :class:`Recipe`."""
 from __future__ import annotations
 
-import inspect
 import math
 import statistics
 import time
 from typing import Any, Callable
 
 from lrkit.errors import LrkitError, require
-from lrkit.problem import Problem, as_problem, load_problem
+from lrkit.problem import Problem, build_problem
 from lrkit.recommend import policy
 from lrkit.recommend.recipe import Recipe, optimizer_name
 
@@ -20,21 +19,7 @@ _SKIP_OPTIONS = {"lr", "initial_lr", "foreach", "fused", "capturable", "differen
 
 
 def _problem_from(target: Any, seed: int) -> Problem:
-    if isinstance(target, Problem):
-        return target
-    if isinstance(target, str):
-        require(target.strip() != "", "target must be an example name or 'path/to/file.py:function'")
-        return load_problem(target, seed=seed)
-    if callable(target):
-        try:
-            accepts_seed = "seed" in inspect.signature(target).parameters
-        except (TypeError, ValueError):
-            accepts_seed = False
-        value = target(seed=seed) if accepts_seed else target()
-        return as_problem(value, name=getattr(target, "__name__", "custom"))
-    raise LrkitError(
-        f"recommend() needs an example name, 'path/to/file.py:function', an lrkit.Problem or a "
-        f"callable seed -> Problem; got {type(target).__name__}")
+    return build_problem(target, seed=seed, what="recommend()")
 
 
 def _total_steps(problem: Problem, steps: Any, epochs: Any) -> tuple[int, str]:
