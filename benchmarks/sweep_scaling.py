@@ -59,6 +59,8 @@ def one_run(args, workers: int, directory: str, index: int) -> dict:
                "--no-progress", "--json"]
     if args.budget:
         command += ["--budget", str(args.budget)]
+    if args.seeds > 1:
+        command += ["--seeds", str(args.seeds)]
     busy0, total0 = cpu_ticks()
     own0 = children_cpu()
     start = time.perf_counter()
@@ -87,6 +89,7 @@ def main(argv=None) -> int:
     parser.add_argument("--lrs", default="1e-4:1")
     parser.add_argument("--budget", type=int, default=1200,
                         help="steps per trial (default 1200: a sweep of about a minute)")
+    parser.add_argument("--seeds", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
@@ -103,7 +106,9 @@ def main(argv=None) -> int:
     one = [r["wall"] for r in rows if r["workers"] == 1]
     two = [r["wall"] for r in rows if r["workers"] == 2]
     pairs = [a / b for a, b in zip(one, two)]
-    print(f"\n{args.target} ({args.optimizers}): 1 worker median {statistics.median(one):.1f} s, "
+    seeds = f", {args.seeds} seeds" if args.seeds > 1 else ""
+    print(f"\n{args.target} ({args.optimizers}{seeds}, {args.budget} steps): "
+          f"1 worker median {statistics.median(one):.1f} s, "
           f"2 workers median {statistics.median(two):.1f} s")
     print(f"speed-up: median of the ratios {statistics.median(pairs):.2f}x, best round "
           f"{max(pairs):.2f}x, ratio of medians "
