@@ -55,24 +55,11 @@ class TrialOutcome:
 
 
 def build_problem(problem: Any, seed: int):
-    """A fresh :class:`lrkit.Problem` from an example name, ``file.py:function`` or a callable."""
-    from lrkit.problem import as_problem, load_problem
+    """A fresh :class:`lrkit.Problem` from an example name, ``file.py:function`` or a callable
+    recipe (the same forms as everywhere in lrkit: :func:`lrkit.problem.build_problem`)."""
+    from lrkit.problem import build_problem as build
 
-    if isinstance(problem, str):
-        return load_problem(problem, seed=seed)
-    if callable(problem):
-        import inspect
-
-        try:
-            takes_seed = "seed" in inspect.signature(problem).parameters
-        except (TypeError, ValueError):
-            takes_seed = False
-        value = problem(seed=seed) if takes_seed else problem()
-        return as_problem(value, name=getattr(problem, "__name__", "custom"))
-    from lrkit.errors import LrkitError
-
-    raise LrkitError(f"problem must be an example name, 'file.py:function' or a callable "
-                     f"recipe(seed=...), got {type(problem).__name__}")
+    return build(problem, seed=seed, what="a sweep")
 
 
 def _finite(value: float | None) -> float | None:
