@@ -468,17 +468,18 @@ def chain(left: Schedule, right: Schedule) -> Schedule:
     return Join((left, right), (end,))
 
 
-@dataclass(frozen=True, repr=False)
-class Scale(Schedule):
-    """Multiply a schedule by a constant (``s * 0.5``)."""
+class _Multiplied(Schedule):
+    """A child schedule times a constant ``multiplier``: shape, length and continuity are the
+    child's, values and bounds are scaled (shared by ``scale`` and ``peak``)."""
 
-    name: ClassVar[str] = "scale"
+    schedule: Schedule
 
-    schedule: Schedule = param("schedule")
-    factor: float = param("float", lo=0.0)
+    @property
+    def multiplier(self) -> float:  # pragma: no cover - defined by each subclass
+        raise NotImplementedError
 
     def _at(self, t: float) -> float:
-        return self.factor * self.schedule._at(t)
+        return self.multiplier * self.schedule._at(t)
 
     @property
     def length(self) -> Length | None:
@@ -486,7 +487,7 @@ class Scale(Schedule):
 
     def bounds(self) -> tuple[float, float]:
         lo, hi = self.schedule.bounds()
-        return (lo * self.factor, hi * self.factor)
+        return (lo * self.multiplier, hi * self.multiplier)
 
     @property
     def monotone(self) -> int:
@@ -495,6 +496,20 @@ class Scale(Schedule):
     @property
     def continuous(self) -> bool:
         return self.schedule.continuous
+
+
+@dataclass(frozen=True, repr=False)
+class Scale(_Multiplied):
+    """Multiply a schedule by a constant (``s * 0.5``)."""
+
+    name: ClassVar[str] = "scale"
+
+    schedule: Schedule = param("schedule")
+    factor: float = param("float", lo=0.0)
+
+    @property
+    def multiplier(self) -> float:
+        return self.factor
 
 
 @dataclass(frozen=True, repr=False)
@@ -528,7 +543,7 @@ class Floor(Schedule):
 
 
 @dataclass(frozen=True, repr=False)
-class Peak(Schedule):
+class Peak(_Multiplied):
     """Make a schedule absolute: values are ``lr * multiplier`` learning rates.
 
     Without ``peak`` a schedule is relative and ``to_torch`` multiplies each parameter group's
@@ -544,24 +559,9 @@ class Peak(Schedule):
     def _may_wrap(self, child: Schedule) -> bool:
         return child.name == "plateau"
 
-    def _at(self, t: float) -> float:
-        return self.lr * self.schedule._at(t)
-
     @property
-    def length(self) -> Length | None:
-        return self.schedule.length
-
-    def bounds(self) -> tuple[float, float]:
-        lo, hi = self.schedule.bounds()
-        return (lo * self.lr, hi * self.lr)
-
-    @property
-    def monotone(self) -> int:
-        return self.schedule.monotone
-
-    @property
-    def continuous(self) -> bool:
-        return self.schedule.continuous
+    def multiplier(self) -> float:
+        return self.lr
 
     @property
     def is_absolute(self) -> bool:
