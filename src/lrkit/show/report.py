@@ -15,6 +15,7 @@ import html
 import io
 import json
 import math
+import textwrap
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
@@ -310,7 +311,8 @@ def overview_figure(summary: dict):
     axes[0].set_title("(1) range test: loss against rate", fontsize=10)
     tables = summary["comparison"]["tables"]
     table = tables[-1]
-    draw_runs(axes[1], table["results"], f"(2) same budget, three rates ({table['optimizer']})",
+    optimizer = textwrap.shorten(str(table["optimizer"]), width=48, placeholder="...")
+    draw_runs(axes[1], table["results"], f"(2) same budget, three rates\n({optimizer})",
               labels=run_label)
     for i, item in enumerate(summary["schedules"]["previews"]):
         curve = item.get("curve") or []
