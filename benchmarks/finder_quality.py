@@ -117,8 +117,7 @@ def published_rules(lrs: list[float], losses: list[float]) -> dict[str, float | 
     n = len(raw)
     # fastai trims the first tenth and the last 5 points
     lo, hi = n // 10, n - 5
-    curve = suggest.Curve(lrs_a[lo:hi], raw[lo:hi], smooth[lo:hi], np.log10(lrs_a[lo:hi]))
-    trimmed = suggest.Curve(curve.lrs, curve.raw, curve.smooth, curve.log_lrs)
+    trimmed = suggest.Curve(lrs_a[lo:hi], raw[lo:hi], smooth[lo:hi], np.log10(lrs_a[lo:hi]), 0.0)
     valley_lr = _fastai_valley(trimmed)
     steep_idx = int(np.argmin(np.gradient(trimmed.smooth, trimmed.log_lrs)))
     min_idx = int(np.argmin(trimmed.smooth))
@@ -212,7 +211,7 @@ def main() -> None:
     # every method's suggestion per (task, seed)
     suggestions: dict[str, dict[str, list[float | None]]] = {}
     for c in curves:
-        analysis = analyse(c["lrs"], c["losses"], budget_steps=c["budget"])
+        analysis = analyse(c["lrs"], c["losses"])
         methods = {f"lrkit-{k}": v for k, v in analysis.suggestions.items()}
         methods["lrkit-default"] = analysis.suggested_lr
         methods["torch-lr-finder"] = c["torch_lr_finder"]

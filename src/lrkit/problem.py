@@ -138,7 +138,7 @@ def load_problem(spec: str, *, seed: int = 0) -> Problem:
     """
     from lrkit import examples
 
-    if ":" in spec and (spec.endswith(".py") is False) and ".py:" in spec:
+    if ".py:" in spec:
         return call_recipe(_load_function(spec), seed=seed)
     if spec.endswith(".py"):
         raise LrkitError(f"name the function too: {spec}:function_name")

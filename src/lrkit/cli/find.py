@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
         diverge_threshold=args.diverge_threshold, accumulation_steps=args.accumulation_steps,
         amp=args.amp, device=args.device, method=args.method,
         budget_steps=args.budget_steps or problem.budget_steps, snapshot=args.snapshot,
-        snapshot_dir=args.snapshot_dir, progress=None if not args.no_progress else False,
+        snapshot_dir=args.snapshot_dir, progress=False if args.no_progress else None,
     )
     if args.plot:
         result.plot(args.plot)

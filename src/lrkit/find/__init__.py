@@ -51,7 +51,7 @@ def find_lr(
     ``snapshot_dir`` with ``snapshot="disk"``.
 
     Parameter groups keep their ratios to each other; ``result.suggested_lrs`` has one rate per
-    group. ``budget_steps`` (the planned training length) lets the default method account for it.
+    group. ``budget_steps`` (the planned training length) is recorded in ``result.settings``.
     """
     from lrkit.adapters.torch import TorchTrainable
 

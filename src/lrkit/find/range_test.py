@@ -49,7 +49,8 @@ def range_test(
     stops early when the loss is non-finite or its EMA (``smoothing`` = beta) rises above its best
     by ``diverge_threshold - 1`` times the improvement so far (see :func:`has_diverged`). ``val_every`` evaluates the
     trainable's fixed validation subset every k steps and bases the suggestion on that curve.
-    ``budget_steps`` is the planned training length, which the default method may use.
+    ``budget_steps`` (the planned training length) is recorded with the result; no method uses
+    it yet.
     The trainable is restored exactly afterwards, even when this raises.
     """
     rates = ramp_rates(start_lr, end_lr, num_steps, ramp)
@@ -104,7 +105,7 @@ def range_test(
     use_val = bool(val_steps) and val_losses[0] is not None and len(val_steps) >= suggest.MIN_POINTS
     curve_lrs = [lrs[i] for i in val_steps] if use_val else lrs
     curve_losses = val_losses if use_val else losses
-    analysis = suggest.analyse(curve_lrs, curve_losses, method=method, budget_steps=budget_steps,
+    analysis = suggest.analyse(curve_lrs, curve_losses, method=method,
                                smooth_window=1.0 if use_val else None)
     warnings = list(analysis.warnings)
     if stop_reason != "completed" and len(lrs) < 0.2 * num_steps:

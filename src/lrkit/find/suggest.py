@@ -25,6 +25,7 @@ class Curve:
     raw: np.ndarray  #: raw losses of the finite prefix
     smooth: np.ndarray  #: lag-free smoothed losses
     log_lrs: np.ndarray
+    window: float  #: standard deviation, in points, of the smoothing kernel that made ``smooth``
 
     @property
     def n(self) -> int:
@@ -46,7 +47,7 @@ class Curve:
         upto = self.min_index + 1
         drop = self.smooth[0] - self.smooth[self.min_index]
         scatter = 1.25 * float(np.median(np.abs(self.raw[:upto] - self.smooth[:upto])))
-        averaged = scatter / math.sqrt(2 * math.sqrt(math.pi) * auto_window(self.n))
+        averaged = scatter / math.sqrt(2 * math.sqrt(math.pi) * max(self.window, 0.5))
         return bool(drop > 3 * averaged and drop > 0)
 
 
@@ -61,8 +62,9 @@ def prepare(lrs, losses, window: float | None = None) -> Curve:
     bad = ~np.isfinite(losses) | ~np.isfinite(lrs) | (lrs <= 0)
     end = int(np.argmax(bad)) if bad.any() else len(losses)
     lrs, raw = lrs[:end], losses[:end]
-    smooth = centred(raw, auto_window(len(raw)) if window is None else window)
-    return Curve(lrs, raw, smooth, np.log10(lrs) if len(lrs) else lrs)
+    window = auto_window(len(raw)) if window is None else window
+    smooth = centred(raw, window)
+    return Curve(lrs, raw, smooth, np.log10(lrs) if len(lrs) else lrs, window)
 
 
 def _trim(curve: Curve, start_fraction: float = 0.1, end_points: int = 5) -> slice:
@@ -171,8 +173,7 @@ class Analysis:
     warnings: list[str]
 
 
-def analyse(lrs, losses, *, method: str = "auto", budget_steps: int | None = None,
-            smooth_window: float | None = None) -> Analysis:
+def analyse(lrs, losses, *, method: str = "auto", smooth_window: float | None = None) -> Analysis:
     """Every method's suggestion, the chosen one, the good range and warnings for one curve."""
     curve = prepare(lrs, losses, smooth_window)
     chosen = DEFAULT_METHOD if method == "auto" else method
