@@ -134,7 +134,9 @@ class Snapshot:
                 if name in self._training:
                     module.training = self._training[name]
         if self._optimizer is not None and payload["optimizer"] is not None:
-            self._optimizer.load_state_dict(payload["optimizer"])
+            # a copy: load_state_dict keeps tensors that are already on the right device and
+            # dtype, and the optimizer's in-place updates would then change the snapshot itself
+            self._optimizer.load_state_dict(_to_cpu(payload["optimizer"]))
         restore_rng(self._rng)
 
     def discard(self) -> None:

@@ -1,0 +1,37 @@
+"""lrkit.state.Snapshot: restorable bit for bit, and more than once."""
+import pytest
+import torch
+from torch import nn
+
+from lrkit.state import Snapshot
+
+
+@pytest.mark.parametrize("optimizer_cls", [torch.optim.Adam, torch.optim.SGD])
+@pytest.mark.parametrize("where", ["cpu", "disk"])
+def test_a_snapshot_restores_the_same_state_again_after_more_training(optimizer_cls, where, tmp_path):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 1))
+    options = {"momentum": 0.9} if optimizer_cls is torch.optim.SGD else {}
+    optimizer = optimizer_cls(model.parameters(), lr=0.01, **options)
+    x, y = torch.randn(8, 3), torch.randn(8, 1)
+
+    def step():
+        optimizer.zero_grad()
+        nn.functional.mse_loss(model(x), y).backward()
+        optimizer.step()
+
+    step()
+    snapshot = Snapshot(model, optimizer, where=where, directory=tmp_path)
+    saved = {k: v.clone() for k, v in model.state_dict().items()}
+    saved_opt = optimizer.state_dict()["state"]
+    saved_opt = {k: {n: t.clone() for n, t in s.items()} for k, s in saved_opt.items()}
+    for _ in range(2):  # restore, train on (the optimizer's buffers change in place), restore again
+        for _ in range(3):
+            step()
+        snapshot.restore()
+        for key, value in model.state_dict().items():
+            assert torch.equal(value, saved[key]), key
+        for key, state in optimizer.state_dict()["state"].items():
+            for name, tensor in state.items():
+                assert torch.equal(torch.as_tensor(tensor), saved_opt[key][name]), (key, name)
+    snapshot.discard()
