@@ -180,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{finite}/{len(part)}, vs best grid x{vs_best:.3f}, "
                   f"vs default x{vs_default:.3f}")
     if args.skip_overhead:
+        _write(args.out, figures)
         return 0
     print("\noverhead per step without incidents (median of interleaved blocks, one thread)")
     names = args.examples or examples.names()
@@ -194,10 +195,14 @@ def main(argv: list[str] | None = None) -> int:
         values = [r[key] for r in figures["overhead"]]
         print(f"  {key}: median over examples {statistics.median(values):+.1%}, "
               f"max {max(values):+.1%}")
-    if args.out:
-        with open(args.out, "w") as handle:
-            json.dump(figures, handle, indent=2, default=str)
+    _write(args.out, figures)
     return 0
+
+
+def _write(path: str | None, figures: dict) -> None:
+    if path:
+        with open(path, "w") as handle:
+            json.dump(figures, handle, indent=2, default=str)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ def _setup(lr=0.1, **options):
     model = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 1))
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     options.setdefault("lr_factor", 0.5)
+    options.setdefault("probe_steps", 0)  # plain cuts; the probe has its own tests
     guard = lrkit.Guard(model, optimizer, **options)
     return model, optimizer, guard
 
@@ -116,7 +117,7 @@ def test_disk_snapshot_and_scheduler(tmp_path):
     model, optimizer, _ = _setup()
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     guard = lrkit.Guard(model, optimizer, snapshot="disk", snapshot_dir=tmp_path,
-                        scheduler=scheduler, lr_factor=0.5)
+                        scheduler=scheduler, lr_factor=0.5, probe_steps=0)
     x, y = torch.randn(16, 4), torch.randn(16, 1)
     guard.step(_closure(model, optimizer, x, y))
     assert list(tmp_path.glob("lrkit-snapshot-*"))
@@ -135,6 +136,57 @@ def test_bad_arguments():
         lrkit.Guard(model, "sgd")
     with pytest.raises(LrkitError, match="returned None"):
         lrkit.Guard(model, optimizer).step(lambda: None)
+    with pytest.raises(LrkitError, match="probe_steps must be 0"):
+        lrkit.Guard(model, optimizer, probe_steps=3)
+    with pytest.raises(LrkitError, match="probe_decades"):
+        lrkit.Guard(model, optimizer, probe_decades=0)
+
+
+def test_the_probe_ramps_from_the_snapshot_then_rolls_back_to_a_measured_rate():
+    model, optimizer, guard = _setup(lr=0.5, probe_steps=20, probe_decades=2.0, snapshot_every=5)
+    x, y = torch.randn(64, 4), torch.randn(64, 1)
+    for _ in range(5):
+        guard.step(_closure(model, optimizer, x, y))
+    params, opt_state = _state(model, optimizer)  # the snapshot just taken
+    guard.step(_closure(model, optimizer, x, y, poison=float("nan")))
+    assert guard.probing and guard.skipped
+    assert guard.interventions[0].reason == "nonfinite_loss"
+    assert guard.interventions[0].lr_after == [pytest.approx(0.005)]  # 2 decades below
+    seen = []
+    # the probe sees a loss that falls, then explodes at 20x its scale: it stops there
+    for i in range(20):
+        seen.append(optimizer.param_groups[0]["lr"])
+        poison = 1.0 if i < 14 else 50.0 ** (i - 13)
+        guard.step(_closure(model, optimizer, x, y, poison=poison))
+        if not guard.probing:
+            break
+    assert seen[0] == pytest.approx(0.005) and all(b > a for a, b in zip(seen, seen[1:]))
+    assert not guard.probing and 15 <= len(seen) < 20
+    record = guard.interventions[-1]
+    assert record.reason == "probe" and record.lr_before == [0.5] and record.restored_to == 5
+    # the rate now is measured (below a plain cut), and the state is the snapshot's, bit for bit
+    assert 0.005 <= optimizer.param_groups[0]["lr"] <= 0.5 * 0.5
+    new_params, new_opt = _state(model, optimizer)
+    for key in params:
+        assert torch.equal(new_params[key], params[key]), key
+    for key in opt_state:
+        for name, tensor in opt_state[key].items():
+            assert torch.equal(torch.as_tensor(new_opt[key][name]), torch.as_tensor(tensor))
+    # a later incident is a plain cut: one probe per guard
+    guard.step(_closure(model, optimizer, x, y, poison=float("inf")))
+    assert guard.interventions[-1].reason == "nonfinite_loss" and not guard.probing
+
+
+def test_a_probe_that_never_sees_the_loss_fall_falls_back_to_a_plain_cut():
+    model, optimizer, guard = _setup(lr=0.4, probe_steps=10, snapshot_every=5)
+    x, y = torch.randn(16, 4), torch.randn(16, 1)
+    guard.step(_closure(model, optimizer, x, y))
+    guard.step(_closure(model, optimizer, x, y, poison=float("nan")))
+    for _ in range(10):
+        # a constant loss whatever the rate: the probe learns nothing
+        guard.step(lambda: torch.tensor(1.0, requires_grad=True) * 1.0)
+    assert not guard.probing
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.2)
 
 
 def _guarded_run(name, lr, steps, seed=0, guard_options=None):
@@ -197,7 +249,7 @@ def test_a_run_that_stays_unstable_is_slowed_down_by_the_course_check():
     torch.manual_seed(0)
     model = nn.Linear(4, 1)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    guard = lrkit.Guard(model, optimizer, diagnose_every=100, spike_factor=None)
+    guard = lrkit.Guard(model, optimizer, diagnose_every=100, spike_factor=None, probe_steps=0)
     rng = torch.Generator().manual_seed(1)
     for i in range(100):
         # a loss that fell, then bounces back up far above its best: an unstable course

@@ -30,6 +30,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from lrkit.diagnose.probe import RateProbe
 from lrkit.errors import LrkitError, require
 from lrkit.state import Snapshot
 
@@ -101,6 +102,8 @@ class Guard:
         keep_best: bool = True,
         min_confidence: float = 0.8,
         min_lr_scale: float = 1e-4,
+        probe_steps: int = 50,
+        probe_decades: float = 3.0,
         scheduler: Any = None,
         logger: logging.Logger | None = None,
     ) -> None:
@@ -118,6 +121,10 @@ class Guard:
                 f"max_retries must be an integer >= 0, got {max_retries!r}")
         require(isinstance(window, int) and window >= 3, f"window must be >= 3, got {window!r}")
         require(snapshot in ("cpu", "disk"), f"snapshot must be 'cpu' or 'disk', got {snapshot!r}")
+        require(isinstance(probe_steps, int) and (probe_steps == 0 or probe_steps >= 10),
+                f"probe_steps must be 0 (no probe) or an integer >= 10, got {probe_steps!r}")
+        require(isinstance(probe_decades, (int, float)) and 0.5 <= probe_decades <= 8,
+                f"probe_decades must be between 0.5 and 8, got {probe_decades!r}")
         self.model = model
         self.optimizer = optimizer
         self.spike_factor = spike_factor
@@ -135,6 +142,11 @@ class Guard:
         self.keep_best = keep_best
         self.min_confidence = min_confidence
         self.min_lr_scale = min_lr_scale
+        self.probe_steps = probe_steps
+        self.probe_decades = float(probe_decades)
+        self._probe: RateProbe | None = None
+        self._probe_base: list[float] = []  #: the rates that failed, which the probe scales
+        self._probed = False
         self._history: list[float] = []  # good losses since the last change of rate (binned)
         self._reset_history()
         self.scheduler = scheduler
@@ -223,6 +235,8 @@ class Guard:
         if self._snapshot is None:
             self.take_snapshot()
         self.steps += 1
+        if self._probe is not None:
+            self._set_lrs([lr * self._probe.current_scale for lr in self._probe_base])
         loss = closure()
         if loss is None:
             raise LrkitError("the guarded closure returned None; return the loss tensor "
@@ -241,6 +255,9 @@ class Guard:
             if self.check_grads:
                 norms = self._grad_norms()
                 grad_norm = math.fsum(torch.stack([n.float() for n in norms]).cpu().tolist())
+
+        if self._probe is not None:
+            return self._probe_step(loss_value, grad_norm)
 
         reason = None
         reference = None
@@ -333,13 +350,20 @@ class Guard:
         if (result.verdict not in ("unstable", "diverged") or result.lr_factor is None
                 or result.confidence < self.min_confidence):
             return
+        reason = f"diagnosed_{result.verdict}"
+        if self.probe_steps and not self._probed:
+            # measure the rate to go on with, from the best state seen (see _start_probe)
+            if self._best is not None and self._best is not self._snapshot:
+                self._snapshot.discard()
+                self._snapshot, self._snapshot_step = self._best, self._best_step
+            self._start_probe(reason, history[-1], None, None)
+            return
         # a run that diverged goes back to its best snapshot; an unstable one just slows down
         restore = self._best if result.verdict == "diverged" and self._best is not None else None
         lr_before = self._cut(result.lr_factor, restore)
         if restore is not None:
             self._recent.clear()
             self._reference = None
-        reason = f"diagnosed_{result.verdict}"
         restored_to = self._best_step if restore is not None else -1
         self.interventions.append(Intervention(self.steps, reason, history[-1], None, None,
                                                lr_before, self.lrs, restored_to))
@@ -365,8 +389,11 @@ class Guard:
                 "data, the loss and the model) -- or raise max_retries. Interventions: "
                 + ", ".join(f"step {i.step} {i.reason}" for i in self.interventions[-6:]))
         assert self._snapshot is not None
-        self._cut(self.lr_factor, self._snapshot)
         self._retries += 1
+        if self.probe_steps and not self._probed:
+            self._start_probe(reason, loss, reference, grad_norm)
+            return
+        self._cut(self.lr_factor, self._snapshot)
         record = Intervention(self.steps, reason, loss, reference, grad_norm, lr_before, self.lrs,
                               self._snapshot_step)
         self.interventions.append(record)
@@ -375,6 +402,73 @@ class Guard:
             "%s, batch skipped (retry %d of %d)", self.steps, reason.replace("_", " "), loss,
             f", {loss / reference:.1f}x the recent median" if reference else "",
             self._snapshot_step, _fmt(lr_before), _fmt(self.lrs), self._retries, self.max_retries)
+
+    # -- the probe: a short range test that measures the rate to go on with ------------------
+    @property
+    def probing(self) -> bool:
+        """Whether the guard is measuring a rescue rate (its steps are undone at the end)."""
+        return self._probe is not None
+
+    def _start_probe(self, reason: str, loss: float, reference: float | None,
+                     grad_norm: float | None) -> None:
+        """Roll back, then spend the next ``probe_steps`` steps ramping the rate up to the one
+        that failed (see :mod:`lrkit.diagnose.probe`)."""
+        assert self._snapshot is not None
+        self._probe_base = self.lrs
+        self._snapshot.restore()
+        self.optimizer.zero_grad(set_to_none=True)
+        self._probed = True
+        self._probe = RateProbe(self.probe_steps, self.probe_decades)
+        first = [lr * self._probe.current_scale for lr in self._probe_base]
+        self._set_lrs(first)
+        self.interventions.append(Intervention(self.steps, reason, loss, reference, grad_norm,
+                                               self._probe_base, first, self._snapshot_step))
+        self.logger.warning(
+            "lrkit guard step %d: %s (loss %.4g%s); restored the snapshot of step %d and probing "
+            "the rate for up to %d steps (%s up to %s); these steps are undone afterwards",
+            self.steps, reason.replace("_", " "), loss,
+            f", {loss / reference:.1f}x the recent median" if reference else "",
+            self._snapshot_step, self.probe_steps, _fmt(first), _fmt(self._probe_base))
+
+    def _probe_step(self, loss_value: float, grad_norm: float | None) -> float:
+        assert self._probe is not None
+        probe = self._probe
+        if grad_norm is not None and not math.isfinite(grad_norm):
+            loss_value = math.inf
+        if math.isfinite(loss_value):
+            self.optimizer.step()
+        self.skipped = True  # the probe's steps are rolled back when it ends
+        probe.record(loss_value)
+        if probe.done:
+            self._finish_probe()
+        else:  # show the next probe rate already (a scheduler may overwrite it; step sets it)
+            self._set_lrs([lr * probe.current_scale for lr in self._probe_base])
+        return loss_value
+
+    def _finish_probe(self) -> None:
+        """Roll back again and go on at the probe's suggestion (never above a plain cut)."""
+        assert self._probe is not None and self._snapshot is not None
+        probe, self._probe = self._probe, None
+        scale = probe.suggested_scale()
+        factor = self.lr_factor if scale is None else min(scale, self.lr_factor)
+        keep = probe.still_falling  # the probe's last state is its best: go on from it
+        self._set_lrs(self._probe_base)
+        lr_before = self._cut(factor, None if keep else self._snapshot)
+        self._recent.clear()
+        self._reference = None
+        self.interventions.append(Intervention(self.steps, "probe", probe.losses[-1], None, None,
+                                               lr_before, self.lrs,
+                                               -1 if keep else self._snapshot_step))
+        if keep:
+            self.take_snapshot()
+        self.logger.warning(
+            "lrkit guard step %d: the probe's range test (%d steps) %s; rate %s -> %s, %s",
+            self.steps, len(probe.losses),
+            f"suggests {scale:.3g} x the rate that failed" if scale is not None
+            else f"found no falling loss, so the rate is cut by {self.lr_factor:g}",
+            _fmt(lr_before), _fmt(self.lrs),
+            "going on from the probe's last state (its loss was still falling)" if keep
+            else f"restored the snapshot of step {self._snapshot_step}")
 
     def summary(self) -> dict:
         return {"steps": self.steps, "good_steps": self.good_steps,

@@ -1,0 +1,96 @@
+"""A small range test run inside a guarded loop, to measure a rescue rate instead of guessing it.
+
+When a run blows up at rate ``r``, all the guard knows is that ``r`` is too high; cutting it by
+a fixed factor lands anywhere from just right to still ten times too high. The probe, run on the
+loop's own next batches from the restored snapshot, ramps the rate from ``r * 10**-decades`` up to
+``r`` and applies the range test's default suggestion (:mod:`lrkit.find.suggest`) to the curve:
+the rate the run goes on with is then measured on this model at this point of training.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from lrkit.find import suggest
+from lrkit.find.range_test import has_diverged
+from lrkit.find.smoothing import OnlineEMA
+
+#: the probe's stop rule: the EMA of the loss this many times past its best (as in the range test)
+DIVERGE_THRESHOLD = 4.0
+SMOOTHING = 0.9
+#: where the turning point is taken to be, as a multiple of the failed rate, when the probe's loss
+#: was still falling at its top (see :meth:`RateProbe.suggested_scale`)
+INCONCLUSIVE_CUT = 0.3
+
+
+class RateProbe:
+    """Rates to try, one per step, and the scale of the failed rate to go on with.
+
+    ``scale`` multiplies the rate that failed: ``10**-decades`` at the first probe step, 1 at the
+    last. The probe is done after ``steps`` steps or when the loss diverges.
+    """
+
+    def __init__(self, steps: int, decades: float) -> None:
+        self.scales = np.geomspace(10.0 ** -decades, 1.0, steps)
+        self.losses: list[float] = []
+        self._ema = OnlineEMA(SMOOTHING)
+        self._deviation = OnlineEMA(SMOOTHING)
+        self._best = math.inf
+        self._best_noise = 0.0
+        self._first: float | None = None
+        self._value = math.nan
+        self.done = False
+
+    @property
+    def current_scale(self) -> float:
+        return float(self.scales[len(self.losses)])
+
+    def record(self, loss: float) -> None:
+        """The loss of the step taken at :attr:`current_scale`."""
+        step = len(self.losses)
+        self.losses.append(loss)
+        if not math.isfinite(loss):
+            self.done = True
+            return
+        noise = self._deviation.update(abs(loss - self._value)) if self._first is not None else 0.0
+        self._value = self._ema.update(loss)
+        self._best = min(self._best, self._value)
+        min_steps = max(5, len(self.scales) // 20)
+        if self._value <= self._best or step <= min_steps:
+            self._best_noise = noise
+        if self._first is None:
+            self._first = self._value
+        if (step >= min_steps and has_diverged(self._value, self._best, self._first,
+                                               DIVERGE_THRESHOLD, self._best_noise)):
+            self.done = True
+        if len(self.losses) >= len(self.scales):
+            self.done = True
+
+    def suggested_scale(self) -> float | None:
+        """The range test's default suggestion on the probe's curve, as a multiple of the failed
+        rate; ``None`` when the loss never fell (the probe says nothing).
+
+        When the loss was still falling at the top of the probe, the probe did not see where
+        training turns unstable; the run did, at the failed rate, only later. The turning point
+        is then taken to be the failed rate a cut lower, so the suggestion is ``EDGE_FRACTION x
+        INCONCLUSIVE_CUT``.
+        """
+        analysis = self._analysis()
+        if analysis.suggested_lr is None:
+            return None
+        if self.still_falling:
+            return suggest.EDGE_FRACTION * INCONCLUSIVE_CUT
+        return analysis.suggested_lr
+
+    @property
+    def still_falling(self) -> bool:
+        """Was the loss still falling at the top of a completed probe? Then the model at the end
+        of the probe is the best it has been, and the run can go on from there."""
+        if len(self.losses) < len(self.scales) or not all(map(math.isfinite, self.losses)):
+            return False
+        curve = self._analysis().curve
+        return bool(curve.fell and curve.min_index >= len(self.scales) - max(2, len(self.scales) // 10))
+
+    def _analysis(self) -> suggest.Analysis:
+        return suggest.analyse(self.scales[: len(self.losses)], self.losses)
