@@ -166,6 +166,7 @@ class Guard:
         self._start: float | None = None  #: the first good loss: the level training started at
         self._reference: float | None = None
         self._recent_max = math.inf
+        self._spike_threshold = math.inf
         self._start_level: float | None = None  #: median of the first ``warmup`` good losses
         self._lowest_median = math.inf
         self._initial_lrs = [float(g["lr"]) for g in optimizer.param_groups]
@@ -249,7 +250,7 @@ class Guard:
                                    + [n.float().to(loss.device) for n in norms]).cpu().tolist()
                 loss_value, grad_norm = host[0], math.fsum(host[1:])  # one sync for both
             else:
-                loss_value = float(loss.detach())  # the one sync
+                loss_value = loss.item()  # the one sync (item: no detached copy, half the cost)
         else:
             loss_value = float(loss)
             if self.check_grads:
@@ -274,14 +275,7 @@ class Guard:
                 if self._reference is None:
                     self._update_reference()
                 reference = self._reference
-                start = max(self._start_level or 0.0, reference)
-                # a spike stands out of the recent worst batch (heavy-tailed batch losses near
-                # convergence are not spikes), and either blows past the level training started
-                # at or is far above the recent median and undoes a quarter of the progress
-                if loss_value > 2.0 * self._recent_max and (
-                        loss_value > self.spike_factor * start
-                        or (reference > 0 and loss_value > self.spike_factor * reference
-                            and loss_value - reference > 0.25 * (start - reference))):
+                if loss_value > self._spike_threshold:
                     reason = "spike"
         if reason is not None:
             self._intervene(reason, loss_value, reference, grad_norm)
@@ -314,11 +308,23 @@ class Guard:
     def _update_reference(self) -> None:
         """Median and worst of the recent good losses (refreshed every 10 good steps)."""
         ordered = sorted(self._recent)
-        self._reference = ordered[len(ordered) // 2]
+        self._reference = reference = ordered[len(ordered) // 2]
         self._recent_max = ordered[-1]
         if self._start_level is None:
             self._start_level = self._reference
         self._lowest_median = min(self._lowest_median, self._reference)
+        # a spike stands out of the recent worst batch (heavy-tailed batch losses near
+        # convergence are not spikes), and either blows past the level training started at or is
+        # far above the recent median and undoes a quarter of the progress: one threshold, so
+        # that the check per step is one comparison
+        if self.spike_factor is None:
+            self._spike_threshold = math.inf
+            return
+        start = max(self._start_level or 0.0, reference)
+        past_start = self.spike_factor * start
+        off_course = (max(self.spike_factor * reference, reference + 0.25 * (start - reference))
+                      if reference > 0 else math.inf)
+        self._spike_threshold = max(2.0 * self._recent_max, min(past_start, off_course))
 
     def _reset_history(self) -> None:
         self._history = []
