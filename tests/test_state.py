@@ -35,3 +35,21 @@ def test_a_snapshot_restores_the_same_state_again_after_more_training(optimizer_
             for name, tensor in state.items():
                 assert torch.equal(torch.as_tensor(tensor), saved_opt[key][name]), (key, name)
     snapshot.discard()
+
+
+def test_the_last_restore_hands_the_state_over_and_frees_the_snapshot():
+    torch.manual_seed(0)
+    model = nn.Linear(3, 1)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    x = torch.randn(8, 3)
+    model(x).pow(2).mean().backward()
+    optimizer.step()
+    snapshot = Snapshot(model, optimizer)
+    saved = model.weight.detach().clone()
+    exp_avg = optimizer.state[model.weight]["exp_avg"].clone()
+    model(x).pow(2).mean().backward()
+    optimizer.step()
+    snapshot.restore(last=True)
+    assert torch.equal(model.weight, saved)
+    assert torch.equal(optimizer.state[model.weight]["exp_avg"], exp_avg)
+    assert snapshot._payload is None  # discarded: no second copy is kept

@@ -112,9 +112,12 @@ class Snapshot:
             torch.save(payload, handle)
         return Path(name)
 
-    def restore(self) -> None:
-        """Put everything back; the snapshot stays valid and can be restored again."""
+    def restore(self, *, last: bool = False) -> None:
+        """Put everything back. The snapshot stays valid and can be restored again, unless
+        ``last``: then its optimizer tensors are handed over rather than copied (no transient
+        extra copy) and the snapshot is discarded."""
         payload = self._payload
+        from_disk = payload is None  # a fresh copy, read from the file
         if payload is None and self._path is not None:
             payload = torch.load(self._path, weights_only=False)
         assert payload is not None
@@ -134,10 +137,14 @@ class Snapshot:
                 if name in self._training:
                     module.training = self._training[name]
         if self._optimizer is not None and payload["optimizer"] is not None:
-            # a copy: load_state_dict keeps tensors that are already on the right device and
-            # dtype, and the optimizer's in-place updates would then change the snapshot itself
-            self._optimizer.load_state_dict(_to_cpu(payload["optimizer"]))
+            # a copy unless this is the last restore (or the payload was just read from disk):
+            # load_state_dict keeps tensors that are already on the right device and dtype, and
+            # the optimizer's in-place updates would then change the snapshot itself
+            saved = payload["optimizer"]
+            self._optimizer.load_state_dict(saved if last or from_disk else _to_cpu(saved))
         restore_rng(self._rng)
+        if last:
+            self.discard()
 
     def discard(self) -> None:
         """Free the copy (and delete the file when on disk)."""

@@ -8,6 +8,7 @@ curve holds no usable information (too short, or the loss never fell).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Callable
 
@@ -35,7 +36,7 @@ class Curve:
     def min_index(self) -> int:
         return int(np.argmin(self.smooth))
 
-    @property
+    @functools.cached_property
     def fell(self) -> bool:
         """Did the loss fall by more than the smoothed curve's own noise before its minimum?
 
