@@ -37,6 +37,17 @@ def move_to(batch: Any, device: torch.device, non_blocking: bool = False) -> Any
     return batch
 
 
+def on_device(batch: Any, device: torch.device) -> bool:
+    """Whether every tensor in a nested batch already lives on ``device``."""
+    if isinstance(batch, torch.Tensor):
+        return batch.device == device
+    if isinstance(batch, dict):
+        return all(on_device(v, device) for v in batch.values())
+    if isinstance(batch, (list, tuple)):
+        return all(on_device(v, device) for v in batch)
+    return True
+
+
 def extract_loss(output: Any) -> torch.Tensor:
     """The scalar loss tensor inside whatever a loss function or model returned."""
     loss = output
@@ -166,6 +177,7 @@ class TorchTrainable:
         self.device = torch.device(device)
         self._train_loader = train_loader
         self._batches: Iterator[Any] | None = None
+        self._move: bool | None = None  #: whether batches need moving to the device
         self._val_loader = val_loader
         self._val_batches = val_batches
         self._val_cache: list[Any] | None = None
@@ -203,8 +215,15 @@ class TorchTrainable:
         self.optimizer.zero_grad(set_to_none=True)
         total = 0.0
         for _ in range(self.accumulation_steps):
-            batch = move_to(next(self._batches), self.device)
-            with self._autocast():
+            batch = next(self._batches)
+            if self._move is None:  # decided on the first batch: loaders keep their device
+                self._move = not on_device(batch, self.device)
+            if self._move:
+                batch = move_to(batch, self.device)
+            if self.amp:
+                with self._autocast():
+                    loss = batch_loss(self.model, batch, self.criterion, self.loss_fn)
+            else:
                 loss = batch_loss(self.model, batch, self.criterion, self.loss_fn)
             # no division node in the graph when there is nothing to accumulate: on models with
             # sub-millisecond steps it and a detached copy cost a few percent of the step
