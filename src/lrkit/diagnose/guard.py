@@ -301,7 +301,9 @@ class Guard:
                 if ref is not None and (ref > 1.3 * self._lowest_median
                                         or self._recent_max > 5.0 * abs(ref)):
                     self._check_course()
-        if self._since_snapshot >= self.snapshot_every:
+        # early in a run, where blow-ups are likeliest and progress fastest, snapshots come
+        # sooner (every half of the steps so far, at least 10 apart), so a rollback loses less
+        if self._since_snapshot >= min(self.snapshot_every, max(10, self.good_steps // 2)):
             self.take_snapshot()
         return loss_value
 
