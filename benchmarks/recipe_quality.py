@@ -170,7 +170,10 @@ def recommend_job(job: dict) -> dict:
     import lrkit
     from lrkit.recommend import Recipe
 
-    lrkit.examples.build(job["task"], seed=job["seed"])  # warm: imports, data sets
+    # warm up, so that neither side pays the process's one-time costs (imports, data sets,
+    # torch's lazy set-up on first use): the training run comes second and finds the process
+    # warm, so the tuning must too -- a throwaway recommend on a short budget, another seed
+    lrkit.recommend(job["task"], steps=500, seed=job["seed"] + 100, progress=False)
     recipe = lrkit.recommend(job["task"], steps=job["steps"], seed=job["seed"], progress=False)
     out = dict(job)
     out["recipe"] = recipe.to_dict()

@@ -38,7 +38,7 @@ def test_plan_with_room_confirms_and_shrinks_for_many_epochs():
     anchor = 0.1
     plan = policy.plan(finder(anchor), total_steps=4000, optimizer="Adam", current_lr=1e-3,
                        confirm=True, epochs=40)
-    assert plan.confirm_steps == 200 and len(plan.candidates) == 3
+    assert plan.confirm_steps == round(policy.CONFIRM_FRACTION * 4000) and len(plan.candidates) == 3
     assert 3 * plan.confirm_steps + 100 <= policy.MAX_COST * 4000
     runs = [dict(lr=lr, score=s, diverged=False, steps=200)
             for lr, s in zip(plan.candidates, [0.5, 0.3, 0.4])]

@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 from lrkit.recommend.shapes import shape_spec
 
-VERSION = 2
+VERSION = 4
 
 # Figures: benchmarks/results/recipe_tune*.json, cosine shape, one seed of full runs per task on
 # logreg (1500 steps), hastie-mlp (1500), cancer-mlp (1000), digits-cnn (600); two seeds of range
@@ -57,15 +57,30 @@ PEAK_FACTOR_MANY_EPOCHS = 0.1
 #: (Version 1 used 0.3 whatever the epochs: on the benchmark's regression-mlp, 4 epochs, it gave
 #: a peak 7x below the best; that is what made the dependence on epochs visible.)
 CANDIDATE_FACTORS = (0.1, 0.3, 1.0)
+#: version 3: for runs of few epochs the candidates reach REACH_FEW_EPOCHS x higher, (0.3, 0.9, 3)
+#: x anchor (log-linear in epochs down to x1 at MANY_EPOCHS). A warmup and a decay let the peak
+#: sit above the rate where a constant-rate range test turns unstable, and a run that is limited
+#: by optimisation (few epochs) wants it there: on the benchmark tasks of 4 epochs the best peak
+#: was 1.2-6x the anchor, out of reach of the version-2 candidates. On the tuning tasks of 3
+#: epochs (logreg, hastie-mlp, short runs simulated from recipe_tune.json) the choice is the
+#: same as with (0.1, 0.3, 1): logreg 0.3/0.1%, hastie 0.0/0.0% regret. (This was prompted by
+#: the benchmark's misses, so the benchmark is no longer a clean test of it: see docs/recommend.md.)
+REACH_FEW_EPOCHS = 3.0
+REACH_MANY_EPOCHS = 1.0
 SHRINK_FEW_EPOCHS = 1.0
 SHRINK_MANY_EPOCHS = 0.3
-#: length of one confirmation run: 5% of the run (the shrink was measured at 1/15 .. 1/6 of the
-#: run), at least MIN_CONFIRM_STEPS
-CONFIRM_FRACTION = 0.05
-MIN_CONFIRM_STEPS = 100
-#: the most the tuning may cost, as a fraction of one training run (range test + confirmations):
-#: with a ~100-step range test, confirmation runs fit from about 2000 steps on
-MAX_COST = 0.20
+#: length of one confirmation run: 4.5% of the run (the shrink was measured at 1/15 .. 1/6 of the
+#: run), at least MIN_CONFIRM_STEPS (version 3 used 5% and 100: with a ~90-step range test that
+#: made 19-20% of the run's steps, and the tuning's fixed costs -- snapshots, restores, scoring --
+#: took its time to 20-27% of the run's; 90-step runs leave room for them)
+CONFIRM_FRACTION = 0.045
+MIN_CONFIRM_STEPS = 90
+#: shorter runs than wanted are accepted down to this, when a long range test leaves less room
+SHORTEST_CONFIRM_STEPS = 80
+#: the most the tuning may cost in steps, as a fraction of one training run (range test +
+#: confirmations), kept below the 20% goal so that its time stays under it too: with a ~90-step
+#: range test, confirmation runs fit from about 2000 steps on
+MAX_COST = 0.18
 #: validation batches each confirmation run is scored on (its training loss when there is no
 #: validation loader)
 CONFIRM_VAL_BATCHES = 5
@@ -143,11 +158,13 @@ def plan(finder: Any, *, total_steps: int, optimizer: str, current_lr: float | N
     factor = by_epochs(epochs, PEAK_FACTOR_FEW_EPOCHS, PEAK_FACTOR_MANY_EPOCHS)
     shrink = by_epochs(epochs, SHRINK_FEW_EPOCHS, SHRINK_MANY_EPOCHS)
     default = round_rate(anchor * factor)
-    candidates = [round_rate(anchor * f) for f in CANDIDATE_FACTORS]
+    reach = by_epochs(epochs, REACH_FEW_EPOCHS, REACH_MANY_EPOCHS)
+    candidates = [round_rate(anchor * reach * f) for f in CANDIDATE_FACTORS]
     finder_steps = len(getattr(finder, "lrs", []) or [])
     room = MAX_COST * total_steps - finder_steps
     wanted = max(MIN_CONFIRM_STEPS, int(round(CONFIRM_FRACTION * total_steps)))
-    confirm_steps = wanted if confirm and room >= len(candidates) * wanted else 0
+    fits = int(room // len(candidates))
+    confirm_steps = min(wanted, fits) if confirm and fits >= SHORTEST_CONFIRM_STEPS else 0
     if confirm and not confirm_steps:
         notes.append(f"no confirmation runs: {total_steps} steps leave no room for them within "
                      f"{MAX_COST:.0%} of the run")
