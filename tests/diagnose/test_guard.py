@@ -258,3 +258,22 @@ def test_a_run_that_stays_unstable_is_slowed_down_by_the_course_check():
     (record,) = guard.interventions
     assert record.reason in ("diagnosed_unstable", "diagnosed_diverged")
     assert optimizer.param_groups[0]["lr"] < 0.1
+
+
+def test_course_checks_that_find_nothing_back_off(monkeypatch):
+    torch.manual_seed(0)
+    model = nn.Linear(4, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-6)
+    guard = lrkit.Guard(model, optimizer, diagnose_every=100, probe_steps=0)
+    calls = []
+    real = guard._check_course
+    monkeypatch.setattr(guard, "_check_course", lambda: calls.append(guard.steps) or real())
+    # a healthy run with heavy-tailed batches: the cheap look (a batch 5x the median) passes at
+    # every check, the diagnosis finds nothing to do
+    levels = [2.0 * 0.9 ** i + 0.1 for i in range(60)]
+    levels += [0.6 if i % 20 == 0 else 0.1 for i in range(1940)]
+    for level in levels:
+        guard.step(lambda level=level: torch.tensor(level, requires_grad=True) * 1.0)
+    assert guard.interventions == []
+    assert 3 <= len(calls) <= 6  # 100, 200, 400, 800, 800 steps apart instead of every 100
+    assert guard._check_interval == 800

@@ -78,7 +78,8 @@ class Guard:
     means); a run that is ``unstable`` or ``diverged`` with at least ``min_confidence`` gets the
     diagnosis's cut (x0.3 or x0.1) even though no single step was an incident -- a diverged one
     after going back to the best snapshot (``keep_best``: keep the snapshot taken when the recent
-    losses were lowest). ``None`` turns this off. ``min_lr_scale``: the guard raises
+    losses were lowest). A diagnosis that finds nothing doubles the wait for the next one (up to
+    8x ``diagnose_every``; back to 1x after any change of rate). ``None`` turns this off. ``min_lr_scale``: the guard raises
     :class:`GuardError` rather than cut a rate below this share of where it started.
     ``scheduler``: an LR scheduler whose ``base_lrs`` are lowered too, so that it does not undo
     the guard's cuts.
@@ -293,14 +294,20 @@ class Guard:
         if self.diagnose_every:
             self._record(loss_value)
             self._since_check += 1
-            if self._since_check >= self.diagnose_every:
+            if self._since_check >= self._check_interval:
                 self._since_check = 0
                 # the full diagnosis only when a cheap look says the course may be off: the
                 # recent median well above the lowest one seen, or batches far above the median
                 ref = self._reference
                 if ref is not None and (ref > 1.3 * self._lowest_median
                                         or self._recent_max > 5.0 * abs(ref)):
+                    # a diagnosis costs ~1 ms: one that finds nothing doubles the wait for the
+                    # next (up to 8x diagnose_every), so noisy healthy runs do not pay it often
+                    before = len(self.interventions)
                     self._check_course()
+                    if len(self.interventions) == before:
+                        self._check_interval = min(2 * self._check_interval,
+                                                   8 * self.diagnose_every)
         # early in a run, where blow-ups are likeliest and progress fastest, snapshots come
         # sooner (every half of the steps so far, at least 10 apart), so a rollback loses less
         if self._since_snapshot >= min(self.snapshot_every, max(10, self.good_steps // 2)):
@@ -329,8 +336,10 @@ class Guard:
         self._spike_threshold = max(2.0 * self._recent_max, min(past_start, off_course))
 
     def _reset_history(self) -> None:
+        """After a change of rate: the course check starts afresh, at its shortest interval."""
         self._history = []
         self._stride, self._bucket_sum, self._bucket_n, self._since_check = 1, 0.0, 0, 0
+        self._check_interval = self.diagnose_every or 0
 
     def _record(self, value: float) -> None:
         """Keep the losses since the last change of rate in at most 500 bins: each bin holds the
