@@ -14,9 +14,12 @@
 Each step it checks the loss (one host sync; with ``check_grads=True`` the gradient norm too, in
 the same sync). A non-finite loss or gradient, or a spike (see :class:`Guard`), is an incident:
 the guard restores the last good snapshot of the model and optimizer (an exact
-:class:`lrkit.state.Snapshot`, RNG included), multiplies every group's rate by ``lr_factor``,
-skips the batch and returns. After ``max_retries`` incidents with no new snapshot in between it
-raises :class:`GuardError`. Every intervention is recorded in ``guard.interventions`` and logged.
+:class:`lrkit.state.Snapshot`, RNG included), skips the batch and returns. On the first incident
+it then measures the rate to go on with: the next ``probe_steps`` steps are a short range test up
+to the rate that failed (:mod:`lrkit.diagnose.probe`), after which it rolls back again and goes on
+at the probe's suggestion. Later incidents multiply every group's rate by ``lr_factor``. After
+``max_retries`` incidents with no new snapshot in between it raises :class:`GuardError`. Every
+intervention is recorded in ``guard.interventions`` and logged.
 """
 from __future__ import annotations
 
@@ -82,7 +85,9 @@ class Guard:
     8x ``diagnose_every``; back to 1x after any change of rate). ``None`` turns this off. ``min_lr_scale``: the guard raises
     :class:`GuardError` rather than cut a rate below this share of where it started.
     ``scheduler``: an LR scheduler whose ``base_lrs`` are lowered too, so that it does not undo
-    the guard's cuts.
+    the guard's cuts. ``probe_steps``: length of the probe (a range test from
+    ``10**-probe_decades`` x the failed rate up to it) that the first incident, or the first
+    failing course check, starts instead of a fixed cut; 0 turns it off.
     """
 
     def __init__(
@@ -454,7 +459,7 @@ class Guard:
             loss_value = math.inf
         if math.isfinite(loss_value):
             self.optimizer.step()
-        self.skipped = True  # the probe's steps are rolled back when it ends
+        self.skipped = True  # not a normal step: the probe's steps are rolled back when it ends
         probe.record(loss_value)
         if probe.done:
             self._finish_probe()
