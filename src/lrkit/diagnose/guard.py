@@ -148,6 +148,7 @@ class Guard:
         self.keep_best = keep_best
         self.min_confidence = min_confidence
         self.min_lr_scale = min_lr_scale
+        self._period = min(10, snapshot_every)  #: good steps between bookkeeping rounds
         self.probe_steps = probe_steps
         self.probe_decades = float(probe_decades)
         self._probe: RateProbe | None = None
@@ -275,7 +276,9 @@ class Guard:
         elif self.spike_factor is not None:
             if len(self._recent) < self.warmup:
                 # the first steps: a blow-up far above the first loss is never a healthy step
-                if self._start is not None and loss_value > self.spike_factor * self._start:
+                if self._start is None:
+                    self._start = abs(loss_value) if loss_value != 0 else None
+                elif loss_value > self.spike_factor * self._start:
                     reason, reference = "spike", self._start
             else:
                 if self._reference is None:
@@ -291,14 +294,23 @@ class Guard:
         self.skipped = False
         self.good_steps += 1
         self._recent.append(loss_value)
-        if self.good_steps % 10 == 0 and len(self._recent) >= self.warmup:
+        self._pending.append(loss_value)
+        if len(self._pending) >= self._period:  # the rest of the bookkeeping, every few steps
+            self._periodic()
+        return loss_value
+
+    def _periodic(self) -> None:
+        """Every ``_period`` good steps: refresh the spike threshold, record the losses for the
+        course check (and run it when due), take a snapshot when due. Batched so that a healthy
+        step costs a read-back, a comparison and two appends."""
+        pending, self._pending = self._pending, []
+        if len(self._recent) >= self.warmup:
             self._update_reference()
-        if self._start is None:
-            self._start = abs(loss_value) if loss_value != 0 else None
-        self._since_snapshot += 1
+        self._since_snapshot += len(pending)
         if self.diagnose_every:
-            self._record(loss_value)
-            self._since_check += 1
+            for value in pending:
+                self._record(value)
+            self._since_check += len(pending)
             if self._since_check >= self._check_interval:
                 self._since_check = 0
                 # the full diagnosis only when a cheap look says the course may be off: the
@@ -317,7 +329,6 @@ class Guard:
         # sooner (every half of the steps so far, at least 10 apart), so a rollback loses less
         if self._since_snapshot >= min(self.snapshot_every, max(10, self.good_steps // 2)):
             self.take_snapshot()
-        return loss_value
 
     def _update_reference(self) -> None:
         """Median and worst of the recent good losses (refreshed every 10 good steps)."""
@@ -343,6 +354,7 @@ class Guard:
     def _reset_history(self) -> None:
         """After a change of rate: the course check starts afresh, at its shortest interval."""
         self._history = []
+        self._pending = []
         self._stride, self._bucket_sum, self._bucket_n, self._since_check = 1, 0.0, 0, 0
         self._check_interval = self.diagnose_every or 0
 
