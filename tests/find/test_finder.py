@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 import lrkit
-from lrkit.find.range_test import has_diverged
+from lrkit.find.divergence import has_diverged
 from tests.find.helpers import tiny_problem
 
 

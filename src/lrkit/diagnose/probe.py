@@ -13,8 +13,7 @@ import math
 import numpy as np
 
 from lrkit.find import suggest
-from lrkit.find.range_test import has_diverged
-from lrkit.find.smoothing import OnlineEMA
+from lrkit.find.divergence import DivergenceWatch
 
 #: the probe's stop rule: the EMA of the loss this many times past its best (as in the range test)
 DIVERGE_THRESHOLD = 4.0
@@ -34,12 +33,7 @@ class RateProbe:
     def __init__(self, steps: int, decades: float) -> None:
         self.scales = np.geomspace(10.0 ** -decades, 1.0, steps)
         self.losses: list[float] = []
-        self._ema = OnlineEMA(SMOOTHING)
-        self._deviation = OnlineEMA(SMOOTHING)
-        self._best = math.inf
-        self._best_noise = 0.0
-        self._first: float | None = None
-        self._value = math.nan
+        self._watch = DivergenceWatch(DIVERGE_THRESHOLD, SMOOTHING, min_steps=max(5, steps // 20))
         self.done = False
 
     @property
@@ -48,23 +42,8 @@ class RateProbe:
 
     def record(self, loss: float) -> None:
         """The loss of the step taken at :attr:`current_scale`."""
-        step = len(self.losses)
         self.losses.append(loss)
-        if not math.isfinite(loss):
-            self.done = True
-            return
-        noise = self._deviation.update(abs(loss - self._value)) if self._first is not None else 0.0
-        self._value = self._ema.update(loss)
-        self._best = min(self._best, self._value)
-        min_steps = max(5, len(self.scales) // 20)
-        if self._value <= self._best or step <= min_steps:
-            self._best_noise = noise
-        if self._first is None:
-            self._first = self._value
-        if (step >= min_steps and has_diverged(self._value, self._best, self._first,
-                                               DIVERGE_THRESHOLD, self._best_noise)):
-            self.done = True
-        if len(self.losses) >= len(self.scales):
+        if not math.isfinite(loss) or self._watch.update(loss) or len(self.losses) >= len(self.scales):
             self.done = True
 
     def suggested_scale(self) -> float | None:

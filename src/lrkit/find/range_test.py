@@ -4,29 +4,13 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
 from lrkit.errors import require
 from lrkit.find import suggest
+from lrkit.find.divergence import DivergenceWatch
 from lrkit.find.ramp import ramp_rates
 from lrkit.find.result import FinderResult
-from lrkit.find.smoothing import OnlineEMA
 from lrkit.show.progress import progress_bar
 from lrkit.trainable import Trainable
-
-
-def has_diverged(smoothed: float, best: float, first: float, threshold: float,
-                 noise: float = 0.0) -> bool:
-    """True when the smoothed loss has risen too far above its best.
-
-    The rise is measured against the improvement seen so far (``first - best``), or the loss's
-    noise level before there is any improvement. Both are differences of losses, so the rule is
-    the same for losses that are negative or near zero (fastai #962) and unchanged when a constant
-    is added to the loss; for a loss that fell to a small fraction of its start it stops a few
-    steps later than the usual "``threshold`` x best" rule.
-    """
-    scale = max(first - best, noise, 1e-12 * (abs(best) + 1.0))
-    return smoothed - best > (threshold - 1.0) * scale
 
 
 def range_test(
@@ -68,13 +52,8 @@ def range_test(
     val_steps: list[int] = []
     val_losses: list[float] = []
     stop_reason = "completed"
-    ema = OnlineEMA(smoothing)
-    deviation = OnlineEMA(smoothing)  # mean absolute deviation from the EMA: the noise level
-    best = math.inf
-    best_noise = 0.0
-    value = math.nan
-    min_steps = max(5, num_steps // 20)  # let the noise estimate settle before judging a rise
-    first = None
+    # let the noise estimate settle before judging a rise
+    watch = DivergenceWatch(diverge_threshold, smoothing, min_steps=max(5, num_steps // 20))
     bar = progress_bar(num_steps, "lrkit find", enabled=progress)
     with trainable.preserved():
         try:
@@ -86,17 +65,11 @@ def range_test(
                 if not math.isfinite(loss):
                     stop_reason = f"loss became {loss} at lr={lr:.3g}"
                     break
-                noise = deviation.update(abs(loss - value)) if first is not None else 0.0
-                value = ema.update(loss)
-                best = min(best, value)
-                if value <= best or step <= min_steps:
-                    best_noise = noise  # the noise level at the best point, not while it explodes
-                if first is None:
-                    first = value
+                diverged = watch.update(loss)
                 if val_every and (step + 1) % val_every == 0:
                     val_losses.append(trainable.eval_loss())
                     val_steps.append(step)
-                if step >= min_steps and has_diverged(value, best, first, diverge_threshold, best_noise):
+                if diverged:
                     stop_reason = f"diverged at lr={lr:.3g} (loss {diverge_threshold:g}x past its best)"
                     break
         finally:
