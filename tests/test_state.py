@@ -53,3 +53,18 @@ def test_the_last_restore_hands_the_state_over_and_frees_the_snapshot():
     assert torch.equal(model.weight, saved)
     assert torch.equal(optimizer.state[model.weight]["exp_avg"], exp_avg)
     assert snapshot._payload is None  # discarded: no second copy is kept
+
+
+def test_restored_gradients_do_not_share_memory_with_the_snapshot():
+    torch.manual_seed(0)
+    model = nn.Linear(3, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    model(torch.randn(4, 3)).sum().backward()
+    grad = model.weight.grad.clone()
+    snapshot = Snapshot(model, optimizer)
+    model.weight.grad = None
+    snapshot.restore()
+    model(torch.randn(4, 3)).sum().backward()  # accumulates into the restored gradient
+    model.weight.grad = None
+    snapshot.restore()
+    assert torch.equal(model.weight.grad, grad)

@@ -54,7 +54,8 @@ class Snapshot:
     """One copy of a model's and optimizer's state and the RNG states, restorable bit for bit.
 
     ``where="cpu"`` keeps the copy in host memory; ``where="disk"`` writes it to a private
-    temporary file in ``directory`` (default: the system temp dir) that is removed on restore.
+    temporary file in ``directory`` (default: the system temp dir), removed by :meth:`discard`
+    (or by a ``last`` restore).
     """
 
     def __init__(
@@ -130,7 +131,9 @@ class Snapshot:
                         if saved_grad is None:
                             tensor.grad = None
                         elif tensor.grad is None:
-                            tensor.grad = saved_grad.to(tensor.device)
+                            # a copy unless last: on the same device .to() returns the saved
+                            # tensor itself, and backward() would accumulate into the snapshot
+                            tensor.grad = saved_grad.to(tensor.device, copy=not last)
                         else:
                             tensor.grad.copy_(saved_grad)
             for name, module in self._model.named_modules():

@@ -177,7 +177,7 @@ def test_the_probe_ramps_from_the_snapshot_then_rolls_back_to_a_measured_rate():
     assert guard.interventions[-1].reason == "nonfinite_loss" and not guard.probing
 
 
-def test_a_probe_that_never_sees_the_loss_fall_falls_back_to_a_plain_cut():
+def test_a_probe_that_never_sees_the_loss_fall_goes_on_a_cut_below_the_failed_rate():
     model, optimizer, guard = _setup(lr=0.4, probe_steps=10, snapshot_every=5)
     x, y = torch.randn(16, 4), torch.randn(16, 1)
     guard.step(_closure(model, optimizer, x, y))
@@ -186,7 +186,8 @@ def test_a_probe_that_never_sees_the_loss_fall_falls_back_to_a_plain_cut():
         # a constant loss whatever the rate: the probe learns nothing
         guard.step(lambda: torch.tensor(1.0, requires_grad=True) * 1.0)
     assert not guard.probing
-    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.2)
+    # the failed rate is past the turning point, taken to be a cut (x0.3) lower: 0.4 x 0.3
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.4 * 0.4 * 0.3)
 
 
 def _guarded_run(name, lr, steps, seed=0, guard_options=None):
@@ -277,3 +278,69 @@ def test_course_checks_that_find_nothing_back_off(monkeypatch):
     assert guard.interventions == []
     assert 3 <= len(calls) <= 6  # 100, 200, 400, 800, 800 steps apart instead of every 100
     assert guard._check_interval == 800
+
+
+def _snapshot_state(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def test_close_during_a_probe_undoes_it_and_cuts_the_rate():
+    model, optimizer, guard = _setup(lr=0.2, probe_steps=20, snapshot_every=5)
+    x, y = torch.randn(32, 4), torch.randn(32, 1)
+    for _ in range(5):
+        guard.step(_closure(model, optimizer, x, y))
+    saved = _snapshot_state(model)
+    guard.step(_closure(model, optimizer, x, y, poison=float("nan")))
+    for _ in range(6):  # the loop ends mid-probe
+        guard.step(_closure(model, optimizer, x, y))
+    assert guard.probing
+    guard.close()
+    assert not guard.probing and guard.interventions[-1].reason == "probe_cut_short"
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.2 * 0.5)
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, saved[key]), key
+
+
+def test_a_guard_error_at_the_end_of_a_probe_leaves_the_snapshot_state():
+    # the probe's verdict would take the rate below min_lr_scale: the error comes with the
+    # model back at the snapshot, not in the probe's half-ramped state
+    model, optimizer, guard = _setup(lr=0.2, probe_steps=20, probe_decades=4.0, snapshot_every=5,
+                                     min_lr_scale=0.2)
+    x, y = torch.randn(32, 4), torch.randn(32, 1)
+    for _ in range(5):
+        guard.step(_closure(model, optimizer, x, y))
+    saved = _snapshot_state(model)
+    guard.step(_closure(model, optimizer, x, y, poison=float("nan")))
+    with pytest.raises(GuardError, match="below 0.2 x"):
+        for i in range(20):  # falls early in the ramp, explodes soon after: a low verdict
+            guard.step(_closure(model, optimizer, x, y, poison=1.0 if i < 8 else 50.0 ** (i - 7)))
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, saved[key]), key
+
+
+def test_no_snapshot_is_taken_of_non_finite_parameters():
+    model, optimizer, guard = _setup(snapshot_every=2)
+    x, y = torch.randn(16, 4), torch.randn(16, 1)
+    guard.step(_closure(model, optimizer, x, y))
+    guard.take_snapshot()
+    good = _snapshot_state(model)
+    with torch.no_grad():
+        model[0].weight[0, 0] = float("nan")  # as an update from a non-finite gradient would
+    guard.take_snapshot()
+    guard.step(_closure(model, optimizer, x, y))  # non-finite loss: roll back
+    assert guard.interventions and guard.interventions[-1].reason == "nonfinite_loss"
+    assert torch.isfinite(model[0].weight).all()
+    assert torch.equal(model[0].weight, good["0.weight"])
+
+
+def test_a_non_finite_loss_while_the_probe_still_falls_is_not_read_as_its_turning_point():
+    model, optimizer, guard = _setup(lr=0.2, probe_steps=20, snapshot_every=5)
+    x, y = torch.randn(32, 4), torch.randn(32, 1)
+    for _ in range(5):
+        guard.step(_closure(model, optimizer, x, y))
+    guard.step(_closure(model, optimizer, x, y, poison=float("nan")))
+    for i in range(12):  # the loss falls through the ramp, then one batch is NaN
+        guard.step(_closure(model, optimizer, x, y, poison=float("nan") if i == 11 else 1.0))
+    assert not guard.probing and guard.interventions[-1].reason == "probe"
+    # not 0.4 x the scale where the NaN came (about 0.03 x), but the inconclusive 0.4 x 0.3
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.2 * 0.4 * 0.3)

@@ -47,13 +47,15 @@ class GuardError(LrkitError):
 @dataclasses.dataclass
 class Intervention:
     step: int  #: the guard's step count when it happened
-    reason: str  #: "nonfinite_loss", "nonfinite_grad" or "spike"
+    #: "nonfinite_loss", "nonfinite_grad", "spike", "diagnosed_unstable", "diagnosed_diverged",
+    #: "probe" (the probe's verdict) or "probe_cut_short" (a probe ended by ``close()``)
+    reason: str
     loss: float
     reference: float | None  #: the median of the recent good losses
     grad_norm: float | None
     lr_before: list[float]
     lr_after: list[float]
-    restored_to: int  #: the step the snapshot was taken at
+    restored_to: int  #: the step the restored snapshot was taken at; -1: nothing restored
 
     def to_dict(self) -> dict:
         data = dataclasses.asdict(self)
@@ -148,7 +150,9 @@ class Guard:
         self.keep_best = keep_best
         self.min_confidence = min_confidence
         self.min_lr_scale = min_lr_scale
-        self._period = min(10, snapshot_every)  #: good steps between bookkeeping rounds
+        #: good steps between bookkeeping rounds: a divisor of snapshot_every (at most 10), so
+        #: that snapshots come exactly every snapshot_every steps
+        self._period = math.gcd(10, snapshot_every)
         self.probe_steps = probe_steps
         self.probe_decades = float(probe_decades)
         self._probe: RateProbe | None = None
@@ -184,6 +188,10 @@ class Guard:
 
         The guard keeps the latest snapshot and, when ``keep_best`` is on, the one taken when the
         recent losses were lowest (at most two copies; one when the latest is also the best)."""
+        if not self._parameters_finite():
+            # the last update (after its loss was read) blew up: keep the older snapshot; the
+            # next step's loss is non-finite and rolls back to it
+            return
         level = (sorted(self._recent)[len(self._recent) // 2] if self._recent else math.inf)
         snapshot = Snapshot(self.model, self.optimizer, where=self.snapshot_where,
                             directory=self.snapshot_dir)
@@ -199,6 +207,14 @@ class Guard:
         self._since_snapshot = 0
         self._retries = 0
 
+    def _parameters_finite(self) -> bool:
+        params = [p.detach() for g in self.optimizer.param_groups for p in g["params"]
+                  if p.is_floating_point()]
+        if not params:
+            return True
+        norms = torch._foreach_norm(params)
+        return bool(torch.isfinite(torch.stack([n.float().cpu() for n in norms])).all())
+
     def _set_lrs(self, values: list[float]) -> None:
         for group, value in zip(self.optimizer.param_groups, values):
             if isinstance(group["lr"], torch.Tensor):
@@ -209,6 +225,13 @@ class Guard:
     def _cut(self, factor: float, restore: Snapshot | None) -> list[float]:
         """Restore ``restore`` (if given), then set every rate to ``factor`` x its value before."""
         lr_before = self.lrs
+        if restore is not None:
+            # first back to a good state, so that the model is sound even when this raises
+            restore.restore()  # this brings back the snapshot's rates too: set them after
+            self._set_lrs(lr_before)
+            # the recent losses came from later, better states than the one restored: against
+            # them the restored model's ordinary losses would look like spikes
+            self._forget_recent()
         floor = [lr * self.min_lr_scale for lr in self._initial_lrs]
         if all(lr * factor < f for lr, f in zip(lr_before, floor) if f > 0) and any(floor):
             raise GuardError(
@@ -217,8 +240,6 @@ class Guard:
                 "and the loss still misbehaves: the problem is probably not the rate (check the "
                 "data, the loss and the model), or lower min_lr_scale. Interventions: "
                 + ", ".join(f"step {i.step} {i.reason}" for i in self.interventions[-6:]))
-        if restore is not None:
-            restore.restore()  # this brings back the snapshot's rates too: set them after
         self._set_lrs([lr * factor for lr in lr_before])
         if self.scheduler is not None and hasattr(self.scheduler, "base_lrs"):
             self.scheduler.base_lrs = [lr * factor for lr in self.scheduler.base_lrs]
@@ -322,6 +343,8 @@ class Guard:
                     # next (up to 8x diagnose_every), so noisy healthy runs do not pay it often
                     before = len(self.interventions)
                     self._check_course()
+                    if self._probe is not None:
+                        return  # the course check rolled back and started a probe
                     if len(self.interventions) == before:
                         self._check_interval = min(2 * self._check_interval,
                                                    8 * self.diagnose_every)
@@ -329,6 +352,11 @@ class Guard:
         # sooner (every half of the steps so far, at least 10 apart), so a rollback loses less
         if self._since_snapshot >= min(self.snapshot_every, max(10, self.good_steps // 2)):
             self.take_snapshot()
+
+    def _forget_recent(self) -> None:
+        self._recent.clear()
+        self._reference = None
+        self._spike_threshold = math.inf
 
     def _update_reference(self) -> None:
         """Median and worst of the recent good losses (refreshed every 10 good steps)."""
@@ -395,9 +423,6 @@ class Guard:
         # a run that diverged goes back to its best snapshot; an unstable one just slows down
         restore = self._best if result.verdict == "diverged" and self._best is not None else None
         lr_before = self._cut(result.lr_factor, restore)
-        if restore is not None:
-            self._recent.clear()
-            self._reference = None
         restored_to = self._best_step if restore is not None else -1
         self.interventions.append(Intervention(self.steps, reason, history[-1], None, None,
                                                lr_before, self.lrs, restored_to))
@@ -483,13 +508,12 @@ class Guard:
         """Roll back again and go on at the probe's suggestion (never above a plain cut)."""
         assert self._probe is not None and self._snapshot is not None
         probe, self._probe = self._probe, None
-        scale = probe.suggested_scale()
-        factor = self.lr_factor if scale is None else min(scale, self.lr_factor)
+        scale, how = probe.verdict()
+        factor = min(scale, self.lr_factor)
         keep = probe.still_falling  # the probe's last state is its best: go on from it
         self._set_lrs(self._probe_base)
         lr_before = self._cut(factor, None if keep else self._snapshot)
-        self._recent.clear()
-        self._reference = None
+        self._forget_recent()  # losses from before the probe, at the rate that failed
         self.interventions.append(Intervention(self.steps, "probe", probe.losses[-1], None, None,
                                                lr_before, self.lrs,
                                                -1 if keep else self._snapshot_step))
@@ -498,8 +522,8 @@ class Guard:
         self.logger.warning(
             "lrkit guard step %d: the probe's range test (%d steps) %s; rate %s -> %s, %s",
             self.steps, len(probe.losses),
-            f"suggests {scale:.3g} x the rate that failed" if scale is not None
-            else f"found no falling loss, so the rate is cut by {self.lr_factor:g}",
+            f"suggests {scale:.3g} x the rate that failed" if how == "measured"
+            else f"could not see the turning point ({how}): {scale:.3g} x the rate that failed",
             _fmt(lr_before), _fmt(self.lrs),
             "going on from the probe's last state (its loss was still falling)" if keep
             else f"restored the snapshot of step {self._snapshot_step}")
@@ -509,13 +533,24 @@ class Guard:
                 "interventions": [i.to_dict() for i in self.interventions], "lrs": self.lrs}
 
     def close(self) -> None:
-        """Free the snapshots (and their files when on disk)."""
-        if self._best is not None and self._best is not self._snapshot:
-            self._best.discard()
-        self._best = None
-        if self._snapshot is not None:
-            self._snapshot.discard()
-            self._snapshot = None
+        """Free the snapshots (and their files when on disk). A probe still running is ended
+        first: its steps are undone (the snapshot restored) and the rate is cut by
+        ``lr_factor``, as if the probe had found nothing."""
+        try:
+            if self._probe is not None and self._snapshot is not None:
+                self._probe = None
+                self._set_lrs(self._probe_base)
+                lr_before = self._cut(self.lr_factor, self._snapshot)
+                self.interventions.append(Intervention(
+                    self.steps, "probe_cut_short", math.nan, None, None, lr_before, self.lrs,
+                    self._snapshot_step))
+        finally:
+            if self._best is not None and self._best is not self._snapshot:
+                self._best.discard()
+            self._best = None
+            if self._snapshot is not None:
+                self._snapshot.discard()
+                self._snapshot = None
 
 
 def _fmt(lrs: list[float]) -> str:

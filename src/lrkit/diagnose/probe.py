@@ -19,7 +19,7 @@ from lrkit.find.divergence import DivergenceWatch
 DIVERGE_THRESHOLD = 4.0
 SMOOTHING = 0.9
 #: where the turning point is taken to be, as a multiple of the failed rate, when the probe's loss
-#: was still falling at its top (see :meth:`RateProbe.suggested_scale`)
+#: was still falling at its top (see :meth:`RateProbe.verdict`)
 INCONCLUSIVE_CUT = 0.3
 
 
@@ -46,21 +46,27 @@ class RateProbe:
         if not math.isfinite(loss) or self._watch.update(loss) or len(self.losses) >= len(self.scales):
             self.done = True
 
-    def suggested_scale(self) -> float | None:
-        """The range test's default suggestion on the probe's curve, as a multiple of the failed
-        rate; ``None`` when the loss never fell (the probe says nothing).
+    def verdict(self) -> tuple[float, str]:
+        """The rate to go on with, as a multiple of the failed rate, and how it was found.
 
-        When the loss was still falling at the top of the probe, the probe did not see where
-        training turns unstable; the run did, at the failed rate, only later. The turning point
-        is then taken to be the failed rate a cut lower, so the suggestion is ``EDGE_FRACTION x
-        INCONCLUSIVE_CUT``.
+        Normally the range test's default suggestion on the probe's curve ("measured"). When the
+        probe cannot see where training turns unstable -- the loss was still falling at the top
+        of the probe, or never clearly fell, or a non-finite loss came while it was still
+        falling -- the run itself showed that the failed rate is past that point, so the point
+        is taken to be a cut lower and the suggestion is ``EDGE_FRACTION x INCONCLUSIVE_CUT``
+        (a plain cut would leave the rate where the run had just failed from, 3-30x too high on
+        the rescue benchmark).
         """
+        fallback = suggest.EDGE_FRACTION * INCONCLUSIVE_CUT
         analysis = self._analysis()
         if analysis.suggested_lr is None:
-            return None
+            return fallback, "the loss never clearly fell"
+        if not math.isfinite(self.losses[-1]) and (
+                analysis.curve.min_index >= analysis.curve.n - max(2, len(self.scales) // 10)):
+            return fallback, "a non-finite loss came while the loss was still falling"
         if self.still_falling:
-            return suggest.EDGE_FRACTION * INCONCLUSIVE_CUT
-        return analysis.suggested_lr
+            return fallback, "the loss was still falling at the top"
+        return analysis.suggested_lr, "measured"
 
     @property
     def still_falling(self) -> bool:
