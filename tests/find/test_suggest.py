@@ -3,7 +3,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import example, given, settings, strategies as st
 
 from lrkit.find import suggest
 
@@ -46,6 +46,8 @@ def test_every_suggestion_lies_inside_the_swept_range(curve):
 
 @settings(max_examples=60, deadline=None)
 @given(curves, st.floats(-1e3, 1e3))
+# a noise-free curve whose gradient has near-ties: argmin flipped between them after the shift
+@example(synthetic_curve(n=162, start=0.0, edge=-1.5, depth=1.0, noise=0.0, seed=0), 3.0)
 def test_suggestions_are_invariant_to_adding_a_constant(curve, shift):
     lrs, losses = curve
     a = suggest.analyse(lrs, losses)

@@ -32,9 +32,9 @@ class Curve:
     def n(self) -> int:
         return len(self.lrs)
 
-    @property
+    @functools.cached_property
     def min_index(self) -> int:
-        return int(np.argmin(self.smooth))
+        return first_min(self.smooth)
 
     @functools.cached_property
     def fell(self) -> bool:
@@ -53,6 +53,13 @@ class Curve:
 
 
 MIN_POINTS = 8
+
+
+def first_min(values: np.ndarray) -> int:
+    """Index of the first value within a hair (1e-9 of the range) of the minimum: unlike
+    argmin, it does not flip between near-ties when a constant is added (rounding)."""
+    low, high = float(np.min(values)), float(np.max(values))
+    return int(np.argmax(values <= low + 1e-9 * (high - low)))
 
 
 def prepare(lrs, losses, window: float | None = None) -> Curve:
@@ -86,7 +93,7 @@ def steepest(curve: Curve) -> float | None:
     if hi - lo < 3:
         return None
     grad = np.gradient(curve.smooth[lo:hi], curve.log_lrs[lo:hi])
-    return float(curve.lrs[lo + int(np.argmin(grad))])
+    return float(curve.lrs[lo + first_min(grad)])
 
 
 def valley(curve: Curve) -> float | None:
