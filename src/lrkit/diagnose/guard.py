@@ -73,7 +73,9 @@ class Guard:
     multiplier per incident. ``snapshot_every``: good steps between snapshots (the latest is kept,
     and the best one; each is one copy of the parameters, buffers, gradients and optimizer state).
     ``snapshot``: ``"cpu"`` (host memory) or ``"disk"`` (a private temporary file in
-    ``snapshot_dir``). ``max_retries``: incidents allowed since the last snapshot.
+    ``snapshot_dir``); bookkeeping runs every ``gcd(10, snapshot_every)`` good steps, so a course
+    check can come up to that many steps after ``diagnose_every``. ``max_retries``: incidents
+    allowed since the last snapshot.
     ``check_grads``: also check the gradient norm before each step (one norm per step, 3-10% of a
     step on the smallest built-in examples; without it a non-finite gradient is caught one step
     later through the non-finite loss it causes, and the rollback undoes it).
@@ -84,8 +86,9 @@ class Guard:
     diagnosis's cut (x0.3 or x0.1) even though no single step was an incident -- a diverged one
     after going back to the best snapshot (``keep_best``: keep the snapshot taken when the recent
     losses were lowest). A diagnosis that finds nothing doubles the wait for the next one (up to
-    8x ``diagnose_every``; back to 1x after any change of rate). ``None`` turns this off. ``min_lr_scale``: the guard raises
-    :class:`GuardError` rather than cut a rate below this share of where it started.
+    8x ``diagnose_every``; back to 1x after each of the guard's own changes of rate). ``None``
+    turns this off. ``min_lr_scale``: the guard raises :class:`GuardError` rather than cut a rate
+    below this share of where it started.
     ``scheduler``: an LR scheduler whose ``base_lrs`` are lowered too, so that it does not undo
     the guard's cuts. ``probe_steps``: length of the probe (a range test from
     ``10**-probe_decades`` x the failed rate up to it) that the first incident, or the first
