@@ -22,7 +22,7 @@ from lrkit.errors import LrkitError, require
 from lrkit.schedules.units import (Length, as_length, resolve_length,
                                    steps_per_epoch_from)
 
-__all__ = ["Schedule", "param", "REGISTRY", "Warmup", "Join", "Scale", "Floor", "Peak", "chain",
+__all__ = ["Schedule", "Wrapping", "param", "REGISTRY", "Warmup", "Join", "Scale", "Floor", "Peak", "chain",
            "map_schedule", "WARMUP_SHAPES"]
 
 #: spec name -> schedule class, filled in as families are defined
@@ -468,26 +468,16 @@ def chain(left: Schedule, right: Schedule) -> Schedule:
     return Join((left, right), (end,))
 
 
-class _Multiplied(Schedule):
-    """A child schedule times a constant ``multiplier``: shape, length and continuity are the
-    child's, values and bounds are scaled (shared by ``scale`` and ``peak``)."""
+class Wrapping(Schedule):
+    """A schedule that transforms one child ``schedule`` without reshaping its time axis: its
+    length, direction and continuity are the child's (``scale``, ``peak``, ``floor``,
+    ``plateau``)."""
 
     schedule: Schedule
 
     @property
-    def multiplier(self) -> float:  # pragma: no cover - defined by each subclass
-        raise NotImplementedError
-
-    def _at(self, t: float) -> float:
-        return self.multiplier * self.schedule._at(t)
-
-    @property
     def length(self) -> Length | None:
         return self.schedule.length
-
-    def bounds(self) -> tuple[float, float]:
-        lo, hi = self.schedule.bounds()
-        return (lo * self.multiplier, hi * self.multiplier)
 
     @property
     def monotone(self) -> int:
@@ -496,6 +486,22 @@ class _Multiplied(Schedule):
     @property
     def continuous(self) -> bool:
         return self.schedule.continuous
+
+
+class _Multiplied(Wrapping):
+    """A child schedule times a constant ``multiplier``: values and bounds are scaled (shared by
+    ``scale`` and ``peak``)."""
+
+    @property
+    def multiplier(self) -> float:  # pragma: no cover - defined by each subclass
+        raise NotImplementedError
+
+    def _at(self, t: float) -> float:
+        return self.multiplier * self.schedule._at(t)
+
+    def bounds(self) -> tuple[float, float]:
+        lo, hi = self.schedule.bounds()
+        return (lo * self.multiplier, hi * self.multiplier)
 
 
 @dataclass(frozen=True, repr=False)
@@ -513,7 +519,7 @@ class Scale(_Multiplied):
 
 
 @dataclass(frozen=True, repr=False)
-class Floor(Schedule):
+class Floor(Wrapping):
     """Never go below ``value`` (a fraction of the peak)."""
 
     name: ClassVar[str] = "floor"
@@ -525,21 +531,9 @@ class Floor(Schedule):
         v = self.schedule._at(t)
         return v if v > self.value else self.value
 
-    @property
-    def length(self) -> Length | None:
-        return self.schedule.length
-
     def bounds(self) -> tuple[float, float]:
         lo, hi = self.schedule.bounds()
         return (max(lo, self.value), max(hi, self.value))
-
-    @property
-    def monotone(self) -> int:
-        return self.schedule.monotone
-
-    @property
-    def continuous(self) -> bool:
-        return self.schedule.continuous
 
 
 @dataclass(frozen=True, repr=False)

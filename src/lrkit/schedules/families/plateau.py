@@ -14,8 +14,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any, ClassVar
 
 from lrkit.errors import require
-from lrkit.schedules.base import Schedule, param
-from lrkit.schedules.units import Length
+from lrkit.schedules.base import Schedule, Wrapping, param
 
 __all__ = ["Plateau", "PlateauState"]
 
@@ -39,7 +38,7 @@ class PlateauState:
 
 
 @dataclass(frozen=True, repr=False)
-class Plateau(Schedule):
+class Plateau(Wrapping):
     """Multiply ``schedule`` by ``factor`` each time the reported metric stalls for ``patience``.
 
     As a pure function (no metrics reported) it equals ``schedule``. Reports go through
@@ -95,21 +94,9 @@ class Plateau(Schedule):
         return replace(state, best=best, bad=bad, cooldown=cooldown, scale=scale,
                        reductions=reductions)
 
-    # delegated properties -------------------------------------------------------------------
+    # length, direction and continuity are the child's (Wrapping) -----------------------------
     def _may_wrap(self, child: Schedule) -> bool:
         return False
 
-    @property
-    def length(self) -> Length | None:
-        return self.schedule.length
-
     def bounds(self) -> tuple[float, float]:
         return self.schedule.bounds()
-
-    @property
-    def monotone(self) -> int:
-        return self.schedule.monotone
-
-    @property
-    def continuous(self) -> bool:
-        return self.schedule.continuous
