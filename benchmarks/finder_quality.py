@@ -118,7 +118,9 @@ def published_rules(lrs: list[float], losses: list[float]) -> dict[str, float | 
     # fastai trims the first tenth and the last 5 points
     lo, hi = n // 10, n - 5
     trimmed = suggest.Curve(lrs_a[lo:hi], raw[lo:hi], smooth[lo:hi], np.log10(lrs_a[lo:hi]), 0.0)
-    valley_lr = _fastai_valley(trimmed)
+    # lrkit's valley is fastai's algorithm (checked against a plain-loop reference in
+    # tests/find/test_suggest.py) and trims the same points itself: run it on fastai's EMA curve
+    valley_lr = suggest.valley(suggest.Curve(lrs_a, raw, smooth, np.log10(lrs_a), 0.0))
     steep_idx = int(np.argmin(np.gradient(trimmed.smooth, trimmed.log_lrs)))
     min_idx = int(np.argmin(trimmed.smooth))
     # Lightning: skip the first 10 and the last 1, gradient against the raw rate
@@ -126,23 +128,6 @@ def published_rules(lrs: list[float], losses: list[float]) -> dict[str, float | 
     lightning = float(l_lrs[int(np.argmin(np.gradient(l_loss, l_lrs)))]) if len(l_lrs) > 2 else None
     return {"fastai-valley": valley_lr, "fastai-steep": float(trimmed.lrs[steep_idx]),
             "fastai-minimum": float(trimmed.lrs[min_idx]) / 10, "lightning": lightning}
-
-
-def _fastai_valley(curve) -> float:
-    losses = curve.smooth
-    n = len(losses)
-    lds = [1] * n
-    max_start = max_end = 0
-    for i in range(1, n):
-        for j in range(i):
-            if losses[i] < losses[j] and lds[i] < lds[j] + 1:
-                lds[i] = lds[j] + 1
-            if lds[max_end] < lds[i]:
-                max_end = i
-                max_start = max_end - lds[max_end]
-    sections = (max_end - max_start) / 3
-    idx = max_start + int(sections) + int(sections / 2)
-    return float(curve.lrs[idx])
 
 
 # -- driver --------------------------------------------------------------------------------------

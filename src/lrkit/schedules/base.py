@@ -22,8 +22,8 @@ from lrkit.errors import LrkitError, require
 from lrkit.schedules.units import (Length, as_length, resolve_length,
                                    steps_per_epoch_from)
 
-__all__ = ["Schedule", "Wrapping", "param", "REGISTRY", "Warmup", "Join", "Scale", "Floor", "Peak", "chain",
-           "map_schedule", "WARMUP_SHAPES"]
+__all__ = ["Schedule", "Wrapping", "param", "REGISTRY", "Warmup", "Join", "Scale", "Floor",
+           "Peak", "chain", "map_schedule", "WARMUP_SHAPES"]
 
 #: spec name -> schedule class, filled in as families are defined
 REGISTRY: dict[str, type["Schedule"]] = {}
