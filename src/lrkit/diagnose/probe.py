@@ -35,6 +35,7 @@ class RateProbe:
         self.losses: list[float] = []
         self._watch = DivergenceWatch(DIVERGE_THRESHOLD, SMOOTHING, min_steps=max(5, steps // 20))
         self.done = False
+        self._analysed: tuple[int, suggest.Analysis] | None = None
 
     @property
     def current_scale(self) -> float:
@@ -78,4 +79,9 @@ class RateProbe:
         return bool(curve.fell and curve.min_index >= len(self.scales) - max(2, len(self.scales) // 10))
 
     def _analysis(self) -> suggest.Analysis:
-        return suggest.analyse(self.scales[: len(self.losses)], self.losses)
+        """The suggestion methods on the curve so far (computed once per curve length: the
+        verdict and ``still_falling`` both read it when the probe ends)."""
+        if self._analysed is None or self._analysed[0] != len(self.losses):
+            self._analysed = (len(self.losses),
+                              suggest.analyse(self.scales[: len(self.losses)], self.losses))
+        return self._analysed[1]
