@@ -84,10 +84,43 @@ def test_nonfinite_gradient_and_spike():
 
     guard.step(bad_grad)
     assert guard.interventions[-1].reason == "nonfinite_grad"
+    before = {k: v.clone() for k, v in model.named_parameters()}
+    # a lone spike: the batch is skipped, the parameters and the rate stay as they were
+    guard.step(_closure(model, optimizer, x, y, poison=100.0))
+    assert guard.skipped and guard.interventions[-1].reason == "spike_skipped"
+    assert guard.interventions[-1].reference is not None
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.1 * 0.5)
+    assert all(torch.equal(v, before[k]) for k, v in model.named_parameters())
+    # the same parameters spike again on the next batch: now it is an incident
     guard.step(_closure(model, optimizer, x, y, poison=100.0))
     assert guard.interventions[-1].reason == "spike"
-    assert guard.interventions[-1].reference is not None
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.1 * 0.25)
+
+
+def test_a_lone_spike_is_skipped_and_training_goes_on():
+    model, optimizer, guard = _setup(warmup=5, confirm_spikes=20)
+    x, y = torch.randn(16, 4), torch.randn(16, 1)
+    for _ in range(6):
+        guard.step(_closure(model, optimizer, x, y))
+    guard.step(_closure(model, optimizer, x, y, poison=100.0))
+    (record,) = guard.interventions
+    assert record.reason == "spike_skipped" and record.restored_to == -1
+    assert record.lr_before == record.lr_after == [0.1]
+    for _ in range(25):  # ordinary batches: no further intervention
+        assert math.isfinite(guard.step(_closure(model, optimizer, x, y))) and not guard.skipped
+    guard.step(_closure(model, optimizer, x, y, poison=100.0))  # 26 steps later: lone again
+    assert [i.reason for i in guard.interventions] == ["spike_skipped"] * 2
+    assert optimizer.param_groups[0]["lr"] == 0.1
+
+
+def test_confirm_spikes_zero_acts_on_the_first_spike():
+    model, optimizer, guard = _setup(warmup=5, confirm_spikes=0)
+    x, y = torch.randn(16, 4), torch.randn(16, 1)
+    for _ in range(6):
+        guard.step(_closure(model, optimizer, x, y))
+    guard.step(_closure(model, optimizer, x, y, poison=100.0))
+    assert guard.interventions[-1].reason == "spike"
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.05)
 
 
 def test_retry_bound_raises_a_clear_error():
@@ -140,6 +173,8 @@ def test_bad_arguments():
         lrkit.Guard(model, optimizer, probe_steps=3)
     with pytest.raises(LrkitError, match="probe_decades"):
         lrkit.Guard(model, optimizer, probe_decades=0)
+    with pytest.raises(LrkitError, match="confirm_spikes must be an integer >= 0"):
+        lrkit.Guard(model, optimizer, confirm_spikes=-1)
 
 
 def test_the_probe_ramps_from_the_snapshot_then_rolls_back_to_a_measured_rate():

@@ -12,7 +12,9 @@
         loss = guard.step(closure)      # instead of loss = closure(); optimizer.step()
 
 Each step it checks the loss (one host sync; with ``check_grads=True`` the gradient norm too, in
-the same sync). A non-finite loss or gradient, or a spike (see :class:`Guard`), is an incident:
+the same sync). A lone spike only skips its batch: the next batches test the same parameters, and
+a bad batch passes where bad parameters spike again. A non-finite loss or gradient, or a second
+spike within ``confirm_spikes`` steps (see :class:`Guard`), is an incident:
 the guard restores the last good snapshot of the model and optimizer (an exact
 :class:`lrkit.state.Snapshot`, RNG included), skips the batch and returns. On the first incident
 it then measures the rate to go on with: the next ``probe_steps`` steps are a short range test up
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import itertools
 import logging
 import math
 import os
@@ -38,6 +41,8 @@ from lrkit.errors import LrkitError, require
 from lrkit.state import Snapshot
 
 LOGGER = logging.getLogger("lrkit.diagnose")
+#: a snapshot's level (which one is the best) is the median of this many of its last losses
+LEVEL_WINDOW = 10
 
 
 class GuardError(LrkitError):
@@ -75,7 +80,9 @@ class Guard:
     ``snapshot``: ``"cpu"`` (host memory) or ``"disk"`` (a private temporary file in
     ``snapshot_dir``); bookkeeping runs every ``gcd(10, snapshot_every)`` good steps, so a course
     check can come up to that many steps after ``diagnose_every``. ``max_retries``: incidents
-    allowed since the last snapshot.
+    allowed since the last snapshot. ``confirm_spikes``: a spike is skipped (its batch's update
+    left out, nothing else changed) unless another came within this many steps; 0: every spike is
+    an incident.
     ``check_grads``: also check the gradient norm before each step (one norm per step, 3-10% of a
     step on the smallest built-in examples; without it a non-finite gradient is caught one step
     later through the non-finite loss it causes, and the rollback undoes it).
@@ -108,6 +115,7 @@ class Guard:
         snapshot: str = "cpu",
         snapshot_dir: str | os.PathLike | None = None,
         max_retries: int = 5,
+        confirm_spikes: int = 20,
         check_grads: bool = False,
         diagnose_every: int | None = 100,
         keep_best: bool = True,
@@ -130,6 +138,9 @@ class Guard:
                 f"snapshot_every must be an integer >= 1, got {snapshot_every!r}")
         require(isinstance(max_retries, int) and max_retries >= 0,
                 f"max_retries must be an integer >= 0, got {max_retries!r}")
+        require(isinstance(confirm_spikes, int) and confirm_spikes >= 0,
+                f"confirm_spikes must be an integer >= 0 (0: act on every spike), got "
+                f"{confirm_spikes!r}")
         require(isinstance(window, int) and window >= 3, f"window must be >= 3, got {window!r}")
         require(snapshot in ("cpu", "disk"), f"snapshot must be 'cpu' or 'disk', got {snapshot!r}")
         require(isinstance(probe_steps, int) and (probe_steps == 0 or probe_steps >= 10),
@@ -145,6 +156,8 @@ class Guard:
         self.snapshot_where = snapshot
         self.snapshot_dir = snapshot_dir
         self.max_retries = max_retries
+        self.confirm_spikes = confirm_spikes
+        self._last_spike = -math.inf  #: the step of the last spike (skipped or acted on)
         self.check_grads = check_grads
         require(diagnose_every is None
                 or (isinstance(diagnose_every, int) and diagnose_every >= 20),
@@ -195,9 +208,14 @@ class Guard:
             # the last update (after its loss was read) blew up: keep the older snapshot; the
             # next step's loss is non-finite and rolls back to it
             return
-        level = (sorted(self._recent)[len(self._recent) // 2] if self._recent else math.inf)
+        # the state's own level: the median of its last few losses (a longer window lags, and
+        # would rank a state that is already sliding by the better ones before it)
+        last = sorted(itertools.islice(reversed(self._recent), LEVEL_WINDOW))
+        level = last[len(last) // 2] if last else math.inf
+        # torch's generators only: a rollback does not rewind the user's data pipeline, which is
+        # what numpy's and Python's generators feed (and copying them costs ~40 us a snapshot)
         snapshot = Snapshot(self.model, self.optimizer, where=self.snapshot_where,
-                            directory=self.snapshot_dir)
+                            directory=self.snapshot_dir, torch_rng_only=True)
         old = self._snapshot
         self._snapshot = snapshot
         self._snapshot_step = self.steps
@@ -216,7 +234,11 @@ class Guard:
         if not params:
             return True
         norms = torch._foreach_norm(params)
-        return bool(torch.isfinite(torch.stack([n.float().cpu() for n in norms])).all())
+        try:
+            stacked = torch.stack(norms)  # one device (dtypes are promoted): four ops in all
+        except RuntimeError:
+            stacked = torch.stack([n.float().cpu() for n in norms])
+        return bool(stacked.isfinite().all())
 
     def _set_lrs(self, values: list[float]) -> None:
         for group, value in zip(self.optimizer.param_groups, values):
@@ -311,6 +333,14 @@ class Guard:
                 if loss_value > self._spike_threshold:
                     reason = "spike"
         if reason is not None:
+            if (reason == "spike" and self.confirm_spikes
+                    and self.steps - self._last_spike > self.confirm_spikes):
+                # a lone spike: skip the batch and test the same parameters on the next ones; a
+                # bad batch passes, bad parameters spike again and are rolled back then
+                self._last_spike = self.steps
+                self._skip(loss_value, reference, grad_norm)
+                return loss_value
+            self._last_spike = self.steps if reason == "spike" else self._last_spike
             self._intervene(reason, loss_value, reference, grad_norm)
             return loss_value
 
@@ -357,6 +387,8 @@ class Guard:
             self.take_snapshot()
 
     def _forget_recent(self) -> None:
+        """After a rollback: the recent losses (and the lowest level) were of undone states."""
+        self._lowest_median = math.inf
         self._recent.clear()
         self._reference = None
         self._spike_threshold = math.inf
@@ -434,6 +466,17 @@ class Guard:
                             result.reasons[0] if result.reasons else "",
                             f"restored the best snapshot (step {restored_to}), "
                             if restore is not None else "", _fmt(lr_before), _fmt(self.lrs))
+
+    def _skip(self, loss: float, reference: float | None, grad_norm: float | None) -> None:
+        """Leave out one batch's update (a lone spike): no rollback, no change of rate."""
+        self.skipped = True
+        self.optimizer.zero_grad(set_to_none=True)
+        lrs = self.lrs
+        self.interventions.append(Intervention(self.steps, "spike_skipped", loss, reference,
+                                               grad_norm, lrs, lrs, -1))
+        self.logger.info("lrkit guard step %d: a lone spike (loss %.4g%s); batch skipped, the "
+                         "next batches test the same parameters", self.steps, loss,
+                         f", {loss / reference:.1f}x the recent median" if reference else "")
 
     def _intervene(self, reason: str, loss: float, reference: float | None,
                    grad_norm: float | None) -> None:
