@@ -303,7 +303,8 @@ def test_course_checks_that_find_nothing_back_off(monkeypatch):
     guard = lrkit.Guard(model, optimizer, diagnose_every=100, probe_steps=0)
     calls = []
     real = guard._check_course
-    monkeypatch.setattr(guard, "_check_course", lambda: calls.append(guard.steps) or real())
+    monkeypatch.setattr(guard, "_check_course",
+                        lambda **kw: calls.append(guard.steps) or real(**kw))
     # a healthy run with heavy-tailed batches: the cheap look (a batch 5x the median) passes at
     # every check, the diagnosis finds nothing to do
     levels = [2.0 * 0.9 ** i + 0.1 for i in range(60)]
@@ -379,3 +380,28 @@ def test_a_non_finite_loss_while_the_probe_still_falls_is_not_read_as_its_turnin
     assert not guard.probing and guard.interventions[-1].reason == "probe"
     # not 0.4 x the scale where the NaN came (about 0.03 x), but the inconclusive 0.4 x 0.3
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.2 * 0.4 * 0.3)
+
+
+def test_outlier_batches_alone_do_not_get_an_unstable_run_cut(monkeypatch):
+    """With the recent level at its lowest, a check prompted by outlier batches acts on a
+    'diverged' verdict only: 'unstable' on a falling heavy-tailed curve is a common miss."""
+    from lrkit.diagnose import classify
+
+    verdicts = []
+
+    def fake_diagnose(history, *args, **kwargs):
+        verdicts.append(len(history))
+        return classify.Diagnosis("unstable", 0.95, {}, 0.3, "rate too high", reasons=["spikes"])
+
+    monkeypatch.setattr(classify, "diagnose", fake_diagnose)
+    torch.manual_seed(0)
+    model = nn.Linear(4, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-6)
+    guard = lrkit.Guard(model, optimizer, diagnose_every=100, probe_steps=0)
+    levels = [2.0 * 0.97 ** i + 0.1 for i in range(300)]  # falling: the level is at its lowest
+    levels = [v * (6.0 if i % 25 == 0 and i > 50 else 1.0) for i, v in enumerate(levels)]
+    for level in levels:
+        guard.step(lambda level=level: torch.tensor(level, requires_grad=True) * 1.0)
+    assert verdicts  # the outliers did prompt a diagnosis
+    assert not any(i.reason.startswith("diagnosed") for i in guard.interventions)
+    assert optimizer.param_groups[0]["lr"] == 1e-6

@@ -370,12 +370,16 @@ class Guard:
                 # the full diagnosis only when a cheap look says the course may be off: the
                 # recent median well above the lowest one seen, or batches far above the median
                 ref = self._reference
-                if ref is not None and (ref > 1.3 * self._lowest_median
-                                        or self._recent_max > 5.0 * abs(ref)):
+                level_off = ref is not None and ref > 1.3 * self._lowest_median
+                if level_off or (ref is not None and self._recent_max > 5.0 * abs(ref)):
                     # a diagnosis costs ~1 ms: one that finds nothing doubles the wait for the
                     # next (up to 8x diagnose_every), so noisy healthy runs do not pay it often
                     before = len(self.interventions)
-                    self._check_course()
+                    # outlier batches alone, with the level at its lowest, only count when the
+                    # run diverged: an "unstable" call on a falling, heavy-tailed batch curve is
+                    # the diagnosis's commonest miss, and lone spikes are handled per step
+                    self._check_course(act_on=("unstable", "diverged") if level_off
+                                       else ("diverged",))
                     if self._probe is not None:
                         return  # the course check rolled back and started a probe
                     if len(self.interventions) == before:
@@ -435,16 +439,16 @@ class Guard:
             self._history = [(pairs[i] + pairs[i + 1]) / 2 for i in range(0, len(pairs) - 1, 2)]
             self._stride *= 2
 
-    def _check_course(self) -> None:
-        """Diagnose the losses since the last change of rate; a run that is unstable (or worse)
-        at this rate gets the diagnosis's cut, even if no single step was an incident."""
+    def _check_course(self, act_on: tuple[str, ...] = ("unstable", "diverged")) -> None:
+        """Diagnose the losses since the last change of rate; a run whose verdict is in
+        ``act_on`` gets the diagnosis's cut, even if no single step was an incident."""
         from lrkit.diagnose.classify import diagnose
 
         history = self._history
         if len(history) < 20:
             return
         result = diagnose(history)
-        if (result.verdict not in ("unstable", "diverged") or result.lr_factor is None
+        if (result.verdict not in act_on or result.lr_factor is None
                 or result.confidence < self.min_confidence):
             return
         reason = f"diagnosed_{result.verdict}"
