@@ -89,10 +89,10 @@ class Guard:
     ``diagnose_every``: every that many good steps, when a cheap look at the recent losses (median
     30% above the lowest seen, or a batch 5x the median) says the course may be off, the losses
     since the last change of rate are diagnosed (:func:`lrkit.diagnose`, on at most 500 bin
-    means); a run that is ``unstable`` or ``diverged`` with at least ``min_confidence`` gets the
-    diagnosis's cut (x0.3 or x0.1) even though no single step was an incident -- a diverged one
-    after going back to the best snapshot (``keep_best``: keep the snapshot taken when the recent
-    losses were lowest). A diagnosis that finds nothing doubles the wait for the next one (up to
+    means); a run that is ``unstable`` or ``diverged`` (only ``diverged`` when outlier batches
+    alone prompted the look) with at least ``min_confidence`` gets the diagnosis's cut (x0.3 or
+    x0.1) even though no single step was an incident -- a diverged one after going back to the
+    best snapshot (``keep_best``: keep the snapshot whose last 10 losses were lowest). A diagnosis that finds nothing doubles the wait for the next one (up to
     8x ``diagnose_every``; back to 1x after each of the guard's own changes of rate). ``None``
     turns this off. ``min_lr_scale``: the guard raises :class:`GuardError` rather than cut a rate
     below this share of where it started.
@@ -203,7 +203,8 @@ class Guard:
         """Snapshot the current state now (also done automatically every ``snapshot_every``).
 
         The guard keeps the latest snapshot and, when ``keep_best`` is on, the one taken when the
-        recent losses were lowest (at most two copies; one when the latest is also the best)."""
+        median of its last 10 losses was lowest (at most two copies; one when the latest is also
+        the best)."""
         if not self._parameters_finite():
             # the last update (after its loss was read) blew up: keep the older snapshot; the
             # next step's loss is non-finite and rolls back to it
