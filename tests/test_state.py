@@ -68,3 +68,40 @@ def test_restored_gradients_do_not_share_memory_with_the_snapshot():
     model.weight.grad = None
     snapshot.restore()
     assert torch.equal(model.weight.grad, grad)
+
+
+def test_a_snapshot_can_take_over_the_buffers_of_one_no_longer_needed():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 1))
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    x, y = torch.randn(8, 3), torch.randn(8, 1)
+
+    def step():
+        optimizer.zero_grad()
+        nn.functional.mse_loss(model(x), y).backward()
+        optimizer.step()
+
+    first = Snapshot(model, optimizer)  # before any step: no optimizer state, no gradients
+    step()
+    second = Snapshot(model, optimizer, reuse=first)  # new structure: nothing to reuse there
+    assert first._payload is None  # the old one is discarded
+    step()
+    buffers = {n: t.data_ptr() for n, t in second._payload["tensors"].items()}
+    third = Snapshot(model, optimizer, reuse=second)
+    assert {n: t.data_ptr() for n, t in third._payload["tensors"].items()} == buffers  # reused
+    saved = {k: v.clone() for k, v in model.state_dict().items()}
+    saved_opt = {k: {n: t.clone() for n, t in s.items()}
+                 for k, s in optimizer.state_dict()["state"].items()}
+    for _ in range(2):  # restorable again and again, and training does not write into it
+        for _ in range(3):
+            step()
+        third.restore()
+        for key, value in model.state_dict().items():
+            assert torch.equal(value, saved[key]), key
+        for key, state in optimizer.state_dict()["state"].items():
+            for name, tensor in state.items():
+                assert torch.equal(torch.as_tensor(tensor), saved_opt[key][name]), (key, name)
+    assert third.parameters_finite()
+    with torch.no_grad():
+        model[0].weight[0, 0] = float("nan")
+    assert not Snapshot(model, optimizer, reuse=third).parameters_finite()

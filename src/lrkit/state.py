@@ -30,6 +30,36 @@ def _to_cpu(value: Any) -> Any:
     return value
 
 
+def _to_cpu_into(value: Any, old: Any, pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> Any:
+    """Like :func:`_to_cpu`, but a tensor of ``old`` (the same place in the same structure, same
+    shape and dtype, on the CPU) is reused: it is returned, and ``(old, new value)`` goes to
+    ``pairs`` for one batched copy afterwards."""
+    if isinstance(value, torch.Tensor):
+        if (isinstance(old, torch.Tensor) and old.shape == value.shape
+                and old.dtype == value.dtype and old.device.type == "cpu"):
+            pairs.append((old, value.detach()))
+            return old
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, dict):
+        olds = old if isinstance(old, dict) else {}
+        return {k: _to_cpu_into(v, olds.get(k), pairs) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        olds = old if isinstance(old, (list, tuple)) and len(old) == len(value) else [None] * len(value)
+        return type(value)(_to_cpu_into(v, o, pairs) for v, o in zip(value, olds))
+    return value
+
+
+def _copy_pairs(pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+    if not pairs:
+        return
+    destinations, sources = [d for d, _ in pairs], [s for _, s in pairs]
+    try:
+        torch._foreach_copy_(destinations, sources)  # one call for all of them
+    except (RuntimeError, TypeError):
+        for destination, source in pairs:
+            destination.copy_(source)
+
+
 def capture_rng(*, torch_only: bool = False) -> dict[str, Any]:
     """The state of every generator a training step may draw from. ``torch_only``: torch's
     generators alone (what the model draws from: dropout, initialisation), without numpy's and
@@ -60,6 +90,9 @@ class Snapshot:
     temporary file in ``directory`` (default: the system temp dir), removed by :meth:`discard`
     (or by a ``last`` restore). ``torch_rng_only``: of the generators, keep torch's alone (see
     :func:`capture_rng`; for a guard whose rollbacks do not rewind the user's data pipeline).
+    ``reuse``: a snapshot that is no longer needed (it is discarded): its CPU tensors are
+    overwritten in place instead of allocating a new copy (a guard snapshotting every few
+    hundred steps then neither allocates nor frees a model-sized buffer each time).
     """
 
     def __init__(
@@ -70,25 +103,30 @@ class Snapshot:
         where: str = "cpu",
         directory: str | os.PathLike | None = None,
         torch_rng_only: bool = False,
+        reuse: Snapshot | None = None,
     ) -> None:
         if where not in ("cpu", "disk"):
             raise LrkitError(f"snapshot location must be 'cpu' or 'disk', got {where!r}")
         self._model = model
         self._optimizer = optimizer
         self._path: Path | None = None
-        payload = {
-            "tensors": {},
-            "grads": {},
-            "optimizer": None,
-        }
+        old: dict = {"tensors": {}, "grads": {}, "optimizer": None}
+        if reuse is not None:
+            if where == "cpu" and reuse._payload is not None:
+                old = reuse._payload
+            reuse.discard()
+        pairs: list[tuple[torch.Tensor, torch.Tensor]] = []
+        payload: dict[str, Any] = {"tensors": {}, "grads": {}, "optimizer": None}
         if model is not None:
             self._training = {name: m.training for name, m in model.named_modules()}
             for name, tensor in self._named_tensors(model):
-                payload["tensors"][name] = tensor.detach().to("cpu", copy=True)
+                payload["tensors"][name] = _to_cpu_into(tensor, old["tensors"].get(name), pairs)
                 grad = getattr(tensor, "grad", None)
-                payload["grads"][name] = None if grad is None else grad.detach().to("cpu", copy=True)
+                payload["grads"][name] = (None if grad is None
+                                          else _to_cpu_into(grad, old["grads"].get(name), pairs))
         if optimizer is not None:
-            payload["optimizer"] = _to_cpu(optimizer.state_dict())
+            payload["optimizer"] = _to_cpu_into(optimizer.state_dict(), old["optimizer"], pairs)
+        _copy_pairs(pairs)
         self._rng = capture_rng(torch_only=torch_rng_only)
         if where == "disk":
             self._path = self._write(payload, directory)
@@ -153,6 +191,17 @@ class Snapshot:
         restore_rng(self._rng)
         if last:
             self.discard()
+
+    def parameters_finite(self) -> bool:
+        """Whether every floating-point tensor of the saved model is finite (a full pass over
+        the copy: for the rare moment before a rollback, not for every snapshot)."""
+        payload = self._payload
+        if payload is None and self._path is not None:
+            payload = torch.load(self._path, weights_only=False)
+        if payload is None:
+            raise LrkitError("this snapshot was discarded; take a new one")
+        return all(bool(torch.isfinite(t).all()) for t in payload["tensors"].values()
+                   if t.is_floating_point())
 
     def discard(self) -> None:
         """Free the copy (and delete the file when on disk)."""

@@ -405,3 +405,30 @@ def test_outlier_batches_alone_do_not_get_an_unstable_run_cut(monkeypatch):
     assert verdicts  # the outliers did prompt a diagnosis
     assert not any(i.reason.startswith("diagnosed") for i in guard.interventions)
     assert optimizer.param_groups[0]["lr"] == 1e-6
+
+
+def test_a_snapshot_taken_after_an_update_that_broke_the_parameters_is_not_restored():
+    """Snapshots are not checked when taken; the rollback checks the latest and, when an
+    update just before it broke a parameter, goes back to the verified snapshot instead."""
+    model, optimizer, guard = _setup(snapshot_every=5)
+    x, y = torch.randn(16, 4), torch.randn(16, 1)
+    initial = {k: v.clone() for k, v in model.named_parameters()}
+    for _ in range(4):
+        guard.step(_closure(model, optimizer, x, y))
+
+    def poisoned_gradient():  # a finite loss, an infinite gradient: the update breaks the model
+        optimizer.zero_grad()
+        loss = nn.functional.mse_loss(model(x), y)
+        loss.backward()
+        model[0].weight.grad[0, 0] = float("inf")
+        return loss
+
+    guard.step(poisoned_gradient)  # the fifth good step: the snapshot after it is broken
+    assert not torch.isfinite(model[0].weight).all()
+    assert guard._snapshot_step == 5 and not guard._snapshot.parameters_finite()
+    value = guard.step(_closure(model, optimizer, x, y))
+    assert math.isnan(value) and guard.interventions[-1].reason == "nonfinite_loss"
+    for name, tensor in model.named_parameters():  # back to the verified (first) snapshot
+        assert torch.equal(tensor, initial[name]), name
+    assert guard.interventions[-1].restored_to == 0
+    assert math.isfinite(guard.step(_closure(model, optimizer, x, y)))

@@ -183,8 +183,9 @@ class Guard:
         self.good_steps = 0
         self.skipped = False  #: whether the last step was skipped
         self._recent: collections.deque[float] = collections.deque(maxlen=window)
-        self._snapshot: Snapshot | None = None
+        self._snapshot: Snapshot | None = None  #: the latest (not yet verified)
         self._snapshot_step = 0
+        self._latest_level = math.inf
         self._since_snapshot = 0
         self._retries = 0
         self._best: Snapshot | None = None
@@ -200,34 +201,53 @@ class Guard:
 
     # -- snapshots ----------------------------------------------------------------------------
     def take_snapshot(self) -> None:
-        """Snapshot the current state now (also done automatically every ``snapshot_every``).
+        """Snapshot the current state now (also done automatically every ``snapshot_every``;
+        this one checks the parameters first and keeps the older snapshot if one is not finite).
 
-        The guard keeps the latest snapshot and, when ``keep_best`` is on, the one taken when the
-        median of its last 10 losses was lowest (at most two copies; one when the latest is also
-        the best)."""
-        if not self._parameters_finite():
-            # the last update (after its loss was read) blew up: keep the older snapshot; the
-            # next step's loss is non-finite and rolls back to it
-            return
+        The guard keeps two copies: the latest snapshot, and a verified one -- a snapshot that
+        good steps followed -- which with ``keep_best`` is the verified snapshot whose last 10
+        losses had the lowest median, without it the newest verified one."""
+        if self._parameters_finite():
+            self._store_snapshot()
+
+    def _store_snapshot(self) -> None:
+        """Snapshot the current state as the latest; the previous latest, which good steps have
+        followed since, is now verified: it becomes the best or is dropped. No check of the
+        parameters here (four tensor ops: more than the snapshot itself on small models): the
+        rare rollback checks the latest instead (:meth:`_rollback_target`)."""
         # the state's own level: the median of its last few losses (a longer window lags, and
         # would rank a state that is already sliding by the better ones before it)
         last = sorted(itertools.islice(reversed(self._recent), LEVEL_WINDOW))
         level = last[len(last) // 2] if last else math.inf
         # torch's generators only: a rollback does not rewind the user's data pipeline, which is
         # what numpy's and Python's generators feed (and copying them costs ~40 us a snapshot)
+        prev, retired = self._snapshot, None
+        if prev is not None and prev is not self._best:
+            if self._best is None or not self.keep_best or self._latest_level <= self._best_level:
+                retired = self._best
+                self._best, self._best_level = prev, self._latest_level
+                self._best_step = self._snapshot_step
+            else:
+                retired = prev
+        # the retired copy's buffers are overwritten: no allocation, at most two copies
         snapshot = Snapshot(self.model, self.optimizer, where=self.snapshot_where,
-                            directory=self.snapshot_dir, torch_rng_only=True)
-        old = self._snapshot
-        self._snapshot = snapshot
-        self._snapshot_step = self.steps
-        if self.keep_best and (self._best is None or level <= self._best_level):
-            if self._best is not None and self._best is not old:
-                self._best.discard()
+                            directory=self.snapshot_dir, torch_rng_only=True, reuse=retired)
+        if prev is None:  # the first snapshot: the state the user handed over
             self._best, self._best_level, self._best_step = snapshot, level, self.steps
-        if old is not None and old is not self._best:
-            old.discard()
+        self._snapshot, self._latest_level, self._snapshot_step = snapshot, level, self.steps
         self._since_snapshot = 0
         self._retries = 0
+
+    def _rollback_target(self) -> Snapshot:
+        """The latest snapshot, unless the update just before it broke a parameter (an
+        incident right after a snapshot): then the verified one."""
+        assert self._snapshot is not None
+        if self._best is not None and self._snapshot is not self._best \
+                and not self._snapshot.parameters_finite():
+            self._snapshot.discard()
+            self._snapshot, self._latest_level = self._best, self._best_level
+            self._snapshot_step = self._best_step
+        return self._snapshot
 
     def _parameters_finite(self) -> bool:
         params = [p.detach() for g in self.optimizer.param_groups for p in g["params"]
@@ -389,7 +409,7 @@ class Guard:
         # early in a run, where blow-ups are likeliest and progress fastest, snapshots come
         # sooner (every half of the steps so far, at least 10 apart), so a rollback loses less
         if self._since_snapshot >= min(self.snapshot_every, max(10, self.good_steps // 2)):
-            self.take_snapshot()
+            self._store_snapshot()
 
     def _forget_recent(self) -> None:
         """After a rollback: the recent losses (and the lowest level) were of undone states."""
@@ -458,6 +478,7 @@ class Guard:
             if self._best is not None and self._best is not self._snapshot:
                 self._snapshot.discard()
                 self._snapshot, self._snapshot_step = self._best, self._best_step
+                self._latest_level = self._best_level
             self._start_probe(reason, history[-1], None, None)
             return
         # a run that diverged goes back to its best snapshot; an unstable one just slows down
@@ -503,7 +524,7 @@ class Guard:
         if self.probe_steps and not self._probed:
             self._start_probe(reason, loss, reference, grad_norm)
             return
-        self._cut(self.lr_factor, self._snapshot)
+        self._cut(self.lr_factor, self._rollback_target())
         record = Intervention(self.steps, reason, loss, reference, grad_norm, lr_before, self.lrs,
                               self._snapshot_step)
         self.interventions.append(record)
@@ -523,9 +544,8 @@ class Guard:
                      grad_norm: float | None) -> None:
         """Roll back, then spend the next ``probe_steps`` steps ramping the rate up to the one
         that failed (see :mod:`lrkit.diagnose.probe`)."""
-        assert self._snapshot is not None
         self._probe_base = self.lrs
-        self._snapshot.restore()
+        self._rollback_target().restore()
         self.optimizer.zero_grad(set_to_none=True)
         self._probed = True
         self._probe = RateProbe(self.probe_steps, self.probe_decades)
