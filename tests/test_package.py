@@ -8,7 +8,7 @@ from lrkit.cli import COMMANDS, build_parser
 
 def test_import_lrkit_loads_no_heavy_dependency():
     code = ("import sys, lrkit; heavy = [m for m in ('torch', 'optuna', 'matplotlib', 'numpy', "
-            "'sklearn', 'lightning', 'playwright') if m in sys.modules]; print(heavy)")
+            "'sklearn', 'scipy', 'lightning', 'playwright') if m in sys.modules]; print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
