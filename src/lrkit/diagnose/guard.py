@@ -92,9 +92,10 @@ class Guard:
     means); a run that is ``unstable`` or ``diverged`` (only ``diverged`` when outlier batches
     alone prompted the look) with at least ``min_confidence`` gets the diagnosis's cut (x0.3 or
     x0.1) even though no single step was an incident -- a diverged one after going back to the
-    best snapshot (``keep_best``: keep the snapshot whose last 10 losses were lowest). A diagnosis that finds nothing doubles the wait for the next one (up to
-    8x ``diagnose_every``; back to 1x after each of the guard's own changes of rate). ``None``
-    turns this off. ``min_lr_scale``: the guard raises :class:`GuardError` rather than cut a rate
+    best snapshot (``keep_best``: of the verified snapshots keep the one whose last 10 losses
+    were lowest; ``False``: the newest verified one). A diagnosis that finds nothing doubles the
+    wait for the next one (up to 8x ``diagnose_every``; back to 1x after each of the guard's own
+    changes of rate). ``None`` turns this off. ``min_lr_scale``: the guard raises :class:`GuardError` rather than cut a rate
     below this share of where it started.
     ``scheduler``: an LR scheduler whose ``base_lrs`` are lowered too, so that it does not undo
     the guard's cuts. ``probe_steps``: length of the probe (a range test from
