@@ -407,10 +407,12 @@ def test_outlier_batches_alone_do_not_get_an_unstable_run_cut(monkeypatch):
     assert optimizer.param_groups[0]["lr"] == 1e-6
 
 
-def test_a_snapshot_taken_after_an_update_that_broke_the_parameters_is_not_restored():
+@pytest.mark.parametrize("where", ["cpu", "disk"])
+def test_a_snapshot_taken_after_an_update_that_broke_the_parameters_is_not_restored(where,
+                                                                                     tmp_path):
     """Snapshots are not checked when taken; the rollback checks the latest and, when an
     update just before it broke a parameter, goes back to the verified snapshot instead."""
-    model, optimizer, guard = _setup(snapshot_every=5)
+    model, optimizer, guard = _setup(snapshot_every=5, snapshot=where, snapshot_dir=tmp_path)
     x, y = torch.randn(16, 4), torch.randn(16, 1)
     initial = {k: v.clone() for k, v in model.named_parameters()}
     for _ in range(4):
@@ -431,4 +433,9 @@ def test_a_snapshot_taken_after_an_update_that_broke_the_parameters_is_not_resto
     for name, tensor in model.named_parameters():  # back to the verified (first) snapshot
         assert torch.equal(tensor, initial[name]), name
     assert guard.interventions[-1].restored_to == 0
-    assert math.isfinite(guard.step(_closure(model, optimizer, x, y)))
+    for _ in range(60):  # training goes on; snapshots come and go, two copies at most
+        assert math.isfinite(guard.step(_closure(model, optimizer, x, y)))
+        assert len(list(tmp_path.glob("lrkit-snapshot-*"))) <= (2 if where == "disk" else 0)
+    assert guard._snapshot_step > 5 and guard._best is not None
+    guard.close()
+    assert not list(tmp_path.glob("lrkit-snapshot-*"))
