@@ -439,3 +439,15 @@ def test_a_snapshot_taken_after_an_update_that_broke_the_parameters_is_not_resto
     assert guard._snapshot_step > 5 and guard._best is not None
     guard.close()
     assert not list(tmp_path.glob("lrkit-snapshot-*"))
+
+
+def test_the_course_check_history_keeps_at_most_500_bin_means():
+    model, optimizer, guard = _setup()
+    values = [float(i) for i in range(2000)]
+    for start in range(0, 2000, 10):  # fed in batches, as the bookkeeping does
+        guard._record(values[start:start + 10])
+    history = guard._history
+    assert len(history) == 250 and guard._stride == 8  # merged at 500 bins, three times
+    # every bin is the mean of `stride` consecutive values, in order
+    assert history[:3] == [3.5, 11.5, 19.5]
+    assert all(b > a for a, b in zip(history, history[1:]))

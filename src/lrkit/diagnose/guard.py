@@ -384,8 +384,7 @@ class Guard:
             self._update_reference()
         self._since_snapshot += len(pending)
         if self.diagnose_every:
-            for value in pending:
-                self._record(value)
+            self._record(pending)
             self._since_check += len(pending)
             if self._since_check >= self._check_interval:
                 self._since_check = 0
@@ -447,19 +446,22 @@ class Guard:
         self._stride, self._bucket_sum, self._bucket_n, self._since_check = 1, 0.0, 0, 0
         self._check_interval = self.diagnose_every or 0
 
-    def _record(self, value: float) -> None:
+    def _record(self, values: list[float]) -> None:
         """Keep the losses since the last change of rate in at most 500 bins: each bin holds the
         mean of ``_stride`` steps, and the stride doubles (pairs merged) when the list is full."""
-        self._bucket_sum += value
-        self._bucket_n += 1
-        if self._bucket_n < self._stride:
-            return
-        self._history.append(self._bucket_sum / self._bucket_n)
-        self._bucket_sum, self._bucket_n = 0.0, 0
-        if len(self._history) >= 500:
-            pairs = self._history
-            self._history = [(pairs[i] + pairs[i + 1]) / 2 for i in range(0, len(pairs) - 1, 2)]
-            self._stride *= 2
+        total, count, stride, history = self._bucket_sum, self._bucket_n, self._stride, self._history
+        for value in values:
+            total += value
+            count += 1
+            if count < stride:
+                continue
+            history.append(total / count)
+            total, count = 0.0, 0
+            if len(history) >= 500:
+                history = [(history[i] + history[i + 1]) / 2
+                           for i in range(0, len(history) - 1, 2)]
+                stride *= 2
+        self._bucket_sum, self._bucket_n, self._stride, self._history = total, count, stride, history
 
     def _check_course(self, act_on: tuple[str, ...] = ("unstable", "diverged")) -> None:
         """Diagnose the losses since the last change of rate; a run whose verdict is in
