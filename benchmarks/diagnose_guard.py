@@ -185,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-overhead", action="store_true")
     parser.add_argument("--lr-factor", type=float, default=None, help="Guard's lr_factor")
     parser.add_argument("--check-grads", action="store_true", help="Guard(check_grads=True)")
+    parser.add_argument("--confirm-spikes", type=int, default=None, help="Guard's confirm_spikes")
     parser.add_argument("--out", help="write the figures to this JSON file")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
@@ -192,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     options = {"check_grads": args.check_grads}
     if args.lr_factor is not None:
         options["lr_factor"] = args.lr_factor
+    if args.confirm_spikes is not None:
+        options["confirm_spikes"] = args.confirm_spikes
     figures: dict = {"guard_options": options}
     if not args.skip_rescue:
         print("rescue: runs that fail at a too-high rate, trained again under the Guard")
