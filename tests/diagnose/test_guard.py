@@ -427,7 +427,7 @@ def test_a_snapshot_taken_after_an_update_that_broke_the_parameters_is_not_resto
 
     guard.step(poisoned_gradient)  # the fifth good step: the snapshot after it is broken
     assert not torch.isfinite(model[0].weight).all()
-    assert guard._snapshot_step == 5 and not guard._snapshot.parameters_finite()
+    assert guard._snapshots.latest_step == 5 and not guard._snapshots.latest.parameters_finite()
     value = guard.step(_closure(model, optimizer, x, y))
     assert math.isnan(value) and guard.interventions[-1].reason == "nonfinite_loss"
     for name, tensor in model.named_parameters():  # back to the verified (first) snapshot
@@ -436,7 +436,7 @@ def test_a_snapshot_taken_after_an_update_that_broke_the_parameters_is_not_resto
     for _ in range(60):  # training goes on; snapshots come and go, two copies at most
         assert math.isfinite(guard.step(_closure(model, optimizer, x, y)))
         assert len(list(tmp_path.glob("lrkit-snapshot-*"))) <= (2 if where == "disk" else 0)
-    assert guard._snapshot_step > 5 and guard._best is not None
+    assert guard._snapshots.latest_step > 5 and guard._snapshots.best is not None
     guard.close()
     assert not list(tmp_path.glob("lrkit-snapshot-*"))
 

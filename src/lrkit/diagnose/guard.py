@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from lrkit.diagnose.probe import RateProbe
+from lrkit.diagnose.snapshots import SnapshotKeeper
 from lrkit.errors import LrkitError, require
 from lrkit.state import Snapshot
 
@@ -184,14 +185,10 @@ class Guard:
         self.good_steps = 0
         self.skipped = False  #: whether the last step was skipped
         self._recent: collections.deque[float] = collections.deque(maxlen=window)
-        self._snapshot: Snapshot | None = None  #: the latest (not yet verified)
-        self._snapshot_step = 0
-        self._latest_level = math.inf
+        self._snapshots = SnapshotKeeper(model, optimizer, where=snapshot,
+                                         directory=snapshot_dir, keep_best=keep_best)
         self._since_snapshot = 0
         self._retries = 0
-        self._best: Snapshot | None = None
-        self._best_level = math.inf
-        self._best_step = 0
         self._start: float | None = None  #: the first good loss: the level training started at
         self._reference: float | None = None
         self._recent_max = math.inf
@@ -212,43 +209,13 @@ class Guard:
             self._store_snapshot()
 
     def _store_snapshot(self) -> None:
-        """Snapshot the current state as the latest; the previous latest, which good steps have
-        followed since, is now verified: it becomes the best or is dropped. No check of the
-        parameters here (four tensor ops: more than the snapshot itself on small models): the
-        rare rollback checks the latest instead (:meth:`_rollback_target`)."""
+        """Snapshot the current state, unchecked (see :mod:`lrkit.diagnose.snapshots`)."""
         # the state's own level: the median of its last few losses (a longer window lags, and
         # would rank a state that is already sliding by the better ones before it)
         last = sorted(itertools.islice(reversed(self._recent), LEVEL_WINDOW))
-        level = last[len(last) // 2] if last else math.inf
-        # torch's generators only: a rollback does not rewind the user's data pipeline, which is
-        # what numpy's and Python's generators feed (and copying them costs ~40 us a snapshot)
-        prev, retired = self._snapshot, None
-        if prev is not None and prev is not self._best:
-            if self._best is None or not self.keep_best or self._latest_level <= self._best_level:
-                retired = self._best
-                self._best, self._best_level = prev, self._latest_level
-                self._best_step = self._snapshot_step
-            else:
-                retired = prev
-        # the retired copy's buffers are overwritten: no allocation, at most two copies
-        snapshot = Snapshot(self.model, self.optimizer, where=self.snapshot_where,
-                            directory=self.snapshot_dir, torch_rng_only=True, reuse=retired)
-        if prev is None:  # the first snapshot: the state the user handed over
-            self._best, self._best_level, self._best_step = snapshot, level, self.steps
-        self._snapshot, self._latest_level, self._snapshot_step = snapshot, level, self.steps
+        self._snapshots.take(self.steps, last[len(last) // 2] if last else math.inf)
         self._since_snapshot = 0
         self._retries = 0
-
-    def _rollback_target(self) -> Snapshot:
-        """The latest snapshot, unless the update just before it broke a parameter (an
-        incident right after a snapshot): then the verified one."""
-        assert self._snapshot is not None
-        if self._best is not None and self._snapshot is not self._best \
-                and not self._snapshot.parameters_finite():
-            self._snapshot.discard()
-            self._snapshot, self._latest_level = self._best, self._best_level
-            self._snapshot_step = self._best_step
-        return self._snapshot
 
     def _parameters_finite(self) -> bool:
         params = [p.detach() for g in self.optimizer.param_groups for p in g["params"]
@@ -308,7 +275,7 @@ class Guard:
         """Run ``closure`` (zero_grad, forward, backward, return the loss), check the loss and the
         gradients, and take the optimizer step or roll back. Returns the loss as a float (the
         offending value when the step was skipped; see ``skipped``)."""
-        if self._snapshot is None:
+        if self._snapshots.latest is None:
             self.take_snapshot()
         self.steps += 1
         if self._probe is not None:
@@ -478,16 +445,14 @@ class Guard:
         reason = f"diagnosed_{result.verdict}"
         if self.probe_steps and not self._probed:
             # measure the rate to go on with, from the best state seen (see _start_probe)
-            if self._best is not None and self._best is not self._snapshot:
-                self._snapshot.discard()
-                self._snapshot, self._snapshot_step = self._best, self._best_step
-                self._latest_level = self._best_level
+            self._snapshots.fall_back()
             self._start_probe(reason, history[-1], None, None)
             return
         # a run that diverged goes back to its best snapshot; an unstable one just slows down
-        restore = self._best if result.verdict == "diverged" and self._best is not None else None
+        best = self._snapshots.best
+        restore = best if result.verdict == "diverged" and best is not None else None
         lr_before = self._cut(result.lr_factor, restore)
-        restored_to = self._best_step if restore is not None else -1
+        restored_to = self._snapshots.best_step if restore is not None else -1
         self.interventions.append(Intervention(self.steps, reason, history[-1], None, None,
                                                lr_before, self.lrs, restored_to))
         self.logger.warning("lrkit guard step %d: the last %d losses look %s (%s); %srate %s -> %s",
@@ -514,28 +479,27 @@ class Guard:
         self.optimizer.zero_grad(set_to_none=True)
         if self._retries >= self.max_retries:
             record = Intervention(self.steps, reason, loss, reference, grad_norm, lr_before,
-                                  lr_before, self._snapshot_step)
+                                  lr_before, self._snapshots.latest_step)
             self.interventions.append(record)
             raise GuardError(
                 f"training is still failing ({reason.replace('_', ' ')}, loss {loss:.4g}) after "
                 f"{self.max_retries} rollbacks and rate cuts to {lr_before[0]:.3g} since step "
-                f"{self._snapshot_step}; the problem is probably not the rate alone (check the "
+                f"{self._snapshots.latest_step}; the problem is probably not the rate alone (check the "
                 "data, the loss and the model) -- or raise max_retries. Interventions: "
                 + ", ".join(f"step {i.step} {i.reason}" for i in self.interventions[-6:]))
-        assert self._snapshot is not None
         self._retries += 1
         if self.probe_steps and not self._probed:
             self._start_probe(reason, loss, reference, grad_norm)
             return
-        self._cut(self.lr_factor, self._rollback_target())
+        self._cut(self.lr_factor, self._snapshots.rollback_target())
         record = Intervention(self.steps, reason, loss, reference, grad_norm, lr_before, self.lrs,
-                              self._snapshot_step)
+                              self._snapshots.latest_step)
         self.interventions.append(record)
         self.logger.warning(
             "lrkit guard step %d: %s (loss %.4g%s); restored the snapshot of step %d, rate %s -> "
             "%s, batch skipped (retry %d of %d)", self.steps, reason.replace("_", " "), loss,
             f", {loss / reference:.1f}x the recent median" if reference else "",
-            self._snapshot_step, _fmt(lr_before), _fmt(self.lrs), self._retries, self.max_retries)
+            self._snapshots.latest_step, _fmt(lr_before), _fmt(self.lrs), self._retries, self.max_retries)
 
     # -- the probe: a short range test that measures the rate to go on with ------------------
     @property
@@ -548,20 +512,20 @@ class Guard:
         """Roll back, then spend the next ``probe_steps`` steps ramping the rate up to the one
         that failed (see :mod:`lrkit.diagnose.probe`)."""
         self._probe_base = self.lrs
-        self._rollback_target().restore()
+        self._snapshots.rollback_target().restore()
         self.optimizer.zero_grad(set_to_none=True)
         self._probed = True
         self._probe = RateProbe(self.probe_steps, self.probe_decades)
         first = [lr * self._probe.current_scale for lr in self._probe_base]
         self._set_lrs(first)
         self.interventions.append(Intervention(self.steps, reason, loss, reference, grad_norm,
-                                               self._probe_base, first, self._snapshot_step))
+                                               self._probe_base, first, self._snapshots.latest_step))
         self.logger.warning(
             "lrkit guard step %d: %s (loss %.4g%s); restored the snapshot of step %d and probing "
             "the rate for up to %d steps (%s up to %s); these steps are undone afterwards",
             self.steps, reason.replace("_", " "), loss,
             f", {loss / reference:.1f}x the recent median" if reference else "",
-            self._snapshot_step, self.probe_steps, _fmt(first), _fmt(self._probe_base))
+            self._snapshots.latest_step, self.probe_steps, _fmt(first), _fmt(self._probe_base))
 
     def _probe_step(self, loss_value: float, grad_norm: float | None) -> float:
         assert self._probe is not None
@@ -580,17 +544,17 @@ class Guard:
 
     def _finish_probe(self) -> None:
         """Roll back again and go on at the probe's suggestion (never above a plain cut)."""
-        assert self._probe is not None and self._snapshot is not None
+        assert self._probe is not None and self._snapshots.latest is not None
         probe, self._probe = self._probe, None
         scale, how = probe.verdict()
         factor = min(scale, self.lr_factor)
         keep = probe.still_falling  # the probe's last state is its best: go on from it
         self._set_lrs(self._probe_base)
-        lr_before = self._cut(factor, None if keep else self._snapshot)
+        lr_before = self._cut(factor, None if keep else self._snapshots.latest)
         self._forget_recent()  # losses from before the probe, at the rate that failed
         self.interventions.append(Intervention(self.steps, "probe", probe.losses[-1], None, None,
                                                lr_before, self.lrs,
-                                               -1 if keep else self._snapshot_step))
+                                               -1 if keep else self._snapshots.latest_step))
         if keep:
             self.take_snapshot()
         self.logger.warning(
@@ -600,7 +564,7 @@ class Guard:
             else f"could not see the turning point ({how}): {scale:.3g} x the rate that failed",
             _fmt(lr_before), _fmt(self.lrs),
             "going on from the probe's last state (its loss was still falling)" if keep
-            else f"restored the snapshot of step {self._snapshot_step}")
+            else f"restored the snapshot of step {self._snapshots.latest_step}")
 
     def summary(self) -> dict:
         return {"steps": self.steps, "good_steps": self.good_steps,
@@ -611,20 +575,15 @@ class Guard:
         first: its steps are undone (the snapshot restored) and the rate is cut by
         ``lr_factor``, as if the probe had found nothing."""
         try:
-            if self._probe is not None and self._snapshot is not None:
+            if self._probe is not None and self._snapshots.latest is not None:
                 self._probe = None
                 self._set_lrs(self._probe_base)
-                lr_before = self._cut(self.lr_factor, self._snapshot)
+                lr_before = self._cut(self.lr_factor, self._snapshots.latest)
                 self.interventions.append(Intervention(
                     self.steps, "probe_cut_short", math.nan, None, None, lr_before, self.lrs,
-                    self._snapshot_step))
+                    self._snapshots.latest_step))
         finally:
-            if self._best is not None and self._best is not self._snapshot:
-                self._best.discard()
-            self._best = None
-            if self._snapshot is not None:
-                self._snapshot.discard()
-                self._snapshot = None
+            self._snapshots.close()
 
 
 def _fmt(lrs: list[float]) -> str:
