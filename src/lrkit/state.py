@@ -44,7 +44,8 @@ def _to_cpu_into(value: Any, old: Any, pairs: list[tuple[torch.Tensor, torch.Ten
         olds = old if isinstance(old, dict) else {}
         return {k: _to_cpu_into(v, olds.get(k), pairs) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        olds = old if isinstance(old, (list, tuple)) and len(old) == len(value) else [None] * len(value)
+        same = isinstance(old, (list, tuple)) and len(old) == len(value)
+        olds = old if same else [None] * len(value)
         return type(value)(_to_cpu_into(v, o, pairs) for v, o in zip(value, olds))
     return value
 

@@ -33,7 +33,6 @@ import math
 import os
 from typing import Any, Callable
 
-import numpy as np
 import torch
 
 from lrkit.diagnose.probe import RateProbe
@@ -96,8 +95,8 @@ class Guard:
     best snapshot (``keep_best``: of the verified snapshots keep the one whose last 10 losses
     were lowest; ``False``: the newest verified one). A diagnosis that finds nothing doubles the
     wait for the next one (up to 8x ``diagnose_every``; back to 1x after each of the guard's own
-    changes of rate). ``None`` turns this off. ``min_lr_scale``: the guard raises :class:`GuardError` rather than cut a rate
-    below this share of where it started.
+    changes of rate). ``None`` turns this off. ``min_lr_scale``: the guard raises
+    :class:`GuardError` rather than cut a rate below this share of where it started.
     ``scheduler``: an LR scheduler whose ``base_lrs`` are lowered too, so that it does not undo
     the guard's cuts. ``probe_steps``: length of the probe (a range test from
     ``10**-probe_decades`` x the failed rate up to it) that the first incident, or the first
@@ -416,7 +415,8 @@ class Guard:
     def _record(self, values: list[float]) -> None:
         """Keep the losses since the last change of rate in at most 500 bins: each bin holds the
         mean of ``_stride`` steps, and the stride doubles (pairs merged) when the list is full."""
-        total, count, stride, history = self._bucket_sum, self._bucket_n, self._stride, self._history
+        total, count = self._bucket_sum, self._bucket_n
+        stride, history = self._stride, self._history
         for value in values:
             total += value
             count += 1
@@ -428,7 +428,8 @@ class Guard:
                 history = [(history[i] + history[i + 1]) / 2
                            for i in range(0, len(history) - 1, 2)]
                 stride *= 2
-        self._bucket_sum, self._bucket_n, self._stride, self._history = total, count, stride, history
+        self._bucket_sum, self._bucket_n = total, count
+        self._stride, self._history = stride, history
 
     def _check_course(self, act_on: tuple[str, ...] = ("unstable", "diverged")) -> None:
         """Diagnose the losses since the last change of rate; a run whose verdict is in
@@ -484,8 +485,8 @@ class Guard:
             raise GuardError(
                 f"training is still failing ({reason.replace('_', ' ')}, loss {loss:.4g}) after "
                 f"{self.max_retries} rollbacks and rate cuts to {lr_before[0]:.3g} since step "
-                f"{self._snapshots.latest_step}; the problem is probably not the rate alone (check the "
-                "data, the loss and the model) -- or raise max_retries. Interventions: "
+                f"{self._snapshots.latest_step}; the problem is probably not the rate alone "
+                "(check the data, the loss and the model) -- or raise max_retries. Interventions: "
                 + ", ".join(f"step {i.step} {i.reason}" for i in self.interventions[-6:]))
         self._retries += 1
         if self.probe_steps and not self._probed:
@@ -499,7 +500,8 @@ class Guard:
             "lrkit guard step %d: %s (loss %.4g%s); restored the snapshot of step %d, rate %s -> "
             "%s, batch skipped (retry %d of %d)", self.steps, reason.replace("_", " "), loss,
             f", {loss / reference:.1f}x the recent median" if reference else "",
-            self._snapshots.latest_step, _fmt(lr_before), _fmt(self.lrs), self._retries, self.max_retries)
+            self._snapshots.latest_step, _fmt(lr_before), _fmt(self.lrs), self._retries,
+            self.max_retries)
 
     # -- the probe: a short range test that measures the rate to go on with ------------------
     @property
@@ -519,7 +521,8 @@ class Guard:
         first = [lr * self._probe.current_scale for lr in self._probe_base]
         self._set_lrs(first)
         self.interventions.append(Intervention(self.steps, reason, loss, reference, grad_norm,
-                                               self._probe_base, first, self._snapshots.latest_step))
+                                               self._probe_base, first,
+                                               self._snapshots.latest_step))
         self.logger.warning(
             "lrkit guard step %d: %s (loss %.4g%s); restored the snapshot of step %d and probing "
             "the rate for up to %d steps (%s up to %s); these steps are undone afterwards",

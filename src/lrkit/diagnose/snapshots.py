@@ -45,7 +45,8 @@ class SnapshotKeeper:
         if prev is not None and prev is not self.best:
             if self.best is None or not self.keep_best or self._latest_level <= self._best_level:
                 retired = self.best
-                self.best, self._best_level, self.best_step = prev, self._latest_level, self.latest_step
+                self.best, self._best_level = prev, self._latest_level
+                self.best_step = self.latest_step
             else:
                 retired = prev
         # torch's generators only: a rollback does not rewind the user's data pipeline, which is
