@@ -29,6 +29,7 @@ from lrkit import examples
 from lrkit.adapters.torch import cycle_batches
 from lrkit.diagnose import Guard
 from lrkit.training import evaluate, train
+from paired_blocks import interleave, print_medians  # benchmarks/, the script's own folder
 
 RESCUE_CASES = [("friedman-deep", 0.3), ("friedman-deep", 1.0), ("regression-mlp", 1.0),
                 ("blobs-wide", 0.3), ("digits-mlp", 0.3)]
@@ -153,25 +154,13 @@ def step_times(name: str, blocks: int, block_steps: int, seed: int = 0, **option
             optimizer.step = real_step
 
     timed_block(), plain_block()  # warm up (the guard sees the run from its start)
-    times: dict[str, list[float]] = {"plain": [], "guard": []}
-    pair = (("plain", plain_block), ("guard", bare_block))
-    for i in range(blocks):
-        # pairs of adjacent blocks, the order alternating: a pair shares the machine's mood
-        for key, block in (pair if i % 2 == 0 else pair[::-1]):
-            start = time.perf_counter()
-            block()
-            times[key].append((time.perf_counter() - start) / block_steps)
-        timed_block()
-    plain = statistics.median(times["plain"])
-    guarded = statistics.median(times["guard"])
-    paired = statistics.median(g / p for g, p in zip(times["guard"], times["plain"])) - 1
-    # the fastest block of each is the one least disturbed by other work on the machine
-    best = min(times["guard"]) / min(times["plain"]) - 1
+    ab = interleave(plain_block, bare_block, blocks=blocks, block_steps=block_steps,
+                    between=timed_block)
     own_per_step = own[0] / own[1]
-    return {"example": name, "plain_ms": plain * 1e3, "guard_ms": guarded * 1e3,
-            "own_us": own_per_step * 1e6, "own_share": own_per_step / min(times["plain"]),
-            "overhead": guarded / plain - 1, "overhead_fastest": best, "paired": paired,
-            "interventions": len(guard.interventions)}
+    return {"example": name, "plain_ms": ab["plain_s"] * 1e3, "guard_ms": ab["other_s"] * 1e3,
+            "own_us": own_per_step * 1e6, "own_share": own_per_step / ab["fastest_plain_s"],
+            "overhead": ab["overhead"], "overhead_fastest": ab["overhead_fastest"],
+            "paired": ab["paired"], "interventions": len(guard.interventions)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -230,10 +219,7 @@ def main(argv: list[str] | None = None) -> int:
               f" = {row['own_share']:.2%} of the fastest plain step; A/B blocks "
               f"{row['overhead']:+.1%}, paired blocks {row['paired']:+.1%} "
               f"({row['interventions']} interventions)", flush=True)
-    for key in ("own_share", "overhead", "paired"):
-        values = [r[key] for r in figures["overhead"]]
-        print(f"  {key}: median over examples {statistics.median(values):+.1%}, "
-              f"max {max(values):+.1%}")
+    print_medians(figures["overhead"])
     _write(args.out, figures)
     return 0
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 
@@ -22,6 +21,7 @@ import torch
 from lrkit import examples
 from lrkit.adapters.torch import cycle_batches
 from lrkit.diagnose import Monitor, diagnose
+from paired_blocks import interleave, print_medians  # benchmarks/, the script's own folder
 
 
 def step_times(name: str, blocks: int, block_steps: int, report_every: int) -> dict:
@@ -56,24 +56,15 @@ def step_times(name: str, blocks: int, block_steps: int, report_every: int) -> d
             own[1] += 1
 
     block(False), timed_block()
-    times: dict[bool, list[float]] = {False: [], True: []}
-    for i in range(blocks):
-        # pairs of adjacent blocks, the order alternating: a pair shares the machine's mood
-        for watch in ((False, True) if i % 2 == 0 else (True, False)):
-            start = time.perf_counter()
-            block(watch)
-            times[watch].append((time.perf_counter() - start) / block_steps)
-        timed_block()
-    plain, watched = statistics.median(times[False]), statistics.median(times[True])
-    paired = statistics.median(w / p for w, p in zip(times[True], times[False])) - 1
-    best = min(times[True]) / min(times[False]) - 1  # the least disturbed blocks
+    ab = interleave(lambda: block(False), lambda: block(True), blocks=blocks,
+                    block_steps=block_steps, between=timed_block)
     # the monitor's own time per step against the plain step: the figure that other work on a
     # shared machine does not blur (the A/B difference of whole blocks is reported too)
     own_per_step = own[0] / own[1]
-    return {"example": name, "plain_ms": plain * 1e3, "monitor_ms": watched * 1e3,
-            "own_us": own_per_step * 1e6, "own_share": own_per_step / min(times[False]),
-            "overhead": watched / plain - 1, "overhead_fastest": best, "paired": paired,
-            "reports": len(monitor.reports)}
+    return {"example": name, "plain_ms": ab["plain_s"] * 1e3, "monitor_ms": ab["other_s"] * 1e3,
+            "own_us": own_per_step * 1e6, "own_share": own_per_step / ab["fastest_plain_s"],
+            "overhead": ab["overhead"], "overhead_fastest": ab["overhead_fastest"],
+            "paired": ab["paired"], "reports": len(monitor.reports)}
 
 
 def micro() -> dict:
@@ -129,10 +120,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{row['own_us']:.1f} us = {row['own_share']:.2%} of the fastest plain step; "
               f"A/B blocks {row['overhead']:+.1%}, paired blocks {row['paired']:+.1%} "
               f"({row['reports']} reports)", flush=True)
-    for key in ("own_share", "overhead", "paired"):
-        values = [r[key] for r in figures["overhead"]]
-        print(f"  {key}: median over examples {statistics.median(values):+.1%}, "
-              f"max {max(values):+.1%}")
+    print_medians(figures["overhead"])
     if args.out:
         with open(args.out, "w") as handle:
             json.dump(figures, handle, indent=2)

@@ -6,6 +6,22 @@ from torch import nn
 from lrkit.state import Snapshot
 
 
+def _state_of(model, optimizer):
+    """Copies of the model's state and the optimizer's per-parameter state."""
+    return ({k: v.clone() for k, v in model.state_dict().items()},
+            {k: {n: t.clone() for n, t in s.items()}
+             for k, s in optimizer.state_dict()["state"].items()})
+
+
+def _assert_state_is(model, optimizer, state):
+    saved, saved_opt = state
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, saved[key]), key
+    for key, opt_state in optimizer.state_dict()["state"].items():
+        for name, tensor in opt_state.items():
+            assert torch.equal(torch.as_tensor(tensor), saved_opt[key][name]), (key, name)
+
+
 @pytest.mark.parametrize("optimizer_cls", [torch.optim.Adam, torch.optim.SGD])
 @pytest.mark.parametrize("where", ["cpu", "disk"])
 def test_a_snapshot_restores_the_same_state_again_after_more_training(optimizer_cls, where, tmp_path):
@@ -22,18 +38,12 @@ def test_a_snapshot_restores_the_same_state_again_after_more_training(optimizer_
 
     step()
     snapshot = Snapshot(model, optimizer, where=where, directory=tmp_path)
-    saved = {k: v.clone() for k, v in model.state_dict().items()}
-    saved_opt = optimizer.state_dict()["state"]
-    saved_opt = {k: {n: t.clone() for n, t in s.items()} for k, s in saved_opt.items()}
+    state = _state_of(model, optimizer)
     for _ in range(2):  # restore, train on (the optimizer's buffers change in place), restore again
         for _ in range(3):
             step()
         snapshot.restore()
-        for key, value in model.state_dict().items():
-            assert torch.equal(value, saved[key]), key
-        for key, state in optimizer.state_dict()["state"].items():
-            for name, tensor in state.items():
-                assert torch.equal(torch.as_tensor(tensor), saved_opt[key][name]), (key, name)
+        _assert_state_is(model, optimizer, state)
     snapshot.discard()
 
 
@@ -89,18 +99,12 @@ def test_a_snapshot_can_take_over_the_buffers_of_one_no_longer_needed():
     buffers = {n: t.data_ptr() for n, t in second._payload["tensors"].items()}
     third = Snapshot(model, optimizer, reuse=second)
     assert {n: t.data_ptr() for n, t in third._payload["tensors"].items()} == buffers  # reused
-    saved = {k: v.clone() for k, v in model.state_dict().items()}
-    saved_opt = {k: {n: t.clone() for n, t in s.items()}
-                 for k, s in optimizer.state_dict()["state"].items()}
+    state = _state_of(model, optimizer)
     for _ in range(2):  # restorable again and again, and training does not write into it
         for _ in range(3):
             step()
         third.restore()
-        for key, value in model.state_dict().items():
-            assert torch.equal(value, saved[key]), key
-        for key, state in optimizer.state_dict()["state"].items():
-            for name, tensor in state.items():
-                assert torch.equal(torch.as_tensor(tensor), saved_opt[key][name]), (key, name)
+        _assert_state_is(model, optimizer, state)
     assert third.parameters_finite()
     with torch.no_grad():
         model[0].weight[0, 0] = float("nan")

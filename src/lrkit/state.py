@@ -21,19 +21,13 @@ from lrkit.errors import LrkitError
 
 def _to_cpu(value: Any) -> Any:
     """A CPU copy of every tensor in a nested structure (other values are copied as they are)."""
-    if isinstance(value, torch.Tensor):
-        return value.detach().to("cpu", copy=True)
-    if isinstance(value, dict):
-        return {k: _to_cpu(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(_to_cpu(v) for v in value)
-    return value
+    return _to_cpu_into(value, None, [])
 
 
 def _to_cpu_into(value: Any, old: Any, pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> Any:
     """Like :func:`_to_cpu`, but a tensor of ``old`` (the same place in the same structure, same
     shape and dtype, on the CPU) is reused: it is returned, and ``(old, new value)`` goes to
-    ``pairs`` for one batched copy afterwards."""
+    ``pairs`` for one batched copy afterwards. With ``old=None`` every tensor is a fresh copy."""
     if isinstance(value, torch.Tensor):
         if (isinstance(old, torch.Tensor) and old.shape == value.shape
                 and old.dtype == value.dtype and old.device.type == "cpu"):

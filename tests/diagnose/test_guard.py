@@ -451,3 +451,12 @@ def test_the_course_check_history_keeps_at_most_500_bin_means():
     # every bin is the mean of `stride` consecutive values, in order
     assert history[:3] == [3.5, 11.5, 19.5]
     assert all(b > a for a, b in zip(history, history[1:]))
+
+
+def test_a_model_that_is_not_finite_before_the_first_step_gets_a_clear_error():
+    model, optimizer, guard = _setup()
+    with torch.no_grad():
+        model[0].weight[0, 0] = float("nan")
+    x, y = torch.randn(16, 4), torch.randn(16, 1)
+    with pytest.raises(LrkitError, match="not finite .* before the guard's first step"):
+        guard.step(_closure(model, optimizer, x, y))

@@ -52,8 +52,9 @@ class GuardError(LrkitError):
 @dataclasses.dataclass
 class Intervention:
     step: int  #: the guard's step count when it happened
-    #: "nonfinite_loss", "nonfinite_grad", "spike", "diagnosed_unstable", "diagnosed_diverged",
-    #: "probe" (the probe's verdict) or "probe_cut_short" (a probe ended by ``close()``)
+    #: "nonfinite_loss", "nonfinite_grad", "spike", "spike_skipped" (a lone spike: its batch
+    #: left out, nothing else changed), "diagnosed_unstable", "diagnosed_diverged", "probe" (the
+    #: probe's verdict) or "probe_cut_short" (a probe ended by ``close()``)
     reason: str
     loss: float
     reference: float | None  #: the median of the recent good losses
@@ -154,8 +155,6 @@ class Guard:
         self.warmup = warmup
         self.lr_factor = lr_factor
         self.snapshot_every = snapshot_every
-        self.snapshot_where = snapshot
-        self.snapshot_dir = snapshot_dir
         self.max_retries = max_retries
         self.confirm_spikes = confirm_spikes
         self._last_spike = -math.inf  #: the step of the last spike (skipped or acted on)
@@ -164,7 +163,6 @@ class Guard:
                 or (isinstance(diagnose_every, int) and diagnose_every >= 20),
                 f"diagnose_every must be an integer >= 20 or None, got {diagnose_every!r}")
         self.diagnose_every = diagnose_every
-        self.keep_best = keep_best
         self.min_confidence = min_confidence
         self.min_lr_scale = min_lr_scale
         #: good steps between bookkeeping rounds: a divisor of snapshot_every (at most 10), so
@@ -276,6 +274,11 @@ class Guard:
         offending value when the step was skipped; see ``skipped``)."""
         if self._snapshots.latest is None:
             self.take_snapshot()
+            if self._snapshots.latest is None:
+                raise LrkitError(
+                    "the model has a parameter that is not finite (NaN or inf) before the guard's "
+                    "first step, so there is no sound state to roll back to; check the model's "
+                    "initialisation or the checkpoint it was loaded from")
         self.steps += 1
         if self._probe is not None:
             self._set_lrs([lr * self._probe.current_scale for lr in self._probe_base])
