@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 import torch
 
+from lrkit.adapters.distributed import mean_over_ranks, should_sync
 from lrkit.errors import LrkitError, require
 from lrkit.state import Snapshot
 
@@ -132,7 +133,11 @@ class TorchTrainable:
     Options: ``accumulation_steps`` micro-batches per optimizer step; ``amp`` runs the forward
     pass under autocast (float16 with a GradScaler on CUDA, bfloat16 elsewhere) on devices that
     support it; ``max_grad_norm`` clips gradients; ``val_loader`` with ``val_batches`` defines the
-    fixed small validation subset ``eval_loss`` averages over.
+    fixed small validation subset ``eval_loss`` averages over. ``sync_ranks``: under
+    torch.distributed (DDP), report every loss averaged over the ranks, so that all of them see
+    the same curve and stop at the same step (default: whenever there is more than one rank; see
+    :mod:`lrkit.adapters.distributed`); with gradient accumulation, the micro-batches before the
+    last skip DDP's gradient all-reduce (``no_sync``).
     """
 
     def __init__(
@@ -151,6 +156,7 @@ class TorchTrainable:
         device: str | torch.device | None = None,
         snapshot: str = "cpu",
         snapshot_dir: str | None = None,
+        sync_ranks: bool | None = None,
     ) -> None:
         if not isinstance(model, torch.nn.Module):
             raise LrkitError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -181,6 +187,9 @@ class TorchTrainable:
         self._val_loader = val_loader
         self._val_batches = val_batches
         self._val_cache: list[Any] | None = None
+        self._sync = should_sync(sync_ranks)
+        #: DDP's no_sync() for the micro-batches before the last one
+        self._no_sync = getattr(model, "no_sync", None) if accumulation_steps > 1 else None
 
         base = [float(g["lr"]) for g in optimizer.param_groups]
         reference = next((lr for lr in base if lr > 0), 0.0)
@@ -214,30 +223,18 @@ class TorchTrainable:
             self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         total = 0.0
-        for _ in range(self.accumulation_steps):
-            batch = next(self._batches)
-            if self._move is None:  # decided on the first batch: loaders keep their device
-                self._move = not on_device(batch, self.device)
-            if self._move:
-                batch = move_to(batch, self.device)
-            if self.amp:
-                with self._autocast():
-                    loss = batch_loss(self.model, batch, self.criterion, self.loss_fn)
-            else:
-                loss = batch_loss(self.model, batch, self.criterion, self.loss_fn)
-            # no division node in the graph when there is nothing to accumulate: on models with
-            # sub-millisecond steps it and a detached copy cost a few percent of the step
-            scaled = loss / self.accumulation_steps if self.accumulation_steps > 1 else loss
-            value = loss.item()
+        last = self.accumulation_steps - 1
+        for index in range(self.accumulation_steps):
+            if index == last or self._no_sync is None:
+                value = self._micro_step()
+            else:  # DDP: gradients summed locally, all-reduced once with the last micro-batch's
+                with self._no_sync():
+                    value = self._micro_step()
             total += value
             if not math.isfinite(value):
                 # no update from a non-finite loss: the run is over, the caller records it
                 self.optimizer.zero_grad(set_to_none=True)
                 return value
-            if self._scaler is not None:
-                self._scaler.scale(scaled).backward()
-            else:
-                scaled.backward()
         if self._scaler is not None:
             if self.max_grad_norm is not None:
                 self._scaler.unscale_(self.optimizer)
@@ -249,6 +246,31 @@ class TorchTrainable:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.max_grad_norm)
             self.optimizer.step()
         return total / self.accumulation_steps
+
+    def _micro_step(self) -> float:
+        """Forward and backward of one micro-batch; its loss as a float (averaged over the ranks
+        when synced). A non-finite loss is not backpropagated: on every rank alike, when synced,
+        so that no rank waits in a gradient all-reduce the others skipped."""
+        batch = next(self._batches)
+        if self._move is None:  # decided on the first batch: loaders keep their device
+            self._move = not on_device(batch, self.device)
+        if self._move:
+            batch = move_to(batch, self.device)
+        if self.amp:
+            with self._autocast():
+                loss = batch_loss(self.model, batch, self.criterion, self.loss_fn)
+        else:
+            loss = batch_loss(self.model, batch, self.criterion, self.loss_fn)
+        # no division node in the graph when there is nothing to accumulate: on models with
+        # sub-millisecond steps it and a detached copy cost a few percent of the step
+        scaled = loss / self.accumulation_steps if self.accumulation_steps > 1 else loss
+        value = mean_over_ranks(loss).item() if self._sync else loss.item()
+        if math.isfinite(value):
+            if self._scaler is not None:
+                self._scaler.scale(scaled).backward()
+            else:
+                scaled.backward()
+        return value
 
     def _validation_subset(self) -> list[Any]:
         if self._val_cache is None:
@@ -270,7 +292,10 @@ class TorchTrainable:
                 with self._autocast():
                     losses.append(float(batch_loss(
                         self.model, move_to(batch, self.device), self.criterion, self.loss_fn)))
-            return sum(losses) / len(losses)
+            local = sum(losses) / len(losses)
+            if self._sync:  # every rank scores its own subset: the mean over all of them
+                return float(mean_over_ranks(torch.tensor([local], device=self.device)).item())
+            return local
         finally:
             self.model.train(was_training)
 

@@ -81,6 +81,10 @@ def run(args: argparse.Namespace) -> int:
         budget_steps=args.budget_steps or problem.budget_steps, snapshot=args.snapshot,
         snapshot_dir=args.snapshot_dir, progress=False if args.no_progress else None,
     )
+    from lrkit.adapters.distributed import is_main
+
+    if not is_main():  # under torchrun every rank ran the test; rank 0 alone reports it
+        return 0 if result.suggested_lr is not None else 1
     if args.plot:
         result.plot(args.plot)
     if args.json == "-":

@@ -35,6 +35,7 @@ from typing import Any, Callable
 
 import torch
 
+from lrkit.adapters.distributed import mean_over_ranks, should_sync
 from lrkit.diagnose.probe import RateProbe
 from lrkit.diagnose.snapshots import SnapshotKeeper
 from lrkit.errors import LrkitError, require
@@ -101,7 +102,10 @@ class Guard:
     ``scheduler``: an LR scheduler whose ``base_lrs`` are lowered too, so that it does not undo
     the guard's cuts. ``probe_steps``: length of the probe (a range test from
     ``10**-probe_decades`` x the failed rate up to it) that the first incident, or the first
-    failing course check, starts instead of a fixed cut; 0 turns it off.
+    failing course check, starts instead of a fixed cut; 0 turns it off. ``sync_ranks``: under
+    torch.distributed (DDP), judge the loss averaged over the ranks (one all-reduce of a scalar,
+    with the read-back), so that every rank skips, rolls back and cuts at the same step and the
+    replicas stay identical; default: whenever there is more than one rank.
     """
 
     def __init__(
@@ -126,6 +130,7 @@ class Guard:
         probe_steps: int = 50,
         probe_decades: float = 3.0,
         scheduler: Any = None,
+        sync_ranks: bool | None = None,
         logger: logging.Logger | None = None,
     ) -> None:
         if not isinstance(model, torch.nn.Module):
@@ -176,6 +181,7 @@ class Guard:
         self._history: list[float] = []  # good losses since the last change of rate (binned)
         self._reset_history()
         self.scheduler = scheduler
+        self._sync = should_sync(sync_ranks)
         self.logger = logger or LOGGER
         self.interventions: list[Intervention] = []
         self.steps = 0  #: steps attempted
@@ -290,13 +296,17 @@ class Guard:
         if isinstance(loss, torch.Tensor):
             if self.check_grads:
                 norms = self._grad_norms()
-                host = torch.stack([loss.detach().reshape(()).float()]
-                                   + [n.float().to(loss.device) for n in norms]).cpu().tolist()
+                stacked = torch.stack([loss.detach().reshape(()).float()]
+                                      + [n.float().to(loss.device) for n in norms])
+                host = (mean_over_ranks(stacked) if self._sync else stacked).cpu().tolist()
                 loss_value, grad_norm = host[0], math.fsum(host[1:])  # one sync for both
             else:
-                loss_value = loss.item()  # the one sync (item: no detached copy, half the cost)
+                # the one sync (item: no detached copy, half the cost)
+                loss_value = mean_over_ranks(loss).item() if self._sync else loss.item()
         else:
             loss_value = float(loss)
+            if self._sync:
+                loss_value = mean_over_ranks(torch.tensor([loss_value])).item()
             if self.check_grads:
                 norms = self._grad_norms()
                 grad_norm = math.fsum(torch.stack([n.float() for n in norms]).cpu().tolist())

@@ -38,6 +38,7 @@ def find_lr(
     snapshot: str = "cpu",
     snapshot_dir: str | None = None,
     progress: bool | None = None,
+    sync_ranks: bool | None = None,
 ) -> FinderResult:
     """Run a learning-rate range test on a PyTorch model and suggest a rate.
 
@@ -52,7 +53,13 @@ def find_lr(
 
     Parameter groups keep their ratios to each other; ``result.suggested_lrs`` has one rate per
     group. ``budget_steps`` (the planned training length) is recorded in ``result.settings``.
+
+    Under torch.distributed (a DDP model, one process per rank), call it on every rank: each
+    step's loss is averaged over the ranks (``sync_ranks``, on by default when there is more than
+    one), so every rank records the same curve, stops at the same step and gets the same
+    suggestion; only rank 0 shows a progress bar.
     """
+    from lrkit.adapters.distributed import is_main
     from lrkit.adapters.torch import TorchTrainable
 
     if val_every is not None and val_loader is None:
@@ -63,7 +70,10 @@ def find_lr(
         model, optimizer, train_loader, criterion, loss_fn=loss_fn, val_loader=val_loader,
         val_batches=val_batches, accumulation_steps=accumulation_steps, amp=amp,
         max_grad_norm=max_grad_norm, device=device, snapshot=snapshot, snapshot_dir=snapshot_dir,
+        sync_ranks=sync_ranks,
     )
+    if progress is None and not is_main():
+        progress = False  # one bar for the job, not one per rank
     return range_test(
         trainable, start_lr=start_lr, end_lr=end_lr, num_steps=num_steps, ramp=ramp,
         smoothing=smoothing, diverge_threshold=diverge_threshold, val_every=val_every,

@@ -1,0 +1,56 @@
+"""What the ranks of a ``torch.distributed`` job (DDP) must agree on.
+
+Under DistributedDataParallel every rank trains on its own shard of the data, so each sees its own
+loss. A finder or a guard that decides on its local loss stops, skips or rolls back on one rank
+and not on another: the ranks then wait forever for each other in the gradient all-reduce (the
+deadlock of fastai #2485 and Lightning's early finder) or, worse, go on with different weights.
+lrkit decides on the loss averaged over the ranks instead: one all-reduce of a scalar per step,
+taken together with the read-back the decision needs anyway, so every rank sees the same curve
+and makes the same decision at the same step.
+"""
+from __future__ import annotations
+
+import torch
+
+
+def world_size() -> int:
+    """Processes in the default process group; 1 when torch.distributed is not in use."""
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized()):
+        return 1
+    return dist.get_world_size()
+
+
+def rank() -> int:
+    """This process's rank in the default process group; 0 when not distributed."""
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized()):
+        return 0
+    return dist.get_rank()
+
+
+def is_main() -> bool:
+    """Whether this process should print, plot and show progress (rank 0, or no group)."""
+    return rank() == 0
+
+
+def should_sync(sync_ranks: bool | None) -> bool:
+    """``sync_ranks`` resolved: ``None`` means "when there is more than one rank"."""
+    if sync_ranks is None:
+        return world_size() > 1
+    return bool(sync_ranks) and world_size() > 1
+
+
+def mean_over_ranks(values: torch.Tensor) -> torch.Tensor:
+    """The element-wise mean of ``values`` over all ranks (a new float tensor; NaN or inf on any
+    rank makes the mean non-finite on every rank). The collective runs on a device the backend
+    supports: the tensor's own, or the current CUDA device for NCCL."""
+    dist = torch.distributed
+    reduced = values.detach().float().reshape(-1).clone()
+    backend = dist.get_backend()
+    if backend == "nccl" and reduced.device.type != "cuda":
+        reduced = reduced.to(torch.device("cuda", torch.cuda.current_device()))
+    elif backend == "gloo" and reduced.device.type not in ("cpu", "cuda"):
+        reduced = reduced.cpu()
+    dist.all_reduce(reduced, op=dist.ReduceOp.SUM)
+    return reduced / dist.get_world_size()

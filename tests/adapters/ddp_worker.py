@@ -1,0 +1,105 @@
+"""One rank of a 2-process DDP job on the CPU (gloo), run by tests/adapters/test_distributed.py.
+
+Every rank trains on its own data; rank 1 alone gets the bad batches, which is what breaks a
+finder or a guard that decides on its local loss. Each rank saves what it saw to ``rank{r}.pt``.
+"""
+from __future__ import annotations
+
+import datetime
+import os
+
+import torch
+
+NAN_AT = 20  #: the finder batch that is NaN on rank 1 only
+SPIKE_AT = (60, 61)  #: guarded steps whose batch is a spike on rank 1 only
+GUARD_STEPS = 100
+
+
+def _data(rank: int, n: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(100 + rank)
+    x = torch.randn(n, 10, generator=g)
+    y = x @ torch.linspace(-1, 1, 10).unsqueeze(1) + 0.1 * torch.randn(n, 1, generator=g)
+    return x, y
+
+
+def _batches(rank: int, nan_at: int | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    x, y = _data(rank)
+    batches = [(x[i:i + 32].clone(), y[i:i + 32].clone()) for i in range(0, len(x), 32)]
+    batches = batches * 20  # longer than any test here: no restarts
+    if nan_at is not None and rank == 1:
+        inputs, targets = batches[nan_at]
+        batches[nan_at] = (torch.full_like(inputs, float("nan")), targets)
+    return batches
+
+
+def _model_and_optimizer():
+    from torch.nn.parallel import DistributedDataParallel
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(10, 32), torch.nn.BatchNorm1d(32),
+                                torch.nn.ReLU(), torch.nn.Linear(32, 1))
+    ddp = DistributedDataParallel(model)
+    optimizer = torch.optim.SGD(ddp.parameters(), lr=0.01, momentum=0.9)
+    return ddp, optimizer
+
+
+def _state(model, optimizer) -> dict:
+    return {"model": {k: v.clone() for k, v in model.state_dict().items()},
+            "optimizer": repr(optimizer.state_dict())}
+
+
+def _same_state(a: dict, b: dict) -> bool:
+    return (a["model"].keys() == b["model"].keys()
+            and all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+            and a["optimizer"] == b["optimizer"])
+
+
+def main(rank: int, directory: str) -> None:
+    import lrkit
+
+    torch.set_num_threads(1)
+    torch.distributed.init_process_group(
+        "gloo", init_method=f"file://{os.path.join(directory, 'rendezvous')}", rank=rank,
+        world_size=2, timeout=datetime.timedelta(seconds=60))
+    out: dict = {}
+    try:
+        # 1. a finder run: every rank the same curve, the same suggestion, its state restored
+        model, optimizer = _model_and_optimizer()
+        optimizer.step()  # an optimizer with state of its own to restore (momentum buffers)
+        before = _state(model, optimizer)
+        result = lrkit.find_lr(model, optimizer, _batches(rank), torch.nn.MSELoss(),
+                               num_steps=60, progress=False)
+        out["find"] = {"lrs": result.lrs, "losses": result.losses,
+                       "suggested_lr": result.suggested_lr,
+                       "restored": _same_state(before, _state(model, optimizer))}
+
+        # 2. a NaN batch on rank 1 only: both ranks stop at that step (a local decision would
+        # leave rank 0 waiting forever in the gradient all-reduce)
+        model, optimizer = _model_and_optimizer()
+        result = lrkit.find_lr(model, optimizer, _batches(rank, nan_at=NAN_AT),
+                               torch.nn.MSELoss(), num_steps=60, progress=False)
+        out["nan"] = {"steps": len(result.lrs), "stop_reason": result.stop_reason}
+
+        # 3. a guarded run with two spiking batches on rank 1 only: every rank makes the same
+        # interventions, and the replicas stay identical
+        model, optimizer = _model_and_optimizer()
+        guard = lrkit.Guard(model, optimizer, probe_steps=0)
+        batches = _batches(rank)
+        criterion = torch.nn.MSELoss()
+        for step in range(GUARD_STEPS):
+            inputs, targets = batches[step]
+            if rank == 1 and step in SPIKE_AT:
+                targets = targets * 1000.0
+
+            def closure(inputs=inputs, targets=targets):
+                optimizer.zero_grad()
+                loss = criterion(model(inputs), targets)
+                loss.backward()
+                return loss
+
+            guard.step(closure)
+        out["guard"] = {"interventions": [(i.step, i.reason) for i in guard.interventions],
+                        "parameters": [p.detach().clone() for p in model.parameters()]}
+    finally:
+        torch.save(out, os.path.join(directory, f"rank{rank}.pt"))
+        torch.distributed.destroy_process_group()

@@ -1,0 +1,90 @@
+"""The finder and the guard under DistributedDataParallel: two CPU processes (gloo) whose data
+differ, where rank 1 alone meets the bad batches (tests/adapters/ddp_worker.py)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from lrkit.adapters import distributed
+from tests.adapters import ddp_worker
+
+
+@pytest.fixture(scope="module")
+def ranks(tmp_path_factory) -> list[dict]:
+    directory = tmp_path_factory.mktemp("ddp")
+    torch.multiprocessing.start_processes(ddp_worker.main, args=(str(directory),), nprocs=2,
+                                          join=True, start_method="spawn")
+    return [torch.load(directory / f"rank{r}.pt", weights_only=False) for r in range(2)]
+
+
+def test_not_distributed_means_one_rank_and_no_sync():
+    assert distributed.world_size() == 1
+    assert distributed.rank() == 0 and distributed.is_main()
+    assert not distributed.should_sync(None) and not distributed.should_sync(True)
+
+
+def test_every_rank_records_the_same_curve_and_suggestion(ranks):
+    first, second = ranks[0]["find"], ranks[1]["find"]
+    assert len(first["lrs"]) >= 30
+    assert first["lrs"] == second["lrs"]
+    assert first["losses"] == second["losses"]  # the mean over the ranks, not each one's own
+    assert first["suggested_lr"] is not None
+    assert first["suggested_lr"] == second["suggested_lr"]
+
+
+def test_every_rank_gets_its_model_and_optimizer_back(ranks):
+    assert ranks[0]["find"]["restored"] and ranks[1]["find"]["restored"]
+
+
+def test_a_nan_on_one_rank_stops_every_rank_at_that_step(ranks):
+    for rank in ranks:
+        assert rank["nan"]["steps"] == ddp_worker.NAN_AT + 1
+        assert "nan" in rank["nan"]["stop_reason"]
+
+
+def test_the_guard_acts_alike_on_every_rank_and_replicas_stay_identical(ranks):
+    first, second = ranks[0]["guard"], ranks[1]["guard"]
+    # the spikes came on rank 1 alone; both ranks saw them in the mean and acted together
+    assert [step for step, _ in first["interventions"]] == [s + 1 for s in ddp_worker.SPIKE_AT]
+    assert first["interventions"] == second["interventions"]
+    assert all(torch.equal(a, b) for a, b in zip(first["parameters"], second["parameters"]))
+    assert all(torch.isfinite(p).all() for p in first["parameters"])
+
+
+RECIPE = '''
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+
+def make(seed=0):
+    dist.init_process_group("gloo")  # from torchrun's environment
+    g = torch.Generator().manual_seed(100 + dist.get_rank())  # each rank its own data
+    x = torch.randn(256, 10, generator=g)
+    y = x.sum(dim=1, keepdim=True) + 0.1 * torch.randn(256, 1, generator=g)
+    torch.manual_seed(seed)
+    model = DistributedDataParallel(torch.nn.Sequential(
+        torch.nn.Linear(10, 32), torch.nn.ReLU(), torch.nn.Linear(32, 1)))
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    batches = [(x[i:i + 32], y[i:i + 32]) for i in range(0, 256, 32)]
+    return model, optimizer, batches, torch.nn.MSELoss()
+'''
+
+
+def test_cli_under_torchrun_reports_once(tmp_path):
+    (tmp_path / "recipe.py").write_text(RECIPE)
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+         "-m", "lrkit", "find", "recipe.py:make", "--steps", "40", "--no-progress",
+         "--json", "result.json"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.count("lrkit find: recipe.py:make") == 1  # rank 0 alone reports
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert len(result["lrs"]) >= 20 and result["suggested_lr"] > 0
