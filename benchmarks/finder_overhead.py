@@ -7,6 +7,7 @@ Memory: peak resident memory of a fresh process running each (ru_maxrss), and th
 units of "one copy of the model and optimizer state".
 
     python benchmarks/finder_overhead.py
+    python benchmarks/finder_overhead.py --ddp   # the same under DDP: 2 CPU processes, gloo
 """
 from __future__ import annotations
 
@@ -159,7 +160,66 @@ def timing_median(kind: str) -> dict:
     return {**middle, "ratios": ratios}
 
 
+def ddp_rank(rank: int, kind: str, directory: str) -> None:
+    """One of two DDP ranks (gloo, one thread each): the plain loop and find_lr, interleaved;
+    rank 0 writes the fastest repeat of each. Each rank trains on its own batches."""
+    import datetime
+
+    import numpy as np
+    import torch
+    from torch.nn.parallel import DistributedDataParallel
+
+    torch.set_num_threads(1)
+    torch.distributed.init_process_group(
+        "gloo", init_method=f"file://{os.path.join(directory, 'rendezvous')}", rank=rank,
+        world_size=2, timeout=datetime.timedelta(seconds=120))
+    model, opt, batches, criterion = build(kind)
+    model = DistributedDataParallel(model)
+    opt = type(opt)(model.parameters(), **opt.defaults)
+    batches = batches[rank:] + batches[:rank]
+    lrs = list(np.geomspace(1e-6, 1e-3, STEPS))
+    plain_loop(model, opt, batches, criterion, lrs[:10])
+    plain_ms, find_ms = [], []
+    for _ in range({"wide-mlp": 4}.get(kind, 10)):
+        torch.distributed.barrier()
+        t0 = time.perf_counter()
+        plain_loop(model, opt, batches, criterion, lrs)
+        torch.distributed.barrier()
+        t1 = time.perf_counter()
+        lrkit_find(model, opt, batches, criterion, lrs)
+        torch.distributed.barrier()
+        t2 = time.perf_counter()
+        plain_ms.append((t1 - t0) / STEPS * 1e3)
+        find_ms.append((t2 - t1) / STEPS * 1e3)
+    if rank == 0:
+        with open(os.path.join(directory, "timing.json"), "w") as handle:
+            json.dump({"plain_ms": min(plain_ms), "find_ms": min(find_ms),
+                       "ratio": min(find_ms) / min(plain_ms)}, handle)
+    torch.distributed.destroy_process_group()
+
+
+def ddp_timing(kind: str) -> dict:
+    """find_lr against the plain loop under DistributedDataParallel, two CPU processes: what
+    averaging every step's loss over the ranks costs (one all-reduce of a scalar per step)."""
+    import tempfile
+
+    import torch
+
+    with tempfile.TemporaryDirectory() as directory:
+        torch.multiprocessing.start_processes(ddp_rank, args=(kind, directory), nprocs=2,
+                                              join=True, start_method="spawn")
+        with open(os.path.join(directory, "timing.json")) as handle:
+            return json.load(handle)
+
+
 def main() -> None:
+    if "--ddp" in sys.argv:
+        print(f"{'DDP, 2 ranks (gloo)':<20}{'plain ms/step':>15}{'find ms/step':>14}"
+              f"{'time ratio':>12}")
+        for kind in ("digits-cnn", "wide-mlp"):
+            t = ddp_timing(kind)
+            print(f"{kind:<20}{t['plain_ms']:>15.3f}{t['find_ms']:>14.3f}{t['ratio']:>12.3f}")
+        return
     rows = []
     for kind in ("wide-mlp", "digits-mlp", "digits-cnn", "tiny-transformer"):
         t = timing_median(kind)

@@ -10,6 +10,8 @@ and makes the same decision at the same step.
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 
 
@@ -41,16 +43,39 @@ def should_sync(sync_ranks: bool | None) -> bool:
     return bool(sync_ranks) and world_size() > 1
 
 
+def start_mean_over_ranks(values: torch.Tensor) -> Callable[[], torch.Tensor]:
+    """Start :func:`mean_over_ranks` without waiting for it; the returned function waits and
+    gives the mean. The finder overlaps it with the backward pass (which queues DDP's gradient
+    all-reduces after it, in the same order on every rank): a scalar all-reduce costs ~0.3 ms
+    over gloo on one machine, as much as a whole step of a small model."""
+    dist = torch.distributed
+    reduced = _collective_copy(values)
+    work = dist.all_reduce(reduced, op=dist.ReduceOp.SUM, async_op=True)
+    size = dist.get_world_size()
+
+    def wait() -> torch.Tensor:
+        work.wait()
+        return reduced / size
+
+    return wait
+
+
+def _collective_copy(values: torch.Tensor) -> torch.Tensor:
+    """A flat float copy of ``values`` on a device the default group's backend supports."""
+    reduced = values.detach().float().reshape(-1).clone()
+    backend = torch.distributed.get_backend()
+    if backend == "nccl" and reduced.device.type != "cuda":
+        reduced = reduced.to(torch.device("cuda", torch.cuda.current_device()))
+    elif backend == "gloo" and reduced.device.type not in ("cpu", "cuda"):
+        reduced = reduced.cpu()
+    return reduced
+
+
 def mean_over_ranks(values: torch.Tensor) -> torch.Tensor:
     """The element-wise mean of ``values`` over all ranks (a new float tensor; NaN or inf on any
     rank makes the mean non-finite on every rank). The collective runs on a device the backend
     supports: the tensor's own, or the current CUDA device for NCCL."""
     dist = torch.distributed
-    reduced = values.detach().float().reshape(-1).clone()
-    backend = dist.get_backend()
-    if backend == "nccl" and reduced.device.type != "cuda":
-        reduced = reduced.to(torch.device("cuda", torch.cuda.current_device()))
-    elif backend == "gloo" and reduced.device.type not in ("cpu", "cuda"):
-        reduced = reduced.cpu()
+    reduced = _collective_copy(values)
     dist.all_reduce(reduced, op=dist.ReduceOp.SUM)
     return reduced / dist.get_world_size()

@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 import torch
 
-from lrkit.adapters.distributed import mean_over_ranks, should_sync
+from lrkit.adapters.distributed import mean_over_ranks, should_sync, start_mean_over_ranks
 from lrkit.errors import LrkitError, require
 from lrkit.state import Snapshot
 
@@ -249,8 +249,7 @@ class TorchTrainable:
 
     def _micro_step(self) -> float:
         """Forward and backward of one micro-batch; its loss as a float (averaged over the ranks
-        when synced). A non-finite loss is not backpropagated: on every rank alike, when synced,
-        so that no rank waits in a gradient all-reduce the others skipped."""
+        when synced). A non-finite loss is not backpropagated, except under DDP (below)."""
         batch = next(self._batches)
         if self._move is None:  # decided on the first batch: loaders keep their device
             self._move = not on_device(batch, self.device)
@@ -264,13 +263,23 @@ class TorchTrainable:
         # no division node in the graph when there is nothing to accumulate: on models with
         # sub-millisecond steps it and a detached copy cost a few percent of the step
         scaled = loss / self.accumulation_steps if self.accumulation_steps > 1 else loss
-        value = mean_over_ranks(loss).item() if self._sync else loss.item()
+        if self._sync:
+            # every rank backpropagates, a non-finite loss too (one that skipped it would leave
+            # the others waiting in DDP's gradient all-reduce); the loss's own all-reduce runs
+            # meanwhile, and train_step drops the update when the mean is not finite
+            mean = start_mean_over_ranks(loss)
+            self._backward(scaled)
+            return mean().item()
+        value = loss.item()
         if math.isfinite(value):
-            if self._scaler is not None:
-                self._scaler.scale(scaled).backward()
-            else:
-                scaled.backward()
+            self._backward(scaled)
         return value
+
+    def _backward(self, scaled: torch.Tensor) -> None:
+        if self._scaler is not None:
+            self._scaler.scale(scaled).backward()
+        else:
+            scaled.backward()
 
     def _validation_subset(self) -> list[Any]:
         if self._val_cache is None:
