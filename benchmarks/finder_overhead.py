@@ -108,6 +108,11 @@ def memory_child(kind: str, which: str) -> None:
     model, opt, batches, criterion = build(kind)
     plain_loop(model, opt, batches, criterion, [1e-6])
     opt.zero_grad(set_to_none=True)
+    # lrkit's own modules (and tqdm) are loaded before the baseline, for both variants: importing
+    # code is not memory that a call of find_lr takes
+    import lrkit.adapters.torch  # noqa: F401
+    import lrkit.find.range_test  # noqa: F401
+    import tqdm.auto  # noqa: F401
     base = _rss_mb()
     peak = [base]
     done = threading.Event()

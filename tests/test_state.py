@@ -109,3 +109,54 @@ def test_a_snapshot_can_take_over_the_buffers_of_one_no_longer_needed():
     with torch.no_grad():
         model[0].weight[0, 0] = float("nan")
     assert not Snapshot(model, optimizer, reuse=third).parameters_finite()
+
+
+class _Mixed(nn.Module):
+    """Parameters and buffers of several dtypes, a 0-dim one, and a channels-last weight (not
+    contiguous: copied on its own, outside the block)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 3, 3).to(memory_format=torch.channels_last)
+        self.wide = nn.Parameter(torch.randn(5, dtype=torch.float64))
+        self.narrow = nn.Parameter(torch.randn(7).half())
+        self.register_buffer("mask", torch.tensor([True, False, True]))
+        self.register_buffer("count", torch.tensor(3))
+
+    def forward(self, x):
+        return (self.conv(x).mean() + self.wide.sum() + self.narrow.float().sum()
+                + self.mask.sum() * self.count)
+
+
+def test_copies_come_from_one_block_per_kind_and_restore_exactly():
+    torch.manual_seed(0)
+    model = _Mixed()
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    x = torch.randn(2, 2, 5, 5)
+
+    def step():
+        optimizer.zero_grad()
+        model(x).backward()
+        optimizer.step()
+
+    step()
+    state = _state_of(model, optimizer)
+    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    snapshot = Snapshot(model, optimizer)
+    payload = snapshot._payload
+    dense = [t for n, t in payload["tensors"].items() if n != "conv.weight"]
+    assert len({t.untyped_storage().data_ptr() for t in dense}) == 1  # one block
+    assert not payload["tensors"]["conv.weight"].is_contiguous()  # alone, its layout kept
+    opt_tensors = [t for s in payload["optimizer"]["state"].values() for t in s.values()]
+    opt_blocks = {t.untyped_storage().data_ptr() for t in opt_tensors if t.is_contiguous()}
+    assert len(opt_blocks) == 1 and opt_blocks.isdisjoint({dense[0].untyped_storage().data_ptr()})
+    params_block = dense[0].untyped_storage().nbytes()
+    for _ in range(3):
+        step()
+    snapshot.restore(last=True)
+    _assert_state_is(model, optimizer, state)
+    for name, parameter in model.named_parameters():
+        assert torch.equal(parameter.grad, grads[name]), name
+    # the handed-back optimizer state holds its own block, not the parameters' copies
+    handed = optimizer.state[model.wide]["exp_avg"].untyped_storage()
+    assert handed.data_ptr() in opt_blocks and handed.nbytes() != params_block
