@@ -288,8 +288,9 @@ def test_a_run_that_stays_unstable_is_slowed_down_by_the_course_check():
     guard = lrkit.Guard(model, optimizer, diagnose_every=100, spike_factor=None, probe_steps=0)
     rng = torch.Generator().manual_seed(1)
     for i in range(100):
-        # a loss that fell, then bounces back up far above its best: an unstable course
-        level = 2.0 * 0.8 ** i if i < 50 else 1.5 * float(torch.rand((), generator=rng)) + 0.5
+        # a loss that fell, then bounces back up far above its best (but below where it started:
+        # progress is not all lost): an unstable course
+        level = 2.0 * 0.8 ** i if i < 50 else 0.5 * float(torch.rand((), generator=rng)) + 0.1
         guard.step(lambda level=level: torch.tensor(level, requires_grad=True) * 1.0)
     (record,) = guard.interventions
     assert record.reason in ("diagnosed_unstable", "diagnosed_diverged")
@@ -460,3 +461,32 @@ def test_a_model_that_is_not_finite_before_the_first_step_gets_a_clear_error():
     x, y = torch.randn(16, 4), torch.randn(16, 1)
     with pytest.raises(LrkitError, match="not finite .* before the guard's first step"):
         guard.step(_closure(model, optimizer, x, y))
+
+
+def _synthetic_run(levels, **options):
+    torch.manual_seed(0)
+    model = nn.Linear(4, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    guard = lrkit.Guard(model, optimizer, diagnose_every=None, probe_steps=0, **options)
+    for level in levels:
+        guard.step(lambda level=level: torch.tensor(level, requires_grad=True) * 1.0)
+    return guard, optimizer
+
+
+def test_a_run_that_slides_back_to_its_start_goes_back_to_its_best_state():
+    # down from 2 to 0.5 in 60 steps, then smoothly back up: no batch is a spike, no course
+    # check runs (diagnose_every=None); the recent median returns to the start level
+    levels = [2.0 - 1.5 * i / 60 for i in range(60)] + [0.5 + 0.025 * i for i in range(1, 121)]
+    guard, optimizer = _synthetic_run(levels)
+    (record,) = [i for i in guard.interventions if i.reason == "progress_lost"]
+    assert 110 <= record.step <= 150
+    # the best verified snapshot (step 80, near the bottom), not the latest one (step 100)
+    assert record.restored_to == 80
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.1 * guard.lr_factor)
+
+
+def test_a_run_that_never_made_progress_has_none_to_lose():
+    rng = torch.Generator().manual_seed(0)
+    levels = [2.0 + 0.3 * float(torch.rand((), generator=rng)) for _ in range(400)]
+    guard, _ = _synthetic_run(levels)
+    assert guard.interventions == []

@@ -63,3 +63,17 @@ def test_a_new_snapshot_reuses_the_buffers_of_the_one_it_retires():
         keeper.take(step, 2.0 - step / 10)
         held = {id(t) for s in (keeper.best, keeper.latest) for t in s._payload["tensors"].values()}
         assert held == buffers  # the same two sets of buffers, passed between the roles
+
+
+@pytest.mark.parametrize("latest_level, expected_step", [(0.5, 2), (3.0, 1)])
+def test_lowest_makes_the_lower_level_snapshot_the_rollback_target(latest_level, expected_step):
+    model, optimizer = _model_and_optimizer()
+    keeper = SnapshotKeeper(model, optimizer)
+    for step, level in enumerate([5.0, 1.0, latest_level]):
+        _set(model, float(step))
+        keeper.take(step, level)
+    keeper.lowest()
+    assert keeper.latest_step == expected_step and keeper.latest is keeper.best
+    keeper.rollback_target().restore()
+    assert model.weight[0, 0].item() == expected_step
+    keeper.close()

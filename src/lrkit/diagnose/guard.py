@@ -44,6 +44,10 @@ from lrkit.state import Snapshot
 LOGGER = logging.getLogger("lrkit.diagnose")
 #: a snapshot's level (which one is the best) is the median of this many of its last losses
 LEVEL_WINDOW = 10
+#: "progress lost": the run's median had fallen by at least this share of its (positive) start
+#: level, and is back within this share of that fall from the start
+PROGRESS_MADE = 0.2
+PROGRESS_KEPT = 0.1
 
 
 class GuardError(LrkitError):
@@ -54,8 +58,9 @@ class GuardError(LrkitError):
 class Intervention:
     step: int  #: the guard's step count when it happened
     #: "nonfinite_loss", "nonfinite_grad", "spike", "spike_skipped" (a lone spike: its batch
-    #: left out, nothing else changed), "diagnosed_unstable", "diagnosed_diverged", "probe" (the
-    #: probe's verdict) or "probe_cut_short" (a probe ended by ``close()``)
+    #: left out, nothing else changed), "progress_lost" (the recent median back at the start
+    #: level), "diagnosed_unstable", "diagnosed_diverged", "probe" (the probe's verdict) or
+    #: "probe_cut_short" (a probe ended by ``close()``)
     reason: str
     loss: float
     reference: float | None  #: the median of the recent good losses
@@ -361,6 +366,12 @@ class Guard:
         pending, self._pending = self._pending, []
         if len(self._recent) >= self.warmup:
             self._update_reference()
+            if self._progress_undone():
+                # no single batch spikes when a run slides back to where it started (dead units,
+                # a collapse to predicting the mean): caught here, not a course check 100s of
+                # steps later, and sent back to its best state
+                self._intervene("progress_lost", self._reference, None, None, to_best=True)
+                return
         self._since_snapshot += len(pending)
         if self.diagnose_every:
             self._record(pending)
@@ -389,6 +400,16 @@ class Guard:
         # sooner (every half of the steps so far, at least 10 apart), so a rollback loses less
         if self._since_snapshot >= min(self.snapshot_every, max(10, self.good_steps // 2)):
             self._store_snapshot()
+
+    def _progress_undone(self) -> bool:
+        """Whether the recent median is back at the level training started from after the run
+        had made real progress (its lowest median at least ``PROGRESS_MADE`` of the way down
+        from a positive start; all but ``PROGRESS_KEPT`` of that fall undone)."""
+        start, lowest, reference = self._start_level, self._lowest_median, self._reference
+        if start is None or reference is None or not start > 0 or not math.isfinite(lowest):
+            return False
+        fall = start - lowest
+        return fall >= PROGRESS_MADE * start and reference >= start - PROGRESS_KEPT * fall
 
     def _forget_recent(self) -> None:
         """After a rollback: the recent losses (and the lowest level) were of undone states."""
@@ -487,7 +508,9 @@ class Guard:
                          f", {loss / reference:.1f}x the recent median" if reference else "")
 
     def _intervene(self, reason: str, loss: float, reference: float | None,
-                   grad_norm: float | None) -> None:
+                   grad_norm: float | None, *, to_best: bool = False) -> None:
+        """Roll back (``to_best``: to the best verified snapshot, for a run that slid back over
+        many steps) and probe the rate, or on later incidents cut it."""
         self.skipped = True
         lr_before = self.lrs
         self.optimizer.zero_grad(set_to_none=True)
@@ -502,6 +525,8 @@ class Guard:
                 "(check the data, the loss and the model) -- or raise max_retries. Interventions: "
                 + ", ".join(f"step {i.step} {i.reason}" for i in self.interventions[-6:]))
         self._retries += 1
+        if to_best:
+            self._snapshots.lowest()
         if self.probe_steps and not self._probed:
             self._start_probe(reason, loss, reference, grad_norm)
             return

@@ -74,6 +74,19 @@ class SnapshotKeeper:
             self.latest, self._latest_level, self.latest_step = \
                 self.best, self._best_level, self.best_step
 
+    def lowest(self) -> None:
+        """Make the lower-level of the two snapshots the latest (the rollback target), for a run
+        that slid back over many steps. Good steps have followed the latest by then, so it is
+        sound, and when it is the lower one it becomes the best as well."""
+        if self.latest is None or self.best is None or self.latest is self.best:
+            return
+        if self._latest_level < self._best_level:
+            self.best.discard()
+            self.best, self._best_level, self.best_step = \
+                self.latest, self._latest_level, self.latest_step
+        else:
+            self.fall_back()
+
     def close(self) -> None:
         """Free both copies (and their files when on disk)."""
         for snapshot in {id(s): s for s in (self.best, self.latest) if s is not None}.values():
