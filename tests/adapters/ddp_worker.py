@@ -73,6 +73,18 @@ def main(rank: int, directory: str) -> None:
                        "suggested_lr": result.suggested_lr,
                        "restored": _same_state(before, _state(model, optimizer))}
 
+        # 1b. validation mode and gradient accumulation (DDP's no_sync for the first of each
+        # step's two micro-batches): still one curve, one suggestion
+        model, optimizer = _model_and_optimizer()
+        before = _state(model, optimizer)
+        result = lrkit.find_lr(model, optimizer, _batches(rank), torch.nn.MSELoss(),
+                               val_loader=_batches(1 - rank)[:4], val_every=5,
+                               accumulation_steps=2, num_steps=60, progress=False)
+        out["val_accumulated"] = {
+            "losses": result.losses, "val_losses": result.val_losses,
+            "curve": result.settings["curve"], "suggested_lr": result.suggested_lr,
+            "restored": _same_state(before, _state(model, optimizer))}
+
         # 2. a NaN batch on rank 1 only: both ranks stop at that step (a local decision would
         # leave rank 0 waiting forever in the gradient all-reduce)
         model, optimizer = _model_and_optimizer()

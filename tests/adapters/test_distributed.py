@@ -41,6 +41,16 @@ def test_every_rank_gets_its_model_and_optimizer_back(ranks):
     assert ranks[0]["find"]["restored"] and ranks[1]["find"]["restored"]
 
 
+def test_validation_mode_and_accumulation_agree_across_ranks(ranks):
+    first, second = ranks[0]["val_accumulated"], ranks[1]["val_accumulated"]
+    assert first["curve"] == "validation" and len(first["val_losses"]) >= 5
+    # each rank scores its own validation batches: the curve is their mean, the same on both
+    assert first["val_losses"] == second["val_losses"]
+    assert first["losses"] == second["losses"]
+    assert first["suggested_lr"] == second["suggested_lr"]
+    assert first["restored"] and second["restored"]
+
+
 def test_a_nan_on_one_rank_stops_every_rank_at_that_step(ranks):
     for rank in ranks:
         assert rank["nan"]["steps"] == ddp_worker.NAN_AT + 1
