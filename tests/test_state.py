@@ -144,11 +144,16 @@ def test_copies_come_from_one_block_per_kind_and_restore_exactly():
     grads = {n: p.grad.clone() for n, p in model.named_parameters()}
     snapshot = Snapshot(model, optimizer)
     payload = snapshot._payload
-    dense = [t for n, t in payload["tensors"].items() if n != "conv.weight"]
+    dense = [t for n, t in payload["tensors"].items() if n != "conv.weight" and t.dim()]
     assert len({t.untyped_storage().data_ptr() for t in dense}) == 1  # one block
     assert not payload["tensors"]["conv.weight"].is_contiguous()  # alone, its layout kept
+    # 0-dim tensors are copied alone: an optimizer's step, kept on the CPU by load_state_dict
+    # even for a model on a GPU, must not keep a whole block alive
+    assert payload["tensors"]["buffer:count"].untyped_storage().nbytes() == 8
     opt_tensors = [t for s in payload["optimizer"]["state"].values() for t in s.values()]
-    opt_blocks = {t.untyped_storage().data_ptr() for t in opt_tensors if t.is_contiguous()}
+    assert all(t.untyped_storage().nbytes() <= 8 for t in opt_tensors if not t.dim())
+    opt_blocks = {t.untyped_storage().data_ptr() for t in opt_tensors
+                  if t.dim() and t.is_contiguous()}
     assert len(opt_blocks) == 1 and opt_blocks.isdisjoint({dense[0].untyped_storage().data_ptr()})
     params_block = dense[0].untyped_storage().nbytes()
     for _ in range(3):
@@ -160,3 +165,16 @@ def test_copies_come_from_one_block_per_kind_and_restore_exactly():
     # the handed-back optimizer state holds its own block, not the parameters' copies
     handed = optimizer.state[model.wide]["exp_avg"].untyped_storage()
     assert handed.data_ptr() in opt_blocks and handed.nbytes() != params_block
+
+
+def test_a_tensor_rate_in_the_param_groups_is_not_a_view_of_the_state_block():
+    # load_state_dict deep-copies param_groups: a view there would copy the whole block
+    model = nn.Linear(64, 64)
+    optimizer = torch.optim.Adam(model.parameters(), lr=torch.tensor(0.01))
+    model(torch.randn(4, 64)).sum().backward()
+    optimizer.step()
+    snapshot = Snapshot(model, optimizer)
+    lr = snapshot._payload["optimizer"]["param_groups"][0]["lr"]
+    assert lr.untyped_storage().nbytes() == lr.element_size()
+    snapshot.restore(last=True)
+    assert optimizer.param_groups[0]["lr"].untyped_storage().nbytes() == lr.element_size()

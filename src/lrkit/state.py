@@ -67,8 +67,11 @@ class _Arena:
     Why: copied one by one, a snapshot's large tensors sit in the C heap for the whole range
     test, and glibc then hands the top of the heap back to the system and faults it in again on
     every training step (wide MLP with Adam on the CPU: ``find_lr`` 1.3x the plain loop). One
-    block of the snapshot's size is mapped on its own, outside the heap. Dense contiguous tensors
-    only; others (sparse, quantized, strided views) are copied alone.
+    block of the snapshot's size is mapped on its own, outside the heap. Plain dense contiguous
+    tensors of one dimension or more only; others are copied alone: sparse, quantized, strided
+    views, tensor subclasses (DTensor: copy_ refuses to mix them with plain tensors), and 0-dim
+    ones (an optimizer's ``step``, which load_state_dict keeps on the CPU as it is even for a
+    model on a GPU, and which as a view would keep the whole block alive).
     """
 
     ALIGN = 64
@@ -85,7 +88,8 @@ class _Arena:
 
     @staticmethod
     def _fits(tensor: torch.Tensor) -> bool:
-        return (tensor.layout == torch.strided and not tensor.is_quantized
+        return (type(tensor) in (torch.Tensor, torch.nn.Parameter) and tensor.dim() > 0
+                and tensor.layout == torch.strided and not tensor.is_quantized
                 and tensor.is_contiguous())
 
     def take(self, like: torch.Tensor) -> torch.Tensor | None:
@@ -168,24 +172,28 @@ class Snapshot:
             reuse.discard()
         pairs: list[tuple[torch.Tensor, torch.Tensor]] = []
         payload: dict[str, Any] = {"tensors": {}, "grads": {}, "optimizer": None}
-        # fresh copies in memory come from one block per kind: the parameters' copies are freed
-        # after a restore, while gradients and optimizer state may be handed back (restore(last))
+        # fresh copies in memory come from one block for the parameters and buffers (copied back
+        # and freed) and one for the optimizer's per-parameter state (handed back by a last
+        # restore, all together); gradients (handed back one by one, usually absent) and the
+        # param_groups (deep-copied by load_state_dict: a view would copy its whole block) alone
         fresh = where == "cpu" and reuse is None
         if model is not None:
             self._training = {name: m.training for name, m in model.named_modules()}
             named = list(self._named_tensors(model))
-            grads = [getattr(t, "grad", None) for _, t in named]
-            arenas = ((_Arena(t for _, t in named), _Arena(g for g in grads if g is not None))
-                      if fresh else (None, None))
-            for (name, tensor), grad in zip(named, grads):
+            arena = _Arena(t for _, t in named) if fresh else None
+            for name, tensor in named:
                 payload["tensors"][name] = _to_cpu_into(tensor, old["tensors"].get(name), pairs,
-                                                        arenas[0])
-                payload["grads"][name] = (None if grad is None else _to_cpu_into(
-                    grad, old["grads"].get(name), pairs, arenas[1]))
+                                                        arena)
+                grad = getattr(tensor, "grad", None)
+                payload["grads"][name] = (None if grad is None
+                                          else _to_cpu_into(grad, old["grads"].get(name), pairs))
         if optimizer is not None:
             state = optimizer.state_dict()
-            payload["optimizer"] = _to_cpu_into(state, old["optimizer"], pairs,
-                                                _Arena(_tensors_in(state)) if fresh else None)
+            arena = _Arena(_tensors_in(state.get("state"))) if fresh else None
+            olds = old["optimizer"] if isinstance(old["optimizer"], dict) else {}
+            payload["optimizer"] = {
+                key: _to_cpu_into(value, olds.get(key), pairs, arena if key == "state" else None)
+                for key, value in state.items()}
         _copy_pairs(pairs)
         self._rng = capture_rng(torch_only=torch_rng_only)
         if where == "disk":

@@ -63,6 +63,25 @@ def main(rank: int, directory: str) -> None:
         world_size=2, timeout=datetime.timedelta(seconds=60))
     out: dict = {}
     try:
+        # 0. a model whose parameters are DTensors (FSDP2, tensor parallel): the snapshot copies
+        # them alone (a plain block and a DTensor do not mix in copy_) and restores them exactly
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.tensor import Shard, distribute_tensor
+
+        from lrkit.state import Snapshot
+
+        mesh = init_device_mesh("cpu", (2,))
+        torch.manual_seed(0)
+        layer = torch.nn.Linear(4, 4)
+        layer.weight = torch.nn.Parameter(distribute_tensor(layer.weight.detach(), mesh,
+                                                            [Shard(0)]))
+        saved = layer.weight.detach().full_tensor().clone()
+        snapshot = Snapshot(layer, torch.optim.SGD(layer.parameters(), lr=0.1))
+        with torch.no_grad():
+            layer.weight.mul_(3.0)
+        snapshot.restore(last=True)
+        out["dtensor"] = bool(torch.equal(layer.weight.detach().full_tensor(), saved))
+
         # 1. a finder run: every rank the same curve, the same suggestion, its state restored
         model, optimizer = _model_and_optimizer()
         optimizer.step()  # an optimizer with state of its own to restore (momentum buffers)
@@ -84,6 +103,26 @@ def main(rank: int, directory: str) -> None:
             "losses": result.losses, "val_losses": result.val_losses,
             "curve": result.settings["curve"], "suggested_lr": result.suggested_lr,
             "restored": _same_state(before, _state(model, optimizer))}
+
+        # 1c. the steps themselves keep the replicas identical (the losses agree by construction,
+        # so this is what shows that the gradients were all-reduced, accumulation included)
+        model, optimizer = _model_and_optimizer()
+        trainable = lrkit.TorchTrainable(model, optimizer, _batches(rank), torch.nn.MSELoss(),
+                                         accumulation_steps=2)
+        for _ in range(5):
+            trainable.train_step(0.01)
+        out["replicas"] = [p.detach().clone() for p in model.parameters()]
+
+        # 1d. a plain model (not DDP) in a distributed job, the finder on rank 0 alone: nothing
+        # waits for rank 1
+        if rank == 0:
+            torch.manual_seed(0)
+            plain = torch.nn.Linear(10, 1)
+            result = lrkit.find_lr(plain, torch.optim.SGD(plain.parameters(), lr=0.01),
+                                   _batches(0), torch.nn.MSELoss(), num_steps=30,
+                                   progress=False)
+            out["rank0_alone"] = len(result.lrs)
+        torch.distributed.barrier()
 
         # 2. a NaN batch on rank 1 only: both ranks stop at that step (a local decision would
         # leave rank 0 waiting forever in the gradient all-reduce)

@@ -28,6 +28,10 @@ def test_not_distributed_means_one_rank_and_no_sync():
     assert not distributed.should_sync(None) and not distributed.should_sync(True)
 
 
+def test_a_model_with_dtensor_parameters_is_snapshotted_and_restored(ranks):
+    assert ranks[0]["dtensor"] and ranks[1]["dtensor"]
+
+
 def test_every_rank_records_the_same_curve_and_suggestion(ranks):
     first, second = ranks[0]["find"], ranks[1]["find"]
     assert len(first["lrs"]) >= 30
@@ -49,6 +53,15 @@ def test_validation_mode_and_accumulation_agree_across_ranks(ranks):
     assert first["losses"] == second["losses"]
     assert first["suggested_lr"] == second["suggested_lr"]
     assert first["restored"] and second["restored"]
+
+
+def test_training_steps_keep_the_replicas_identical(ranks):
+    first, second = ranks[0]["replicas"], ranks[1]["replicas"]
+    assert all(torch.equal(a, b) for a, b in zip(first, second))
+
+
+def test_a_plain_model_on_one_rank_is_not_synced(ranks):
+    assert ranks[0]["rank0_alone"] >= 20 and "rank0_alone" not in ranks[1]
 
 
 def test_a_nan_on_one_rank_stops_every_rank_at_that_step(ranks):

@@ -10,7 +10,7 @@ and makes the same decision at the same step.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
@@ -36,20 +36,30 @@ def is_main() -> bool:
     return rank() == 0
 
 
-def should_sync(sync_ranks: bool | None) -> bool:
-    """``sync_ranks`` resolved: ``None`` means "when there is more than one rank"."""
+def is_data_parallel(model: Any) -> bool:
+    """Whether ``model`` trains as one replica of a data-parallel job: wrapped in
+    DistributedDataParallel or FSDP (which have ``no_sync``), or an FSDP2 ``fully_shard`` module
+    (``set_requires_gradient_sync``). A plain model in a distributed job (the finder run on rank 0
+    alone, or one model per rank) is not: its ranks must not wait for each other."""
+    return hasattr(model, "no_sync") or hasattr(model, "set_requires_gradient_sync")
+
+
+def should_sync(sync_ranks: bool | None, model: Any = None) -> bool:
+    """``sync_ranks`` resolved: ``None`` means "when there is more than one rank and the model is
+    a data-parallel replica" (:func:`is_data_parallel`); ``True`` forces it with several ranks."""
     if sync_ranks is None:
-        return world_size() > 1
+        return world_size() > 1 and is_data_parallel(model)
     return bool(sync_ranks) and world_size() > 1
 
 
-def start_mean_over_ranks(values: torch.Tensor) -> Callable[[], torch.Tensor]:
+def start_mean_over_ranks(values: torch.Tensor,
+                          device: torch.device | None = None) -> Callable[[], torch.Tensor]:
     """Start :func:`mean_over_ranks` without waiting for it; the returned function waits and
     gives the mean. The finder overlaps it with the backward pass (which queues DDP's gradient
     all-reduces after it, in the same order on every rank): a scalar all-reduce costs ~0.3 ms
     over gloo on one machine, as much as a whole step of a small model."""
     dist = torch.distributed
-    reduced = _collective_copy(values)
+    reduced = _collective_copy(values, device)
     work = dist.all_reduce(reduced, op=dist.ReduceOp.SUM, async_op=True)
     size = dist.get_world_size()
 
@@ -60,22 +70,25 @@ def start_mean_over_ranks(values: torch.Tensor) -> Callable[[], torch.Tensor]:
     return wait
 
 
-def _collective_copy(values: torch.Tensor) -> torch.Tensor:
-    """A flat float copy of ``values`` on a device the default group's backend supports."""
+def _collective_copy(values: torch.Tensor, device: torch.device | None) -> torch.Tensor:
+    """A flat float copy of ``values`` on a device the default group's backend supports (for
+    NCCL a CPU value goes to ``device``, the model's, else to the current CUDA device)."""
     reduced = values.detach().float().reshape(-1).clone()
     backend = torch.distributed.get_backend()
     if backend == "nccl" and reduced.device.type != "cuda":
-        reduced = reduced.to(torch.device("cuda", torch.cuda.current_device()))
+        target = device if device is not None and device.type == "cuda" else \
+            torch.device("cuda", torch.cuda.current_device())
+        reduced = reduced.to(target)
     elif backend == "gloo" and reduced.device.type not in ("cpu", "cuda"):
         reduced = reduced.cpu()
     return reduced
 
 
-def mean_over_ranks(values: torch.Tensor) -> torch.Tensor:
+def mean_over_ranks(values: torch.Tensor, device: torch.device | None = None) -> torch.Tensor:
     """The element-wise mean of ``values`` over all ranks (a new float tensor; NaN or inf on any
     rank makes the mean non-finite on every rank). The collective runs on a device the backend
     supports: the tensor's own, or the current CUDA device for NCCL."""
     dist = torch.distributed
-    reduced = _collective_copy(values)
+    reduced = _collective_copy(values, device)
     dist.all_reduce(reduced, op=dist.ReduceOp.SUM)
     return reduced / dist.get_world_size()

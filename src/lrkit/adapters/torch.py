@@ -135,8 +135,8 @@ class TorchTrainable:
     support it; ``max_grad_norm`` clips gradients; ``val_loader`` with ``val_batches`` defines the
     fixed small validation subset ``eval_loss`` averages over. ``sync_ranks``: under
     torch.distributed (DDP), report every loss averaged over the ranks, so that all of them see
-    the same curve and stop at the same step (default: whenever there is more than one rank; see
-    :mod:`lrkit.adapters.distributed`); with gradient accumulation, the micro-batches before the
+    the same curve and stop at the same step (default: when there is more than one rank and the
+    model is a DDP/FSDP replica; see :mod:`lrkit.adapters.distributed`); with gradient accumulation, the micro-batches before the
     last skip DDP's gradient all-reduce (``no_sync``).
     """
 
@@ -187,7 +187,7 @@ class TorchTrainable:
         self._val_loader = val_loader
         self._val_batches = val_batches
         self._val_cache: list[Any] | None = None
-        self._sync = should_sync(sync_ranks)
+        self._sync = should_sync(sync_ranks, model)
         #: DDP's no_sync() for the micro-batches before the last one
         self._no_sync = getattr(model, "no_sync", None) if accumulation_steps > 1 else None
 
@@ -267,7 +267,7 @@ class TorchTrainable:
             # every rank backpropagates, a non-finite loss too (one that skipped it would leave
             # the others waiting in DDP's gradient all-reduce); the loss's own all-reduce runs
             # meanwhile, and train_step drops the update when the mean is not finite
-            mean = start_mean_over_ranks(loss)
+            mean = start_mean_over_ranks(loss, self.device)
             self._backward(scaled)
             return mean().item()
         value = loss.item()

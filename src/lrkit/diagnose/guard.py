@@ -44,9 +44,11 @@ from lrkit.state import Snapshot
 LOGGER = logging.getLogger("lrkit.diagnose")
 #: a snapshot's level (which one is the best) is the median of this many of its last losses
 LEVEL_WINDOW = 10
-#: "progress lost": the run's median had fallen by at least this share of its (positive) start
-#: level, and is back within this share of that fall from the start
+#: "progress lost": the run's median (over a full window) had fallen by at least PROGRESS_MADE
+#: of its (positive) starting level and by PROGRESS_NOISE standard errors of a window median, and
+#: is back within PROGRESS_KEPT of that fall from the start, at two checks in a row
 PROGRESS_MADE = 0.2
+PROGRESS_NOISE = 5.0
 PROGRESS_KEPT = 0.1
 
 
@@ -110,7 +112,10 @@ class Guard:
     failing course check, starts instead of a fixed cut; 0 turns it off. ``sync_ranks``: under
     torch.distributed (DDP), judge the loss averaged over the ranks (one all-reduce of a scalar,
     with the read-back), so that every rank skips, rolls back and cuts at the same step and the
-    replicas stay identical; default: whenever there is more than one rank.
+    replicas stay identical; default: with more than one rank, for a DDP/FSDP-wrapped model.
+    ``watch_progress``: treat a run whose recent median is back at its starting level, after a
+    clear fall, as an incident (``progress_lost``); turn it off for a loss that rises by design
+    (a KL term annealed in, a curriculum that hardens the data).
     """
 
     def __init__(
@@ -136,6 +141,7 @@ class Guard:
         probe_decades: float = 3.0,
         scheduler: Any = None,
         sync_ranks: bool | None = None,
+        watch_progress: bool = True,
         logger: logging.Logger | None = None,
     ) -> None:
         if not isinstance(model, torch.nn.Module):
@@ -186,7 +192,9 @@ class Guard:
         self._history: list[float] = []  # good losses since the last change of rate (binned)
         self._reset_history()
         self.scheduler = scheduler
-        self._sync = should_sync(sync_ranks)
+        self._sync = should_sync(sync_ranks, model)
+        first = next(model.parameters(), None)
+        self._device = first.device if first is not None else torch.device("cpu")
         self.logger = logger or LOGGER
         self.interventions: list[Intervention] = []
         self.steps = 0  #: steps attempted
@@ -203,6 +211,11 @@ class Guard:
         self._spike_threshold = math.inf
         self._start_level: float | None = None  #: median of the first ``warmup`` good losses
         self._lowest_median = math.inf
+        #: the progress check (``watch_progress``): the median of the first full window, the
+        #: lowest full-window median since the last rollback and its spread (interquartile range)
+        self.watch_progress = watch_progress
+        self._progress_start: float | None = None
+        self._lowest_full, self._lowest_spread, self._undone_checks = math.inf, 0.0, 0
         self._initial_lrs = [float(g["lr"]) for g in optimizer.param_groups]
 
     # -- snapshots ----------------------------------------------------------------------------
@@ -301,20 +314,22 @@ class Guard:
         if isinstance(loss, torch.Tensor):
             if self.check_grads:
                 norms = self._grad_norms()
-                stacked = torch.stack([loss.detach().reshape(()).float()]
-                                      + [n.float().to(loss.device) for n in norms])
+                total = (torch.stack([n.float().to(loss.device) for n in norms]).sum() if norms
+                         else torch.zeros((), device=loss.device))
+                stacked = torch.stack([loss.detach().reshape(()).float(), total])
                 host = (mean_over_ranks(stacked) if self._sync else stacked).cpu().tolist()
-                loss_value, grad_norm = host[0], math.fsum(host[1:])  # one sync for both
+                loss_value, grad_norm = host  # one sync for both
             else:
                 # the one sync (item: no detached copy, half the cost)
                 loss_value = mean_over_ranks(loss).item() if self._sync else loss.item()
         else:
             loss_value = float(loss)
             if self._sync:
-                loss_value = mean_over_ranks(torch.tensor([loss_value])).item()
+                loss_value = mean_over_ranks(torch.tensor([loss_value]), self._device).item()
             if self.check_grads:
                 norms = self._grad_norms()
-                grad_norm = math.fsum(torch.stack([n.float() for n in norms]).cpu().tolist())
+                grad_norm = (math.fsum(torch.stack([n.float() for n in norms]).cpu().tolist())
+                             if norms else 0.0)
 
         if self._probe is not None:
             return self._probe_step(loss_value, grad_norm)
@@ -366,7 +381,7 @@ class Guard:
         pending, self._pending = self._pending, []
         if len(self._recent) >= self.warmup:
             self._update_reference()
-            if self._progress_undone():
+            if self.watch_progress and self._progress_undone():
                 # no single batch spikes when a run slides back to where it started (dead units,
                 # a collapse to predicting the mean): caught here, not a course check 100s of
                 # steps later, and sent back to its best state
@@ -403,17 +418,25 @@ class Guard:
 
     def _progress_undone(self) -> bool:
         """Whether the recent median is back at the level training started from after the run
-        had made real progress (its lowest median at least ``PROGRESS_MADE`` of the way down
-        from a positive start; all but ``PROGRESS_KEPT`` of that fall undone)."""
-        start, lowest, reference = self._start_level, self._lowest_median, self._reference
-        if start is None or reference is None or not start > 0 or not math.isfinite(lowest):
-            return False
-        fall = start - lowest
-        return fall >= PROGRESS_MADE * start and reference >= start - PROGRESS_KEPT * fall
+        had made real progress, at two checks in a row (see ``PROGRESS_*``). Medians of full
+        windows only: the start is the median of the first ``window`` good losses, and a fall
+        must stand out of the noise of such a median (its spread at the lowest point), so that a
+        flat noisy run never counts as having fallen and risen."""
+        start, lowest, reference = self._progress_start, self._lowest_full, self._reference
+        undone = False
+        if (start is not None and reference is not None and start > 0
+                and math.isfinite(lowest)):
+            fall = start - lowest
+            noise = self._lowest_spread / math.sqrt(self._recent.maxlen or 1)
+            undone = (fall >= PROGRESS_MADE * start and fall >= PROGRESS_NOISE * noise
+                      and reference >= start - PROGRESS_KEPT * fall)
+        self._undone_checks = self._undone_checks + 1 if undone else 0
+        return self._undone_checks >= 2
 
     def _forget_recent(self) -> None:
         """After a rollback: the recent losses (and the lowest level) were of undone states."""
         self._lowest_median = math.inf
+        self._lowest_full, self._lowest_spread, self._undone_checks = math.inf, 0.0, 0
         self._recent.clear()
         self._reference = None
         self._spike_threshold = math.inf
@@ -426,6 +449,13 @@ class Guard:
         if self._start_level is None:
             self._start_level = self._reference
         self._lowest_median = min(self._lowest_median, self._reference)
+        if len(ordered) == self._recent.maxlen:  # a full window: for the progress check
+            if self._progress_start is None:
+                self._progress_start = reference
+            if reference < self._lowest_full:
+                n = len(ordered)
+                self._lowest_full, self._lowest_spread = \
+                    reference, ordered[(3 * n) // 4] - ordered[n // 4]
         # a spike stands out of the recent worst batch (heavy-tailed batch losses near
         # convergence are not spikes), and either blows past the level training started at or is
         # far above the recent median and undoes a quarter of the progress: one threshold, so
