@@ -99,15 +99,26 @@ def make(seed=0):
 '''
 
 
-def test_cli_under_torchrun_reports_once(tmp_path):
+def _torchrun(tmp_path, *arguments: str) -> subprocess.CompletedProcess:
     (tmp_path / "recipe.py").write_text(RECIPE)
     done = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-         "-m", "lrkit", "find", "recipe.py:make", "--steps", "40", "--no-progress",
-         "--json", "result.json"],
+         "-m", "lrkit", *arguments],
         cwd=tmp_path, capture_output=True, text=True, timeout=300,
         env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stdout + done.stderr
+    return done
+
+
+def test_cli_find_under_torchrun_reports_once(tmp_path):
+    done = _torchrun(tmp_path, "find", "recipe.py:make", "--steps", "40", "--no-progress",
+                     "--json", "result.json")
     assert done.stdout.count("lrkit find: recipe.py:make") == 1  # rank 0 alone reports
     result = json.loads((tmp_path / "result.json").read_text())
     assert len(result["lrs"]) >= 20 and result["suggested_lr"] > 0
+
+
+def test_cli_recommend_under_torchrun_reports_once(tmp_path):
+    done = _torchrun(tmp_path, "recommend", "recipe.py:make", "--steps", "2000", "--no-progress")
+    assert done.stdout.count("Recipe for make") == 1
+    assert "peak lr" in done.stdout

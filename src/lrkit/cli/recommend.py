@@ -43,6 +43,10 @@ def run(args: argparse.Namespace) -> int:
     recipe = recommend(target, steps=args.steps, epochs=args.epochs, seed=args.seed,
                        confirm=not args.no_confirm,
                        progress=False if args.no_progress or args.json == "-" else None)
+    from lrkit.adapters.distributed import is_main
+
+    if not is_main():  # under torchrun every rank tuned alike; rank 0 alone reports
+        return 0
     if args.batch_size is not None:
         recipe = recipe.for_batch_size(args.batch_size)
     if args.yaml:
