@@ -186,3 +186,18 @@ def test_families_listed():
                              "not_enough_data"}
     assert "lightning" not in sys.modules and "pytorch_lightning" not in sys.modules
     assert math.isfinite(1.0)
+
+
+@pytest.mark.parametrize("noise, verdict_is_diverged", [(0.05, True), (1.2, False)])
+def test_a_climb_within_the_noise_of_the_two_levels_is_not_a_divergence(noise,
+                                                                        verdict_is_diverged):
+    # the same levels (last tenth 12% above the first, the end 20% above the start, no peak):
+    # a climb on a smooth curve, a draw of the noise on a curve whose batches vary by 3x
+    from lrkit.diagnose.classify import _decide
+    from lrkit.diagnose.evidence import measure
+
+    ev = measure(list(np.linspace(1.0, 1.2, 300)))
+    ev.update(noise=noise, end_vs_start_log=math.log(1.2), end_vs_early_log=math.log(1.12),
+              raw_peak_log=0.0, overshoot_log=0.0, progress_log=0.0)
+    verdict, _, _ = _decide(ev, None)
+    assert (verdict == "diverged") is verdict_is_diverged

@@ -206,7 +206,13 @@ def _decide(ev: dict, vev: dict | None) -> tuple[str, float, list[str]]:
     # a peak must stand out of the batch noise too (5 noise widths) to count as a blow-up
     blowup = max(BLOWUP_LOG, PEAK_NOISE_WIDTHS * ev["noise"])
     tolerance = END_ABOVE_START_LOG
-    climbing = end_vs_start >= tolerance and ev["end_vs_early_log"] >= CLIMB_LOG
+    # a climb from the first tenth to the last must stand out of the noise of those two medians
+    # (2 standard errors): on a flat curve with heavy-tailed batches, i.i.d. exponential losses,
+    # a first tenth 12% below the last made a plateau "diverged" at 0.97
+    tenth = max(3, n // 10)
+    climb_noise = 2.0 * 1.2533 * ev["noise"] * math.sqrt(2.0 / tenth)
+    climbing = (end_vs_start >= tolerance
+                and ev["end_vs_early_log"] >= max(CLIMB_LOG, climb_noise))
     if end_vs_start >= ENDED_HIGH_LOG or climbing or (end_vs_start >= tolerance and (
             peak >= blowup or ev["progress_log"] >= LOST_PROGRESS_LOG)):
         if (end_vs_start >= ENDED_HIGH_LOG or climbing) and peak < blowup:
