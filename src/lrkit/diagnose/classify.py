@@ -213,9 +213,13 @@ def _decide(ev: dict, vev: dict | None) -> tuple[str, float, list[str]]:
     climb_noise = 2.0 * 1.2533 * ev["noise"] * math.sqrt(2.0 / tenth)
     climbing = (end_vs_start >= tolerance
                 and ev["end_vs_early_log"] >= max(CLIMB_LOG, climb_noise))
-    if end_vs_start >= ENDED_HIGH_LOG or climbing or (end_vs_start >= tolerance and (
+    # "ended 1.5x above its start" rests on the start, one to three losses: on a noisy curve it
+    # needs the end above the first tenth's level too, or a margin of two noise widths
+    ended_high = end_vs_start >= ENDED_HIGH_LOG and (
+        ev["end_vs_early_log"] >= climb_noise or end_vs_start >= 2.0 * ev["noise"])
+    if ended_high or climbing or (end_vs_start >= tolerance and (
             peak >= blowup or ev["progress_log"] >= LOST_PROGRESS_LOG)):
-        if (end_vs_start >= ENDED_HIGH_LOG or climbing) and peak < blowup:
+        if (ended_high or climbing) and peak < blowup:
             reasons.append(f"the loss climbed: it ended at {ev['end']:.4g}, "
                            f"{_pct(ev['end_vs_early_log'])} above its level in the first tenth "
                            f"of the run and {_pct(end_vs_start)} above its start")
