@@ -205,8 +205,10 @@ def test_a_climb_within_the_noise_of_the_two_levels_is_not_a_divergence(noise,
 
 def test_a_flat_curve_of_heavy_tailed_batch_losses_is_not_called_diverged():
     # i.i.d. exponential losses: no trend at all, batches varying by 3x; the start (one to three
-    # losses) and the first tenth are draws of that noise (3 of these 8 were "diverged" at 0.97)
+    # losses) and the first tenth are draws of that noise (3 of these 8 were "diverged" at 0.97
+    # over 2000 steps, 5 of 8 over 300)
     for seed in range(8):
         gen = torch.Generator().manual_seed(seed)
         flat = (-torch.rand(2000, generator=gen).log()).tolist()
         assert diagnose(flat).verdict != "diverged", seed
+        assert diagnose(flat[:300]).verdict != "diverged", seed

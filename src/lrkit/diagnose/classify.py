@@ -218,7 +218,7 @@ def _decide(ev: dict, vev: dict | None) -> tuple[str, float, list[str]]:
     ended_high = end_vs_start >= ENDED_HIGH_LOG and (
         ev["end_vs_early_log"] >= climb_noise or end_vs_start >= 2.0 * ev["noise"])
     if ended_high or climbing or (end_vs_start >= tolerance and (
-            peak >= blowup or ev["progress_log"] >= LOST_PROGRESS_LOG)):
+            peak >= blowup or ev["progress_log"] >= max(LOST_PROGRESS_LOG, 2.0 * ev["noise"]))):
         if (ended_high or climbing) and peak < blowup:
             reasons.append(f"the loss climbed: it ended at {ev['end']:.4g}, "
                            f"{_pct(ev['end_vs_early_log'])} above its level in the first tenth "
