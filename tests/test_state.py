@@ -128,7 +128,7 @@ class _Mixed(nn.Module):
                 + self.mask.sum() * self.count)
 
 
-def test_copies_come_from_one_block_per_kind_and_restore_exactly():
+def test_copies_come_from_two_blocks_and_restore_exactly():
     torch.manual_seed(0)
     model = _Mixed()
     optimizer = torch.optim.Adam(model.parameters(), lr=0.01)

@@ -97,12 +97,18 @@ def test_nonfinite_gradient_and_spike():
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.1 * 0.25)
 
 
-def test_a_lone_spike_is_skipped_and_training_goes_on():
-    model, optimizer, guard = _setup(warmup=5, confirm_spikes=20)
+def _spike_after_warmup(confirm_spikes):
+    """Six ordinary steps, then one whose loss is 100x: (model, optimizer, guard, x, y)."""
+    model, optimizer, guard = _setup(warmup=5, confirm_spikes=confirm_spikes)
     x, y = torch.randn(16, 4), torch.randn(16, 1)
     for _ in range(6):
         guard.step(_closure(model, optimizer, x, y))
     guard.step(_closure(model, optimizer, x, y, poison=100.0))
+    return model, optimizer, guard, x, y
+
+
+def test_a_lone_spike_is_skipped_and_training_goes_on():
+    model, optimizer, guard, x, y = _spike_after_warmup(confirm_spikes=20)
     (record,) = guard.interventions
     assert record.reason == "spike_skipped" and record.restored_to == -1
     assert record.lr_before == record.lr_after == [0.1]
@@ -114,11 +120,7 @@ def test_a_lone_spike_is_skipped_and_training_goes_on():
 
 
 def test_confirm_spikes_zero_acts_on_the_first_spike():
-    model, optimizer, guard = _setup(warmup=5, confirm_spikes=0)
-    x, y = torch.randn(16, 4), torch.randn(16, 1)
-    for _ in range(6):
-        guard.step(_closure(model, optimizer, x, y))
-    guard.step(_closure(model, optimizer, x, y, poison=100.0))
+    _, optimizer, guard, _, _ = _spike_after_warmup(confirm_spikes=0)
     assert guard.interventions[-1].reason == "spike"
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.05)
 

@@ -15,20 +15,18 @@ from typing import Any, Callable
 import torch
 
 
+def _in_use() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
 def world_size() -> int:
     """Processes in the default process group; 1 when torch.distributed is not in use."""
-    dist = torch.distributed
-    if not (dist.is_available() and dist.is_initialized()):
-        return 1
-    return dist.get_world_size()
+    return torch.distributed.get_world_size() if _in_use() else 1
 
 
 def rank() -> int:
     """This process's rank in the default process group; 0 when not distributed."""
-    dist = torch.distributed
-    if not (dist.is_available() and dist.is_initialized()):
-        return 0
-    return dist.get_rank()
+    return torch.distributed.get_rank() if _in_use() else 0
 
 
 def is_main() -> bool:
@@ -87,7 +85,7 @@ def _collective_copy(values: torch.Tensor, device: torch.device | None) -> torch
 def mean_over_ranks(values: torch.Tensor, device: torch.device | None = None) -> torch.Tensor:
     """The element-wise mean of ``values`` over all ranks (a new float tensor; NaN or inf on any
     rank makes the mean non-finite on every rank). The collective runs on a device the backend
-    supports: the tensor's own, or the current CUDA device for NCCL."""
+    supports: the tensor's own, or for NCCL ``device`` (the model's) or the current CUDA one."""
     dist = torch.distributed
     reduced = _collective_copy(values, device)
     dist.all_reduce(reduced, op=dist.ReduceOp.SUM)

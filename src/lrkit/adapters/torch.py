@@ -136,8 +136,8 @@ class TorchTrainable:
     fixed small validation subset ``eval_loss`` averages over. ``sync_ranks``: under
     torch.distributed (DDP), report every loss averaged over the ranks, so that all of them see
     the same curve and stop at the same step (default: when there is more than one rank and the
-    model is a DDP/FSDP replica; see :mod:`lrkit.adapters.distributed`); with gradient accumulation, the micro-batches before the
-    last skip DDP's gradient all-reduce (``no_sync``).
+    model is a DDP/FSDP replica; see :mod:`lrkit.adapters.distributed`); with gradient
+    accumulation, the micro-batches before the last skip DDP's gradient all-reduce (``no_sync``).
     """
 
     def __init__(
