@@ -8,7 +8,8 @@ Importing this module does not import Lightning; asking for ``MonitorCallback`` 
 Without Lightning installed that raises :class:`lrkit.LrkitError` naming ``pip install
 lrkit[lightning]``. The callback records the training loss of each batch (kept on its device until
 a report is due), the first optimizer's rate, and ``val_loss`` from the trainer's callback metrics
-after each validation, and reports at the end of training.
+after each validation, and reports at the end of training. Under gradient accumulation it records
+each batch's own loss (Lightning's ``outputs`` hold it divided by ``accumulate_grad_batches``).
 """
 from __future__ import annotations
 
@@ -62,6 +63,11 @@ class MonitorHooks:
         loss = self._loss(outputs)
         if loss is None:
             return
+        # with automatic optimization Lightning hands over the loss divided by the number of
+        # accumulated batches (the share it backpropagates): the batch's own loss is recorded
+        scale = getattr(trainer, "accumulate_grad_batches", 1) or 1
+        if scale != 1 and getattr(pl_module, "automatic_optimization", True):
+            loss = loss * scale
         self.monitor.update(loss, lr=self._lr(trainer))
 
     def on_validation_epoch_end(self, trainer: Any, pl_module: Any) -> None:

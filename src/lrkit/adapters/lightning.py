@@ -1,0 +1,228 @@
+"""PyTorch Lightning adapter: a ``LightningModule`` as an lrkit :class:`~lrkit.problem.Problem`.
+
+Lightning's own ``Tuner.lr_find`` runs a whole ``Trainer`` (and forces every parameter group to one
+rate). Here the module's ``training_step`` is the loss function and ``configure_optimizers`` gives
+the optimizer, so the finder, ``recommend``, sweeps and the CLI work on it unchanged, with lrkit's
+suggestion and exact restore::
+
+    from lrkit.adapters.lightning import find_lr
+    result = find_lr(module, datamodule=dm, update_attr=True)   # sets module.lr to the suggestion
+    trainer.fit(module, datamodule=dm)
+
+No ``Trainer`` is attached during the range test: ``self.log`` inside ``training_step`` is
+silently skipped, and a ``training_step`` or ``configure_optimizers`` that reads ``self.trainer``
+gets a clear error (pass ``optimizer=`` for the latter). Lightning is imported only to check the
+module's type when it is installed; this module never needs it otherwise.
+"""
+from __future__ import annotations
+
+import contextlib
+import inspect
+import sys
+import warnings
+from typing import Any, Callable, Iterable
+
+from lrkit.errors import LrkitError
+from lrkit.problem import Problem
+
+__all__ = ["from_lightning", "find_lr"]
+
+#: the attributes ``update_attr=True`` looks for, in Lightning's own order
+LR_ATTRIBUTES = ("lr", "learning_rate")
+
+
+def _is_lightning_module(module: Any) -> bool:
+    for name in ("lightning.pytorch", "pytorch_lightning"):
+        base = sys.modules.get(name)
+        if base is not None and isinstance(module, base.LightningModule):
+            return True
+    return False
+
+
+@contextlib.contextmanager
+def _no_trainer_warnings():
+    """``self.log`` without a Trainer warns on every call; during a range test that is expected."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*self\.log.*")
+        warnings.filterwarnings("ignore", message=r".*self\.trainer.*reference is not registered.*")
+        yield
+
+
+def _needs_trainer(error: RuntimeError, where: str, fix: str) -> LrkitError | None:
+    """Lightning's "not attached to a Trainer" error, said in lrkit's terms."""
+    if "attached to a `Trainer`" not in str(error):
+        return None
+    return LrkitError(f"the LightningModule's {where} reads self.trainer, but lrkit runs it "
+                      f"without a Trainer: {fix} ({error})")
+
+
+def _single_optimizer(config: Any) -> Any:
+    """The optimizer out of any form ``configure_optimizers`` may return (schedulers are ignored:
+    the finder and recipes set the rate themselves)."""
+    import torch
+
+    if isinstance(config, torch.optim.Optimizer):
+        return config
+    if isinstance(config, dict):
+        return _single_optimizer(config.get("optimizer"))
+    if isinstance(config, (list, tuple)):
+        if len(config) == 2 and isinstance(config[0], (list, tuple)):  # ([optimizers], [schedulers])
+            return _single_optimizer(config[0])
+        found = [_single_optimizer(item) for item in config]
+        if len(found) == 1:
+            return found[0]
+        raise LrkitError(
+            f"configure_optimizers returned {len(found)} optimizers; lrkit tunes one optimizer's "
+            "rate: pass optimizer=... (the one to tune) and loss_fn=... to from_lightning")
+    raise LrkitError(
+        f"configure_optimizers returned {type(config).__name__}; expected an optimizer, a list "
+        "or tuple of them, ([optimizers], [schedulers]) or a dict with 'optimizer' -- or pass "
+        "optimizer=... to from_lightning")
+
+
+def _training_loss(module: Any) -> Callable[[Any, Any], Any]:
+    """``loss_fn(model, batch)`` that calls the module's ``training_step`` (with a running
+    ``batch_idx`` when it takes one)."""
+    try:
+        takes_index = len(inspect.signature(module.training_step).parameters) >= 2
+    except (TypeError, ValueError):
+        takes_index = True
+    counter = [0]
+
+    def loss_fn(model: Any, batch: Any) -> Any:
+        index = counter[0]
+        counter[0] += 1
+        try:
+            with _no_trainer_warnings():
+                return model.training_step(batch, index) if takes_index else model.training_step(batch)
+        except RuntimeError as error:
+            raise (_needs_trainer(error, "training_step", "pass loss_fn=... (the loss of one "
+                                                     "batch) to from_lightning") or error) from error
+
+    return loss_fn
+
+
+def _data(module: Any, datamodule: Any, loaders: Any, kind: str) -> Any:
+    if loaders is not None:
+        return loaders
+    source = datamodule if datamodule is not None else module
+    method = getattr(source, f"{kind}_dataloader", None)
+    if method is None:
+        return None
+    try:
+        return method()
+    except RuntimeError as error:
+        raise (_needs_trainer(error, f"{kind}_dataloader", f"pass {kind}_dataloaders=...")
+               or error) from error
+    except Exception as error:  # Lightning's default hook: "must be implemented" (no data)
+        if type(error).__name__ == "MisconfigurationException":
+            return None
+        raise
+
+
+def from_lightning(
+    module: Any,
+    train_dataloaders: Iterable | None = None,
+    *,
+    datamodule: Any = None,
+    val_dataloaders: Iterable | None = None,
+    optimizer: Any = None,
+    loss_fn: Callable[[Any, Any], Any] | None = None,
+    budget_steps: int | None = None,
+    name: str | None = None,
+) -> Problem:
+    """An lrkit :class:`Problem` from a LightningModule: its ``training_step`` is the loss, its
+    ``configure_optimizers`` the optimizer (or ``optimizer=``), and its data the
+    ``train_dataloaders`` given, the ``datamodule``'s (``prepare_data`` and ``setup("fit")`` are
+    called, as ``Trainer.fit`` does) or the module's own ``train_dataloader()``."""
+    import torch
+
+    if not isinstance(module, torch.nn.Module) or not hasattr(module, "training_step"):
+        raise LrkitError(f"from_lightning needs a LightningModule, got {type(module).__name__}")
+    if not _is_lightning_module(module):
+        raise LrkitError(
+            f"{type(module).__name__} has a training_step but is not a LightningModule; for a "
+            "plain torch.nn.Module use lrkit.find_lr(model, optimizer, loader, loss_fn=...)")
+    if getattr(module, "automatic_optimization", True) is False and loss_fn is None:
+        raise LrkitError(
+            f"{type(module).__name__} uses manual optimization (automatic_optimization = False): "
+            "its training_step steps the optimizers itself, so lrkit cannot set the rate per "
+            "step; pass loss_fn=... (the loss of one batch, no backward) and optimizer=...")
+    if datamodule is not None:
+        for hook in ("prepare_data", "setup"):
+            if hasattr(datamodule, hook):
+                getattr(datamodule, hook)(*(("fit",) if hook == "setup" else ()))
+    train = _data(module, datamodule, train_dataloaders, "train")
+    if train is None:
+        raise LrkitError(
+            f"{type(module).__name__} has no training data: pass train_dataloaders=... or "
+            "datamodule=..., or define train_dataloader() on the module")
+    val = _data(module, datamodule, val_dataloaders, "val")
+    if optimizer is None:
+        try:
+            optimizer = _single_optimizer(module.configure_optimizers())
+        except RuntimeError as error:
+            raise (_needs_trainer(error, "configure_optimizers", "pass optimizer=...")
+                   or error) from error
+    return Problem(model=module, optimizer=optimizer, train_loader=train,
+                   loss_fn=loss_fn or _training_loss(module), val_loader=val,
+                   name=name or type(module).__name__, budget_steps=budget_steps)
+
+
+def find_lr(
+    module: Any,
+    train_dataloaders: Iterable | None = None,
+    *,
+    datamodule: Any = None,
+    val_dataloaders: Iterable | None = None,
+    optimizer: Any = None,
+    loss_fn: Callable[[Any, Any], Any] | None = None,
+    update_attr: bool | str = False,
+    **finder_options: Any,
+):
+    """:func:`lrkit.find_lr` on a LightningModule (see :func:`from_lightning`). ``update_attr``:
+    write the suggestion to the module (``True``: its ``lr`` or ``learning_rate`` attribute or
+    hyperparameter, as Lightning's tuner does; a string: that attribute), so that
+    ``configure_optimizers`` uses it in ``trainer.fit``."""
+    import lrkit
+
+    problem = from_lightning(module, train_dataloaders, datamodule=datamodule,
+                             val_dataloaders=val_dataloaders, optimizer=optimizer,
+                             loss_fn=loss_fn, budget_steps=finder_options.pop("budget_steps", None))
+    val_loader = problem.val_loader if "val_every" in finder_options else None  # when asked
+    target = _attribute_to_update(module, update_attr) if update_attr else None
+    result = lrkit.find_lr(problem.model, problem.optimizer, problem.train_loader,
+                           loss_fn=problem.loss_fn, val_loader=val_loader,
+                           budget_steps=problem.budget_steps, **finder_options)
+    if target is not None and result.suggested_lr is not None:
+        _set_attribute(module, target, result.suggested_lr)
+    return result
+
+
+def _attribute_to_update(module: Any, update_attr: bool | str) -> str:
+    if isinstance(update_attr, str):
+        if not (hasattr(module, update_attr) or _in_hparams(module, update_attr)):
+            raise LrkitError(f"update_attr={update_attr!r}: {type(module).__name__} has no "
+                             f"attribute or hyperparameter {update_attr!r}")
+        return update_attr
+    for attribute in LR_ATTRIBUTES:
+        if hasattr(module, attribute) or _in_hparams(module, attribute):
+            return attribute
+    raise LrkitError(
+        f"update_attr=True but {type(module).__name__} has no 'lr' or 'learning_rate' attribute "
+        "or hyperparameter; name one with update_attr='...', or read result.suggested_lr")
+
+
+def _in_hparams(module: Any, attribute: str) -> bool:
+    hparams = getattr(module, "hparams", None)
+    try:
+        return hparams is not None and attribute in hparams
+    except TypeError:
+        return False
+
+
+def _set_attribute(module: Any, attribute: str, value: float) -> None:
+    if _in_hparams(module, attribute):
+        module.hparams[attribute] = value
+    if hasattr(module, attribute) or not _in_hparams(module, attribute):
+        setattr(module, attribute, value)

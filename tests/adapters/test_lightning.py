@@ -1,0 +1,228 @@
+"""The Lightning adapter on real LightningModules (Lightning is a dev dependency)."""
+from __future__ import annotations
+
+import warnings
+
+import lightning as L
+import pytest
+import torch
+
+import lrkit
+from lrkit.adapters.lightning import find_lr, from_lightning
+from lrkit.errors import LrkitError
+
+torch.manual_seed(0)
+X = torch.randn(256, 8)
+Y = X @ torch.randn(8, 1) + 0.1 * torch.randn(256, 1)
+
+
+def loader(shuffle: bool = True) -> torch.utils.data.DataLoader:
+    return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(X, Y), batch_size=32,
+                                       shuffle=shuffle)
+
+
+class Regressor(L.LightningModule):
+    """Every common Lightning habit: hparams, self.log, a dict output, BatchNorm."""
+
+    def __init__(self, lr: float = 1e-3, returns: str = "dict") -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.net = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.BatchNorm1d(16),
+                                       torch.nn.ReLU(), torch.nn.Linear(16, 1))
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        loss = torch.nn.functional.mse_loss(self.net(x), y)
+        self.log("train_loss", loss)
+        return {"loss": loss} if self.hparams.returns == "dict" else loss
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
+        return [optimizer], [torch.optim.lr_scheduler.StepLR(optimizer, 10)]
+
+    def train_dataloader(self):
+        return loader()
+
+
+def state(module: torch.nn.Module) -> dict:
+    return {k: v.clone() for k, v in module.state_dict().items()}
+
+
+def test_find_lr_on_a_module_restores_it_and_applies_the_suggestion():
+    module = Regressor()
+    before = state(module)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # self.log without a Trainer must not warn 100 times
+        result = find_lr(module, update_attr=True, progress=False)
+    assert result.suggested_lr is not None and 1e-4 < result.suggested_lr < 1.0
+    assert module.hparams.lr == result.suggested_lr  # configure_optimizers will use it
+    after = state(module)
+    assert all(torch.equal(before[k], after[k]) for k in before)  # BatchNorm statistics too
+    assert module.training  # mode restored
+
+
+def test_the_suggestion_trains_the_module_under_a_real_trainer():
+    module = Regressor()
+    result = find_lr(module, update_attr=True, progress=False)
+    trainer = L.Trainer(max_steps=60, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(module)
+    assert trainer.optimizers[0].param_groups[0]["initial_lr"] == pytest.approx(result.suggested_lr)
+    module.eval()
+    with torch.no_grad():
+        loss = torch.nn.functional.mse_loss(module.net(X), Y).item()
+    assert loss < 0.5 * Y.var().item()  # the suggested rate learns
+
+
+def test_datamodule_is_prepared_and_set_up_and_a_plain_loss_is_accepted():
+    calls = []
+
+    class Data(L.LightningDataModule):
+        def prepare_data(self):
+            calls.append("prepare")
+
+        def setup(self, stage):
+            calls.append(stage)
+
+        def train_dataloader(self):
+            return loader()
+
+    class NoData(Regressor):
+        train_dataloader = L.LightningModule.train_dataloader
+
+    problem = from_lightning(NoData(returns="tensor"), datamodule=Data(), budget_steps=200)
+    assert calls == ["prepare", "fit"] and problem.budget_steps == 200
+    assert problem.val_loader is None
+    result = lrkit.find_lr(problem.model, problem.optimizer, problem.train_loader,
+                           loss_fn=problem.loss_fn, progress=False)
+    assert result.suggested_lr is not None
+
+
+def test_recommend_takes_a_lightning_problem():
+    recipe = lrkit.recommend(from_lightning(Regressor()), steps=300)
+    assert recipe.optimizer == "Adam" and recipe.peak_lr > 0
+    optimizer, scheduler = recipe.build(Regressor().parameters())
+    assert isinstance(optimizer, torch.optim.Adam)
+
+
+def test_training_step_without_batch_idx_and_a_single_optimizer_in_a_list():
+    class Short(Regressor):
+        def training_step(self, batch):  # Lightning 2 allows dropping batch_idx
+            return torch.nn.functional.mse_loss(self.net(batch[0]), batch[1])
+
+        def configure_optimizers(self):
+            return [torch.optim.SGD(self.parameters(), lr=0.01)]
+
+    problem = from_lightning(Short(), loader())
+    assert isinstance(problem.optimizer, torch.optim.SGD)
+    assert problem.loss_fn(problem.model, next(iter(loader()))).ndim == 0
+
+
+def test_update_attr_by_name_and_plain_attribute():
+    class Attr(Regressor):
+        def __init__(self):
+            super().__init__()
+            self.learning_rate = 0.5
+
+    module = Attr()
+    result = find_lr(module, update_attr="learning_rate", progress=False)
+    assert module.learning_rate == result.suggested_lr
+
+
+@pytest.mark.parametrize("case, message", [
+    ("two_optimizers", "2 optimizers"),
+    ("manual", "manual optimization"),
+    ("no_data", "no training data"),
+    ("needs_trainer", "pass optimizer="),
+    ("plain_module", "not a LightningModule"),
+    ("bad_attr", "no attribute or hyperparameter 'momentum_lr'"),
+    ("no_lr_attr", "no 'lr' or 'learning_rate'"),
+])
+def test_bad_modules_get_clear_errors(case, message):
+    class TwoOptimizers(Regressor):
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), 0.1), torch.optim.Adam(self.parameters())
+
+    class Manual(Regressor):
+        def __init__(self):
+            super().__init__()
+            self.automatic_optimization = False
+
+    class NoData(Regressor):
+        train_dataloader = L.LightningModule.train_dataloader
+
+    class NeedsTrainer(Regressor):
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=1.0 / self.trainer.max_steps)
+
+    class Plain(torch.nn.Module):
+        def training_step(self, batch, idx):
+            return batch
+
+    class NoLr(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = torch.nn.Linear(8, 1)
+
+        def training_step(self, batch, idx):
+            return torch.nn.functional.mse_loss(self.net(batch[0]), batch[1])
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.01)
+
+    make = {"two_optimizers": lambda: from_lightning(TwoOptimizers(), loader()),
+            "manual": lambda: from_lightning(Manual(), loader()),
+            "no_data": lambda: from_lightning(NoData()),
+            "needs_trainer": lambda: from_lightning(NeedsTrainer()),
+            "plain_module": lambda: from_lightning(Plain()),
+            "bad_attr": lambda: find_lr(Regressor(), update_attr="momentum_lr", progress=False),
+            "no_lr_attr": lambda: find_lr(NoLr(), loader(), update_attr=True, progress=False)}
+    with pytest.raises(LrkitError, match=message):
+        make[case]()
+
+
+def test_training_step_that_reads_the_trainer_gets_a_clear_error():
+    class ReadsTrainer(Regressor):
+        def training_step(self, batch, batch_idx):
+            scale = 1.0 / (1 + self.trainer.global_step)
+            return scale * torch.nn.functional.mse_loss(self.net(batch[0]), batch[1])
+
+    module = ReadsTrainer()
+    before = state(module)
+    with pytest.raises(LrkitError, match="reads self.trainer.*pass loss_fn="):
+        find_lr(module, progress=False)
+    after = state(module)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_monitor_callback_under_a_real_trainer(tmp_path):
+    from lrkit.diagnose.lightning import MonitorCallback
+
+    class WithVal(Regressor):
+        def validation_step(self, batch, batch_idx):
+            self.log("val_loss", torch.nn.functional.mse_loss(self.net(batch[0]), batch[1]))
+
+        def val_dataloader(self):
+            return loader(shuffle=False)
+
+    class Recorded(WithVal):
+        def training_step(self, batch, batch_idx):
+            out = super().training_step(batch, batch_idx)
+            losses.append(out["loss"].item())
+            return out
+
+    losses = []
+    callback = MonitorCallback(report_every=20, log_file=tmp_path / "lit.jsonl")
+    trainer = L.Trainer(max_steps=48, val_check_interval=32, check_val_every_n_epoch=None,
+                        accumulate_grad_batches=2,
+                        callbacks=[callback], logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(Recorded(lr=0.01))
+    monitor = callback.monitor
+    assert monitor.step == 96  # one update per batch: 48 optimizer steps of 2 batches
+    # each batch's own loss, not Lightning's share of it (loss / accumulate_grad_batches)
+    assert [float(v) for v in monitor.losses] == pytest.approx(losses, rel=1e-6)
+    assert monitor.lrs[0] == pytest.approx(0.01)
+    assert len(monitor._val) == 3  # three validations after the sanity check, which is ignored
+    assert callback.diagnosis is not None and callback.diagnosis.verdict in lrkit.diagnose.VERDICTS
+    assert (tmp_path / "lit.jsonl").read_text().count('"event": "report"') >= 4
