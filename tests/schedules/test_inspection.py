@@ -79,6 +79,8 @@ def test_preview_key_points_and_rates():
     assert len(data["curve"]) <= 520 and data["curve"][0] == [0, pytest.approx(0.003)]
     text = p.format()
     assert "warmup ends" in text and "relative" in text
+    assert str(p) == text  # print(preview) shows the report
+    assert len(repr(p)) < 200 and "steps=1000" in repr(p)  # not the 1000 rates
 
 
 def test_preview_of_an_absolute_schedule_ignores_lr_and_resolves_fractions():

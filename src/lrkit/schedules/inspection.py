@@ -121,6 +121,13 @@ class Preview:
     def plot(self, path: str, *, others: Sequence["Preview"] = (), **kwargs: Any) -> str:
         return plot([self, *others], path, **kwargs)
 
+    __str__ = format  # print(preview) shows the report, as print(result) does for the finder
+
+    def __repr__(self) -> str:  # not thousands of rates
+        step, rate = self.peak
+        return (f"Preview({self.label!r}, steps={self.steps}, peak={rate:.6g} at step {step}, "
+                f"warnings={[w.code for w in self.warnings]})")
+
 
 # ------------------------------------------------------------------------------------------
 # walking the tree with absolute offsets

@@ -1,0 +1,59 @@
+"""A plain training loop at a rate that is far too high, watched by a Monitor and guarded.
+
+    python examples/guarded_training.py --lr 0.3      # the guard rolls back and lowers the rate
+    python examples/guarded_training.py --no-guard    # the same loop without it
+
+The Monitor reports in plain words what the rate is doing; the Guard rolls back to its last good
+snapshot on a loss spike or NaN, measures a safer rate with a short range test and goes on.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+
+import torch
+
+import lrkit
+from lrkit.adapters.torch import cycle_batches
+from lrkit.training import evaluate
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--example", default="friedman-deep")
+    parser.add_argument("--lr", type=float, default=0.3)
+    parser.add_argument("--steps", type=int, default=400)
+    parser.add_argument("--no-guard", action="store_true")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+
+    problem = lrkit.examples.build(args.example, seed=0, lr=args.lr)
+    model, optimizer, criterion = problem.model, problem.optimizer, problem.criterion
+    monitor = lrkit.Monitor(report_every=100)
+    guard = None if args.no_guard else lrkit.Guard(model, optimizer)
+    batches = cycle_batches(problem.train_loader)
+    for _ in range(args.steps):
+        x, y = next(batches)
+
+        def closure():
+            optimizer.zero_grad()
+            loss = criterion(model(x), y)
+            loss.backward()
+            return loss
+
+        if guard is None:
+            loss = closure()
+            optimizer.step()
+        else:
+            loss = guard.step(closure)
+        monitor.update(loss, lr=optimizer.param_groups[0]["lr"])
+    diagnosis = monitor.close()
+    val = evaluate(problem)
+    print(f"\nafter {args.steps} steps: validation loss {val:.4g}")
+    print(diagnosis)
+    if guard is not None:
+        print(f"guard: {len(guard.interventions)} interventions, rate now {guard.lrs[0]:.3g}")
+
+
+if __name__ == "__main__":
+    main()
