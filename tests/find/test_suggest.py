@@ -121,3 +121,19 @@ def test_valley_matches_fastais_published_loop(n, seed):
     curve = suggest.prepare(lrs, losses)
     part = suggest._trim(curve)
     assert suggest.valley(curve) == _fastai_valley_loop(curve.lrs[part], curve.smooth[part])
+
+
+def test_the_good_range_starts_where_the_fall_starts_not_at_a_dip_of_the_noise():
+    # a flat, noisy start over three decades, then a fall centred at 1e-3 (10% of it done at
+    # about 10**-3.55): the lower bound must not land on a dip of the noise on the flat part,
+    # which made it scatter over decades between seeds
+    lows = []
+    for seed in range(40):
+        lrs, losses = synthetic_curve(n=100, start=2.0, edge=-3.0, depth=1.0, noise=0.1,
+                                      seed=seed)
+        lo, hi = suggest.analyse(lrs, losses).good_range
+        lows.append(math.log10(lo))
+        assert lo < hi
+    # the first crossing of a 5% line from the first point: -5.65 .. -3.53 over these seeds
+    assert -4.6 < min(lows) and max(lows) < -3.0
+    assert max(lows) - min(lows) < 1.0

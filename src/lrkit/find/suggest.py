@@ -45,11 +45,16 @@ class Curve:
         """
         if self.n < 5:
             return False
-        upto = self.min_index + 1
         drop = self.smooth[0] - self.smooth[self.min_index]
+        return bool(drop > 3 * self.smooth_noise and drop > 0)
+
+    @functools.cached_property
+    def smooth_noise(self) -> float:
+        """The smoothed curve's own noise: the raw points' scatter around it (up to the minimum,
+        a robust standard deviation), scaled down by the number of points the smoother averages."""
+        upto = self.min_index + 1
         scatter = 1.25 * float(np.median(np.abs(self.raw[:upto] - self.smooth[:upto])))
-        averaged = scatter / math.sqrt(2 * math.sqrt(math.pi) * max(self.window, 0.5))
-        return bool(drop > 3 * averaged and drop > 0)
+        return scatter / math.sqrt(2 * math.sqrt(math.pi) * max(self.window, 0.5))
 
 
 MIN_POINTS = 8
@@ -153,16 +158,29 @@ METHODS: dict[str, Callable[[Curve], float | None]] = {
 }
 
 
+#: the fall that counts as "started": this share of the whole drop, below the starting level
+FALL_STARTED = 0.10
+
+
 def good_range(curve: Curve) -> tuple[float, float] | None:
     """Rates worth using: from where the loss has clearly started to fall to just below the
-    rate of the loss minimum (half of it: past the minimum training is already unstable)."""
+    rate of the loss minimum (half of it: past the minimum training is already unstable).
+
+    "Started to fall" is the first rate after which the smoothed loss stays below the starting
+    level (the median of the first tenth of the curve) by more than ``FALL_STARTED`` of its whole
+    drop and three times its own noise. A first dip of the noise on the flat start does not count: taking the first
+    crossing of a 5% line from the first point, the bound scattered by 0.4-4.2 decades (median
+    2.8) between seeds of the same task; this rule, by 0.2-1.6 (median 0.3; the 60 curves of
+    benchmarks/finder_quality.py)."""
     if curve.n < MIN_POINTS or not curve.fell:
         return None
     i_min = curve.min_index
-    start, best = curve.smooth[0], curve.smooth[i_min]
-    threshold = start - 0.05 * (start - best)
-    falling = np.nonzero(curve.smooth[: i_min + 1] <= threshold)[0]
-    lo = float(curve.lrs[falling[0]]) if len(falling) else float(curve.lrs[0])
+    smooth, best = curve.smooth[: i_min + 1], curve.smooth[i_min]
+    start = max(float(np.median(curve.smooth[: max(3, curve.n // 10)])), best)
+    fall = max(FALL_STARTED * (start - best), 3 * curve.smooth_noise)
+    above = np.nonzero(smooth > start - fall)[0]
+    first = min(int(above[-1]) + 1, i_min) if len(above) else 0
+    lo = float(curve.lrs[first])
     hi = max(float(curve.lrs[i_min]) / 2, lo)
     return lo, hi
 
