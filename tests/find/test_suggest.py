@@ -137,3 +137,15 @@ def test_the_good_range_starts_where_the_fall_starts_not_at_a_dip_of_the_noise()
     # the first crossing of a 5% line from the first point: -5.65 .. -3.53 over these seeds
     assert -4.6 < min(lows) and max(lows) < -3.0
     assert max(lows) - min(lows) < 1.0
+
+
+def test_the_disagreement_warning_names_the_extreme_methods():
+    lrs, losses = synthetic_curve(n=100, start=1.0, edge=-2.0, depth=1.0, noise=0.0, seed=0)
+    auto = suggest.analyse(lrs, losses)
+    low = min(auto.suggestions, key=lambda k: auto.suggestions[k] or math.inf)
+    high = max(auto.suggestions, key=lambda k: auto.suggestions[k] or 0.0)
+    (warning,) = [w for w in auto.warnings if "disagree" in w]
+    assert f"({low} " in warning and f".. {high} " in warning and "default (edge)" in warning
+    (chosen,) = [w for w in suggest.analyse(lrs, losses, method="valley").warnings
+                 if "disagree" in w]
+    assert "valley's, chosen by you" in chosen and "default" not in chosen
