@@ -67,3 +67,11 @@ def test_schedule_preview_script(tmp_path):
     assert "warmup ends, peak" in out and "[zero-start]" in out and len(out) < 3000
     assert (tmp_path / "s.png").stat().st_size > 5000
     assert "peak 0.003" in out
+
+
+def test_huggingface_trainer_script(tmp_path):
+    out = run(sys.executable, str(EXAMPLES / "huggingface_trainer.py"), "--epochs", "2",
+              cwd=tmp_path)
+    assert "Suggested learning rate" in out and "verdict:" in out
+    eval_loss = float(out.split("eval_loss", 1)[1].split()[0])
+    assert eval_loss < 0.3

@@ -8,7 +8,15 @@ from lrkit.cli import COMMANDS, build_parser
 
 def test_import_lrkit_loads_no_heavy_dependency():
     code = ("import sys, lrkit; heavy = [m for m in ('torch', 'optuna', 'matplotlib', 'numpy', "
-            "'sklearn', 'scipy', 'lightning', 'playwright') if m in sys.modules]; print(heavy)")
+            "'sklearn', 'scipy', 'lightning', 'transformers', 'playwright') if m in sys.modules]; "
+            "print(heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_adapter_modules_import_no_framework():
+    code = ("import sys, lrkit.adapters.lightning, lrkit.adapters.huggingface; print([m for m in "
+            "('lightning', 'pytorch_lightning', 'transformers') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 

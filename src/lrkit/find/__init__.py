@@ -74,8 +74,12 @@ def find_lr(
     )
     if progress is None and not is_main():
         progress = False  # one bar for the job, not one per rank
-    return range_test(
+    result = range_test(
         trainable, start_lr=start_lr, end_lr=end_lr, num_steps=num_steps, ramp=ramp,
         smoothing=smoothing, diverge_threshold=diverge_threshold, val_every=val_every,
         method=method, budget_steps=budget_steps, progress=progress,
     )
+    # how each step was taken, for the record (JSON export, reports)
+    result.settings.update(accumulation_steps=accumulation_steps, amp=amp,
+                           max_grad_norm=max_grad_norm)
+    return result
