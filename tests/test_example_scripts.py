@@ -73,5 +73,6 @@ def test_huggingface_trainer_script(tmp_path):
     out = run(sys.executable, str(EXAMPLES / "huggingface_trainer.py"), "--epochs", "2",
               cwd=tmp_path)
     assert "Suggested learning rate" in out and "verdict:" in out
-    eval_loss = float(out.split("eval_loss", 1)[1].split()[0])
+    (line,) = [line for line in out.splitlines() if line.startswith("trained at lr")]
+    eval_loss = float(line.rsplit("eval_loss", 1)[1])
     assert eval_loss < 0.3
