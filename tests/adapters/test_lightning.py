@@ -226,3 +226,94 @@ def test_monitor_callback_under_a_real_trainer(tmp_path):
     assert len(monitor._val) == 3  # three validations after the sanity check, which is ignored
     assert callback.diagnosis is not None and callback.diagnosis.verdict in lrkit.diagnose.VERDICTS
     assert (tmp_path / "lit.jsonl").read_text().count('"event": "report"') >= 4
+
+
+# -- what a review of the adapter found (each failed before its fix) ------------------------------
+def test_update_attr_keeps_per_group_ratios_set_in_configure_optimizers():
+    class FineTune(Regressor):
+        def configure_optimizers(self):  # the backbone at a tenth of the head's rate
+            return torch.optim.SGD([
+                {"params": self.net[:3].parameters(), "lr": self.hparams.lr * 0.1},
+                {"params": self.net[3:].parameters()}], lr=self.hparams.lr, momentum=0.9)
+
+    module = FineTune(lr=0.01)
+    result = find_lr(module, update_attr=True, progress=False)
+    rates = [g["lr"] for g in module.configure_optimizers().param_groups]
+    assert rates == pytest.approx(result.suggested_lrs)  # each group its own suggestion
+    assert module.hparams.lr == pytest.approx(result.suggested_lrs[1])
+
+
+def test_several_train_loaders_are_combined_as_lightning_does():
+    seen = []
+
+    class TwoSources(Regressor):
+        def training_step(self, batch, batch_idx):
+            seen.append(type(batch).__name__)
+            (xa, ya), (xb, yb) = batch["a"], batch["b"]
+            return torch.nn.functional.mse_loss(self.net(torch.cat([xa, xb])), torch.cat([ya, yb]))
+
+    result = find_lr(TwoSources(), {"a": loader(), "b": loader()}, progress=False, num_steps=30)
+    assert result.suggested_lr is not None and set(seen) == {"dict"}
+    as_list = from_lightning(Regressor(), [loader(), loader()])
+    assert isinstance(next(iter(as_list.train_loader)), list)
+
+
+def test_the_modules_own_setup_and_batch_hooks_run():
+    class Lazy(Regressor):
+        def setup(self, stage):
+            self.train_set = torch.utils.data.TensorDataset(X, Y)
+
+        def train_dataloader(self):
+            return torch.utils.data.DataLoader(self.train_set, batch_size=32)
+
+        def on_after_batch_transfer(self, batch, dataloader_idx):
+            x, y = batch
+            return x, y, torch.ones(len(x))  # a weight column, as a user's hook might add
+
+        def training_step(self, batch, batch_idx):
+            x, y, w = batch
+            return (w * (self.net(x) - y).squeeze(1) ** 2).mean()
+
+    assert find_lr(Lazy(), progress=False).suggested_lr is not None
+
+
+def test_torchmetrics_states_updated_by_training_step_are_restored():
+    import torchmetrics
+
+    class WithMetric(Regressor):
+        def __init__(self):
+            super().__init__()
+            self.train_mse = torchmetrics.MeanSquaredError()
+
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            prediction = self.net(x)
+            self.train_mse(prediction, y)
+            return torch.nn.functional.mse_loss(prediction, y)
+
+    module = WithMetric()
+    find_lr(module, progress=False)
+    assert int(module.train_mse.total) == 0 and module.train_mse._update_count == 0
+
+
+def test_training_step_returning_none_gets_a_clear_error():
+    class Skips(Regressor):
+        def training_step(self, batch, batch_idx):
+            return None if batch_idx == 3 else super().training_step(batch, batch_idx)
+
+    with pytest.raises(LrkitError, match="returned None for batch 3.*pass loss_fn="):
+        find_lr(Skips(), progress=False)
+
+
+def test_validation_data_is_fetched_only_when_asked_for_and_named_right():
+    class ValNeedsTrainer(Regressor):
+        def val_dataloader(self):
+            return loader() if self.trainer.max_steps else None
+
+    assert find_lr(ValNeedsTrainer(), progress=False).suggested_lr is not None
+    with pytest.raises(LrkitError, match="val_every needs validation data.*val_dataloaders="):
+        find_lr(Regressor(), val_every=5, progress=False)
+    with pytest.raises(LrkitError, match="val_dataloaders="):
+        find_lr(Regressor(), val_loader=loader(), val_every=5, progress=False)
+    result = find_lr(Regressor(), val_dataloaders=loader(False), val_every=10, progress=False)
+    assert len(result.val_losses) >= 5

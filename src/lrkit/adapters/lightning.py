@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import math
 import sys
 import warnings
 from typing import Any, Callable, Iterable
@@ -94,30 +95,59 @@ def _training_loss(module: Any) -> Callable[[Any, Any], Any]:
         counter[0] += 1
         try:
             with _no_trainer_warnings():
-                return model.training_step(batch, index) if takes_index else model.training_step(batch)
+                # the batch hooks Trainer.fit applies around moving a batch to the device
+                batch = model.on_after_batch_transfer(model.on_before_batch_transfer(batch, 0), 0)
+                loss = (model.training_step(batch, index) if takes_index
+                        else model.training_step(batch))
         except RuntimeError as error:
             raise (_needs_trainer(error, "training_step", "pass loss_fn=... (the loss of one "
                                                      "batch) to from_lightning") or error) from error
+        if loss is None:
+            raise LrkitError(
+                f"training_step returned None for batch {index} (Lightning's way to skip a "
+                "batch); the range test needs a loss at every step: pass loss_fn=... (the loss "
+                "of one batch) to from_lightning, or skip such batches in the data")
+        return loss
 
     return loss_fn
 
 
+class _CombinedBatches:
+    """Several train loaders as Lightning combines them for ``training_step`` (one batch from
+    each, the shorter ones cycled), re-iterable like a DataLoader."""
+
+    def __init__(self, loaders: Any) -> None:
+        from lightning.pytorch.utilities import CombinedLoader
+
+        self._combined = CombinedLoader(loaders, "max_size_cycle")
+
+    def __iter__(self):
+        for batch, *_ in self._combined:
+            yield batch
+
+    def __len__(self) -> int:
+        return len(self._combined)
+
+
 def _data(module: Any, datamodule: Any, loaders: Any, kind: str) -> Any:
     if loaders is not None:
-        return loaders
+        return _CombinedBatches(loaders) if isinstance(loaders, (list, tuple, dict)) else loaders
     source = datamodule if datamodule is not None else module
     method = getattr(source, f"{kind}_dataloader", None)
     if method is None:
         return None
     try:
-        return method()
+        loaders = method()
     except RuntimeError as error:
+        if kind == "val" and _needs_trainer(error, "", "") is not None:
+            return None  # validation is optional: find_lr(val_every=...) asks for it by name
         raise (_needs_trainer(error, f"{kind}_dataloader", f"pass {kind}_dataloaders=...")
                or error) from error
     except Exception as error:  # Lightning's default hook: "must be implemented" (no data)
         if type(error).__name__ == "MisconfigurationException":
             return None
         raise
+    return _data(module, datamodule, loaders, kind) if loaders is not None else None
 
 
 def from_lightning(
@@ -133,8 +163,10 @@ def from_lightning(
 ) -> Problem:
     """An lrkit :class:`Problem` from a LightningModule: its ``training_step`` is the loss, its
     ``configure_optimizers`` the optimizer (or ``optimizer=``), and its data the
-    ``train_dataloaders`` given, the ``datamodule``'s (``prepare_data`` and ``setup("fit")`` are
-    called, as ``Trainer.fit`` does) or the module's own ``train_dataloader()``."""
+    ``train_dataloaders`` given (a list or dict of loaders is combined as Lightning does), the
+    ``datamodule``'s or the module's own ``train_dataloader()``. ``prepare_data()`` and
+    ``setup("fit")`` are called on both, as ``Trainer.fit`` does, and the batch hooks
+    ``on_before_batch_transfer``/``on_after_batch_transfer`` are applied to every batch."""
     import torch
 
     if not isinstance(module, torch.nn.Module) or not hasattr(module, "training_step"):
@@ -148,10 +180,12 @@ def from_lightning(
             f"{type(module).__name__} uses manual optimization (automatic_optimization = False): "
             "its training_step steps the optimizers itself, so lrkit cannot set the rate per "
             "step; pass loss_fn=... (the loss of one batch, no backward) and optimizer=...")
-    if datamodule is not None:
-        for hook in ("prepare_data", "setup"):
-            if hasattr(datamodule, hook):
-                getattr(datamodule, hook)(*(("fit",) if hook == "setup" else ()))
+    # what Trainer.fit does before training: prepare_data, then setup("fit"), on the datamodule
+    # and on the module (which may build its datasets, or layers, there)
+    for hook, args in (("prepare_data", ()), ("setup", ("fit",))):
+        for owner in (datamodule, module):
+            if owner is not None and hasattr(owner, hook):
+                getattr(owner, hook)(*args)
     train = _data(module, datamodule, train_dataloaders, "train")
     if train is None:
         raise LrkitError(
@@ -183,20 +217,87 @@ def find_lr(
     """:func:`lrkit.find_lr` on a LightningModule (see :func:`from_lightning`). ``update_attr``:
     write the suggestion to the module (``True``: its ``lr`` or ``learning_rate`` attribute or
     hyperparameter, as Lightning's tuner does; a string: that attribute), so that
-    ``configure_optimizers`` uses it in ``trainer.fit``."""
+    ``configure_optimizers`` uses it in ``trainer.fit``. When the attribute sets several groups'
+    rates in proportion (a backbone at ``lr / 10``), it is scaled so that every group gets its
+    own suggestion; otherwise it gets the first group's. torchmetrics states updated by
+    ``training_step`` during the test are restored with the module."""
     import lrkit
 
+    if "val_loader" in finder_options:
+        raise LrkitError("for a LightningModule pass validation data as val_dataloaders=... "
+                         "(or let the module or datamodule provide it)")
     problem = from_lightning(module, train_dataloaders, datamodule=datamodule,
                              val_dataloaders=val_dataloaders, optimizer=optimizer,
                              loss_fn=loss_fn, budget_steps=finder_options.pop("budget_steps", None))
-    val_loader = problem.val_loader if "val_every" in finder_options else None  # when asked
+    val_loader = None
+    if finder_options.get("val_every") is not None:  # validation mode only when asked for
+        val_loader = problem.val_loader
+        if val_loader is None:
+            raise LrkitError(
+                f"val_every needs validation data and {type(module).__name__} gave none: pass "
+                "val_dataloaders=..., or a datamodule or module with val_dataloader()")
     target = _attribute_to_update(module, update_attr) if update_attr else None
-    result = lrkit.find_lr(problem.model, problem.optimizer, problem.train_loader,
-                           loss_fn=problem.loss_fn, val_loader=val_loader,
-                           budget_steps=problem.budget_steps, **finder_options)
+    old_lrs = [float(g["lr"]) for g in problem.optimizer.param_groups]
+    with _metrics_preserved(module):
+        result = lrkit.find_lr(problem.model, problem.optimizer, problem.train_loader,
+                               loss_fn=problem.loss_fn, val_loader=val_loader,
+                               budget_steps=problem.budget_steps, **finder_options)
     if target is not None and result.suggested_lr is not None:
-        _set_attribute(module, target, result.suggested_lr)
+        old_value = _get_attribute(module, target)
+        if _drives_rates(module, target, old_value, old_lrs) and old_lrs[0] > 0:
+            # configure_optimizers scales every group's rate with the attribute (a backbone at
+            # lr/10, say): the attribute moves by the factor the groups move by together
+            _set_attribute(module, target, old_value * result.suggested_lrs[0] / old_lrs[0])
+        else:
+            _set_attribute(module, target, result.suggested_lr)
     return result
+
+
+def _drives_rates(module: Any, attribute: str, value: Any, lrs: list[float]) -> bool:
+    """Whether ``configure_optimizers`` makes every group's rate proportional to the attribute:
+    doubled, it must double them all (tried on a throwaway optimizer, then put back)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        return False
+    _set_attribute(module, attribute, 2 * value)
+    try:
+        with _no_trainer_warnings():
+            doubled = [float(g["lr"]) for g in
+                       _single_optimizer(module.configure_optimizers()).param_groups]
+    except Exception:  # noqa: BLE001 -- any failure means "cannot tell": use the plain rate
+        return False
+    finally:
+        _set_attribute(module, attribute, value)
+    return len(doubled) == len(lrs) and all(
+        math.isclose(new, 2 * old, rel_tol=1e-9) for new, old in zip(doubled, lrs))
+
+
+@contextlib.contextmanager
+def _metrics_preserved(module: Any):
+    """torchmetrics states that ``training_step`` updates during the test are put back (they are
+    attributes, not buffers, so the snapshot does not hold them)."""
+    import copy
+
+    saved = []
+    for sub in module.modules():
+        states = getattr(sub, "_defaults", None)
+        if isinstance(states, dict) and hasattr(sub, "reset") and hasattr(sub, "_update_count"):
+            saved.append((sub, {name: copy.deepcopy(getattr(sub, name)) for name in states},
+                          sub._update_count, copy.deepcopy(getattr(sub, "_computed", None))))
+    try:
+        yield
+    finally:
+        for sub, states, count, computed in saved:
+            for name, value in states.items():
+                setattr(sub, name, value)
+            sub._update_count = count
+            if hasattr(sub, "_computed"):
+                sub._computed = computed
+
+
+def _get_attribute(module: Any, attribute: str) -> Any:
+    if _in_hparams(module, attribute):
+        return module.hparams[attribute]
+    return getattr(module, attribute, None)
 
 
 def _attribute_to_update(module: Any, update_attr: bool | str) -> str:
