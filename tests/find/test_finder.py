@@ -228,3 +228,15 @@ def test_plain_function_adapter():
     assert state["w"] == 5.0
     assert result.stop_reason != "completed"
     assert 1e-3 < result.suggested_lr < 1.0
+
+
+def test_a_test_longer_than_30_percent_of_the_planned_run_says_so():
+    model, loader, criterion = tiny_problem()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    short = lrkit.find_lr(model, opt, loader, criterion, num_steps=40, budget_steps=100,
+                          progress=False, diverge_threshold=1e9)
+    assert any("40 steps, 40% of the planned run of 100" in w for w in short.warnings)
+    long = lrkit.find_lr(model, opt, loader, criterion, num_steps=40, budget_steps=1000,
+                         progress=False, diverge_threshold=1e9)
+    assert not any("planned run" in w for w in long.warnings)
+    assert short.settings["accumulation_steps"] == 1 and short.settings["max_grad_norm"] is None

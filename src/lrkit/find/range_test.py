@@ -13,6 +13,9 @@ from lrkit.show.progress import progress_bar
 from lrkit.trainable import Trainable
 
 
+#: the share of the planned run (``budget_steps``) a range test should cost at most
+COST_SHARE = 0.3
+
 def range_test(
     trainable: Trainable,
     *,
@@ -88,6 +91,11 @@ def range_test(
     if stop_reason == "completed" and analysis.curve.n and analysis.curve.min_index >= analysis.curve.n - 3:
         warnings.append(
             f"the loss was still falling at end_lr={end_lr:g}; raise end_lr to see where it turns")
+    if budget_steps and len(lrs) > COST_SHARE * budget_steps:
+        warnings.append(
+            f"the test took {len(lrs)} steps, {len(lrs) / budget_steps:.0%} of the planned run of "
+            f"{budget_steps}; for a run this short, fewer steps (num_steps=) or a few short "
+            "trials (lrkit sweep) cost less")
     # show the lag-free curve the suggestions were computed from (the EMA only served the stop rule)
     display = (analysis.curve if not use_val else suggest.prepare(lrs, losses)).smooth.tolist()
     display += [math.nan] * (len(lrs) - len(display))
