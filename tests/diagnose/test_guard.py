@@ -508,3 +508,64 @@ def test_watch_progress_false_turns_the_progress_check_off():
     levels = [2.0 - 1.5 * i / 60 for i in range(60)] + [0.5 + 0.025 * i for i in range(1, 121)]
     guard, _ = _synthetic_run(levels, watch_progress=False)
     assert guard.interventions == []
+
+
+# -- mixed precision: a GradScaler ------------------------------------------------------------------
+def _scaled_closure(model, optimizer, scaler, x, y, factor=1.0):
+    def closure():
+        optimizer.zero_grad()
+        loss = nn.functional.mse_loss(model(x), y) * factor
+        scaler.scale(loss).backward()
+        return loss
+    return closure
+
+
+def test_with_a_grad_scaler_the_guard_steps_exactly_as_a_scaler_loop():
+    data = [(torch.randn(16, 4), torch.randn(16, 1)) for _ in range(30)]
+    finals = []
+    for guarded in (False, True):
+        model, optimizer, _ = _setup(lr=0.01)
+        scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 10)
+        guard = lrkit.Guard(model, optimizer, scaler=scaler, check_grads=True, probe_steps=0)
+        for x, y in data:
+            closure = _scaled_closure(model, optimizer, scaler, x, y)
+            if guarded:
+                guard.step(closure)
+            else:
+                closure()
+                scaler.step(optimizer)
+                scaler.update()
+        finals.append(_state(model, optimizer)[0])
+        assert not guard.interventions
+    assert all(torch.equal(finals[0][k], finals[1][k]) for k in finals[0])
+    # without scaler= the guard would step on gradients 1024x too large
+    model, optimizer, _ = _setup(lr=0.01)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 10)
+    guard = lrkit.Guard(model, optimizer, probe_steps=0)
+    for x, y in data[:3]:
+        guard.step(_scaled_closure(model, optimizer, scaler, x, y))
+    moved = _state(model, optimizer)[0]
+    assert not all(torch.allclose(finals[0][k].float(), moved[k].float(), atol=1e-2)
+                   for k in moved if moved[k].is_floating_point())
+
+
+def test_a_scaler_overflow_is_not_an_incident_and_skipped_batches_release_the_scaler():
+    model, optimizer, _ = _setup(lr=0.01)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 10)
+    guard = lrkit.Guard(model, optimizer, scaler=scaler, check_grads=True, probe_steps=0,
+                        confirm_spikes=20)
+    weight = next(model.parameters())
+    torch.manual_seed(1)
+    for step in range(40):
+        x, y = torch.randn(16, 4), torch.randn(16, 1)
+        hook = weight.register_hook(lambda g: g * math.inf) if step == 15 else None
+        factor = 50.0 if step == 25 else 1.0  # a lone spike: skipped after unscale_
+        before = weight.detach().clone()
+        guard.step(_scaled_closure(model, optimizer, scaler, x, y, factor))
+        if hook is not None:
+            hook.remove()
+            assert torch.equal(before, weight)  # the scaler skipped the overflowing update
+            assert scaler.get_scale() == 2.0 ** 9
+    assert [i.reason for i in guard.interventions] == ["spike_skipped"]
+    with pytest.raises(LrkitError, match="scaler must be a torch.amp.GradScaler"):
+        lrkit.Guard(model, optimizer, scaler=object())

@@ -11,6 +11,10 @@
             return loss
         loss = guard.step(closure)      # instead of loss = closure(); optimizer.step()
 
+With mixed precision, pass the ``torch.amp.GradScaler`` (``Guard(model, optimizer,
+scaler=scaler)``) and scale the loss in the closure (``scaler.scale(loss).backward()``; return
+the unscaled loss): the guard then steps through ``scaler.step`` and ``scaler.update``.
+
 Each step it checks the loss (one host sync; with ``check_grads=True`` the gradient norm too, in
 the same sync). A lone spike only skips its batch: the next batches test the same parameters, and
 a bad batch passes where bad parameters spike again. A non-finite loss or gradient, or a second
@@ -116,6 +120,10 @@ class Guard:
     ``watch_progress``: treat a run whose recent median is back at its starting level, after a
     clear fall, as an incident (``progress_lost``); turn it off for a loss that rises by design
     (a KL term annealed in, a curriculum that hardens the data).
+    ``scaler``: the ``torch.amp.GradScaler`` of a mixed-precision loop whose closure backpropagates
+    ``scaler.scale(loss)``: steps go through ``scaler.step(optimizer)`` and ``scaler.update()``,
+    gradients are unscaled before ``check_grads`` reads them, and a non-finite gradient is the
+    scaler's overflow to handle (it skips that update and lowers its scale), not an incident.
     """
 
     def __init__(
@@ -142,6 +150,7 @@ class Guard:
         scheduler: Any = None,
         sync_ranks: bool | None = None,
         watch_progress: bool = True,
+        scaler: Any = None,
         logger: logging.Logger | None = None,
     ) -> None:
         if not isinstance(model, torch.nn.Module):
@@ -165,8 +174,13 @@ class Guard:
                 f"probe_steps must be 0 (no probe) or an integer >= 10, got {probe_steps!r}")
         require(isinstance(probe_decades, (int, float)) and 0.5 <= probe_decades <= 8,
                 f"probe_decades must be between 0.5 and 8, got {probe_decades!r}")
+        require(scaler is None or all(hasattr(scaler, name) for name in
+                                      ("scale", "step", "update", "unscale_")),
+                f"scaler must be a torch.amp.GradScaler (or None), got {type(scaler).__name__}")
         self.model = model
         self.optimizer = optimizer
+        self.scaler = scaler
+        self._unscaled = False  #: scaler.unscale_ ran this step (check_grads)
         self.spike_factor = spike_factor
         self.warmup = warmup
         self.lr_factor = lr_factor
@@ -287,11 +301,27 @@ class Guard:
         return [float(g["lr"]) for g in self.optimizer.param_groups]
 
     def _grad_norms(self) -> list[torch.Tensor]:
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+            self._unscaled = True
         grads = [p.grad for g in self.optimizer.param_groups for p in g["params"]
                  if p.grad is not None]
         return list(torch._foreach_norm(grads)) if grads else []
 
     # -- the step -----------------------------------------------------------------------------
+    def _optimizer_step(self) -> None:
+        if self.scaler is None:
+            self.optimizer.step()
+        else:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+
+    def _release_scaler(self) -> None:
+        """A step left out after ``unscale_``: the scaler must forget it before the next one."""
+        if self._unscaled:
+            self.scaler.update()
+            self._unscaled = False
+
     def step(self, closure: Callable[[], Any]) -> float:
         """Run ``closure`` (zero_grad, forward, backward, return the loss), check the loss and the
         gradients, and take the optimizer step or roll back. Returns the loss as a float (the
@@ -306,6 +336,7 @@ class Guard:
         self.steps += 1
         if self._probe is not None:
             self._set_lrs([lr * self._probe.current_scale for lr in self._probe_base])
+        self._unscaled = False
         loss = closure()
         if loss is None:
             raise LrkitError("the guarded closure returned None; return the loss tensor "
@@ -313,7 +344,7 @@ class Guard:
         grad_norm = None
         if isinstance(loss, torch.Tensor):
             if self.check_grads:
-                norms = self._grad_norms()
+                norms = self._grad_norms()  # unscaled first when there is a scaler
                 total = (torch.stack([n.float().to(loss.device) for n in norms]).sum() if norms
                          else torch.zeros((), device=loss.device))
                 stacked = torch.stack([loss.detach().reshape(()).float(), total])
@@ -338,8 +369,8 @@ class Guard:
         reference = None
         if not math.isfinite(loss_value):
             reason = "nonfinite_loss"
-        elif grad_norm is not None and not math.isfinite(grad_norm):
-            reason = "nonfinite_grad"
+        elif grad_norm is not None and not math.isfinite(grad_norm) and self.scaler is None:
+            reason = "nonfinite_grad"  # (with a scaler: its overflow, skipped by scaler.step)
         elif self.spike_factor is not None:
             if len(self._recent) < self.warmup:
                 # the first steps: a blow-up far above the first loss is never a healthy step
@@ -365,7 +396,7 @@ class Guard:
             self._intervene(reason, loss_value, reference, grad_norm)
             return loss_value
 
-        self.optimizer.step()
+        self._optimizer_step()
         self.skipped = False
         self.good_steps += 1
         self._recent.append(loss_value)
@@ -530,6 +561,7 @@ class Guard:
         """Leave out one batch's update (a lone spike): no rollback, no change of rate."""
         self.skipped = True
         self.optimizer.zero_grad(set_to_none=True)
+        self._release_scaler()
         lrs = self.lrs
         self.interventions.append(Intervention(self.steps, "spike_skipped", loss, reference,
                                                grad_norm, lrs, lrs, -1))
@@ -544,6 +576,7 @@ class Guard:
         self.skipped = True
         lr_before = self.lrs
         self.optimizer.zero_grad(set_to_none=True)
+        self._release_scaler()
         if self._retries >= self.max_retries:
             record = Intervention(self.steps, reason, loss, reference, grad_norm, lr_before,
                                   lr_before, self._snapshots.latest_step)
@@ -601,10 +634,12 @@ class Guard:
     def _probe_step(self, loss_value: float, grad_norm: float | None) -> float:
         assert self._probe is not None
         probe = self._probe
-        if grad_norm is not None and not math.isfinite(grad_norm):
+        if grad_norm is not None and not math.isfinite(grad_norm) and self.scaler is None:
             loss_value = math.inf
         if math.isfinite(loss_value):
-            self.optimizer.step()
+            self._optimizer_step()
+        else:
+            self._release_scaler()
         self.skipped = True  # not a normal step: the probe's steps are rolled back when it ends
         probe.record(loss_value)
         if probe.done:
