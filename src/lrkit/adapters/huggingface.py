@@ -15,6 +15,7 @@ in plain words. transformers is imported only by the callback (``pip install tra
 """
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Any, Callable
 
@@ -36,8 +37,9 @@ def _check_trainer(trainer: Any) -> None:
 
 
 def _fresh_optimizer(trainer: Any) -> Any:
-    """The optimizer ``trainer.train()`` would build, without leaving it on the Trainer (which
-    would then reuse it, with the old rate, after ``update_args``)."""
+    """The optimizer ``trainer.train()`` would use: the one the Trainer holds (given to it, or
+    left by an earlier ``train()``), or the one ``create_optimizer`` builds, which is not left on
+    the Trainer (``train()`` would then reuse it, at the old rate)."""
     if trainer.optimizer is not None:
         return trainer.optimizer
     optimizer = trainer.create_optimizer()
@@ -54,67 +56,183 @@ def _planned_steps(trainer: Any, loader: Any) -> int | None:
         batches = len(loader)
     except TypeError:
         return None
-    per_epoch = max(1, batches // max(1, args.gradient_accumulation_steps))
+    per_epoch = max(1, math.ceil(batches / max(1, args.gradient_accumulation_steps)))
     return max(1, math.ceil(per_epoch * float(args.num_train_epochs)))
 
 
-def _loss_fn(trainer: Any) -> Callable[[Any, Any], Any]:
+def _loss_fn(trainer: Any, accumulation: int) -> Callable[[Any, Any], Any]:
+    """The loss of one micro-batch as ``Trainer.training_step`` backpropagates it.
+
+    The Trainer passes ``num_items_in_batch`` (the labelled items of the whole accumulation
+    window) and divides by the accumulation steps only when the loss is not already a share of
+    the window; lrkit always divides. So the window is taken as ``accumulation`` batches like
+    this one, and a loss that the Trainer would not divide is multiplied back."""
     prepare = getattr(trainer, "_prepare_inputs", None)
+    count = getattr(trainer, "_get_num_items_in_batch", None)
+    try:
+        takes_items = "num_items_in_batch" in inspect.signature(trainer.compute_loss).parameters
+    except (TypeError, ValueError):
+        takes_items = False
 
     def loss_fn(model: Any, batch: Any) -> Any:
         inputs = prepare(batch) if prepare is not None else batch
-        return trainer.compute_loss(model, inputs)
+        items = None
+        if takes_items and count is not None:
+            try:
+                items = count([inputs], next(model.parameters()).device)
+            except (TypeError, AttributeError, StopIteration):
+                items = None
+        if items is not None:
+            items = items * accumulation
+            loss = trainer.compute_loss(model, inputs, num_items_in_batch=items)
+        else:
+            loss = trainer.compute_loss(model, inputs)
+        scaled = getattr(trainer, "loss_is_scaled_for_ga", None)
+        if scaled is None:
+            scaled = ((getattr(trainer, "model_accepts_loss_kwargs", False) and items is not None)
+                      or getattr(trainer, "compute_loss_func", None) is not None)
+        return loss * accumulation if scaled and accumulation > 1 else loss
 
     return loss_fn
 
 
-def from_trainer(trainer: Any, *, budget_steps: int | None = None) -> Problem:
+def _eval_loader(trainer: Any, eval_key: str | None) -> Any:
+    data = getattr(trainer, "eval_dataset", None)
+    if data is None:
+        return None
+    if isinstance(data, dict):
+        if eval_key is None:
+            eval_key = next(iter(data))
+        elif eval_key not in data:
+            raise LrkitError(f"eval_key={eval_key!r} is not one of the Trainer's eval datasets "
+                             f"{sorted(data)}")
+        return trainer.get_eval_dataloader(data[eval_key])
+    return trainer.get_eval_dataloader()
+
+
+def from_trainer(trainer: Any, *, budget_steps: int | None = None,
+                 eval_key: str | None = None) -> Problem:
     """An lrkit :class:`Problem` from a ``transformers.Trainer``: its model, the optimizer its
-    ``create_optimizer`` builds (or the one it was given), its train and eval data loaders and
-    its ``compute_loss``. ``budget_steps`` defaults to the steps ``trainer.train()`` will take."""
+    ``create_optimizer`` builds (or the one it holds), its train and eval data loaders (of a dict
+    of eval datasets, ``eval_key``'s, default the first) and its ``compute_loss`` as its
+    ``training_step`` calls it. ``budget_steps`` defaults to the steps ``trainer.train()`` will
+    take."""
     _check_trainer(trainer)
     loader = trainer.get_train_dataloader()
-    val = (trainer.get_eval_dataloader() if getattr(trainer, "eval_dataset", None) is not None
-           else None)
+    accumulation = max(1, int(trainer.args.gradient_accumulation_steps))
     return Problem(model=trainer.model, optimizer=_fresh_optimizer(trainer), train_loader=loader,
-                   loss_fn=_loss_fn(trainer), val_loader=val, name=type(trainer.model).__name__,
+                   loss_fn=_loss_fn(trainer, accumulation), val_loader=_eval_loader(trainer, eval_key),
+                   name=type(trainer.model).__name__,
                    budget_steps=budget_steps or _planned_steps(trainer, loader))
 
 
-def find_lr(trainer: Any, *, update_args: bool = False, **finder_options: Any):
+def find_lr(trainer: Any, *, update_args: bool = False, eval_key: str | None = None,
+            **finder_options: Any):
     """:func:`lrkit.find_lr` through a ``transformers.Trainer`` (see :func:`from_trainer`), with
-    the Trainer's gradient accumulation and gradient clipping unless given. ``update_args``:
-    set ``trainer.args.learning_rate`` to the suggestion, for ``trainer.train()``."""
+    the Trainer's gradient accumulation, gradient clipping and mixed precision unless given.
+
+    ``update_args``: make ``trainer.train()`` use the suggestion: ``args.learning_rate`` (and
+    an ``lr`` in ``optimizer_cls_and_kwargs``) move by the factor the parameter groups moved by,
+    so that groups built at different rates each get their own suggestion, and an optimizer the
+    Trainer already holds has its groups (and its scheduler's base rates) set too."""
     import lrkit
 
-    problem = from_trainer(trainer, budget_steps=finder_options.pop("budget_steps", None))
+    problem = from_trainer(trainer, budget_steps=finder_options.pop("budget_steps", None),
+                           eval_key=eval_key)
     args = trainer.args
+    optimizer = problem.optimizer
     finder_options.setdefault("accumulation_steps", max(1, int(args.gradient_accumulation_steps)))
-    finder_options.setdefault("max_grad_norm", args.max_grad_norm or None)
-    val_loader = problem.val_loader if "val_every" in finder_options else None  # when asked
-    result = lrkit.find_lr(problem.model, problem.optimizer, problem.train_loader,
-                           loss_fn=problem.loss_fn, val_loader=val_loader,
-                           budget_steps=problem.budget_steps, **finder_options)
-    if update_args and result.suggested_lr is not None:
-        args.learning_rate = float(result.suggested_lr)
+    clip = args.max_grad_norm
+    finder_options.setdefault("max_grad_norm", clip if clip and clip > 0 else None)  # <= 0: off
+    finder_options.setdefault("amp", bool(getattr(args, "fp16", False) or getattr(args, "bf16", False)))
+    val_loader = problem.val_loader if finder_options.get("val_every") is not None else None
+    if finder_options.get("val_every") is not None and val_loader is None:
+        raise LrkitError("val_every needs validation data: build the Trainer with eval_dataset=...")
+    groups = optimizer.param_groups
+    # an optimizer left by a train() whose schedule ran out has every rate at 0: the groups'
+    # ratios are those they were built with (initial_lr), set for the test and put back after
+    spent = [g["lr"] for g in groups]
+    if all(lr == 0 for lr in spent) and all(g.get("initial_lr") for g in groups):
+        for group in groups:
+            group["lr"] = group["initial_lr"]
+    else:
+        spent = None
+    old_lrs = [float(g["lr"]) for g in groups]
+    # schedule-free optimizers step only in train mode (Trainer.training_step switches them)
+    was_eval = _schedule_free_mode(optimizer) is False
+    if callable(getattr(optimizer, "train", None)):
+        optimizer.train()
+    try:
+        result = lrkit.find_lr(problem.model, optimizer, problem.train_loader,
+                               loss_fn=problem.loss_fn, val_loader=val_loader,
+                               budget_steps=problem.budget_steps, **finder_options)
+    finally:
+        if was_eval:
+            optimizer.eval()
+        if spent is not None:
+            for group, lr in zip(groups, spent):
+                group["lr"] = lr
+    if update_args and result.suggested_lrs and result.suggested_lrs[0] is not None \
+            and old_lrs[0] > 0:
+        _apply(trainer, optimizer, result.suggested_lrs[0] / old_lrs[0])
     return result
+
+
+def _schedule_free_mode(optimizer: Any) -> bool | None:
+    groups = getattr(optimizer, "param_groups", None) or [{}]
+    mode = groups[0].get("train_mode")
+    return None if mode is None else bool(mode)
+
+
+def _apply(trainer: Any, optimizer: Any, factor: float) -> None:
+    """Move every place ``train()`` reads its rate from by ``factor``."""
+    args = trainer.args
+    args.learning_rate = float(args.learning_rate * factor)
+    cls_and_kwargs = getattr(trainer, "optimizer_cls_and_kwargs", None)
+    if cls_and_kwargs is not None and isinstance(cls_and_kwargs[1], dict) \
+            and "lr" in cls_and_kwargs[1]:  # Trainer(optimizer_cls_and_kwargs=...): its lr wins
+        cls_and_kwargs[1]["lr"] = float(cls_and_kwargs[1]["lr"] * factor)
+    if trainer.optimizer is not None:  # held by the Trainer: train() reuses it
+        for group in optimizer.param_groups:
+            group["lr"] = float(group["lr"] * factor)
+            if "initial_lr" in group:
+                group["initial_lr"] = float(group["initial_lr"] * factor)
+        scheduler = getattr(trainer, "lr_scheduler", None)
+        if scheduler is not None and hasattr(scheduler, "base_lrs"):
+            scheduler.base_lrs = [float(lr * factor) for lr in scheduler.base_lrs]
 
 
 class _MonitorHooks:
     """The callback's behaviour, independent of transformers' base class."""
 
-    def __init__(self, **monitor_options: Any) -> None:
+    def __init__(self, *, val_key: str = "eval_loss", **monitor_options: Any) -> None:
         from lrkit.diagnose.monitor import Monitor
 
+        self.val_key = val_key
+        self._options = monitor_options
         self.monitor = Monitor(**monitor_options)
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        """Each ``train()`` (a hyperparameter-search trial, say) gets a Monitor of its own."""
+        if self.monitor.step or self.monitor.closed:
+            from lrkit.diagnose.monitor import Monitor
+
+            self.monitor.close()
+            self.monitor = Monitor(**self._options)
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None,
                **kwargs: Any) -> None:
         logs = logs or {}
-        if "loss" in logs:  # the mean training loss since the last log (NaN included)
-            self.monitor.update(float(logs["loss"]), lr=logs.get("learning_rate"))
-        if "eval_loss" in logs:
-            self.monitor.update_val(float(logs["eval_loss"]))
+        if "loss" in logs:  # the mean training loss since the last log
+            loss = float(logs["loss"])
+            # with logging_nan_inf_filter (the default) the Trainer logs NaN/inf step losses as
+            # the window's mean so far (0.0 once every step is NaN); the gradient norm it logs
+            # with clipping is not filtered, and tells
+            if not math.isfinite(float(logs.get("grad_norm", 0.0))):
+                loss = math.nan
+            self.monitor.update(loss, lr=logs.get("learning_rate"))
+        if self.val_key in logs:
+            self.monitor.update_val(float(logs[self.val_key]))
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.monitor.close()
@@ -138,8 +256,10 @@ def __getattr__(name: str) -> Any:
                                  "transformers (the plain lrkit.Monitor needs nothing)") from error
             _CLASS = type("MonitorCallback", (_MonitorHooks, TrainerCallback), {
                 "__doc__": "lrkit's Monitor as a transformers TrainerCallback: one update per "
-                           "logged training loss (every ``logging_steps``), eval_loss as the "
-                           "validation curve, a report at the end of training.",
+                           "logged training loss (every ``logging_steps``; a non-finite logged "
+                           "grad_norm marks it NaN), ``val_key`` (default eval_loss; "
+                           "eval_NAME_loss for a dict of eval datasets) as the validation "
+                           "curve, a report at the end of each train().",
                 "__module__": __name__,
             })
         return _CLASS
