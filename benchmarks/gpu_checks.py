@@ -13,7 +13,10 @@ Each check prints PASS or FAIL with its numbers; --json FILE writes them all. Ch
   mode set to error);
 * lightning, huggingface: the adapters on CUDA modules (Hugging Face with fp16);
 * overhead: time per step of ``find_lr`` against a plain loop doing the same steps, and peak
-  GPU memory, on a 50M-parameter MLP with Adam (the goal on CPU: ratio <= 1.10).
+  GPU memory, on a 50M-parameter MLP with Adam (the goal on CPU: ratio <= 1.10), with the
+  snapshot on the CPU (the default) and on the device, and the copy times behind the first;
+* guard-overhead: the Guard's steady cost per step on the same model, snapshots on the CPU
+  and on the device.
 """
 from __future__ import annotations
 
@@ -94,6 +97,11 @@ def check_restore(device):
         assert rng[1] is None or torch.equal(rng[1], rng_after[1]), "CUDA generator not restored"
         figures[f"suggested_lr_amp_{amp}"] = result.suggested_lr
         figures[f"steps_amp_{amp}"] = result.steps
+        # the same test with the copy kept on the device: the same exact restore
+        again = lrkit.find_lr(model, problem.optimizer, problem.train_loader, problem.criterion,
+                              amp=amp, progress=False, snapshot="device")
+        assert again.suggested_lr is not None, "device snapshot: no suggestion"
+        assert _same(before, _state(model, problem.optimizer)), "device snapshot: not restored"
     return figures
 
 
@@ -268,14 +276,16 @@ def check_overhead(device):
             optimizer.step()
             loss.item()  # the finder reads every loss; so does this loop
 
-    def finder():
+    def finder(where="cpu"):
         return lrkit.find_lr(model, optimizer, data, criterion, start_lr=1e-7, end_lr=1e-3,
-                             num_steps=steps, diverge_threshold=1e9, progress=False)
+                             num_steps=steps, diverge_threshold=1e9, progress=False,
+                             snapshot=where)
 
     plain(), finder()  # warm up (kernels, allocator, optimizer state)
-    times = {"plain": [], "find_lr": []}
+    times = {"plain": [], "find_lr": [], "find_lr_device": []}
     for _ in range(3):
-        for name, fn in (("plain", plain), ("find_lr", finder)):
+        for name, fn in (("plain", plain), ("find_lr", finder),
+                         ("find_lr_device", lambda: finder("device"))):
             sync()
             start = time.perf_counter()
             fn()
@@ -284,7 +294,8 @@ def check_overhead(device):
     state_bytes = sum(p.numel() * p.element_size() for p in model.parameters()) * 3  # + Adam
     peak = {}
     if device.type == "cuda":
-        for name, fn in (("plain", plain), ("find_lr", finder)):
+        for name, fn in (("plain", plain), ("find_lr", finder),
+                         ("find_lr_device", lambda: finder("device"))):
             torch.cuda.reset_peak_memory_stats(device)
             fn()
             peak[name] = torch.cuda.max_memory_allocated(device)
@@ -318,11 +329,65 @@ def check_overhead(device):
     ratio = min(times["find_lr"]) / min(times["plain"])
     figures = {"plain_ms": round(1e3 * min(times["plain"]), 3),
                "find_lr_ms": round(1e3 * min(times["find_lr"]), 3),
-               "ratio": round(ratio, 3), "params_M": round(state_bytes / 12 / 1e6, 1),
+               "ratio": round(ratio, 3),
+               "find_lr_device_ms": round(1e3 * min(times["find_lr_device"]), 3),
+               "ratio_device_snapshot": round(min(times["find_lr_device"]) / min(times["plain"]), 3),
+               "params_M": round(state_bytes / 12 / 1e6, 1),
                "state_MB": round(state_bytes / 1e6), "snapshot_ms": round(1e3 * taken, 1),
                "restore_ms": round(1e3 * restored, 1), **copies}
     if peak:
         figures["extra_gpu_memory_vs_state"] = round((peak["find_lr"] - peak["plain"]) / state_bytes, 3)
+        figures["extra_gpu_memory_vs_state_device_snapshot"] = round(
+            (peak["find_lr_device"] - peak["plain"]) / state_bytes, 3)
+    return figures
+
+
+@check("guard-overhead")
+def check_guard_overhead(device):
+    """Steady-state cost per step of a Guard (snapshots every 100 steps) on the 50M MLP."""
+    torch.manual_seed(0)
+    width, batch = (4096, 512) if device.type == "cuda" else (256, 64)
+    model = torch.nn.Sequential(*[m for _ in range(3) for m in (torch.nn.Linear(width, width),
+                                                                 torch.nn.ReLU())],
+                                torch.nn.Linear(width, 10)).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-5)
+    data = [(torch.randn(batch, width, device=device), torch.randint(0, 10, (batch,), device=device))
+            for _ in range(8)]
+    criterion = torch.nn.CrossEntropyLoss()
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def loop(steps, guard=None):
+        for i in range(steps):
+            x, y = data[i % len(data)]
+
+            def closure(x=x, y=y):
+                optimizer.zero_grad(set_to_none=True)
+                loss = criterion(model(x), y)
+                loss.backward()
+                return loss
+            if guard is None:
+                closure().item()  # a loop that reads its loss
+                optimizer.step()
+            else:
+                guard.step(closure)
+
+    figures = {}
+    for where in ("none", "cpu", "device"):
+        guard = None if where == "none" else lrkit.Guard(model, optimizer, snapshot=where)
+        loop(220, guard)  # past the early, closer snapshots
+        sync()
+        start = time.perf_counter()
+        loop(300, guard)
+        sync()
+        figures[f"{where}_ms"] = round(1e3 * (time.perf_counter() - start) / 300, 3)
+        if guard is not None:
+            assert not guard.interventions
+            guard.close()
+    figures["overhead_cpu_snapshot"] = round(figures["cpu_ms"] / figures["none_ms"] - 1, 3)
+    figures["overhead_device_snapshot"] = round(figures["device_ms"] / figures["none_ms"] - 1, 3)
     return figures
 
 
@@ -340,7 +405,8 @@ def main() -> int:
           + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""))
     checks = {"restore": check_restore, "guard-scaler": check_guard_scaler,
               "monitor-no-sync": check_monitor, "lightning": check_lightning,
-              "huggingface": check_huggingface, "overhead": check_overhead}
+              "huggingface": check_huggingface, "overhead": check_overhead,
+              "guard-overhead": check_guard_overhead}
     for name, fn in checks.items():
         if not args.only or name in args.only:
             fn(device)

@@ -23,7 +23,7 @@ def _assert_state_is(model, optimizer, state):
 
 
 @pytest.mark.parametrize("optimizer_cls", [torch.optim.Adam, torch.optim.SGD])
-@pytest.mark.parametrize("where", ["cpu", "disk"])
+@pytest.mark.parametrize("where", ["cpu", "disk", "device"])
 def test_a_snapshot_restores_the_same_state_again_after_more_training(optimizer_cls, where, tmp_path):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 1))
@@ -178,3 +178,24 @@ def test_a_tensor_rate_in_the_param_groups_is_not_a_view_of_the_state_block():
     assert lr.untyped_storage().nbytes() == lr.element_size()
     snapshot.restore(last=True)
     assert optimizer.param_groups[0]["lr"].untyped_storage().nbytes() == lr.element_size()
+
+
+def test_a_device_snapshot_stays_beside_the_model_and_reuses_its_buffers():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 1))
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    x, y = torch.randn(8, 3), torch.randn(8, 1)
+    optimizer.zero_grad()
+    nn.functional.mse_loss(model(x), y).backward()
+    optimizer.step()
+    first = Snapshot(model, optimizer, where="device")
+    second = Snapshot(model, optimizer, where="device", reuse=first)
+    for name, tensor in model.named_parameters():
+        copy = second._payload["tensors"][name]
+        assert copy.device == tensor.device and copy.data_ptr() != tensor.data_ptr()
+    state = _state_of(model, optimizer)
+    optimizer.step()
+    second.restore()
+    _assert_state_is(model, optimizer, state)
+    with pytest.raises(Exception, match="snapshot location must be one of"):
+        Snapshot(model, optimizer, where="gpu")

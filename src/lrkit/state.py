@@ -25,28 +25,32 @@ def _to_cpu(value: Any) -> Any:
 
 
 def _to_cpu_into(value: Any, old: Any, pairs: list[tuple[torch.Tensor, torch.Tensor]],
-                 arena: _Arena | None = None) -> Any:
+                 arena: _Arena | None = None, *, on_device: bool = False) -> Any:
     """Like :func:`_to_cpu`, but a tensor of ``old`` (the same place in the same structure, same
     shape and dtype, on the CPU) is reused: it is returned, and ``(old, new value)`` goes to
     ``pairs`` for one batched copy afterwards. With ``old=None`` every tensor is a fresh copy:
-    carved from ``arena`` when given (also copied through ``pairs``), else allocated alone."""
+    carved from ``arena`` when given (also copied through ``pairs``), else allocated alone.
+    ``on_device``: copies stay on each tensor's own device (``Snapshot(where="device")``)."""
     if isinstance(value, torch.Tensor):
+        target = value.device if on_device else torch.device("cpu")
         if (isinstance(old, torch.Tensor) and old.shape == value.shape
-                and old.dtype == value.dtype and old.device.type == "cpu"):
+                and old.dtype == value.dtype and old.device == target):
             pairs.append((old, value.detach()))
             return old
         copy = arena.take(value) if arena is not None else None
         if copy is not None:
             pairs.append((copy, value.detach()))
             return copy
-        return value.detach().to("cpu", copy=True)
+        return value.detach().to(target, copy=True)
     if isinstance(value, dict):
         olds = old if isinstance(old, dict) else {}
-        return {k: _to_cpu_into(v, olds.get(k), pairs, arena) for k, v in value.items()}
+        return {k: _to_cpu_into(v, olds.get(k), pairs, arena, on_device=on_device)
+                for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         same = isinstance(old, (list, tuple)) and len(old) == len(value)
         olds = old if same else [None] * len(value)
-        return type(value)(_to_cpu_into(v, o, pairs, arena) for v, o in zip(value, olds))
+        return type(value)(_to_cpu_into(v, o, pairs, arena, on_device=on_device)
+                           for v, o in zip(value, olds))
     return value
 
 
@@ -138,12 +142,18 @@ def restore_rng(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+#: where a snapshot can live (see :class:`Snapshot`)
+LOCATIONS = ("cpu", "disk", "device")
+
+
 class Snapshot:
     """One copy of a model's and optimizer's state and the RNG states, restorable bit for bit.
 
     ``where="cpu"`` keeps the copy in host memory; ``where="disk"`` writes it to a private
     temporary file in ``directory`` (default: the system temp dir), removed by :meth:`discard`
-    (or by a ``last`` restore). ``torch_rng_only``: of the generators, keep torch's alone (see
+    (or by a ``last`` restore); ``where="device"`` keeps each tensor's copy on its own device (a
+    GPU model's in GPU memory: no transfer over the bus, at the price of one more copy of the
+    state in the accelerator's memory). ``torch_rng_only``: of the generators, keep torch's alone (see
     :func:`capture_rng`; for a guard whose rollbacks do not rewind the user's data pipeline).
     ``reuse``: a snapshot that is no longer needed (it is discarded): its CPU tensors are
     overwritten in place instead of allocating a new copy (a guard snapshotting every few
@@ -160,14 +170,14 @@ class Snapshot:
         torch_rng_only: bool = False,
         reuse: Snapshot | None = None,
     ) -> None:
-        if where not in ("cpu", "disk"):
-            raise LrkitError(f"snapshot location must be 'cpu' or 'disk', got {where!r}")
+        if where not in LOCATIONS:
+            raise LrkitError(f"snapshot location must be one of {LOCATIONS}, got {where!r}")
         self._model = model
         self._optimizer = optimizer
         self._path: Path | None = None
         old: dict = {"tensors": {}, "grads": {}, "optimizer": None}
         if reuse is not None:
-            if where == "cpu" and reuse._payload is not None:
+            if where in ("cpu", "device") and reuse._payload is not None:
                 old = reuse._payload
             reuse.discard()
         pairs: list[tuple[torch.Tensor, torch.Tensor]] = []
@@ -177,22 +187,25 @@ class Snapshot:
         # restore, all together); gradients (handed back one by one, usually absent) and the
         # param_groups (deep-copied by load_state_dict: a view would copy its whole block) alone
         fresh = where == "cpu" and reuse is None
+        on_device = where == "device"
+        self._on_device = on_device
         if model is not None:
             self._training = {name: m.training for name, m in model.named_modules()}
             named = list(self._named_tensors(model))
             arena = _Arena(t for _, t in named) if fresh else None
             for name, tensor in named:
                 payload["tensors"][name] = _to_cpu_into(tensor, old["tensors"].get(name), pairs,
-                                                        arena)
+                                                        arena, on_device=on_device)
                 grad = getattr(tensor, "grad", None)
-                payload["grads"][name] = (None if grad is None
-                                          else _to_cpu_into(grad, old["grads"].get(name), pairs))
+                payload["grads"][name] = (None if grad is None else _to_cpu_into(
+                    grad, old["grads"].get(name), pairs, on_device=on_device))
         if optimizer is not None:
             state = optimizer.state_dict()
             arena = _Arena(_tensors_in(state.get("state"))) if fresh else None
             olds = old["optimizer"] if isinstance(old["optimizer"], dict) else {}
             payload["optimizer"] = {
-                key: _to_cpu_into(value, olds.get(key), pairs, arena if key == "state" else None)
+                key: _to_cpu_into(value, olds.get(key), pairs, arena if key == "state" else None,
+                                  on_device=on_device)
                 for key, value in state.items()}
         _copy_pairs(pairs)
         self._rng = capture_rng(torch_only=torch_rng_only)
@@ -255,7 +268,9 @@ class Snapshot:
             # load_state_dict keeps tensors that are already on the right device and dtype, and
             # the optimizer's in-place updates would then change the snapshot itself
             saved = payload["optimizer"]
-            self._optimizer.load_state_dict(saved if last or from_disk else _to_cpu(saved))
+            self._optimizer.load_state_dict(
+                saved if last or from_disk
+                else _to_cpu_into(saved, None, [], on_device=self._on_device))
         restore_rng(self._rng)
         if last:
             self.discard()

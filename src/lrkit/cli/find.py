@@ -35,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="planned training length in steps (default: the example's own)")
     p.add_argument("--seed", type=int, default=0, help="seed for building the problem (default 0)")
     p.add_argument("--device", default=None, help="torch device (default: the model's)")
-    p.add_argument("--snapshot", choices=["cpu", "disk"], default="cpu",
+    p.add_argument("--snapshot", choices=["cpu", "disk", "device"], default="cpu",
                    help="where the state snapshot is kept (default cpu)")
     p.add_argument("--snapshot-dir", default=None, help="directory for --snapshot disk")
     p.add_argument("--plot", metavar="FILE", help="save the loss-rate plot (png, svg, pdf)")

@@ -90,8 +90,9 @@ class Guard:
     ``warmup`` good steps); ``None``: only non-finite values are incidents. ``lr_factor``: rate
     multiplier per incident. ``snapshot_every``: good steps between snapshots (the latest is kept,
     and the best one; each is one copy of the parameters, buffers, gradients and optimizer state).
-    ``snapshot``: ``"cpu"`` (host memory) or ``"disk"`` (a private temporary file in
-    ``snapshot_dir``); bookkeeping runs every ``gcd(10, snapshot_every)`` good steps, so a course
+    ``snapshot``: ``"cpu"`` (host memory), ``"disk"`` (a private temporary file in
+    ``snapshot_dir``) or ``"device"`` (the model's own device: on a GPU no transfer over the bus
+    per snapshot, for two more copies of the state in GPU memory); bookkeeping runs every ``gcd(10, snapshot_every)`` good steps, so a course
     check can come up to that many steps after ``diagnose_every``. ``max_retries``: incidents
     allowed since the last snapshot. ``confirm_spikes``: a spike is skipped (its batch's update
     left out, nothing else changed) unless another came within this many steps; 0: every spike is
@@ -169,7 +170,8 @@ class Guard:
                 f"confirm_spikes must be an integer >= 0 (0: act on every spike), got "
                 f"{confirm_spikes!r}")
         require(isinstance(window, int) and window >= 3, f"window must be >= 3, got {window!r}")
-        require(snapshot in ("cpu", "disk"), f"snapshot must be 'cpu' or 'disk', got {snapshot!r}")
+        require(snapshot in ("cpu", "disk", "device"),
+                f"snapshot must be 'cpu', 'disk' or 'device', got {snapshot!r}")
         require(isinstance(probe_steps, int) and (probe_steps == 0 or probe_steps >= 10),
                 f"probe_steps must be 0 (no probe) or an integer >= 10, got {probe_steps!r}")
         require(isinstance(probe_decades, (int, float)) and 0.5 <= probe_decades <= 8,

@@ -49,7 +49,8 @@ def find_lr(
     The model (parameters, buffers, train/eval mode), the optimizer (state and hyperparameters)
     and the torch/numpy/random generators are restored bit for bit afterwards, also when this
     raises or is interrupted. The snapshot lives on the CPU, or in a private file under
-    ``snapshot_dir`` with ``snapshot="disk"``.
+    ``snapshot_dir`` with ``snapshot="disk"``, or beside the model with ``snapshot="device"``
+    (on a GPU: no copy over the bus, for one more copy of the state in GPU memory).
 
     Parameter groups keep their ratios to each other; ``result.suggested_lrs`` has one rate per
     group. ``budget_steps`` (the planned training length) is recorded in ``result.settings``.
