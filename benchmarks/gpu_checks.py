@@ -281,7 +281,8 @@ def check_overhead(device):
                              num_steps=steps, diverge_threshold=1e9, progress=False,
                              snapshot=where)
 
-    plain(), finder()  # warm up (kernels, allocator, optimizer state)
+    plain()  # warm up (kernels, allocator, optimizer state)
+    advised = any("snapshot='device'" in w for w in finder().warnings)
     times = {"plain": [], "find_lr": [], "find_lr_device": []}
     for _ in range(3):
         for name, fn in (("plain", plain), ("find_lr", finder),
@@ -329,7 +330,7 @@ def check_overhead(device):
     ratio = min(times["find_lr"]) / min(times["plain"])
     figures = {"plain_ms": round(1e3 * min(times["plain"]), 3),
                "find_lr_ms": round(1e3 * min(times["find_lr"]), 3),
-               "ratio": round(ratio, 3),
+               "ratio": round(ratio, 3), "cpu_snapshot_advice_given": advised,
                "find_lr_device_ms": round(1e3 * min(times["find_lr_device"]), 3),
                "ratio_device_snapshot": round(min(times["find_lr_device"]) / min(times["plain"]), 3),
                "params_M": round(state_bytes / 12 / 1e6, 1),

@@ -240,3 +240,18 @@ def test_a_test_longer_than_30_percent_of_the_planned_run_says_so():
                          progress=False, diverge_threshold=1e9)
     assert not any("planned run" in w for w in long.warnings)
     assert short.settings["accumulation_steps"] == 1 and short.settings["max_grad_norm"] is None
+
+
+def test_the_advice_to_keep_the_snapshot_on_the_device_comes_only_when_the_copy_was_costly():
+    from lrkit.adapters.torch import snapshot_advice
+
+    advice = snapshot_advice("cuda", "cpu", copy_seconds=0.67, total_seconds=1.13)
+    assert "59% of the test" in advice and "snapshot='device'" in advice and "cuda memory" in advice
+    assert snapshot_advice("cuda", "cpu", copy_seconds=0.05, total_seconds=1.0) is None
+    assert snapshot_advice("cuda", "device", copy_seconds=0.67, total_seconds=1.13) is None
+    assert snapshot_advice("cpu", "cpu", copy_seconds=0.67, total_seconds=1.13) is None
+    model, loader, criterion = tiny_problem()  # a CPU model: never advised
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    result = lrkit.find_lr(model, opt, loader, criterion, num_steps=20, progress=False,
+                           diverge_threshold=1e9)
+    assert not any("snapshot='device'" in w for w in result.warnings)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import math
+import time
 from typing import Any, Callable, Iterable, Iterator
 
 import torch
@@ -177,6 +178,7 @@ class TorchTrainable:
         self.max_grad_norm = max_grad_norm
         self.snapshot_where = snapshot
         self.snapshot_dir = snapshot_dir
+        self.copy_seconds = 0.0  #: the last test's snapshot and restore, together
         if device is None:
             first = next(itertools.chain(model.parameters(), model.buffers()), None)
             device = first.device if first is not None else torch.device("cpu")
@@ -310,13 +312,31 @@ class TorchTrainable:
 
     @contextlib.contextmanager
     def preserved(self) -> Iterator[None]:
+        start = time.perf_counter()
         snapshot = Snapshot(self.model, self.optimizer, where=self.snapshot_where,
                             directory=self.snapshot_dir)
+        self.copy_seconds = time.perf_counter() - start  #: snapshot and restore, together
         try:
             yield
         finally:
+            start = time.perf_counter()
             try:
                 snapshot.restore(last=True)
             finally:
                 snapshot.discard()
                 self._batches = None
+                self.copy_seconds += time.perf_counter() - start
+
+
+def snapshot_advice(device_type: str, where: str, copy_seconds: float,
+                    total_seconds: float) -> str | None:
+    """A warning when copying an accelerator's state to host memory and back was a large part of
+    the test (on one H200, 605 MB of state: 0.67 s against 0.46 s of steps)."""
+    if device_type == "cpu" or where != "cpu" or total_seconds <= 0:
+        return None
+    share = copy_seconds / total_seconds
+    if share < 0.1:
+        return None
+    return (f"copying the state to host memory and back took {copy_seconds:.2g} s, {share:.0%} "
+            f"of the test; snapshot='device' keeps the copy in {device_type} memory instead (one "
+            "more copy of the state there)")

@@ -4,6 +4,7 @@
 """
 from __future__ import annotations
 
+import time
 from typing import Any, Callable, Iterable
 
 from lrkit.find.range_test import range_test
@@ -61,7 +62,7 @@ def find_lr(
     suggestion; only rank 0 shows a progress bar.
     """
     from lrkit.adapters.distributed import is_main
-    from lrkit.adapters.torch import TorchTrainable
+    from lrkit.adapters.torch import TorchTrainable, snapshot_advice
 
     if val_every is not None and val_loader is None:
         from lrkit.errors import LrkitError
@@ -75,11 +76,16 @@ def find_lr(
     )
     if progress is None and not is_main():
         progress = False  # one bar for the job, not one per rank
+    started = time.perf_counter()
     result = range_test(
         trainable, start_lr=start_lr, end_lr=end_lr, num_steps=num_steps, ramp=ramp,
         smoothing=smoothing, diverge_threshold=diverge_threshold, val_every=val_every,
         method=method, budget_steps=budget_steps, progress=progress,
     )
+    advice = snapshot_advice(trainable.device.type, snapshot, trainable.copy_seconds,
+                             time.perf_counter() - started)
+    if advice:
+        result.warnings.append(advice)
     # how each step was taken, for the record (JSON export, reports)
     result.settings.update(accumulation_steps=accumulation_steps, amp=amp,
                            max_grad_norm=max_grad_norm)
