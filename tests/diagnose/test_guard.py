@@ -569,3 +569,64 @@ def test_a_scaler_overflow_is_not_an_incident_and_skipped_batches_release_the_sc
     assert [i.reason for i in guard.interventions] == ["spike_skipped"]
     with pytest.raises(LrkitError, match="scaler must be a torch.amp.GradScaler"):
         lrkit.Guard(model, optimizer, scaler=object())
+
+
+def test_a_progress_lost_rollback_with_a_scaler_updates_it_once():
+    # the rollback comes from the bookkeeping after a good step (scaler.step and update done)
+    torch.manual_seed(0)
+    model = nn.Linear(4, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 10)
+    guard = lrkit.Guard(model, optimizer, diagnose_every=None, probe_steps=0, scaler=scaler,
+                        check_grads=True)
+    x = torch.randn(8, 4)
+    levels = [2.0 - 1.5 * i / 60 for i in range(60)] + [0.5 + 0.025 * i for i in range(1, 121)]
+    for level in levels:
+        def closure(level=level):
+            optimizer.zero_grad()
+            loss = torch.tensor(level) + 0.0 * model(x).sum()
+            scaler.scale(loss).backward()
+            return loss
+        guard.step(closure)
+    assert "progress_lost" in [i.reason for i in guard.interventions]
+
+
+@pytest.mark.parametrize("check_grads", [True, False])
+def test_a_closure_that_unscales_to_clip_works_with_the_guard(check_grads):
+    # the usual AMP recipe with clipping: scaler.unscale_ then clip_grad_norm_ in the closure
+    torch.manual_seed(0)
+    model = nn.Linear(4, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 10)
+    guard = lrkit.Guard(model, optimizer, scaler=scaler, check_grads=check_grads, probe_steps=0,
+                        confirm_spikes=20)
+    for step in range(40):
+        x, y = torch.randn(16, 4), torch.randn(16, 1)
+        factor = 50.0 if step == 25 else 1.0  # a lone spike: its batch is skipped
+
+        def closure(x=x, y=y, factor=factor):
+            optimizer.zero_grad()
+            loss = nn.functional.mse_loss(model(x), y) * factor
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            return loss
+        guard.step(closure)
+    assert [i.reason for i in guard.interventions] == ["spike_skipped"]
+
+
+def test_a_disabled_scaler_is_no_scaler_and_an_inf_gradient_is_still_an_incident():
+    torch.manual_seed(0)
+    model = nn.Linear(4, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    scaler = torch.amp.GradScaler("cpu", enabled=False)  # GradScaler(enabled=use_amp), amp off
+    guard = lrkit.Guard(model, optimizer, scaler=scaler, check_grads=True, probe_steps=0)
+    assert guard.scaler is None
+    for step in range(12):
+        x, y = torch.randn(16, 4), torch.randn(16, 1)
+        hook = model.weight.register_hook(lambda g: g * math.inf) if step == 5 else None
+        guard.step(_scaled_closure(model, optimizer, scaler, x, y))
+        if hook is not None:
+            hook.remove()
+            assert bool(model.weight.isfinite().all())  # never stepped on the inf gradient
+    assert [i.reason for i in guard.interventions] == ["nonfinite_grad"]

@@ -181,8 +181,11 @@ class Guard:
                 f"scaler must be a torch.amp.GradScaler (or None), got {type(scaler).__name__}")
         self.model = model
         self.optimizer = optimizer
-        self.scaler = scaler
-        self._unscaled = False  #: scaler.unscale_ ran this step (check_grads)
+        # GradScaler(enabled=use_amp) with use_amp off scales and skips nothing: no scaler at all
+        # (else an inf gradient would pass for the scaler's overflow and reach the parameters)
+        enabled = getattr(scaler, "is_enabled", None)
+        self.scaler = scaler if scaler is not None and (enabled is None or enabled()) else None
+        self._unscaled = False  #: unscale_ ran this step (the guard's own, for check_grads)
         self.spike_factor = spike_factor
         self.warmup = warmup
         self.lr_factor = lr_factor
@@ -304,7 +307,8 @@ class Guard:
 
     def _grad_norms(self) -> list[torch.Tensor]:
         if self.scaler is not None:
-            self.scaler.unscale_(self.optimizer)
+            if not self._scaler_unscaled():  # the closure may have unscaled, to clip
+                self.scaler.unscale_(self.optimizer)
             self._unscaled = True
         grads = [p.grad for g in self.optimizer.param_groups for p in g["params"]
                  if p.grad is not None]
@@ -317,12 +321,25 @@ class Guard:
         else:
             self.scaler.step(self.optimizer)
             self.scaler.update()
+            self._unscaled = False
+
+    def _scaler_unscaled(self) -> bool:
+        """Whether ``unscale_`` ran on this optimizer since the scaler's last ``update()``: by
+        the guard (``check_grads``) or by the closure (to clip the gradients)."""
+        if self.scaler is None:
+            return False
+        states = getattr(self.scaler, "_per_optimizer_states", None)
+        try:
+            return states[id(self.optimizer)]["stage"].name != "READY"
+        except (TypeError, KeyError, AttributeError):  # another scaler: the guard's own record
+            return self._unscaled
 
     def _release_scaler(self) -> None:
-        """A step left out after ``unscale_``: the scaler must forget it before the next one."""
-        if self._unscaled:
+        """A step left out after ``unscale_`` (the guard's or the closure's): the scaler must
+        forget it before the next one."""
+        if self._scaler_unscaled():
             self.scaler.update()
-            self._unscaled = False
+        self._unscaled = False
 
     def step(self, closure: Callable[[], Any]) -> float:
         """Run ``closure`` (zero_grad, forward, backward, return the loss), check the loss and the
