@@ -7,6 +7,7 @@ kept on the CPU (never a second copy on the accelerator) or, when asked, in a pr
 """
 from __future__ import annotations
 
+import mmap
 import os
 import random
 import tempfile
@@ -82,7 +83,7 @@ class _Arena:
 
     def __init__(self, tensors: Iterable[torch.Tensor]) -> None:
         total = sum(self._span(t) for t in tensors if self._fits(t))
-        self._buffer = torch.empty(total, dtype=torch.uint8) if total else None
+        self._buffer = _host_block(total) if total else None
         self._offset = 0
 
     @classmethod
@@ -106,6 +107,30 @@ class _Arena:
         view = self._buffer[self._offset:self._offset + size].view(like.dtype).view(like.shape)
         self._offset += self._span(like)
         return view
+
+
+#: blocks at least this large are mapped with transparent huge pages asked for
+HUGE_PAGE_BLOCK = 32 * 2 ** 20
+
+
+def _host_block(size: int) -> torch.Tensor:
+    """``size`` bytes of host memory for a snapshot's copies: a private anonymous mapping with
+    transparent huge pages asked for (``MADV_HUGEPAGE``) when large, so that the first copy into
+    it faults a page per 2 MiB rather than per 4 KiB. Why: copying a GPU model's 605 MB of state
+    into fresh memory took 372-488 ms on an H200 machine, 170-176 ms with huge pages (40 ms into
+    memory already faulted in). Plain ``torch.empty`` where mappings are not available."""
+    if size >= HUGE_PAGE_BLOCK:
+        try:
+            block = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+            if hasattr(mmap, "MADV_HUGEPAGE"):
+                try:
+                    block.madvise(mmap.MADV_HUGEPAGE)
+                except OSError:
+                    pass  # huge pages off in this kernel: a plain mapping, still off the heap
+            return torch.frombuffer(block, dtype=torch.uint8)  # keeps the mapping alive
+        except (AttributeError, OSError, ValueError):
+            pass
+    return torch.empty(size, dtype=torch.uint8)
 
 
 def _copy_pairs(pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
