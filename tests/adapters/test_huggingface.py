@@ -8,6 +8,7 @@ import pytest
 import torch
 from transformers import BertConfig, BertForSequenceClassification, Trainer, TrainingArguments
 
+import lrkit
 from lrkit.adapters.huggingface import MonitorCallback, find_lr, from_trainer
 from lrkit.errors import LrkitError
 
@@ -184,6 +185,8 @@ def test_update_args_reaches_every_place_train_reads_its_rate_from(tmp_path):
     assert rates == pytest.approx(result.suggested_lrs)  # each group its own suggestion
     # a second search on the Trainer that train() left its optimizer and spent schedule on
     again = find_lr(trainer, update_args=True, num_steps=40, progress=False)
+    recipe = lrkit.recommend(from_trainer(trainer), steps=40)  # names the optimizer inside
+    assert recipe.optimizer.endswith("AdamW") and recipe.build(trainer.model.parameters())
     trainer.train()
     assert trainer.optimizer.param_groups[1]["initial_lr"] == pytest.approx(again.suggested_lrs[1])
     # optimizer_cls_and_kwargs: its lr wins over args.learning_rate, so it moves too

@@ -41,7 +41,13 @@ def _fresh_optimizer(trainer: Any) -> Any:
     left by an earlier ``train()``), or the one ``create_optimizer`` builds, which is not left on
     the Trainer (``train()`` would then reuse it, at the old rate)."""
     if trainer.optimizer is not None:
-        return trainer.optimizer
+        held = trainer.optimizer
+        # after a train(), accelerate's wrapper: the optimizer inside it is the one to name,
+        # tune and rebuild (the wrapper shares its param_groups)
+        inner = getattr(held, "optimizer", None)
+        if type(held).__name__ == "AcceleratedOptimizer" and inner is not None:
+            return inner
+        return held
     optimizer = trainer.create_optimizer()
     trainer.optimizer = None
     return optimizer
