@@ -248,22 +248,30 @@ def check_huggingface(device):
             "final_vs_first_loss": round(loss, 3), "model_device": str(next(trainer.model.parameters()).device)}
 
 
-@check("overhead")
-def check_overhead(device):
+def _wide_mlp(device, lr):
+    """The overhead checks' model: 50M parameters on CUDA (4096 wide), a small one on the CPU;
+    Adam, eight fixed batches, cross-entropy."""
     torch.manual_seed(0)
-    width, batch, steps = (4096, 512, 100) if device.type == "cuda" else (256, 64, 100)
+    width, batch = (4096, 512) if device.type == "cuda" else (256, 64)
     model = torch.nn.Sequential(*[m for _ in range(3) for m in (torch.nn.Linear(width, width),
                                                                  torch.nn.ReLU())],
                                 torch.nn.Linear(width, 10)).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     data = [(torch.randn(batch, width, device=device), torch.randint(0, 10, (batch,), device=device))
             for _ in range(8)]
-    criterion = torch.nn.CrossEntropyLoss()
-    rates = torch.logspace(-7, -3, steps).tolist()  # low rates: every step runs (no divergence)
+    return model, optimizer, data, torch.nn.CrossEntropyLoss()
 
-    def sync():
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+@check("overhead")
+def check_overhead(device):
+    steps = 100
+    model, optimizer, data, criterion = _wide_mlp(device, lr=1e-3)
+    rates = torch.logspace(-7, -3, steps).tolist()  # low rates: every step runs (no divergence)
 
     def plain():
         for i, lr in enumerate(rates):
@@ -287,10 +295,10 @@ def check_overhead(device):
     for _ in range(3):
         for name, fn in (("plain", plain), ("find_lr", finder),
                          ("find_lr_device", lambda: finder("device"))):
-            sync()
+            _sync(device)
             start = time.perf_counter()
             fn()
-            sync()
+            _sync(device)
             times[name].append((time.perf_counter() - start) / steps)
     state_bytes = sum(p.numel() * p.element_size() for p in model.parameters()) * 3  # + Adam
     peak = {}
@@ -303,25 +311,25 @@ def check_overhead(device):
     # where the difference goes: the snapshot (device to host) and the restore (host to device)
     from lrkit.state import Snapshot
 
-    sync()
+    _sync(device)
     start = time.perf_counter()
     snapshot = Snapshot(model, optimizer)
-    sync()
+    _sync(device)
     taken = time.perf_counter() - start
     start = time.perf_counter()
     snapshot.restore()
-    sync()
+    _sync(device)
     restored = time.perf_counter() - start
     copies = {}
     if device.type == "cuda":  # pageable against pinned host memory, allocation included
         source = torch.empty(state_bytes, dtype=torch.uint8, device=device)
         for pinned in (False, True):
-            sync()
+            _sync(device)
             start = time.perf_counter()
             host = torch.empty(state_bytes, dtype=torch.uint8, pin_memory=pinned)
             allocated = time.perf_counter() - start
             host.copy_(source)
-            sync()
+            _sync(device)
             copies[f"d2h_{'pinned' if pinned else 'pageable'}_ms"] = round(
                 1e3 * (time.perf_counter() - start), 1)
             copies[f"alloc_{'pinned' if pinned else 'pageable'}_ms"] = round(1e3 * allocated, 1)
@@ -346,19 +354,7 @@ def check_overhead(device):
 @check("guard-overhead")
 def check_guard_overhead(device):
     """Steady-state cost per step of a Guard (snapshots every 100 steps) on the 50M MLP."""
-    torch.manual_seed(0)
-    width, batch = (4096, 512) if device.type == "cuda" else (256, 64)
-    model = torch.nn.Sequential(*[m for _ in range(3) for m in (torch.nn.Linear(width, width),
-                                                                 torch.nn.ReLU())],
-                                torch.nn.Linear(width, 10)).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-5)
-    data = [(torch.randn(batch, width, device=device), torch.randint(0, 10, (batch,), device=device))
-            for _ in range(8)]
-    criterion = torch.nn.CrossEntropyLoss()
-
-    def sync():
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+    model, optimizer, data, criterion = _wide_mlp(device, lr=1e-5)
 
     def loop(steps, guard=None):
         for i in range(steps):
@@ -379,10 +375,10 @@ def check_guard_overhead(device):
     for where in ("none", "cpu", "device"):
         guard = None if where == "none" else lrkit.Guard(model, optimizer, snapshot=where)
         loop(220, guard)  # past the early, closer snapshots
-        sync()
+        _sync(device)
         start = time.perf_counter()
         loop(300, guard)
-        sync()
+        _sync(device)
         figures[f"{where}_ms"] = round(1e3 * (time.perf_counter() - start) / 300, 3)
         if guard is not None:
             assert not guard.interventions

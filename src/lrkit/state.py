@@ -22,10 +22,10 @@ from lrkit.errors import LrkitError
 
 def _to_cpu(value: Any) -> Any:
     """A CPU copy of every tensor in a nested structure (other values are copied as they are)."""
-    return _to_cpu_into(value, None, [])
+    return _copy_into(value, None, [])
 
 
-def _to_cpu_into(value: Any, old: Any, pairs: list[tuple[torch.Tensor, torch.Tensor]],
+def _copy_into(value: Any, old: Any, pairs: list[tuple[torch.Tensor, torch.Tensor]],
                  arena: _Arena | None = None, *, on_device: bool = False) -> Any:
     """Like :func:`_to_cpu`, but a tensor of ``old`` (the same place in the same structure, same
     shape and dtype, on the CPU) is reused: it is returned, and ``(old, new value)`` goes to
@@ -45,12 +45,12 @@ def _to_cpu_into(value: Any, old: Any, pairs: list[tuple[torch.Tensor, torch.Ten
         return value.detach().to(target, copy=True)
     if isinstance(value, dict):
         olds = old if isinstance(old, dict) else {}
-        return {k: _to_cpu_into(v, olds.get(k), pairs, arena, on_device=on_device)
+        return {k: _copy_into(v, olds.get(k), pairs, arena, on_device=on_device)
                 for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         same = isinstance(old, (list, tuple)) and len(old) == len(value)
         olds = old if same else [None] * len(value)
-        return type(value)(_to_cpu_into(v, o, pairs, arena, on_device=on_device)
+        return type(value)(_copy_into(v, o, pairs, arena, on_device=on_device)
                            for v, o in zip(value, olds))
     return value
 
@@ -219,17 +219,17 @@ class Snapshot:
             named = list(self._named_tensors(model))
             arena = _Arena(t for _, t in named) if fresh else None
             for name, tensor in named:
-                payload["tensors"][name] = _to_cpu_into(tensor, old["tensors"].get(name), pairs,
+                payload["tensors"][name] = _copy_into(tensor, old["tensors"].get(name), pairs,
                                                         arena, on_device=on_device)
                 grad = getattr(tensor, "grad", None)
-                payload["grads"][name] = (None if grad is None else _to_cpu_into(
+                payload["grads"][name] = (None if grad is None else _copy_into(
                     grad, old["grads"].get(name), pairs, on_device=on_device))
         if optimizer is not None:
             state = optimizer.state_dict()
             arena = _Arena(_tensors_in(state.get("state"))) if fresh else None
             olds = old["optimizer"] if isinstance(old["optimizer"], dict) else {}
             payload["optimizer"] = {
-                key: _to_cpu_into(value, olds.get(key), pairs, arena if key == "state" else None,
+                key: _copy_into(value, olds.get(key), pairs, arena if key == "state" else None,
                                   on_device=on_device)
                 for key, value in state.items()}
         _copy_pairs(pairs)
@@ -295,7 +295,7 @@ class Snapshot:
             saved = payload["optimizer"]
             self._optimizer.load_state_dict(
                 saved if last or from_disk
-                else _to_cpu_into(saved, None, [], on_device=self._on_device))
+                else _copy_into(saved, None, [], on_device=self._on_device))
         restore_rng(self._rng)
         if last:
             self.discard()

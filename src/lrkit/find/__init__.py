@@ -54,7 +54,8 @@ def find_lr(
     (on a GPU: no copy over the bus, for one more copy of the state in GPU memory).
 
     Parameter groups keep their ratios to each other; ``result.suggested_lrs`` has one rate per
-    group. ``budget_steps`` (the planned training length) is recorded in ``result.settings``.
+    group. ``budget_steps`` (the planned training length) is recorded in ``result.settings``;
+    a test longer than 30% of it gets a warning.
 
     Under torch.distributed (a DDP model, one process per rank), call it on every rank: each
     step's loss is averaged over the ranks (``sync_ranks``, on by default when there is more than

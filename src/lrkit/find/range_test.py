@@ -36,8 +36,8 @@ def range_test(
     stops early when the loss is non-finite or its EMA (``smoothing`` = beta) rises above its best
     by ``diverge_threshold - 1`` times the improvement so far (see :func:`has_diverged`). ``val_every`` evaluates the
     trainable's fixed validation subset every k steps and bases the suggestion on that curve.
-    ``budget_steps`` (the planned training length) is recorded with the result; no method uses
-    it yet.
+    ``budget_steps`` (the planned training length) is recorded with the result, and a test
+    longer than ``COST_SHARE`` of it gets a warning; no suggestion method uses it yet.
     The trainable is restored exactly afterwards, even when this raises.
     """
     rates = ramp_rates(start_lr, end_lr, num_steps, ramp).tolist()  # Python floats: cheaper per step
