@@ -18,12 +18,15 @@ A separate phase (``--tune``) records the data the policy's constants were chose
 that are *not* in the benchmark: logreg and hastie-mlp (four schedule shapes) and cancer-mlp and
 digits-cnn (cosine), full runs with one seed, range tests and short runs with two
 (``recipe_tune.json``, ``recipe_tune2.json``); ``lrkit/recommend/policy.py`` quotes the figures.
+``--tune-shrink`` re-measures the many-epoch shrink at the benchmark's own setting (2000 steps,
+3 seeds) on digits-cnn, cancer-mlp and wine-logreg (``recipe_tune3.json``, ~3 minutes).
 
 Results are cached in benchmarks/results/recipe_*.json (one file per task; delete a file to
 recompute it). The whole benchmark takes ~22 minutes on 2 busy cores (the tuning phase ~8 more)::
 
     python benchmarks/recipe_quality.py              # runs what is missing, prints the tables
     python benchmarks/recipe_quality.py --tune       # the policy-tuning data (separate tasks)
+    python benchmarks/recipe_quality.py --tune-shrink  # the many-epoch shrink, re-measured
     python benchmarks/recipe_quality.py --markdown   # the tables as in docs/recommend.md
 """
 from __future__ import annotations
@@ -266,6 +269,74 @@ def tune_extra(workers: int) -> dict:
     return data
 
 
+#: the shrink of many-epoch runs re-measured at the benchmark's own setting (2000 steps, the
+#: recipe's cosine, 3 seeds) on the tasks of that kind that are not in the benchmark
+TUNE_SHRINK = {"digits-cnn": 2000, "cancer-mlp": 2000, "wine-logreg": 2000}
+SHRINKS = (1.0, 0.5, 0.3)
+SHRINK_SEEDS = (0, 1, 2)
+
+
+def tune_shrink(workers: int) -> dict:
+    """For each task and seed: the recipe's confirmation runs (policy as it is), then full runs
+    at the best short run's rate times each of ``SHRINKS``, and the oracle grid of the same
+    schedule. Prints each shrink's regret against the oracle (mean over seeds, as in the
+    benchmark)."""
+    from lrkit.recommend.shapes import shape_spec
+
+    path = RESULTS / "recipe_tune3.json"
+    data = json.loads(path.read_text()) if path.exists() else {}
+    if not data:
+        t0 = time.perf_counter()
+        picks = _pool_map(pick_job, [dict(task=t, seed=s, steps=n) for t, n in TUNE_SHRINK.items()
+                                     for s in SHRINK_SEEDS], workers)
+        jobs = []
+        for task, steps in TUNE_SHRINK.items():
+            spec = shape_spec("cosine", steps, int(round(0.05 * steps)))
+            for seed in SHRINK_SEEDS:
+                best = next(p["best_short"] for p in picks if p["task"] == task and p["seed"] == seed)
+                for shrink in SHRINKS:
+                    jobs.append(dict(kind="schedule", group=f"shrink{shrink:g}", task=task,
+                                     seed=seed, steps=steps, lr=best * shrink, spec=spec))
+                for lr in grid(1e-4, 3.0):
+                    jobs.append(dict(kind="schedule", group="oracle", task=task, seed=seed,
+                                     steps=steps, lr=lr, spec=spec))
+        data = {"picks": picks, "runs": _pool_map(run_job, jobs, workers),
+                "seconds": time.perf_counter() - t0}
+        RESULTS.mkdir(exist_ok=True)
+        path.write_text(json.dumps(data, indent=1, default=_json_default))
+    for task in TUNE_SHRINK:
+        runs = [r for r in data["runs"] if r["task"] == task]
+        lr, oracle = _best([r for r in runs if r["group"] == "oracle"])
+        parts = [f"oracle {oracle:.4g} at {lr:.3g}"]
+        for shrink in SHRINKS:
+            mean = _mean_val([r for r in runs if r["group"] == f"shrink{shrink:g}"])
+            parts.append(f"shrink {shrink:g}: {mean / oracle - 1:+.1%}")
+        # policy version 5: no shrink when the highest candidate won, else the many-epoch shrink
+        rule = []
+        for pick in (p for p in data["picks"] if p["task"] == task):
+            top = pick["best_short"] >= max(c["lr"] for c in pick["confirmations"])
+            group = f"shrink{1.0 if top else min(SHRINKS):g}"
+            rule += [r for r in runs if r["group"] == group and r["seed"] == pick["seed"]]
+        parts.append(f"{min(SHRINKS):g} unless the highest won: {_mean_val(rule) / oracle - 1:+.1%}")
+        picks = [p["best_short"] for p in data["picks"] if p["task"] == task]
+        print(f"{task}: best short runs {', '.join(f'{v:.3g}' for v in picks)}; " + "; ".join(parts))
+    return data
+
+
+def pick_job(job: dict) -> dict:
+    """The recipe's range test and confirmation runs: the best short run's rate (unshrunk)."""
+    _setup()
+    import lrkit
+
+    recipe = lrkit.recommend(job["task"], steps=job["steps"], seed=job["seed"], progress=False)
+    confirmations = recipe.evidence["confirmations"]
+    ok = [c for c in confirmations if not c["diverged"]]
+    out = dict(job)
+    out.update(confirmations=confirmations, anchor=recipe.evidence["anchor_lr"],
+               best_short=min(ok, key=lambda c: c["score"])["lr"], peak=recipe.peak_lr)
+    return out
+
+
 def _json_default(value):
     if isinstance(value, float):
         return None
@@ -276,9 +347,15 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--tune", action="store_true", help="record the policy-tuning data")
+    parser.add_argument("--tune-shrink", action="store_true",
+                        help="re-measure the many-epoch shrink at the benchmark's setting")
     parser.add_argument("--markdown", action="store_true", help="print the tables as markdown")
     parser.add_argument("--tasks", nargs="*", default=None, help="a subset of the tasks")
     args = parser.parse_args(argv)
+    if args.tune_shrink:
+        data = tune_shrink(args.workers)
+        print(f"tune_shrink: {len(data['runs'])} runs, {data.get('seconds', 0):.0f} s")
+        return 0
     if args.tune:
         for phase in (tune, tune_extra):
             data = phase(args.workers)

@@ -49,6 +49,22 @@ def test_plan_with_room_confirms_and_shrinks_for_many_epochs():
     assert policy.choose(few, runs).peak_lr == pytest.approx(plan.candidates[1], rel=0.01)
 
 
+def test_no_shrink_when_the_highest_candidate_wins():
+    # the short runs saw no harm from the highest rate: a many-epoch run takes it as it is
+    plan = policy.plan(finder(0.1), total_steps=4000, optimizer="SGD", current_lr=0.01,
+                       confirm=True, epochs=40)
+    assert plan.shrink == pytest.approx(policy.SHRINK_MANY_EPOCHS)
+    runs = [dict(lr=lr, score=s, diverged=False, steps=200)
+            for lr, s in zip(plan.candidates, [0.5, 0.4, 0.3])]
+    choice = policy.choose(plan, runs)
+    assert choice.peak_lr == pytest.approx(plan.candidates[2], rel=0.01)
+    assert any("highest candidate won" in n for n in choice.notes)
+    # a diverged highest candidate is not a win of the highest rate that did not diverge
+    runs[2] = dict(runs[2], diverged=True, score=math.inf)
+    assert policy.choose(plan, runs).peak_lr == pytest.approx(
+        plan.candidates[1] * policy.SHRINK_MANY_EPOCHS, rel=0.01)
+
+
 def test_diverged_candidates_are_dropped():
     plan = policy.plan(finder(0.1), total_steps=4000, optimizer="SGD", current_lr=0.01,
                        confirm=True, epochs=2)
