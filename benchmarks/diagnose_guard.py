@@ -55,9 +55,10 @@ def guarded_run(name: str, lr: float, seed: int, steps: int, **options) -> tuple
     return evaluate(problem), guard
 
 
-def rescue(seeds: list[int], **options) -> list[dict]:
+def rescue(seeds: list[int], cases: list[tuple[str, float]] | None = None,
+           **options) -> list[dict]:
     rows = []
-    for name, bad_lr in RESCUE_CASES:
+    for name, bad_lr in cases or RESCUE_CASES:
         ex = examples.get(name)
         for seed in seeds:
             plain = train(examples.build(name, seed=seed, lr=bad_lr), lr=bad_lr,
@@ -171,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--blocks", type=int, default=40)
     parser.add_argument("--block-steps", type=int, default=50)
     parser.add_argument("--skip-rescue", action="store_true")
+    parser.add_argument("--cases", nargs="*", default=None, metavar="EXAMPLE:LR",
+                        help="rescue cases other than the benchmark's (a held-out check)")
     parser.add_argument("--skip-overhead", action="store_true")
     parser.add_argument("--lr-factor", type=float, default=None, help="Guard's lr_factor")
     parser.add_argument("--check-grads", action="store_true", help="Guard(check_grads=True)")
@@ -187,11 +190,13 @@ def main(argv: list[str] | None = None) -> int:
     figures: dict = {"guard_options": options}
     if not args.skip_rescue:
         print("rescue: runs that fail at a too-high rate, trained again under the Guard")
-        rows = rescue(args.seeds, **options)
+        cases = ([(c.rsplit(":", 1)[0], float(c.rsplit(":", 1)[1])) for c in args.cases]
+                 if args.cases else RESCUE_CASES)
+        rows = rescue(args.seeds, cases, **options)
         figures["rescue"] = rows
         print("\n  per case (median over seeds): guarded val / good-rate val, / best grid val of "
               "the seed, / default-rate val")
-        for name, lr in RESCUE_CASES:
+        for name, lr in cases:
             part = [r for r in rows if r["example"] == name and r["lr"] == lr]
             vs_good = statistics.median(r["guard_val"] / r["good_val"] for r in part)
             vs_best = statistics.median(r["guard_val"] / r["best_grid_val"] for r in part)

@@ -21,6 +21,9 @@ SMOOTHING = 0.9
 #: where the turning point is taken to be, as a multiple of the failed rate, when the probe's loss
 #: was still falling at its top (see :meth:`RateProbe.verdict`)
 INCONCLUSIVE_CUT = 0.3
+#: a turning point is one the smoothed loss rises past by more than this many times its own noise
+#: (the same margin that :attr:`lrkit.find.suggest.Curve.fell` asks of the fall)
+RISE_NOISES = 3.0
 
 
 class RateProbe:
@@ -67,6 +70,14 @@ class RateProbe:
             return fallback, "a non-finite loss came while the loss was still falling"
         if self.still_falling:
             return fallback, "the loss was still falling at the top"
+        curve = analysis.curve
+        lowest = curve.smooth[curve.min_index]
+        # where the probe ended: the median of its last fifth, which a lone outlier cannot move
+        end = float(np.median(curve.raw[-max(5, curve.n // 5):]))
+        if end - lowest <= RISE_NOISES * curve.smooth_noise:
+            # a lowest point that nothing after it rises clearly above is the noise of a curve
+            # still falling, not a turning point (on noisy batches its place is anywhere)
+            return fallback, "the loss did not clearly rise past its lowest point"
         return analysis.suggested_lr, "measured"
 
     @property
