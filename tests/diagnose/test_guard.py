@@ -1,6 +1,7 @@
 """lrkit.Guard: exact restore, rate cut, skipped batch, retry bound, real diverging run."""
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -171,6 +172,10 @@ def test_bad_arguments():
         lrkit.Guard(model, "sgd")
     with pytest.raises(LrkitError, match="returned None"):
         lrkit.Guard(model, optimizer).step(lambda: None)
+    with pytest.raises(LrkitError, match=r"tensor of shape \(2,\); return the scalar loss"):
+        lrkit.Guard(model, optimizer).step(lambda: torch.ones(2))
+    with pytest.raises(LrkitError, match="returned str"):
+        lrkit.Guard(model, optimizer).step(lambda: "loss")
     with pytest.raises(LrkitError, match="probe_steps must be 0"):
         lrkit.Guard(model, optimizer, probe_steps=3)
     with pytest.raises(LrkitError, match="probe_decades"):
@@ -630,3 +635,46 @@ def test_a_disabled_scaler_is_no_scaler_and_an_inf_gradient_is_still_an_incident
             hook.remove()
             assert bool(model.weight.isfinite().all())  # never stepped on the inf gradient
     assert [i.reason for i in guard.interventions] == ["nonfinite_grad"]
+
+
+def test_a_probe_minimum_inside_the_noise_is_not_a_turning_point():
+    # falls, then scatters around a flat bottom to the top of the probe: the lowest point is a
+    # dip of the noise, so the verdict is the cut for an unseen turning point, not edge x it
+    from lrkit.diagnose.probe import INCONCLUSIVE_CUT, RateProbe
+    from lrkit.find.suggest import EDGE_FRACTION
+
+    rng = np.random.default_rng(0)
+    steps = 50
+    flat = RateProbe(steps, 3.0)
+    for i in range(steps):
+        level = max(2.0 - 0.08 * i, 0.4)  # the fall ends about halfway up the ramp
+        flat.record(level * (1 + 0.3 * math.sin(2.1 * i)))  # batch-to-batch scatter of +-30%
+    scale, how = flat.verdict()
+    assert "did not clearly rise" in how
+    assert scale == pytest.approx(EDGE_FRACTION * INCONCLUSIVE_CUT)
+    # the same fall with a clear rise after it is measured
+    rising = RateProbe(steps, 3.0)
+    for i in range(steps):
+        level = 2.0 - 0.08 * i if i < 20 else 0.4 * 1.15 ** (i - 20)
+        rising.record(level * float(np.exp(rng.normal(0, 0.05))))
+        if rising.done:
+            break
+    scale, how = rising.verdict()
+    assert how == "measured" and scale < 1.0
+
+
+def test_the_closure_may_return_what_find_lr_accepts():
+    # a dict with "loss" and a model output with .loss, as find_lr takes them
+    class Output:
+        def __init__(self, loss):
+            self.loss = loss
+
+    x, y = torch.randn(16, 4), torch.randn(16, 1)
+    for wrap in (lambda t: {"loss": t, "logits": None}, Output, lambda t: float(t.detach())):
+        model, optimizer, guard = _setup()
+        closure = _closure(model, optimizer, x, y)
+        before = [p.clone() for p in model.parameters()]
+        value = guard.step(lambda: wrap(closure()))
+        assert isinstance(value, float) and math.isfinite(value)
+        assert not guard.skipped and guard.good_steps == 1
+        assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))

@@ -357,9 +357,11 @@ class Guard:
             self._set_lrs([lr * self._probe.current_scale for lr in self._probe_base])
         self._unscaled = False
         loss = closure()
-        if loss is None:
-            raise LrkitError("the guarded closure returned None; return the loss tensor "
-                             "(after calling loss.backward())")
+        if not isinstance(loss, torch.Tensor):
+            loss = _as_loss(loss)  # a dict or model output holding the loss, or a number
+        if isinstance(loss, torch.Tensor) and loss.dim() != 0 and loss.numel() != 1:
+            raise LrkitError(f"the guarded closure returned a tensor of shape "
+                             f"{tuple(loss.shape)}; return the scalar loss (e.g. loss.mean())")
         grad_norm = None
         if isinstance(loss, torch.Tensor):
             if self.check_grads:
@@ -713,3 +715,23 @@ class Guard:
 
 def _fmt(lrs: list[float]) -> str:
     return ", ".join(f"{lr:.3g}" for lr in lrs)
+
+
+def _as_loss(value: Any) -> torch.Tensor | float:
+    """What a closure returned, as the loss: a tensor as it is, a number as a float; ``{"loss": ...}`` and
+    outputs with a ``.loss`` (Hugging Face models) unwrapped, as ``find_lr`` accepts them."""
+    if value is None:
+        raise LrkitError("the guarded closure returned None; return the loss tensor "
+                         "(after calling loss.backward())")
+    if isinstance(value, collections.abc.Mapping) and "loss" in value:
+        return _as_loss(value["loss"])
+    inner = getattr(value, "loss", None)
+    if inner is not None and not isinstance(value, (int, float)):
+        return _as_loss(inner)
+    if isinstance(value, torch.Tensor):
+        return value
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise LrkitError(f"the guarded closure returned {type(value).__name__}; return the loss "
+                         "(a scalar tensor or a number)") from None
