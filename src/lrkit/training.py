@@ -19,7 +19,7 @@ class TrainingRun:
 
     losses: list[float]
     lrs: list[float]
-    val_loss: float
+    val_loss: float  #: without a validation loader: the mean training loss of the last 5% of steps
     metric: float | None
     diverged: bool
     val_curve: list[tuple[int, float]] = dataclasses.field(default_factory=list)
@@ -51,6 +51,13 @@ def evaluate(problem: Problem, loader: Iterable | None = None) -> float:
     finally:
         model.train(was_training)
     return total / count if count else math.nan
+
+
+def tail_mean(losses: list[float], share: float = 0.05) -> float:
+    """The mean of the last ``share`` of the losses (at least one): a run's final training loss,
+    the stand-in for a validation loss when a problem has no validation loader."""
+    tail = losses[-max(1, int(len(losses) * share)):]
+    return math.fsum(tail) / len(tail) if tail else math.nan
 
 
 def train(
@@ -90,7 +97,12 @@ def train(
             val_curve.append((step + 1, evaluate(problem)))
         if on_step is not None and on_step(step, loss, current):
             break
-    val_loss = math.inf if diverged else evaluate(problem)
+    if diverged:
+        val_loss = math.inf
+    elif problem.val_loader is None:  # no validation data: the mean loss of the last 5% of steps
+        val_loss = tail_mean(losses)
+    else:
+        val_loss = evaluate(problem)
     if not math.isfinite(val_loss):
         diverged = True
         val_loss = math.inf

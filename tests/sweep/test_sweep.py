@@ -155,3 +155,19 @@ def test_progress_bar_and_range_edge_hint(journal, capsys):
     assert "sweep wine-logreg" in err and "trial" in err
     assert result.best_lr == pytest.approx(0.1)  # plain SGD on a convex problem: the top
     assert "the best rate is the highest tried" in result.summary()
+
+
+def test_a_problem_without_validation_data_is_scored_on_its_training_loss(journal):
+    # no val_loader: every trial finishes, scored on its final training loss (not "diverged")
+    def recipe(seed):
+        problem = lrkit.examples.build("wine-logreg", seed=seed)
+        problem.val_loader = None
+        return problem
+
+    run = lrkit.train(recipe(0), lr=0.1, steps=40, seed=0)
+    assert not run.diverged and math.isfinite(run.val_loss)
+    assert run.val_loss == pytest.approx(sum(run.losses[-2:]) / 2)  # the last 5% of 40 steps
+    result = lrkit.sweep(recipe, storage=journal, lrs="1e-3:1", points_per_decade=2, budget=40,
+                         progress=False)
+    assert result.best_lr is not None
+    assert any(r.status == "finished" for r in result.records)
