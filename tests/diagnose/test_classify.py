@@ -147,6 +147,29 @@ def test_tensor_and_numpy_input():
     assert diagnose(torch.tensor(values)).verdict == diagnose(values).verdict == "healthy"
 
 
+def test_every_form_a_training_loop_logs_gives_the_same_diagnosis():
+    values = 2.3 * np.exp(-np.linspace(0, 4, 100)) + 0.05
+    expected = diagnose(values)
+    assert expected.verdict == "healthy"
+    grad = [torch.tensor(v, requires_grad=True) * 1.0 for v in values]  # losses not detached
+    forms = {
+        "dict of steps": {10 * i: v for i, v in enumerate(values)},  # the losses, not the steps
+        "bfloat16 tensor": torch.tensor(values, dtype=torch.bfloat16),
+        "tensors with grad": grad,
+        "bfloat16 scalars": [torch.tensor(v, dtype=torch.bfloat16) for v in values],
+    }
+    for name, form in forms.items():
+        assert diagnose(form).verdict == expected.verdict, name
+    assert diagnose(values, lrs=torch.tensor(0.5)).evidence == diagnose(values, lrs=0.5).evidence
+
+
+def test_missing_and_non_scalar_entries_are_named():
+    with pytest.raises(LrkitError, match=r"losses\[2\] is None"):
+        diagnose([1.0, 0.9, None, 0.8] * 5)
+    with pytest.raises(LrkitError, match=r"losses\[1\] is a tensor of shape \(2,\)"):
+        diagnose([torch.tensor(1.0), torch.ones(2)] * 5)
+
+
 def test_negative_losses_are_measured_linearly():
     losses = list(-np.linspace(0, 5, 100) ** 0.3)  # e.g. a negative log-likelihood going down
     d = diagnose(losses)

@@ -110,6 +110,20 @@ def test_bad_options():
         lrkit.Monitor(log_file="/nonexistent-dir/x/run.jsonl")
 
 
+def test_a_schedulers_rate_list_is_the_first_groups_rate():
+    monitor = lrkit.Monitor(report_every=0)
+    for i in range(20):
+        monitor.update(1.0 / (i + 1), lr=[0.1, 0.01])  # scheduler.get_last_lr()
+    assert monitor.lrs == [0.1] * 20
+    with pytest.raises(LrkitError, match="rate as a number"):
+        monitor.update(0.5, lr="fast")
+    # a refused update records nothing: losses and rates stay paired
+    assert len(monitor.losses) == len(monitor.lrs) == 20
+    assert monitor.close().verdict != "not_enough_data"
+    with pytest.raises(LrkitError, match="min_points"):
+        lrkit.Monitor(min_points=1)
+
+
 def test_on_a_real_run():
     problem = examples.build("digits-mlp", seed=0, lr=0.0003)
     monitor = lrkit.Monitor(report_every=100)

@@ -123,14 +123,30 @@ def _jsonable(value: Any) -> Any:
 
 # -- input ------------------------------------------------------------------------------------
 
+def _is_tensor(value: Any) -> bool:
+    """A torch tensor, recognised without importing torch."""
+    return hasattr(value, "detach") and hasattr(value, "cpu")
+
+
 def _to_numpy(values: Any, name: str) -> np.ndarray:
-    # a torch tensor, recognised without importing torch
-    if hasattr(values, "detach") and hasattr(values, "cpu"):
-        values = values.detach().cpu().numpy()
+    if _is_tensor(values):  # any dtype (bfloat16 has no numpy twin), with or without grad
+        values = values.detach().cpu().double().numpy()
+    if isinstance(values, Mapping):  # {step: loss}: the values in the order of their steps
+        values = [v for _, v in sorted(values.items())]
     if isinstance(values, (str, bytes)) or not isinstance(values, (Iterable, np.ndarray)):
         raise LrkitError(f"{name} must be a sequence of numbers, got {type(values).__name__}")
     if not isinstance(values, np.ndarray):
         values = list(values)
+        for i, item in enumerate(values):
+            if item is None:
+                raise LrkitError(f"{name}[{i}] is None; pass one number per step (a step "
+                                 "without a loss can be NaN, or left out)")
+            if _is_tensor(item):
+                try:
+                    values[i] = float(item.detach().cpu().double())
+                except (RuntimeError, ValueError, TypeError):
+                    raise LrkitError(f"{name}[{i}] is a tensor of shape {tuple(item.shape)}; pass "
+                                     "one number (a scalar loss) per step") from None
     try:
         array = np.asarray(values, dtype=float)
     except (TypeError, ValueError):
@@ -378,7 +394,8 @@ def diagnose(
         raise LrkitError("losses is empty: pass the loss of each step (or epoch) so far")
     rates = None
     if lrs is not None:
-        if isinstance(lrs, (int, float, np.floating, np.integer)):
+        if isinstance(lrs, (int, float, np.floating, np.integer)) or (
+                _is_tensor(lrs) and lrs.dim() == 0):
             rates = np.full(len(values), float(lrs))
         else:
             rates = _to_numpy(lrs, "lrs")

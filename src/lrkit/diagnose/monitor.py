@@ -58,6 +58,8 @@ class Monitor:
                 f"report_every must be an integer >= 0 (0: only at the end), got {report_every!r}")
         require(isinstance(max_points, int) and max_points >= 50,
                 f"max_points must be an integer >= 50, got {max_points!r}")
+        require(isinstance(min_points, int) and min_points >= 3,
+                f"min_points must be an integer >= 3, got {min_points!r}")
         self.report_every = report_every
         self.log_steps = log_steps
         self.logger = logging.getLogger(logger) if isinstance(logger, str) or logger is None \
@@ -91,7 +93,11 @@ class Monitor:
     # -- per step -----------------------------------------------------------------------------
     def update(self, loss: Any, lr: float | None = None) -> Diagnosis | None:
         """Record one step's loss (a float or a scalar tensor) and rate; returns the diagnosis
-        when this step completes a report interval, else ``None``."""
+        when this step completes a report interval, else ``None``.
+
+        ``lr`` may also be a scheduler's ``get_last_lr()`` list: the first group's rate is
+        recorded (the one the diagnosis names)."""
+        rate = _rate(lr)  # checked before anything is recorded, so losses and rates stay paired
         if hasattr(loss, "detach"):
             if loss.numel() != 1:
                 raise LrkitError(f"monitor.update needs the scalar loss of the step, got a tensor "
@@ -100,7 +106,7 @@ class Monitor:
         else:
             self._flush_pending()
             self._losses.append(float(loss))
-        self._lrs.append(math.nan if lr is None else float(lr))
+        self._lrs.append(rate)
         self._step += 1
         self._since_report += 1
         if self.report_every and self._since_report >= self.report_every:
@@ -215,3 +221,18 @@ class Monitor:
 
 def _finite_or_str(value: float) -> float | str:
     return value if math.isfinite(value) else str(value)
+
+
+def _rate(lr: Any) -> float:
+    """One step's rate as a float (NaN when not given): a number, a scalar tensor, or a list of
+    per-group rates (``scheduler.get_last_lr()``), of which the first group's."""
+    if lr is None:
+        return math.nan
+    if isinstance(lr, (list, tuple)):
+        if not lr:
+            raise LrkitError("monitor.update got an empty list as lr; pass the step's rate")
+        lr = lr[0]
+    try:
+        return float(lr)
+    except (TypeError, ValueError, RuntimeError):
+        raise LrkitError(f"monitor.update needs the step's rate as a number, got {lr!r}") from None
