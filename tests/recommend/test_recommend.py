@@ -42,9 +42,14 @@ def test_lrkit_recommend_is_callable_in_any_import_order():
 def test_recommend_on_a_problem_keeps_its_optimizer_and_restores_it():
     problem = regression_problem()
     before = {k: v.clone() for k, v in problem.model.state_dict().items()}
+    torch.manual_seed(1234)
+    expected_draw = torch.rand(3)
+    torch.manual_seed(1234)
     recipe = recommend(problem, steps=2000, seed=0, progress=False)
     after = problem.model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # measured, then put back
+    # the seeded measurements leave the caller's generator where it was
+    assert torch.equal(torch.rand(3), expected_draw)
     assert problem.optimizer.param_groups[0]["lr"] == 1e-3
     assert recipe.optimizer == "Adam"
     assert recipe.optimizer_options == {"betas": (0.9, 0.99)}

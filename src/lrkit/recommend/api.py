@@ -128,6 +128,18 @@ def recommend(target: Any, *, steps: int | None = None, epochs: float | None = N
     the budget leaves room: at most ~20% of one training run in all) trains a few short runs of
     the recipe's schedule around the candidates to pick one. Returns a :class:`Recipe`.
     """
+    from lrkit.state import capture_rng, restore_rng
+
+    rng = capture_rng()  # the seeded range test and short runs leave the caller's generators as they were
+    try:
+        return _recommend(target, steps=steps, epochs=epochs, seed=seed, confirm=confirm,
+                          progress=progress)
+    finally:
+        restore_rng(rng)
+
+
+def _recommend(target: Any, *, steps: int | None, epochs: float | None, seed: int,
+               confirm: bool, progress: bool | None) -> Recipe:
     import torch
 
     from lrkit.find import find_lr
