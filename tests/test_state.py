@@ -199,3 +199,32 @@ def test_a_device_snapshot_stays_beside_the_model_and_reuses_its_buffers():
     _assert_state_is(model, optimizer, state)
     with pytest.raises(Exception, match="snapshot location must be one of"):
         Snapshot(model, optimizer, where="gpu")
+
+
+@pytest.mark.parametrize("where", ["cpu", "disk", "device"])
+def test_parameters_the_optimizer_trains_outside_the_model_are_restored(where, tmp_path):
+    # a learned temperature in the loss, not a module of the model
+    model = nn.Linear(4, 2)
+    log_temp = torch.zeros((), requires_grad=True)
+    optimizer = torch.optim.Adam(list(model.parameters()) + [log_temp], lr=0.1)
+    snapshot = Snapshot(model, optimizer, where=where, directory=tmp_path)
+    for _ in range(5):
+        optimizer.zero_grad()
+        (model(torch.randn(8, 4)).sum() * log_temp.exp()).backward()
+        optimizer.step()
+    assert log_temp.item() != 0.0 and log_temp.grad is not None
+    snapshot.restore()
+    assert log_temp.item() == 0.0 and log_temp.grad is None
+    assert not optimizer.state  # Adam's moments for both: as before the steps
+
+
+def test_a_tensor_rate_keeps_its_identity_through_a_restore():
+    model = nn.Linear(4, 2)
+    lr = torch.tensor(0.01)
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+    snapshot = Snapshot(model, optimizer)
+    lr.fill_(0.5)  # something changes the rate (a finder's ramp)
+    snapshot.restore(last=True)
+    assert optimizer.param_groups[0]["lr"] is lr and lr.item() == pytest.approx(0.01)
+    lr.fill_(0.001)  # the user's handle still steers the optimizer
+    assert optimizer.param_groups[0]["lr"].item() == pytest.approx(0.001)

@@ -133,6 +133,22 @@ def _host_block(size: int) -> torch.Tensor:
     return torch.empty(size, dtype=torch.uint8)
 
 
+def _outside(model: torch.nn.Module | None, optimizer: torch.optim.Optimizer | None
+             ) -> list[torch.Tensor]:
+    """The optimizer's parameters that are not the model's (in the optimizer's order)."""
+    if optimizer is None:
+        return []
+    inside = {id(p) for p in model.parameters()} if model is not None else set()
+    seen: set[int] = set()
+    extra = []
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            if id(param) not in inside and id(param) not in seen:
+                seen.add(id(param))
+                extra.append(param)
+    return extra
+
+
 def _copy_pairs(pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
     if not pairs:
         return
@@ -214,9 +230,13 @@ class Snapshot:
         fresh = where == "cpu" and reuse is None
         on_device = where == "device"
         self._on_device = on_device
-        if model is not None:
-            self._training = {name: m.training for name, m in model.named_modules()}
-            named = list(self._named_tensors(model))
+        # parameters the optimizer trains outside the model (a learned temperature, a loss
+        # module's weights) are saved with the model's: the optimizer changes them too
+        self._extra = _outside(model, optimizer)
+        if model is not None or self._extra:
+            self._training = ({name: m.training for name, m in model.named_modules()}
+                              if model is not None else {})
+            named = list(self._named_tensors(model, self._extra))
             arena = _Arena(t for _, t in named) if fresh else None
             for name, tensor in named:
                 payload["tensors"][name] = _copy_into(tensor, old["tensors"].get(name), pairs,
@@ -241,10 +261,12 @@ class Snapshot:
             self._payload = payload
 
     @staticmethod
-    def _named_tensors(model: torch.nn.Module):
+    def _named_tensors(model: torch.nn.Module | None, extra: list[torch.Tensor]):
         # parameters and *all* buffers, persistent or not (BatchNorm statistics, counters, masks)
-        yield from model.named_parameters(remove_duplicate=True)
-        yield from (("buffer:" + n, b) for n, b in model.named_buffers(remove_duplicate=True))
+        if model is not None:
+            yield from model.named_parameters(remove_duplicate=True)
+            yield from (("buffer:" + n, b) for n, b in model.named_buffers(remove_duplicate=True))
+        yield from ((f"optimizer_only:{i}", t) for i, t in enumerate(extra))
 
     @staticmethod
     def _write(payload: dict, directory: str | os.PathLike | None) -> Path:
@@ -271,11 +293,11 @@ class Snapshot:
         if payload is None and self._path is not None:
             payload = torch.load(self._path, weights_only=False)
         assert payload is not None
-        if self._model is not None:
+        if self._model is not None or self._extra:
             with torch.no_grad():
-                for name, tensor in self._named_tensors(self._model):
+                for name, tensor in self._named_tensors(self._model, self._extra):
                     tensor.copy_(payload["tensors"][name])
-                    if isinstance(tensor, torch.nn.Parameter):
+                    if isinstance(tensor, torch.nn.Parameter) or name.startswith("optimizer_only:"):
                         saved_grad = payload["grads"][name]
                         if saved_grad is None:
                             tensor.grad = None
@@ -285,7 +307,7 @@ class Snapshot:
                             tensor.grad = saved_grad.to(tensor.device, copy=not last)
                         else:
                             tensor.grad.copy_(saved_grad)
-            for name, module in self._model.named_modules():
+            for name, module in (self._model.named_modules() if self._model is not None else ()):
                 if name in self._training:
                     module.training = self._training[name]
         if self._optimizer is not None and payload["optimizer"] is not None:
@@ -293,9 +315,21 @@ class Snapshot:
             # load_state_dict keeps tensors that are already on the right device and dtype, and
             # the optimizer's in-place updates would then change the snapshot itself
             saved = payload["optimizer"]
+            # a tensor rate (or other hyperparameter) keeps its identity: the user may hold it,
+            # to fill it later, and load_state_dict would swap in the snapshot's copy
+            held = [(i, key, value) for i, group in enumerate(self._optimizer.param_groups)
+                    for key, value in group.items()
+                    if key != "params" and isinstance(value, torch.Tensor)]
             self._optimizer.load_state_dict(
                 saved if last or from_disk
                 else _copy_into(saved, None, [], on_device=self._on_device))
+            groups = self._optimizer.param_groups
+            with torch.no_grad():
+                for i, key, tensor in held:
+                    loaded = groups[i].get(key) if i < len(groups) else None
+                    if isinstance(loaded, torch.Tensor) and loaded.shape == tensor.shape:
+                        tensor.copy_(loaded)
+                        groups[i][key] = tensor
         restore_rng(self._rng)
         if last:
             self.discard()
