@@ -678,3 +678,25 @@ def test_the_closure_may_return_what_find_lr_accepts():
         assert isinstance(value, float) and math.isfinite(value)
         assert not guard.skipped and guard.good_steps == 1
         assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+@pytest.mark.parametrize("probe_steps", [0, 20])
+def test_an_lrkit_schedulers_rates_keep_the_guards_cut(probe_steps):
+    from lrkit.schedules import to_torch
+
+    model, optimizer, _ = _setup(lr=0.05)
+    scheduler = to_torch(optimizer, "constant()")
+    guard = lrkit.Guard(model, optimizer, scheduler=scheduler, lr_factor=0.3,
+                        probe_steps=probe_steps, snapshot_every=5)
+    x, y = torch.randn(16, 4), torch.randn(16, 1)
+    for _ in range(10):
+        guard.step(_closure(model, optimizer, x, y))
+        scheduler.step()
+    guard.step(_closure(model, optimizer, x, y, poison=float("nan")))
+    for _ in range(probe_steps + 5):
+        guard.step(_closure(model, optimizer, x, y))
+        scheduler.step()
+    cut = optimizer.param_groups[0]["lr"]
+    assert cut <= 0.05 * 0.3 + 1e-12  # the cut (or the probe's lower rate) held
+    assert scheduler.current_step == 15  # the probe's undone steps were not counted
+    guard.close()

@@ -100,3 +100,36 @@ def test_tensor_learning_rate_restored():
     result = lrkit.find_lr(model, opt, loader, criterion, num_steps=15, progress=False)
     assert result.steps == 15
     assert float(opt.param_groups[0]["lr"]) == pytest.approx(0.01)
+
+
+def test_an_lrkit_scheduler_does_not_count_the_finders_steps():
+    from lrkit.schedules import to_torch
+
+    model, loader, criterion = tiny_problem(batch_norm=False)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    scheduler = to_torch(opt, "warmup(10) >> cosine(200)")
+    for x, y in list(loader)[:4]:
+        opt.zero_grad()
+        criterion(model(x), y).backward()
+        opt.step()
+        scheduler.step()
+    rate = opt.param_groups[0]["lr"]
+    lrkit.find_lr(model, opt, loader, criterion, num_steps=30, progress=False)
+    assert scheduler.current_step == 4  # the finder's steps were undone, and not counted
+    assert opt.param_groups[0]["lr"] == rate
+    opt.step()
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.1 * 5 / 10)  # still in the warmup
+
+
+def test_a_loaders_own_generator_is_put_back():
+    # DataLoader(generator=...), the usual way to make the batch order reproducible
+    model, loader, criterion = tiny_problem(batch_norm=False)
+
+    def loader_with(seed):
+        return torch.utils.data.DataLoader(loader.dataset, batch_size=32, shuffle=True,
+                                           generator=torch.Generator().manual_seed(seed))
+
+    untouched, measured = loader_with(7), loader_with(7)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    lrkit.find_lr(model, opt, measured, criterion, num_steps=20, progress=False)
+    assert torch.equal(next(iter(measured))[1], next(iter(untouched))[1])

@@ -85,7 +85,7 @@ def test_is_a_torch_lr_scheduler_with_small_state():
     assert isinstance(sched, L.LRScheduler) and isinstance(sched, ScheduleLR)
     state = sched.state_dict()
     assert state == {"step": 0, "base_lrs": [0.1], "plateau": [None], "schedules": [SPEC],
-                     "count": "optimizer"}
+                     "count": "optimizer", "scale": 1.0}
     assert sched.get_last_lr() == [pytest.approx(0.001)]
     with pytest.raises(LrkitError, match="not an lrkit ScheduleLR state_dict"):
         sched.load_state_dict({"last_epoch": 3})

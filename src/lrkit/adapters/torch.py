@@ -312,20 +312,41 @@ class TorchTrainable:
 
     @contextlib.contextmanager
     def preserved(self) -> Iterator[None]:
+        from lrkit.schedules.torch_scheduler import paused
+
         start = time.perf_counter()
         snapshot = Snapshot(self.model, self.optimizer, where=self.snapshot_where,
                             directory=self.snapshot_dir)
+        # the loaders' own generators (DataLoader(generator=...), the usual way to make the
+        # order of batches reproducible) draw the shuffles of the batches taken here
+        generators = _loader_generators(self._train_loader, self._val_loader)
+        generator_states = [g.get_state() for g in generators]
         self.copy_seconds = time.perf_counter() - start  #: snapshot and restore, together
         try:
-            yield
+            with paused(self.optimizer):  # lrkit schedulers do not count these steps
+                yield
         finally:
             start = time.perf_counter()
             try:
                 snapshot.restore(last=True)
             finally:
                 snapshot.discard()
+                for generator, state in zip(generators, generator_states):
+                    generator.set_state(state)
                 self._batches = None
                 self.copy_seconds += time.perf_counter() - start
+
+
+def _loader_generators(*loaders: Any) -> list[torch.Generator]:
+    """The distinct torch generators of data loaders and their samplers."""
+    found: dict[int, torch.Generator] = {}
+    for loader in loaders:
+        for owner in (loader, getattr(loader, "sampler", None),
+                      getattr(getattr(loader, "batch_sampler", None), "sampler", None)):
+            generator = getattr(owner, "generator", None)
+            if isinstance(generator, torch.Generator):
+                found.setdefault(id(generator), generator)
+    return list(found.values())
 
 
 def snapshot_advice(device_type: str, where: str, copy_seconds: float,

@@ -30,6 +30,7 @@ intervention is recorded in ``guard.interventions`` and logged.
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import itertools
 import logging
@@ -207,6 +208,7 @@ class Guard:
         self.probe_decades = float(probe_decades)
         self._probe: RateProbe | None = None
         self._probe_base: list[float] = []  #: the rates that failed, which the probe scales
+        self._unpause: contextlib.ExitStack | None = None  #: lrkit schedulers paused by a probe
         self._probed = False
         self._history: list[float] = []  # good losses since the last change of rate (binned)
         self._reset_history()
@@ -295,7 +297,9 @@ class Guard:
                 "data, the loss and the model), or lower min_lr_scale. Interventions: "
                 + ", ".join(f"step {i.step} {i.reason}" for i in self.interventions[-6:]))
         self._set_lrs([lr * factor for lr in lr_before])
-        if self.scheduler is not None and hasattr(self.scheduler, "base_lrs"):
+        if self.scheduler is not None and hasattr(self.scheduler, "scale_rates"):
+            self.scheduler.scale_rates(factor)  # lrkit's own: its rates are fixed at setup
+        elif self.scheduler is not None and hasattr(self.scheduler, "base_lrs"):
             self.scheduler.base_lrs = [lr * factor for lr in self.scheduler.base_lrs]
         self.optimizer.zero_grad(set_to_none=True)
         self._reset_history()
@@ -635,8 +639,13 @@ class Guard:
                      grad_norm: float | None) -> None:
         """Roll back, then spend the next ``probe_steps`` steps ramping the rate up to the one
         that failed (see :mod:`lrkit.diagnose.probe`)."""
+        from lrkit.schedules.torch_scheduler import paused
+
         self._probe_base = self.lrs
         self._snapshots.rollback_target().restore()
+        # the probe's steps are undone: an lrkit scheduler must not count them
+        self._unpause = contextlib.ExitStack()
+        self._unpause.enter_context(paused(self.optimizer))
         self.optimizer.zero_grad(set_to_none=True)
         self._probed = True
         self._probe = RateProbe(self.probe_steps, self.probe_decades)
@@ -673,6 +682,7 @@ class Guard:
         """Roll back again and go on at the probe's suggestion (never above a plain cut)."""
         assert self._probe is not None and self._snapshots.latest is not None
         probe, self._probe = self._probe, None
+        self._resume_schedules()
         scale, how = probe.verdict()
         factor = min(scale, self.lr_factor)
         keep = probe.still_falling  # the probe's last state is its best: go on from it
@@ -693,6 +703,11 @@ class Guard:
             "going on from the probe's last state (its loss was still falling)" if keep
             else f"restored the snapshot of step {self._snapshots.latest_step}")
 
+    def _resume_schedules(self) -> None:
+        if self._unpause is not None:
+            self._unpause.close()
+            self._unpause = None
+
     def summary(self) -> dict:
         return {"steps": self.steps, "good_steps": self.good_steps,
                 "interventions": [i.to_dict() for i in self.interventions], "lrs": self.lrs}
@@ -704,12 +719,14 @@ class Guard:
         try:
             if self._probe is not None and self._snapshots.latest is not None:
                 self._probe = None
+                self._resume_schedules()
                 self._set_lrs(self._probe_base)
                 lr_before = self._cut(self.lr_factor, self._snapshots.latest)
                 self.interventions.append(Intervention(
                     self.steps, "probe_cut_short", math.nan, None, None, lr_before, self.lrs,
                     self._snapshots.latest_step))
         finally:
+            self._resume_schedules()
             self._snapshots.close()
 
 

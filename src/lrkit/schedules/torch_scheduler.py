@@ -16,7 +16,8 @@ schedules gives one schedule per parameter group.
 from __future__ import annotations
 
 import weakref
-from typing import Any, Callable, Sequence
+import contextlib
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 from torch.optim import Optimizer
@@ -27,7 +28,7 @@ from lrkit.schedules.base import Peak, Schedule
 from lrkit.schedules.families.plateau import Plateau, PlateauState
 from lrkit.schedules.spec import from_config
 
-__all__ = ["ScheduleLR", "to_torch"]
+__all__ = ["ScheduleLR", "to_torch", "paused"]
 
 _Tensor = torch.Tensor
 
@@ -58,6 +59,28 @@ class _OnOptimizerStep:
             scheduler._apply()
 
 
+@contextlib.contextmanager
+def paused(optimizer: Optimizer) -> Iterator[None]:
+    """Inside, the lrkit schedulers that follow ``optimizer`` do not count its steps: for steps
+    that are undone afterwards (a range test, a recipe's short runs, a guard's probe), which
+    must not move a user's schedule on. Other step hooks are left alone."""
+    hooks = getattr(optimizer, "_optimizer_step_post_hooks", None)
+    if not hooks:
+        yield
+        return
+    before = list(hooks.items())
+    for key, hook in before:
+        if isinstance(hook, _OnOptimizerStep):
+            del hooks[key]
+    try:
+        yield
+    finally:
+        added = [(k, h) for k, h in hooks.items() if k not in dict(before)]
+        hooks.clear()
+        hooks.update(before)  # in their order, with any registered meanwhile after them
+        hooks.update(added)
+
+
 class ScheduleLR(LRScheduler):
     """Learning rates from lrkit schedules, one per parameter group (or one for all).
 
@@ -81,6 +104,7 @@ class ScheduleLR(LRScheduler):
         self._per_group = per_group
         self.count = count
         self._t = 0
+        self._scale = 1.0  #: a factor on every rate, set by scale_rates (a guard's cut)
         self._applied = -1
         self._plateau: list[PlateauState | None] | None = None
         self._hook_handle: Any = None
@@ -140,7 +164,7 @@ class ScheduleLR(LRScheduler):
     def _rates(self, t: int) -> list[float]:
         out = []
         for ev, mult, st in zip(self._evals, self._mults, self._plateau):
-            lr = mult * ev(t)
+            lr = mult * self._scale * ev(t)
             if st is not None:
                 lr *= st.scale
             out.append(lr)
@@ -149,10 +173,11 @@ class ScheduleLR(LRScheduler):
     def _apply(self) -> None:
         # the per-step hot path: one closed-form evaluation and one assignment per group
         t = self._t
+        scale = self._scale
         last: list[Any] = []
         for group, ev, mult, st in zip(self.optimizer.param_groups, self._evals, self._mults,
                                        self._plateau):
-            lr = mult * ev(t)
+            lr = mult * scale * ev(t)
             if st is not None:
                 lr *= st.scale
             cur = group["lr"]
@@ -193,6 +218,14 @@ class ScheduleLR(LRScheduler):
                          for p, st in zip(self._plateaus, self._plateau)]
         self._apply()
 
+    def scale_rates(self, factor: float) -> None:
+        """Multiply every rate from now on by ``factor`` (kept in the state, so a resumed run
+        keeps it): how a guard's rate cut reaches a schedule fixed at setup."""
+        require(isinstance(factor, (int, float)) and 0 < factor and factor == factor
+                and factor != float("inf"), f"factor must be a positive finite number, got {factor!r}")
+        self._scale *= float(factor)
+        self._apply()
+
     @property
     def current_step(self) -> int:
         """Optimizer steps counted so far: the step whose rate is now set."""
@@ -209,13 +242,14 @@ class ScheduleLR(LRScheduler):
 
     # state ----------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """The step, the base rates and the plateau state: enough to resume exactly."""
+        """The step, the base rates, the plateau state and the scale: enough to resume exactly."""
         return {
             "step": self._t,
             "base_lrs": [float(b) for b in self.base_lrs],
             "plateau": [None if st is None else st.to_dict() for st in self._plateau],
             "schedules": [s.to_spec() for s in self._schedules],
             "count": self.count,
+            "scale": self._scale,
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -232,6 +266,10 @@ class ScheduleLR(LRScheduler):
                 f"{len(self.optimizer.param_groups)} parameter groups")
         self.base_lrs = [float(b) for b in base_lrs]
         self._t = step
+        scale = state_dict.get("scale", 1.0)
+        require(isinstance(scale, (int, float)) and 0 < scale < float("inf"),
+                f"state_dict scale must be a positive finite number, got {scale!r}")
+        self._scale = float(scale)
         self._plateau = None
         self._setup()
         saved = state_dict.get("plateau")
@@ -249,6 +287,7 @@ class ScheduleLR(LRScheduler):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+        self.__dict__.setdefault("_scale", 1.0)  # pickled before scale_rates existed
         self._hook_handle = None
         self._evals = [_unwrap(s)[0]._at for s in (
             self._schedules if self._per_group else [self._schedules[0]] * len(self._mults))]
@@ -266,12 +305,16 @@ def to_torch(optimizer: Optimizer, schedule: Any, *, total_steps: int | None = N
              count: str = "optimizer") -> ScheduleLR:
     """A :class:`ScheduleLR` (a ``torch.optim.lr_scheduler.LRScheduler``) for ``optimizer``.
 
-    ``schedule`` is a schedule, a text spec or a config; a ``list``/``tuple`` gives one schedule
-    per parameter group. Lengths in epochs or fractions of the run are resolved here with
+    ``schedule`` is a schedule, a text spec or a config (a list of ``{"type": ...}`` dicts is one
+    chained schedule, as ``to_config`` writes it); any other ``list``/``tuple`` gives one schedule
+    per parameter group (spec strings or schedules). Lengths in epochs or fractions of the run are resolved here with
     ``steps_per_epoch`` (or ``batches_per_epoch`` and ``grad_accum``) and ``total_steps`` (or
     ``epochs``).
     """
-    per_group = isinstance(schedule, (list, tuple))
+    # a list of {"type": ...} dicts is the config form of one chained schedule (what to_config
+    # writes); any other list gives one schedule per group
+    per_group = isinstance(schedule, (list, tuple)) and not (
+        schedule and all(isinstance(item, dict) for item in schedule))
     items = list(schedule) if per_group else [schedule]
     require(len(items) > 0, "to_torch() needs at least one schedule")
     resolved = []

@@ -1,0 +1,65 @@
+"""ScheduleLR: the config-list form, a guard's scale, and steps that are undone (paused)."""
+import pytest
+import torch
+from torch import nn
+
+from lrkit.schedules import parse, to_config, to_torch
+from lrkit.schedules.torch_scheduler import paused
+
+
+def _optimizer(groups=1):
+    model = nn.Linear(2, 2)
+    if groups == 1:
+        return torch.optim.SGD(model.parameters(), lr=0.1)
+    return torch.optim.SGD([{"params": [model.weight]}, {"params": [model.bias], "lr": 0.01}],
+                           lr=0.1)
+
+
+def _rates(optimizer, scheduler, steps):
+    out = []
+    for _ in range(steps):
+        out.append([g["lr"] for g in optimizer.param_groups])
+        optimizer.step()
+        scheduler.step()
+    return out
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+def test_a_config_list_is_one_chained_schedule_not_one_per_group(groups):
+    spec = parse("warmup(10) >> cosine(100)")
+    a, b = _optimizer(groups), _optimizer(groups)
+    from_config = to_torch(a, to_config(spec))
+    from_spec = to_torch(b, spec)
+    assert _rates(a, from_config, 30) == _rates(b, from_spec, 30)
+
+
+def test_scale_rates_holds_on_later_steps_and_through_a_resume():
+    optimizer = _optimizer()
+    scheduler = to_torch(optimizer, "cosine(100)")
+    _rates(optimizer, scheduler, 10)
+    expected = 0.1 * parse("cosine(100)")(10)
+    scheduler.scale_rates(0.3)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.3 * expected)
+    rates = _rates(optimizer, scheduler, 5)
+    assert rates[-1][0] == pytest.approx(0.3 * 0.1 * parse("cosine(100)")(14))
+    state = scheduler.state_dict()
+    fresh_opt = _optimizer()
+    resumed = to_torch(fresh_opt, "cosine(100)")
+    resumed.load_state_dict(state)
+    assert fresh_opt.param_groups[0]["lr"] == pytest.approx(optimizer.param_groups[0]["lr"])
+    with pytest.raises(Exception, match="factor must be a positive finite number"):
+        scheduler.scale_rates(0)
+
+
+def test_steps_inside_paused_are_not_counted():
+    optimizer = _optimizer()
+    scheduler = to_torch(optimizer, "warmup(10) >> cosine(100)")
+    _rates(optimizer, scheduler, 4)
+    extra = []
+    optimizer.register_step_post_hook(lambda *a: extra.append(1))  # a user's own hook
+    with paused(optimizer):
+        for _ in range(20):
+            optimizer.step()
+    assert scheduler.current_step == 4 and len(extra) == 20  # only lrkit's schedulers pause
+    optimizer.step()
+    assert scheduler.current_step == 5 and len(extra) == 21
