@@ -104,3 +104,25 @@ def test_recipe_file_missing_and_function_missing(tmp_path):
 def test_unknown_example():
     with pytest.raises(LrkitError, match="unknown example 'mnist'; built-in examples: digits-mlp"):
         lrkit.examples.build("mnist")
+
+
+def test_a_closure_optimizer_is_refused_clearly_everywhere():
+    model, loader, criterion = tiny_problem(batch_norm=False)
+    opt = torch.optim.LBFGS(model.parameters(), lr=0.1)
+    with pytest.raises(LrkitError, match=r"LBFGS.step\(\) needs a closure"):
+        lrkit.find_lr(model, opt, loader, criterion, num_steps=20, progress=False)
+    with pytest.raises(LrkitError, match=r"LBFGS.step\(\) needs a closure"):
+        lrkit.Guard(model, opt)
+    from lrkit.sweep.space import parse_optimizers
+
+    with pytest.raises(LrkitError, match=r"optimizer 'lbfgs': LBFGS.step\(\) needs a closure"):
+        parse_optimizers("lbfgs")
+
+
+def test_a_non_finite_first_loss_is_not_blamed_on_the_rate():
+    model, loader, criterion = tiny_problem(batch_norm=False)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    result = lrkit.find_lr(model, opt, loader, lambda out, y: criterion(out, y) * float("nan"),
+                           num_steps=20, progress=False)
+    assert any("very first loss was nan" in w for w in result.warnings)
+    assert not any("start_lr" in w for w in result.warnings)

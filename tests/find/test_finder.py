@@ -173,6 +173,16 @@ def test_validation_mode_evaluates_a_fixed_subset_every_k_steps():
     assert result.settings["curve"] == "validation"
 
 
+def test_too_few_validation_points_say_the_training_curve_was_used():
+    model, loader, criterion = tiny_problem(batch_norm=False)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    result = lrkit.find_lr(model, opt, loader, criterion, val_loader=loader, val_every=20,
+                           num_steps=50, end_lr=1.0, progress=False)
+    assert result.settings["curve"] == "train"
+    warning = next(w for w in result.warnings if "validation every 20 steps" in w)
+    assert "gave 2 points" in warning and "val_every=3" in warning
+
+
 def test_gradient_accumulation_takes_one_optimizer_step_per_k_batches():
     model, loader, criterion = tiny_problem(batch_norm=False)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)

@@ -89,6 +89,14 @@ def test_flat_curve_gives_no_suggestion_and_a_warning():
     assert any("never fell" in w for w in analysis.warnings)
 
 
+def test_a_perfectly_flat_loss_never_fell():
+    # a model whose output ignores its parameters: only the smoother's rounding "falls"
+    lrs = np.geomspace(1e-7, 10, 100)
+    analysis = suggest.analyse(lrs, np.full(100, 0.6931471805599453, dtype=np.float32))
+    assert analysis.suggested_lr is None and analysis.good_range is None
+    assert any("never fell" in w for w in analysis.warnings)
+
+
 def test_too_few_points_warns():
     analysis = suggest.analyse([1e-3, 1e-2, 1e-1], [1.0, 0.5, 2.0])
     assert analysis.suggested_lr is None

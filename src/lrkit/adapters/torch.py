@@ -13,6 +13,7 @@ with a ``.loss`` attribute.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import itertools
 import math
 import time
@@ -115,11 +116,28 @@ def cycle_batches(loader: Iterable, name: str = "train_loader") -> Iterator[Any]
             )
 
 
+def closure_required(cls: type) -> str | None:
+    """Why an optimizer class cannot be driven one plain step at a time (``None`` if it can):
+    LBFGS-like optimizers need a closure that re-evaluates the loss within one step."""
+    try:
+        param = inspect.signature(cls.step).parameters.get("closure")
+    except (TypeError, ValueError):
+        return None
+    if param is None or param.default is not inspect.Parameter.empty:
+        return None
+    return (f"{cls.__name__}.step() needs a closure that re-evaluates the loss several times "
+            "within one step (a line search); lrkit trains one step per rate, so measure the "
+            "rate with a first-order optimizer (SGD, Adam, ...)")
+
+
 def _check_optimizer(optimizer: Any) -> None:
     if not isinstance(optimizer, torch.optim.Optimizer):
         raise LrkitError(
             f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}"
         )
+    reason = closure_required(type(optimizer))
+    if reason:
+        raise LrkitError(reason)
     for i, group in enumerate(optimizer.param_groups):
         if "lr" not in group:
             raise LrkitError(

@@ -160,6 +160,10 @@ class Guard:
         if not isinstance(optimizer, torch.optim.Optimizer):
             raise LrkitError(f"optimizer must be a torch.optim.Optimizer, got "
                              f"{type(optimizer).__name__}")
+        from lrkit.adapters.torch import closure_required
+
+        reason = closure_required(type(optimizer))
+        require(reason is None, f"the guard takes the optimizer's step itself: {reason}")
         require(spike_factor is None or spike_factor > 1,
                 f"spike_factor must be > 1 (or None to ignore spikes), got {spike_factor!r}")
         require(0 < lr_factor < 1, f"lr_factor must be in (0, 1), got {lr_factor!r}")

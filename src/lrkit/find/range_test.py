@@ -84,7 +84,23 @@ def range_test(
     analysis = suggest.analyse(curve_lrs, curve_losses, method=method,
                                smooth_window=1.0 if use_val else None)
     warnings = list(analysis.warnings)
-    if stop_reason != "completed" and len(lrs) < 0.2 * num_steps:
+    if val_every and not use_val:
+        # asked for the validation curve, but it has too few points to read: say so, and how many
+        # steps between evaluations would give enough
+        every = max(1, len(lrs) // (2 * suggest.MIN_POINTS))
+        warnings.append(
+            f"validation every {val_every} steps gave {len(val_steps)} points over {len(lrs)} "
+            f"steps, fewer than the {suggest.MIN_POINTS} a suggestion needs: the suggestion uses "
+            f"the training curve; pass val_every={every} (or more steps) for the validation curve")
+    if losses and not math.isfinite(losses[0]):
+        # the first loss is computed before any update: no rate made it non-finite (and the
+        # curve's own "too few points, lower start_lr" would point the wrong way)
+        warnings = [w for w in warnings if "usable points" not in w]
+        warnings.append(
+            f"the very first loss was {losses[0]}, before any update at any rate: the model or "
+            "the data give non-finite values as they are (check the inputs, the loss function "
+            "and the model's initialisation), not the learning rate")
+    elif stop_reason != "completed" and len(lrs) < 0.2 * num_steps:
         warnings.append(
             f"the test stopped after {len(lrs)} of {num_steps} steps: start_lr={start_lr:g} "
             "is probably already too high; lower it")

@@ -46,7 +46,10 @@ class Curve:
         if self.n < 5:
             return False
         drop = self.smooth[0] - self.smooth[self.min_index]
-        return bool(drop > 3 * self.smooth_noise and drop > 0)
+        # below float32's resolution of the loss, a "drop" is rounding: a perfectly flat loss
+        # (a model whose output ignores its parameters) never fell
+        level = max(abs(float(self.smooth[0])), abs(float(self.smooth[self.min_index])))
+        return bool(drop > 3 * self.smooth_noise and drop > FLAT_TOLERANCE * level and drop > 0)
 
     @functools.cached_property
     def smooth_noise(self) -> float:
@@ -58,6 +61,8 @@ class Curve:
 
 
 MIN_POINTS = 8
+#: a fall smaller than this share of the loss's level is float32 rounding, not a fall
+FLAT_TOLERANCE = 1e-6
 
 
 def first_min(values: np.ndarray) -> int:

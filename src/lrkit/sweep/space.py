@@ -305,7 +305,11 @@ def _checked(spec: OptimizerSpec) -> OptimizerSpec:
     """Build the optimizer once over a dummy parameter so that a bad option fails now."""
     import torch
 
+    from lrkit.adapters.torch import closure_required
+
     cls = spec.resolve()
+    reason = closure_required(cls)
+    require(reason is None, f"optimizer {spec.label!r}: {reason}")
     require("lr" not in spec.kwargs,
             f"optimizer {spec.label!r}: do not set lr in its options, the sweep sets it")
     try:
