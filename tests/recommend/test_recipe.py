@@ -178,6 +178,7 @@ def test_adaptive_optimizer_uses_square_root_rule():
     assert smaller.total_steps == 200 and smaller.warmup_steps == 80
     assert smaller.schedule.startswith("warmup(80")
     assert smaller.lr_at(80) == pytest.approx(smaller.peak_lr)
+    assert smaller.parsed_schedule.length == 200  # the schedule still ends with the run
 
 
 def test_batch_rescaling_of_a_scaled_schedule_keeps_its_own_scale():
@@ -196,6 +197,9 @@ def test_batch_rescaling_bad_input():
         sgd_recipe().for_batch_size(0)
     with pytest.raises(LrkitError, match="keep"):
         sgd_recipe().for_batch_size(64, keep="epochs")
+    # the same samples at a huge batch leave almost no steps: refused, with the way out
+    with pytest.raises(LrkitError, match="keep='steps'"):
+        sgd_recipe().for_batch_size(32 * sgd_recipe().total_steps)
 
 
 # -- bad input -------------------------------------------------------------------------------------
@@ -214,6 +218,8 @@ def test_batch_rescaling_bad_input():
     ({"schedule": "cosine(0.5*total)"}, "whole steps"),
     ({"optimizer_options": {"lr": 0.1}}, "must not hold 'lr'"),
     ({"batch_size": 0}, "batch_size must be a positive integer"),
+    ({"total_steps": 50, "warmup_steps": 5, "schedule": "warmup(100) >> cosine(100)"},
+     "runs 200 steps, longer than the recipe's total_steps=50"),
 ])
 def test_bad_recipes_raise_clear_errors(changes, message):
     with pytest.raises(LrkitError, match=message.replace("(", r"\(").replace(")", r"\)")):

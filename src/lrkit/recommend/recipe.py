@@ -81,6 +81,10 @@ def _as_tuples(value: Any) -> Any:
     return value
 
 
+#: the fewest steps a rescaled recipe may keep (below it, warmup and decay lose their meaning)
+MIN_STEPS = 10
+
+
 def _positive_int(value: Any, name: str) -> int:
     require(isinstance(value, int) and not isinstance(value, bool) and value >= 1,
             f"{name} must be a whole number of steps >= 1, got {value!r}")
@@ -135,6 +139,10 @@ class Recipe:
                 f"schedule must be relative (multipliers of peak_lr), not peak(...): {self.schedule!r}")
         require(parsed.is_resolved,
                 f"schedule must be in whole steps (no epoch/total units): {self.schedule!r}")
+        length = getattr(parsed, "length", None)
+        require(length is None or not math.isfinite(length) or length <= self.total_steps,
+                f"the schedule {self.schedule!r} runs {length} steps, longer than the recipe's "
+                f"total_steps={self.total_steps}; make them agree")
         self.schedule = str(parsed)
         if self.good_range is not None:
             lo, hi = self.good_range
@@ -217,6 +225,15 @@ class Recipe:
             schedule = _unscale(rescale(self.schedule, old, new, rule=rule, warmup="samples"),
                                 factor)
             total = self.total_steps
+            if self.parsed_schedule.length == self.total_steps:
+                # the warmup keeps its samples (more steps at a smaller batch): the rest of the
+                # schedule gives way, so that it still ends with the run
+                schedule = _fit_length(schedule, total)
+        require(total >= MIN_STEPS,
+                f"moving from batch {old} to {new} with the same number of samples leaves "
+                f"{total} optimizer step{'s' if total != 1 else ''} of the recipe's "
+                f"{self.total_steps}, fewer than {MIN_STEPS}: not a training run; use a smaller "
+                "batch size, or keep='steps' to keep the number of steps")
         warmup = _round_steps(self.warmup_steps, ratio) if self.warmup_steps else 0
         warmup = min(warmup, total - 1)
         why = ("linear rule (SGD: rate proportional to batch size)" if rule == "linear"
