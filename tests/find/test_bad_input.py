@@ -17,14 +17,14 @@ def setup():
 
 @pytest.mark.parametrize("options,fragment", [
     ({"start_lr": 1.0, "end_lr": 0.1}, "must be smaller than end_lr"),
-    ({"start_lr": 0.1, "end_lr": 0.1}, "must be smaller than end_lr"),
+    ({"start_lr": 0.1, "end_lr": 0.1}, "are both 0.1: the test needs a range"),
     ({"start_lr": 0.0}, "start_lr must be a positive"),
     ({"start_lr": -1e-3}, "start_lr must be a positive"),
     ({"end_lr": float("inf")}, "end_lr must be a positive finite"),
     ({"num_steps": 3}, "num_steps must be an integer >= 10"),
     ({"ramp": "cubic"}, "ramp must be one of"),
-    ({"smoothing": 1.0}, "smoothing must be in [0, 1)"),
-    ({"diverge_threshold": 1.0}, "diverge_threshold must be > 1"),
+    ({"smoothing": 1.0}, "smoothing must be a number in [0, 1)"),
+    ({"diverge_threshold": 1.0}, "diverge_threshold must be a number > 1"),
     ({"method": "magic"}, "method must be 'auto' or one of"),
     ({"val_every": 5}, "val_every needs a val_loader"),
     ({"accumulation_steps": 0}, "accumulation_steps must be an integer >= 1"),
@@ -126,3 +126,19 @@ def test_a_non_finite_first_loss_is_not_blamed_on_the_rate():
                            num_steps=20, progress=False)
     assert any("very first loss was nan" in w for w in result.warnings)
     assert not any("start_lr" in w for w in result.warnings)
+
+
+def test_numpy_numbers_are_accepted_and_none_is_named():
+    import json
+
+    import numpy as np
+
+    model, loader, criterion = tiny_problem(batch_norm=False)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    result = lrkit.find_lr(model, opt, loader, criterion, start_lr=np.float32(1e-6),
+                           num_steps=np.int64(20), budget_steps=np.int64(400), progress=False)
+    json.loads(result.to_json())  # settings hold plain numbers
+    with pytest.raises(LrkitError, match="smoothing must be a number in"):
+        lrkit.find_lr(model, opt, loader, criterion, smoothing=None, progress=False)
+    with pytest.raises(LrkitError, match="start_lr and end_lr are both 1"):
+        lrkit.find_lr(model, opt, loader, criterion, start_lr=1.0, end_lr=1.0, progress=False)

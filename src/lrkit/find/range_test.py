@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from lrkit.errors import require
 from lrkit.find import suggest
 from lrkit.find.divergence import DivergenceWatch
@@ -41,14 +43,23 @@ def range_test(
     The trainable is restored exactly afterwards, even when this raises.
     """
     rates = ramp_rates(start_lr, end_lr, num_steps, ramp).tolist()  # Python floats: cheaper per step
-    require(0 <= smoothing < 1, f"smoothing must be in [0, 1), got {smoothing!r}")
-    require(diverge_threshold > 1, f"diverge_threshold must be > 1, got {diverge_threshold!r}")
-    require(val_every is None or (isinstance(val_every, int) and val_every >= 1),
+    require(_is_number(smoothing) and 0 <= smoothing < 1,
+            f"smoothing must be a number in [0, 1), got {smoothing!r}")
+    require(_is_number(diverge_threshold) and diverge_threshold > 1,
+            f"diverge_threshold must be a number > 1, got {diverge_threshold!r}")
+    require(val_every is None or (isinstance(val_every, (int, np.integer))
+                                  and not isinstance(val_every, bool) and val_every >= 1),
             f"val_every must be a positive integer or None, got {val_every!r}")
     require(method == "auto" or method in suggest.METHODS,
             f"method must be 'auto' or one of {sorted(suggest.METHODS)}, got {method!r}")
-    require(budget_steps is None or (isinstance(budget_steps, int) and budget_steps > 0),
+    require(budget_steps is None or (isinstance(budget_steps, (int, np.integer))
+                                     and not isinstance(budget_steps, bool) and budget_steps > 0),
             f"budget_steps must be a positive integer or None, got {budget_steps!r}")
+    # numpy scalars pass the checks: plain Python numbers from here on (settings go to JSON)
+    start_lr, end_lr, num_steps = float(start_lr), float(end_lr), int(num_steps)
+    smoothing, diverge_threshold = float(smoothing), float(diverge_threshold)
+    val_every = None if val_every is None else int(val_every)
+    budget_steps = None if budget_steps is None else int(budget_steps)
 
     lrs: list[float] = []
     losses: list[float] = []
@@ -126,3 +137,8 @@ def range_test(
                       curve="validation" if use_val else "train"),
         val_steps=val_steps, val_losses=[math.nan if v is None else v for v in val_losses],
     )
+
+
+def _is_number(value: object) -> bool:
+    return (isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+            and bool(np.isfinite(value)))
