@@ -63,3 +63,17 @@ def test_steps_inside_paused_are_not_counted():
     assert scheduler.current_step == 4 and len(extra) == 20  # only lrkit's schedulers pause
     optimizer.step()
     assert scheduler.current_step == 5 and len(extra) == 21
+
+
+def test_resuming_with_another_schedule_warns():
+    optimizer = _optimizer()
+    state = to_torch(optimizer, "cosine(100)").state_dict()
+    other = to_torch(_optimizer(), "cosine(200)")
+    with pytest.warns(UserWarning, match="differs from the one saved"):
+        other.load_state_dict(state)
+    same = to_torch(_optimizer(), "cosine(100)")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        same.load_state_dict(state)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import weakref
 import contextlib
+import warnings
 from typing import Any, Callable, Iterator, Sequence
 
 import torch
@@ -264,6 +265,13 @@ class ScheduleLR(LRScheduler):
         require(len(base_lrs) == len(self.optimizer.param_groups),
                 f"state_dict has {len(base_lrs)} base rates, the optimizer has "
                 f"{len(self.optimizer.param_groups)} parameter groups")
+        saved_specs = state_dict.get("schedules")
+        current = [s.to_spec() for s in self._schedules]
+        if saved_specs is not None and list(saved_specs) != current:
+            # resuming with another schedule may be meant (a longer run), but never silently
+            warnings.warn(f"this scheduler's schedule {current} differs from the one saved in the "
+                          f"state_dict {list(saved_specs)}; resuming at step {step} of the new one",
+                          stacklevel=2)
         self.base_lrs = [float(b) for b in base_lrs]
         self._t = step
         scale = state_dict.get("scale", 1.0)
