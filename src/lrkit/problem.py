@@ -70,6 +70,11 @@ def as_problem(value: Any, *, name: str = "custom") -> Problem:
         return Problem(**kwargs)
     if isinstance(value, tuple) and 3 <= len(value) <= 5:
         return Problem(**dict(zip(_TUPLE_FIELDS, value)), name=name)
+    if isinstance(value, tuple):
+        raise LrkitError(
+            f"the recipe returned a tuple of {len(value)} item{'s' if len(value) != 1 else ''}; "
+            "a tuple needs 3 to 5: (model, optimizer, train_loader[, criterion[, val_loader]]) "
+            "(or return an lrkit.Problem or a dict)")
     raise LrkitError(
         f"the recipe returned {type(value).__name__}; return an lrkit.Problem, a dict with "
         "model/optimizer/train_loader/criterion, or a tuple (model, optimizer, train_loader, "
@@ -91,6 +96,14 @@ def _load_function(spec: str) -> Callable[..., Any]:
     sys.path.insert(0, str(path.resolve().parent))
     try:
         module_spec.loader.exec_module(module)
+    except SyntaxError as exc:
+        sys.modules.pop(module_name, None)
+        where = f" at line {exc.lineno}" if exc.lineno else ""
+        raise LrkitError(f"recipe file {path_text!r} has a syntax error{where}: {exc.msg}; "
+                         "fix it (python -m py_compile shows it too)") from None
+    except Exception as exc:  # noqa: BLE001 - whatever the user's module raises while importing
+        sys.modules.pop(module_name, None)
+        raise LrkitError(f"cannot import recipe file {path_text!r}: {_cause(exc)}") from exc
     finally:
         sys.path.pop(0)
     func = getattr(module, func_name, None)
@@ -104,14 +117,94 @@ def _load_function(spec: str) -> Callable[..., Any]:
     return func
 
 
-def call_recipe(func: Callable[..., Any], *, seed: int = 0) -> Problem:
-    """Call a user's recipe function, with ``seed=`` when it takes one, and normalise the result."""
+def _cause(exc: BaseException) -> str:
+    """``"ValueError: message"``: the user's exception, as one line."""
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def call_recipe(func: Callable[..., Any], *, seed: int = 0, label: str | None = None) -> Problem:
+    """Call a user's recipe function, with ``seed=`` when it takes one, and normalise the result.
+
+    ``label`` (``"file.py:function"`` on the command line) names the recipe in errors; with it,
+    an exception the function raises becomes an :class:`LrkitError` naming the recipe and the
+    exception's type and message (chained, so the traceback stays available from Python).
+    """
+    name = label or getattr(func, "__qualname__", None) or getattr(func, "__name__", "the recipe")
     try:
-        accepts_seed = "seed" in inspect.signature(func).parameters
+        parameters = inspect.signature(func).parameters
     except (TypeError, ValueError):
-        accepts_seed = False
-    value = func(seed=seed) if accepts_seed else func()
-    return as_problem(value, name=getattr(func, "__name__", "custom"))
+        parameters = {}
+    accepts_seed = "seed" in parameters
+    required = [p.name for p in parameters.values()
+                if p.default is inspect.Parameter.empty and p.name != "seed"
+                and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    if required:
+        raise LrkitError(
+            f"{name} needs argument{'s' if len(required) > 1 else ''} {', '.join(required)}, but "
+            "lrkit calls a recipe with no arguments (only seed= when it takes one); give "
+            f"{'them defaults' if len(required) > 1 else 'it a default'} or wrap it in a function "
+            "without arguments")
+    try:
+        value = func(seed=seed) if accepts_seed else func()
+    except Exception as exc:  # noqa: BLE001 - the user's code: name it and its error
+        if label is None:
+            raise
+        raise LrkitError(f"{label} raised {_cause(exc)}") from exc
+    try:
+        problem = as_problem(value, name=getattr(func, "__name__", "custom"))
+    except LrkitError as exc:
+        if label is None:
+            raise
+        raise LrkitError(f"{label}: {exc}") from None
+    check_problem(problem, name)
+    return problem
+
+
+def check_problem(problem: Problem, name: str = "the recipe") -> Problem:
+    """Refuse a problem that cannot train: a model without a trainable parameter. Without a
+    ``criterion`` or ``loss_fn`` the model's own output must be the loss (as Hugging Face models
+    return it); when calling the model that way fails, the error says to add one."""
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a dependency
+        return problem
+    model = problem.model
+    if isinstance(model, torch.nn.Module):
+        params = list(model.parameters())
+        if not any(p.requires_grad for p in params):
+            if params:
+                what = (f"has {len(params)} parameter tensors, all frozen (requires_grad=False)",
+                        "unfreeze some (p.requires_grad_(True)) and give those to the optimizer")
+            else:
+                what = ("has no parameters",
+                        "its output must depend on parameters (layers or nn.Parameter) that the "
+                        "optimizer updates")
+            raise LrkitError(f"{name}: the model ({type(model).__name__}) {what[0]}, so there is "
+                             f"nothing to train; {what[1]}")
+    if problem.criterion is None and problem.loss_fn is None:
+        problem.loss_fn = _OwnLoss(name)
+    return problem
+
+
+class _OwnLoss:
+    """The loss when a recipe gives neither criterion nor loss_fn: the model's own output (what
+    lrkit does anyway), with an error that says what to add when the model does not return one."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __call__(self, model: Any, batch: Any) -> Any:
+        from lrkit.adapters.torch import batch_loss
+
+        try:
+            return batch_loss(model, batch)
+        except (TypeError, ValueError, AttributeError, KeyError) as exc:  # LrkitError included
+            raise LrkitError(
+                f"{self.name} gives no criterion and no loss_fn, so the model's own output is "
+                f"taken as the loss, and that failed ({_cause(exc)}); add a 'criterion' "
+                "(e.g. torch.nn.CrossEntropyLoss(), for (inputs, targets) batches) or a "
+                "'loss_fn' (loss_fn(model, batch) -> loss) to what the recipe returns") from exc
 
 
 def build_problem(target: Any, *, seed: int = 0, what: str = "this call") -> Problem:
@@ -139,7 +232,7 @@ def load_problem(spec: str, *, seed: int = 0) -> Problem:
     from lrkit import examples
 
     if ".py:" in spec:
-        return call_recipe(_load_function(spec), seed=seed)
+        return call_recipe(_load_function(spec), seed=seed, label=spec)
     if spec.endswith(".py"):
         raise LrkitError(f"name the function too: {spec}:function_name")
     return examples.build(spec, seed=seed)

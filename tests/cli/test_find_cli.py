@@ -54,8 +54,10 @@ def test_find_on_a_user_recipe_file(tmp_path, capsys, function):
 
 
 @pytest.mark.parametrize("argv,fragment", [
-    (["find", "--start-lr", "1", "--end-lr", "0.1"], "must be smaller than end_lr"),
-    (["find", "--steps", "2"], "num_steps must be an integer >= 10"),
+    (["find", "--start-lr", "1", "--end-lr", "0.1"], "must be smaller than --end-lr (0.1); swap"),
+    (["find", "--start-lr", "1", "--end-lr", "1"], "--start-lr and --end-lr are both 1"),
+    (["find", "--steps", "2"], "--steps must be an integer >= 10"),
+    (["find", "--smoothing", "1.5"], "--smoothing must be"),
     (["find", "missing.py:make"], "does not exist"),
     (["find", "nonsense"], "unknown example 'nonsense'"),
 ])

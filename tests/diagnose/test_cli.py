@@ -57,3 +57,17 @@ def test_example_demo_json(capsys):
     assert first["results"][2]["verdict"] in ("too_slow", "plateaued")
     if len(data["tables"]) > 1:
         assert "plain SGD" in data["tables"][1]["optimizer"] and data["note"]
+
+
+def test_a_non_utf8_log_and_a_zero_step_count_exit_2(tmp_path, capsys):
+    from lrkit.cli import main
+
+    path = tmp_path / "excel.csv"
+    path.write_bytes(b"step,loss\n0,1\n1,\xff\n")
+    assert main(["diagnose", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "is not UTF-8 text" in err and "Traceback" not in err
+    assert main(["diagnose", "--example", "--steps", "0"]) == 2
+    assert "--steps must be an integer >= 1" in capsys.readouterr().err
+    with pytest.raises(Exception, match="steps must be an integer >= 1"):
+        cli.demo_runs(steps=0)

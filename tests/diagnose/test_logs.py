@@ -87,3 +87,38 @@ def test_tensorboard_without_the_package_gives_a_clear_error(tmp_path, monkeypat
     monkeypatch.setitem(sys.modules, "tensorboard", None)  # as if not installed
     with pytest.raises(LrkitError, match=r"pip install lrkit\[tensorboard\]"):
         read_log(path)
+
+
+def test_csv_and_jsonl_with_a_byte_order_mark(tmp_path):
+    """Excel saves "CSV UTF-8" with a BOM; the header must still read 'loss'."""
+    csv_path = tmp_path / "excel.csv"
+    csv_path.write_bytes(b"\xef\xbb\xbfloss,step\n" + b"".join(
+        f"{v},{i}\n".encode() for i, v in enumerate(_values(20))))
+    log = read_log(csv_path)
+    assert len(log.losses) == 20 and log.steps[:2] == [0.0, 1.0]
+    jsonl = tmp_path / "bom.jsonl"
+    jsonl.write_bytes(b"\xef\xbb\xbf" + b"".join(
+        json.dumps({"step": i, "loss": v}).encode() + b"\n" for i, v in enumerate(_values(20))))
+    assert len(read_log(jsonl).losses) == 20
+
+
+@pytest.mark.parametrize("name", ["latin1.csv", "latin1.jsonl"])
+def test_a_file_that_is_not_utf8_is_refused_clearly(tmp_path, name):
+    path = tmp_path / name
+    path.write_bytes("step,loss\n0,1\n".encode() + "# caf\xe9\n".encode("latin-1"))
+    with pytest.raises(LrkitError, match=rf"{name} is not UTF-8 text \(byte 0xe9"):
+        read_log(path)
+
+
+def test_a_directory_without_event_files_is_not_called_an_event_file(tmp_path):
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(LrkitError, match="is a directory without TensorBoard event files") as info:
+        read_log(tmp_path)
+    assert "looks like a TensorBoard event file" not in str(info.value)
+
+
+def test_a_run_directory_with_event_files_goes_to_tensorboard(tmp_path, monkeypatch):
+    (tmp_path / "events.out.tfevents.1.host").write_bytes(b"\x00")
+    monkeypatch.setitem(sys.modules, "tensorboard", None)  # as if not installed
+    with pytest.raises(LrkitError, match="holds TensorBoard event files.*pip install"):
+        read_log(tmp_path)

@@ -181,6 +181,6 @@ def test_cli_summary_file_target_and_batch_size(tmp_path, capsys):
 
 def test_cli_bad_input_exits_2(capsys):
     assert main(["recommend", "wine-logreg", "--steps", "0"]) == 2
-    assert "steps must be a whole number of optimizer steps >= 1, got 0" in capsys.readouterr().err
+    assert "--steps must be an integer >= 1 (optimizer steps), got 0" in capsys.readouterr().err
     assert main(["recommend", "no-such-example", "--steps", "100"]) == 2
     assert "unknown example" in capsys.readouterr().err

@@ -190,3 +190,44 @@ def test_report_cli_errors(tmp_path, capsys):
     assert not (tmp_path / "o").exists()
     with pytest.raises(SystemExit):
         main(["report"])
+
+
+@pytest.mark.parametrize("stub, missing", [
+    ({"kind": "lrkit.finder"}, "'lrs', 'losses', 'suggested_lr'"),
+    ({"kind": "lrkit.finder", "lrs": [], "losses": []}, "'suggested_lr'"),
+    ({"kind": "lrkit.recipe", "optimizer": "SGD"}, "'peak_lr', 'schedule'"),
+    ({"kind": "lrkit.demo"}, "'finder', 'comparison', 'schedules'"),
+    ({"kind": "lrkit.schedule", "curve": []}, "'key_points'"),
+])
+def test_a_stub_with_only_a_kind_is_refused_naming_what_is_missing(stub, missing, tmp_path,
+                                                                   capsys):
+    with pytest.raises(LrkitError, match=f"lacks {re.escape(missing)}"):
+        rp.detect_kind(stub)
+    path = tmp_path / "stub.json"
+    path.write_text(json.dumps(stub))
+    assert main(["report", str(path), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "stub.json" in err and missing in err and "Traceback" not in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_sweep_seed_sentence_shows_the_threshold():
+    cmp = {"difference": 0.1481, "standard_error": 0.0838, "threshold": 0.1676,
+           "significant": False, "best": {}, "runner_up": {}}
+    page = rp.render_page([("s.json", dict(sweep_dict(), seed_comparison=cmp))])
+    assert "is within seed noise (threshold 0.1676 = 2 x standard error 0.0838)" in page
+    del cmp["threshold"]  # saved by an older lrkit
+    page = rp.render_page([("s.json", dict(sweep_dict(), seed_comparison=cmp))])
+    assert "(threshold 0.1676 = 2 x standard error 0.0838)" in page
+
+
+def test_report_out_onto_an_existing_file_is_refused(tmp_path, capsys):
+    diag = tmp_path / "diag.json"
+    diag.write_text(json.dumps(diagnosis_dict()))
+    taken = tmp_path / "taken.html"
+    taken.write_text("mine")
+    assert main(["report", str(diag), "--out", str(taken)]) == 2
+    assert "is an existing file, not a directory" in capsys.readouterr().err
+    assert taken.read_text() == "mine"
+    with pytest.raises(LrkitError, match="is an existing file"):
+        rp.write_page("<html></html>", taken)

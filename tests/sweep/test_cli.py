@@ -38,7 +38,7 @@ def test_cli_sweep_writes_table_plot_csv_json(journal, tmp_path, capsys):
     (["--seeds", "0"], "seeds must be an integer >= 1"),
     (["--workers", "0"], "workers must be an integer >= 1"),
     (["--budget", "0"], "budget must be an integer >= 2"),
-    (["--points-per-decade", "0"], "points_per_decade"),
+    (["--points-per-decade", "0"], "--points-per-decade"),
 ])
 def test_bad_input_is_refused_before_training(args, words, journal, capsys):
     base = ["sweep", "wine-logreg", "--storage", journal, "--no-progress"]
@@ -88,3 +88,33 @@ def test_report_of_a_missing_study(journal, capsys):
     capsys.readouterr()
     assert main(["sweep", "moons-mlp", "--storage", journal, "--report"]) == 2
     assert "no study 'lrkit-sweep-moons-mlp'" in capsys.readouterr().err
+
+
+def _seeded_result(losses_by_lr):
+    from lrkit.sweep.results import SweepResult, TrialRecord
+
+    records, number = [], 0
+    for lr, losses in losses_by_lr.items():
+        for seed, loss in enumerate(losses):
+            records.append(TrialRecord(number=number, optimizer="sgd", lr=lr, seed=seed,
+                                       status="finished", loss=loss, steps=10))
+            number += 1
+    return SweepResult(records, settings={}, study_name="noise", diagnose=False)
+
+
+def test_seed_noise_sentence_prints_its_threshold_and_the_band_follows_it():
+    """Best 1.0 +/- 0.1, runner-up 1.17 +/- 0.1 over 2 seeds: the difference 0.17 is within
+    2 x SE(difference) = 0.2 (but beyond 2 x SE(best mean) = 0.141 and 2%), so the runner-up is
+    within seed noise, and the near-best band must hold it too."""
+    import math
+
+    result = _seeded_result({0.01: [0.9293, 1.0707], 0.0178: [1.0993, 1.2407],
+                             0.1: [2.0, 2.1]})
+    cmp = result.seed_comparison()
+    se = math.sqrt(2 * 0.1 ** 2 / 2)
+    assert cmp["standard_error"] == pytest.approx(se, rel=1e-3)
+    assert cmp["threshold"] == pytest.approx(2 * se, rel=1e-3) and not cmp["significant"]
+    text = result.summary()
+    assert f"is within seed noise (threshold {2 * se:.4f} = 2 x standard error {se:.4f})" in text
+    assert result.band() == (0.01, 0.0178)
+    assert "0.01 .. 0.0178" in text

@@ -3,13 +3,23 @@
 Each module in ``COMMANDS`` provides ``register(subparsers)``, which adds its parser and sets
 ``func`` to a callable taking the parsed arguments and returning an exit code. Modules keep their
 heavy imports (torch, matplotlib, optuna) inside that callable so that ``lrkit --help`` stays fast.
+
+Shared checks for the sub-commands live here, so that every command refuses bad input the same way
+(one line naming the option, exit status 2) and before any training: :func:`check_output_path`
+and :func:`check_output_dir` for files and directories the command will write,
+:func:`check_device` for ``--device``, :func:`check_positive_int` for counts. A sub-command may also
+set ``option_names`` (``{"python_name": "--cli-option"}``) with ``set_defaults``: an error message
+from the library that starts with one of those parameter names is shown with the option instead.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import re
 import sys
-from typing import Sequence
+from pathlib import Path
+from typing import Any, Mapping, Sequence
 
 from lrkit.errors import LrkitError
 
@@ -24,6 +34,142 @@ COMMANDS = [
     "lrkit.cli.report",
 ]
 
+#: the exit status after the reader of the output went away (``lrkit ... | head``): 128 + SIGPIPE,
+#: what the shell reports for a program that a closed pipe stopped
+BROKEN_PIPE_EXIT = 141
+
+
+# ------------------------------------------------------------------------------------------------
+# shared checks
+# ------------------------------------------------------------------------------------------------
+
+def plot_formats() -> list[str]:
+    """The file extensions matplotlib can save a figure as (png, svg, pdf, ...)."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    return sorted(FigureCanvasBase.get_supported_filetypes())
+
+
+def check_output_path(path: Any, option: str, *, plot: bool = False) -> None:
+    """Refuse, before any work, an output FILE the command could not write at the end.
+
+    ``path`` is the value of ``option`` (``"--json"``, ``"--plot"``, ...); None and ``"-"``
+    (stdout) pass. The file's directory must exist and be a writable directory, the path must not
+    be a directory, and with ``plot`` its extension must be one matplotlib saves (see
+    :func:`plot_formats`). An existing file is overwritten, as the options' help says.
+    """
+    if path is None or path == "-":
+        return
+    text = str(path)
+    if not text.strip():
+        raise LrkitError(f"{option} needs a file name, got ''")
+    target = Path(text)
+    if target.is_dir():
+        example = "plot.png" if plot else "result." + (option.lstrip("-") or "json")
+        raise LrkitError(f"{option} {text!r} is a directory; give a file name inside it, e.g. "
+                         f"{str(target / example)!r}")
+    parent = target.parent
+    if not parent.exists():
+        raise LrkitError(f"{option} {text!r}: the directory {str(parent)!r} does not exist; "
+                         "create it first or pick another path")
+    if not parent.is_dir():
+        raise LrkitError(f"{option} {text!r}: {str(parent)!r} is not a directory")
+    if not os.access(parent, os.W_OK):
+        raise LrkitError(f"{option} {text!r}: the directory {str(parent)!r} is not writable")
+    if plot:
+        formats = plot_formats()
+        ext = target.suffix.lower().lstrip(".")
+        if not ext:
+            raise LrkitError(f"{option} {text!r} has no extension; end the name with one of "
+                             f"{', '.join('.' + f for f in formats)} (e.g. .png)")
+        if ext not in formats:
+            raise LrkitError(f"{option} {text!r}: matplotlib cannot save .{ext} files; use one of "
+                             f"{', '.join('.' + f for f in formats)}")
+
+
+def check_output_dir(path: Any, option: str = "--out") -> None:
+    """Refuse, before any work, an output DIRECTORY the command could not write at the end.
+
+    A missing directory is created by the command (with its missing parents), and files the
+    command writes into an existing one are replaced; an existing file, or a path below a file,
+    is refused.
+    """
+    if path is None:
+        return
+    text = str(path)
+    if not text.strip():
+        raise LrkitError(f"{option} needs a directory name, got ''")
+    target = Path(text)
+    if target.exists() and not target.is_dir():
+        raise LrkitError(f"{option} {text!r} is an existing file, not a directory; give a "
+                         "directory (created when missing) or remove the file")
+    ancestor = target
+    while not ancestor.exists():
+        if ancestor.parent == ancestor:
+            break
+        ancestor = ancestor.parent
+    if ancestor.exists() and not ancestor.is_dir():
+        raise LrkitError(f"{option} {text!r}: {str(ancestor)!r} is a file, not a directory")
+    if ancestor.exists() and not os.access(ancestor, os.W_OK):
+        raise LrkitError(f"{option} {text!r}: the directory {str(ancestor)!r} is not writable")
+
+
+def check_device(device: Any, option: str = "--device") -> None:
+    """Refuse a torch device that does not parse, or that this machine or torch build lacks."""
+    if device is None:
+        return
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as exc:
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise LrkitError(f"{option} {device!r} is not a torch device ({detail}); use e.g. cpu, "
+                         "cuda, cuda:1 or mps") from None
+    if dev.type == "cpu":
+        return
+    if dev.type == "meta":
+        raise LrkitError(f"{option} meta holds no data and cannot train; use cpu or cuda")
+    backend = getattr(torch, dev.type, None)
+    if dev.type == "mps":
+        backend = getattr(torch.backends, "mps", None)
+    available = getattr(backend, "is_available", None)
+    if available is None or not available():
+        why = ("this torch build has no CUDA support" if dev.type == "cuda"
+               and torch.version.cuda is None else f"no {dev.type} device is available here")
+        raise LrkitError(f"{option} {device}: {why}; use --device cpu (or leave it out to use the "
+                         "model's device)")
+    count = getattr(backend, "device_count", None)
+    if dev.index is not None and count is not None and dev.index >= count():
+        raise LrkitError(f"{option} {device}: there are only {count()} {dev.type} device(s) "
+                         f"(indices 0 .. {count() - 1})")
+
+
+def check_positive_int(value: Any, option: str, *, minimum: int = 1, what: str = "") -> None:
+    """Refuse a count below ``minimum`` (None passes: the option was not given)."""
+    if value is None:
+        return
+    if value < minimum:
+        raise LrkitError(f"{option} must be an integer >= {minimum}{what}, got {value}")
+
+
+def check_target(target: Any) -> None:
+    """Refuse an empty TARGET (``lrkit find ""``) instead of falling back to the default."""
+    if target is not None and not str(target).strip():
+        raise LrkitError("TARGET is empty: give an example name (see 'lrkit find "
+                         "--list-examples') or path/to/file.py:function")
+
+
+def _option_message(message: str, names: Mapping[str, str]) -> str:
+    """``message`` with the library's parameter names replaced by the command's options."""
+    for name, option in names.items():
+        message = re.sub(rf"(?<![\w\-.]){re.escape(name)}(?![\w])", option, message)
+    return message
+
+
+# ------------------------------------------------------------------------------------------------
+# the command
+# ------------------------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -39,6 +185,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _stdout_gone() -> int:
+    """The reader of stdout went away (``lrkit ... | head``): stop quietly.
+
+    Python's documented way: point stdout at devnull so that the flush at exit cannot raise
+    again, and exit without a traceback.
+    """
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # pragma: no cover - no real file behind stdout
+        pass
+    return BROKEN_PIPE_EXIT
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -46,9 +207,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        return _stdout_gone()
     except LrkitError as exc:
-        print(f"lrkit {args.command}: error: {exc}", file=sys.stderr)
+        message = _option_message(str(exc), getattr(args, "option_names", None) or {})
+        print(f"lrkit {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"lrkit {args.command}: interrupted", file=sys.stderr)

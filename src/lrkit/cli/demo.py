@@ -14,8 +14,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "(3) schedule previews, (4) the recommended recipe against the untuned "
                     "default. Writes DIR/index.html (self-contained) and DIR/summary.json.")
     p.add_argument("--out", default="lrkit-demo", metavar="DIR",
-                   help="output directory (default: lrkit-demo)")
-    p.add_argument("--seed", type=int, default=0, help="seed of every run (default 0)")
+                   help="output directory, created when missing; the files the demo writes "
+                        "there are replaced (default: lrkit-demo)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of every run, 0 .. 2**32 - 1 (default 0)")
     p.add_argument("--quick", action="store_true",
                    help="shorter runs (100 steps): the same page in a few seconds, for tests")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
@@ -26,8 +28,11 @@ def run(args: argparse.Namespace) -> int:
     import torch
     from tqdm.auto import tqdm
 
-    from lrkit.show.demo import run_demo, write_demo
+    from lrkit.cli import check_output_dir
+    from lrkit.show.demo import check_seed, run_demo, write_demo
 
+    check_seed(args.seed, "--seed")
+    check_output_dir(args.out, "--out")
     torch.set_num_threads(1)  # tiny models: threads only add contention
     start = time.perf_counter()
     print(f"lrkit demo: {'quick run, ' if args.quick else ''}seed {args.seed}", flush=True)

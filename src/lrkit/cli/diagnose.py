@@ -30,16 +30,19 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--min-points", type=int, default=8,
                         help="fewest finite losses to give a verdict (default 8)")
     parser.add_argument("--steps", type=int, default=None,
-                        help="training steps per demo run (default: the example's budget)")
-    parser.set_defaults(func=run)
+                        help="training steps per demo run, >= 1 (default: the example's budget)")
+    parser.set_defaults(func=run, option_names={"min_points": "--min-points"})
 
 
 def run(args: argparse.Namespace) -> int:
     from lrkit.errors import LrkitError
 
+    from lrkit.cli import check_positive_int
+
     if args.example:
         if args.file:
             raise LrkitError("give either FILE or --example, not both")
+        check_positive_int(args.steps, "--steps", what=" (training steps per run)")
         return _demo(args)
     if not args.file:
         raise LrkitError("give a loss log FILE (CSV, JSONL or TensorBoard), or --example")
@@ -70,9 +73,12 @@ def demo_runs(steps: int | None = None, seed: int = 0) -> dict:
 
     from lrkit import examples
     from lrkit.diagnose.classify import diagnose
+    from lrkit.errors import LrkitError
     from lrkit.training import train
 
-    budget = steps or examples.get(DEMO_EXAMPLE).budget_steps
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
+        raise LrkitError(f"steps must be an integer >= 1, got {steps!r}")
+    budget = examples.get(DEMO_EXAMPLE).budget_steps if steps is None else steps
 
     def runs(plain: bool) -> list[dict]:
         out = []

@@ -26,23 +26,60 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="stop when the smoothed loss is this many times past its best (default 4)")
     p.add_argument("--accumulation-steps", type=int, default=1, help="micro-batches per step")
     p.add_argument("--amp", action="store_true", help="automatic mixed precision where supported")
-    p.add_argument("--val-every", type=int, default=None,
-                   help="evaluate a fixed validation subset every K steps and use that curve")
+    p.add_argument("--val-every", type=int, default=None, metavar="K",
+                   help="evaluate a fixed validation subset every K >= 1 steps and use that curve "
+                        "(needs a val_loader in the recipe)")
     p.add_argument("--val-batches", type=int, default=5, help="batches in the validation subset")
     p.add_argument("--method", default="auto",
                    help="suggestion method: auto (= edge), edge, steepest, valley, minimum (default auto)")
     p.add_argument("--budget-steps", type=int, default=None,
-                   help="planned training length in steps (default: the example's own)")
+                   help="planned training length in steps, >= 1 (default: the example's own)")
     p.add_argument("--seed", type=int, default=0, help="seed for building the problem (default 0)")
     p.add_argument("--device", default=None, help="torch device (default: the model's)")
     p.add_argument("--snapshot", choices=["cpu", "disk", "device"], default="cpu",
                    help="where the state snapshot is kept (default cpu)")
     p.add_argument("--snapshot-dir", default=None, help="directory for --snapshot disk")
-    p.add_argument("--plot", metavar="FILE", help="save the loss-rate plot (png, svg, pdf)")
+    p.add_argument("--plot", metavar="FILE",
+                   help="save the loss-rate plot (png, svg, pdf; an existing file is replaced)")
     p.add_argument("--json", nargs="?", const="-", metavar="FILE",
                    help="write the whole result as JSON to FILE, or to stdout without FILE")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, option_names=OPTION_NAMES)
+
+
+#: the library's parameter names, as this command's options (for its error messages)
+OPTION_NAMES = {
+    "num_steps": "--steps", "start_lr": "--start-lr", "end_lr": "--end-lr",
+    "smoothing": "--smoothing", "diverge_threshold": "--diverge-threshold",
+    "val_every": "--val-every", "val_batches": "--val-batches",
+    "accumulation_steps": "--accumulation-steps", "budget_steps": "--budget-steps",
+}
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Refuse bad options before the problem is built or anything trains."""
+    from lrkit.cli import (check_device, check_output_path, check_positive_int, check_target)
+    from lrkit.errors import LrkitError
+
+    check_target(args.target)
+    for option, value in (("--start-lr", args.start_lr), ("--end-lr", args.end_lr)):
+        if not (math.isfinite(value) and value > 0):
+            raise LrkitError(f"{option} must be a positive finite number, got {value:g}")
+    if args.start_lr == args.end_lr:
+        raise LrkitError(f"--start-lr and --end-lr are both {args.start_lr:g}; the range test "
+                         "needs a range: give --start-lr smaller than --end-lr "
+                         "(default 1e-7 .. 10)")
+    if args.start_lr > args.end_lr:
+        raise LrkitError(f"--start-lr ({args.start_lr:g}) must be smaller than --end-lr "
+                         f"({args.end_lr:g}); swap them")
+    check_positive_int(args.steps, "--steps", minimum=10, what=" (a curve needs points)")
+    check_positive_int(args.val_every, "--val-every", what=" (evaluate every K steps)")
+    check_positive_int(args.val_batches, "--val-batches")
+    check_positive_int(args.accumulation_steps, "--accumulation-steps")
+    check_positive_int(args.budget_steps, "--budget-steps", what=" (training steps)")
+    check_device(args.device)
+    check_output_path(args.plot, "--plot", plot=True)
+    check_output_path(args.json, "--json")
 
 
 def curve_table(result, rows: int = 10) -> str:
@@ -66,19 +103,27 @@ def run(args: argparse.Namespace) -> int:
             print(f"{name:<18} {e.description}")
         return 0
 
+    check_args(args)
     import lrkit
+    from lrkit.errors import LrkitError
     from lrkit.problem import load_problem
 
-    target = args.target or examples.DEFAULT
+    target = examples.DEFAULT if args.target is None else args.target
     problem = load_problem(target, seed=args.seed)
+    if args.val_every is not None and problem.val_loader is None:
+        raise LrkitError(f"--val-every needs validation data, and {target} gives no val_loader; "
+                         "add one to the recipe (a 'val_loader' key, or the tuple's 5th item) "
+                         "or drop --val-every")
+    budget = problem.budget_steps if args.budget_steps is None else args.budget_steps
     result = lrkit.find_lr(
         problem.model, problem.optimizer, problem.train_loader, problem.criterion,
-        loss_fn=problem.loss_fn, val_loader=problem.val_loader if args.val_every else None,
+        loss_fn=problem.loss_fn,
+        val_loader=problem.val_loader if args.val_every is not None else None,
         val_every=args.val_every, val_batches=args.val_batches, start_lr=args.start_lr,
         end_lr=args.end_lr, num_steps=args.steps, ramp=args.ramp, smoothing=args.smoothing,
         diverge_threshold=args.diverge_threshold, accumulation_steps=args.accumulation_steps,
         amp=args.amp, device=args.device, method=args.method,
-        budget_steps=args.budget_steps or problem.budget_steps, snapshot=args.snapshot,
+        budget_steps=budget, snapshot=args.snapshot,
         snapshot_dir=args.snapshot_dir, progress=False if args.no_progress else None,
     )
     from lrkit.adapters.distributed import is_main
@@ -87,9 +132,10 @@ def run(args: argparse.Namespace) -> int:
         return 0 if result.suggested_lr is not None else 1
     if args.plot:
         result.plot(args.plot)
+    code = 0 if result.suggested_lr is not None else 1  # the same with or without --json
     if args.json == "-":
         print(result.to_json())
-        return 0
+        return code
     if args.json:
         result.to_json(args.json)
     print(f"lrkit find: {target}")
@@ -100,4 +146,4 @@ def run(args: argparse.Namespace) -> int:
         print(f"\nplot written to {args.plot}")
     if args.json:
         print(f"result written to {args.json}")
-    return 0 if result.suggested_lr is not None else 1
+    return code

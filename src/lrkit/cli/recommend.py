@@ -32,14 +32,36 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--code", action="store_true",
                    help="print plain PyTorch code that builds the optimizer and schedule")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, option_names=OPTION_NAMES)
+
+
+#: the library's wording of its parameters, as this command's options (for its error messages)
+OPTION_NAMES = {"steps=N": "--steps N", "epochs=E": "--epochs E", "steps=": "--steps",
+                "epochs=": "--epochs", "batch_size": "--batch-size"}
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Refuse bad options before the problem is built or anything trains."""
+    import math
+
+    from lrkit.cli import check_output_path, check_positive_int, check_target
+    from lrkit.errors import LrkitError
+
+    check_target(args.target)
+    check_positive_int(args.steps, "--steps", what=" (optimizer steps)")
+    if args.epochs is not None and not (math.isfinite(args.epochs) and args.epochs > 0):
+        raise LrkitError(f"--epochs must be a positive number, got {args.epochs:g}")
+    check_positive_int(args.batch_size, "--batch-size", what=" (samples per batch)")
+    check_output_path(args.json, "--json")
+    check_output_path(args.yaml, "--yaml")
 
 
 def run(args: argparse.Namespace) -> int:
     from lrkit import examples
     from lrkit.recommend import recommend
 
-    target = args.target or examples.DEFAULT
+    check_args(args)
+    target = examples.DEFAULT if args.target is None else args.target
     recipe = recommend(target, steps=args.steps, epochs=args.epochs, seed=args.seed,
                        confirm=not args.no_confirm,
                        progress=False if args.no_progress or args.json == "-" else None)
@@ -48,7 +70,16 @@ def run(args: argparse.Namespace) -> int:
     if not is_main():  # under torchrun every rank tuned alike; rank 0 alone reports
         return 0
     if args.batch_size is not None:
-        recipe = recipe.for_batch_size(args.batch_size)
+        from lrkit.errors import LrkitError
+
+        try:
+            recipe = recipe.for_batch_size(args.batch_size)
+        except LrkitError as exc:
+            if "old=" not in str(exc):
+                raise
+            raise LrkitError(f"--batch-size {args.batch_size}: the recipe cannot be rescaled, "
+                             "because the batch size it was measured at is unknown (the train "
+                             "loader has no batch_size)") from None
     if args.yaml:
         recipe.to_yaml(args.yaml)
     if args.json == "-":

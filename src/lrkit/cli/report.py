@@ -13,16 +13,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "summary.json. Each file's kind is read from its 'kind' key or its keys.")
     p.add_argument("results", nargs="+", metavar="RESULT.json", help="saved result files")
     p.add_argument("--out", default="lrkit-report", metavar="DIR",
-                   help="output directory for index.html (default: lrkit-report)")
+                   help="output directory for index.html, created when missing; an index.html "
+                        "already there is replaced (default: lrkit-report)")
     p.add_argument("--title", default=None, help="page title (default: 'lrkit report')")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from lrkit.cli import check_output_dir
     from lrkit.show.report import load_result, report
 
-    for path in args.results:
-        kind, _ = load_result(path)
+    check_output_dir(args.out, "--out")
+    kinds = [(path, load_result(path)[0]) for path in args.results]  # every file checked first
+    for path, kind in kinds:
         print(f"{path}: {kind}")
     page = report(args.results, args.out, title=args.title)
     print(f"page: {page}")

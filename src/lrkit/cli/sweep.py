@@ -56,11 +56,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--json", nargs="?", const="-", metavar="FILE",
                    help="write the whole result as JSON to FILE, or to stdout without FILE")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, option_names=OPTION_NAMES)
+
+
+#: the library's parameter names, as this command's options (for its error messages)
+OPTION_NAMES = {"points_per_decade": "--points-per-decade", "repeat_top": "--repeat-top",
+                "study_name": "--study-name", "continue_study": "--continue"}
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Refuse output paths the sweep could not write, before it trains anything."""
+    from lrkit.cli import check_output_path
+
+    check_output_path(args.plot, "--plot", plot=True)
+    check_output_path(args.csv, "--csv")
+    check_output_path(args.json, "--json")
 
 
 def run(args: argparse.Namespace) -> int:
     import lrkit.sweep as sweeps
+
+    check_args(args)
 
     if args.report:
         from lrkit.sweep.api import default_study_name

@@ -107,9 +107,23 @@ class _Collector:
                        [lrs[i] for i in order] if lrs else None, sorted(self.val), source)
 
 
+def _not_utf8(name: str, exc: UnicodeDecodeError) -> LrkitError:
+    return LrkitError(f"{name} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset "
+                      f"{exc.start}); save the log as UTF-8 CSV or JSONL (a TensorBoard event "
+                      "file needs 'tfevents' in its name)")
+
+
 def read_csv(path: str | os.PathLike) -> LossLog:
+    """Read a CSV log (UTF-8; a byte-order mark, as Excel writes one, is skipped)."""
+    try:
+        return _read_csv(path)
+    except UnicodeDecodeError as exc:
+        raise _not_utf8(str(path), exc) from None
+
+
+def _read_csv(path: str | os.PathLike) -> LossLog:
     name = str(path)
-    with open(path, newline="", encoding="utf-8") as handle:
+    with open(path, newline="", encoding="utf-8-sig") as handle:
         reader = csv.reader(handle)
         try:
             header = next(reader)
@@ -137,9 +151,17 @@ def read_csv(path: str | os.PathLike) -> LossLog:
 
 
 def read_jsonl(path: str | os.PathLike) -> LossLog:
+    """Read a JSONL log (UTF-8; a byte-order mark is skipped)."""
+    try:
+        return _read_jsonl(path)
+    except UnicodeDecodeError as exc:
+        raise _not_utf8(str(path), exc) from None
+
+
+def _read_jsonl(path: str | os.PathLike) -> LossLog:
     name = str(path)
     collector = _Collector(name)
-    with open(path, encoding="utf-8") as handle:
+    with open(path, encoding="utf-8-sig") as handle:
         for line, text in enumerate(handle, start=1):
             text = text.strip()
             if not text:
@@ -169,12 +191,19 @@ def read_jsonl(path: str | os.PathLike) -> LossLog:
     return collector.result("jsonl")
 
 
+def event_files(directory: str | os.PathLike) -> list[Path]:
+    """The TensorBoard event files directly in ``directory`` (what TensorBoard reads for a run)."""
+    return sorted(p for p in Path(directory).iterdir() if p.is_file() and "tfevents" in p.name)
+
+
 def read_tensorboard(path: str | os.PathLike, tag: str | None = None) -> LossLog:
+    what = ("holds TensorBoard event files" if Path(path).is_dir()
+            else "looks like a TensorBoard event file")
     try:
         from tensorboard.backend.event_processing import event_accumulator
     except ImportError:
         raise LrkitError(
-            f"{path} looks like a TensorBoard event file, and reading those needs the optional "
+            f"{path} {what}, and reading those needs the optional "
             "tensorboard package: pip install lrkit[tensorboard] (or export the scalars to CSV)"
         ) from None
     acc = event_accumulator.EventAccumulator(str(path), size_guidance={"scalars": 0})
@@ -201,7 +230,13 @@ def read_log(path: str | os.PathLike, *, tag: str | None = None) -> LossLog:
     p = Path(path)
     if not p.exists():
         raise LrkitError(f"loss log {str(path)!r} does not exist")
-    if p.is_dir() or "tfevents" in p.name:
+    if p.is_dir():
+        if not event_files(p):
+            raise LrkitError(f"{str(path)!r} is a directory without TensorBoard event files "
+                             "(events.out.tfevents.*) in it; give a CSV or JSONL log file, or a "
+                             "TensorBoard run directory (the one holding the event files)")
+        return read_tensorboard(p, tag)
+    if "tfevents" in p.name:
         return read_tensorboard(p, tag)
     suffix = p.suffix.lower()
     if suffix in (".jsonl", ".ndjson", ".json"):

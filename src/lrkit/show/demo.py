@@ -42,6 +42,14 @@ def _one_thread():
         torch.set_num_threads(before)
 
 
+def check_seed(seed: Any, name: str = "seed") -> None:
+    """Refuse a seed that not every generator the demo seeds accepts (numpy: 0 .. 2**32 - 1)."""
+    from lrkit.errors import LrkitError
+
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2 ** 32:
+        raise LrkitError(f"{name} must be an integer from 0 to 2**32 - 1, got {seed!r}")
+
+
 def _seed_all(seed: int) -> None:
     import numpy as np
     import torch
@@ -79,6 +87,7 @@ def run_demo(*, seed: int = 0, quick: bool = False, progress: bool | None = None
     ``quick`` shortens every run (for tests: same story, less training). ``progress`` shows bars
     (None: only on a terminal). ``log`` receives one line as each part finishes.
     """
+    check_seed(seed)
     with _one_thread():
         return _run_demo(seed=seed, quick=quick, progress=progress, log=log or (lambda _l: None))
 

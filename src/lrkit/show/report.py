@@ -45,13 +45,38 @@ WHY = (
 # kinds
 # ------------------------------------------------------------------------------------------------
 
+#: the keys each kind must have for its section to say anything (what its writer always sets)
+REQUIRED = {
+    FINDER: ("lrs", "losses", "suggested_lr"),
+    SWEEP: ("points", "trials"),
+    DIAGNOSIS: ("verdict", "confidence"),
+    DIAGNOSE_EXAMPLE: ("tables",),
+    RECIPE: ("optimizer", "peak_lr", "schedule"),
+    SCHEDULE: ("curve", "key_points"),
+    DEMO: ("finder", "comparison", "schedules"),
+}
+
+
+def check_fields(kind: str, data: dict) -> None:
+    """Refuse a result that says it is ``kind`` but lacks the keys its section is built from."""
+    inner = data.get("recipe") if kind == RECIPE and "peak_lr" not in data else None
+    fields = inner if isinstance(inner, dict) else data
+    missing = [k for k in REQUIRED.get(kind, ()) if k not in fields]
+    if missing:
+        raise LrkitError(f"says it is {kind!r} but lacks {', '.join(map(repr, missing))}; "
+                         "it is incomplete or not written by lrkit: save it again (e.g. with "
+                         "--json FILE)")
+
+
 def detect_kind(data: Any) -> str:
-    """The kind of a saved result: its ``"kind"`` key, or what its keys show it to be."""
+    """The kind of a saved result: its ``"kind"`` key, or what its keys show it to be; a result
+    whose ``"kind"`` names a kind but lacks that kind's keys (:data:`REQUIRED`) is refused."""
     if not isinstance(data, dict):
         raise LrkitError("expected a JSON object (a saved lrkit result), got "
                          f"{type(data).__name__}")
     kind = data.get("kind")
     if isinstance(kind, str) and kind in KINDS:
+        check_fields(kind, data)
         return kind
     keys = set(data)
     if {"lrs", "losses", "suggested_lr"} <= keys:
@@ -680,9 +705,12 @@ def sweep_body(data: dict, ids: Ids) -> str:
     parts.append(bullets(f"{k} diverged at lr >= {v:.3g}" for k, v in diverged.items()))
     cmp = data.get("seed_comparison")
     if cmp:
+        se = finite(cmp.get("standard_error"))
+        threshold = cmp.get("threshold", 2 * se if se is not None else None)
         parts.append(f"<p>Seeds: best and runner-up differ by {num(cmp.get('difference'), '.4f')}"
                      f", which {'exceeds' if cmp.get('significant') else 'is within'} seed noise "
-                     f"(2 x standard error {num(cmp.get('standard_error'), '.4f')}).</p>")
+                     f"(threshold {num(threshold, '.4f')} = 2 x standard error "
+                     f"{num(cmp.get('standard_error'), '.4f')}).</p>")
     return "".join(parts)
 
 
@@ -819,7 +847,12 @@ def render_page(results: Sequence[tuple[str | None, dict]], *, title: str | None
 
 
 def write_page(html_text: str, out_dir: str | Path) -> Path:
+    """Write ``out_dir/index.html`` (the directory is created when missing; an index.html there
+    is replaced); an ``out_dir`` that is an existing file is refused."""
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise LrkitError(f"{str(out)!r} is an existing file, not a directory; give a directory "
+                         "for index.html (created when missing)")
     out.mkdir(parents=True, exist_ok=True)
     path = out / "index.html"
     path.write_text(html_text, encoding="utf-8")

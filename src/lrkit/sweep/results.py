@@ -179,25 +179,36 @@ class SweepResult:
         lrs = [r.lr for r in self.records if r.optimizer == optimizer and r.status == DIVERGED]
         return min(lrs) if lrs else None
 
+    @staticmethod
+    def noise(first: PointSummary, second: PointSummary) -> float | None:
+        """The standard error of the difference of two points' mean losses from seed noise,
+        ``sqrt(sd1**2 / n1 + sd2**2 / n2)`` (a point run once has no measured spread and adds
+        none); None when neither was repeated over seeds. Two points differ beyond seed noise
+        when their difference exceeds twice this (:meth:`seed_comparison`, :meth:`band`)."""
+        if not any(p.seeds > 1 and p.loss_sd is not None for p in (first, second)):
+            return None
+        return math.sqrt(sum((p.loss_sd or 0) ** 2 / max(1, p.seeds) for p in (first, second)))
+
     def band(self, optimizer: str | None = None, tolerance: float | None = None
              ) -> tuple[float, float] | None:
         """The contiguous range of rates around the best (of ``optimizer``, default the overall
         best's) whose loss is within ``tolerance`` (relative, default 2%) of the best's, or
-        within twice the standard error of the best's mean when it was repeated over seeds
-        (whichever is wider); a pruned or diverged rate in between ends the band."""
+        within seed noise of it: a difference of at most twice the standard error of the
+        difference (:meth:`noise`, the rule of :meth:`seed_comparison`), where seeds were
+        repeated. A pruned or diverged rate in between ends the band."""
         tolerance = self.band_tolerance if tolerance is None else tolerance
         best = self.best_by_optimizer().get(optimizer) if optimizer else self.best
         if best is None:
             return None
         rows = sorted((p for p in self.points() if p.optimizer == best.optimizer),
                       key=lambda p: p.lr)
-        margin = tolerance * abs(best.loss)
-        if best.loss_sd is not None and best.seeds > 1:
-            margin = max(margin, 2 * best.loss_sd / math.sqrt(best.seeds))
-        limit = best.loss + margin
+        relative = tolerance * abs(best.loss)
 
         def near(p: PointSummary) -> bool:
-            return p.status == FINISHED and p.loss is not None and p.loss <= limit
+            if p.status != FINISHED or p.loss is None:
+                return False
+            se = self.noise(best, p)
+            return p.loss - best.loss <= max(relative, 2 * se if se is not None else 0.0)
 
         i = next(k for k, p in enumerate(rows) if p.lr == best.lr)
         lo = hi = i
@@ -214,14 +225,13 @@ class SweepResult:
         if len(ranked) < 2:
             return None
         first, second = ranked[0], ranked[1]
-        se = math.sqrt((first.loss_sd or 0) ** 2 / first.seeds
-                       + (second.loss_sd or 0) ** 2 / second.seeds)
+        se = self.noise(first, second) or 0.0
         diff = second.loss - first.loss
         return {"best": {"optimizer": first.optimizer, "lr": first.lr, "loss": first.loss,
                          "sd": first.loss_sd, "seeds": first.seeds},
                 "runner_up": {"optimizer": second.optimizer, "lr": second.lr,
                               "loss": second.loss, "sd": second.loss_sd, "seeds": second.seeds},
-                "difference": diff, "standard_error": se,
+                "difference": diff, "standard_error": se, "threshold": 2 * se,
                 "significant": bool(diff > 2 * se) if se > 0 else bool(diff > 0)}
 
     # -- text -------------------------------------------------------------------------------------
@@ -290,7 +300,8 @@ class SweepResult:
             verdict = "exceeds" if cmp["significant"] else "is within"
             lines.append(f"seeds: best vs runner-up ({cmp['runner_up']['optimizer']} lr "
                          f"{cmp['runner_up']['lr']:.3g}) differ by {cmp['difference']:.4f}, which "
-                         f"{verdict} seed noise (2 x standard error {cmp['standard_error']:.4f})")
+                         f"{verdict} seed noise (threshold {cmp['threshold']:.4f} = 2 x "
+                         f"standard error {cmp['standard_error']:.4f})")
         return "\n".join(lines)
 
     def __repr__(self) -> str:
