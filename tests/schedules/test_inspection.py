@@ -10,7 +10,7 @@ from lrkit.errors import LrkitError
 from lrkit.schedules import (Scale, constant, cosine, epoch, exponential, floor, linear_rule,
                              lint, parse, peak, plateau, plot, polynomial, preview, rescale,
                              restarts, sqrt_rule, total, warmup, wsd)
-from lrkit.schedules.inspection import LINT_CODES
+from lrkit.schedules.inspection import DENSE_STEPS, LINT_CODES, SampledRates
 
 LINT_CASES = [
     # (spec, run steps, expected code)
@@ -23,10 +23,6 @@ LINT_CASES = [
     ("cosine(100)", 200, "short-horizon"),
     ("warmup(10, start=0.1) >> cosine(90)", 150, "short-horizon"),
     ("cosine(1000)", 200, "long-horizon"),
-    ("cosine(100, floor=1.5)", 100, "floor-above-peak"),
-    ("exponential(0.99, floor=2)", 100, "floor-above-peak"),
-    ("wsd(100, decay=20, floor=1.2)", 100, "floor-above-peak"),
-    ("polynomial(100, end=3)", 100, "floor-above-peak"),
     ("restarts(10, floor=0.3, decay=0.5)", 100, "floor-above-peak"),
     ("floor(cosine(100) * 0.3, 0.5)", 100, "floor-above-peak"),
 ]
@@ -118,7 +114,7 @@ def test_plot_writes_an_image(tmp_path):
 def test_preview_bad_input():
     with pytest.raises(LrkitError, match="steps must be a positive integer"):
         preview("cosine(10)", 0)
-    with pytest.raises(LrkitError, match="lr must be > 0"):
+    with pytest.raises(LrkitError, match="lr must be a finite number > 0"):
         preview("cosine(10)", 10, lr=-1.0)
 
 
@@ -158,3 +154,100 @@ def test_misc_lint_free_families_render_in_preview():
     assert floor(cosine(10), 0.5)(9) == 0.5 and exponential(0.5, floor=0.3)(5) == 0.3
     assert restarts(4, mult=2)(4) == 1.0 and polynomial(4, power=2)(2) == 0.25
     assert torch.__version__  # torch is importable here (preview of factories uses it)
+
+
+# --- review fixes -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("spec,fragment", [
+    ("cosine(100, floor=1.5)", "floor=1.5 is not allowed"),
+    ("exponential(0.99, floor=2)", "floor=2 is not allowed"),
+    ("wsd(100, decay=20, floor=1.2)", "floor=1.2 is not allowed"),
+    ("polynomial(100, end=3)", "end=3 is not allowed"),
+    ("restarts(10, floor=1.1)", "floor=1.1 is not allowed"),
+    ("cyclic(10, low=2)", "low=2 is not allowed"),
+])
+def test_a_floor_above_the_peak_is_refused_like_cyclic_low(spec, fragment):
+    with pytest.raises(LrkitError, match=fragment) as info:
+        parse(spec)
+    assert "<= 1" in str(info.value) and "fraction of the peak" in str(info.value)
+
+
+def test_floors_at_the_peak_and_above_a_scaled_schedule_still_work():
+    assert cosine(10, floor=1.0)(5) == 1.0 and polynomial(10, end=1.0)(3) == 1.0
+    # floor(...) may sit above what it wraps: still a lint finding, as documented
+    assert [w.code for w in lint("floor(cosine(100) * 0.3, 0.5)", 100)] == ["floor-above-peak"]
+
+
+@pytest.mark.parametrize("steps", [0, -5, 1.5, True])
+def test_lint_refuses_a_run_length_preview_refuses(steps):
+    with pytest.raises(LrkitError, match="steps must be a positive integer"):
+        lint("cosine(10)", steps)
+    with pytest.raises(LrkitError, match="steps must be a positive integer"):
+        preview("cosine(10)", steps)
+    assert lint("cosine(10)") == []  # without a run length the run rules are skipped
+
+
+@pytest.mark.parametrize("lr", [float("inf"), float("nan"), 0.0])
+def test_preview_and_lint_refuse_a_non_finite_lr(lr):
+    with pytest.raises(LrkitError, match="lr must be a finite number > 0"):
+        preview("cosine(10)", 10, lr=lr)
+    with pytest.raises(LrkitError, match="lr must be a finite number > 0"):
+        lint("cosine(10)", 10, lr=lr)
+
+
+def test_preview_factory_that_returns_no_scheduler():
+    with pytest.raises(LrkitError, match="the factory returned None, not a torch scheduler"):
+        preview(lambda opt: None, 60)
+    with pytest.raises(LrkitError, match="returned int"):
+        preview(lambda opt: 3, 60)
+
+
+def test_preview_torch_scheduler_failure_is_a_clear_error():
+    with pytest.raises(LrkitError, match="OneCycleLR failed after step 50 of the 60-step preview"):
+        preview(lambda opt: L.OneCycleLR(opt, max_lr=0.1, total_steps=50), 60)
+    with pytest.raises(LrkitError, match="too long to preview a torch scheduler"):
+        preview(lambda opt: L.StepLR(opt, 10), 10 ** 9)
+
+
+def test_long_preview_is_sampled_but_exact_at_every_step():
+    s = warmup(1000, start=0.1) >> cosine(10 ** 9, floor=0.1) >> constant(0.1)
+    p = preview(s, 2 * 10 ** 9, lr=0.5)
+    assert p.sampled and isinstance(p.rates, SampledRates) and p.steps == 2 * 10 ** 9
+    assert len(p.rates.points) < 5000 and p.rates.points[-1] == p.steps - 1
+    for t in (0, 999, 1000, 12345, 10 ** 9 + 999, 10 ** 9 + 1000, p.steps - 1):
+        assert p.rates[t] == 0.5 * s(t)  # exact, computed on demand
+    for t in (0, 999, 1000, 10 ** 9 + 999, 10 ** 9 + 1000, p.steps - 1):
+        assert t in p.rates.points  # both ends, boundaries and the step before each are sampled
+    assert p.rates[-1] == p.rates[p.steps - 1] and p.rates[5:8] == [0.5 * s(t) for t in (5, 6, 7)]
+    with pytest.raises(IndexError):
+        p.rates[p.steps]
+    assert p.peak == (1000, 0.5)
+    labels = {k.step: k.label for k in p.key_points}
+    assert "warmup ends" in labels[1000] and "switch to constant(0.1)" in labels[10 ** 9 + 1000]
+    assert p.warnings == []
+    assert len(p.to_dict()["curve"]) < 600 and "sampled at" in repr(p.rates)
+
+
+def test_short_previews_stay_dense_lists():
+    p = preview("cosine(100)", DENSE_STEPS)
+    assert isinstance(p.rates, list) and not p.sampled and len(p.rates) == DENSE_STEPS
+    assert "sampled" not in p.format()
+
+
+def test_sampled_plateau_matches_the_dense_one():
+    metrics = {t: 1.0 for t in range(0, 300, 10)}
+    spec = "plateau(constant(), factor=0.5, patience=2)"
+    dense = preview(spec, 300, metrics=metrics)
+    long = preview(spec, DENSE_STEPS + 1, metrics=metrics)
+    assert long.sampled
+    assert [long.rates[t] for t in range(300)] == dense.rates
+    assert long.rates[DENSE_STEPS] == dense.rates[-1]
+
+
+def test_resolve_names_epochs_not_total_steps():
+    with pytest.raises(LrkitError, match="epochs must be a number > 0, got 0"):
+        cosine(total).resolve(steps_per_epoch=10, epochs=0)
+    with pytest.raises(LrkitError, match="epochs=0.01 at 10 steps per epoch is 0 optimizer steps"):
+        cosine(total).resolve(steps_per_epoch=10, epochs=0.01)
+    with pytest.raises(LrkitError, match="steps_per_epoch must be a finite number > 0"):
+        cosine(total).resolve(steps_per_epoch=float("inf"), epochs=2)

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
+from typing import Any
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -38,7 +40,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                       help="write the preview as JSON to FILE, or to stdout without FILE")
     show.add_argument("--strict", action="store_true",
                       help="exit with status 1 when the lint finds anything")
-    show.set_defaults(func=run_show)
+    show.set_defaults(func=run_show, option_names={
+        "steps_per_epoch": "--steps-per-epoch", "batches_per_epoch": "--batches-per-epoch",
+        "grad_accum": "--grad-accum", "total_steps": "--steps"})
 
     lst = sub.add_parser("list", help="the schedule families and combinators with their parameters")
     lst.set_defaults(func=run_list)
@@ -51,6 +55,45 @@ def _usage(parser: argparse.ArgumentParser) -> int:
     return 2
 
 
+def _finite_positive(value: float | None, option: str) -> None:
+    from lrkit.errors import LrkitError
+
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise LrkitError(f"{option} must be a finite number > 0, got {value:g}")
+
+
+def _check_options(args: argparse.Namespace) -> None:
+    """Refuse out-of-range values and options that contradict or have no effect, naming them."""
+    from lrkit.errors import LrkitError
+
+    if args.steps is not None and args.epochs is not None:
+        raise LrkitError(f"give --steps or --epochs, not both (got --steps {args.steps} and "
+                         f"--epochs {args.epochs:g})")
+    if args.steps_per_epoch is not None and args.batches_per_epoch is not None:
+        raise LrkitError("give --steps-per-epoch or --batches-per-epoch (with --grad-accum), not "
+                         "both: --steps-per-epoch already counts optimizer steps")
+    if args.grad_accum != 1 and args.batches_per_epoch is None:
+        raise LrkitError("--grad-accum goes with --batches-per-epoch (steps per epoch = batches / "
+                         "grad-accum); --steps-per-epoch already counts optimizer steps")
+    if args.steps is not None and args.steps <= 0:
+        raise LrkitError(f"--steps must be > 0, got {args.steps}")
+    _finite_positive(args.epochs, "--epochs")
+    _finite_positive(args.steps_per_epoch, "--steps-per-epoch")
+    _finite_positive(args.lr, "--lr")
+    if args.batches_per_epoch is not None and args.batches_per_epoch <= 0:
+        raise LrkitError(f"--batches-per-epoch must be > 0, got {args.batches_per_epoch}")
+    if args.grad_accum <= 0:
+        raise LrkitError(f"--grad-accum must be > 0, got {args.grad_accum}")
+    if args.log and not args.plot:
+        raise LrkitError("--log sets the plot's rate axis; it needs --plot FILE")
+    try:
+        from lrkit.cli import check_output_path
+    except ImportError:  # pragma: no cover - the shared check is optional
+        return
+    check_output_path(args.json, "--json")
+    check_output_path(args.plot, "--plot", plot=True)
+
+
 def _units(args: argparse.Namespace) -> dict:
     from lrkit.schedules import steps_per_epoch_from
 
@@ -60,33 +103,72 @@ def _units(args: argparse.Namespace) -> dict:
     return {"steps_per_epoch": spe}
 
 
-def run_show(args: argparse.Namespace) -> int:
+def _run_steps(args: argparse.Namespace, schedule: Any, spe: float | None) -> int:
+    """--steps, --epochs x steps per epoch, or the schedule's own length."""
     from lrkit.errors import LrkitError
+    from lrkit.schedules.inspection import MAX_STEPS
+
+    if args.steps is not None:
+        steps = args.steps
+        if steps > MAX_STEPS:
+            raise LrkitError(f"--steps {steps} is more than can be previewed (at most 2**53 = "
+                             f"{MAX_STEPS})")
+        return steps
+    if args.epochs is not None:
+        if spe is None:
+            raise LrkitError("--epochs needs --steps-per-epoch or --batches-per-epoch")
+        steps = int(math.floor(args.epochs * spe + 0.5))
+        if steps <= 0:
+            raise LrkitError(f"--epochs {args.epochs:g} at {spe:g} steps per epoch is "
+                             f"{steps} optimizer steps; the run needs at least 1")
+        if steps > MAX_STEPS:
+            raise LrkitError(f"--epochs {args.epochs:g} at {spe:g} steps per epoch is more steps "
+                             f"than can be previewed (at most 2**53 = {MAX_STEPS})")
+        return steps
+    own = schedule
+    if not own.is_resolved and spe is not None:
+        try:  # lengths in epochs resolve without a run length; fractions of the run do not
+            own = schedule.resolve(steps_per_epoch=spe)
+        except LrkitError:
+            own = schedule
+    length = own.length if own.is_resolved else None
+    if not isinstance(length, int):
+        raise LrkitError("give --steps N or --epochs E (the planned run length): "
+                         f"{schedule.to_spec()} has no fixed length of its own")
+    if length > MAX_STEPS:
+        raise LrkitError(f"the schedule is {float(length):.4g} steps long, more than can be "
+                         f"previewed (at most 2**53 = {MAX_STEPS}); give --steps N to preview "
+                         "its start")
+    return length
+
+
+def _json_safe(value: Any) -> Any:
+    """``value`` with non-finite floats (inf, nan: not JSON) replaced by None (null)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def run_show(args: argparse.Namespace) -> int:
     from lrkit.schedules import load, plot, preview
 
+    _check_options(args)
     units = _units(args)
-    steps = args.steps
-    if steps is None and args.epochs is not None:
-        if units["steps_per_epoch"] is None:
-            raise LrkitError("--epochs needs --steps-per-epoch or --batches-per-epoch")
-        steps = int(args.epochs * units["steps_per_epoch"] + 0.5)
     schedule = load(args.spec)
-    if steps is None:
-        if schedule.is_resolved and isinstance(schedule.length, int):
-            steps = schedule.length + 1
-        else:
-            raise LrkitError("give --steps N (the planned run length): "
-                             f"{schedule.to_spec()} has no fixed length of its own")
-    if steps <= 0:
-        raise LrkitError(f"--steps must be > 0, got {steps}")
+    compare = [load(spec) for spec in args.compare]
+    steps = _run_steps(args, schedule, units["steps_per_epoch"])
     main = preview(schedule, steps, lr=args.lr, **units)
-    others = [preview(load(spec), steps, lr=args.lr, **units) for spec in args.compare]
+    others = [preview(c, steps, lr=args.lr, **units) for c in compare]
 
     if args.json:
         data = main.to_dict()
         if others:
             data["compare"] = [o.to_dict() for o in others]
-        text = json.dumps(data, indent=2)
+        text = json.dumps(_json_safe(data), indent=2, allow_nan=False)
         if args.json == "-":
             print(text)
         else:

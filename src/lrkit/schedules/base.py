@@ -95,7 +95,8 @@ def _coerce(kind: str, value: Any, where: str, meta: dict) -> Any:
             ok = ok and (value > lo if meta["lo_open"] else value >= lo)
         if hi is not None:
             ok = ok and (value < hi if meta["hi_open"] else value <= hi)
-        require(ok, f"{where}={_fmt_num(value)} is not allowed; it must be {_bounds_text(meta)}")
+        hint = f" ({meta['doc']})" if meta.get("doc") else ""
+        require(ok, f"{where}={_fmt_num(value)} is not allowed; it must be {_bounds_text(meta)}{hint}")
         return value
     if kind == "bool":
         require(isinstance(value, bool), f"{where} must be True or False, got {value!r}")
@@ -231,12 +232,20 @@ class Schedule:
         if steps_per_epoch is None and batches_per_epoch is not None:
             steps_per_epoch = steps_per_epoch_from(batches_per_epoch, grad_accum)
         if steps_per_epoch is not None:
-            require(_is_num(steps_per_epoch) and steps_per_epoch > 0,
-                    f"steps_per_epoch must be > 0, got {steps_per_epoch!r}")
-        if total_steps is None and epochs is not None and steps_per_epoch is not None:
-            total_steps = int(math.floor(epochs * steps_per_epoch + 0.5))
+            require(_is_num(steps_per_epoch) and math.isfinite(steps_per_epoch)
+                    and steps_per_epoch > 0,
+                    f"steps_per_epoch must be a finite number > 0, got {steps_per_epoch!r}")
+        if total_steps is None and epochs is not None:
+            require(_is_num(epochs) and math.isfinite(epochs) and epochs > 0,
+                    f"epochs must be a number > 0, got {epochs!r}")
+            if steps_per_epoch is not None:
+                total_steps = int(math.floor(epochs * steps_per_epoch + 0.5))
+                require(total_steps > 0,
+                        f"epochs={epochs!r} at {_fmt_num(float(steps_per_epoch))} steps per epoch is "
+                        "0 optimizer steps; the run needs at least 1")
         if total_steps is not None:
-            require(isinstance(total_steps, int) and total_steps > 0,
+            require(isinstance(total_steps, int) and not isinstance(total_steps, bool)
+                    and total_steps > 0,
                     f"total_steps must be a positive integer, got {total_steps!r}")
         return self._resolve(steps_per_epoch, total_steps)
 

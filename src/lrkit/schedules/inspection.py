@@ -20,22 +20,90 @@ floor-above-peak   a floor is above the peak it is meant to sit under
 from __future__ import annotations
 
 import math
+import operator
+from bisect import bisect_left
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from lrkit.errors import LrkitError, require
 from lrkit.schedules.base import Floor, Join, Peak, Schedule, Warmup
-from lrkit.schedules.families import (WSD, Cosine, Exponential, Linear, MultiStep, OneCycle,
+from lrkit.schedules.families import (WSD, Cosine, Linear, MultiStep, OneCycle,
                                       Plateau, Polynomial, Restarts, Step)
 from lrkit.schedules.spec import from_config
 
-__all__ = ["Preview", "KeyPoint", "LintWarning", "preview", "lint", "key_points", "plot",
-           "LINT_CODES"]
+__all__ = ["Preview", "KeyPoint", "LintWarning", "SampledRates", "preview", "lint", "key_points",
+           "plot", "LINT_CODES", "DENSE_STEPS", "MAX_STEPS", "MAX_TORCH_STEPS"]
 
 LINT_CODES = ("zero-start", "join-jump", "warmup-too-long", "short-horizon", "long-horizon",
               "floor-above-peak")
 _JUMP_RTOL = 1e-3
 _MAX_EVENTS = 40
+#: runs up to this many steps are previewed at every step (``Preview.rates`` is a list)
+DENSE_STEPS = 100_000
+#: longer runs are read at about this many evenly spread steps, plus every boundary
+_SAMPLES = 4096
+#: boundaries (joins, warmup ends, milestones) added to the samples of a long run
+_MAX_SAMPLED_EVENTS = 4096
+#: the longest run a preview accepts: steps beyond 2**53 are not exact as floats
+MAX_STEPS = 2 ** 53
+#: a torch scheduler is stepped one step at a time (about 70 us a step), so its runs are capped
+MAX_TORCH_STEPS = 1_000_000
+
+
+class SampledRates(Sequence):
+    """The rates of a long run, computed on demand.
+
+    ``rates[t]`` is the exact rate at step ``t`` (as for the list of a short run), but nothing is
+    stored for every step: ``points`` are the steps actually read for the peak, the lowest point,
+    the key points and plots (about 4,000 evenly spread steps plus every boundary), and ``values``
+    their rates.
+    """
+
+    def __init__(self, rate: Callable[[int], float], steps: int, points: Sequence[int]) -> None:
+        self._rate = rate
+        self._n = steps
+        self.points: list[int] = sorted(set(points))
+        self.values: list[float] = [rate(t) for t in self.points]
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            picks = range(self._n)[index]
+            require(len(picks) <= DENSE_STEPS,
+                    f"a slice of {len(picks)} rates is too long; read at most {DENSE_STEPS} at once")
+            return [self._rate(t) for t in picks]
+        t = operator.index(index)
+        if t < 0:
+            t += self._n
+        if not 0 <= t < self._n:
+            raise IndexError(f"step {index} is outside the run of {self._n} steps")
+        return self._rate(t)
+
+    def __iter__(self) -> Iterator[float]:
+        t = 0
+        while t < self._n:
+            yield self._rate(t)
+            t += 1
+
+    def __repr__(self) -> str:
+        return f"<rates of {self._n} steps, sampled at {len(self.points)}>"
+
+
+def _scan(rates: Sequence[float]) -> tuple[Sequence[int], Sequence[float]]:
+    """(steps, rates) to read for statistics: every step of a short run, the samples of a long one."""
+    if isinstance(rates, SampledRates):
+        return rates.points, rates.values
+    return range(len(rates)), rates
+
+
+def _argmax(steps: Sequence[int], values: Sequence[float]) -> int:
+    return steps[max(range(len(values)), key=values.__getitem__)]
+
+
+def _argmin(steps: Sequence[int], values: Sequence[float]) -> int:
+    return steps[min(range(len(values)), key=values.__getitem__)]
 
 
 @dataclass(frozen=True)
@@ -61,7 +129,7 @@ class KeyPoint:
 class Preview:
     """Rates over a planned run, with key points and lint warnings."""
 
-    rates: list[float]
+    rates: Sequence[float]  # a list, or SampledRates for a run longer than DENSE_STEPS
     lr: float
     label: str
     source: str  # "lrkit" or "torch"
@@ -74,9 +142,14 @@ class Preview:
         return len(self.rates)
 
     @property
+    def sampled(self) -> bool:
+        """True for a long run whose statistics come from sampled steps (see :class:`SampledRates`)."""
+        return isinstance(self.rates, SampledRates)
+
+    @property
     def peak(self) -> tuple[int, float]:
-        """(first step at the highest rate, that rate)."""
-        best = max(range(len(self.rates)), key=self.rates.__getitem__)
+        """(first step at the highest rate, that rate); of the sampled steps in a long run."""
+        best = _argmax(*_scan(self.rates))
         return best, self.rates[best]
 
     def to_dict(self, max_points: int = 500) -> dict[str, Any]:
@@ -89,6 +162,7 @@ class Preview:
             "spec": None if self.schedule is None else self.schedule.to_spec(),
             "absolute": bool(self.schedule is not None and self.schedule.is_absolute),
             "steps": n,
+            "sampled": self.sampled,
             "lr": self.lr,
             "peak": {"step": self.peak[0], "rate": self.peak[1]},
             "key_points": [asdict(k) for k in self.key_points],
@@ -106,6 +180,9 @@ class Preview:
         step, rate = self.peak
         lines.append(f"steps: {self.steps}   peak: {rate:.6g} at step {step}   "
                      f"end: {self.rates[-1]:.6g}")
+        if isinstance(self.rates, SampledRates):
+            lines.append(f"  (a long run: peak and lowest are read at {len(self.rates.points)} "
+                         "sampled steps, boundaries included)")
         lines.append("")
         lines.append(f"  {'step':>9}  {'rate':>12}  {'x peak':>8}  what")
         for k in self.key_points:
@@ -186,7 +263,11 @@ def _events(schedule: Schedule, steps: int) -> list[tuple[int, str]]:
 
 
 def key_points(schedule: Schedule, rates: Sequence[float]) -> list[KeyPoint]:
-    """Start, end, peak, lowest point and every boundary within the run."""
+    """Start, end, peak, lowest point and every boundary within the run.
+
+    For a long run (:class:`SampledRates`) the peak and lowest point are those of the sampled
+    steps.
+    """
     n = len(rates)
     marks: dict[int, list[str]] = {}
 
@@ -198,10 +279,9 @@ def key_points(schedule: Schedule, rates: Sequence[float]) -> list[KeyPoint]:
     add(0, "start")
     for t, label in _events(schedule, n)[: _MAX_EVENTS]:
         add(t, label)
-    top = max(range(n), key=rates.__getitem__)
-    low = min(range(n), key=rates.__getitem__)
-    add(top, "peak")
-    add(low, "lowest")
+    steps, values = _scan(rates)
+    add(_argmax(steps, values), "peak")
+    add(_argmin(steps, values), "lowest")
     add(n - 1, "end")
     return [KeyPoint(t, rates[t], ", ".join(marks[t])) for t in sorted(marks)]
 
@@ -221,6 +301,10 @@ def lint(schedule: Any, steps: int | None = None, *, lr: float = 1.0,
     Rules that need the run length (warmup-too-long, short-/long-horizon) are skipped without
     ``steps``. ``units`` (``steps_per_epoch=``, ...) resolve lengths in epochs.
     """
+    if steps is not None:
+        _check_steps(steps)
+    require(_is_real(lr) and math.isfinite(lr) and lr > 0,
+            f"lr must be a finite number > 0, got {lr!r}")
     s = from_config(schedule)
     if not s.is_resolved:
         s = s.resolve(total_steps=units.pop("total_steps", steps), **units)
@@ -279,19 +363,9 @@ def lint(schedule: Any, steps: int | None = None, *, lr: float = 1.0,
 
 
 def _floor_findings(node: Schedule, off: int, steps: int | None) -> list[LintWarning]:
-    def finding(what: str, value: float, peak: float = 1.0) -> LintWarning:
-        return LintWarning(
-            "floor-above-peak",
-            f"{_short(node, 40)}: {what}={value:g} is above the peak ({peak:g}), so the rate "
-            "rises where it should decay; a floor is a fraction of the peak, e.g. 0.1", off)
-
-    if isinstance(node, (Cosine, Exponential, WSD)) and node.floor > 1.0:
-        return [finding("floor", node.floor)]
-    if isinstance(node, Polynomial) and node.end > 1.0:
-        return [finding("end", node.end)]
+    # a cosine/exponential/wsd/restarts floor or a polynomial end above the peak (> 1) is refused
+    # when the schedule is built; what is left to find is a floor above what it sits under
     if isinstance(node, Restarts):
-        if node.floor > 1.0:
-            return [finding("floor", node.floor)]
         if node.decay < 1.0 and node.floor > 0.0:
             k = math.ceil(math.log(node.floor) / math.log(node.decay))
             start = node.period * (k if node.mult == 1.0 else (node.mult ** k - 1) / (node.mult - 1))
@@ -332,6 +406,14 @@ def _is_factory(obj: Any) -> bool:
     return callable(obj) and not isinstance(obj, (Schedule, str, dict, list, tuple))
 
 
+def _check_steps(steps: Any, what: str = "steps") -> None:
+    require(isinstance(steps, int) and not isinstance(steps, bool) and steps > 0,
+            f"{what} must be a positive integer, got {steps!r}")
+    require(steps <= MAX_STEPS,
+            f"{what}={steps} is more than can be previewed (at most 2**53 = {MAX_STEPS} steps, "
+            "beyond which steps are not exact as floats)")
+
+
 def preview(schedule: Any, steps: int, *, lr: float | None = None, metrics: Any = None,
             label: str | None = None, **units: Any) -> Preview:
     """Rates for ``steps`` optimizer steps, key points and lint warnings, without training.
@@ -342,9 +424,16 @@ def preview(schedule: Any, steps: int, *, lr: float | None = None, metrics: Any 
     validation metric reported after that step, for ``plateau`` or ``ReduceLROnPlateau``.
     ``units`` (``steps_per_epoch=``, ``batches_per_epoch=``, ``grad_accum=``) resolve epochs;
     fractions of the run resolve against ``steps``.
+
+    A run of up to :data:`DENSE_STEPS` steps is read at every step (``rates`` is a list). A
+    longer one is read at about 4,000 evenly spread steps plus every boundary (joins, warmup
+    ends, milestones): ``rates`` is then a :class:`SampledRates`, whose ``rates[t]`` is still
+    exact, and the peak and lowest point are those of the sampled steps. A torch factory is
+    stepped one step at a time, so its runs are limited to :data:`MAX_TORCH_STEPS` steps.
     """
-    require(isinstance(steps, int) and steps > 0, f"steps must be a positive integer, got {steps!r}")
-    require(lr is None or (isinstance(lr, (int, float)) and lr > 0), f"lr must be > 0, got {lr!r}")
+    _check_steps(steps)
+    require(lr is None or (_is_real(lr) and math.isfinite(lr) and lr > 0),
+            f"lr must be a finite number > 0, got {lr!r}")
     reports = _metric_map(metrics)
     if _is_factory(schedule):
         return _preview_torch(schedule, steps, lr=1.0 if lr is None else float(lr),
@@ -353,28 +442,51 @@ def preview(schedule: Any, steps: int, *, lr: float | None = None, metrics: Any 
     if not s.is_resolved:
         s = s.resolve(total_steps=units.pop("total_steps", steps), **units)
     base = 1.0 if (lr is None or s.is_absolute) else float(lr)
-    values = s.values(steps)
-    if reports:
-        values = _with_plateau(s, values, reports)
-    rates = [base * v for v in values]
+    value = _plateau_values(s, reports, steps) if reports else s._at
+    if steps <= DENSE_STEPS:
+        rates: Sequence[float] = [base * value(t) for t in range(steps)]
+    else:
+        rates = SampledRates(lambda t: base * value(t), steps, _sample_steps(s, steps))
     prev = Preview(rates=rates, lr=base, label=label or s.to_spec(), source="lrkit", schedule=s)
     prev.key_points = key_points(s, rates)
     prev.warnings = lint(s, steps, lr=base)
     return prev
 
 
-def _with_plateau(s: Schedule, values: list[float], reports: dict[int, float]) -> list[float]:
+def _is_real(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _sample_steps(s: Schedule, steps: int) -> list[int]:
+    """About :data:`_SAMPLES` evenly spread steps, both ends, and each boundary with the step
+    before it (so that a jump shows)."""
+    last = steps - 1
+    picks = {last * i // (_SAMPLES - 1) for i in range(_SAMPLES)}
+    for t, _label in _events(s, steps)[:_MAX_SAMPLED_EVENTS]:
+        picks.add(t)
+        if t > 0:
+            picks.add(t - 1)
+    return sorted(picks)
+
+
+def _plateau_values(s: Schedule, reports: dict[int, float], steps: int) -> Callable[[int], float]:
+    """``step -> value`` of a plateau schedule fed ``reports`` (metric reported after a step)."""
     plateau = s.schedule if isinstance(s, Peak) else s
     if not isinstance(plateau, Plateau):
         raise LrkitError("metrics were given but the schedule has no plateau(); wrap it, e.g. "
                          "plateau(cosine(10000), patience=3)")
     state = plateau.init()
-    out = []
-    for t, v in enumerate(values):
-        out.append(v * state.scale)
-        if t in reports:
-            state = plateau.update(state, reports[t])
-    return out
+    after: list[int] = []  # the scale changes after these steps ...
+    scales: list[float] = [state.scale]  # ... to these (scales[0]: before any report)
+    for t in sorted(k for k in reports if k < steps):
+        state = plateau.update(state, reports[t])
+        after.append(t)
+        scales.append(state.scale)
+
+    def value(t: int) -> float:
+        return s._at(t) * scales[bisect_left(after, t)]
+
+    return value
 
 
 def _preview_torch(factory: Callable[[Any], Any], steps: int, *, lr: float,
@@ -383,23 +495,37 @@ def _preview_torch(factory: Callable[[Any], Any], steps: int, *, lr: float,
 
     import torch
 
+    require(steps <= MAX_TORCH_STEPS,
+            f"steps={steps} is too long to preview a torch scheduler, which is stepped one step "
+            f"at a time; at most {MAX_TORCH_STEPS} (an lrkit schedule has no such limit)")
     param = torch.nn.Parameter(torch.zeros(1))
     opt = torch.optim.SGD([param], lr=lr, momentum=0.9)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         sched = factory(opt)
         plateau = isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau)
+        if not (plateau or isinstance(sched, torch.optim.lr_scheduler.LRScheduler)
+                or callable(getattr(sched, "step", None))):
+            raise LrkitError(
+                f"the factory returned {type(sched).__name__ if sched is not None else 'None'}, "
+                "not a torch scheduler; it must return one built on the optimizer it is given, "
+                "e.g. lambda opt: torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=1000)")
         rates = []
-        for t in range(steps):
-            rates.append(float(opt.param_groups[0]["lr"]))
-            if plateau:
-                if t in reports:
-                    sched.step(reports[t])
-                continue
-            opt.step()
-            sched.step()
-            if t in reports and hasattr(sched, "report"):
-                sched.report(reports[t])
+        t = 0
+        try:
+            for t in range(steps):
+                rates.append(float(opt.param_groups[0]["lr"]))
+                if plateau:
+                    if t in reports:
+                        sched.step(reports[t])
+                    continue
+                opt.step()
+                sched.step()
+                if t in reports and hasattr(sched, "report"):
+                    sched.report(reports[t])
+        except (ValueError, RuntimeError, TypeError, ZeroDivisionError, IndexError) as exc:
+            raise LrkitError(f"the torch scheduler {type(sched).__name__} failed after step {t} "
+                             f"of the {steps}-step preview: {exc}") from None
     name = label or type(sched).__name__
     prev = Preview(rates=rates, lr=lr, label=name, source="torch")
     n = len(rates)
@@ -431,7 +557,8 @@ def plot(previews: Preview | Sequence[Preview], path: str, *, title: str | None 
         n = p.steps
         stride = max(1, math.ceil(n / max_points))
         xs = sorted(set(range(0, n, stride)) | {n - 1} | {k.step for k in p.key_points}
-                    | {max(k.step - 1, 0) for k in p.key_points})
+                    | {max(k.step - 1, 0) for k in p.key_points}
+                    | set(p.rates.points if isinstance(p.rates, SampledRates) else ()))
         ax.plot(xs, [p.rates[t] for t in xs], label=p.label, linewidth=1.6 if i == 0 else 1.2,
                 linestyle="-" if i == 0 else "--")
     first = items[0]

@@ -438,26 +438,48 @@ def from_yaml(text: str) -> Schedule:
 def load(source: Any) -> Schedule:
     """A schedule from a spec string, a config, or a path to a ``.json``/``.yaml`` file.
 
-    A mapping with a ``schedule`` key (a larger config file) is read from that key.
+    A mapping with a ``schedule`` key (a larger config file) is read from that key. A file that
+    cannot be read or parsed is an :class:`LrkitError` naming the file (and the line).
     """
     import os
 
     if isinstance(source, (str, os.PathLike)) and str(source).endswith((".json", ".yaml", ".yml")):
         path = os.fspath(source)
         require(os.path.exists(path), f"schedule file {path!r} does not exist")
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
-        data = json.loads(text) if path.endswith(".json") else _yaml_load(text)
+        require(not os.path.isdir(path), f"schedule file {path!r} is a directory, not a file")
+        try:
+            with open(path, encoding="utf-8") as fh:
+                text = fh.read()
+        except UnicodeDecodeError as exc:
+            raise LrkitError(f"schedule file {path!r} is not UTF-8 text ({exc.reason} at byte "
+                             f"{exc.start})") from None
+        except OSError as exc:
+            raise LrkitError(f"schedule file {path!r} cannot be read: "
+                             f"{exc.strerror or exc}") from None
+        if path.endswith(".json"):
+            try:
+                data = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise LrkitError(f"schedule file {path!r} is not valid JSON: {exc.msg} at line "
+                                 f"{exc.lineno}, column {exc.colno}") from None
+        else:
+            data = _yaml_load(text, path)
         if isinstance(data, dict) and "schedule" in data and "type" not in data:
             data = data["schedule"]
         return from_config(data, where=path)
     return from_config(source)
 
 
-def _yaml_load(text: str) -> Any:
-    import yaml
+def _yaml_load(text: str, path: str) -> Any:
+    try:
+        import yaml
+    except ImportError:  # pragma: no cover
+        raise LrkitError("reading YAML needs PyYAML: pip install 'lrkit[yaml]'") from None
 
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise LrkitError(f"schedule YAML is not valid: {exc}") from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise LrkitError(f"schedule file {path!r} is not valid YAML: {problem}{where}") from None

@@ -22,7 +22,7 @@ class Cosine(Schedule):
     name: ClassVar[str] = "cosine"
 
     steps: Length = param("length", doc="decay length")
-    floor: float = param("float", 0.0, lo=0.0, doc="final value, as a fraction of the peak")
+    floor: float = param("float", 0.0, lo=0.0, hi=1.0, doc="final value, as a fraction of the peak")
 
     def _at(self, t: float) -> float:
         n = self.steps
@@ -58,7 +58,8 @@ class Restarts(Schedule):
 
     period: Length = param("length", doc="length of the first cycle")
     mult: float = param("float", 1.0, lo=1.0, doc="each cycle is this many times longer")
-    floor: float = param("float", 0.0, lo=0.0, doc="value at the end of each cycle")
+    floor: float = param("float", 0.0, lo=0.0, hi=1.0,
+                         doc="value at the end of each cycle, as a fraction of the peak")
     decay: float = param("float", 1.0, lo=0.0, hi=1.0, lo_open=True,
                          doc="peak of cycle i is decay**i")
 

@@ -84,7 +84,7 @@ class Exponential(Schedule):
     name: ClassVar[str] = "exponential"
 
     gamma: float = param("float", lo=0.0, hi=1.0, lo_open=True, doc="decay per step")
-    floor: float = param("float", 0.0, lo=0.0, doc="lowest value, as a fraction of the peak")
+    floor: float = param("float", 0.0, lo=0.0, hi=1.0, doc="lowest value, as a fraction of the peak")
 
     def _at(self, t: float) -> float:
         v = self.gamma ** t
@@ -140,7 +140,7 @@ class Polynomial(Schedule):
 
     steps: Length = param("length")
     power: float = param("float", 1.0, lo=0.0, lo_open=True)
-    end: float = param("float", 0.0, lo=0.0)
+    end: float = param("float", 0.0, lo=0.0, hi=1.0, doc="final value, as a fraction of the peak")
 
     def _at(self, t: float) -> float:
         n = self.steps

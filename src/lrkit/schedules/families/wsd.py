@@ -31,7 +31,7 @@ class WSD(Schedule):
     warmup: Length = param("length0", 0, doc="warmup length at the start")
     shape: str = param("choice", "1-sqrt", choices=WSD_SHAPES, doc="decay shape")
     warmup_shape: str = param("choice", "linear", choices=WSD_SHAPES, doc="warmup shape")
-    floor: float = param("float", 0.0, lo=0.0, doc="start and end value, fraction of the peak")
+    floor: float = param("float", 0.0, lo=0.0, hi=1.0, doc="start and end value, fraction of the peak")
 
     def _check(self) -> None:
         require(self.warmup + self.decay <= self.steps,
