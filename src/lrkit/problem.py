@@ -170,7 +170,12 @@ def check_problem(problem: Problem, name: str = "the recipe") -> Problem:
     except ImportError:  # pragma: no cover - torch is a dependency
         return problem
     model = problem.model
-    if isinstance(model, torch.nn.Module):
+    optimizer = problem.optimizer
+    # what the optimizer trains counts too: a frozen model with a learned prompt or temperature
+    trained = ([p for g in optimizer.param_groups for p in g["params"]]
+               if isinstance(optimizer, torch.optim.Optimizer) else [])
+    if isinstance(model, torch.nn.Module) and not any(
+            isinstance(p, torch.Tensor) and p.requires_grad for p in trained):
         params = list(model.parameters())
         if not any(p.requires_grad for p in params):
             if params:

@@ -700,3 +700,18 @@ def test_an_lrkit_schedulers_rates_keep_the_guards_cut(probe_steps):
     assert cut <= 0.05 * 0.3 + 1e-12  # the cut (or the probe's lower rate) held
     assert scheduler.current_step == 15  # the probe's undone steps were not counted
     guard.close()
+
+
+def test_a_probe_stopped_by_divergence_has_seen_its_turning_point():
+    from lrkit.diagnose.probe import RateProbe
+
+    probe = RateProbe(100, 2.0)
+    losses = [2.0 - i / 40 for i in range(40)] + [3.0, 9.0, 27.0, 81.0, 243.0]
+    for value in losses:
+        probe.record(value)
+        if probe.done:
+            break
+    assert probe.done and len(probe.losses) < 100
+    scale, how = probe.verdict()
+    assert how == "measured"
+    assert scale < probe.scales[39]  # below where the loss turned up

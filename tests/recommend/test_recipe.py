@@ -200,6 +200,14 @@ def test_batch_rescaling_bad_input():
     # the same samples at a huge batch leave almost no steps: refused, with the way out
     with pytest.raises(LrkitError, match="keep='steps'"):
         sgd_recipe().for_batch_size(32 * sgd_recipe().total_steps)
+    # a recipe that is short to begin with still rescales (the same batch, or keeping its steps)
+    tiny = Recipe("AdamW", {}, 1e-3, 1, 8, "warmup(1) >> cosine(7)", batch_size=32)
+    assert tiny.for_batch_size(32).total_steps == 8
+    assert tiny.for_batch_size(64, keep="steps").total_steps == 8
+    # keeping the steps at a much smaller batch: the warmup's samples no longer fit the run
+    with pytest.raises(LrkitError, match="not shorter than the run's 100 steps kept by"):
+        Recipe("AdamW", {}, 1e-3, 20, 100, "warmup(20) >> cosine(80)",
+               batch_size=64).for_batch_size(8, keep="steps")
 
 
 # -- bad input -------------------------------------------------------------------------------------

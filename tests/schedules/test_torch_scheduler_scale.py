@@ -26,11 +26,22 @@ def _rates(optimizer, scheduler, steps):
 
 @pytest.mark.parametrize("groups", [1, 2])
 def test_a_config_list_is_one_chained_schedule_not_one_per_group(groups):
-    spec = parse("warmup(10) >> cosine(100)")
+    # three pieces: not as many as the groups, so not ambiguous
+    spec = parse("warmup(10) >> linear(20, end=1) >> cosine(100)")
     a, b = _optimizer(groups), _optimizer(groups)
     from_config = to_torch(a, to_config(spec))
     from_spec = to_torch(b, spec)
     assert _rates(a, from_config, 30) == _rates(b, from_spec, 30)
+
+
+def test_a_list_of_configs_as_long_as_the_groups_is_ambiguous_and_refused():
+    a, b = parse("linear(100)"), parse("cosine(100)")
+    with pytest.raises(Exception, match="could be one chained schedule or one schedule per group"):
+        to_torch(_optimizer(2), [to_config(a), to_config(b)])
+    from lrkit.schedules import from_config
+
+    one_each = to_torch(_optimizer(2), [from_config(to_config(a)), from_config(to_config(b))])
+    assert len(one_each.schedules) == 2
 
 
 def test_scale_rates_holds_on_later_steps_and_through_a_resume():
@@ -77,3 +88,22 @@ def test_resuming_with_another_schedule_warns():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         same.load_state_dict(state)
+
+
+def test_schedulers_detached_or_created_during_a_pause_behave():
+    optimizer = _optimizer()
+    old = to_torch(optimizer, "cosine(100)")
+    with paused(optimizer):
+        optimizer.step()
+        old.detach()  # the user drops a scheduler during the pause...
+        new = to_torch(optimizer, "cosine(100)")  # ...and makes another
+        for _ in range(5):
+            optimizer.step()
+        with paused(optimizer):  # nested
+            optimizer.step()
+        optimizer.step()
+    assert old.current_step == 0 and new.current_step == 0
+    for _ in range(3):
+        optimizer.step()
+    assert old.current_step == 0  # detached stays detached
+    assert new.current_step == 3

@@ -75,6 +75,11 @@ def run(args: argparse.Namespace) -> int:
         try:
             recipe = recipe.for_batch_size(args.batch_size)
         except LrkitError as exc:
+            if "not a training run" in str(exc):  # the library's advice names keep='steps'
+                raise LrkitError(f"--batch-size {args.batch_size}: "
+                                 + str(exc).split(": not a training run")[0]
+                                 + ": not a training run; use a smaller --batch-size or more "
+                                 "--steps") from None
             if "old=" not in str(exc):
                 raise
             raise LrkitError(f"--batch-size {args.batch_size}: the recipe cannot be rescaled, "

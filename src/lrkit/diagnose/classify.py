@@ -128,11 +128,25 @@ def _is_tensor(value: Any) -> bool:
     return hasattr(value, "detach") and hasattr(value, "cpu")
 
 
+def _by_step(mapping: Mapping, name: str) -> list[tuple[float, Any]]:
+    """A ``{step: value}`` mapping's items in the order of their steps, read as numbers (keys
+    from a JSON file are strings, and "100" sorts before "20")."""
+    items = []
+    for key, value in mapping.items():
+        try:
+            step = float(key)
+        except (TypeError, ValueError):
+            raise LrkitError(f"{name} has the key {key!r}: a {{step: loss}} dict needs step "
+                             "numbers as keys") from None
+        items.append((step, value))
+    return sorted(items, key=lambda item: item[0])
+
+
 def _to_numpy(values: Any, name: str) -> np.ndarray:
     if _is_tensor(values):  # any dtype (bfloat16 has no numpy twin), with or without grad
         values = values.detach().cpu().double().numpy()
     if isinstance(values, Mapping):  # {step: loss}: the values in the order of their steps
-        values = [v for _, v in sorted(values.items())]
+        values = [v for _, v in _by_step(values, name)]
     if isinstance(values, (str, bytes)) or not isinstance(values, (Iterable, np.ndarray)):
         raise LrkitError(f"{name} must be a sequence of numbers, got {type(values).__name__}")
     if not isinstance(values, np.ndarray):
@@ -167,7 +181,7 @@ def _to_numpy(values: Any, name: str) -> np.ndarray:
 def _validation(values: Any, n_train: int) -> tuple[np.ndarray, np.ndarray | None]:
     """Validation values and their steps (``None`` when not given as ``(step, value)`` pairs)."""
     if isinstance(values, Mapping):
-        items = sorted(values.items())
+        items = _by_step(values, "val_losses")
         steps = _to_numpy([k for k, _ in items], "val_losses steps")
         return _to_numpy([v for _, v in items], "val_losses"), steps
     if hasattr(values, "detach"):

@@ -193,7 +193,7 @@ class Guard:
         self._unscaled = False  #: unscale_ ran this step (the guard's own, for check_grads)
         self.spike_factor = spike_factor
         self.warmup = warmup
-        self.lr_factor = lr_factor
+        self.lr_factor = float(lr_factor)
         self.snapshot_every = snapshot_every
         self.max_retries = max_retries
         self.confirm_spikes = confirm_spikes

@@ -229,12 +229,19 @@ class Recipe:
                 # the warmup keeps its samples (more steps at a smaller batch): the rest of the
                 # schedule gives way, so that it still ends with the run
                 schedule = _fit_length(schedule, total)
-        require(total >= MIN_STEPS,
+        # a rescale that shrinks the run below a few steps is refused (a recipe that short to
+        # begin with is left as short as it is)
+        require(total >= min(MIN_STEPS, self.total_steps),
                 f"moving from batch {old} to {new} with the same number of samples leaves "
                 f"{total} optimizer step{'s' if total != 1 else ''} of the recipe's "
                 f"{self.total_steps}, fewer than {MIN_STEPS}: not a training run; use a smaller "
-                "batch size, or keep='steps' to keep the number of steps")
+                "batch size or a longer run, or keep='steps' to keep the number of steps")
         warmup = _round_steps(self.warmup_steps, ratio) if self.warmup_steps else 0
+        require(keep == "samples" or warmup < total,
+                f"the warmup of {self.warmup_steps} steps at batch {old} is {warmup} steps at "
+                f"batch {new} (the same number of samples), not shorter than the run's "
+                f"{total} steps kept by keep='steps'; use keep='samples' (the same epochs) or "
+                "a larger batch size")
         warmup = min(warmup, total - 1)
         why = ("linear rule (SGD: rate proportional to batch size)" if rule == "linear"
                else "square-root rule (adaptive optimizer: rate proportional to sqrt(batch size))")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import weakref
 import contextlib
+import numbers
 import warnings
 from typing import Any, Callable, Iterator, Sequence
 
@@ -34,6 +35,8 @@ __all__ = ["ScheduleLR", "to_torch", "paused"]
 _Tensor = torch.Tensor
 
 _COUNTS = ("optimizer", "calls")
+#: the optimizer attribute that marks its steps as not to be counted (see :func:`paused`)
+_PAUSED = "_lrkit_schedules_paused"
 
 
 def _unwrap(schedule: Schedule) -> tuple[Schedule, float | None, Plateau | None]:
@@ -55,7 +58,7 @@ class _OnOptimizerStep:
 
     def __call__(self, optimizer: Optimizer, args: Any, kwargs: Any) -> None:
         scheduler = self.ref()
-        if scheduler is not None:
+        if scheduler is not None and not getattr(optimizer, _PAUSED, 0):
             scheduler._t += 1
             scheduler._apply()
 
@@ -64,22 +67,18 @@ class _OnOptimizerStep:
 def paused(optimizer: Optimizer) -> Iterator[None]:
     """Inside, the lrkit schedulers that follow ``optimizer`` do not count its steps: for steps
     that are undone afterwards (a range test, a recipe's short runs, a guard's probe), which
-    must not move a user's schedule on. Other step hooks are left alone."""
-    hooks = getattr(optimizer, "_optimizer_step_post_hooks", None)
-    if not hooks:
-        yield
-        return
-    before = list(hooks.items())
-    for key, hook in before:
-        if isinstance(hook, _OnOptimizerStep):
-            del hooks[key]
+    must not move a user's schedule on. Other step hooks run as usual; schedulers created or
+    detached meanwhile are treated alike (the pause is a mark on the optimizer, not a removal
+    of hooks)."""
+    depth = getattr(optimizer, _PAUSED, 0)
+    setattr(optimizer, _PAUSED, depth + 1)
     try:
         yield
     finally:
-        added = [(k, h) for k, h in hooks.items() if k not in dict(before)]
-        hooks.clear()
-        hooks.update(before)  # in their order, with any registered meanwhile after them
-        hooks.update(added)
+        if depth:
+            setattr(optimizer, _PAUSED, depth)
+        else:
+            delattr(optimizer, _PAUSED)
 
 
 class ScheduleLR(LRScheduler):
@@ -222,8 +221,9 @@ class ScheduleLR(LRScheduler):
     def scale_rates(self, factor: float) -> None:
         """Multiply every rate from now on by ``factor`` (kept in the state, so a resumed run
         keeps it): how a guard's rate cut reaches a schedule fixed at setup."""
-        require(isinstance(factor, (int, float)) and 0 < factor and factor == factor
-                and factor != float("inf"), f"factor must be a positive finite number, got {factor!r}")
+        require(isinstance(factor, numbers.Real) and not isinstance(factor, bool)
+                and 0 < float(factor) < float("inf"),
+                f"factor must be a positive finite number, got {factor!r}")
         self._scale *= float(factor)
         self._apply()
 
@@ -321,8 +321,14 @@ def to_torch(optimizer: Optimizer, schedule: Any, *, total_steps: int | None = N
     """
     # a list of {"type": ...} dicts is the config form of one chained schedule (what to_config
     # writes); any other list gives one schedule per group
-    per_group = isinstance(schedule, (list, tuple)) and not (
-        schedule and all(isinstance(item, dict) for item in schedule))
+    configs = isinstance(schedule, (list, tuple)) and bool(schedule) and all(
+        isinstance(item, dict) for item in schedule)
+    groups = len(optimizer.param_groups) if isinstance(optimizer, Optimizer) else 1
+    require(not (configs and groups > 1 and len(schedule) == groups),
+            f"a list of {groups} {{'type': ...}} dicts for {groups} parameter groups could be "
+            "one chained schedule or one schedule per group; pass from_config(the list) for one "
+            "chain, or spec strings or schedules (from_config(each)) for one per group")
+    per_group = isinstance(schedule, (list, tuple)) and not configs
     items = list(schedule) if per_group else [schedule]
     require(len(items) > 0, "to_torch() needs at least one schedule")
     resolved = []
