@@ -99,6 +99,9 @@ def test_short_budget_skips_confirmation_and_says_so():
     recipe = recommend(regression_problem, steps=300, progress=False)
     assert recipe.evidence["confirmations"] == []
     assert any("no confirmation runs" in note for note in recipe.notes)
+    # the range test alone is a third of so short a run: the notes say so
+    share = recipe.evidence["cost"]["fraction"]
+    assert share > 0.2 and any(f"{share:.0%} of the planned 300" in n for n in recipe.notes)
 
 
 def test_epochs_and_callable_target():

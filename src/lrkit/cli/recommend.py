@@ -10,7 +10,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "recommend", help="recommend a training recipe: optimizer, peak rate, warmup, schedule",
         description="Measure the model (range test and a few short confirmation runs, at most "
-                    "~20% of one training run) and recommend a complete recipe for a planned "
+                    "~20% of one training run when it is long enough; the range test alone takes "
+                    "about 100 steps, and the recipe says what it cost) and recommend a complete "
+                    "recipe for a planned "
                     "training length. TARGET is a built-in example name or path/to/file.py:function "
                     "returning the model, optimizer, data and loss.")
     p.add_argument("target", nargs="?", default=None,

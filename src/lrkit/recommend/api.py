@@ -18,6 +18,10 @@ _SKIP_OPTIONS = {"lr", "initial_lr", "foreach", "fused", "capturable", "differen
                  "maximize", "params"}
 
 
+#: above this share of the planned run, the recipe's notes say what measuring cost
+COST_NOTE = 0.2
+
+
 def _problem_from(target: Any, seed: int) -> Problem:
     return build_problem(target, seed=seed, what="recommend()")
 
@@ -125,7 +129,8 @@ def recommend(target: Any, *, steps: int | None = None, epochs: float | None = N
     model and optimizer are measured, then put back exactly as they were.
 
     Runs the range test, turns its curve into candidate peak rates, and (``confirm=True``, where
-    the budget leaves room: at most ~20% of one training run in all) trains a few short runs of
+    the budget leaves room: at most ~20% of one training run in all; a short run's notes say
+    when the range test alone costs more) trains a few short runs of
     the recipe's schedule around the candidates to pick one. Returns a :class:`Recipe`.
     """
     from lrkit.state import capture_rng, restore_rng
@@ -177,6 +182,12 @@ def _recommend(target: Any, *, steps: int | None, epochs: float | None, seed: in
              + (f" ({', '.join(f'{k}={v!r}' for k, v in options.items())})" if options else ""),
              *choice.notes,
              f"training length: {length_text}"]
+    if tuning_steps > COST_NOTE * total:
+        # the range test alone takes ~100 steps: for a short run that is a large share of it
+        notes.append(f"measuring took {tuning_steps} steps, {tuning_steps / total:.0%} of the "
+                     f"planned {total}: the range test alone needs about 100; for a run this "
+                     "short, a recipe from a longer planned run scaled down, or a few short trials "
+                     "(lrkit sweep), cost less")
     if len(ratios) > 1 and ratios[0] > 0:
         notes.append("your optimizer has several parameter groups: peak_lr is the first group's "
                      "rate; keep the other groups' ratios to it ("
