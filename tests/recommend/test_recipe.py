@@ -240,6 +240,17 @@ def test_bad_optimizer_options_fail_clearly_on_build():
         recipe.build(tiny_model().parameters())
 
 
+def test_numpy_numbers_become_plain_ones_and_good_range_is_checked():
+    import numpy as np
+
+    recipe = sgd_recipe(peak_lr=np.float32(0.5), total_steps=np.int64(sgd_recipe().total_steps),
+                        warmup_steps=np.int64(sgd_recipe().warmup_steps))
+    assert type(recipe.peak_lr) is float and type(recipe.total_steps) is int
+    json.loads(recipe.to_json())
+    with pytest.raises(LrkitError, match="good_range must be two rates"):
+        sgd_recipe(good_range=[1e-3, 1e-2, 1e-1])
+
+
 def test_from_dict_rejects_unknown_and_missing_keys():
     data = sgd_recipe().to_dict()
     with pytest.raises(LrkitError, match="unknown recipe keys"):

@@ -107,3 +107,15 @@ def test_schedulers_detached_or_created_during_a_pause_behave():
         optimizer.step()
     assert old.current_step == 0  # detached stays detached
     assert new.current_step == 3
+
+
+def test_numpy_numbers_make_schedules_and_a_non_scalar_metric_is_named():
+    import numpy as np
+
+    from lrkit.schedules import cosine
+
+    assert cosine(np.int64(10)) == cosine(10)
+    assert cosine(100, floor=np.float64(0.25)) == cosine(100, floor=0.25)
+    scheduler = to_torch(_optimizer(), "plateau(constant())")
+    with pytest.raises(Exception, match="report\\(\\) needs one number"):
+        scheduler.report(torch.tensor([1.0, 2.0]))

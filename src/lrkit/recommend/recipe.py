@@ -8,6 +8,7 @@ import functools
 import importlib
 import json
 import math
+import numbers
 from pathlib import Path
 from typing import Any
 
@@ -86,9 +87,9 @@ MIN_STEPS = 10
 
 
 def _positive_int(value: Any, name: str) -> int:
-    require(isinstance(value, int) and not isinstance(value, bool) and value >= 1,
+    require(isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1,
             f"{name} must be a whole number of steps >= 1, got {value!r}")
-    return value
+    return int(value)
 
 
 @dataclasses.dataclass
@@ -122,14 +123,15 @@ class Recipe:
         require("lr" not in self.optimizer_options,
                 "optimizer_options must not hold 'lr': the rate is peak_lr")
         self.optimizer_options = {k: _as_tuples(v) for k, v in self.optimizer_options.items()}
-        require(isinstance(self.peak_lr, (int, float)) and not isinstance(self.peak_lr, bool)
+        require(isinstance(self.peak_lr, numbers.Real) and not isinstance(self.peak_lr, bool)
                 and math.isfinite(self.peak_lr) and self.peak_lr > 0,
                 f"peak_lr must be a positive finite number, got {self.peak_lr!r}")
         self.peak_lr = float(self.peak_lr)
-        _positive_int(self.total_steps, "total_steps")
-        require(isinstance(self.warmup_steps, int) and not isinstance(self.warmup_steps, bool)
-                and self.warmup_steps >= 0,
+        self.total_steps = _positive_int(self.total_steps, "total_steps")
+        require(isinstance(self.warmup_steps, numbers.Integral)
+                and not isinstance(self.warmup_steps, bool) and self.warmup_steps >= 0,
                 f"warmup_steps must be a whole number of steps >= 0, got {self.warmup_steps!r}")
+        self.warmup_steps = int(self.warmup_steps)
         require(self.warmup_steps < self.total_steps,
                 f"the budget of {self.total_steps} steps is not longer than the warmup of "
                 f"{self.warmup_steps} steps; train for more steps or shorten the warmup")
@@ -145,8 +147,12 @@ class Recipe:
                 f"total_steps={self.total_steps}; make them agree")
         self.schedule = str(parsed)
         if self.good_range is not None:
-            lo, hi = self.good_range
-            self.good_range = (float(lo), float(hi))
+            try:
+                lo, hi = (float(v) for v in self.good_range)
+            except (TypeError, ValueError):
+                raise LrkitError(f"good_range must be two rates (low, high) or None, got "
+                                 f"{self.good_range!r}") from None
+            self.good_range = (lo, hi)
         require(self.batch_size is None or (isinstance(self.batch_size, int)
                                             and not isinstance(self.batch_size, bool)
                                             and self.batch_size >= 1),

@@ -13,6 +13,7 @@ and to word error messages that name the bad parameter and what is allowed.
 from __future__ import annotations
 
 import math
+import numbers
 from bisect import bisect_right
 from dataclasses import MISSING, dataclass, field, fields, replace
 from functools import cached_property
@@ -47,7 +48,8 @@ def param(kind: str, default: Any = MISSING, *, lo: float | None = None, hi: flo
 
 
 def _is_num(x: object) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
+    """A real number, numpy's included (they become plain floats and ints in the schedule)."""
+    return isinstance(x, numbers.Real) and not isinstance(x, bool)
 
 
 def _fmt_num(x: float) -> str:

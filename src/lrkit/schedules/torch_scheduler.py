@@ -213,7 +213,11 @@ class ScheduleLR(LRScheduler):
         if all(p is None for p in self._plateaus):
             raise LrkitError("this schedule has no plateau(); wrap it, e.g. "
                              "plateau(warmup(500) >> cosine(10000), factor=0.5, patience=3)")
-        value = float(metric)
+        try:
+            value = float(metric)
+        except (TypeError, ValueError, RuntimeError):
+            raise LrkitError(f"report() needs one number (the validation metric), got "
+                             f"{metric!r}") from None
         self._plateau = [p.update(st, value) if p is not None and st is not None else st
                          for p, st in zip(self._plateaus, self._plateau)]
         self._apply()

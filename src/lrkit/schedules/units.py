@@ -14,6 +14,7 @@ per-step evaluation O(1) and means a checkpoint only needs to store the step.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Union
 
@@ -24,7 +25,8 @@ __all__ = ["Duration", "Length", "epoch", "total", "as_length", "is_resolved_len
 
 
 def _num(x: object) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
+    """A real number, numpy's included (np.int64 from an array of lengths, np.float32)."""
+    return isinstance(x, numbers.Real) and not isinstance(x, bool)
 
 
 @dataclass(frozen=True)
