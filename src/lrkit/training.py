@@ -9,7 +9,7 @@ from typing import Callable, Iterable
 import torch
 
 from lrkit.adapters.torch import batch_loss, move_to
-from lrkit.errors import require
+from lrkit.errors import plain_int, require
 from lrkit.problem import Problem
 
 
@@ -76,6 +76,7 @@ def train(
     ``on_step(step, loss, lr)`` is called after every step; returning ``True`` stops the run
     early (sweeps use it to prune). ``eval_every`` records the validation loss every k steps.
     """
+    steps = plain_int(steps)
     require(isinstance(steps, int) and steps >= 1, f"steps must be an integer >= 1, got {steps!r}")
     if seed is not None:
         torch.manual_seed(seed)

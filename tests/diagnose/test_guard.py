@@ -715,3 +715,18 @@ def test_a_probe_stopped_by_divergence_has_seen_its_turning_point():
     scale, how = probe.verdict()
     assert how == "measured"
     assert scale < probe.scales[39]  # below where the loss turned up
+
+
+def test_numpy_integers_are_the_integers_they_stand_for():
+    from lrkit.training import train
+
+    model, optimizer, _ = _setup()
+    guard = lrkit.Guard(model, optimizer, snapshot_every=np.int64(50), window=np.int32(20),
+                        diagnose_every=np.int64(100), probe_steps=np.int64(0))
+    assert type(guard.snapshot_every) is int and guard._recent.maxlen == 20
+    assert lrkit.Monitor(report_every=np.int64(10)).report_every == 10
+    values = list(np.linspace(2.0, 0.5, 30))
+    assert lrkit.diagnose(values, min_points=np.int64(8)).verdict == lrkit.diagnose(values).verdict
+    assert train(examples.build("wine-logreg"), lr=0.1, steps=np.int64(5)).steps == 5
+    with pytest.raises(LrkitError, match="steps must be an integer"):
+        train(examples.build("wine-logreg"), lr=0.1, steps=5.0)

@@ -37,7 +37,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 
 from lrkit.diagnose.evidence import MIN_POINTS, measure, measure_validation
-from lrkit.errors import LrkitError
+from lrkit.errors import LrkitError, plain_int
 
 VERDICTS = ("diverged", "unstable", "too_slow", "plateaued", "healthy", "not_enough_data")
 
@@ -401,6 +401,7 @@ def diagnose(
     recommended factor for the rate and a plain-words explanation; never guesses from fewer than
     ``min_points`` finite values (verdict ``not_enough_data``).
     """
+    min_points = plain_int(min_points)
     if not isinstance(min_points, int) or min_points < 3:
         raise LrkitError(f"min_points must be an integer >= 3, got {min_points!r}")
     values = _to_numpy(losses, "losses")

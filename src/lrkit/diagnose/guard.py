@@ -43,7 +43,7 @@ import torch
 from lrkit.adapters.distributed import mean_over_ranks, should_sync
 from lrkit.diagnose.probe import RateProbe
 from lrkit.diagnose.snapshots import SnapshotKeeper
-from lrkit.errors import LrkitError, require
+from lrkit.errors import LrkitError, plain_int, require
 from lrkit.state import Snapshot
 
 LOGGER = logging.getLogger("lrkit.diagnose")
@@ -162,6 +162,11 @@ class Guard:
                              f"{type(optimizer).__name__}")
         from lrkit.adapters.torch import closure_required
 
+        # numpy integers (from a config array) are the integers they stand for
+        snapshot_every, max_retries, confirm_spikes, window, probe_steps, warmup = (
+            plain_int(v) for v in (snapshot_every, max_retries, confirm_spikes, window,
+                                   probe_steps, warmup))
+        diagnose_every = plain_int(diagnose_every)
         reason = closure_required(type(optimizer))
         require(reason is None, f"the guard takes the optimizer's step itself: {reason}")
         require(spike_factor is None or spike_factor > 1,

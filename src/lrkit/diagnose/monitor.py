@@ -18,7 +18,7 @@ from typing import Any, Callable
 import numpy as np
 
 from lrkit.diagnose.classify import Diagnosis, diagnose
-from lrkit.errors import LrkitError, require
+from lrkit.errors import LrkitError, plain_int, require
 
 LOGGER = logging.getLogger("lrkit.diagnose")
 
@@ -54,6 +54,8 @@ class Monitor:
         on_report: Callable[[Diagnosis], Any] | None = None,
         name: str = "train",
     ) -> None:
+        report_every, max_points, min_points = (plain_int(v) for v in
+                                                (report_every, max_points, min_points))
         require(isinstance(report_every, int) and report_every >= 0,
                 f"report_every must be an integer >= 0 (0: only at the end), got {report_every!r}")
         require(isinstance(max_points, int) and max_points >= 50,
