@@ -120,7 +120,7 @@ def published_rules(lrs: list[float], losses: list[float]) -> dict[str, float | 
     trimmed = suggest.Curve(lrs_a[lo:hi], raw[lo:hi], smooth[lo:hi], np.log10(lrs_a[lo:hi]), 0.0)
     # lrkit's valley is fastai's algorithm (checked against a plain-loop reference in
     # tests/find/test_suggest.py) and trims the same points itself: run it on fastai's EMA curve
-    valley_lr = suggest.valley(suggest.Curve(lrs_a, raw, smooth, np.log10(lrs_a), 0.0))
+    valley_lr = suggest.fastai_valley(suggest.Curve(lrs_a, raw, smooth, np.log10(lrs_a), 0.0))
     steep_idx = int(np.argmin(np.gradient(trimmed.smooth, trimmed.log_lrs)))
     min_idx = int(np.argmin(trimmed.smooth))
     # Lightning: skip the first 10 and the last 1, gradient against the raw rate

@@ -183,6 +183,11 @@ def test_update_args_reaches_every_place_train_reads_its_rate_from(tmp_path):
     trainer.train()
     rates = [g["initial_lr"] for g in trainer.optimizer.param_groups]
     assert rates == pytest.approx(result.suggested_lrs)  # each group its own suggestion
+    # a search without update_args puts the spent rates (0 at the schedule's end) back as they were
+    spent = [g["lr"] for g in trainer.optimizer.param_groups]
+    assert spent == [0.0, 0.0]
+    find_lr(trainer, num_steps=20, progress=False)
+    assert [g["lr"] for g in trainer.optimizer.param_groups] == spent
     # a second search on the Trainer that train() left its optimizer and spent schedule on
     again = find_lr(trainer, update_args=True, num_steps=40, progress=False)
     recipe = lrkit.recommend(from_trainer(trainer), steps=40)  # names the optimizer inside

@@ -127,6 +127,10 @@ def test_update_attr_by_name_and_plain_attribute():
     module = Attr()
     result = find_lr(module, update_attr="learning_rate", progress=False)
     assert module.learning_rate == result.suggested_lr
+    # configure_optimizers reads hparams.lr, not learning_rate: the result says so
+    assert any("does not read it" in w and "learning_rate" in w for w in result.warnings)
+    plain = find_lr(Regressor(), update_attr=True, progress=False)
+    assert not any("does not read it" in w for w in plain.warnings)
 
 
 @pytest.mark.parametrize("case, message", [

@@ -239,6 +239,13 @@ def test_library_parameter_names_become_options():
         == "--steps must be >= 10; --start-lr too"
     assert cli._option_message("args.num_steps and --steps stay", names) \
         == "args.num_steps and --steps stay"
+    # a message for Python and CLI users alike names the CLI's option once, in CLI syntax
+    from lrkit.cli.sweep import OPTION_NAMES
+
+    both = ("with --continue / continue_study=True, or start another with --study-name / "
+            "study_name=")
+    assert cli._option_message(both, OPTION_NAMES) == \
+        "with --continue, or start another with --study-name"
 
 
 # -- 8. a closed pipe ----------------------------------------------------------------------------

@@ -86,6 +86,7 @@ def test_flat_curve_gives_no_suggestion_and_a_warning():
     lrs = np.geomspace(1e-6, 1, 60)
     analysis = suggest.analyse(lrs, np.full(60, 3.0) + 1e-3 * np.sin(np.arange(60)))
     assert analysis.suggested_lr is None
+    assert all(v is None for v in analysis.suggestions.values()), analysis.suggestions
     assert any("never fell" in w for w in analysis.warnings)
 
 
@@ -94,6 +95,7 @@ def test_a_perfectly_flat_loss_never_fell():
     lrs = np.geomspace(1e-7, 10, 100)
     analysis = suggest.analyse(lrs, np.full(100, 0.6931471805599453, dtype=np.float32))
     assert analysis.suggested_lr is None and analysis.good_range is None
+    assert all(v is None for v in analysis.suggestions.values()), analysis.suggestions
     assert any("never fell" in w for w in analysis.warnings)
 
 
@@ -128,7 +130,10 @@ def test_valley_matches_fastais_published_loop(n, seed):
     losses = np.cumsum(rng.standard_normal(n)) + rng.standard_normal(n)
     curve = suggest.prepare(lrs, losses)
     part = suggest._trim(curve)
-    assert suggest.valley(curve) == _fastai_valley_loop(curve.lrs[part], curve.smooth[part])
+    reference = _fastai_valley_loop(curve.lrs[part], curve.smooth[part])
+    assert suggest.fastai_valley(curve) == reference
+    # lrkit's method is the same, but says nothing when the loss never fell (fastai suggests)
+    assert suggest.valley(curve) == (reference if curve.fell else None)
 
 
 def test_the_good_range_starts_where_the_fall_starts_not_at_a_dip_of_the_noise():

@@ -231,3 +231,15 @@ def test_report_out_onto_an_existing_file_is_refused(tmp_path, capsys):
     assert taken.read_text() == "mine"
     with pytest.raises(LrkitError, match="is an existing file"):
         rp.write_page("<html></html>", taken)
+
+
+def test_a_finder_without_suggestion_gives_its_own_reason_in_the_headline():
+    data = finder_dict()
+    nan_first = dict(data, suggested_lr=None, good_range=None, warnings=[
+        "the very first loss was nan, before any update at any rate: the model or the data give "
+        "non-finite values as they are"])
+    page = rp.render_page([("f.json", nan_first)])
+    assert "No suggestion: the very first loss was nan" in page
+    assert "never fell" not in page.split('class="headline"')[1].split("</p>")[0]
+    never = dict(data, suggested_lr=None, good_range=None, warnings=[])
+    assert "No suggestion: the loss never fell" in rp.render_page([("f.json", never)])

@@ -176,7 +176,8 @@ def find_lr(trainer: Any, *, update_args: bool = False, eval_key: str | None = N
         if was_eval:
             optimizer.eval()
         if spent is not None:
-            for group, lr in zip(groups, spent):
+            # the range test's restore loads a state_dict: new group dicts, so write to those
+            for group, lr in zip(optimizer.param_groups, spent):
                 group["lr"] = lr
     if update_args and result.suggested_lrs and result.suggested_lrs[0] is not None \
             and old_lrs[0] > 0:

@@ -244,31 +244,43 @@ def find_lr(
                                budget_steps=problem.budget_steps, **finder_options)
     if target is not None and result.suggested_lr is not None:
         old_value = _get_attribute(module, target)
-        if _drives_rates(module, target, old_value, old_lrs) and old_lrs[0] > 0:
+        response = _rate_response(module, target, old_value, old_lrs)
+        if response == "proportional" and old_lrs[0] > 0:
             # configure_optimizers scales every group's rate with the attribute (a backbone at
             # lr/10, say): the attribute moves by the factor the groups move by together
             _set_attribute(module, target, old_value * result.suggested_lrs[0] / old_lrs[0])
         else:
             _set_attribute(module, target, result.suggested_lr)
+        if response == "none":
+            result.warnings.append(
+                f"update_attr: set {target}={result.suggested_lr:.3g}, but configure_optimizers "
+                f"does not read it (doubling it left every rate unchanged), so training will not "
+                "use the suggestion; name the attribute it reads with update_attr='...'")
     return result
 
 
-def _drives_rates(module: Any, attribute: str, value: Any, lrs: list[float]) -> bool:
-    """Whether ``configure_optimizers`` makes every group's rate proportional to the attribute:
-    doubled, it must double them all (tried on a throwaway optimizer, then put back)."""
+def _rate_response(module: Any, attribute: str, value: Any, lrs: list[float]) -> str:
+    """How ``configure_optimizers``'s rates follow the attribute, doubled on a throwaway
+    optimizer and put back: ``"proportional"`` (every group's rate doubles), ``"none"`` (no rate
+    moves: the attribute is not what it reads) or ``"other"`` (cannot tell, or not in proportion)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        return False
+        return "other"
     _set_attribute(module, attribute, 2 * value)
     try:
         with _no_trainer_warnings():
             doubled = [float(g["lr"]) for g in
                        _single_optimizer(module.configure_optimizers()).param_groups]
     except Exception:  # noqa: BLE001 -- any failure means "cannot tell": use the plain rate
-        return False
+        return "other"
     finally:
         _set_attribute(module, attribute, value)
-    return len(doubled) == len(lrs) and all(
-        math.isclose(new, 2 * old, rel_tol=1e-9) for new, old in zip(doubled, lrs))
+    if len(doubled) != len(lrs):
+        return "other"
+    if all(math.isclose(new, 2 * old, rel_tol=1e-9) for new, old in zip(doubled, lrs)):
+        return "proportional"
+    if all(math.isclose(new, old, rel_tol=1e-12) for new, old in zip(doubled, lrs)):
+        return "none"
+    return "other"
 
 
 @contextlib.contextmanager

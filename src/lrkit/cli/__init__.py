@@ -164,7 +164,8 @@ def _option_message(message: str, names: Mapping[str, str]) -> str:
     """``message`` with the library's parameter names replaced by the command's options."""
     for name, option in names.items():
         message = re.sub(rf"(?<![\w\-.]){re.escape(name)}(?![\w])", option, message)
-    return message
+    # a message for both audiences ("--continue / continue_study=True") names the option once
+    return re.sub(r"(--[\w-]+) / \1(=[^\s,;.)]*)?", r"\1", message)
 
 
 # ------------------------------------------------------------------------------------------------

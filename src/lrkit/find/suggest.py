@@ -107,6 +107,14 @@ def steepest(curve: Curve) -> float | None:
 
 
 def valley(curve: Curve) -> float | None:
+    """fastai's valley (:func:`fastai_valley`), but ``None`` when the loss never fell, as every
+    lrkit method (fastai suggests a rate on any curve)."""
+    if not curve.fell:
+        return None
+    return fastai_valley(curve)
+
+
+def fastai_valley(curve: Curve) -> float | None:
     """fastai's valley: the longest run of decreasing loss; the point about midway into it.
     Re-implemented from fastai's published algorithm (trim the first tenth and last 5 points)."""
     if curve.n < MIN_POINTS:

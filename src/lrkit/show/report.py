@@ -400,8 +400,12 @@ def finder_body(data: dict, ids: Ids) -> str:
     good = data.get("good_range")
     parts = []
     if lr is None:
-        parts.append('<p class="headline">No suggestion: the loss never fell over the swept '
-                     "range.</p>")
+        # the reason is the finder's own first warning (a non-finite first loss, too few
+        # points, a loss that never fell): the headline must not guess another one
+        reasons = [w for w in (data.get("warnings") or []) if isinstance(w, str)]
+        why = reasons[-1] if reasons and "very first loss" in reasons[-1] else (
+            reasons[0] if reasons else "the loss never fell over the swept range")
+        parts.append(f'<p class="headline">No suggestion: {esc(why)}.</p>')
     else:
         parts.append(
             '<p class="headline">Suggested learning rate: <strong>'
