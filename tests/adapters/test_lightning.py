@@ -230,6 +230,17 @@ def test_monitor_callback_under_a_real_trainer(tmp_path):
     assert len(monitor._val) == 3  # three validations after the sanity check, which is ignored
     assert callback.diagnosis is not None and callback.diagnosis.verdict in lrkit.diagnose.VERDICTS
     assert (tmp_path / "lit.jsonl").read_text().count('"event": "report"') >= 4
+    # a second fit gets a monitor of its own: its own history, reports and lines in the file
+    first = callback.monitor
+    losses.clear()
+    L.Trainer(max_steps=10, callbacks=[callback], logger=False, enable_checkpointing=False,
+              enable_progress_bar=False, enable_model_summary=False,
+              limit_val_batches=0).fit(Recorded(lr=0.01))
+    assert callback.monitor is not first and callback.monitor.step == 10
+    assert callback.monitor.reports and callback.monitor.reports[-1][0] == 10
+    from lrkit.diagnose.logs import read_log
+
+    assert len(read_log(tmp_path / "lit.jsonl").losses) == 10  # the latest run
 
 
 # -- what a review of the adapter found (each failed before its fix) ------------------------------

@@ -171,6 +171,14 @@ def test_a_dict_from_json_is_read_in_the_order_of_its_steps():
         diagnose({**as_json, "last": 0.1})
 
 
+def test_with_a_decaying_schedule_the_suggestion_scales_its_peak():
+    t = np.arange(300)
+    lrs = 1e-3 * (1 - t / 300) + 1e-6  # a linear decay, as a Hugging Face Trainer runs it
+    d = diagnose(2 - 0.003 * t, lrs=lrs)
+    assert d.verdict == "too_slow" and d.lr_factor > 1
+    assert d.suggested_lr == pytest.approx(lrs.max() * d.lr_factor)  # the peak, not the end
+
+
 def test_missing_and_non_scalar_entries_are_named():
     with pytest.raises(LrkitError, match=r"losses\[2\] is None"):
         diagnose([1.0, 0.9, None, 0.8] * 5)

@@ -122,3 +122,12 @@ def test_a_run_directory_with_event_files_goes_to_tensorboard(tmp_path, monkeypa
     monkeypatch.setitem(sys.modules, "tensorboard", None)  # as if not installed
     with pytest.raises(LrkitError, match="holds TensorBoard event files.*pip install"):
         read_log(tmp_path)
+
+
+def test_a_tensorboard_tag_on_a_csv_or_jsonl_log_is_refused(tmp_path):
+    from lrkit.diagnose.logs import read_log
+
+    path = tmp_path / "run.csv"
+    path.write_text("step,loss\n0,1.0\n1,0.9\n")
+    with pytest.raises(LrkitError, match="picks a TensorBoard scalar"):
+        read_log(path, tag="train/loss")

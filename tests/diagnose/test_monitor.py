@@ -132,3 +132,20 @@ def test_on_a_real_run():
     result = monitor.close()
     assert result.verdict == "too_slow"
     assert result.suggested_lr == pytest.approx(0.0003 * result.lr_factor)
+
+
+def test_the_log_file_holds_the_validation_curve_and_each_run_apart(tmp_path):
+    log = tmp_path / "run.jsonl"
+    # a run that diverges, then a healthy one, appended to the same file (steps from 0 again)
+    with lrkit.Monitor(report_every=0, log_file=log) as bad:
+        for i in range(200):
+            bad.update(0.5 * 1.05 ** i if i < 120 else float("inf"), lr=1.0)
+    with lrkit.Monitor(report_every=0, log_file=log) as good:
+        for i, loss in enumerate(_healthy(300)):
+            good.update(float(loss), lr=0.1)
+            if (i + 1) % 30 == 0:  # training falls, validation turns up: overfitting
+                good.update_val(0.5 + 0.002 * max(0, i - 90) ** 1.2, step=i + 1)
+    back = read_log(log)
+    assert len(back.losses) == 300 and "last of 2 runs" in back.source
+    assert len(back.val_losses) == 10
+    assert back.diagnose().verdict == good.last.verdict == "unstable"

@@ -457,10 +457,13 @@ def diagnose(
         if trouble is not None and trouble < len(rates):
             ev["lr_at_trouble"] = float(rates[trouble])
             where = f" (trouble started at step {trouble}, rate {rates[trouble]:.3g})"
-        base = ev.get("lr_at_trouble", ev["lr_end"])
+        scheduled = ev["lr_max"] > ev["lr_min"] * 1.01
+        # with a schedule the change applies to its peak (what a user sets), not to the last,
+        # decayed rate; where trouble started, to the rate there
+        base = ev.get("lr_at_trouble", ev["lr_max"] if scheduled else ev["lr_end"])
         if factor is not None and base > 0:
             suggested = float(base * factor)
-        if ev["lr_max"] > ev["lr_min"] * 1.01:
+        if scheduled:
             ev["lr_schedule"] = True
     elif verdict in ("diverged",) and ev.get("first_nonfinite_at") is not None:
         where = f" (non-finite from step {ev['first_nonfinite_at']})"

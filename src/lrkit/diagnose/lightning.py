@@ -39,7 +39,18 @@ class MonitorHooks:
         from lrkit.diagnose.monitor import Monitor
 
         self.val_key = val_key
+        self._options = dict(monitor_options)
         self.monitor = Monitor(**monitor_options)
+
+    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        """Each ``fit()`` gets a Monitor of its own (as the Hugging Face callback does per
+        ``train()``): a second fit must not report the first one's history, or write to a closed
+        log."""
+        if self.monitor.step or self.monitor.closed:
+            from lrkit.diagnose.monitor import Monitor
+
+            self.monitor.close()
+            self.monitor = Monitor(**self._options)
 
     @staticmethod
     def _loss(outputs: Any) -> Any:

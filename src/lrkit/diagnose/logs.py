@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from lrkit.errors import LrkitError
+from lrkit.errors import LrkitError, require
 
 LOSS_KEYS = ("loss", "train_loss", "train/loss", "training_loss", "loss/train", "train_loss_step")
 STEP_KEYS = ("step", "global_step", "iteration", "iter", "epoch")
@@ -161,6 +161,8 @@ def read_jsonl(path: str | os.PathLike) -> LossLog:
 def _read_jsonl(path: str | os.PathLike) -> LossLog:
     name = str(path)
     collector = _Collector(name)
+    ended = False  # a Monitor's final report was read: more steps after it are another run
+    runs = 1
     with open(path, encoding="utf-8-sig") as handle:
         for line, text in enumerate(handle, start=1):
             text = text.strip()
@@ -175,7 +177,14 @@ def _read_jsonl(path: str | os.PathLike) -> LossLog:
                 raise LrkitError(f"{name} line {line}: expected a JSON object, got "
                                  f"{type(record).__name__}")
             if "event" in record:
+                ended = ended or (record.get("event") == "report" and record.get("final") is True)
                 continue
+            if ended:
+                # a Monitor appends each run to its file and counts steps from 0 again: the
+                # runs must not be interleaved by step, so the latest one is the log
+                collector = _Collector(name)
+                ended = False
+                runs += 1
             keys = list(record)
             columns = {"loss": _find(keys, LOSS_KEYS), "step": _find(keys, STEP_KEYS),
                        "lr": _find(keys, LR_KEYS, prefix="lr"), "val": _find(keys, VAL_KEYS)}
@@ -188,7 +197,7 @@ def _read_jsonl(path: str | os.PathLike) -> LossLog:
                 loss = float(loss)
             columns["loss"] = columns["loss"] or "loss"
             collector.add(line, pick("step"), loss, pick("lr"), pick("val"), columns)
-    return collector.result("jsonl")
+    return collector.result("jsonl" if runs == 1 else f"jsonl (the last of {runs} runs in the file)")
 
 
 def event_files(directory: str | os.PathLike) -> list[Path]:
@@ -238,6 +247,8 @@ def read_log(path: str | os.PathLike, *, tag: str | None = None) -> LossLog:
         return read_tensorboard(p, tag)
     if "tfevents" in p.name:
         return read_tensorboard(p, tag)
+    require(tag is None, f"tag={tag!r} picks a TensorBoard scalar, but {str(path)!r} is not a "
+                         "TensorBoard event file: a CSV or JSONL log's loss is its 'loss' column")
     suffix = p.suffix.lower()
     if suffix in (".jsonl", ".ndjson", ".json"):
         return read_jsonl(p)

@@ -116,9 +116,14 @@ class Monitor:
         return None
 
     def update_val(self, val_loss: Any, step: int | None = None) -> None:
-        """Record a validation loss (at ``step``, default: the current step)."""
+        """Record a validation loss (at ``step``, default: the current step); it goes to the
+        JSONL file too (``{"step", "val_loss"}``), so the file diagnoses as the monitor does."""
         value = float(val_loss.detach().cpu()) if hasattr(val_loss, "detach") else float(val_loss)
-        self._val.append((self._step if step is None else int(step), value))
+        at = self._step if step is None else int(step)
+        self._val.append((at, value))
+        if self.log_steps and self._file is not None:
+            self._write_steps()  # the steps before it first, in order
+            self._file.write(json.dumps({"step": at, "val_loss": _finite_or_str(value)}) + "\n")
 
     def _flush_pending(self) -> None:
         if not self._pending:

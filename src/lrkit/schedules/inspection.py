@@ -312,9 +312,11 @@ def lint(schedule: Any, steps: int | None = None, *, lr: float = 1.0,
     out: list[LintWarning] = []
 
     if s(0) == 0.0:
+        first = next((node for node, _ in _walk(s) if isinstance(node, Warmup)), None)
+        length = first.steps if first is not None and isinstance(first.steps, int) else 500
         out.append(LintWarning(
             "zero-start", "the rate is 0 at step 0, so the first optimizer step changes nothing; "
-            "start the warmup above 0, e.g. warmup(500, start=0.01)", 0))
+            f"start the warmup above 0, e.g. warmup({length}, start=0.01)", 0))
 
     for node, off in _walk(s):
         if isinstance(node, Join):
