@@ -19,6 +19,7 @@ import inspect
 import math
 from typing import Any, Callable
 
+from lrkit.diagnose.monitor import MonitorRuns
 from lrkit.errors import LrkitError
 from lrkit.problem import Problem
 
@@ -209,23 +210,15 @@ def _apply(trainer: Any, optimizer: Any, factor: float) -> None:
             scheduler.base_lrs = [float(lr * factor) for lr in scheduler.base_lrs]
 
 
-class _MonitorHooks:
+class _MonitorHooks(MonitorRuns):
     """The callback's behaviour, independent of transformers' base class."""
 
     def __init__(self, *, val_key: str = "eval_loss", **monitor_options: Any) -> None:
-        from lrkit.diagnose.monitor import Monitor
-
-        self.val_key = val_key
-        self._options = monitor_options
-        self.monitor = Monitor(**monitor_options)
+        super().__init__(val_key=val_key, **monitor_options)
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         """Each ``train()`` (a hyperparameter-search trial, say) gets a Monitor of its own."""
-        if self.monitor.step or self.monitor.closed:
-            from lrkit.diagnose.monitor import Monitor
-
-            self.monitor.close()
-            self.monitor = Monitor(**self._options)
+        self._start_run()
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None,
                **kwargs: Any) -> None:
@@ -242,11 +235,7 @@ class _MonitorHooks:
             self.monitor.update_val(float(logs[self.val_key]))
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        self.monitor.close()
-
-    @property
-    def diagnosis(self):
-        return self.monitor.last
+        self._end_run()
 
 
 _CLASS: type | None = None

@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from lrkit.diagnose.monitor import MonitorRuns
 from lrkit.errors import LrkitError
 
 
@@ -32,25 +33,14 @@ def _lightning_callback_base() -> type:
     )
 
 
-class MonitorHooks:
+class MonitorHooks(MonitorRuns):
     """The callback's behaviour, independent of the Lightning base class."""
 
     def __init__(self, *, val_key: str = "val_loss", **monitor_options: Any) -> None:
-        from lrkit.diagnose.monitor import Monitor
-
-        self.val_key = val_key
-        self._options = dict(monitor_options)
-        self.monitor = Monitor(**monitor_options)
+        super().__init__(val_key=val_key, **monitor_options)
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
-        """Each ``fit()`` gets a Monitor of its own (as the Hugging Face callback does per
-        ``train()``): a second fit must not report the first one's history, or write to a closed
-        log."""
-        if self.monitor.step or self.monitor.closed:
-            from lrkit.diagnose.monitor import Monitor
-
-            self.monitor.close()
-            self.monitor = Monitor(**self._options)
+        self._start_run()  # each fit() gets a Monitor of its own
 
     @staticmethod
     def _loss(outputs: Any) -> Any:
@@ -90,11 +80,7 @@ class MonitorHooks:
             self.monitor.update_val(value, step=self.monitor.step)
 
     def on_train_end(self, trainer: Any, pl_module: Any) -> None:
-        self.monitor.close()
-
-    @property
-    def diagnosis(self):
-        return self.monitor.last
+        self._end_run()
 
 
 _CLASS: type | None = None

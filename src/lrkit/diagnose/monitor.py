@@ -226,6 +226,30 @@ class Monitor:
         self.close()
 
 
+class MonitorRuns:
+    """What a framework's Monitor callback (Lightning, Hugging Face) shares: a Monitor made from
+    the callback's options, a fresh one for each training run (a second ``fit()`` or ``train()``
+    must not report the first one's history, or write to a log the first one closed), closed at
+    the run's end, and the last diagnosis."""
+
+    def __init__(self, *, val_key: str, **monitor_options: Any) -> None:
+        self.val_key = val_key
+        self._options = dict(monitor_options)
+        self.monitor = Monitor(**monitor_options)
+
+    def _start_run(self) -> None:
+        if self.monitor.step or self.monitor.closed:
+            self.monitor.close()
+            self.monitor = Monitor(**self._options)
+
+    def _end_run(self) -> None:
+        self.monitor.close()
+
+    @property
+    def diagnosis(self) -> Diagnosis | None:
+        return self.monitor.last
+
+
 def _finite_or_str(value: float) -> float | str:
     return value if math.isfinite(value) else str(value)
 
