@@ -1,4 +1,8 @@
-"""The one exception family lrkit raises for bad input, so callers and the CLI can tell it apart."""
+"""The one exception family lrkit raises for bad input, so callers and the CLI can tell it apart,
+and the few checks of plain values that every part shares."""
+
+import numbers
+import operator
 
 
 class LrkitError(ValueError):
@@ -11,16 +15,20 @@ def require(condition: bool, message: str) -> None:
         raise LrkitError(message)
 
 
+def is_real(value: object) -> bool:
+    """A real number, numpy's scalars included, and not a bool (``True`` is not a rate)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
 def plain_int(value: object) -> object:
     """``value`` as a Python int when it is an integer of another kind (numpy's ``np.int64``
     from an array, a 0-dim integer tensor), else unchanged: the checks that follow then see
     the number the user meant, and a bool or a float is still refused by them."""
-    if isinstance(value, bool) or isinstance(value, int):
-        return value
-    index = getattr(value, "__index__", None)
-    if index is None or getattr(value, "dtype", None) is not None and getattr(value, "shape", ()) != ():
+    if isinstance(value, numbers.Integral):  # bool and int stay as they are
+        return value if isinstance(value, int) else int(value)
+    if getattr(value, "shape", ()) != ():  # an array or tensor of several numbers
         return value
     try:
-        return int(index())
-    except (TypeError, ValueError):
+        return operator.index(value)  # a 0-dim integer tensor; floats and strings refuse
+    except TypeError:
         return value

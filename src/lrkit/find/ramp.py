@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lrkit.errors import require
+from lrkit.errors import is_real, require
 
 RAMPS = ("exp", "linear")
 
@@ -12,8 +12,7 @@ def check_range(start_lr: float, end_lr: float, num_steps: int, ramp: str) -> No
     """Refuse impossible range-test settings with a message that says what to change."""
     require(ramp in RAMPS, f"ramp must be one of {RAMPS}, got {ramp!r}")
     for name, value in (("start_lr", start_lr), ("end_lr", end_lr)):
-        require(isinstance(value, (int, float, np.integer, np.floating))
-                and not isinstance(value, bool) and np.isfinite(value) and value > 0,
+        require(is_real(value) and np.isfinite(value) and value > 0,
                 f"{name} must be a positive finite number, got {value!r}")
     require(start_lr != end_lr,
             f"start_lr and end_lr are both {start_lr:g}: the test needs a range of rates")

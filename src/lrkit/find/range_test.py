@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
-from lrkit.errors import require
+from lrkit.errors import is_real, plain_int, require
 from lrkit.find import suggest
 from lrkit.find.divergence import DivergenceWatch
 from lrkit.find.ramp import ramp_rates
@@ -42,24 +40,23 @@ def range_test(
     longer than ``COST_SHARE`` of it gets a warning; no suggestion method uses it yet.
     The trainable is restored exactly afterwards, even when this raises.
     """
+    val_every, budget_steps = plain_int(val_every), plain_int(budget_steps)  # np.int64 too
     rates = ramp_rates(start_lr, end_lr, num_steps, ramp).tolist()  # Python floats: cheaper per step
-    require(_is_number(smoothing) and 0 <= smoothing < 1,
+    require(is_real(smoothing) and math.isfinite(smoothing) and 0 <= smoothing < 1,
             f"smoothing must be a number in [0, 1), got {smoothing!r}")
-    require(_is_number(diverge_threshold) and diverge_threshold > 1,
+    require(is_real(diverge_threshold) and math.isfinite(diverge_threshold) and diverge_threshold > 1,
             f"diverge_threshold must be a number > 1, got {diverge_threshold!r}")
-    require(val_every is None or (isinstance(val_every, (int, np.integer))
-                                  and not isinstance(val_every, bool) and val_every >= 1),
+    require(val_every is None or (isinstance(val_every, int) and not isinstance(val_every, bool)
+                                  and val_every >= 1),
             f"val_every must be a positive integer or None, got {val_every!r}")
     require(method == "auto" or method in suggest.METHODS,
             f"method must be 'auto' or one of {sorted(suggest.METHODS)}, got {method!r}")
-    require(budget_steps is None or (isinstance(budget_steps, (int, np.integer))
+    require(budget_steps is None or (isinstance(budget_steps, int)
                                      and not isinstance(budget_steps, bool) and budget_steps > 0),
             f"budget_steps must be a positive integer or None, got {budget_steps!r}")
     # numpy scalars pass the checks: plain Python numbers from here on (settings go to JSON)
     start_lr, end_lr, num_steps = float(start_lr), float(end_lr), int(num_steps)
     smoothing, diverge_threshold = float(smoothing), float(diverge_threshold)
-    val_every = None if val_every is None else int(val_every)
-    budget_steps = None if budget_steps is None else int(budget_steps)
 
     lrs: list[float] = []
     losses: list[float] = []
@@ -137,8 +134,3 @@ def range_test(
                       curve="validation" if use_val else "train"),
         val_steps=val_steps, val_losses=[math.nan if v is None else v for v in val_losses],
     )
-
-
-def _is_number(value: object) -> bool:
-    return (isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
-            and bool(np.isfinite(value)))

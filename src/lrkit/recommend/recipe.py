@@ -8,11 +8,10 @@ import functools
 import importlib
 import json
 import math
-import numbers
 from pathlib import Path
 from typing import Any
 
-from lrkit.errors import LrkitError, require
+from lrkit.errors import LrkitError, is_real, plain_int, require
 
 #: optimizers whose rate follows the batch size linearly (Goyal et al. 2017); all others are
 #: treated as adaptive and follow the square-root rule (Malladi et al. 2022)
@@ -87,9 +86,10 @@ MIN_STEPS = 10
 
 
 def _positive_int(value: Any, name: str) -> int:
-    require(isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1,
+    value = plain_int(value)
+    require(isinstance(value, int) and not isinstance(value, bool) and value >= 1,
             f"{name} must be a whole number of steps >= 1, got {value!r}")
-    return int(value)
+    return value
 
 
 @dataclasses.dataclass
@@ -123,15 +123,14 @@ class Recipe:
         require("lr" not in self.optimizer_options,
                 "optimizer_options must not hold 'lr': the rate is peak_lr")
         self.optimizer_options = {k: _as_tuples(v) for k, v in self.optimizer_options.items()}
-        require(isinstance(self.peak_lr, numbers.Real) and not isinstance(self.peak_lr, bool)
-                and math.isfinite(self.peak_lr) and self.peak_lr > 0,
+        require(is_real(self.peak_lr) and math.isfinite(self.peak_lr) and self.peak_lr > 0,
                 f"peak_lr must be a positive finite number, got {self.peak_lr!r}")
         self.peak_lr = float(self.peak_lr)
         self.total_steps = _positive_int(self.total_steps, "total_steps")
-        require(isinstance(self.warmup_steps, numbers.Integral)
-                and not isinstance(self.warmup_steps, bool) and self.warmup_steps >= 0,
+        self.warmup_steps = plain_int(self.warmup_steps)
+        require(isinstance(self.warmup_steps, int) and not isinstance(self.warmup_steps, bool)
+                and self.warmup_steps >= 0,
                 f"warmup_steps must be a whole number of steps >= 0, got {self.warmup_steps!r}")
-        self.warmup_steps = int(self.warmup_steps)
         require(self.warmup_steps < self.total_steps,
                 f"the budget of {self.total_steps} steps is not longer than the warmup of "
                 f"{self.warmup_steps} steps; train for more steps or shorten the warmup")

@@ -13,13 +13,12 @@ and to word error messages that name the bad parameter and what is allowed.
 from __future__ import annotations
 
 import math
-import numbers
 from bisect import bisect_right
 from dataclasses import MISSING, dataclass, field, fields, replace
 from functools import cached_property
 from typing import Any, Callable, ClassVar, Iterator, Sequence
 
-from lrkit.errors import LrkitError, require
+from lrkit.errors import LrkitError, is_real, require
 from lrkit.schedules.units import (Length, as_length, resolve_length,
                                    steps_per_epoch_from)
 
@@ -46,10 +45,6 @@ def param(kind: str, default: Any = MISSING, *, lo: float | None = None, hi: flo
         return field(metadata=meta)
     return field(default=default, metadata=meta)
 
-
-def _is_num(x: object) -> bool:
-    """A real number, numpy's included (they become plain floats and ints in the schedule)."""
-    return isinstance(x, numbers.Real) and not isinstance(x, bool)
 
 
 def _fmt_num(x: float) -> str:
@@ -84,7 +79,7 @@ def _coerce(kind: str, value: Any, where: str, meta: dict) -> Any:
                     f"{where} must be non-decreasing, got {list(out)}")
         return out
     if kind in ("float", "int"):
-        require(_is_num(value), f"{where} must be a number, got {value!r}")
+        require(is_real(value), f"{where} must be a number, got {value!r}")
         require(math.isfinite(value), f"{where} must be finite, got {value!r}")
         if kind == "int":
             require(float(value).is_integer(), f"{where} must be a whole number, got {value!r}")
@@ -176,7 +171,7 @@ class Schedule:
                 parts.append(f.name)
             else:
                 d = f.default
-                parts.append(f"{f.name}={d!r}" if not _is_num(d) else f"{f.name}={_fmt_num(d)}")
+                parts.append(f"{f.name}={d!r}" if not is_real(d) else f"{f.name}={_fmt_num(d)}")
         return f"{cls.name}({', '.join(parts)})"
 
     # evaluation -----------------------------------------------------------------------------
@@ -189,7 +184,7 @@ class Schedule:
             raise LrkitError(
                 f"{self!r} has lengths in epochs or fractions of the run; call "
                 ".resolve(total_steps=..., steps_per_epoch=...) before evaluating it")
-        if not (_is_num(step) and step >= 0):
+        if not (is_real(step) and step >= 0):
             raise LrkitError(f"step must be a number >= 0, got {step!r}")
         return self._at(step)
 
@@ -234,11 +229,11 @@ class Schedule:
         if steps_per_epoch is None and batches_per_epoch is not None:
             steps_per_epoch = steps_per_epoch_from(batches_per_epoch, grad_accum)
         if steps_per_epoch is not None:
-            require(_is_num(steps_per_epoch) and math.isfinite(steps_per_epoch)
+            require(is_real(steps_per_epoch) and math.isfinite(steps_per_epoch)
                     and steps_per_epoch > 0,
                     f"steps_per_epoch must be a finite number > 0, got {steps_per_epoch!r}")
         if total_steps is None and epochs is not None:
-            require(_is_num(epochs) and math.isfinite(epochs) and epochs > 0,
+            require(is_real(epochs) and math.isfinite(epochs) and epochs > 0,
                     f"epochs must be a number > 0, got {epochs!r}")
             if steps_per_epoch is not None:
                 total_steps = int(math.floor(epochs * steps_per_epoch + 0.5))
@@ -303,7 +298,7 @@ class Schedule:
         return chain(self, other)
 
     def __mul__(self, factor: object) -> "Schedule":
-        if not _is_num(factor):
+        if not is_real(factor):
             return NotImplemented
         return Scale(self, factor)
 

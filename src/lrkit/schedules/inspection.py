@@ -25,7 +25,7 @@ from bisect import bisect_left
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
-from lrkit.errors import LrkitError, require
+from lrkit.errors import LrkitError, is_real, require
 from lrkit.schedules.base import Floor, Join, Peak, Schedule, Warmup
 from lrkit.schedules.families import (WSD, Cosine, Linear, MultiStep, OneCycle,
                                       Plateau, Polynomial, Restarts, Step)
@@ -303,7 +303,7 @@ def lint(schedule: Any, steps: int | None = None, *, lr: float = 1.0,
     """
     if steps is not None:
         _check_steps(steps)
-    require(_is_real(lr) and math.isfinite(lr) and lr > 0,
+    require(is_real(lr) and math.isfinite(lr) and lr > 0,
             f"lr must be a finite number > 0, got {lr!r}")
     s = from_config(schedule)
     if not s.is_resolved:
@@ -434,7 +434,7 @@ def preview(schedule: Any, steps: int, *, lr: float | None = None, metrics: Any 
     stepped one step at a time, so its runs are limited to :data:`MAX_TORCH_STEPS` steps.
     """
     _check_steps(steps)
-    require(lr is None or (_is_real(lr) and math.isfinite(lr) and lr > 0),
+    require(lr is None or (is_real(lr) and math.isfinite(lr) and lr > 0),
             f"lr must be a finite number > 0, got {lr!r}")
     reports = _metric_map(metrics)
     if _is_factory(schedule):
@@ -454,9 +454,6 @@ def preview(schedule: Any, steps: int, *, lr: float | None = None, metrics: Any 
     prev.warnings = lint(s, steps, lr=base)
     return prev
 
-
-def _is_real(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
 def _sample_steps(s: Schedule, steps: int) -> list[int]:

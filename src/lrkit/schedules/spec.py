@@ -26,7 +26,7 @@ import json
 from dataclasses import MISSING, fields, replace
 from typing import Any
 
-from lrkit.errors import LrkitError, require
+from lrkit.errors import LrkitError, is_real, require
 from lrkit.schedules.base import REGISTRY, Join, Scale, Schedule, Warmup, _fmt_num, chain
 from lrkit.schedules.units import Duration, epoch, total
 
@@ -99,17 +99,17 @@ class _Evaluator:
                 raise self.fail(node, ">> needs a schedule on both sides, e.g. "
                                       "warmup(500) >> cosine(10000)")
             if isinstance(op, ast.Mult):
-                if isinstance(left, Schedule) and _is_number(right):
+                if isinstance(left, Schedule) and is_real(right):
                     return Scale(left, right)
-                if isinstance(right, Schedule) and _is_number(left):
+                if isinstance(right, Schedule) and is_real(left):
                     return Scale(right, left)
                 if _is_quantity(left) and _is_quantity(right) and (
-                        _is_number(left) or _is_number(right)):
+                        is_real(left) or is_real(right)):
                     return left * right
                 raise self.fail(node, "* multiplies a schedule or a length by a number")
             if isinstance(op, (ast.Add, ast.Sub)) and _is_quantity(left) and _is_quantity(right):
                 return left + right if isinstance(op, ast.Add) else left - right
-            if isinstance(op, ast.Div) and _is_quantity(left) and _is_number(right):
+            if isinstance(op, ast.Div) and _is_quantity(left) and is_real(right):
                 require(right != 0, "division by zero")
                 return left * (1.0 / right) if isinstance(left, Duration) else left / right
         except LrkitError as exc:
@@ -143,12 +143,9 @@ class _Evaluator:
             raise self.fail(node, str(exc)) from None
 
 
-def _is_number(x: object) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
-
 
 def _is_quantity(x: object) -> bool:
-    return _is_number(x) or isinstance(x, Duration)
+    return is_real(x) or isinstance(x, Duration)
 
 
 def build(cls: type[Schedule], args: list | tuple, kwargs: dict[str, Any]) -> Schedule:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import weakref
 import contextlib
-import numbers
 import warnings
 from typing import Any, Callable, Iterator, Sequence
 
@@ -25,7 +24,7 @@ import torch
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
-from lrkit.errors import LrkitError, require
+from lrkit.errors import LrkitError, is_real, require
 from lrkit.schedules.base import Peak, Schedule
 from lrkit.schedules.families.plateau import Plateau, PlateauState
 from lrkit.schedules.spec import from_config
@@ -225,8 +224,7 @@ class ScheduleLR(LRScheduler):
     def scale_rates(self, factor: float) -> None:
         """Multiply every rate from now on by ``factor`` (kept in the state, so a resumed run
         keeps it): how a guard's rate cut reaches a schedule fixed at setup."""
-        require(isinstance(factor, numbers.Real) and not isinstance(factor, bool)
-                and 0 < float(factor) < float("inf"),
+        require(is_real(factor) and 0 < float(factor) < float("inf"),
                 f"factor must be a positive finite number, got {factor!r}")
         self._scale *= float(factor)
         self._apply()

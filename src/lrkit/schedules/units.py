@@ -14,19 +14,14 @@ per-step evaluation O(1) and means a checkpoint only needs to store the step.
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import dataclass
 from typing import Union
 
-from lrkit.errors import LrkitError, require
+from lrkit.errors import LrkitError, is_real, require
 
 __all__ = ["Duration", "Length", "epoch", "total", "as_length", "is_resolved_length",
            "steps_per_epoch_from", "resolve_length"]
 
-
-def _num(x: object) -> bool:
-    """A real number, numpy's included (np.int64 from an array of lengths, np.float32)."""
-    return isinstance(x, numbers.Real) and not isinstance(x, bool)
 
 
 @dataclass(frozen=True)
@@ -44,7 +39,7 @@ class Duration:
     def __post_init__(self) -> None:
         for name in ("steps", "epochs", "fraction"):
             value = getattr(self, name)
-            require(_num(value) and math.isfinite(value),
+            require(is_real(value) and math.isfinite(value),
                     f"duration: {name} must be a finite number, got {value!r}")
             # normalise 2 and 2.0 to one representation so equal durations compare equal
             object.__setattr__(self, name, float(value) + 0.0)
@@ -75,7 +70,7 @@ class Duration:
         return other_d + (-self)
 
     def __mul__(self, factor: object) -> "Duration":
-        if not _num(factor):
+        if not is_real(factor):
             return NotImplemented
         return Duration(self.steps * factor, self.epochs * factor, self.fraction * factor)
 
@@ -137,7 +132,7 @@ def _fmt(x: float) -> str:
 def _as_duration(x: object) -> Duration | None:
     if isinstance(x, Duration):
         return x
-    if _num(x):
+    if is_real(x):
         return Duration(steps=x)
     return None
 
@@ -167,7 +162,7 @@ def as_length(value: object, where: str, *, allow_zero: bool = False) -> Length:
             require(can_be_positive or allow_zero,
                     f"{where} must be a positive length, got {value.to_spec()}")
             return value
-    if isinstance(value, bool) or not _num(value):
+    if isinstance(value, bool) or not is_real(value):
         raise LrkitError(
             f"{where} must be a length: whole steps (500), epochs (2*epoch) or a fraction of the "
             f"run (0.1*total); got {value!r}")
