@@ -105,6 +105,17 @@ def check_restore(device):
     return figures
 
 
+def _scaled_closure(model, optimizer, scaler, x, y, dtype):
+    """One mixed-precision step's closure: autocast forward, scaled backward."""
+    def closure():
+        optimizer.zero_grad()
+        with torch.autocast(x.device.type, dtype=dtype):
+            loss = torch.nn.functional.mse_loss(model(x).float(), y)
+        scaler.scale(loss).backward()
+        return loss
+    return closure
+
+
 @check("guard-scaler")
 def check_guard_scaler(device):
     torch.use_deterministic_algorithms(True)
@@ -120,12 +131,7 @@ def check_guard_scaler(device):
         scaler = torch.amp.GradScaler(device.type)
         guard = lrkit.Guard(model, optimizer, scaler=scaler, check_grads=True, probe_steps=0)
         for x, y in data:
-            def closure(x=x, y=y):
-                optimizer.zero_grad()
-                with torch.autocast(device.type, dtype=dtype):
-                    loss = torch.nn.functional.mse_loss(model(x).float(), y)
-                scaler.scale(loss).backward()
-                return loss
+            closure = _scaled_closure(model, optimizer, scaler, x, y, dtype)
             if guarded:
                 guard.step(closure)
             else:
@@ -142,13 +148,7 @@ def check_guard_scaler(device):
     scaler = torch.amp.GradScaler(device.type, init_scale=2.0 ** 60)
     guard = lrkit.Guard(model, optimizer, scaler=scaler, check_grads=True, probe_steps=0)
     for x, y in data[:30]:
-        def closure(x=x, y=y):
-            optimizer.zero_grad()
-            with torch.autocast(device.type, dtype=dtype):
-                loss = torch.nn.functional.mse_loss(model(x).float(), y)
-            scaler.scale(loss).backward()
-            return loss
-        guard.step(closure)
+        guard.step(_scaled_closure(model, optimizer, scaler, x, y, dtype))
     torch.use_deterministic_algorithms(False)
     assert not guard.interventions, [i.reason for i in guard.interventions]
     if device.type == "cuda":  # float16 overflowed at 2**60: the scaler lowered its scale

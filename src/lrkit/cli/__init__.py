@@ -8,8 +8,8 @@ Shared checks for the sub-commands live here, so that every command refuses bad 
 (one line naming the option, exit status 2) and before any training: :func:`check_output_path`
 and :func:`check_output_dir` for files and directories the command will write,
 :func:`check_device` for ``--device``, :func:`check_positive_int` for counts. A sub-command may also
-set ``option_names`` (``{"python_name": "--cli-option"}``) with ``set_defaults``: an error message
-from the library that starts with one of those parameter names is shown with the option instead.
+set ``option_names`` (``{"python_name": "--cli-option"}``) with ``set_defaults``: the parameter
+names in an error message from the library are shown as those options.
 """
 from __future__ import annotations
 

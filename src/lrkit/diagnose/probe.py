@@ -71,12 +71,12 @@ class RateProbe:
         if self.still_falling:
             return fallback, "the loss was still falling at the top"
         curve = analysis.curve
-        lowest = curve.smooth[curve.min_index]
-        # where a probe that ran all its steps ended: the median of its last fifth, which a lone
-        # outlier cannot move (a probe stopped by the divergence rule saw its turning point)
-        end = float(np.median(curve.raw[-max(5, curve.n // 5):]))
-        ran_out = len(self.losses) >= len(self.scales)
-        if ran_out and end - lowest <= RISE_NOISES * curve.smooth_noise:
+        # a probe stopped by the divergence rule saw its turning point; one that ran all its
+        # steps must end (the median of its last fifth, which a lone outlier cannot move)
+        # clearly above its lowest point
+        if len(self.losses) >= len(self.scales) and (
+                float(np.median(curve.raw[-max(5, curve.n // 5):])) - curve.smooth[curve.min_index]
+                <= RISE_NOISES * curve.smooth_noise):
             # a lowest point that nothing after it rises clearly above is the noise of a curve
             # still falling, not a turning point (on noisy batches its place is anywhere)
             return fallback, "the loss did not clearly rise past its lowest point"
