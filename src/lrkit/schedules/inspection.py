@@ -82,10 +82,7 @@ class SampledRates(Sequence):
         return self._rate(t)
 
     def __iter__(self) -> Iterator[float]:
-        t = 0
-        while t < self._n:
-            yield self._rate(t)
-            t += 1
+        return map(self._rate, range(self._n))
 
     def __repr__(self) -> str:
         return f"<rates of {self._n} steps, sampled at {len(self.points)}>"
