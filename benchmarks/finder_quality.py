@@ -4,16 +4,18 @@ from fastai's published algorithms on fastai's EMA-0.98 curve) and Lightning.
 
 For every task (the built-in examples, six for tuning and four held out as a test set that was
 never used to design the default), the best constant rate for the task's training budget is
-found by grid search (4 points per decade, 4 seeds). Each suggestion is then trained for the same
-budget with the same seed as its range test, and scored:
+found by grid search (4 points per decade, 12 seeds: all rates on the first 6, then the other 6 at
+the rates within 2x of the best mean loss, where they decide). Each suggestion is then trained for
+the same budget with the same seed as its range test, and scored:
 
 * regret: mean final validation loss at the suggestion / the grid best's - 1,
 * decades off the grid best, divergences, and cost (range-test steps / training budget).
 
-Results are cached in benchmarks/results/ (delete a file to recompute that phase).
+Results are cached in benchmarks/results/ (delete a file to recompute that phase); a run on more
+seeds reuses the cached results on fewer and adds the new seeds.
 
     python benchmarks/finder_quality.py            # all phases, prints the tables
-    python benchmarks/finder_quality.py --workers 2 --seeds 4
+    python benchmarks/finder_quality.py --workers 2 --seeds 6
 """
 from __future__ import annotations
 
@@ -148,12 +150,35 @@ def _pool_map(fn, jobs, workers):
         return list(pool.map(fn, jobs, chunksize=1))
 
 
-def grid_search(tasks, seeds, workers):
-    jobs = [(t, lr, s) for t in tasks for lr in GRID for s in seeds]
+def grid_search(tasks, seeds, workers, base=None):
+    """Final validation losses per task, rate and seed. With ``base`` (an earlier grid on the
+    first seeds), the new seeds are run only at the rates whose mean loss there is within 2x of
+    that task's best: far rates cannot become the best, and the seeds go where they decide."""
     out: dict[str, dict[str, list[float]]] = {}
+    if base is None:
+        jobs = [(t, lr, s) for t in tasks for lr in GRID for s in seeds]
+    else:
+        out = {t: {lr: list(v) for lr, v in base[t].items()} for t in tasks}
+        done = len(next(iter(base[tasks[0]].values())))
+        jobs = []
+        for t in tasks:
+            means = {lr: statistics.fmean(v) for lr, v in base[t].items()}
+            best = min(means.values())
+            jobs += [(t, float(lr), s) for lr, m in means.items() if m <= 2 * best
+                     for s in seeds[done:]]
     for task, lr, seed, value in _pool_map(train_job, jobs, workers):
-        out.setdefault(task, {}).setdefault(repr(lr), [math.inf] * len(seeds))[seeds.index(seed)] = value
+        values = out.setdefault(task, {}).setdefault(repr(lr), [])
+        values.extend([math.inf] * (seed + 1 - len(values)))
+        values[seed] = value
     return out
+
+
+def _earlier(kind: str, seeds: int):
+    """The largest cached result of this kind on fewer seeds, and its seed count."""
+    found = sorted((int(p.stem.rsplit("_s", 1)[1]), p) for p in RESULTS.glob(f"finder_{kind}_s*.json")
+                   if p.stem.rsplit("_s", 1)[1].isdigit())
+    found = [(k, p) for k, p in found if k < seeds]
+    return (json.loads(found[-1][1].read_text()), found[-1][0]) if found else (None, 0)
 
 
 def noise_floor(grid_task: dict[str, list[float]]) -> float:
@@ -161,7 +186,8 @@ def noise_floor(grid_task: dict[str, list[float]]) -> float:
     other half: what seed noise alone costs on this task (no method can be measured below it)."""
     import itertools
 
-    n = len(next(iter(grid_task.values())))
+    n = max(len(v) for v in grid_task.values())
+    grid_task = {lr: v for lr, v in grid_task.items() if len(v) == n}  # the refined rates
     regrets = []
     for half in itertools.combinations(range(n), n // 2):
         rest = [i for i in range(n) if i not in half]
@@ -180,17 +206,21 @@ def best_of_grid(grid_task: dict[str, list[float]]) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--seeds", type=int, default=4)
+    parser.add_argument("--seeds", type=int, default=12)
     args = parser.parse_args()
     from lrkit.find.suggest import analyse
 
     seeds = list(range(args.seeds))
     tasks = TUNE_TASKS + TEST_TASKS
     t0 = time.time()
-    grid = _cached(f"finder_grid_s{args.seeds}.json", lambda: grid_search(tasks, seeds, args.workers))
+    base, _ = _earlier("grid", args.seeds)
+    grid = _cached(f"finder_grid_s{args.seeds}.json",
+                   lambda: grid_search(tasks, seeds, args.workers, base))
     print(f"grid ready ({time.time() - t0:.0f}s)", file=sys.stderr)
+    earlier, done = _earlier("curves", args.seeds)
     curves = _cached(f"finder_curves_s{args.seeds}.json",
-                     lambda: _pool_map(finder_job, [(t, s) for t in tasks for s in seeds], args.workers))
+                     lambda: (earlier or []) + _pool_map(
+                         finder_job, [(t, s) for t in tasks for s in seeds[done:]], args.workers))
     print(f"curves ready ({time.time() - t0:.0f}s)", file=sys.stderr)
 
     # every method's suggestion per (task, seed)
@@ -206,7 +236,7 @@ def main() -> None:
 
     # train every suggestion with its own seed (cached)
     cache_path = RESULTS / f"finder_evals_s{args.seeds}.json"
-    cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
+    cache = json.loads(cache_path.read_text()) if cache_path.exists() else (_earlier("evals", args.seeds)[0] or {})
     key = lambda t, lr, s: f"{t}|{lr:.6g}|{s}"  # noqa: E731
     todo = sorted({(t, float(f"{lr:.6g}"), s) for m in suggestions.values() for t, lrs in m.items()
                    for s, lr in enumerate(lrs) if lr is not None and key(t, lr, s) not in cache})

@@ -1,6 +1,7 @@
 """When a range test has gone too far: the stop rule, shared by the finder and Guard's probe."""
 from __future__ import annotations
 
+import bisect
 import math
 
 from lrkit.find.smoothing import OnlineEMA
@@ -23,9 +24,13 @@ def has_diverged(smoothed: float, best: float, first: float, threshold: float,
 class DivergenceWatch:
     """Feed it one loss per step of a rising-rate test; :meth:`update` says when to stop.
 
-    Keeps an EMA of the loss (``smoothing`` = beta), its best value, and the loss's noise level
-    (an EMA of the absolute deviation from the EMA), taken at the best point rather than while the
-    loss explodes. No verdict in the first ``min_steps`` steps, while the noise estimate settles.
+    Keeps an EMA of the loss (``smoothing`` = beta), its best value, and the loss's noise level:
+    an EMA of the absolute deviation from the EMA, taken at the best point rather than while the
+    loss explodes, and never below the median step-to-step change of the raw loss so far. The
+    median is the floor because the best point can come in the first few steps of a flat, noisy
+    start, where the EMA of the deviation has not yet seen the noise: the test then stopped on
+    noise at 1e-5 (digits-mlp, 1 seed in 12). A median is robust to the explosion itself. No
+    verdict in the first ``min_steps`` steps.
     """
 
     def __init__(self, threshold: float, smoothing: float, min_steps: int) -> None:
@@ -36,6 +41,8 @@ class DivergenceWatch:
         self.best = math.inf
         self._best_noise = 0.0
         self._first: float | None = None
+        self._raw = math.nan
+        self._changes: list[float] = []  # |raw loss - previous raw loss|, sorted
         self._value = math.nan
         self._step = -1
 
@@ -43,11 +50,17 @@ class DivergenceWatch:
         """Record a finite loss; True when the test has diverged."""
         self._step += 1
         noise = self._deviation.update(abs(loss - self._value)) if self._first is not None else 0.0
+        if self._first is not None:
+            bisect.insort(self._changes, abs(loss - self._raw))
+        self._raw = loss
         self._value = self._ema.update(loss)
         self.best = min(self.best, self._value)
         if self._value <= self.best or self._step <= self.min_steps:
             self._best_noise = noise  # the noise level at the best point, not while it explodes
         if self._first is None:
             self._first = self._value
-        return self._step >= self.min_steps and has_diverged(
-            self._value, self.best, self._first, self.threshold, self._best_noise)
+        if self._step < self.min_steps:
+            return False
+        typical_change = self._changes[len(self._changes) // 2]
+        return has_diverged(self._value, self.best, self._first, self.threshold,
+                            max(self._best_noise, typical_change))
