@@ -18,12 +18,15 @@ from dataclasses import MISSING, dataclass, field, fields, replace
 from functools import cached_property
 from typing import Any, Callable, ClassVar, Iterator, Sequence
 
-from lrkit.errors import LrkitError, is_real, require
+from lrkit.errors import LrkitError, is_real, plain_int, require
 from lrkit.schedules.units import (Length, as_length, resolve_length,
                                    steps_per_epoch_from)
 
 __all__ = ["Schedule", "Wrapping", "param", "REGISTRY", "Warmup", "Join", "Scale", "Floor",
            "Peak", "chain", "map_schedule", "WARMUP_SHAPES"]
+
+#: the largest step a schedule evaluates: any formula stays inside float range up to it
+_MAX_STEP = 2 ** 1000
 
 #: spec name -> schedule class, filled in as families are defined
 REGISTRY: dict[str, type["Schedule"]] = {}
@@ -184,8 +187,13 @@ class Schedule:
             raise LrkitError(
                 f"{self!r} has lengths in epochs or fractions of the run; call "
                 ".resolve(total_steps=..., steps_per_epoch=...) before evaluating it")
+        step = plain_int(step)  # numpy's and 0-dim tensors' integers are steps too
         if not (is_real(step) and step >= 0):
             raise LrkitError(f"step must be a number >= 0, got {step!r}")
+        if not isinstance(step, int):
+            step = float(step)  # numpy's floats compare with 2**1000 without a cast warning
+        if not step <= _MAX_STEP:  # inf gives nan or an OverflowError deep inside a formula
+            raise LrkitError(f"step must be finite (at most 2**1000), got {step!r}")
         return self._at(step)
 
     def values(self, steps: int) -> list[float]:
@@ -226,20 +234,34 @@ class Schedule:
         ``steps_per_epoch`` counts optimizer steps; alternatively give ``batches_per_epoch`` and
         ``grad_accum``. ``total_steps`` (or ``epochs``) resolves fractions of the run.
         """
+        # numpy's integers (len(array), np.ceil(...).astype(int)) are whole numbers too
+        total_steps = plain_int(total_steps)
+        # options that contradict each other, or that would be ignored, are refused (as the CLI does)
+        require(steps_per_epoch is None or batches_per_epoch is None,
+                "give steps_per_epoch or batches_per_epoch (with grad_accum), not both: "
+                "steps_per_epoch already counts optimizer steps")
+        require(plain_int(grad_accum) == 1 or batches_per_epoch is not None,
+                f"grad_accum={grad_accum!r} goes with batches_per_epoch (steps per epoch = "
+                "batches / grad_accum); steps_per_epoch already counts optimizer steps")
         if steps_per_epoch is None and batches_per_epoch is not None:
             steps_per_epoch = steps_per_epoch_from(batches_per_epoch, grad_accum)
         if steps_per_epoch is not None:
             require(is_real(steps_per_epoch) and math.isfinite(steps_per_epoch)
                     and steps_per_epoch > 0,
                     f"steps_per_epoch must be a finite number > 0, got {steps_per_epoch!r}")
-        if total_steps is None and epochs is not None:
+        if epochs is not None:
             require(is_real(epochs) and math.isfinite(epochs) and epochs > 0,
                     f"epochs must be a number > 0, got {epochs!r}")
             if steps_per_epoch is not None:
-                total_steps = int(math.floor(epochs * steps_per_epoch + 0.5))
-                require(total_steps > 0,
+                run = int(math.floor(epochs * steps_per_epoch + 0.5))
+                require(run > 0,
                         f"epochs={epochs!r} at {_fmt_num(float(steps_per_epoch))} steps per epoch is "
                         "0 optimizer steps; the run needs at least 1")
+                require(total_steps is None or total_steps == run,
+                        f"total_steps={total_steps!r} but epochs={epochs!r} at "
+                        f"{_fmt_num(float(steps_per_epoch))} steps per epoch is {run} steps; "
+                        "give one of them")
+                total_steps = run
         if total_steps is not None:
             require(isinstance(total_steps, int) and not isinstance(total_steps, bool)
                     and total_steps > 0,
@@ -427,6 +449,26 @@ class Join(Schedule):
         require(all(x > 0 for x in b[:1]) and all(x < y for x, y in zip(b, b[1:])),
                 f"join(): boundaries must be > 0 and strictly increasing, got {list(b)}")
 
+    def _resolve(self, spe: float | None, total_steps: int | None) -> "Schedule":
+        """Resolve the pieces, then each boundary; a boundary that ``a >> b`` put at ``a``'s
+        end stays at its resolved end. (Rounded on its own, ``0.5*epoch + 2.5*epoch`` at 391
+        steps an epoch is 1173, but the pieces round to 196 + 978 = 1174: ``a`` would be cut a
+        step before its end.)"""
+        if self.is_resolved:
+            return self
+        pieces = tuple(c._resolve(spe, total_steps) for c in self.schedules)
+        out: list[int] = []
+        start: Any = 0
+        for b, piece, done in zip(self.boundaries, self.schedules, pieces):
+            end = _add_lengths(start, piece.length)
+            if end is not None and end == b and isinstance(done.length, int):
+                out.append((out[-1] if out else 0) + done.length)
+            else:
+                out.append(resolve_length(b, f"{self.name}(): boundaries", spe, total_steps,
+                                          allow_zero=True))
+            start = b
+        return replace(self, schedules=pieces, boundaries=tuple(out))
+
     def _at(self, t: float) -> float:
         b = self.boundaries
         i = bisect_right(b, t)
@@ -437,11 +479,23 @@ class Join(Schedule):
     @property
     def length(self) -> Length | None:
         rest = self.schedules[-1].length
-        return None if rest is None else as_length(self.boundaries[-1] + rest, "join length")
+        if rest is None or not self.boundaries:  # join([s], []) is s
+            return rest
+        return as_length(self.boundaries[-1] + rest, "join length")
 
     def bounds(self) -> tuple[float, float]:
         bs = [c.bounds() for c in self.schedules]
         return (min(b[0] for b in bs), max(b[1] for b in bs))
+
+
+def _add_lengths(a: Length, b: Length | None) -> Length | None:
+    """``a + b`` as :meth:`Join.length` and :func:`chain` add them (None: no such length)."""
+    if b is None:
+        return None
+    try:
+        return as_length(a + b, "length", allow_zero=True)
+    except LrkitError:
+        return None
 
 
 def _open_end(s: Schedule) -> bool:

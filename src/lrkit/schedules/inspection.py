@@ -25,7 +25,7 @@ from bisect import bisect_left
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
-from lrkit.errors import LrkitError, is_real, require
+from lrkit.errors import LrkitError, is_real, plain_int, require
 from lrkit.schedules.base import Floor, Join, Peak, Schedule, Warmup
 from lrkit.schedules.families import (WSD, Cosine, Linear, MultiStep, OneCycle,
                                       Plateau, Polynomial, Restarts, Step)
@@ -299,6 +299,7 @@ def lint(schedule: Any, steps: int | None = None, *, lr: float = 1.0,
     ``steps``. ``units`` (``steps_per_epoch=``, ...) resolve lengths in epochs.
     """
     if steps is not None:
+        steps = plain_int(steps)
         _check_steps(steps)
     require(is_real(lr) and math.isfinite(lr) and lr > 0,
             f"lr must be a finite number > 0, got {lr!r}")
@@ -430,6 +431,7 @@ def preview(schedule: Any, steps: int, *, lr: float | None = None, metrics: Any 
     exact, and the peak and lowest point are those of the sampled steps. A torch factory is
     stepped one step at a time, so its runs are limited to :data:`MAX_TORCH_STEPS` steps.
     """
+    steps = plain_int(steps)
     _check_steps(steps)
     require(lr is None or (is_real(lr) and math.isfinite(lr) and lr > 0),
             f"lr must be a finite number > 0, got {lr!r}")

@@ -11,11 +11,12 @@ based and stay as they are.
 from __future__ import annotations
 
 import math
-from dataclasses import replace
-from typing import Any
+from bisect import bisect_right
+from dataclasses import fields, replace
+from typing import Any, Callable
 
 from lrkit.errors import require
-from lrkit.schedules.base import Peak, Scale, Schedule, Warmup, map_schedule
+from lrkit.schedules.base import Join, Peak, Scale, Schedule, Warmup, Wrapping, _add_lengths
 from lrkit.schedules.families.plateau import Plateau
 from lrkit.schedules.families.wsd import WSD
 from lrkit.schedules.units import Duration
@@ -81,7 +82,7 @@ def rescale(schedule: Any, base_batch: int, batch: int, *, rule: str = "linear",
             return replace(node, warmup=_scale_steps(node.warmup, ratio, True))
         return None
 
-    schedule = map_schedule(schedule, fix_warmup)
+    schedule = _map_keeping_joins(schedule, fix_warmup)
     if isinstance(schedule, Peak):
         return replace(schedule, lr=schedule.lr * factor)
     if isinstance(schedule, Plateau):
@@ -95,3 +96,65 @@ def _scaled(schedule: Schedule, factor: float) -> Schedule:
     if isinstance(schedule, Scale):
         return replace(schedule, factor=schedule.factor * factor)
     return Scale(schedule, factor)
+
+
+# ------------------------------------------------------------------------------------------
+# a join's boundaries follow its pieces when their warmups change length
+# ------------------------------------------------------------------------------------------
+
+def _map_keeping_joins(schedule: Schedule, fn: Callable[[Schedule], Schedule | None]) -> Schedule:
+    """:func:`~lrkit.schedules.base.map_schedule`, except that a join's boundaries move with
+    its pieces: in ``warmup(500) >> cosine(10000) >> constant(0.1)`` the constant starts where
+    the cosine ends, whatever length the warmup gets (a join keeps absolute boundaries, so
+    without this the cosine would end 375 steps early and hold its floor until step 10500)."""
+    changes: dict[str, Any] = {}
+    for f in fields(schedule):
+        kind = f.metadata.get("kind", "")
+        value = getattr(schedule, f.name)
+        if kind == "schedules":
+            changes[f.name] = tuple(_map_keeping_joins(c, fn) for c in value)
+        elif kind.startswith("schedule") and value is not None:
+            changes[f.name] = _map_keeping_joins(value, fn)
+    if isinstance(schedule, Join) and changes["schedules"] != schedule.schedules:
+        node: Schedule = Join(changes["schedules"], _moved_boundaries(schedule, changes["schedules"]))
+    else:
+        node = replace(schedule, **changes) if changes else schedule
+    out = fn(node)
+    return node if out is None else out
+
+
+def _moved_boundaries(old: Join, pieces: tuple[Schedule, ...]) -> tuple[Any, ...]:
+    out: list[Any] = []
+    start_old: Any = 0
+    start_new: Any = 0
+    for b, before, after in zip(old.boundaries, old.schedules, pieces):
+        if all(isinstance(x, int) for x in (b, start_old, start_new)) and after.is_resolved:
+            end = start_new + _moved_step(before, after, b - start_old)
+            if out:  # a cut inside a shrunk warmup still comes after the last one
+                end = max(end, out[-1] + 1)
+        elif _add_lengths(start_old, before.length) == b and after.length is not None:
+            end = _add_lengths(start_new, after.length)  # a >> b: b starts where a ends
+        else:  # a cut in epochs or fractions of the run: same place in its piece
+            end = b if start_new == start_old else start_new + (b - start_old)
+        out.append(end)
+        start_old, start_new = b, end
+    return tuple(out)
+
+
+def _moved_step(before: Schedule, after: Schedule, t: int) -> int:
+    if isinstance(before, Warmup) and isinstance(after, Warmup):
+        n, m = before.steps, after.steps
+        if t <= n:
+            return max(1, int(math.floor(t * m / n + 0.5))) if t else 0
+        rest = t - n
+        return m + (rest if before.then is None else _moved_step(before.then, after.then, rest))
+    if isinstance(before, Join) and isinstance(after, Join):
+        i = bisect_right(before.boundaries, t)
+        start_old = before.boundaries[i - 1] if i else 0
+        start_new = after.boundaries[i - 1] if i else 0
+        return start_new + _moved_step(before.schedules[i], after.schedules[i], t - start_old)
+    if isinstance(before, WSD) and isinstance(after, WSD) and before.warmup and t < before.warmup:
+        return int(math.floor(t * after.warmup / before.warmup + 0.5))
+    if isinstance(before, Wrapping) and isinstance(after, Wrapping):
+        return _moved_step(before.schedule, after.schedule, t)
+    return t

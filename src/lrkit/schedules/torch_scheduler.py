@@ -93,6 +93,11 @@ class ScheduleLR(LRScheduler):
         if not isinstance(optimizer, Optimizer):
             raise LrkitError(f"to_torch() needs a torch.optim.Optimizer, got {type(optimizer).__name__}")
         require(count in _COUNTS, f"count={count!r} is not allowed; allowed values: 'optimizer', 'calls'")
+        schedules = list(schedules) if isinstance(schedules, (list, tuple)) else [schedules]
+        require(len(schedules) > 0, "ScheduleLR needs at least one schedule")
+        require(per_group or len(schedules) == 1,
+                f"{len(schedules)} schedules without per_group=True: give one schedule for all "
+                "groups, or per_group=True for one schedule per group")
         for s in schedules:
             if not isinstance(s, Schedule):
                 raise LrkitError(f"expected a schedule, got {s!r}")
@@ -150,6 +155,27 @@ class ScheduleLR(LRScheduler):
         if self._plateau is None or len(self._plateau) != len(plateaus):
             self._plateau = [p.init() if p is not None else None for p in plateaus]
 
+    def _sync_groups(self) -> None:
+        """Take in parameter groups added since setup (``optimizer.add_param_group``, e.g. for
+        gradual unfreezing): a shared schedule multiplies each new group's own initial rate, as
+        for the groups present at the start; the plateau state is shared with group 0, since its
+        rule saw the same reports. One schedule per group cannot guess the new group's."""
+        groups = self.optimizer.param_groups
+        known = len(self._mults)
+        require(not self._per_group,
+                f"the optimizer now has {len(groups)} parameter groups but this scheduler was "
+                f"given one schedule for each of {known}; after add_param_group, make a new "
+                "scheduler with one schedule per group (or one schedule for all)")
+        require(len(groups) > known, f"the optimizer has {len(groups)} parameter groups, fewer "
+                                     f"than the {known} this scheduler was set up for")
+        for group in groups[known:]:
+            initial = group["lr"]
+            group.setdefault("initial_lr", initial.clone() if isinstance(initial, _Tensor)
+                             else initial)
+            self.base_lrs.append(group["initial_lr"])
+            self._plateau.append(self._plateau[0])
+        self._setup()
+
     def _register_hook(self) -> None:
         self._hook_handle = self.optimizer.register_step_post_hook(_OnOptimizerStep(self))
 
@@ -161,6 +187,8 @@ class ScheduleLR(LRScheduler):
 
     # the rate -------------------------------------------------------------------------------
     def _rates(self, t: int) -> list[float]:
+        if len(self.optimizer.param_groups) != len(self._mults):
+            self._sync_groups()
         out = []
         for ev, mult, st in zip(self._evals, self._mults, self._plateau):
             lr = mult * self._scale * ev(t)
@@ -173,6 +201,8 @@ class ScheduleLR(LRScheduler):
         # the per-step hot path: one closed-form evaluation and one assignment per group
         t = self._t
         scale = self._scale
+        if len(self.optimizer.param_groups) != len(self._mults):
+            self._sync_groups()
         last: list[Any] = []
         for group, ev, mult, st in zip(self.optimizer.param_groups, self._evals, self._mults,
                                        self._plateau):
@@ -201,10 +231,17 @@ class ScheduleLR(LRScheduler):
         """
         if metrics is not None:
             self.report(metrics)
+        if (self.count == "calls" and self._step_count == 1
+                and not getattr(self.optimizer, "_opt_called", False)):
+            # torch's own warning: counting calls, this one skips the schedule's first value
+            warnings.warn("Detected call of `lr_scheduler.step()` before `optimizer.step()`: "
+                          "with count='calls' this skips the first value of the schedule; call "
+                          "optimizer.step() first, or use count='optimizer' (the default), which "
+                          "follows the optimizer steps actually applied", UserWarning, stacklevel=2)
         self._step_count += 1
         if self.count == "calls" and not self._is_initial:
             self._t += 1
-        if self._applied != self._t:
+        if self._applied != self._t or len(self.optimizer.param_groups) != len(self._mults):
             self._apply()
 
     def report(self, metric: float) -> None:
@@ -246,6 +283,8 @@ class ScheduleLR(LRScheduler):
     # state ----------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """The step, the base rates, the plateau state and the scale: enough to resume exactly."""
+        if len(self.optimizer.param_groups) != len(self._mults):
+            self._sync_groups()
         return {
             "step": self._t,
             "base_lrs": [float(b) for b in self.base_lrs],
@@ -293,15 +332,18 @@ class ScheduleLR(LRScheduler):
         state = self.__dict__.copy()
         for key in ("_hook_handle", "_evals"):
             state.pop(key, None)
+        state["_detached"] = self._hook_handle is None  # detach() holds in the copy too
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        detached = state.pop("_detached", False)
         self.__dict__.update(state)
         self.__dict__.setdefault("_scale", 1.0)  # pickled before scale_rates existed
         self._hook_handle = None
         self._evals = [_unwrap(s)[0]._at for s in (
             self._schedules if self._per_group else [self._schedules[0]] * len(self._mults))]
-        if self.count == "optimizer":
+        if self.count == "optimizer" and not detached:
             self._register_hook()
 
     def __repr__(self) -> str:

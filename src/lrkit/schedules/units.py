@@ -17,7 +17,7 @@ import math
 from dataclasses import dataclass
 from typing import Union
 
-from lrkit.errors import LrkitError, is_real, require
+from lrkit.errors import LrkitError, is_real, plain_int, require
 
 __all__ = ["Duration", "Length", "epoch", "total", "as_length", "is_resolved_length",
            "steps_per_epoch_from", "resolve_length"]
@@ -187,6 +187,7 @@ def steps_per_epoch_from(batches_per_epoch: int, grad_accum: int = 1) -> int:
     The last, partial accumulation window of an epoch is still applied (as the Hugging Face
     Trainer and Lightning do), hence the ceiling.
     """
+    batches_per_epoch, grad_accum = plain_int(batches_per_epoch), plain_int(grad_accum)
     require(isinstance(batches_per_epoch, int) and batches_per_epoch > 0,
             f"batches_per_epoch must be a positive integer, got {batches_per_epoch!r}")
     require(isinstance(grad_accum, int) and grad_accum > 0,

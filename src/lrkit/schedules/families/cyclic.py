@@ -43,7 +43,9 @@ class Cyclic(Schedule):
         if self.mode == "triangular":
             return self.low + height
         if self.mode == "triangular2":
-            return self.low + height * (1 / (2.0 ** (cycle - 1)))
+            # torch's 1 / 2.0 ** (cycle - 1), exactly, but 2.0 ** 1024 overflows (OverflowError
+            # after 1024 cycles) where 0.5 ** 1024 just underflows towards 0
+            return self.low + height * 0.5 ** (cycle - 1)
         return self.low + height * self.gamma ** t
 
     def bounds(self) -> tuple[float, float]:
