@@ -332,3 +332,15 @@ def test_validation_data_is_fetched_only_when_asked_for_and_named_right():
         find_lr(Regressor(), val_loader=loader(), val_every=5, progress=False)
     result = find_lr(Regressor(), val_dataloaders=loader(False), val_every=10, progress=False)
     assert len(result.val_losses) >= 5
+
+
+def test_find_lr_again_after_trainer_fit_skips_self_log():
+    """After fit the module keeps its spent Trainer, whose self.log raises ("result collection
+    is not registered"); the range test runs without it, as before fit, and gives it back."""
+    module = Regressor()
+    trainer = L.Trainer(max_steps=3, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(module)
+    result = find_lr(module, progress=False)
+    assert result.suggested_lr is not None
+    assert module.trainer is trainer

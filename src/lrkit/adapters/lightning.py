@@ -49,6 +49,22 @@ def _no_trainer_warnings():
         yield
 
 
+@contextlib.contextmanager
+def _without_trainer(module: Any):
+    """Run with no Trainer attached, as the range test expects: after ``trainer.fit`` the module
+    keeps the spent Trainer, whose ``self.log`` then raises ("the loop's result collection is not
+    registered yet") instead of being skipped."""
+    trainer = getattr(module, "_trainer", None)
+    if trainer is None:
+        yield
+        return
+    module._trainer = None
+    try:
+        yield
+    finally:
+        module._trainer = trainer
+
+
 def _needs_trainer(error: RuntimeError, where: str, fix: str) -> LrkitError | None:
     """Lightning's "not attached to a Trainer" error, said in lrkit's terms."""
     if "attached to a `Trainer`" not in str(error):
@@ -94,7 +110,7 @@ def _training_loss(module: Any) -> Callable[[Any, Any], Any]:
         index = counter[0]
         counter[0] += 1
         try:
-            with _no_trainer_warnings():
+            with _no_trainer_warnings(), _without_trainer(model):
                 # the batch hooks Trainer.fit applies around moving a batch to the device
                 batch = model.on_after_batch_transfer(model.on_before_batch_transfer(batch, 0), 0)
                 loss = (model.training_step(batch, index) if takes_index
