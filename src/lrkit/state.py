@@ -149,6 +149,15 @@ def _outside(model: torch.nn.Module | None, optimizer: torch.optim.Optimizer | N
     return extra
 
 
+def _non_persistent_buffers(model: torch.nn.Module | None) -> set[str]:
+    """The full names of the buffers that ``model``'s state_dict leaves out."""
+    if model is None:
+        return set()
+    return {f"{prefix}.{leaf}" if prefix else leaf
+            for prefix, module in model.named_modules()
+            for leaf in module._non_persistent_buffers_set}
+
+
 def _copy_pairs(pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
     if not pairs:
         return
@@ -237,6 +246,11 @@ class Snapshot:
             self._training = ({name: m.training for name, m in model.named_modules()}
                               if model is not None else {})
             named = list(self._named_tensors(model, self._extra))
+            # where each tensor lives, and which buffers state_dict leaves out: a buffer that the
+            # steps replace or remove (a cache re-registered larger for a longer input) is put
+            # back as it was
+            self._devices = {name: tensor.device for name, tensor in named}
+            self._non_persistent = _non_persistent_buffers(model)
             arena = _Arena(t for _, t in named) if fresh else None
             for name, tensor in named:
                 payload["tensors"][name] = _copy_into(tensor, old["tensors"].get(name), pairs,
@@ -295,8 +309,16 @@ class Snapshot:
         assert payload is not None
         if self._model is not None or self._extra:
             with torch.no_grad():
-                for name, tensor in self._named_tensors(self._model, self._extra):
-                    tensor.copy_(payload["tensors"][name])
+                current = dict(self._named_tensors(self._model, self._extra))
+                for name, saved in payload["tensors"].items():
+                    tensor = current.pop(name, None)
+                    if (tensor is None or tensor.shape != saved.shape
+                            or tensor.dtype != saved.dtype):
+                        tensor = self._put_back(name, tensor, saved)
+                        if tensor is None:
+                            continue
+                    else:
+                        tensor.copy_(saved)
                     if isinstance(tensor, torch.nn.Parameter) or name.startswith("optimizer_only:"):
                         saved_grad = payload["grads"][name]
                         if saved_grad is None:
@@ -307,6 +329,8 @@ class Snapshot:
                             tensor.grad = saved_grad.to(tensor.device, copy=not last)
                         else:
                             tensor.grad.copy_(saved_grad)
+                for name in current:  # registered by the steps (a cache made in forward)
+                    self._remove_buffer(name)
             for name, module in (self._model.named_modules() if self._model is not None else ()):
                 if name in self._training:
                     module.training = self._training[name]
@@ -333,6 +357,45 @@ class Snapshot:
         restore_rng(self._rng)
         if last:
             self.discard()
+
+    def _owner(self, name: str) -> tuple[torch.nn.Module, str] | None:
+        """The module that holds the model tensor ``name`` and its attribute name there."""
+        if self._model is None or name.startswith("optimizer_only:"):
+            return None
+        path, _, leaf = name.removeprefix("buffer:").rpartition(".")
+        try:
+            return self._model.get_submodule(path), leaf
+        except AttributeError:  # the module itself is gone
+            return None
+
+    def _put_back(self, name: str, tensor: torch.Tensor | None,
+                  saved: torch.Tensor) -> torch.Tensor | None:
+        """Restore a tensor that the steps replaced by one of another shape or dtype, or
+        removed: a parameter keeps its identity (the optimizer holds it), a buffer is registered
+        again as it was. Returns the restored tensor (None when there is nowhere to put it)."""
+        device = tensor.device if tensor is not None else self._devices[name]
+        value = saved.to(device, copy=True)
+        if tensor is not None and not name.startswith("buffer:"):
+            tensor.data = value
+            return tensor
+        owner = self._owner(name)
+        if owner is None or not name.startswith("buffer:"):
+            return None
+        module, leaf = owner
+        module._buffers[leaf] = value
+        if name.removeprefix("buffer:") in self._non_persistent:
+            module._non_persistent_buffers_set.add(leaf)
+        else:
+            module._non_persistent_buffers_set.discard(leaf)
+        return value
+
+    def _remove_buffer(self, name: str) -> None:
+        """Remove a buffer the steps registered: the model had none by that name."""
+        owner = self._owner(name) if name.startswith("buffer:") else None
+        if owner is not None:
+            module, leaf = owner
+            module._buffers.pop(leaf, None)
+            module._non_persistent_buffers_set.discard(leaf)
 
     def parameters_finite(self) -> bool:
         """Whether every floating-point tensor of the saved model is finite (a full pass over

@@ -5,7 +5,8 @@ The loss of a batch comes from, in order of precedence:
 * ``loss_fn(model, batch)`` given by the user (dict batches, GANs, anything), or
 * ``criterion(model(inputs), targets)`` for ``(inputs, targets)`` batches, or
 * the model's own output when it carries the loss, as Hugging Face models do
-  (``model(**batch)`` for dict batches, ``model(batch)`` otherwise).
+  (``model(**batch)`` for dict batches and other mappings, such as a tokenizer's
+  ``BatchEncoding``; ``model(batch)`` otherwise).
 
 Whatever returns the loss may return a scalar tensor, a dict with a ``"loss"`` entry or an object
 with a ``.loss`` attribute.
@@ -13,48 +14,90 @@ with a ``.loss`` attribute.
 from __future__ import annotations
 
 import contextlib
+import copy
+import dataclasses
 import inspect
 import itertools
 import math
 import time
+from collections.abc import Mapping, MutableMapping
 from typing import Any, Callable, Iterable, Iterator
 
 import torch
+from torch.nn.utils.rnn import PackedSequence
 
 from lrkit.adapters.distributed import mean_over_ranks, should_sync, start_mean_over_ranks
-from lrkit.errors import LrkitError, require
+from lrkit.errors import LrkitError, is_real, plain_int, require
 from lrkit.state import Snapshot
 
 LossFn = Callable[[torch.nn.Module, Any], Any]
 
 
 def move_to(batch: Any, device: torch.device, non_blocking: bool = False) -> Any:
-    """Move every tensor in a nested batch (tuple, list, dict, dataclass-like mapping) to ``device``."""
+    """Move every tensor in a nested batch (tuples, named tuples, lists, dicts and other mappings
+    such as a tokenizer's ``BatchEncoding``, dataclasses, packed sequences) to ``device``."""
     if isinstance(batch, torch.Tensor):
         return batch.to(device, non_blocking=non_blocking)
-    if isinstance(batch, dict):
-        return type(batch)({k: move_to(v, device, non_blocking) for k, v in batch.items()})
+    if isinstance(batch, PackedSequence):  # its batch_sizes must stay on the CPU
+        return batch.to(device, non_blocking=non_blocking)
+    if isinstance(batch, Mapping):
+        return _rebuilt_mapping(batch, {k: move_to(v, device, non_blocking)
+                                        for k, v in batch.items()})
     if isinstance(batch, (list, tuple)):
         moved = [move_to(v, device, non_blocking) for v in batch]
         return type(batch)(*moved) if hasattr(batch, "_fields") else type(batch)(moved)
+    if dataclasses.is_dataclass(batch) and not isinstance(batch, type):
+        # a copy with its fields moved (the user's batch is left as it is; no __init__ or
+        # __post_init__ runs again, frozen dataclasses too)
+        moved = copy.copy(batch)
+        for field in dataclasses.fields(batch):
+            if hasattr(batch, field.name):
+                object.__setattr__(moved, field.name,
+                                   move_to(getattr(batch, field.name), device, non_blocking))
+        return moved
     return batch
+
+
+def _rebuilt_mapping(batch: Mapping, moved: dict) -> Mapping:
+    """A mapping of ``batch``'s type holding ``moved``: built from it as dicts are, else a copy
+    updated item by item (a ``defaultdict``, whose constructor wants a factory first, or a
+    ``BatchEncoding``, which keeps its other attributes), else a plain dict."""
+    if isinstance(batch, dict):
+        try:
+            return type(batch)(moved)
+        except TypeError:
+            pass
+    if isinstance(batch, MutableMapping):
+        try:
+            rebuilt = copy.copy(batch)
+            for key, value in moved.items():
+                rebuilt[key] = value
+            return rebuilt
+        except Exception:  # noqa: BLE001 - a mapping that cannot be copied: a plain dict
+            pass
+    return moved
 
 
 def on_device(batch: Any, device: torch.device) -> bool:
     """Whether every tensor in a nested batch already lives on ``device``."""
     if isinstance(batch, torch.Tensor):
         return batch.device == device
-    if isinstance(batch, dict):
+    if isinstance(batch, PackedSequence):
+        return batch.data.device == device
+    if isinstance(batch, Mapping):
         return all(on_device(v, device) for v in batch.values())
     if isinstance(batch, (list, tuple)):
         return all(on_device(v, device) for v in batch)
+    if dataclasses.is_dataclass(batch) and not isinstance(batch, type):
+        return all(on_device(getattr(batch, f.name, None), device)
+                   for f in dataclasses.fields(batch))
     return True
 
 
 def extract_loss(output: Any) -> torch.Tensor:
     """The scalar loss tensor inside whatever a loss function or model returned."""
     loss = output
-    if isinstance(output, dict):
+    if isinstance(output, Mapping):
         if "loss" not in output:
             raise LrkitError(
                 f"the loss output is a dict without a 'loss' key (keys: {sorted(output)}); "
@@ -67,6 +110,11 @@ def extract_loss(output: Any) -> torch.Tensor:
         raise LrkitError(
             f"the loss must be a tensor, got {type(loss).__name__}; "
             "return a scalar tensor (or a dict/object holding one under 'loss')"
+        )
+    if loss.is_complex():
+        raise LrkitError(
+            f"the loss must be real, got a {loss.dtype} tensor; return a real loss (for example "
+            "the .abs() or .real of a complex quantity)"
         )
     if loss.numel() != 1:
         raise LrkitError(
@@ -94,21 +142,34 @@ def batch_loss(
             )
         inputs, targets = batch
         return extract_loss(criterion(model(inputs), targets))
-    output = model(**batch) if isinstance(batch, dict) else model(batch)
+    output = model(**batch) if isinstance(batch, Mapping) else model(batch)
     return extract_loss(output)
 
 
 def cycle_batches(loader: Iterable, name: str = "train_loader") -> Iterator[Any]:
     """Iterate ``loader`` forever, starting a new pass when one ends; refuse an empty loader."""
     if not isinstance(loader, Iterable):
-        raise LrkitError(f"{name} must be iterable (a DataLoader or any iterable of batches)")
+        hint = (f": wrap the dataset in a DataLoader, DataLoader({name.split('_')[0]}_set, "
+                "batch_size=...)" if isinstance(loader, torch.utils.data.Dataset) else "")
+        raise LrkitError(f"{name} must be iterable (a DataLoader or any iterable of batches), "
+                         f"got {type(loader).__name__}{hint}")
+    passes = 0
     while True:
         empty = True
         for batch in loader:
             empty = False
             yield batch
+        if empty and passes:
+            # it gave batches once: a stream that cannot be read again, not an empty loader
+            raise LrkitError(
+                f"{name} yielded no batch on its pass {passes + 1}: it cannot be iterated again "
+                "(a stream read once); pass a re-iterable loader (a DataLoader over a map-style "
+                "dataset or a list of batches), or one with at least num_steps x "
+                "accumulation_steps batches"
+            )
         if empty:
             raise LrkitError(f"{name} is empty: it yielded no batch; give it at least one batch")
+        passes += 1
         if iter(loader) is loader:  # a one-shot iterator cannot be restarted: cycle what we saw
             raise LrkitError(
                 f"{name} is a one-shot iterator and ran out; pass a re-iterable loader "
@@ -131,6 +192,11 @@ def closure_required(cls: type) -> str | None:
 
 
 def _check_optimizer(optimizer: Any) -> None:
+    if isinstance(optimizer, type) and issubclass(optimizer, torch.optim.Optimizer):
+        raise LrkitError(
+            f"optimizer is the class {optimizer.__name__}, not an optimizer: create one, "
+            f"{optimizer.__name__}(model.parameters(), lr=...)"
+        )
     if not isinstance(optimizer, torch.optim.Optimizer):
         raise LrkitError(
             f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}"
@@ -143,6 +209,67 @@ def _check_optimizer(optimizer: Any) -> None:
             raise LrkitError(
                 f"{type(optimizer).__name__} parameter group {i} has no 'lr': the finder needs an "
                 "optimizer whose rate is set through param_groups[i]['lr']"
+            )
+    maximize = {bool(group.get("maximize", False)) for group in optimizer.param_groups}
+    if len(maximize) > 1:
+        raise LrkitError(
+            f"the parameter groups of {type(optimizer).__name__} disagree on maximize: some "
+            "ascend the loss and some descend it, so no curve of it tells a good rate; give "
+            "every group the same maximize"
+        )
+
+
+def check_rate_is_swept(optimizer: Any) -> None:
+    """Refuse, for a range test, an optimizer on which changing ``lr`` between steps changes
+    nothing (training runs at one rate, as a sweep's, are fine)."""
+    if isinstance(optimizer, torch.optim.Rprop):
+        # Rprop reads 'lr' once, as each weight's first step size, then adapts the step sizes
+        # from the gradients' signs: a rate set later changes nothing, the curve would not
+        # depend on the swept rates and the suggestion would be a fraction of end_lr
+        raise LrkitError(
+            "Rprop uses 'lr' only as the initial step size of each weight and then adapts the "
+            "step sizes itself, so a learning-rate range test measures nothing on it; measure "
+            "the rate with another optimizer (SGD, Adam, ...) or tune Rprop's lr and "
+            "step_sizes with a few short runs (lrkit sweep)"
+        )
+
+
+def maximizes(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether the optimizer ascends what the loss function returns (``maximize=True``)."""
+    return any(group.get("maximize", False) for group in optimizer.param_groups)
+
+
+def _check_loss(criterion: Any, loss_fn: Any) -> None:
+    """Refuse a loss given in the wrong form, before the first step fails deep inside torch."""
+    for name, value in (("criterion", criterion), ("loss_fn", loss_fn)):
+        if isinstance(value, type):
+            raise LrkitError(
+                f"{name} is the class {value.__name__}, not a loss: pass an instance, "
+                f"{name}={value.__name__}()"
+            )
+        if value is not None and not callable(value):
+            raise LrkitError(f"{name} must be callable, got {type(value).__name__}")
+    if (isinstance(loss_fn, torch.nn.modules.loss._Loss)
+            and type(loss_fn).__module__.startswith("torch.")):  # torch's own criteria
+        raise LrkitError(
+            f"loss_fn={type(loss_fn).__name__}() is a criterion, called as criterion(output, "
+            "targets); loss_fn is called as loss_fn(model, batch): pass it as criterion= "
+            "(the second argument) for (inputs, targets) batches"
+        )
+
+
+def _check_model(model: torch.nn.Module) -> None:
+    """Refuse a model whose tensors hold no data yet, before the snapshot trips over them."""
+    for name, tensor in itertools.chain(model.named_parameters(), model.named_buffers()):
+        if torch.nn.parameter.is_lazy(tensor):
+            raise LrkitError(
+                f"{name} is not initialised yet (a lazy module): run the model once on a batch "
+                "to create its parameters, then create the optimizer and call the finder"
+            )
+        if tensor.is_meta:
+            raise LrkitError(
+                f"{name} is on the meta device (a shape without data): materialise the model "
+                "first (model.to_empty(device=...) and initialise it, or load its weights)"
             )
 
 
@@ -180,20 +307,31 @@ class TorchTrainable:
         if not isinstance(model, torch.nn.Module):
             raise LrkitError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         _check_optimizer(optimizer)
+        _check_model(model)
+        _check_loss(criterion, loss_fn)
+        # numpy's integers too (the range test accepts them), but not a bool
+        accumulation_steps, val_batches = plain_int(accumulation_steps), plain_int(val_batches)
         require(
-            isinstance(accumulation_steps, int) and accumulation_steps >= 1,
+            isinstance(accumulation_steps, int) and not isinstance(accumulation_steps, bool)
+            and accumulation_steps >= 1,
             f"accumulation_steps must be an integer >= 1, got {accumulation_steps!r}",
         )
-        require(isinstance(val_batches, int) and val_batches >= 1,
+        require(isinstance(val_batches, int) and not isinstance(val_batches, bool)
+                and val_batches >= 1,
                 f"val_batches must be an integer >= 1, got {val_batches!r}")
-        require(max_grad_norm is None or max_grad_norm > 0,
-                f"max_grad_norm must be positive or None, got {max_grad_norm!r}")
+        require(max_grad_norm is None or (is_real(max_grad_norm) and max_grad_norm > 0),
+                f"max_grad_norm must be a positive number or None, got {max_grad_norm!r}")
         self.model = model
         self.optimizer = optimizer
         self.criterion = criterion
         self.loss_fn = loss_fn
         self.accumulation_steps = accumulation_steps
-        self.max_grad_norm = max_grad_norm
+        self.max_grad_norm = None if max_grad_norm is None else float(max_grad_norm)
+        #: -1 when the optimizer ascends what the loss function returns (``maximize=True``): the
+        #: curve is then its negation, the quantity the optimizer minimises, so that "falls",
+        #: "diverges" and every suggestion method mean what they mean for a loss
+        self._sign = -1.0 if maximizes(optimizer) else 1.0
+        self._grads_checked = False  #: whether a backward pass reached the optimizer's params
         self.snapshot_where = snapshot
         self.snapshot_dir = snapshot_dir
         self.copy_seconds = 0.0  #: the last test's snapshot and restore, together
@@ -201,6 +339,9 @@ class TorchTrainable:
             first = next(itertools.chain(model.parameters(), model.buffers()), None)
             device = first.device if first is not None else torch.device("cpu")
         self.device = torch.device(device)
+        require(self.device.type != "meta",
+                "device='meta' holds no data to train on: pass the device the model lives on "
+                "(or none, to take the model's)")
         self._train_loader = train_loader
         self._batches: Iterator[Any] | None = None
         self._move: bool | None = None  #: whether batches need moving to the device
@@ -236,6 +377,9 @@ class TorchTrainable:
         return torch.autocast(device_type=self.device.type, dtype=self._amp_dtype)
 
     def train_step(self, lr: float) -> float:
+        if not torch.is_grad_enabled():  # a training step, also when called inside no_grad()
+            with torch.enable_grad():
+                return self.train_step(lr)
         if self._batches is None:
             self._batches = cycle_batches(self._train_loader)
         self.set_lr(lr)
@@ -255,6 +399,8 @@ class TorchTrainable:
                 # no update from a non-finite loss: the run is over, the caller records it
                 self.optimizer.zero_grad(set_to_none=True)
                 return value
+        if not self._grads_checked:
+            self._check_gradients()
         if self._scaler is not None:
             if self.max_grad_norm is not None:
                 self._scaler.unscale_(self.optimizer)
@@ -269,7 +415,8 @@ class TorchTrainable:
 
     def _micro_step(self) -> float:
         """Forward and backward of one micro-batch; its loss as a float (averaged over the ranks
-        when synced). A non-finite loss is not backpropagated, except under DDP (below)."""
+        when synced; negated for an optimizer that maximizes). A non-finite loss is not
+        backpropagated, except under DDP (below)."""
         batch = next(self._batches)
         if self._move is None:  # decided on the first batch: loaders keep their device
             self._move = not on_device(batch, self.device)
@@ -277,11 +424,18 @@ class TorchTrainable:
             batch = move_to(batch, self.device)
         if self.amp:
             with self._autocast():
-                loss = batch_loss(self.model, batch, self.criterion, self.loss_fn)
+                loss = self._loss(batch)
         else:
-            loss = batch_loss(self.model, batch, self.criterion, self.loss_fn)
+            loss = self._loss(batch)
         # no division node in the graph when there is nothing to accumulate: on models with
         # sub-millisecond steps it and a detached copy cost a few percent of the step
+        if not loss.requires_grad:
+            raise LrkitError(
+                "the loss does not require grad, so it cannot train anything: it was computed "
+                "under torch.no_grad() or inference_mode, detached (.detach(), .item(), float(), "
+                "torch.tensor(...)), or no parameter it depends on has requires_grad=True; "
+                "return the loss tensor as the forward pass computed it"
+            )
         scaled = loss / self.accumulation_steps if self.accumulation_steps > 1 else loss
         if self._sync:
             # every rank backpropagates, a non-finite loss too (one that skipped it would leave
@@ -289,11 +443,42 @@ class TorchTrainable:
             # meanwhile, and train_step drops the update when the mean is not finite
             mean = start_mean_over_ranks(loss, self.device)
             self._backward(scaled)
-            return mean().item()
+            return self._sign * mean().item()
         value = loss.item()
         if math.isfinite(value):
             self._backward(scaled)
-        return value
+        return self._sign * value
+
+    def _loss(self, batch: Any) -> torch.Tensor:
+        """The batch's scalar loss (:func:`batch_loss`); without a criterion or loss_fn, an
+        error that says the model's own output was taken as the loss, and what to pass."""
+        if self.criterion is not None or self.loss_fn is not None:
+            return batch_loss(self.model, batch, self.criterion, self.loss_fn)
+        try:
+            return batch_loss(self.model, batch)
+        except (TypeError, LrkitError) as exc:
+            call = "model(**batch)" if isinstance(batch, Mapping) else "model(batch)"
+            raise LrkitError(
+                f"no criterion and no loss_fn were given, so the model's own output is taken "
+                f"as the loss ({call}, as for Hugging Face models), and that failed "
+                f"({type(exc).__name__}: {' '.join(str(exc).split())}); pass a criterion for "
+                "(inputs, targets) batches, find_lr(model, optimizer, loader, criterion), or "
+                "loss_fn=lambda model, batch: ..."
+            ) from exc
+
+    def _check_gradients(self) -> None:
+        """After the first backward pass: refuse an optimizer none of whose parameters got a
+        gradient, which would take no step at any rate (the curve would be flat noise)."""
+        if not any(param.grad is not None for group in self.optimizer.param_groups
+                   for param in group["params"]):
+            raise LrkitError(
+                f"none of the {type(self.optimizer).__name__}'s parameters received a gradient "
+                "from the loss, so no rate would change anything: the optimizer was built on "
+                "other parameters than the model's (a copy of the model, or a model created "
+                "again after the optimizer), or on frozen ones; build it from the parameters "
+                "of the model you pass"
+            )
+        self._grads_checked = True
 
     def _backward(self, scaled: torch.Tensor) -> None:
         if self._scaler is not None:
@@ -313,31 +498,42 @@ class TorchTrainable:
     def eval_loss(self) -> float | None:
         if self._val_loader is None:
             return None
-        was_training = self.model.training
+        # each module's own flag comes back afterwards, not model.train() for all of them: a
+        # submodule kept in eval mode (frozen BatchNorm statistics) must stay so for the steps
+        # that follow
+        modes = [(module, module.training) for module in self.model.modules()]
         self.model.eval()
         try:
             losses = []
             for batch in self._validation_subset():
                 with self._autocast():
-                    losses.append(float(batch_loss(
-                        self.model, move_to(batch, self.device), self.criterion, self.loss_fn)))
-            local = sum(losses) / len(losses)
+                    losses.append(float(self._loss(move_to(batch, self.device))))
+            local = self._sign * sum(losses) / len(losses)
             if self._sync:  # every rank scores its own subset: the mean over all of them
                 return float(mean_over_ranks(torch.tensor([local], device=self.device)).item())
             return local
         finally:
-            self.model.train(was_training)
+            for module, training in modes:
+                module.training = training
 
     @contextlib.contextmanager
     def preserved(self) -> Iterator[None]:
         from lrkit.schedules.torch_scheduler import paused
 
         start = time.perf_counter()
-        snapshot = Snapshot(self.model, self.optimizer, where=self.snapshot_where,
+        # a criterion or loss function that is a module (a loss with running statistics or
+        # dropout of its own, a learned temperature) is saved with the model: every step
+        # changes its buffers too
+        losses = [m for m in (self.criterion, self.loss_fn)
+                  if isinstance(m, torch.nn.Module) and m is not self.model]
+        owner = torch.nn.ModuleList([self.model, *losses]) if losses else self.model
+        snapshot = Snapshot(owner, self.optimizer, where=self.snapshot_where,
                             directory=self.snapshot_dir)
         # the loaders' own generators (DataLoader(generator=...), the usual way to make the
-        # order of batches reproducible) draw the shuffles of the batches taken here
+        # order of batches reproducible) draw the shuffles of the batches taken here, and a
+        # generator the model or the loss holds (its own dropout or noise) draws in every step
         generators = _loader_generators(self._train_loader, self._val_loader)
+        generators += _module_generators(generators, self.model, self.criterion, self.loss_fn)
         generator_states = [g.get_state() for g in generators]
         self.copy_seconds = time.perf_counter() - start  #: snapshot and restore, together
         try:
@@ -365,6 +561,22 @@ def _loader_generators(*loaders: Any) -> list[torch.Generator]:
             if isinstance(generator, torch.Generator):
                 found.setdefault(id(generator), generator)
     return list(found.values())
+
+
+def _module_generators(known: list[torch.Generator], *owners: Any) -> list[torch.Generator]:
+    """The torch generators held as attributes by the modules of ``owners`` (the model, a
+    criterion or loss function that is a module), other than those in ``known``."""
+    found = {id(g) for g in known}
+    generators = []
+    for owner in owners:
+        if not isinstance(owner, torch.nn.Module):
+            continue
+        for module in owner.modules():
+            for value in vars(module).values():
+                if isinstance(value, torch.Generator) and id(value) not in found:
+                    found.add(id(value))
+                    generators.append(value)
+    return generators
 
 
 def snapshot_advice(device_type: str, where: str, copy_seconds: float,

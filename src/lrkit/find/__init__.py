@@ -54,8 +54,11 @@ def find_lr(
     (on a GPU: no copy over the bus, for one more copy of the state in GPU memory).
 
     Parameter groups keep their ratios to each other; ``result.suggested_lrs`` has one rate per
-    group. ``budget_steps`` (the planned training length) is recorded in ``result.settings``;
-    a test longer than 30% of it gets a warning.
+    group. With an optimizer that maximizes (``maximize=True``) the recorded curve is the
+    negation of what the loss function returns: the quantity the optimizer minimises.
+    ``budget_steps`` (the planned training length) is recorded in ``result.settings``; a test
+    longer than 30% of it gets a warning. Rprop is refused: it reads ``lr`` only as its first
+    step sizes.
 
     Under torch.distributed (a DDP model, one process per rank), call it on every rank: each
     step's loss is averaged over the ranks (``sync_ranks``, on by default when there is more than
@@ -63,12 +66,13 @@ def find_lr(
     suggestion; only rank 0 shows a progress bar.
     """
     from lrkit.adapters.distributed import is_main
-    from lrkit.adapters.torch import TorchTrainable, snapshot_advice
+    from lrkit.adapters.torch import TorchTrainable, check_rate_is_swept, snapshot_advice
 
     if val_every is not None and val_loader is None:
         from lrkit.errors import LrkitError
 
         raise LrkitError("val_every needs a val_loader: pass val_loader=... or drop val_every")
+    check_rate_is_swept(optimizer)
     trainable = TorchTrainable(
         model, optimizer, train_loader, criterion, loss_fn=loss_fn, val_loader=val_loader,
         val_batches=val_batches, accumulation_steps=accumulation_steps, amp=amp,
@@ -88,6 +92,6 @@ def find_lr(
     if advice:
         result.warnings.append(advice)
     # how each step was taken, for the record (JSON export, reports)
-    result.settings.update(accumulation_steps=accumulation_steps, amp=amp,
-                           max_grad_norm=max_grad_norm)
+    result.settings.update(accumulation_steps=trainable.accumulation_steps, amp=amp,
+                           max_grad_norm=trainable.max_grad_norm)
     return result
