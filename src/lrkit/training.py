@@ -8,7 +8,7 @@ from typing import Callable, Iterable
 
 import torch
 
-from lrkit.adapters.torch import batch_loss, move_to
+from lrkit.adapters.torch import batch_loss, maximizes, move_to
 from lrkit.errors import plain_int, require
 from lrkit.problem import Problem
 
@@ -34,12 +34,17 @@ class TrainingRun:
 
 @torch.no_grad()
 def evaluate(problem: Problem, loader: Iterable | None = None) -> float:
-    """Mean loss over a full pass of ``loader`` (default: the problem's validation loader)."""
+    """Mean loss over a full pass of ``loader`` (default: the problem's validation loader).
+
+    With an optimizer that maximizes (``maximize=True``) it is the negated value, as the range
+    test and the training losses record it: lower is better everywhere. Each module's own
+    train/eval flag comes back afterwards (a submodule kept in eval stays so)."""
     loader = problem.val_loader if loader is None else loader
     if loader is None:
         return math.nan
     model = problem.model
-    was_training = model.training
+    sign = -1.0 if problem.optimizer is not None and maximizes(problem.optimizer) else 1.0
+    modes = [(module, module.training) for module in model.modules()]
     model.eval()
     device = next(model.parameters()).device
     total = count = 0.0
@@ -49,8 +54,9 @@ def evaluate(problem: Problem, loader: Iterable | None = None) -> float:
             total += value
             count += 1
     finally:
-        model.train(was_training)
-    return total / count if count else math.nan
+        for module, training in modes:
+            module.training = training
+    return sign * total / count if count else math.nan
 
 
 def tail_mean(losses: list[float], share: float = 0.05) -> float:
