@@ -77,9 +77,13 @@ def _loss_fn(trainer: Any, accumulation: int) -> Callable[[Any, Any], Any]:
     prepare = getattr(trainer, "_prepare_inputs", None)
     count = getattr(trainer, "_get_num_items_in_batch", None)
     try:
-        takes_items = "num_items_in_batch" in inspect.signature(trainer.compute_loss).parameters
+        parameters = inspect.signature(trainer.compute_loss).parameters.values()
     except (TypeError, ValueError):
-        takes_items = False
+        parameters = []
+    # training_step passes num_items_in_batch= by keyword: an override that takes **kwargs (and
+    # hands them to super().compute_loss, as most do) gets it too
+    takes_items = any(p.name == "num_items_in_batch" or p.kind is inspect.Parameter.VAR_KEYWORD
+                      for p in parameters)
 
     def loss_fn(model: Any, batch: Any) -> Any:
         inputs = prepare(batch) if prepare is not None else batch
@@ -139,9 +143,10 @@ def find_lr(trainer: Any, *, update_args: bool = False, eval_key: str | None = N
     the Trainer's gradient accumulation, gradient clipping and mixed precision unless given.
 
     ``update_args``: make ``trainer.train()`` use the suggestion: ``args.learning_rate`` (and
-    an ``lr`` in ``optimizer_cls_and_kwargs``) move by the factor the parameter groups moved by,
-    so that groups built at different rates each get their own suggestion, and an optimizer the
-    Trainer already holds has its groups (and its scheduler's base rates) set too."""
+    the ``lr`` of ``optimizer_cls_and_kwargs``, its class's default when it gives none) move by
+    the factor the parameter groups' base rates moved by, so that groups built at different
+    rates each get their own suggestion, and an optimizer the Trainer already holds has its
+    groups (``lr``, ``initial_lr``, and its scheduler's base rates) set too."""
     import lrkit
 
     problem = from_trainer(trainer, budget_steps=finder_options.pop("budget_steps", None),
@@ -151,15 +156,18 @@ def find_lr(trainer: Any, *, update_args: bool = False, eval_key: str | None = N
     finder_options.setdefault("accumulation_steps", max(1, int(args.gradient_accumulation_steps)))
     clip = args.max_grad_norm
     finder_options.setdefault("max_grad_norm", clip if clip and clip > 0 else None)  # <= 0: off
-    finder_options.setdefault("amp", bool(getattr(args, "fp16", False) or getattr(args, "bf16", False)))
+    finder_options.setdefault("amp", _mixed_precision(trainer))
     val_loader = problem.val_loader if finder_options.get("val_every") is not None else None
     if finder_options.get("val_every") is not None and val_loader is None:
         raise LrkitError("val_every needs validation data: build the Trainer with eval_dataset=...")
     groups = optimizer.param_groups
-    # an optimizer left by a train() whose schedule ran out has every rate at 0: the groups'
-    # ratios are those they were built with (initial_lr), set for the test and put back after
+    # a scheduler moved the rates (a train() whose schedule ran out left them at 0, or at a
+    # floor; a warmup starts them at 0): the rates train() starts from are the groups' base
+    # rates (initial_lr, which its next scheduler keeps), so the test runs at their ratios and
+    # the suggestion is measured against them; the scheduled rates are put back after
     spent = [g["lr"] for g in groups]
-    if all(lr == 0 for lr in spent) and all(g.get("initial_lr") for g in groups):
+    if all(isinstance(g.get("initial_lr"), (int, float)) for g in groups) \
+            and any(g["initial_lr"] > 0 for g in groups):
         for group in groups:
             group["lr"] = group["initial_lr"]
     else:
@@ -180,10 +188,25 @@ def find_lr(trainer: Any, *, update_args: bool = False, eval_key: str | None = N
             # the range test's restore loads a state_dict: new group dicts, so write to those
             for group, lr in zip(optimizer.param_groups, spent):
                 group["lr"] = lr
-    if update_args and result.suggested_lrs and result.suggested_lrs[0] is not None \
-            and old_lrs[0] > 0:
-        _apply(trainer, optimizer, result.suggested_lrs[0] / old_lrs[0])
+    # measured on the first group with a rate (one held still at 0 keeps its 0)
+    reference = next((i for i, lr in enumerate(old_lrs) if lr > 0), None)
+    if update_args and reference is not None and len(result.suggested_lrs) > reference \
+            and result.suggested_lrs[reference] is not None:
+        _apply(trainer, optimizer, result.suggested_lrs[reference] / old_lrs[reference])
     return result
+
+
+def _mixed_precision(trainer: Any) -> bool:
+    """Whether ``trainer.train()`` runs the forward pass under autocast: accelerate's native
+    mixed precision, which bf16 turns on everywhere but fp16 only off the CPU (on the CPU a
+    Trainer with fp16=True trains in float32, and so does the test)."""
+    accelerator = getattr(trainer, "accelerator", None)
+    if accelerator is not None and hasattr(accelerator, "native_amp"):
+        mode = getattr(accelerator, "mixed_precision", "no")
+        mode = str(getattr(mode, "value", mode))
+        return bool(accelerator.native_amp) and mode in ("fp16", "bf16")
+    args = trainer.args
+    return bool(getattr(args, "fp16", False) or getattr(args, "bf16", False))
 
 
 def _schedule_free_mode(optimizer: Any) -> bool | None:
@@ -194,12 +217,20 @@ def _schedule_free_mode(optimizer: Any) -> bool | None:
 
 def _apply(trainer: Any, optimizer: Any, factor: float) -> None:
     """Move every place ``train()`` reads its rate from by ``factor``."""
+    import torch
+
     args = trainer.args
     args.learning_rate = float(args.learning_rate * factor)
     cls_and_kwargs = getattr(trainer, "optimizer_cls_and_kwargs", None)
-    if cls_and_kwargs is not None and isinstance(cls_and_kwargs[1], dict) \
-            and "lr" in cls_and_kwargs[1]:  # Trainer(optimizer_cls_and_kwargs=...): its lr wins
-        cls_and_kwargs[1]["lr"] = float(cls_and_kwargs[1]["lr"] * factor)
+    if cls_and_kwargs is not None and isinstance(cls_and_kwargs[1], dict):
+        # Trainer(optimizer_cls_and_kwargs=...) builds with these kwargs, not args.learning_rate:
+        # their lr, or without one the class's default (the tested optimizer's), moves
+        cls, kwargs = cls_and_kwargs
+        if "lr" in kwargs:
+            kwargs["lr"] = float(kwargs["lr"] * factor)
+        elif isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer) \
+                and "lr" in getattr(optimizer, "defaults", {}):
+            kwargs["lr"] = float(optimizer.defaults["lr"] * factor)
     if trainer.optimizer is not None:  # held by the Trainer: train() reuses it
         for group in optimizer.param_groups:
             group["lr"] = float(group["lr"] * factor)
@@ -227,9 +258,15 @@ class _MonitorHooks(MonitorRuns):
             loss = float(logs["loss"])
             # with logging_nan_inf_filter (the default) the Trainer logs NaN/inf step losses as
             # the window's mean so far (0.0 once every step is NaN); the gradient norm it logs
-            # with clipping is not filtered, and tells
-            if not math.isfinite(float(logs.get("grad_norm", 0.0))):
-                loss = math.nan
+            # with clipping is not filtered, and tells. Except under fp16's loss scaler: it skips
+            # each step whose scaled gradients overflowed (often the first few of a run) and
+            # lowers its scale, and the loss was fine; there a window of NaN losses is the 0.0
+            # (accelerate's step_was_skipped cannot tell: fused optimizers skip by themselves)
+            grad_norm = logs.get("grad_norm")
+            if grad_norm is not None and not math.isfinite(float(grad_norm)):
+                scaler = getattr(kwargs.get("optimizer"), "scaler", None)
+                if scaler is None or loss == 0.0:
+                    loss = math.nan
             self.monitor.update(loss, lr=logs.get("learning_rate"))
         if self.val_key in logs:
             self.monitor.update_val(float(logs[self.val_key]))

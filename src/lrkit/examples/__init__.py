@@ -9,12 +9,13 @@ Each trains in seconds on one CPU core, on data made in code or shipped by sciki
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Callable
 
 import torch
 from torch import nn
 
-from lrkit.errors import LrkitError
+from lrkit.errors import LrkitError, is_real, plain_int, require
 from lrkit.examples import data, models
 from lrkit.problem import Problem
 
@@ -186,19 +187,26 @@ def names() -> list[str]:
 
 
 def get(name: str) -> Example:
-    try:
-        return EXAMPLES[name]
-    except KeyError:
+    if not isinstance(name, str) or name not in EXAMPLES:  # a list or dict cannot even be looked up
         raise LrkitError(
             f"unknown example {name!r}; built-in examples: {', '.join(EXAMPLES)} "
             "(or give path/to/file.py:function)"
-        ) from None
+        )
+    return EXAMPLES[name]
 
 
 def build(name: str = DEFAULT, *, seed: int = 0, lr: float | None = None) -> Problem:
-    """A fresh :class:`lrkit.Problem` for example ``name`` (model initialised from ``seed``);
-    ``lr`` overrides the optimizer's untuned default rate."""
+    """A fresh :class:`lrkit.Problem` for example ``name`` (model initialised from ``seed``, an
+    integer from -2**63 to 2**64 - 1, as torch's generators take); ``lr`` (a finite number > 0)
+    overrides the optimizer's untuned default rate."""
     example = get(name)
+    seed = plain_int(seed)  # numpy's integers and 0-dim integer tensors are seeds too
+    require(isinstance(seed, int) and not isinstance(seed, bool) and -2 ** 63 <= seed < 2 ** 64,
+            f"seed must be an integer from -2**63 to 2**64 - 1, got {seed!r}")
+    if lr is not None:
+        require(is_real(lr) and math.isfinite(lr) and lr > 0,
+                f"lr must be a finite number > 0, got {lr!r}")
+        lr = float(lr)
     problem = example.builder(seed, example.default_lr if lr is None else lr)
     problem.budget_steps = example.budget_steps
     return problem

@@ -32,7 +32,8 @@ class ShuffledBatches:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
         n = len(self.tensors[0])
         if self.shuffle:
-            gen = torch.Generator().manual_seed(self.seed * 100_003 + self._pass)
+            # modulo 2**64, as torch reads a negative seed: any integer seed works
+            gen = torch.Generator().manual_seed((self.seed * 100_003 + self._pass) % 2 ** 64)
             order = torch.randperm(n, generator=gen)
         else:
             order = torch.arange(n)
