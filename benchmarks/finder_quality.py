@@ -207,6 +207,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seeds", type=int, default=12)
+    parser.add_argument("--edge-fractions", type=lambda text: [float(x) for x in text.split(",")],
+                        help="instead of the tables: the real regret of edge at these fractions "
+                             "of the loss minimum (e.g. 0.4,0.5), tuning and held-out tasks apart")
     args = parser.parse_args()
     from lrkit.find.suggest import analyse
 
@@ -227,6 +230,15 @@ def main() -> None:
     suggestions: dict[str, dict[str, list[float | None]]] = {}
     for c in curves:
         analysis = analyse(c["lrs"], c["losses"])
+        if args.edge_fractions:  # edge at other fractions: only those are trained and scored
+            from lrkit.find.suggest import EDGE_FRACTION
+
+            edge = analysis.suggestions["edge"]
+            for fraction in args.edge_fractions:
+                lr = None if edge is None else edge / EDGE_FRACTION * fraction
+                suggestions.setdefault(f"edge x{fraction:g}", {}).setdefault(
+                    c["task"], [None] * len(seeds))[c["seed"]] = lr
+            continue
         methods = {f"lrkit-{k}": v for k, v in analysis.suggestions.items()}
         methods["lrkit-default"] = analysis.suggested_lr
         methods["torch-lr-finder"] = c["torch_lr_finder"]
@@ -246,8 +258,24 @@ def main() -> None:
     print(f"evaluations ready ({time.time() - t0:.0f}s)", file=sys.stderr)
 
     report = score(tasks, grid, suggestions, cache, key, curves)
+    if args.edge_fractions:
+        print_fractions(report)
+        return
     (RESULTS / f"finder_quality_s{args.seeds}.json").write_text(json.dumps(report, indent=1))
     print_report(report)
+
+
+def print_fractions(report) -> None:
+    """Choose on the tuning tasks; the held-out ones say whether the choice carries over."""
+    print(f"{'rule':<12}" + "".join(f"{t[:11]:>12}" for t in report["tasks"])
+          + "   median(tune) worst(tune) median(test) median(all) <=5%(all)")
+    for name, s in report["methods"].items():
+        rows = s["tasks"]
+        tune = [rows[t]["regret"] for t in TUNE_TASKS]
+        print(f"{name:<12}" + "".join(f"{_pct(rows[t]['regret']):>12}" for t in report["tasks"])
+              + f"{_pct(statistics.median(tune)):>15}{_pct(max(tune)):>12}"
+              + f"{_pct(s['median_regret_test']):>13}{_pct(s['median_regret']):>12}"
+              + f"{s['within_5pct']:>8}/{len(rows)}")
 
 
 def score(tasks, grid, suggestions, cache, key, curves):
