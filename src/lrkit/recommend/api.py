@@ -6,16 +6,17 @@ import statistics
 import time
 from typing import Any, Callable
 
-from lrkit.errors import LrkitError, require
+from lrkit.errors import LrkitError, is_real, plain_int, require
 from lrkit.problem import Problem, build_problem
 from lrkit.recommend import policy
-from lrkit.recommend.recipe import Recipe, optimizer_name
+from lrkit.recommend.recipe import Recipe, optimizer_name, plain_option
 
 __all__ = ["recommend"]
 
 #: optimizer options never copied into a recipe: implementation switches, not training choices
-_SKIP_OPTIONS = {"lr", "initial_lr", "foreach", "fused", "capturable", "differentiable",
-                 "maximize", "params"}
+#: (``maximize`` is one: it says which way the optimizer goes, and a recipe built without it
+#: would descend the quantity the user ascends)
+_SKIP_OPTIONS = {"lr", "initial_lr", "foreach", "fused", "capturable", "differentiable", "params"}
 
 
 #: above this share of the planned run, the recipe's notes say what measuring cost
@@ -28,14 +29,16 @@ def _problem_from(target: Any, seed: int) -> Problem:
 
 def _total_steps(problem: Problem, steps: Any, epochs: Any) -> tuple[int, str]:
     require(steps is None or epochs is None, "give steps= or epochs=, not both")
+    steps = plain_int(steps)  # numpy's integers too, as everywhere lrkit takes counts
     if steps is not None:
         require(isinstance(steps, int) and not isinstance(steps, bool) and steps >= 1,
                 f"steps must be a whole number of optimizer steps >= 1, got {steps!r}")
         return steps, f"{steps} steps"
     if epochs is not None:
-        require(isinstance(epochs, (int, float)) and not isinstance(epochs, bool)
-                and math.isfinite(epochs) and epochs > 0,
+        require(is_real(epochs) and math.isfinite(epochs) and epochs > 0,
                 f"epochs must be a positive number, got {epochs!r}")
+        epochs = plain_int(epochs)  # numpy's numbers as Python's (the notes print them)
+        epochs = epochs if isinstance(epochs, int) else float(epochs)
         try:
             per_epoch = len(problem.train_loader)  # type: ignore[arg-type]
         except TypeError:
@@ -50,18 +53,22 @@ def _total_steps(problem: Problem, steps: Any, epochs: Any) -> tuple[int, str]:
     raise LrkitError("give the planned training length: steps=N (optimizer steps) or epochs=E")
 
 
-def optimizer_options(optimizer: Any) -> dict:
-    """The optimizer's options that differ from its class defaults (``lr`` excluded)."""
+def optimizer_options(optimizer: Any, group: int = 0) -> dict:
+    """The options of the optimizer's parameter group ``group`` that differ from its class
+    defaults (``lr`` excluded)."""
     import torch
 
     cls = type(optimizer)
-    group = optimizer.param_groups[0]
+    group = optimizer.param_groups[group]
     try:
         baseline = cls([torch.zeros(1, requires_grad=True)], lr=float(group["lr"]) or 1e-3).defaults
     except Exception:  # an optimizer that needs more to build: keep every option
         baseline = {}
     options = {}
     for key, value in group.items():
+        # a tensor or numpy option (Adam's betas may be tensors) as the number it holds: its
+        # repr (tensor(0.9000)) is no Python that the recipe's code could run
+        value = plain_option(value)
         if key in _SKIP_OPTIONS or not isinstance(value, (int, float, bool, str, tuple, list, type(None))):
             continue
         if key in baseline and _same(baseline[key], value):
@@ -78,6 +85,45 @@ def _same(a: Any, b: Any) -> bool:
     return type(a) is type(b) and a == b or (
         isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool)
         and not isinstance(b, bool) and float(a) == float(b))
+
+
+def _group_differences(optimizer: Any, rates: list[float], reference: int) -> list[dict]:
+    """Per parameter group: its rate as a multiple of the reference group's (``lr_ratio``) and
+    the options in which it differs from that group (whose options the recipe takes)."""
+    ref = optimizer.param_groups[reference]
+    out = []
+    for i, group in enumerate(optimizer.param_groups):
+        entry: dict[str, Any] = {"lr_ratio": rates[i] / rates[reference] if rates[reference] > 0
+                                 else 1.0}
+        for key, value in group.items():
+            value = plain_option(value)
+            if (key in _SKIP_OPTIONS or key not in optimizer.defaults
+                    or not isinstance(value, (int, float, bool, str, tuple, list, type(None)))):
+                continue
+            if key in ref and _same(plain_option(ref[key]), value):
+                continue
+            entry[key] = value
+        out.append(entry)
+    return out
+
+
+def _groups_note(groups: list[dict], reference: int) -> str:
+    """The recipe's note on an optimizer with several parameter groups: which group the recipe
+    describes, and how the others differ from it (``build(model.parameters())`` makes one)."""
+    head = f"your optimizer has {len(groups)} parameter groups"
+    others = [(i, g) for i, g in enumerate(groups)
+              if i != reference and (g["lr_ratio"] != 1.0 or len(g) > 1)]
+    if not others:
+        return f"{head}, all at the same rate with the same options: the recipe holds for each"
+    parts = []
+    for i, group in others:
+        items = ([f"lr {group['lr_ratio']:.3g} x peak_lr"] if group["lr_ratio"] != 1.0 else [])
+        items += [f"{k}={v!r}" for k, v in group.items() if k != "lr_ratio"]
+        parts.append(f"group {i}: " + ", ".join(items))
+    return (f"{head}: peak_lr and the options are group {reference}'s, and the others differ "
+            f"({'; '.join(parts)}); build() and to_code() make one group over the parameters "
+            "they are given: to keep the differences, pass build() parameter groups with these "
+            "values (a group's 'lr' as its multiple of peak_lr)")
 
 
 def _batch_size(loader: Any) -> int | None:
@@ -112,7 +158,9 @@ def _short_run(problem: Problem, rate: Callable[[int], float], steps: int) -> di
         val = trainable.eval_loss() if finite and problem.val_loader is not None else None
     tail = losses[-max(1, len(losses) // 5):]
     train_tail = statistics.fmean(tail) if finite else math.inf
-    score = val if val is not None and math.isfinite(val) else train_tail
+    # with validation data every run is scored on it: a non-finite validation loss is a run
+    # that broke (not one to score on its training loss instead, against others' validation)
+    score = train_tail if val is None else val
     return {"steps": len(losses), "diverged": not finite or not math.isfinite(score),
             "train_tail": train_tail, "val": val,
             "score": score if math.isfinite(score) else math.inf,
@@ -149,6 +197,7 @@ def _recommend(target: Any, *, steps: int | None, epochs: float | None, seed: in
 
     from lrkit.find import find_lr
 
+    seed = plain_int(seed)
     require(isinstance(seed, int) and not isinstance(seed, bool), f"seed must be an integer, got {seed!r}")
     problem = _problem_from(target, seed)
     require(isinstance(problem.optimizer, torch.optim.Optimizer),
@@ -156,16 +205,19 @@ def _recommend(target: Any, *, steps: int | None, epochs: float | None, seed: in
             f"{type(problem.optimizer).__name__}")
     total, length_text = _total_steps(problem, steps, epochs)
     name = optimizer_name(type(problem.optimizer))
-    options = optimizer_options(problem.optimizer)
+    rates = [float(g["lr"]) for g in problem.optimizer.param_groups]
+    # the range test and the short runs set the first group with a rate (the others keep their
+    # ratios to it): peak_lr is that group's rate, and the recipe takes that group's options
+    reference = next((i for i, lr in enumerate(rates) if lr > 0), 0)
+    options = optimizer_options(problem.optimizer, reference)
     batch = _batch_size(problem.train_loader)
-    ratios = [float(g["lr"]) for g in problem.optimizer.param_groups]
 
     t0 = time.perf_counter()
     torch.manual_seed(seed)
     finder = find_lr(problem.model, problem.optimizer, problem.train_loader, problem.criterion,
                      loss_fn=problem.loss_fn, budget_steps=total, progress=progress)
     plan = policy.plan(finder, total_steps=total, optimizer=name,
-                       current_lr=ratios[0] if ratios else None, confirm=confirm,
+                       current_lr=rates[reference] if rates else None, confirm=confirm,
                        epochs=_epochs(problem.train_loader, total))
     confirmations = []
     for candidate in plan.candidates if plan.confirm_steps else []:
@@ -188,10 +240,9 @@ def _recommend(target: Any, *, steps: int | None, epochs: float | None, seed: in
                      f"planned {total}: the range test alone needs about 100; for a run this "
                      "short, a recipe from a longer planned run scaled down, or a few short trials "
                      "(lrkit sweep), cost less")
-    if len(ratios) > 1 and ratios[0] > 0:
-        notes.append("your optimizer has several parameter groups: peak_lr is the first group's "
-                     "rate; keep the other groups' ratios to it ("
-                     + ", ".join(f"{r / ratios[0]:.3g}" for r in ratios) + ")")
+    groups = _group_differences(problem.optimizer, rates, reference)
+    if len(groups) > 1:
+        notes.append(_groups_note(groups, reference))
     evidence = {
         "problem": problem.name,
         "finder": {"lrs": finder.lrs, "losses": finder.losses, "smoothed": finder.smoothed,
@@ -209,6 +260,8 @@ def _recommend(target: Any, *, steps: int | None, epochs: float | None, seed: in
         "seed": seed,
         "policy": policy.VERSION,
     }
+    if len(groups) > 1:
+        evidence["param_groups"] = groups
     return Recipe(optimizer=name, optimizer_options=options, peak_lr=choice.peak_lr,
                   warmup_steps=plan.warmup_steps, total_steps=total, schedule=plan.spec,
                   good_range=finder.good_range, batch_size=batch, notes=notes, evidence=evidence)

@@ -197,6 +197,8 @@ def short_schedule(plan: Plan, candidate: float) -> Callable[[int], float]:
 
 def choose(plan: Plan, confirmations: list[dict]) -> Choice:
     notes = list(plan.notes)
+    if plan.anchor is None:  # no usable curve: the plan's note says the rate was kept and why
+        return Choice(plan.default_peak, notes)
     if not confirmations:
         notes.append(f"peak {plan.default_peak:.3g}: {plan.anchor_note}; "
                      f"peak = {plan.factor:.2g} x that rate for {_epochs_text(plan)} "

@@ -8,6 +8,7 @@ import functools
 import importlib
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -39,10 +40,13 @@ def resolve_optimizer(name: Any) -> type:
         raise LrkitError(f"unknown optimizer {name!r}{hint}; use a torch.optim class "
                          f"({', '.join(known)}) or an importable 'package.module.Class'")
     module_name, _, attr = name.rpartition(".")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise LrkitError(f"unknown optimizer {name!r}: cannot import {module_name!r} ({exc})") from None
+    module = sys.modules.get(module_name) or _loaded_recipe_file(module_name)
+    if module is None:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise LrkitError(f"unknown optimizer {name!r}: cannot import {module_name!r} "
+                             f"({exc})") from None
     cls = getattr(module, attr, None)
     if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):
         raise LrkitError(f"unknown optimizer {name!r}: {module_name} has no torch optimizer "
@@ -50,13 +54,36 @@ def resolve_optimizer(name: Any) -> type:
     return cls
 
 
+#: the name lrkit.problem imports a ``file.py:function`` recipe file under starts so
+_RECIPE_FILE_MODULE = "lrkit_recipe_"
+
+
+def _file_module_name(module_name: str) -> str:
+    """The name a training script imports a module by: for a recipe file that lrkit imported
+    under a private name (``lrkit recommend task.py:make``), the file's own (``task``)."""
+    if not module_name.startswith(_RECIPE_FILE_MODULE):
+        return module_name
+    stem = Path(getattr(sys.modules.get(module_name), "__file__", None) or "").stem
+    return stem if stem.isidentifier() else module_name
+
+
+def _loaded_recipe_file(module_name: str) -> Any:
+    """The recipe file lrkit imported under a private name whose file is ``module_name``.py."""
+    for name, module in list(sys.modules.items()):
+        if (name.startswith(_RECIPE_FILE_MODULE) and module is not None
+                and _file_module_name(name) == module_name != name):
+            return module
+    return None
+
+
 def optimizer_name(cls: type) -> str:
-    """The name a recipe stores for an optimizer class (short for ``torch.optim`` classes)."""
+    """The name a recipe stores for an optimizer class (short for ``torch.optim`` classes; a
+    class from a recipe file lrkit imported is named by the file, as a script imports it)."""
     import torch
 
     if getattr(torch.optim, cls.__name__, None) is cls:
         return cls.__name__
-    return f"{cls.__module__}.{cls.__qualname__}"
+    return f"{_file_module_name(cls.__module__)}.{cls.__qualname__}"
 
 
 def _plain(value: Any) -> Any:
@@ -75,9 +102,21 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
-def _as_tuples(value: Any) -> Any:
+def plain_option(value: Any) -> Any:
+    """An optimizer option as plain Python: lists as tuples (as torch keeps ``betas``), and a
+    numpy number or a one-number tensor (Adam's ``betas`` may be tensors) as the Python number
+    it holds, whose repr is what ``to_code`` writes (``tensor(0.9000)`` or ``np.float64(0.9)``
+    would be a NameError in the pasted code)."""
     if isinstance(value, (list, tuple)):
-        return tuple(_as_tuples(v) for v in value)
+        return tuple(plain_option(v) for v in value)
+    if value is None or type(value) in (bool, int, float, str):
+        return value
+    item = getattr(value, "item", None)
+    if callable(item) and getattr(value, "shape", None) == ():
+        try:
+            return item()
+        except (TypeError, ValueError, RuntimeError):
+            return value
     return value
 
 
@@ -122,7 +161,7 @@ class Recipe:
                 f"optimizer_options must be a dict, got {type(self.optimizer_options).__name__}")
         require("lr" not in self.optimizer_options,
                 "optimizer_options must not hold 'lr': the rate is peak_lr")
-        self.optimizer_options = {k: _as_tuples(v) for k, v in self.optimizer_options.items()}
+        self.optimizer_options = {k: plain_option(v) for k, v in self.optimizer_options.items()}
         require(is_real(self.peak_lr) and math.isfinite(self.peak_lr) and self.peak_lr > 0,
                 f"peak_lr must be a positive finite number, got {self.peak_lr!r}")
         self.peak_lr = float(self.peak_lr)
@@ -152,6 +191,7 @@ class Recipe:
                 raise LrkitError(f"good_range must be two rates (low, high) or None, got "
                                  f"{self.good_range!r}") from None
             self.good_range = (lo, hi)
+        self.batch_size = plain_int(self.batch_size)  # numpy's integers too, stored as int
         require(self.batch_size is None or (isinstance(self.batch_size, int)
                                             and not isinstance(self.batch_size, bool)
                                             and self.batch_size >= 1),
@@ -189,7 +229,9 @@ class Recipe:
         cls = resolve_optimizer(self.optimizer)
         try:
             optimizer = cls(params, lr=self.peak_lr, **self.optimizer_options)
-        except TypeError as exc:
+        except LrkitError:
+            raise
+        except (TypeError, ValueError) as exc:  # an unknown option, or a value torch refuses
             raise LrkitError(f"cannot build {self.optimizer} with options "
                              f"{self.optimizer_options}: {exc}") from None
         return optimizer, to_torch(optimizer, self.schedule)
@@ -212,7 +254,8 @@ class Recipe:
         from lrkit.schedules import parse, rescale
         from lrkit.schedules.scaling import batch_factor
 
-        old = self.batch_size if old is None else old
+        old = self.batch_size if old is None else plain_int(old)
+        new = plain_int(new)
         require(old is not None, "the recipe does not know its batch size: pass old=...")
         for label, value in (("new", new), ("old", old)):
             require(isinstance(value, int) and not isinstance(value, bool) and value >= 1,
@@ -247,7 +290,13 @@ class Recipe:
                 f"batch {new} (the same number of samples), not shorter than the run's "
                 f"{total} steps kept by keep='steps'; use keep='samples' (the same epochs) or "
                 "a larger batch size")
-        warmup = min(warmup, total - 1)
+        if warmup >= total:
+            # the warmup's samples fill the whole shorter run (a warmup nearly as long as the
+            # run, rounded): it ends a step before the run, in the schedule as in warmup_steps
+            warmup = total - 1
+            schedule = _clip_warmup(schedule, warmup)
+            if self.parsed_schedule.length == self.total_steps:
+                schedule = _fit_length(schedule, total)
         why = ("linear rule (SGD: rate proportional to batch size)" if rule == "linear"
                else "square-root rule (adaptive optimizer: rate proportional to sqrt(batch size))")
         note = (f"rescaled from batch {old} to {new}: peak {self.peak_lr:.3g} -> "
@@ -276,6 +325,8 @@ class Recipe:
         require(isinstance(data, dict), f"a recipe is a dict, got {type(data).__name__}")
         if "recipe" in data and isinstance(data["recipe"], dict) and "peak_lr" not in data:
             data = data["recipe"]
+        kind = data.get("kind", "lrkit.recipe")
+        require(kind == "lrkit.recipe", f"not a recipe: its kind is {kind!r}, not 'lrkit.recipe'")
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names - {"kind"})
         require(not unknown, f"unknown recipe keys {unknown}; allowed: {sorted(names)}")
@@ -287,9 +338,18 @@ class Recipe:
         if kwargs.get("optimizer_options") is None:
             kwargs["optimizer_options"] = {}
         if kwargs.get("good_range") is not None:
+            require(isinstance(kwargs["good_range"], (list, tuple)),
+                    f"good_range must be two rates (low, high) or None, got "
+                    f"{kwargs['good_range']!r}")
             kwargs["good_range"] = tuple(kwargs["good_range"])
-        kwargs["notes"] = list(kwargs.get("notes") or [])
-        kwargs["evidence"] = dict(kwargs.get("evidence") or {})
+        notes = kwargs.get("notes") or []
+        require(isinstance(notes, (list, tuple)) and all(isinstance(n, str) for n in notes),
+                f"notes must be a list of strings, got {notes!r}")
+        kwargs["notes"] = list(notes)
+        evidence = kwargs.get("evidence") or {}
+        require(isinstance(evidence, dict),
+                f"evidence must be a dict, got {type(evidence).__name__}")
+        kwargs["evidence"] = dict(evidence)
         return cls(**kwargs)
 
     def to_json(self, path: str | Path | None = None, *, indent: int | None = 2) -> str:
@@ -300,13 +360,14 @@ class Recipe:
 
     @classmethod
     def from_json(cls, text_or_path: str | Path) -> "Recipe":
-        text = str(text_or_path)
-        if isinstance(text_or_path, Path) or (not text.lstrip().startswith("{") and Path(text).is_file()):
-            text = Path(text).read_text()
+        text, where, missing = _read(text_or_path, "JSON")
         try:
-            return cls.from_dict(json.loads(text))
+            data = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise LrkitError(f"not a JSON recipe: {exc}") from None
+            if missing is not None:  # a path, not JSON text
+                raise LrkitError(_missing(missing, "JSON")) from None
+            raise LrkitError(f"not a JSON recipe{where}: {exc}") from None
+        return cls.from_dict(data)
 
     def to_yaml(self, path: str | Path | None = None, *, evidence: bool = True) -> str:
         try:
@@ -327,10 +388,16 @@ class Recipe:
             import yaml
         except ImportError:  # pragma: no cover
             raise LrkitError("from_yaml needs PyYAML: pip install 'lrkit[yaml]'") from None
-        text = str(text_or_path)
-        if isinstance(text_or_path, Path) or ("\n" not in text and Path(text).is_file()):
-            text = Path(text).read_text()
-        return cls.from_dict(yaml.safe_load(text))
+        text, where, missing = _read(text_or_path, "YAML")
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            data = exc
+        if missing is not None and not isinstance(data, dict):  # a path, not YAML text
+            raise LrkitError(_missing(missing, "YAML"))
+        if isinstance(data, yaml.YAMLError):
+            raise LrkitError(f"not a YAML recipe{where}: {' '.join(str(data).split())}")
+        return cls.from_dict(data)
 
     # -- text --------------------------------------------------------------------------------------
     def options_text(self) -> str:
@@ -363,6 +430,32 @@ class Recipe:
 
     def __str__(self) -> str:
         return self.summary()
+
+
+def _read(text_or_path: str | Path, kind: str) -> tuple[str, str, str | None]:
+    """``(text, where, missing)``: the recipe's text, `` in 'FILE'`` for messages, and the
+    path a one-line string names when no such file exists (the string is then tried as the
+    text itself, and named as a missing file if it is no recipe)."""
+    text = str(text_or_path)
+    if not isinstance(text_or_path, Path):
+        require(text.strip() != "", f"not a {kind} recipe: the text is empty")
+        if "\n" in text or text.lstrip().startswith("{"):
+            return text, "", None
+        text = text.strip()
+        if not Path(text).exists():
+            return text, "", text
+    try:
+        return Path(text).read_text(encoding="utf-8-sig"), f" in {text!r}", None
+    except FileNotFoundError:
+        raise LrkitError(_missing(text, kind)) from None
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
+        raise LrkitError(f"cannot read the recipe file {text!r}: "
+                         f"{getattr(exc, 'strerror', None) or exc}") from None
+
+
+def _missing(path: str, kind: str) -> str:
+    return (f"no recipe file {path!r}: it does not exist (Recipe.from_{kind.lower()} takes a "
+            f"file's path or the {kind} text itself)")
 
 
 @functools.lru_cache(maxsize=64)
@@ -411,6 +504,17 @@ def _fit_length(schedule, total: int):
         except LrkitError:
             return schedule
     return schedule
+
+
+def _clip_warmup(schedule, steps: int):
+    """``schedule`` with its leading warmup no longer than ``steps`` (none for 0)."""
+    from lrkit.schedules import Warmup
+
+    if not isinstance(schedule, Warmup) or schedule.steps <= steps:
+        return schedule
+    if steps >= 1:
+        return dataclasses.replace(schedule, steps=steps)
+    return schedule.then if schedule.then is not None else _parse("constant()")
 
 
 def _scale_lengths(schedule, ratio: float):
