@@ -1,6 +1,7 @@
 """Legitimate setups the finder must handle, and the ones it must refuse with a clear message."""
 import collections
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -308,3 +309,26 @@ def test_buffers_the_steps_register_or_resize_are_put_back(lazy):
     assert after.keys() == buffers.keys()
     assert all(torch.equal(after[name], buffers[name]) for name in buffers)
     assert "cache" not in model.state_dict()  # still not persistent
+
+
+def test_amp_chooses_the_precision_and_refuses_others():
+    import lrkit
+    from lrkit.adapters.torch import TorchTrainable, amp_dtype
+    from lrkit.errors import LrkitError
+
+    assert amp_dtype(True, "cuda") == torch.float16 and amp_dtype(True, "cpu") == torch.bfloat16
+    assert amp_dtype("bf16", "cuda") == torch.bfloat16 and amp_dtype(torch.float16, "cpu") == torch.float16
+    assert amp_dtype(False, "cuda") is None
+    with pytest.raises(LrkitError, match="amp='fp8'.*'bf16', 'fp16'"):
+        amp_dtype("fp8", "cpu")
+    seen = []
+    model = torch.nn.Linear(4, 2)
+    model.register_forward_hook(lambda m, i, out: seen.append(out.dtype))
+    loader = [(torch.randn(16, 4), torch.randint(0, 2, (16,)))] * 4
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    result = lrkit.find_lr(model, optimizer, loader, torch.nn.CrossEntropyLoss(), amp="bf16",
+                           num_steps=10, progress=False)
+    assert set(seen) == {torch.bfloat16} and result.settings["amp"] == "bf16"
+    json.loads(result.to_json())  # the setting is plain JSON
+    trainable = TorchTrainable(model, optimizer, loader, torch.nn.CrossEntropyLoss(), amp="fp16")
+    assert trainable._amp_dtype == torch.float16 and trainable._scaler is not None

@@ -83,3 +83,19 @@ def test_no_usable_curve_falls_back_to_the_users_rate():
     plan = policy.plan(flat, total_steps=4000, optimizer="SGD", current_lr=0.05, confirm=True)
     assert plan.candidates == [] and plan.default_peak == 0.05
     assert "never fell" in policy.choose(plan, []).notes[0]
+
+
+def test_anchor_from_a_suggestion_alone_is_the_rate_of_the_loss_minimum():
+    """No usable curve but a suggestion (a result read back without its curve): the anchor is
+    the loss minimum's rate, 10x the minimum method's or edge's / 0.4 (it was edge's x 10, 4x
+    too high)."""
+    from types import SimpleNamespace
+
+    from lrkit.recommend.policy import anchor_from
+
+    both = SimpleNamespace(lrs=[], smoothed=[], suggested_lr=0.04, method="edge",
+                           suggestions={"edge": 0.04, "minimum": 0.01})
+    edge_only = SimpleNamespace(lrs=[], smoothed=[], suggested_lr=0.04, method="edge",
+                                suggestions={"edge": 0.04})
+    assert anchor_from(both, None)[0] == pytest.approx(0.1)
+    assert anchor_from(edge_only, None)[0] == pytest.approx(0.1)

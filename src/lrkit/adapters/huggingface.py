@@ -196,17 +196,20 @@ def find_lr(trainer: Any, *, update_args: bool = False, eval_key: str | None = N
     return result
 
 
-def _mixed_precision(trainer: Any) -> bool:
-    """Whether ``trainer.train()`` runs the forward pass under autocast: accelerate's native
-    mixed precision, which bf16 turns on everywhere but fp16 only off the CPU (on the CPU a
-    Trainer with fp16=True trains in float32, and so does the test)."""
+def _mixed_precision(trainer: Any) -> str | bool:
+    """The autocast ``trainer.train()`` runs the forward pass under ("bf16", "fp16" or False):
+    accelerate's native mixed precision, which bf16 turns on everywhere but fp16 only off the CPU
+    (on the CPU a Trainer with fp16=True trains in float32, and so does the test). bf16 stays
+    bf16 on CUDA too (lrkit's ``amp=True`` would be float16 there)."""
     accelerator = getattr(trainer, "accelerator", None)
     if accelerator is not None and hasattr(accelerator, "native_amp"):
         mode = getattr(accelerator, "mixed_precision", "no")
         mode = str(getattr(mode, "value", mode))
-        return bool(accelerator.native_amp) and mode in ("fp16", "bf16")
+        return mode if bool(accelerator.native_amp) and mode in ("fp16", "bf16") else False
     args = trainer.args
-    return bool(getattr(args, "fp16", False) or getattr(args, "bf16", False))
+    if getattr(args, "bf16", False):
+        return "bf16"
+    return "fp16" if getattr(args, "fp16", False) else False
 
 
 def _schedule_free_mode(optimizer: Any) -> bool | None:

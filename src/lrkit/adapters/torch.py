@@ -273,12 +273,35 @@ def _check_model(model: torch.nn.Module) -> None:
             )
 
 
+#: what ``amp=`` accepts besides True/False, and the autocast dtype each names
+AMP_DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+              "fp16": torch.float16, "float16": torch.float16}
+
+
+def amp_dtype(amp: Any, device_type: str) -> torch.dtype | None:
+    """The autocast dtype that ``amp=`` asks for (None: off). ``True`` is float16 on CUDA (with
+    a GradScaler, as ``torch.autocast`` examples and fastai's ``to_fp16``) and bfloat16
+    elsewhere; ``"bf16"``/``"fp16"`` or a dtype choose (bfloat16 is what large models train in
+    on recent GPUs, and float16 overflows where it does not)."""
+    if amp is None or amp is False:
+        return None
+    if amp is True:
+        return torch.float16 if device_type == "cuda" else torch.bfloat16
+    if isinstance(amp, torch.dtype) and amp in (torch.float16, torch.bfloat16):
+        return amp
+    if isinstance(amp, str) and amp.lower() in AMP_DTYPES:
+        return AMP_DTYPES[amp.lower()]
+    raise LrkitError(f"amp={amp!r} is not allowed; allowed values: False, True, 'bf16', 'fp16' "
+                     "(or torch.bfloat16, torch.float16)")
+
+
 class TorchTrainable:
     """Train a PyTorch model one optimizer step at a time (see the module docstring).
 
     Options: ``accumulation_steps`` micro-batches per optimizer step; ``amp`` runs the forward
-    pass under autocast (float16 with a GradScaler on CUDA, bfloat16 elsewhere) on devices that
-    support it; ``max_grad_norm`` clips gradients; ``val_loader`` with ``val_batches`` defines the
+    pass under autocast on devices that support it: ``True`` is float16 with a GradScaler on
+    CUDA and bfloat16 elsewhere, ``"bf16"`` / ``"fp16"`` (or the torch dtypes) choose, as a
+    training loop under ``torch.autocast(dtype=...)`` would; float16 always gets a GradScaler; ``max_grad_norm`` clips gradients; ``val_loader`` with ``val_batches`` defines the
     fixed small validation subset ``eval_loss`` averages over. ``sync_ranks``: under
     torch.distributed (DDP), report every loss averaged over the ranks, so that all of them see
     the same curve and stop at the same step (default: when there is more than one rank and the
@@ -297,7 +320,7 @@ class TorchTrainable:
         val_loader: Iterable | None = None,
         val_batches: int = 5,
         accumulation_steps: int = 1,
-        amp: bool = False,
+        amp: bool | str | torch.dtype = False,
         max_grad_norm: float | None = None,
         device: str | torch.device | None = None,
         snapshot: str = "cpu",
@@ -356,11 +379,12 @@ class TorchTrainable:
         reference = next((lr for lr in base if lr > 0), 0.0)
         self.group_ratios = [lr / reference if reference > 0 else 1.0 for lr in base]
 
-        self.amp = bool(amp) and self.device.type in ("cuda", "cpu", "xpu", "mps")
-        self._amp_dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
-        self._scaler = (
-            torch.amp.GradScaler(self.device.type) if self.amp and self.device.type == "cuda" else None
-        )
+        dtype = amp_dtype(amp, self.device.type)
+        self.amp = dtype is not None and self.device.type in ("cuda", "cpu", "xpu", "mps")
+        self._amp_dtype = dtype if dtype is not None else torch.bfloat16
+        # float16's narrow range needs loss scaling (bfloat16 has float32's range)
+        self._scaler = (torch.amp.GradScaler(self.device.type)
+                        if self.amp and dtype == torch.float16 else None)
 
     # -- Trainable -------------------------------------------------------------------------------
     def set_lr(self, lr: float) -> None:

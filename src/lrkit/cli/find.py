@@ -25,7 +25,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--diverge-threshold", type=float, default=4.0,
                    help="stop when the smoothed loss is this many times past its best (default 4)")
     p.add_argument("--accumulation-steps", type=int, default=1, help="micro-batches per step")
-    p.add_argument("--amp", action="store_true", help="automatic mixed precision where supported")
+    p.add_argument("--amp", nargs="?", const=True, default=False, choices=["bf16", "fp16"],
+                   metavar="bf16|fp16",
+                   help="automatic mixed precision where supported: bare --amp is float16 with "
+                        "loss scaling on CUDA and bfloat16 elsewhere; bf16 or fp16 choose")
     p.add_argument("--val-every", type=int, default=None, metavar="K",
                    help="evaluate a fixed validation subset every K >= 1 steps and use that curve "
                         "(needs a val_loader in the recipe)")

@@ -5,11 +5,14 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from lrkit.find.range_test import range_test
 from lrkit.find.result import FinderResult
 from lrkit.find.suggest import METHODS, analyse
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["find_lr", "range_test", "FinderResult", "METHODS", "analyse"]
 
@@ -31,7 +34,7 @@ def find_lr(
     smoothing: float = 0.9,
     diverge_threshold: float = 4.0,
     accumulation_steps: int = 1,
-    amp: bool = False,
+    amp: bool | str | torch.dtype = False,
     max_grad_norm: float | None = None,
     device: Any = None,
     method: str = "auto",
@@ -57,7 +60,8 @@ def find_lr(
     group. With an optimizer that maximizes (``maximize=True``) the recorded curve is the
     negation of what the loss function returns: the quantity the optimizer minimises.
     ``budget_steps`` (the planned training length) is recorded in ``result.settings``; a test
-    longer than 30% of it gets a warning. Rprop is refused: it reads ``lr`` only as its first
+    longer than 30% of it gets a warning. ``amp``: ``True`` (float16 with a GradScaler on CUDA,
+    bfloat16 elsewhere), ``"bf16"`` or ``"fp16"``, as the training loop runs. Rprop is refused: it reads ``lr`` only as its first
     step sizes.
 
     Under torch.distributed (a DDP model, one process per rank), call it on every rank: each
@@ -92,6 +96,8 @@ def find_lr(
     if advice:
         result.warnings.append(advice)
     # how each step was taken, for the record (JSON export, reports)
-    result.settings.update(accumulation_steps=trainable.accumulation_steps, amp=amp,
+    precision = "bf16" if str(trainable._amp_dtype) == "torch.bfloat16" else "fp16"
+    result.settings.update(accumulation_steps=trainable.accumulation_steps,
+                           amp=precision if trainable.amp else False,
                            max_grad_norm=trainable.max_grad_norm)
     return result

@@ -37,9 +37,10 @@ WARMUP_FRACTION = 0.05
 #: so without confirmation runs the peak is anchor x PEAK_FACTOR_FEW_EPOCHS up to FEW_EPOCHS
 #: epochs (0.5, not 1: with no short run to confirm it, stay on the safe side), anchor x
 #: PEAK_FACTOR_MANY_EPOCHS from MANY_EPOCHS on, and log-linear in between.
-#: the range test's own suggestion is (at the time of writing) a tenth of the loss minimum; used
-#: only when the curve itself is unusable but a suggestion exists
-SUGGESTION_TO_ANCHOR = 10.0
+#: when the curve itself is unusable but a suggestion exists: the rate of the loss minimum is
+#: the ``minimum`` method's rate x 10 (it is a tenth of it), else the default ``edge``'s rate /
+#: its fraction of the minimum
+MINIMUM_TO_ANCHOR = 10.0
 FEW_EPOCHS = 4.0
 MANY_EPOCHS = 12.0
 PEAK_FACTOR_FEW_EPOCHS = 0.5
@@ -151,7 +152,17 @@ def anchor_from(finder: Any, current_lr: float | None) -> tuple[float | None, st
         lr, _ = min(pairs, key=lambda p: p[1])
         return lr, f"the range test's loss was lowest at {lr:.3g}"
     if getattr(finder, "suggested_lr", None):
-        lr = float(finder.suggested_lr) * SUGGESTION_TO_ANCHOR
+        from lrkit.find.suggest import EDGE_FRACTION
+
+        minimum = (getattr(finder, "suggestions", None) or {}).get("minimum")
+        if minimum:
+            return float(minimum) * MINIMUM_TO_ANCHOR, (
+                f"the range test's minimum method suggested {minimum:.3g} (a tenth of the "
+                "loss minimum)")
+        if getattr(finder, "method", "edge") in ("edge", "auto"):
+            lr = float(finder.suggested_lr) / EDGE_FRACTION
+        else:  # another method's rate: no known ratio to the minimum, taken as the anchor
+            lr = float(finder.suggested_lr)
         return lr, f"the range test suggested {finder.suggested_lr:.3g}"
     return None, "the range test found no usable curve (the loss never fell)"
 
