@@ -19,7 +19,10 @@ class Problem:
     ``criterion`` handles ``(inputs, targets)`` batches; ``loss_fn(model, batch)`` handles any
     other batch format or model output. ``budget_steps`` is the planned training length in
     optimizer steps (the best constant rate depends on it); ``metric_fn(model, loader)`` an optional
-    quality measure (for example accuracy) reported beside the loss.
+    quality measure (for example accuracy) reported beside the loss. ``step_options`` say how the
+    training loop takes one optimizer step (:class:`~lrkit.adapters.torch.TorchTrainable`'s
+    ``accumulation_steps``, ``max_grad_norm``, ``amp``): the framework adapters fill them from
+    the framework's settings, so that the range test, recipes and sweeps train as it would.
     """
 
     model: Any
@@ -32,6 +35,7 @@ class Problem:
     budget_steps: int | None = None
     metric_fn: Callable | None = None
     metric_name: str | None = None
+    step_options: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def trainable(self, **options: Any):
         """A :class:`lrkit.adapters.torch.TorchTrainable` over this problem."""
@@ -39,8 +43,13 @@ class Problem:
 
         return TorchTrainable(
             self.model, self.optimizer, self.train_loader, self.criterion,
-            loss_fn=self.loss_fn, val_loader=self.val_loader, **options,
+            loss_fn=self.loss_fn, val_loader=self.val_loader, **{**self.step_options, **options},
         )
+
+    @property
+    def accumulation_steps(self) -> int:
+        """Batches per optimizer step (``step_options``; 1 by default)."""
+        return int(self.step_options.get("accumulation_steps") or 1)
 
 
 _TUPLE_FIELDS = ("model", "optimizer", "train_loader", "criterion", "val_loader")

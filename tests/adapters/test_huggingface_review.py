@@ -132,7 +132,7 @@ def test_mixed_precision_follows_what_the_trainer_does_on_the_cpu(tmp_path):
         seen.clear()
         result = find_lr(trainer, num_steps=10, progress=False)
         handle.remove()
-        assert result.settings["amp"] is expected and seen[0] is expected
+        assert result.settings["amp"] == ("bf16" if expected else False) and seen[0] is expected
 
 
 def _with_loss_scaler(trainer: Trainer, init_scale: float) -> Trainer:
@@ -196,3 +196,23 @@ def test_update_args_when_the_first_group_is_held_still_at_a_zero_rate(tmp_path)
     assert [g["initial_lr"] for g in trainer.optimizer.param_groups] == pytest.approx(
         again.suggested_lrs)
     assert trainer.lr_scheduler.base_lrs == pytest.approx(again.suggested_lrs)
+
+
+def test_recommend_on_a_trainer_steps_as_the_trainer_does(tmp_path):
+    """from_trainer carries the Trainer's accumulation, clipping and precision in step_options,
+    so recommend's range test and short runs take its steps, its epochs count optimizer steps
+    (8 batches at 4 a step: 2 a pass) and its batch is the step's (16 x 4)."""
+    import lrkit
+
+    trainer = make_trainer(tmp_path, gradient_accumulation_steps=4, max_grad_norm=0.5,
+                           per_device_train_batch_size=16)
+    problem = from_trainer(trainer)
+    assert problem.step_options == {"accumulation_steps": 4, "max_grad_norm": 0.5, "amp": False}
+    assert problem.trainable().accumulation_steps == 4
+    calls = []
+    loss_fn = problem.loss_fn
+    problem.loss_fn = lambda model, batch: calls.append(1) or loss_fn(model, batch)
+    recipe = lrkit.recommend(problem, epochs=3, confirm=False, progress=False)
+    assert recipe.total_steps == 6  # 3 epochs x ceil(8 batches / 4)
+    assert recipe.batch_size == 64 and recipe.evidence["epochs"] == pytest.approx(3)
+    assert len(calls) == 4 * len(recipe.evidence["finder"]["lrs"])  # 4 batches a test step

@@ -131,10 +131,17 @@ def from_trainer(trainer: Any, *, budget_steps: int | None = None,
     _check_trainer(trainer)
     loader = trainer.get_train_dataloader()
     accumulation = max(1, int(trainer.args.gradient_accumulation_steps))
+    clip = trainer.args.max_grad_norm
+    # a step as training_step takes it: the Trainer's accumulation, clipping (<= 0: off) and
+    # mixed precision, for the range test, recommend's short runs and sweeps alike
+    step_options = {"accumulation_steps": accumulation,
+                    "max_grad_norm": clip if clip and clip > 0 else None,
+                    "amp": _mixed_precision(trainer)}
     return Problem(model=trainer.model, optimizer=_fresh_optimizer(trainer), train_loader=loader,
                    loss_fn=_loss_fn(trainer, accumulation), val_loader=_eval_loader(trainer, eval_key),
                    name=type(trainer.model).__name__,
-                   budget_steps=budget_steps or _planned_steps(trainer, loader))
+                   budget_steps=budget_steps or _planned_steps(trainer, loader),
+                   step_options=step_options)
 
 
 def find_lr(trainer: Any, *, update_args: bool = False, eval_key: str | None = None,
@@ -153,10 +160,7 @@ def find_lr(trainer: Any, *, update_args: bool = False, eval_key: str | None = N
                            eval_key=eval_key)
     args = trainer.args
     optimizer = problem.optimizer
-    finder_options.setdefault("accumulation_steps", max(1, int(args.gradient_accumulation_steps)))
-    clip = args.max_grad_norm
-    finder_options.setdefault("max_grad_norm", clip if clip and clip > 0 else None)  # <= 0: off
-    finder_options.setdefault("amp", _mixed_precision(trainer))
+    finder_options = {**problem.step_options, **finder_options}
     val_loader = problem.val_loader if finder_options.get("val_every") is not None else None
     if finder_options.get("val_every") is not None and val_loader is None:
         raise LrkitError("val_every needs validation data: build the Trainer with eval_dataset=...")

@@ -45,6 +45,7 @@ def _total_steps(problem: Problem, steps: Any, epochs: Any) -> tuple[int, str]:
             raise LrkitError("epochs= needs a train_loader with a length (len(loader) batches per "
                              "epoch); give steps= instead") from None
         require(per_epoch >= 1, "the train_loader is empty (0 batches per epoch)")
+        per_epoch = math.ceil(per_epoch / problem.accumulation_steps)  # optimizer steps
         total = int(round(epochs * per_epoch))
         require(total >= 1, f"{epochs} epochs of {per_epoch} batches is less than one step")
         return total, f"{epochs:g} epochs x {per_epoch} steps"
@@ -135,10 +136,11 @@ def _batch_size(loader: Any) -> int | None:
     return size if isinstance(size, int) and size >= 1 else None
 
 
-def _epochs(loader: Any, total: int) -> float | None:
-    """How many passes over the training data ``total`` steps make (None without a length)."""
+def _epochs(loader: Any, total: int, accumulation: int = 1) -> float | None:
+    """How many passes over the training data ``total`` optimizer steps make, at
+    ``accumulation`` batches a step (None without a length)."""
     try:
-        per_epoch = len(loader)
+        per_epoch = math.ceil(len(loader) / accumulation)
     except TypeError:
         return None
     return total / per_epoch if per_epoch else None
@@ -211,14 +213,17 @@ def _recommend(target: Any, *, steps: int | None, epochs: float | None, seed: in
     reference = next((i for i, lr in enumerate(rates) if lr > 0), 0)
     options = optimizer_options(problem.optimizer, reference)
     batch = _batch_size(problem.train_loader)
+    if batch is not None:  # the batch of one optimizer step: the loader's x the accumulation
+        batch *= problem.accumulation_steps
 
     t0 = time.perf_counter()
     torch.manual_seed(seed)
     finder = find_lr(problem.model, problem.optimizer, problem.train_loader, problem.criterion,
-                     loss_fn=problem.loss_fn, budget_steps=total, progress=progress)
+                     loss_fn=problem.loss_fn, budget_steps=total, progress=progress,
+                     **problem.step_options)
     plan = policy.plan(finder, total_steps=total, optimizer=name,
                        current_lr=rates[reference] if rates else None, confirm=confirm,
-                       epochs=_epochs(problem.train_loader, total))
+                       epochs=_epochs(problem.train_loader, total, problem.accumulation_steps))
     confirmations = []
     for candidate in plan.candidates if plan.confirm_steps else []:
         schedule = policy.short_schedule(plan, candidate)
