@@ -55,6 +55,13 @@ LEVEL_WINDOW = 10
 PROGRESS_MADE = 0.2
 PROGRESS_NOISE = 5.0
 PROGRESS_KEPT = 0.1
+#: a GradScaler's scale below this share of 1 (or of its scale at the first snapshot, when that
+#: was lower) has been halved by overflows at nearly every step since: the gradients are
+#: non-finite in themselves, and every step is skipped while the guard saw finite losses
+SCALE_COLLAPSED = 2.0 ** -10
+#: the course check's cheap look: a recent median 30% above the lowest median is "off course"
+#: only when it is also this many noise widths (interquartile range / sqrt(losses)) above it
+LEVEL_NOISE = 2.0
 
 
 class GuardError(LrkitError):
@@ -64,8 +71,9 @@ class GuardError(LrkitError):
 @dataclasses.dataclass
 class Intervention:
     step: int  #: the guard's step count when it happened
-    #: "nonfinite_loss", "nonfinite_grad", "spike", "spike_skipped" (a lone spike: its batch
-    #: left out, nothing else changed), "progress_lost" (the recent median back at the start
+    #: "nonfinite_loss", "nonfinite_grad" (also: a GradScaler whose scale collapsed, every step
+    #: skipped), "spike", "spike_skipped" (a lone spike: its batch left out; the forward pass ran,
+    #: so BatchNorm statistics keep it), "progress_lost" (the recent median back at the start
     #: level), "diagnosed_unstable", "diagnosed_diverged", "probe" (the probe's verdict) or
     #: "probe_cut_short" (a probe ended by ``close()``)
     reason: str
@@ -88,7 +96,8 @@ class Guard:
     ``spike_factor``: a loss this many times the first good loss (where training started) is a
     spike; so is one this many times the median of the last ``window`` good losses that is also
     twice the worst of them and undoes a quarter of the progress since the start (after
-    ``warmup`` good steps); ``None``: only non-finite values are incidents. ``lr_factor``: rate
+    ``warmup`` good steps; for a loss at or below zero, one more than this many times the
+    window's spread above its worst); ``None``: only non-finite values are incidents. ``lr_factor``: rate
     multiplier per incident. ``snapshot_every``: good steps between snapshots (the latest is kept,
     and the best one; each is one copy of the parameters, buffers, gradients and optimizer state).
     ``snapshot``: ``"cpu"`` (host memory), ``"disk"`` (a private temporary file in
@@ -102,7 +111,8 @@ class Guard:
     step on the smallest built-in examples; without it a non-finite gradient is caught one step
     later through the non-finite loss it causes, and the rollback undoes it).
     ``diagnose_every``: every that many good steps, when a cheap look at the recent losses (median
-    30% above the lowest seen, or a batch 5x the median) says the course may be off, the losses
+    30% above the lowest seen and by more than 2 of its noise widths, or a batch 5x the median)
+    says the course may be off (a positive loss only), the losses
     since the last change of rate are diagnosed (:func:`lrkit.diagnose`, on at most 500 bin
     means); a run that is ``unstable`` or ``diverged`` (only ``diverged`` when outlier batches
     alone prompted the look) with at least ``min_confidence`` gets the diagnosis's cut (x0.3 or
@@ -111,9 +121,13 @@ class Guard:
     were lowest; ``False``: the newest verified one). A diagnosis that finds nothing doubles the
     wait for the next one (up to 8x ``diagnose_every``; back to 1x after each of the guard's own
     changes of rate). ``None`` turns this off. ``min_lr_scale``: the guard raises
-    :class:`GuardError` rather than cut a rate below this share of where it started.
-    ``scheduler``: an LR scheduler whose ``base_lrs`` are lowered too, so that it does not undo
-    the guard's cuts. ``probe_steps``: length of the probe (a range test from
+    :class:`GuardError` rather than let its own cuts (all of them together) take the rate below
+    this share of where it started (a scheduler's decay does not count).
+    ``scheduler``: an LR scheduler that keeps the guard's cuts: lrkit's through ``scale_rates``,
+    torch's through its ``base_lrs`` (and CyclicLR's ``max_lrs``, OneCycleLR's rates in the
+    parameter groups, the schedulers a SequentialLR or ChainedScheduler runs); while the probe
+    runs, the groups show this scheduler's rate between steps, so that a decay it makes then is
+    kept. ``probe_steps``: length of the probe (a range test from
     ``10**-probe_decades`` x the failed rate up to it) that the first incident, or the first
     failing course check, starts instead of a fixed cut; 0 turns it off. ``sync_ranks``: under
     torch.distributed (DDP), judge the loss averaged over the ranks (one all-reduce of a scalar,
@@ -125,7 +139,14 @@ class Guard:
     ``scaler``: the ``torch.amp.GradScaler`` of a mixed-precision loop whose closure backpropagates
     ``scaler.scale(loss)``: steps go through ``scaler.step(optimizer)`` and ``scaler.update()``,
     gradients are unscaled before ``check_grads`` reads them, and a non-finite gradient is the
-    scaler's overflow to handle (it skips that update and lowers its scale), not an incident.
+    scaler's overflow to handle (it skips that update and lowers its scale), not an incident --
+    unless the scale has collapsed (below 2**-10, or that share of its first value when lower)
+    by the next snapshot: then the steps were all skipped, and it is a ``nonfinite_grad``
+    incident. Snapshots keep the scaler's scale, and a rollback restores it.
+
+    A rollback restores the model, the optimizer's state and torch's RNG states as they were at
+    the snapshot, but keeps the parameter groups' hyperparameters (the rate, and what a
+    scheduler keeps there) as they are: it undoes steps, not the schedule's position.
     """
 
     def __init__(
@@ -180,6 +201,10 @@ class Guard:
                 f"confirm_spikes must be an integer >= 0 (0: act on every spike), got "
                 f"{confirm_spikes!r}")
         require(isinstance(window, int) and window >= 3, f"window must be >= 3, got {window!r}")
+        # (0 made the first step read the median of no losses: an IndexError; more than window
+        # turned the spike, progress and course checks off for good, silently)
+        require(isinstance(warmup, int) and 1 <= warmup <= window,
+                f"warmup must be an integer from 1 to window ({window}), got {warmup!r}")
         require(snapshot in ("cpu", "disk", "device"),
                 f"snapshot must be 'cpu', 'disk' or 'device', got {snapshot!r}")
         require(isinstance(probe_steps, int) and (probe_steps == 0 or probe_steps >= 10),
@@ -196,6 +221,8 @@ class Guard:
         enabled = getattr(scaler, "is_enabled", None)
         self.scaler = scaler if scaler is not None and (enabled is None or enabled()) else None
         self._unscaled = False  #: unscale_ ran this step (the guard's own, for check_grads)
+        #: a scale below this has collapsed (see SCALE_COLLAPSED); set at the first snapshot
+        self._scale_floor: float | None = None
         self.spike_factor = spike_factor
         self.warmup = warmup
         self.lr_factor = float(lr_factor)
@@ -240,13 +267,20 @@ class Guard:
         self._recent_max = math.inf
         self._spike_threshold = math.inf
         self._start_level: float | None = None  #: median of the first ``warmup`` good losses
-        self._lowest_median = math.inf
+        #: the lowest median of the recent losses since the last rollback, and its noise
+        self._lowest_median, self._lowest_noise, self._lowest_spread_n = math.inf, 0.0, (0.0, 1)
         #: the progress check (``watch_progress``): the median of the first full window, the
         #: lowest full-window median since the last rollback and its spread (interquartile range)
         self.watch_progress = watch_progress
         self._progress_start: float | None = None
         self._lowest_full, self._lowest_spread, self._undone_checks = math.inf, 0.0, 0
-        self._initial_lrs = [float(g["lr"]) for g in optimizer.param_groups]
+        #: the product of the guard's own cuts so far (what min_lr_scale bounds: a scheduler's
+        #: decay, a warmup from 0 or a plateau rule's cuts are not the guard's)
+        self._cut_scale = 1.0
+        #: while probing, a torch scheduler's rate is the "live" one the probe scales each step:
+        #: the groups show it between steps, so that the scheduler's step() works on it (a decay
+        #: made during the probe is kept); without one they show the next probe rate
+        self._probe_follows = scheduler is not None and not hasattr(scheduler, "scale_rates")
 
     # -- snapshots ----------------------------------------------------------------------------
     def take_snapshot(self) -> None:
@@ -259,14 +293,30 @@ class Guard:
         if self._parameters_finite():
             self._store_snapshot()
 
-    def _store_snapshot(self) -> None:
-        """Snapshot the current state, unchecked (see :mod:`lrkit.diagnose.snapshots`)."""
+    def _store_snapshot(self, scaler_state: dict | None = None) -> None:
+        """Snapshot the current state, unchecked (see :mod:`lrkit.diagnose.snapshots`), with
+        the scaler's scale (``scaler_state``: already read)."""
         # the state's own level: the median of its last few losses (a longer window lags, and
         # would rank a state that is already sliding by the better ones before it)
         last = sorted(itertools.islice(reversed(self._recent), LEVEL_WINDOW))
-        self._snapshots.take(self.steps, last[len(last) // 2] if last else math.inf)
+        self._snapshots.take(self.steps, last[len(last) // 2] if last else math.inf,
+                             extra=scaler_state or self._scaler_state())
         self._since_snapshot = 0
         self._retries = 0
+
+    def _scaler_state(self) -> dict | None:
+        """The scaler's scale and growth count (one read-back, once per snapshot): a rollback
+        puts them back with the model (a scale that collapsed to 0 while every step overflowed
+        turned every later step into NaNs, rollbacks or not)."""
+        if self.scaler is None:
+            return None
+        state = self.scaler.state_dict()
+        if not state:
+            return None
+        state = {key: state[key] for key in ("scale", "_growth_tracker") if key in state}
+        if self._scale_floor is None and "scale" in state:
+            self._scale_floor = min(1.0, state["scale"]) * SCALE_COLLAPSED
+        return state
 
     def _parameters_finite(self) -> bool:
         params = [p.detach() for g in self.optimizer.param_groups for p in g["params"]
@@ -287,29 +337,49 @@ class Guard:
             else:
                 group["lr"] = value
 
+    def _restore(self, snapshot: Snapshot) -> None:
+        """Restore ``snapshot`` but keep the parameter groups' hyperparameters as they are now:
+        a rollback undoes the steps, not the schedule's position or the guard's own cuts (the
+        rate, and what a scheduler keeps in the groups: OneCycleLR's peak and momentum)."""
+        kept = [{key: value.clone() if isinstance(value, torch.Tensor) else value
+                 for key, value in group.items() if key != "params"}
+                for group in self.optimizer.param_groups]
+        snapshot.restore()
+        scaler_state = getattr(snapshot, "extra", None)
+        if self.scaler is not None and scaler_state:
+            # the scale with the state it was taken with (all the rest as it is now)
+            self.scaler.load_state_dict({**self.scaler.state_dict(), **scaler_state})
+        with torch.no_grad():
+            for group, values in zip(self.optimizer.param_groups, kept):
+                for key, value in values.items():
+                    current = group.get(key)
+                    if (isinstance(current, torch.Tensor) and isinstance(value, torch.Tensor)
+                            and current.shape == value.shape):
+                        current.copy_(value)  # a tensor rate keeps its identity
+                    else:
+                        group[key] = value
+
     def _cut(self, factor: float, restore: Snapshot | None) -> list[float]:
         """Restore ``restore`` (if given), then set every rate to ``factor`` x its value before."""
         lr_before = self.lrs
         if restore is not None:
             # first back to a good state, so that the model is sound even when this raises
-            restore.restore()  # this brings back the snapshot's rates too: set them after
-            self._set_lrs(lr_before)
+            self._restore(restore)
             # the recent losses came from later, better states than the one restored: against
             # them the restored model's ordinary losses would look like spikes
             self._forget_recent()
-        floor = [lr * self.min_lr_scale for lr in self._initial_lrs]
-        if all(lr * factor < f for lr, f in zip(lr_before, floor) if f > 0) and any(floor):
+        if self._cut_scale * factor < self.min_lr_scale:
             raise GuardError(
                 f"the guard would cut the rate to {lr_before[0] * factor:.3g}, below "
-                f"{self.min_lr_scale:g} x the rate it started with ({self._initial_lrs[0]:.3g}), "
-                "and the loss still misbehaves: the problem is probably not the rate (check the "
-                "data, the loss and the model), or lower min_lr_scale. Interventions: "
+                f"{self.min_lr_scale:g} x the rate it started with (its cuts would multiply the "
+                f"rate by {self._cut_scale * factor:.3g} in all), and the loss still misbehaves: "
+                "the problem is probably not the rate (check the data, the loss and the model), "
+                "or lower min_lr_scale. Interventions: "
                 + ", ".join(f"step {i.step} {i.reason}" for i in self.interventions[-6:]))
+        self._cut_scale *= factor
         self._set_lrs([lr * factor for lr in lr_before])
-        if self.scheduler is not None and hasattr(self.scheduler, "scale_rates"):
-            self.scheduler.scale_rates(factor)  # lrkit's own: its rates are fixed at setup
-        elif self.scheduler is not None and hasattr(self.scheduler, "base_lrs"):
-            self.scheduler.base_lrs = [lr * factor for lr in self.scheduler.base_lrs]
+        if self.scheduler is not None:
+            _scale_schedule(self.scheduler, factor, self.optimizer)
         self.optimizer.zero_grad(set_to_none=True)
         self._reset_history()
         return lr_before
@@ -367,6 +437,8 @@ class Guard:
                     "initialisation or the checkpoint it was loaded from")
         self.steps += 1
         if self._probe is not None:
+            if self._probe_follows:  # the scheduler's rate now: the probe scales it
+                self._probe_base = self.lrs
             self._set_lrs([lr * self._probe.current_scale for lr in self._probe_base])
         self._unscaled = False
         loss = closure()
@@ -460,8 +532,13 @@ class Guard:
                 self._since_check = 0
                 # the full diagnosis only when a cheap look says the course may be off: the
                 # recent median well above the lowest one seen, or batches far above the median
-                ref = self._reference
-                level_off = ref is not None and ref > 1.3 * self._lowest_median
+                ref, lowest = self._reference, self._lowest_median
+                # (30% above the lowest median, and by more than that median's noise: the lowest
+                # of many medians of noisy batches is a dip of the noise, and a flat run with
+                # heavy-tailed batches sat 30% above it and was diagnosed, and cut, again and
+                # again)
+                level_off = (ref is not None and ref > 1.3 * lowest
+                             and ref - lowest > LEVEL_NOISE * self._lowest_noise)
                 if level_off or (ref is not None and self._recent_max > 5.0 * abs(ref)):
                     # a diagnosis costs ~1 ms: one that finds nothing doubles the wait for the
                     # next (up to 8x diagnose_every), so noisy healthy runs do not pay it often
@@ -479,7 +556,16 @@ class Guard:
         # early in a run, where blow-ups are likeliest and progress fastest, snapshots come
         # sooner (every half of the steps so far, at least 10 apart), so a rollback loses less
         if self._since_snapshot >= min(self.snapshot_every, max(10, self.good_steps // 2)):
-            self._store_snapshot()
+            state = self._scaler_state()
+            if (state is not None and self._scale_floor is not None
+                    and state.get("scale", 1.0) < self._scale_floor):
+                # every recent step overflowed, and the scaler skipped it: the gradients are not
+                # finite even unscaled (a NaN, not an fp16 overflow), the model has not moved,
+                # and the "good" steps were none: an incident, before it is snapshotted
+                self._intervene("nonfinite_grad", self._recent[-1] if self._recent else math.nan,
+                                self._reference, math.inf)
+                return
+            self._store_snapshot(state)
 
     def _progress_undone(self) -> bool:
         """Whether the recent median is back at the level training started from after the run
@@ -500,7 +586,7 @@ class Guard:
 
     def _forget_recent(self) -> None:
         """After a rollback: the recent losses (and the lowest level) were of undone states."""
-        self._lowest_median = math.inf
+        self._lowest_median, self._lowest_noise, self._lowest_spread_n = math.inf, 0.0, (0.0, 1)
         self._lowest_full, self._lowest_spread, self._undone_checks = math.inf, 0.0, 0
         self._recent.clear()
         self._reference = None
@@ -513,12 +599,18 @@ class Guard:
         self._recent_max = ordered[-1]
         if self._start_level is None:
             self._start_level = self._reference
-        self._lowest_median = min(self._lowest_median, self._reference)
+        n = len(ordered)
+        spread = ordered[(3 * n) // 4] - ordered[n // 4]  # the interquartile range
+        if reference < self._lowest_median:
+            self._lowest_median, self._lowest_spread_n = reference, (spread, n)
+        # the noise of that lowest median: the larger of its own window's spread and the
+        # current one's (a window of a few losses can look calm by chance), over sqrt(its size)
+        lowest_spread, lowest_n = self._lowest_spread_n
+        self._lowest_noise = max(spread, lowest_spread) / math.sqrt(lowest_n)
         if len(ordered) == self._recent.maxlen:  # a full window: for the progress check
             if self._progress_start is None:
                 self._progress_start = reference
             if reference < self._lowest_full:
-                n = len(ordered)
                 self._lowest_full, self._lowest_spread = \
                     reference, ordered[(3 * n) // 4] - ordered[n // 4]
         # a spike stands out of the recent worst batch (heavy-tailed batch losses near
@@ -529,6 +621,15 @@ class Guard:
             self._spike_threshold = math.inf
             return
         start = max(self._start_level or 0.0, reference)
+        if start <= 0:
+            # a loss that started and stays at or below zero (a log-likelihood of a density, a
+            # loss with a constant offset): multiples of it mean nothing (5x a negative level is
+            # far below it, and every ordinary batch was a spike); a spike is then a loss more
+            # than spike_factor times the recent spread above the worst recent batch
+            span = self._recent_max - ordered[0]
+            self._spike_threshold = (self._recent_max + self.spike_factor * span
+                                     if span > 0 else math.inf)
+            return
         past_start = self.spike_factor * start
         off_course = (max(self.spike_factor * reference, reference + 0.25 * (start - reference))
                       if reference > 0 else math.inf)
@@ -566,7 +667,9 @@ class Guard:
         from lrkit.diagnose.classify import diagnose
 
         history = self._history
-        if len(history) < 20:
+        if len(history) < 20 or min(history) <= 0:
+            # the diagnosis reads ratios of a positive loss (5x its start, a bounce by a share
+            # of the progress): on a loss at or below zero it calls flat noise "diverged"
             return
         result = diagnose(history)
         if (result.verdict not in act_on or result.lr_factor is None
@@ -601,7 +704,7 @@ class Guard:
                                                grad_norm, lrs, lrs, -1))
         self.logger.info("lrkit guard step %d: a lone spike (loss %.4g%s); batch skipped, the "
                          "next batches test the same parameters", self.steps, loss,
-                         f", {loss / reference:.1f}x the recent median" if reference else "")
+                         _versus(loss, reference))
 
     def _intervene(self, reason: str, loss: float, reference: float | None,
                    grad_norm: float | None, *, to_best: bool = False) -> None:
@@ -612,6 +715,12 @@ class Guard:
         self.optimizer.zero_grad(set_to_none=True)
         self._release_scaler()
         if self._retries >= self.max_retries:
+            # back to a sound state first, as before any GuardError: the parameters that gave
+            # this loss may be broken (an update from a non-finite gradient), and the caller may
+            # save or evaluate the model after catching the error
+            self._restore(self._snapshots.rollback_target())
+            self._forget_recent()
+            self.optimizer.zero_grad(set_to_none=True)
             record = Intervention(self.steps, reason, loss, reference, grad_norm, lr_before,
                                   lr_before, self._snapshots.latest_step)
             self.interventions.append(record)
@@ -634,7 +743,7 @@ class Guard:
         self.logger.warning(
             "lrkit guard step %d: %s (loss %.4g%s); restored the snapshot of step %d, rate %s -> "
             "%s, batch skipped (retry %d of %d)", self.steps, reason.replace("_", " "), loss,
-            f", {loss / reference:.1f}x the recent median" if reference else "",
+            _versus(loss, reference),
             self._snapshots.latest_step, _fmt(lr_before), _fmt(self.lrs), self._retries,
             self.max_retries)
 
@@ -651,7 +760,7 @@ class Guard:
         from lrkit.schedules.torch_scheduler import paused
 
         self._probe_base = self.lrs
-        self._snapshots.rollback_target().restore()
+        self._restore(self._snapshots.rollback_target())
         # the probe's steps are undone: an lrkit scheduler must not count them
         self._unpause = contextlib.ExitStack()
         self._unpause.enter_context(paused(self.optimizer))
@@ -659,7 +768,8 @@ class Guard:
         self._probed = True
         self._probe = RateProbe(self.probe_steps, self.probe_decades)
         first = [lr * self._probe.current_scale for lr in self._probe_base]
-        self._set_lrs(first)
+        if not self._probe_follows:
+            self._set_lrs(first)
         self.interventions.append(Intervention(self.steps, reason, loss, reference, grad_norm,
                                                self._probe_base, first,
                                                self._snapshots.latest_step))
@@ -667,7 +777,7 @@ class Guard:
             "lrkit guard step %d: %s (loss %.4g%s); restored the snapshot of step %d and probing "
             "the rate for up to %d steps (%s up to %s); these steps are undone afterwards",
             self.steps, reason.replace("_", " "), loss,
-            f", {loss / reference:.1f}x the recent median" if reference else "",
+            _versus(loss, reference),
             self._snapshots.latest_step, self.probe_steps, _fmt(first), _fmt(self._probe_base))
 
     def _probe_step(self, loss_value: float, grad_norm: float | None) -> float:
@@ -683,7 +793,9 @@ class Guard:
         probe.record(loss_value)
         if probe.done:
             self._finish_probe()
-        else:  # show the next probe rate already (a scheduler may overwrite it; step sets it)
+        elif self._probe_follows:  # back to the scheduler's rate, for its step() to work on
+            self._set_lrs(self._probe_base)
+        else:  # show the next probe rate already (step sets it again)
             self._set_lrs([lr * probe.current_scale for lr in self._probe_base])
         return loss_value
 
@@ -729,7 +841,8 @@ class Guard:
             if self._probe is not None and self._snapshots.latest is not None:
                 self._probe = None
                 self._resume_schedules()
-                self._set_lrs(self._probe_base)
+                if not self._probe_follows:  # (else the groups hold the scheduler's rate now)
+                    self._set_lrs(self._probe_base)
                 lr_before = self._cut(self.lr_factor, self._snapshots.latest)
                 self.interventions.append(Intervention(
                     self.steps, "probe_cut_short", math.nan, None, None, lr_before, self.lrs,
@@ -737,6 +850,45 @@ class Guard:
         finally:
             self._resume_schedules()
             self._snapshots.close()
+
+
+def _scale_schedule(scheduler: Any, factor: float, optimizer: torch.optim.Optimizer) -> None:
+    """Make ``scheduler`` keep a cut of every rate by ``factor``: wherever it keeps the rates it
+    sets from (``base_lrs``; CyclicLR's ``max_lrs``; OneCycleLR's peak, start and end rates in the
+    parameter groups), in the schedulers a SequentialLR or ChainedScheduler runs too (else the
+    cut is undone at a milestone, or at once)."""
+    if hasattr(scheduler, "scale_rates"):
+        scheduler.scale_rates(factor)  # lrkit's own: its rates are fixed at setup
+        return
+    seen: set[int] = set()
+    keys: set[str] = set()
+    todo = [scheduler]
+    while todo:
+        item = todo.pop()
+        if id(item) in seen:
+            continue
+        seen.add(id(item))
+        todo.extend(getattr(item, "_schedulers", None) or ())
+        for name in ("base_lrs", "max_lrs"):
+            values = getattr(item, name, None)
+            if isinstance(values, list):
+                setattr(item, name, [value * factor for value in values])
+        for phase in getattr(item, "_schedule_phases", None) or ():
+            keys.update(phase[k] for k in ("start_lr", "end_lr")
+                        if isinstance(phase, dict) and isinstance(phase.get(k), str))
+    for group in optimizer.param_groups:
+        for key in keys:
+            if key in group:
+                group[key] = group[key] * factor
+
+
+def _versus(loss: float, reference: float | None) -> str:
+    """How a loss compares with the recent median, for the log (a ratio only when positive)."""
+    if not reference:
+        return ""
+    if reference > 0:
+        return f", {loss / reference:.1f}x the recent median"
+    return f", the recent median {reference:.4g}"
 
 
 def _fmt(lrs: list[float]) -> str:

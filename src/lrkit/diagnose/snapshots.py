@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+from typing import Any
 
 import torch
 
@@ -37,10 +38,11 @@ class SnapshotKeeper:
         self.best_step = 0
         self._best_level = math.inf
 
-    def take(self, step: int, level: float) -> None:
+    def take(self, step: int, level: float, extra: Any = None) -> None:
         """Snapshot the current state (taken after ``step`` steps, at ``level``) as the latest.
         The previous latest, which good steps have followed since, is verified now: it becomes
-        the best, or its buffers take the new copy."""
+        the best, or its buffers take the new copy. ``extra``: kept with the snapshot, as its
+        ``extra`` attribute (the guard's GradScaler state)."""
         prev, retired = self.latest, None
         if prev is not None and prev is not self.best:
             if self.best is None or not self.keep_best or self._latest_level <= self._best_level:
@@ -53,6 +55,7 @@ class SnapshotKeeper:
         # what numpy's and Python's generators feed (and copying them costs ~40 us a snapshot)
         snapshot = Snapshot(self._model, self._optimizer, where=self._where,
                             directory=self._directory, torch_rng_only=True, reuse=retired)
+        snapshot.extra = extra
         if prev is None:  # the first snapshot: the state the user handed over
             self.best, self._best_level, self.best_step = snapshot, level, step
         self.latest, self._latest_level, self.latest_step = snapshot, level, step
