@@ -232,9 +232,14 @@ def _decide(ev: dict, vev: dict | None) -> tuple[str, float, list[str]]:
         return "not_enough_data", 1.0, reasons
 
     end_vs_start = ev["end_vs_start_log"]
-    peak = max(ev["raw_peak_log"], ev["overshoot_log"])
-    # a peak must stand out of the batch noise too (5 noise widths) to count as a blow-up
+    # a peak must stand out of the batch noise too to count as a blow-up: the smoothed peak by
+    # PEAK_NOISE_WIDTHS noise widths, the highest single loss by 2 widths more than the highest
+    # of n draws of pure noise reaches (sqrt(2 ln n) widths): a flat, noisy loss's highest batch
+    # of 500 sits 3.5 widths up, and 4 made such curves "diverged" at 0.97 (1 in 3)
+    noise_peak = math.sqrt(2.0 * math.log(max(n, 2))) + 2.0
     blowup = max(BLOWUP_LOG, PEAK_NOISE_WIDTHS * ev["noise"])
+    raw_blowup = max(BLOWUP_LOG, max(PEAK_NOISE_WIDTHS, noise_peak) * ev["noise"])
+    peak = max(ev["raw_peak_log"] * blowup / raw_blowup, ev["overshoot_log"])  # on one scale
     tolerance = END_ABOVE_START_LOG
     # a climb from the first tenth to the last must stand out of the noise of those two medians
     # (2 standard errors): on a flat curve with heavy-tailed batches, i.i.d. exponential losses,
@@ -254,7 +259,8 @@ def _decide(ev: dict, vev: dict | None) -> tuple[str, float, list[str]]:
                            f"{_pct(ev['end_vs_early_log'])} above its level in the first tenth "
                            f"of the run and {_pct(end_vs_start)} above its start")
         elif peak >= blowup:
-            reasons.append(f"the loss blew up to {math.exp(peak):.3g}x its start (peak at "
+            reasons.append(f"the loss blew up to "
+                           f"{math.exp(max(ev['raw_peak_log'], ev['overshoot_log'])):.3g}x its start (peak at "
                            f"{at(ev['peak_at'])})")
         else:
             reasons.append(f"it fell to {ev['best']:.4g} at {at(ev['best_at'])} and climbed back")
