@@ -270,3 +270,18 @@ def test_the_highest_batch_of_a_flat_noisy_loss_is_not_a_blow_up():
     blown = np.exp(np.random.default_rng(0).normal(0.0, 0.3, 2000))
     blown[1500:1520] *= 20.0  # twenty batches 20x the level: a blow-up, recovered from
     assert diagnose(list(blown)).verdict in ("diverged", "unstable")
+
+
+def test_a_flat_noisy_loss_does_not_climb():
+    # the last tenth against the first: at 2 standard errors of the two medians, 4 of these 60
+    # flat log-normal curves "climbed" into a diverged verdict; at 3, none
+    from lrkit.diagnose.classify import _decide
+    from lrkit.diagnose.evidence import measure
+
+    climbed = []
+    for seed in range(60):
+        flat = np.exp(np.random.default_rng(seed).normal(0.0, 0.3, 500))
+        verdict, _, reasons = _decide(measure(list(flat)), None)
+        if verdict == "diverged" and reasons[0].startswith("the loss climbed"):
+            climbed.append(seed)
+    assert climbed == []

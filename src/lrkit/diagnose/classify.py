@@ -242,10 +242,12 @@ def _decide(ev: dict, vev: dict | None) -> tuple[str, float, list[str]]:
     peak = max(ev["raw_peak_log"] * blowup / raw_blowup, ev["overshoot_log"])  # on one scale
     tolerance = END_ABOVE_START_LOG
     # a climb from the first tenth to the last must stand out of the noise of those two medians
-    # (2 standard errors): on a flat curve with heavy-tailed batches, i.i.d. exponential losses,
-    # a first tenth 12% below the last made a plateau "diverged" at 0.97
+    # (3 standard errors): on a flat curve with heavy-tailed batches, i.i.d. exponential losses,
+    # a first tenth 12% below the last made a plateau "diverged" at 0.97; at 2, 1 flat log-normal
+    # curve in 25 still "climbed" (the noise width runs a little low), and the real-run
+    # benchmark scores the same at 2, 2.5 and 3
     tenth = max(3, n // 10)
-    climb_noise = 2.0 * 1.2533 * ev["noise"] * math.sqrt(2.0 / tenth)
+    climb_noise = 3.0 * 1.2533 * ev["noise"] * math.sqrt(2.0 / tenth)
     climbing = (end_vs_start >= tolerance
                 and ev["end_vs_early_log"] >= max(CLIMB_LOG, climb_noise))
     # "ended 1.5x above its start" rests on the start, one to three losses: on a noisy curve it
