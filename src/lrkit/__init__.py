@@ -31,7 +31,7 @@ _EXPORTS: dict[str, str] = {
     "to_torch": "lrkit.schedules",
     "recommend": "lrkit.recommend.api",
     "Recipe": "lrkit.recommend",
-    "sweep": "lrkit.sweep.api",
+    "sweep": "lrkit.sweep",  # the package, itself callable: lrkit.sweep(...) and lrkit.sweep.load(...)
     "SweepResult": "lrkit.sweep",
 }
 

@@ -7,7 +7,7 @@ import re
 import sys
 from typing import Any, Callable
 
-from lrkit.errors import LrkitError, require
+from lrkit.errors import LrkitError, is_real, plain_int, require
 from lrkit.sweep.config import SweepSpec
 from lrkit.sweep.results import SweepResult, TrialRecord
 from lrkit.sweep.space import (DEFAULT_POINTS_PER_DECADE, RECIPE, lr_key, parse_optimizers,
@@ -30,6 +30,7 @@ def default_study_name(problem: Any) -> str:
 
 
 def _positive_int(value: Any, name: str, minimum: int = 1) -> int:
+    value = plain_int(value)  # numpy's integers and 0-dim integer tensors are integers too
     require(isinstance(value, int) and not isinstance(value, bool) and value >= minimum,
             f"{name} must be an integer >= {minimum}, got {value!r}")
     return value
@@ -53,20 +54,20 @@ def build_spec(problem: Any, *, lrs: Any = "1e-4:1",
             f"strategy must be 'refine' (bracket then refine) or 'grid', got {strategy!r}")
     rates = parse_rates(lrs, points_per_decade)
     specs = parse_optimizers(optimizers)
-    _positive_int(seeds, "seeds")
-    _positive_int(stride, "stride")
-    _positive_int(eta, "eta", 2)
-    _positive_int(rungs, "rungs", 0)
-    _positive_int(repeat_top, "repeat_top")
-    _positive_int(max_retries, "max_retries", 0)
-    require(isinstance(diverge_factor, (int, float)) and diverge_factor > 1,
+    seeds = _positive_int(seeds, "seeds")
+    stride = _positive_int(stride, "stride")
+    eta = _positive_int(eta, "eta", 2)
+    rungs = _positive_int(rungs, "rungs", 0)
+    repeat_top = _positive_int(repeat_top, "repeat_top")
+    max_retries = _positive_int(max_retries, "max_retries", 0)
+    require(is_real(diverge_factor) and diverge_factor > 1,
             f"diverge_factor must be a number > 1, got {diverge_factor!r}")
-    require(isinstance(tolerance, (int, float)) and 0 <= tolerance < 1,
+    require(is_real(tolerance) and 0 <= tolerance < 1,
             f"tolerance must be a number in [0, 1), got {tolerance!r}")
     require(budget is None or epochs is None, "give the budget in steps or in epochs, not both")
     built = build_problem(problem, 0)
     if epochs is not None:
-        _positive_int(epochs, "epochs")
+        epochs = _positive_int(epochs, "epochs")
         try:
             per_epoch = len(built.train_loader)
         except TypeError:
@@ -78,7 +79,7 @@ def build_spec(problem: Any, *, lrs: Any = "1e-4:1",
         budget = built.budget_steps
         require(budget is not None, "give a training budget: budget=STEPS (--budget) or "
                 "epochs=N (--epochs); the recipe sets no budget_steps")
-    _positive_int(budget, "budget", 2)
+    budget = _positive_int(budget, "budget", 2)
     for spec in specs:  # fail now, not in the first trial
         rebuild_optimizer(built.optimizer, spec, rates.low)
     specs = [dataclasses.replace(s, label=f"{type(built.optimizer).__name__} (recipe)")
@@ -124,12 +125,14 @@ def sweep(problem: Any, *, lrs: Any = "1e-4:1",
     from lrkit.sweep import optuna_engine as engine
 
     engine.require_optuna()
-    _positive_int(workers, "workers")
-    _positive_int(threads, "threads")
-    _positive_int(heartbeat_interval, "heartbeat_interval")
-    _positive_int(grace_period, "grace_period")
-    require(isinstance(band_tolerance, (int, float)) and band_tolerance >= 0,
+    workers = _positive_int(workers, "workers")
+    threads = _positive_int(threads, "threads")
+    heartbeat_interval = _positive_int(heartbeat_interval, "heartbeat_interval")
+    grace_period = _positive_int(grace_period, "grace_period")
+    max_retries = _positive_int(max_retries, "max_retries", 0)
+    require(is_real(band_tolerance) and band_tolerance >= 0,
             f"band_tolerance must be a number >= 0, got {band_tolerance!r}")
+    band_tolerance = float(band_tolerance)
     require(study_name is None or (isinstance(study_name, str) and study_name.strip() != ""),
             f"study_name must be a non-empty string, got {study_name!r}")
     if workers > 1 and callable(problem) and not isinstance(problem, str):
@@ -137,29 +140,37 @@ def sweep(problem: Any, *, lrs: Any = "1e-4:1",
     handle = engine.StorageHandle(storage, heartbeat_interval=heartbeat_interval,
                                   grace_period=grace_period, max_retries=max_retries)
     handle.open()  # a storage that cannot be reached fails here, before anything is built
-    spec = build_spec(problem, lrs=lrs, points_per_decade=points_per_decade,
-                      optimizers=optimizers, seeds=seeds, budget=budget, epochs=epochs,
-                      strategy=strategy, stride=stride, eta=eta, rungs=rungs,
-                      repeat_top=repeat_top, diverge_factor=diverge_factor,
-                      tolerance=tolerance, max_retries=max_retries)
-    name = study_name or default_study_name(problem)
-    study = engine.open_study(handle, name, spec, create=True, continue_study=continue_study)
-    bar = _Progress(study, spec, progress)
-    try:
-        import torch
+    # building the recipe and training seed the global generators (torch, numpy, random):
+    # give the caller back the state it had, as lrkit.recommend does
+    from lrkit.state import capture_rng, restore_rng
 
-        previous = torch.get_num_threads()
+    rng = capture_rng()
+    try:
+        spec = build_spec(problem, lrs=lrs, points_per_decade=points_per_decade,
+                          optimizers=optimizers, seeds=seeds, budget=budget, epochs=epochs,
+                          strategy=strategy, stride=stride, eta=eta, rungs=rungs,
+                          repeat_top=repeat_top, diverge_factor=diverge_factor,
+                          tolerance=tolerance, max_retries=max_retries)
+        name = study_name or default_study_name(problem)
+        study = engine.open_study(handle, name, spec, create=True, continue_study=continue_study)
+        bar = _Progress(study, spec, progress)
         try:
-            if workers == 1:
-                engine.run_worker(handle, name, spec, threads=threads,
-                                  on_trial=lambda info: bar.refresh())
-            else:
-                engine.run_workers(handle, name, spec, workers, threads=threads,
-                                   on_trial=lambda info: bar.refresh(), on_poll=bar.refresh)
+            import torch
+
+            previous = torch.get_num_threads()
+            try:
+                if workers == 1:
+                    engine.run_worker(handle, name, spec, threads=threads,
+                                      on_trial=lambda info: bar.refresh())
+                else:
+                    engine.run_workers(handle, name, spec, workers, threads=threads,
+                                       on_trial=lambda info: bar.refresh(), on_poll=bar.refresh)
+            finally:
+                torch.set_num_threads(previous)
         finally:
-            torch.set_num_threads(previous)
+            bar.close()
     finally:
-        bar.close()
+        restore_rng(rng)
     return collect(study, spec.settings(), study_name=name, storage=handle.describe(),
                    strategy=spec.strategy().describe(), band_tolerance=band_tolerance,
                    diagnose=diagnose)

@@ -49,7 +49,8 @@ class TrialRecord:
 @dataclasses.dataclass
 class PointSummary:
     """One (optimizer, rate) over its seeds: ``loss`` is the mean final loss of the finished
-    seeds, ``loss_sd`` their standard deviation (None with one seed)."""
+    seeds, ``loss_sd`` their standard deviation (None with one seed). ``status`` is
+    ``diverged`` when any seed diverged, else the best status of its seeds."""
 
     optimizer: str
     lr: float
@@ -142,7 +143,10 @@ class SweepResult:
             done = [r for r in recs if r.status == FINISHED and r.loss is not None]
             losses = [r.loss for r in done]
             metrics = [r.metric for r in done if r.metric is not None]
-            status = min((r.status for r in recs), key=lambda s: _RANK[s])
+            # a rate that diverged with any seed is not a safe choice: it is reported diverged
+            # (never best, and it ends the band) even when its other seeds finished
+            status = (DIVERGED if any(r.status == DIVERGED for r in recs)
+                      else min((r.status for r in recs), key=lambda s: _RANK[s]))
             rows.append(PointSummary(
                 optimizer=opt, lr=lr, status=status,
                 loss=statistics.fmean(losses) if losses else None,

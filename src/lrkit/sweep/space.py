@@ -22,7 +22,7 @@ import importlib
 import math
 from typing import Any, Iterable, Sequence
 
-from lrkit.errors import LrkitError, require
+from lrkit.errors import LrkitError, is_real, plain_int, require
 
 DEFAULT_POINTS_PER_DECADE = 8
 
@@ -80,6 +80,8 @@ class RateSpace:
 
 
 def _positive_float(text: Any, what: str) -> float:
+    if isinstance(text, bool):  # True is not a rate (float(True) would be 1.0)
+        raise LrkitError(f"{what} {text!r} is not a number")
     try:
         value = float(text)
     except (TypeError, ValueError):
@@ -100,7 +102,9 @@ def log_lattice(low: float, high: float, points_per_decade: int) -> list[float]:
 
 def parse_rates(spec: Any, points_per_decade: int = DEFAULT_POINTS_PER_DECADE) -> RateSpace:
     """Candidate rates from ``"1e-4:1"`` (log range; ``"1e-4:1:16"`` sets the points per decade),
-    ``"0.001,0.01,0.1"`` (explicit list), a ``(low, high)`` tuple or a list of rates."""
+    ``"0.001,0.01,0.1"`` (explicit list), a ``(low, high)`` tuple, a list of rates or one rate
+    (numpy numbers and arrays included)."""
+    points_per_decade = plain_int(points_per_decade)
     require(isinstance(points_per_decade, int) and not isinstance(points_per_decade, bool)
             and 1 <= points_per_decade <= 100,
             f"points_per_decade must be an integer between 1 and 100, got {points_per_decade!r}")
@@ -122,6 +126,9 @@ def parse_rates(spec: Any, points_per_decade: int = DEFAULT_POINTS_PER_DECADE) -
                 return parse_rates((parts[0], parts[1]), points_per_decade)
             return parse_rates((parts[0], parts[1]), points_per_decade)
         return parse_rates([p for p in text.split(",") if p.strip()], points_per_decade)
+    if is_real(spec) or (getattr(spec, "shape", None) == () and hasattr(spec, "item")):
+        # a single rate (a number, a numpy scalar or a 0-dim array/tensor)
+        return parse_rates([spec], points_per_decade)
     if isinstance(spec, tuple) and len(spec) == 2:
         low = _positive_float(spec[0], "the range's low end")
         high = _positive_float(spec[1], "the range's high end")
@@ -133,11 +140,13 @@ def parse_rates(spec: Any, points_per_decade: int = DEFAULT_POINTS_PER_DECADE) -
                 f"{points_per_decade} per decade; widen it or raise points_per_decade")
         return RateSpace(tuple(values), "range", points_per_decade)
     if isinstance(spec, Iterable) and not isinstance(spec, (bytes, dict)):
-        values = sorted({float(lr_key(_positive_float(v, "rate"))) for v in spec})
+        values = sorted({float(lr_key(_positive_float(
+            v.item() if getattr(v, "shape", None) == () and hasattr(v, "item") else v, "rate")))
+            for v in spec})
         require(len(values) >= 1, "the list of rates is empty; give at least one rate")
         return RateSpace(tuple(values), "list", None)
-    raise LrkitError(f"rates must be 'LOW:HIGH', 'a,b,c', a (low, high) tuple or a list, "
-                     f"got {spec!r}")
+    raise LrkitError(f"rates must be 'LOW:HIGH', 'a,b,c', a (low, high) tuple, a list or one "
+                     f"rate, got {spec!r}")
 
 
 # -- optimizers ----------------------------------------------------------------------------------
@@ -329,8 +338,11 @@ def parse_optimizers(spec: Any) -> list[OptimizerSpec]:
     elif isinstance(spec, (type, OptimizerSpec)) or (
             isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[1], dict)):
         items = [spec]
-    else:
+    elif isinstance(spec, Iterable) and not isinstance(spec, (bytes, dict)):
         items = list(spec)
+    else:
+        raise LrkitError("optimizers must be a name or spec such as 'sgd,adam', a torch.optim "
+                         f"class, a (class, options) pair or a list of these, got {spec!r}")
     require(len(items) >= 1, "the list of optimizers is empty")
     parsed = [parse_optimizer(item) for item in items]
     keys = [p.key() for p in parsed]

@@ -228,9 +228,16 @@ class _GroupPlan:
         self.s = strategy
         self.group = group
         self.obs = obs
-        diverged = [p.index for p, o in obs.items() if o.status == DIVERGED]
-        # the full grid is the unpruned reference: it runs every rate, diverged region included
-        self.limit = min(diverged) if diverged and strategy.mode != "grid" else None
+        diverged = [p for p, o in obs.items() if o.status == DIVERGED]
+        walk = [p.index for p in diverged if p.seed == 0]
+        repeats = [p.index for p in diverged]
+        # the full grid is the unpruned reference: it runs every rate, diverged region included.
+        # The walk and the refinement run seed 0 and see only its divergences: a repeat seed
+        # that diverges later must not rewrite a finished walk (the plan would go back to run
+        # new seed-0 trials after the seeds stage); it only stops the higher rates' repeats.
+        grid = strategy.mode == "grid"
+        self.limit = min(walk) if walk and not grid else None
+        self.repeat_limit = min(repeats) if repeats and not grid else None
         self.proposals: list[Proposal] = []
         self.speculative: list[Proposal] = []
         self.done = False
@@ -242,8 +249,9 @@ class _GroupPlan:
             self.expected = strategy.n * strategy.seeds
 
     # helpers
-    def feasible(self, index: int) -> bool:
-        return 0 <= index < self.s.n and (self.limit is None or index <= self.limit)
+    def feasible(self, index: int, seed: int = 0) -> bool:
+        limit = self.limit if seed == 0 else self.repeat_limit
+        return 0 <= index < self.s.n and (limit is None or index <= limit)
 
     def value(self, index: int, seed: int = 0) -> float | None:
         o = self.obs.get(Point(self.group, index, seed))
@@ -264,7 +272,7 @@ class _GroupPlan:
             point = Point(self.group, index, seed)
             o = self.obs.get(point)
             if o is None:
-                if self.feasible(index):
+                if self.feasible(index, seed):
                     missing.append(Proposal(point, self.order(stage, rank), phase, ref))
             elif not o.done:
                 running = True
