@@ -211,7 +211,7 @@ def main() -> None:
                         help="instead of the tables: the real regret of edge at these fractions "
                              "of the loss minimum (e.g. 0.4,0.5), tuning and held-out tasks apart")
     args = parser.parse_args()
-    from lrkit.find.suggest import analyse
+    from lrkit.find.suggest import EDGE_FRACTION, analyse
 
     seeds = list(range(args.seeds))
     tasks = TUNE_TASKS + TEST_TASKS
@@ -231,8 +231,6 @@ def main() -> None:
     for c in curves:
         analysis = analyse(c["lrs"], c["losses"])
         if args.edge_fractions:  # edge at other fractions: only those are trained and scored
-            from lrkit.find.suggest import EDGE_FRACTION
-
             edge = analysis.suggestions["edge"]
             for fraction in args.edge_fractions:
                 lr = None if edge is None else edge / EDGE_FRACTION * fraction

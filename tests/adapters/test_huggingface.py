@@ -14,18 +14,19 @@ from lrkit.errors import LrkitError
 
 
 class Tokens(torch.utils.data.Dataset):
-    """Dict examples, as a tokenised dataset gives them; the label is whether token 0 > 32."""
+    """Dict examples, as a tokenised dataset gives them; the label is whether token 0 is above
+    half the vocabulary."""
 
-    def __init__(self, n: int = 256, seed: int = 0) -> None:
+    def __init__(self, n: int = 256, seed: int = 0, *, vocab: int = 64, length: int = 12) -> None:
         generator = torch.Generator().manual_seed(seed)
-        self.ids = torch.randint(1, 64, (n, 12), generator=generator)
-        self.labels = (self.ids[:, 0] > 32).long()
+        self.ids = torch.randint(1, vocab, (n, length), generator=generator)
+        self.labels = (self.ids[:, 0] > vocab // 2).long()
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def __getitem__(self, i: int) -> dict:
-        return {"input_ids": self.ids[i], "attention_mask": torch.ones(12, dtype=torch.long),
+        return {"input_ids": self.ids[i], "attention_mask": torch.ones_like(self.ids[i]),
                 "labels": self.labels[i]}
 
 
@@ -111,6 +112,34 @@ def _grads(model: torch.nn.Module) -> torch.Tensor:
     return torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
 
 
+def accumulated_gradients(trainer: Trainer, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The gradient of one optimizer step over ``steps`` batches (dropout off), as lrkit's
+    trainable takes it and as ``Trainer.training_step`` makes it: (ours, theirs)."""
+    from lrkit.adapters.torch import TorchTrainable
+
+    for module in trainer.model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    loader = torch.utils.data.DataLoader(trainer.train_dataset, batch_size=16,
+                                         collate_fn=trainer.data_collator)
+    batches = [batch for _, batch in zip(range(steps), loader)]
+    trainer.model.train()
+    trainer.model.zero_grad()
+    items = trainer._get_num_items_in_batch(batches, trainer.args.device)
+    trainer.current_gradient_accumulation_steps = steps
+    for batch in batches:  # what Trainer.train() backpropagates for one optimizer step
+        trainer.training_step(trainer.model, dict(batch), items)
+    theirs = _grads(trainer.model).clone()
+    trainer.model.zero_grad()
+    problem = from_trainer(trainer)
+    trainable = TorchTrainable(trainer.model, problem.optimizer, batches,
+                               loss_fn=problem.loss_fn, accumulation_steps=steps)
+    trainable._batches = iter(batches)
+    for _ in range(steps):
+        trainable._micro_step()
+    return _grads(trainer.model), theirs
+
+
 class Words(torch.utils.data.Dataset):
     """Language-model examples with padding (-100 labels), so items per batch vary."""
 
@@ -130,35 +159,13 @@ class Words(torch.utils.data.Dataset):
 def test_under_accumulation_the_gradient_is_the_one_trainer_training_step_makes(tmp_path, kind):
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from lrkit.adapters.torch import TorchTrainable
-
     trainer = make_trainer(tmp_path, gradient_accumulation_steps=4)
     if kind == "language-model":
         torch.manual_seed(0)
         trainer = Trainer(model=GPT2LMHeadModel(GPT2Config(
             vocab_size=64, n_embd=32, n_layer=1, n_head=2, n_positions=16)),
             args=trainer.args, train_dataset=Words())
-    for module in trainer.model.modules():
-        if isinstance(module, torch.nn.Dropout):
-            module.p = 0.0
-    loader = torch.utils.data.DataLoader(trainer.train_dataset, batch_size=16,
-                                         collate_fn=trainer.data_collator)
-    batches = [batch for _, batch in zip(range(4), loader)]
-    trainer.model.train()
-    trainer.model.zero_grad()
-    items = trainer._get_num_items_in_batch(batches, trainer.args.device)
-    trainer.current_gradient_accumulation_steps = 4
-    for batch in batches:  # what Trainer.train() backpropagates for one optimizer step
-        trainer.training_step(trainer.model, dict(batch), items)
-    theirs = _grads(trainer.model).clone()
-    trainer.model.zero_grad()
-    problem = from_trainer(trainer)
-    trainable = TorchTrainable(trainer.model, problem.optimizer, batches,
-                               loss_fn=problem.loss_fn, accumulation_steps=4)
-    trainable._batches = iter(batches)
-    for _ in range(4):
-        trainable._micro_step()
-    ours = _grads(trainer.model)
+    ours, theirs = accumulated_gradients(trainer, 4)
     # equal for same-size batches; the language model's batches differ by a few padded tokens
     assert torch.allclose(ours, theirs, rtol=0.1 if kind == "language-model" else 1e-4,
                           atol=1e-6)

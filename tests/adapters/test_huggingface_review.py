@@ -9,22 +9,7 @@ import torch
 from transformers import BertConfig, BertForSequenceClassification, Trainer, TrainingArguments
 
 from lrkit.adapters.huggingface import MonitorCallback, find_lr, from_trainer
-
-
-class Tokens(torch.utils.data.Dataset):
-    """Dict examples, as a tokenised dataset gives them; the label is whether token 0 > 25."""
-
-    def __init__(self, n: int = 128, seed: int = 0) -> None:
-        generator = torch.Generator().manual_seed(seed)
-        self.ids = torch.randint(1, 50, (n, 8), generator=generator)
-        self.labels = (self.ids[:, 0] > 25).long()
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def __getitem__(self, i: int) -> dict:
-        return {"input_ids": self.ids[i], "attention_mask": torch.ones(8, dtype=torch.long),
-                "labels": self.labels[i]}
+from tests.adapters.test_huggingface import Tokens, accumulated_gradients
 
 
 def make_trainer(tmp_path, *, cls=Trainer, callbacks=(), trainer_options=None,
@@ -37,49 +22,25 @@ def make_trainer(tmp_path, *, cls=Trainer, callbacks=(), trainer_options=None,
                    disable_tqdm=True, logging_steps=1, num_train_epochs=1, log_level="error")
     options.update(arguments)
     return cls(model=BertForSequenceClassification(config), args=TrainingArguments(**options),
-               train_dataset=Tokens(), callbacks=list(callbacks), **(trainer_options or {}))
+               train_dataset=Tokens(128, vocab=50, length=8), callbacks=list(callbacks),
+               **(trainer_options or {}))
 
 
 def _logged_rates(trainer: Trainer) -> list[float]:
     return [h["learning_rate"] for h in trainer.state.log_history if "learning_rate" in h]
 
 
-def _grads(model: torch.nn.Module) -> torch.Tensor:
-    return torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
-
-
 def test_a_compute_loss_override_taking_kwargs_gets_num_items_in_batch(tmp_path):
     """The usual override, ``compute_loss(self, model, inputs, return_outputs=False, **kwargs)``:
     training_step passes it num_items_in_batch, and the Trainer then does not divide the loss by
     the accumulation steps. The test's gradient was a quarter of the Trainer's under 4 steps."""
-    from lrkit.adapters.torch import TorchTrainable
-
     class Override(Trainer):
         def compute_loss(self, model, inputs, return_outputs=False, **kwargs):
             return super().compute_loss(model, inputs, return_outputs=return_outputs, **kwargs)
 
     trainer = make_trainer(tmp_path, cls=Override, gradient_accumulation_steps=4)
-    for module in trainer.model.modules():
-        if isinstance(module, torch.nn.Dropout):
-            module.p = 0.0
-    loader = torch.utils.data.DataLoader(trainer.train_dataset, batch_size=16,
-                                         collate_fn=trainer.data_collator)
-    batches = [batch for _, batch in zip(range(4), loader)]
-    trainer.model.train()
-    trainer.model.zero_grad()
-    items = trainer._get_num_items_in_batch(batches, trainer.args.device)
-    trainer.current_gradient_accumulation_steps = 4
-    for batch in batches:  # what Trainer.train() backpropagates for one optimizer step
-        trainer.training_step(trainer.model, dict(batch), items)
-    theirs = _grads(trainer.model).clone()
-    trainer.model.zero_grad()
-    problem = from_trainer(trainer)
-    trainable = TorchTrainable(trainer.model, problem.optimizer, batches,
-                               loss_fn=problem.loss_fn, accumulation_steps=4)
-    trainable._batches = iter(batches)
-    for _ in range(4):
-        trainable._micro_step()
-    assert torch.allclose(_grads(trainer.model), theirs, rtol=1e-4, atol=1e-7)
+    ours, theirs = accumulated_gradients(trainer, 4)
+    assert torch.allclose(ours, theirs, rtol=1e-4, atol=1e-7)
 
 
 def test_after_a_schedule_that_ended_above_zero_train_runs_at_the_suggestion(tmp_path):

@@ -57,7 +57,7 @@ def test_a_falling_curve_then_a_rise_stops_after_the_minimum():
 
 def test_range_test_runs_through_a_flat_noisy_start():
     rng = np.random.default_rng(11)
-    state = {"w": 0.0}
+    state: dict[str, int] = {}
 
     def step(lr: float) -> float:
         noise = 0.006 if state.get("n", 0) < 6 else 0.02

@@ -386,6 +386,13 @@ class TorchTrainable:
         self._scaler = (torch.amp.GradScaler(self.device.type)
                         if self.amp and dtype == torch.float16 else None)
 
+    @property
+    def precision(self) -> str | bool:
+        """The autocast the steps run under: "bf16", "fp16" or False (for the record)."""
+        if not self.amp:
+            return False
+        return "bf16" if self._amp_dtype == torch.bfloat16 else "fp16"
+
     # -- Trainable -------------------------------------------------------------------------------
     def set_lr(self, lr: float) -> None:
         for group, ratio in zip(self.optimizer.param_groups, self.group_ratios):

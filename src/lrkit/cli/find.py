@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

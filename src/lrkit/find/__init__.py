@@ -96,8 +96,7 @@ def find_lr(
     if advice:
         result.warnings.append(advice)
     # how each step was taken, for the record (JSON export, reports)
-    precision = "bf16" if str(trainable._amp_dtype) == "torch.bfloat16" else "fp16"
     result.settings.update(accumulation_steps=trainable.accumulation_steps,
-                           amp=precision if trainable.amp else False,
+                           amp=trainable.precision,
                            max_grad_norm=trainable.max_grad_norm)
     return result

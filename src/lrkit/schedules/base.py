@@ -345,17 +345,26 @@ class Schedule:
     __str__ = __repr__
 
 
-def map_schedule(schedule: Schedule, fn: Callable[[Schedule], Schedule | None]) -> Schedule:
-    """Rebuild ``schedule`` bottom-up; ``fn`` returns a replacement node or ``None`` to keep it."""
+def map_schedule(schedule: Schedule, fn: Callable[[Schedule], Schedule | None], *,
+                 rejoin: Callable[["Join", tuple[Schedule, ...]], tuple[Any, ...]] | None = None
+                 ) -> Schedule:
+    """Rebuild ``schedule`` bottom-up; ``fn`` returns a replacement node or ``None`` to keep it.
+    ``rejoin(join, new_pieces)`` gives a join whose pieces changed its new boundaries (a join
+    keeps absolute boundaries: without it, a piece that got shorter leaves a gap before the
+    next one)."""
     changes: dict[str, Any] = {}
     for f in fields(schedule):
         kind = f.metadata.get("kind", "")
         value = getattr(schedule, f.name)
         if kind == "schedules":
-            changes[f.name] = tuple(map_schedule(c, fn) for c in value)
+            changes[f.name] = tuple(map_schedule(c, fn, rejoin=rejoin) for c in value)
         elif kind.startswith("schedule") and value is not None:
-            changes[f.name] = map_schedule(value, fn)
-    node = replace(schedule, **changes) if changes else schedule
+            changes[f.name] = map_schedule(value, fn, rejoin=rejoin)
+    if (rejoin is not None and isinstance(schedule, Join)
+            and changes["schedules"] != schedule.schedules):
+        node: Schedule = Join(changes["schedules"], rejoin(schedule, changes["schedules"]))
+    else:
+        node = replace(schedule, **changes) if changes else schedule
     out = fn(node)
     return node if out is None else out
 

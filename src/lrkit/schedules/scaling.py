@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_right
-from dataclasses import fields, replace
-from typing import Any, Callable
+from dataclasses import replace
+from typing import Any
 
 from lrkit.errors import require
-from lrkit.schedules.base import Join, Peak, Scale, Schedule, Warmup, Wrapping, _add_lengths
+from lrkit.schedules.base import (Join, Peak, Scale, Schedule, Warmup, Wrapping, _add_lengths,
+                                  map_schedule)
 from lrkit.schedules.families.plateau import Plateau
 from lrkit.schedules.families.wsd import WSD
 from lrkit.schedules.units import Duration
@@ -82,7 +83,9 @@ def rescale(schedule: Any, base_batch: int, batch: int, *, rule: str = "linear",
             return replace(node, warmup=_scale_steps(node.warmup, ratio, True))
         return None
 
-    schedule = _map_keeping_joins(schedule, fix_warmup)
+    # a join's boundaries move with its pieces: in warmup(500) >> cosine(10000) >> constant(0.1)
+    # the constant starts where the cosine ends, whatever length the warmup gets
+    schedule = map_schedule(schedule, fix_warmup, rejoin=_moved_boundaries)
     if isinstance(schedule, Peak):
         return replace(schedule, lr=schedule.lr * factor)
     if isinstance(schedule, Plateau):
@@ -101,27 +104,6 @@ def _scaled(schedule: Schedule, factor: float) -> Schedule:
 # ------------------------------------------------------------------------------------------
 # a join's boundaries follow its pieces when their warmups change length
 # ------------------------------------------------------------------------------------------
-
-def _map_keeping_joins(schedule: Schedule, fn: Callable[[Schedule], Schedule | None]) -> Schedule:
-    """:func:`~lrkit.schedules.base.map_schedule`, except that a join's boundaries move with
-    its pieces: in ``warmup(500) >> cosine(10000) >> constant(0.1)`` the constant starts where
-    the cosine ends, whatever length the warmup gets (a join keeps absolute boundaries, so
-    without this the cosine would end 375 steps early and hold its floor until step 10500)."""
-    changes: dict[str, Any] = {}
-    for f in fields(schedule):
-        kind = f.metadata.get("kind", "")
-        value = getattr(schedule, f.name)
-        if kind == "schedules":
-            changes[f.name] = tuple(_map_keeping_joins(c, fn) for c in value)
-        elif kind.startswith("schedule") and value is not None:
-            changes[f.name] = _map_keeping_joins(value, fn)
-    if isinstance(schedule, Join) and changes["schedules"] != schedule.schedules:
-        node: Schedule = Join(changes["schedules"], _moved_boundaries(schedule, changes["schedules"]))
-    else:
-        node = replace(schedule, **changes) if changes else schedule
-    out = fn(node)
-    return node if out is None else out
-
 
 def _moved_boundaries(old: Join, pieces: tuple[Schedule, ...]) -> tuple[Any, ...]:
     out: list[Any] = []
