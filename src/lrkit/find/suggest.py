@@ -120,19 +120,23 @@ def fastai_valley(curve: Curve) -> float | None:
     if curve.n < MIN_POINTS:
         return None
     part = _trim(curve)
-    losses = curve.smooth[part]
+    losses = curve.smooth[part].tolist()  # plain floats: a Python loop over numpy items is slower
     n = len(losses)
     # longest decreasing subsequence ending at each point, in fastai's order of updates: the run's
-    # start is fixed when its length first exceeds the previous best
-    lds = np.ones(n, dtype=int)
+    # start is fixed when the running length first exceeds the previous best (fastai compares
+    # after every j, so later j cannot move it)
+    lds = [1] * n
     max_start = max_end = 0
     for i in range(1, n):
-        candidates = lds[:i][losses[:i] > losses[i]] + 1
-        if len(candidates):
-            lds[i] = max(1, int(candidates.max()))
-            if lds[i] > lds[max_end]:
-                first = int(candidates[candidates > lds[max_end]][0])
-                max_end, max_start = i, i - first
+        current, longest, threshold, first = losses[i], 1, lds[max_end], 0
+        for j in range(i):
+            if losses[j] > current and lds[j] >= longest:
+                longest = lds[j] + 1
+                if not first and longest > threshold:
+                    first = longest
+        lds[i] = longest
+        if first:
+            max_end, max_start = i, i - first
     sections = (max_end - max_start) / 3
     idx = max_start + int(sections) + int(sections / 2)
     return float(curve.lrs[part][min(max(idx, 0), n - 1)])
