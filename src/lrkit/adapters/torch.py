@@ -96,6 +96,8 @@ def on_device(batch: Any, device: torch.device) -> bool:
 
 def extract_loss(output: Any) -> torch.Tensor:
     """The scalar loss tensor inside whatever a loss function or model returned."""
+    if type(output) is torch.Tensor and output.dim() == 0 and not output.is_complex():
+        return output  # the common case, once per step: no further checks needed
     loss = output
     if isinstance(output, Mapping):
         if "loss" not in output:
