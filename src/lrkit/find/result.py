@@ -5,10 +5,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import numbers
+import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from lrkit.errors import LrkitError, is_real, require
 
 
 @dataclasses.dataclass
@@ -52,19 +56,56 @@ class FinderResult:
         return _json_safe(data)
 
     def to_json(self, path: str | Path | None = None, **dumps_options) -> str:
-        text = json.dumps(self.to_dict(), indent=2, **dumps_options)
+        """The result as strict JSON (NaN and infinity as null); ``dumps_options`` go to
+        :func:`json.dumps` and may replace the default ``indent=2``."""
+        text = json.dumps(self.to_dict(), **{"indent": 2, "allow_nan": False, **dumps_options})
         if path is not None:
+            _check_folder(path, "the result")
             Path(path).write_text(text + "\n")
         return text
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "FinderResult":
+        """The result back from :meth:`to_dict` (``null`` back to NaN); a dict with only the
+        curve and the suggestion (``lrs``, ``losses``, ``suggested_lr``: what the report detects
+        as a range test) gets defaults for the rest, and a broken curve a clear error."""
+        require(isinstance(data, dict),
+                f"a range test result must be a dict, got {type(data).__name__}")
+        missing = [k for k in ("lrs", "losses") if k not in data]
+        require(not missing, f"a range test result needs {' and '.join(map(repr, missing))}; "
+                             f"it has {', '.join(sorted(map(str, data))) or 'no keys'}")
         fields = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: v for k, v in data.items() if k in fields}
-        kwargs["losses"] = [math.nan if v is None else v for v in kwargs["losses"]]
-        kwargs["smoothed"] = [math.nan if v is None else v for v in kwargs["smoothed"]]
-        if kwargs.get("good_range") is not None:
-            kwargs["good_range"] = tuple(kwargs["good_range"])
+        lrs = _numbers(kwargs["lrs"], "lrs")
+        kwargs["lrs"] = lrs
+        kwargs["losses"] = _numbers(kwargs["losses"], "losses", len(lrs))
+        smoothed = kwargs.get("smoothed")
+        kwargs["smoothed"] = ([math.nan] * len(lrs) if smoothed is None
+                              else _numbers(smoothed, "smoothed", len(lrs)))
+        steps, val = kwargs.get("val_steps") or [], kwargs.get("val_losses") or []
+        require(isinstance(steps, (list, tuple)) and isinstance(val, (list, tuple))
+                and len(steps) == len(val) and all(isinstance(i, numbers.Integral)
+                                                   and 0 <= i < len(lrs) for i in steps),
+                f"val_steps must be step indices into lrs (0 .. {len(lrs) - 1}), one per value "
+                f"of val_losses; got {steps!r:.60} and {val!r:.60}")
+        kwargs["val_steps"] = [int(i) for i in steps]
+        kwargs["val_losses"] = _numbers(val, "val_losses")
+        suggested, suggestions = kwargs.get("suggested_lr"), kwargs.get("suggestions") or {}
+        require(suggested is None or is_real(suggested),
+                f"suggested_lr must be a number or null, got {suggested!r:.60}")
+        require(isinstance(suggestions, dict),
+                f"suggestions must map method names to rates, got {suggestions!r:.60}")
+        kwargs["suggested_lr"] = None if suggested is None else float(suggested)
+        kwargs["suggestions"] = dict(suggestions)
+        kwargs.setdefault("method", "unknown")
+        good = kwargs.get("good_range")
+        kwargs["good_range"] = (tuple(float(v) for v in good) if isinstance(good, (list, tuple))
+                                and len(good) == 2 and all(map(is_real, good)) else None)
+        kwargs.setdefault("group_ratios", [1.0])
+        kwargs.setdefault("stop_reason", "unknown")
+        warnings = kwargs.get("warnings") or []
+        kwargs["warnings"] = [warnings] if isinstance(warnings, str) else list(warnings)
+        kwargs["settings"] = dict(kwargs.get("settings") or {})
         return cls(**kwargs)
 
     # -- text --------------------------------------------------------------------------------------
@@ -81,10 +122,11 @@ class FinderResult:
             lines.append(f"Good range:              {self.good_range[0]:.3g} .. {self.good_range[1]:.3g}")
         lines.append(f"Steps: {self.steps} ({self.stop_reason})")
         lines.append("")
-        lines.append(f"{'method':<12} {'rate':>10}")
+        width = max([12, *(len(str(name)) for name in self.suggestions)])  # columns stay aligned
+        lines.append(f"{'method':<{width}} {'rate':>10}")
         for name, lr in self.suggestions.items():
             mark = " *" if name == self.method else ""
-            lines.append(f"{name:<12} {'-' if lr is None else format(lr, '.3g'):>10}{mark}")
+            lines.append(f"{name:<{width}} {'-' if lr is None else format(lr, '.3g'):>10}{mark}")
         for warning in self.warnings:
             lines.append(f"warning: {warning}")
         return "\n".join(lines)
@@ -101,10 +143,32 @@ class FinderResult:
         """
         from lrkit.show.plots import finder_figure
 
+        if isinstance(path, (str, os.PathLike)):  # not a file object
+            _check_folder(path, "the plot")
         fig = finder_figure(self, ax=ax, show_methods=show_methods)
         if path is not None:
             fig.savefig(path, dpi=120, bbox_inches="tight")
         return fig
+
+
+def _check_folder(path: str | Path, what: str) -> None:
+    """Refuse a path in a missing directory before any work (the OS error names no directory)."""
+    folder = Path(path).parent
+    require(folder.is_dir(), f"cannot save {what} to {str(path)!r}: {str(folder)!r} is not an "
+                             "existing directory; create it first or pick another path")
+
+
+def _numbers(values: Any, name: str, length: int | None = None) -> list[float]:
+    """A saved curve as floats (JSON's null back to NaN), or a clear error naming it."""
+    require(isinstance(values, (list, tuple)),
+            f"{name} must be a list of numbers, got {values!r:.60}")
+    require(length is None or len(values) == length,
+            f"{name} has {len(values)} values but lrs has {length}: the curve is cut or mixed up")
+    try:
+        return [math.nan if v is None else float(v) for v in values]
+    except (TypeError, ValueError):
+        raise LrkitError(f"{name} must be a list of numbers (null for a missing one), "
+                         f"got {values!r:.60}") from None
 
 
 def _json_safe(value: Any) -> Any:

@@ -106,114 +106,114 @@ def _run_demo(*, seed: int, quick: bool, progress: bool | None,
     finder_steps = 60 if quick else 100
     recommend, unavailable = _recommend()
     stages = progress_bar(4 if recommend else 2, "lrkit demo", enabled=progress)
-    timings: dict[str, float] = {}
-    clock = time.perf_counter()
+    with stages:  # closed on an error or Ctrl-C too, not left half drawn
+        timings: dict[str, float] = {}
+        clock = time.perf_counter()
 
-    def done(stage: str) -> str:
-        nonlocal clock
-        now = time.perf_counter()
-        timings[stage] = now - clock
-        clock = now
-        stages.update(1)
-        return f"  [{timings[stage]:.1f} s]"
+        def done(stage: str) -> str:
+            nonlocal clock
+            now = time.perf_counter()
+            timings[stage] = now - clock
+            clock = now
+            stages.update(1)
+            return f"  [{timings[stage]:.1f} s]"
 
-    # (1) the range test
-    stages.set_postfix_str("range test")
-    _seed_all(seed)
-    problem = examples.build(name, seed=seed)
-    steps_per_epoch = len(problem.train_loader)
-    finder = lrkit.find_lr(problem.model, problem.optimizer, problem.train_loader,
-                           problem.criterion, num_steps=finder_steps, budget_steps=budget,
-                           progress=progress)
-    took = done("range_test")
-    log(f"(1) range test: suggested lr {_g(finder.suggested_lr)}"
-        + (f", good range {_g(finder.good_range[0])} .. {_g(finder.good_range[1])}"
-           if finder.good_range else "") + took)
-
-    # (2) the classic comparison, with the diagnose demo's own code
-    stages.set_postfix_str("SGD at 0.5, 0.1, 0.001")
-    _seed_all(seed)
-    runs = demo_runs(steps=budget, seed=seed)
-    comparison = {
-        "example": runs["example"], "steps": runs["steps"], "note": runs["note"],
-        "tables": [{"optimizer": t["optimizer"], "results": [
-            _run_dict(r["run"], lr=r["lr"], **r["diagnosis"].to_dict()) for r in t["results"]]}
-            for t in runs["tables"]],
-    }
-    took = done("comparison")
-    log("(2) same budget: " + "; ".join(
-        ", ".join(f"{r['lr']:g} {r['verdict']}" for r in t["results"])
-        for t in comparison["tables"]) + took)
-
-    # (3) the recipe (needs lrkit.recommend)
-    recipe = None
-    if recommend is not None:
-        stages.set_postfix_str("recommend")
+        # (1) the range test
+        stages.set_postfix_str("range test")
         _seed_all(seed)
-        try:
-            recipe = recommend(name, steps=budget, seed=seed, confirm=True, progress=progress)
-        except Exception as exc:  # noqa: BLE001 - the other three parts still make a page
-            unavailable = f"lrkit.recommend failed: {type(exc).__name__}: {exc}"
-            log(f"warning: {unavailable}")
-        took = done("recommend")
-        if recipe is not None:
-            recipe_line = (f"(4) recipe: {recipe.optimizer} at peak lr {_g(recipe.peak_lr)}, "
-                           f"schedule {recipe.schedule}{took}")
+        problem = examples.build(name, seed=seed)
+        steps_per_epoch = len(problem.train_loader)
+        finder = lrkit.find_lr(problem.model, problem.optimizer, problem.train_loader,
+                               problem.criterion, num_steps=finder_steps, budget_steps=budget,
+                               progress=progress)
+        took = done("range_test")
+        log(f"(1) range test: suggested lr {_g(finder.suggested_lr)}"
+            + (f", good range {_g(finder.good_range[0])} .. {_g(finder.good_range[1])}"
+               if finder.good_range else "") + took)
 
-    # schedule previews (no training)
-    from lrkit.schedules import preview
+        # (2) the classic comparison, with the diagnose demo's own code
+        stages.set_postfix_str("SGD at 0.5, 0.1, 0.001")
+        _seed_all(seed)
+        runs = demo_runs(steps=budget, seed=seed)
+        comparison = {
+            "example": runs["example"], "steps": runs["steps"], "note": runs["note"],
+            "tables": [{"optimizer": t["optimizer"], "results": [
+                _run_dict(r["run"], lr=r["lr"], **r["diagnosis"].to_dict()) for r in t["results"]]}
+                for t in runs["tables"]],
+        }
+        took = done("comparison")
+        log("(2) same budget: " + "; ".join(
+            ", ".join(f"{r['lr']:g} {r['verdict']}" for r in t["results"])
+            for t in comparison["tables"]) + took)
 
-    previews = [
-        dict(preview(EXPONENTIAL_SPEC, budget, lr=EXPONENTIAL_LR, steps_per_epoch=steps_per_epoch,
-                     label="exponential decay").to_dict(),
-             title="exponential decay, 10% per epoch",
-             description=f"from {EXPONENTIAL_LR:g}, 10% less after every epoch of "
-                         f"{steps_per_epoch} steps (torch's ExponentialLR stepped once per "
-                         "epoch)"),
-        dict(preview(WARMUP_COSINE_SPEC, budget, lr=finder.suggested_lr or EXPONENTIAL_LR,
-                     label="warmup then cosine").to_dict(),
-             title="warmup then cosine",
-             description="a linear warmup over the first 10% of the run to the range test's "
-                         "suggestion, then a half cosine down to 10% of it"),
-    ]
-    if recipe is not None:
-        previews.append(dict(_recipe_preview(recipe, preview), title="the recipe's schedule",
-                             description="what lrkit.recommend chose for this budget"))
-    schedules = {"steps": budget, "steps_per_epoch": steps_per_epoch, "previews": previews}
-    log("(3) schedules: " + "; ".join(p["spec"] for p in previews))
-    if recipe is not None:
-        log(recipe_line)  # measured before the previews: the third preview is its schedule
-
-    # (4) the recipe against the untuned default, same budget
-    versus = None
-    if recipe is not None:
-        stages.set_postfix_str("recipe vs default")
-        entries = []
-        for key, label in (("recipe", "recommended recipe"), ("default", "untuned default")):
+        # (3) the recipe (needs lrkit.recommend)
+        recipe = None
+        if recommend is not None:
+            stages.set_postfix_str("recommend")
             _seed_all(seed)
-            problem = examples.build(name, seed=seed)
-            if key == "recipe":
-                problem.optimizer, _scheduler = recipe.build(problem.model.parameters())
-                lr: Any = recipe.lr_at
-                optimizer_text = _optimizer_text(recipe.optimizer, recipe.optimizer_options)
-                schedule_text = f"{recipe.schedule} (peak {_g(recipe.peak_lr)})"
-            else:
-                lr = example.default_lr
-                optimizer_text = _torch_optimizer_text(problem.optimizer)
-                schedule_text = f"constant {example.default_lr:g}"
-            bar = progress_bar(budget, label, enabled=progress)
+            try:
+                recipe = recommend(name, steps=budget, seed=seed, confirm=True, progress=progress)
+            except Exception as exc:  # noqa: BLE001 - the other three parts still make a page
+                unavailable = f"lrkit.recommend failed: {type(exc).__name__}: {exc}"
+                log(f"warning: {unavailable}")
+            took = done("recommend")
+            if recipe is not None:
+                recipe_line = (f"(4) recipe: {recipe.optimizer} at peak lr {_g(recipe.peak_lr)}, "
+                               f"schedule {recipe.schedule}{took}")
 
-            def tick(*_args: Any, bar: Any = bar) -> None:  # None: a true value stops the run
-                bar.update(1)
+        # schedule previews (no training)
+        from lrkit.schedules import preview
 
-            with bar:
-                run = train(problem, lr=lr, steps=budget, seed=seed, on_step=tick)
-            entries.append(_run_dict(run, key=key, label=label, optimizer=optimizer_text,
-                                     schedule=schedule_text))
-        versus = {"steps": budget, "runs": entries, "conclusion": _conclusion(entries)}
-        took = done("recipe_vs_default")
-        log(f"    {versus['conclusion']}{took}")
-    stages.close()
+        previews = [
+            dict(preview(EXPONENTIAL_SPEC, budget, lr=EXPONENTIAL_LR,
+                         steps_per_epoch=steps_per_epoch, label="exponential decay").to_dict(),
+                 title="exponential decay, 10% per epoch",
+                 description=f"from {EXPONENTIAL_LR:g}, 10% less after every epoch of "
+                             f"{steps_per_epoch} steps (torch's ExponentialLR stepped once per "
+                             "epoch)"),
+            dict(preview(WARMUP_COSINE_SPEC, budget, lr=finder.suggested_lr or EXPONENTIAL_LR,
+                         label="warmup then cosine").to_dict(),
+                 title="warmup then cosine",
+                 description="a linear warmup over the first 10% of the run to the range test's "
+                             "suggestion, then a half cosine down to 10% of it"),
+        ]
+        if recipe is not None:
+            previews.append(dict(_recipe_preview(recipe, preview), title="the recipe's schedule",
+                                 description="what lrkit.recommend chose for this budget"))
+        schedules = {"steps": budget, "steps_per_epoch": steps_per_epoch, "previews": previews}
+        log("(3) schedules: " + "; ".join(p["spec"] for p in previews))
+        if recipe is not None:
+            log(recipe_line)  # measured before the previews: the third preview is its schedule
+
+        # (4) the recipe against the untuned default, same budget
+        versus = None
+        if recipe is not None:
+            stages.set_postfix_str("recipe vs default")
+            entries = []
+            for key, label in (("recipe", "recommended recipe"), ("default", "untuned default")):
+                _seed_all(seed)
+                problem = examples.build(name, seed=seed)
+                if key == "recipe":
+                    problem.optimizer, _scheduler = recipe.build(problem.model.parameters())
+                    lr: Any = recipe.lr_at
+                    optimizer_text = _optimizer_text(recipe.optimizer, recipe.optimizer_options)
+                    schedule_text = f"{recipe.schedule} (peak {_g(recipe.peak_lr)})"
+                else:
+                    lr = example.default_lr
+                    optimizer_text = _torch_optimizer_text(problem.optimizer)
+                    schedule_text = f"constant {example.default_lr:g}"
+                bar = progress_bar(budget, label, enabled=progress)
+
+                def tick(*_args: Any, bar: Any = bar) -> None:  # None: a true value stops the run
+                    bar.update(1)
+
+                with bar:
+                    run = train(problem, lr=lr, steps=budget, seed=seed, on_step=tick)
+                entries.append(_run_dict(run, key=key, label=label, optimizer=optimizer_text,
+                                         schedule=schedule_text))
+            versus = {"steps": budget, "runs": entries, "conclusion": _conclusion(entries)}
+            took = done("recipe_vs_default")
+            log(f"    {versus['conclusion']}{took}")
 
     return json_safe({
         "kind": DEMO,

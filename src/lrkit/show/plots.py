@@ -4,6 +4,12 @@ from __future__ import annotations
 import numpy as np
 
 
+def plain(text) -> str:
+    """Text from a result as matplotlib should show it: a ``$`` is a dollar sign, not the start
+    of mathtext, which fails to draw on names such as ``$x^$`` or ``$\\foo$``."""
+    return str(text).replace("$", r"\$")
+
+
 def new_figure(width: float = 7.0, height: float = 4.2):
     from matplotlib.figure import Figure
 
@@ -14,39 +20,67 @@ def new_figure(width: float = 7.0, height: float = 4.2):
 def finder_figure(result, ax=None, show_methods: bool = True):
     """Loss against rate (log axis) with raw points, the smoothed curve, the good range shaded,
     each method's suggestion as a tick and the chosen one as a marker."""
-    if ax is None:
+    own = ax is None  # a figure of the caller's keeps the caller's layout
+    if own:
         fig, ax = new_figure()
     else:
         fig = ax.figure
     lrs = np.asarray(result.lrs, dtype=float)
     raw = np.asarray(result.losses, dtype=float)
     smooth = np.asarray(result.smoothed, dtype=float)
-    finite = np.isfinite(raw)
+    on_axis = np.isfinite(lrs) & (lrs > 0)  # a log axis drops zero and negative rates anyway
+    finite = on_axis & np.isfinite(raw)
+    curve = on_axis & np.isfinite(smooth)
     ax.plot(lrs[finite], raw[finite], ".", color="0.7", markersize=3, label="loss")
-    ax.plot(lrs[np.isfinite(smooth)], smooth[np.isfinite(smooth)], color="C0", label="smoothed loss")
-    if result.val_steps:
-        ax.plot([result.lrs[i] for i in result.val_steps], result.val_losses, "s-", color="C2",
-                markersize=3, label="validation loss")
+    ax.plot(lrs[curve], smooth[curve], color="C0", label="smoothed loss")
+    val_lrs, val = _validation(result, lrs)
+    if len(val):
+        ax.plot(val_lrs, val, "s-", color="C2", markersize=3, label="validation loss")
     if result.good_range:
         ax.axvspan(*result.good_range, color="C2", alpha=0.12, label="good range")
     if show_methods:
         for i, (name, lr) in enumerate(result.suggestions.items()):
-            if lr is not None and name != result.method:
-                ax.axvline(lr, color=f"C{3 + i}", linestyle=":", linewidth=1, label=f"{name}: {lr:.2g}")
-    if result.suggested_lr is not None:
-        y = np.interp(np.log(result.suggested_lr), np.log(lrs[finite]), smooth[finite]) if finite.any() else 0
+            if _rate(lr) and name != result.method:
+                ax.axvline(lr, color=f"C{3 + i}", linestyle=":", linewidth=1,
+                           label=f"{plain(name)}: {lr:.2g}")
+    if _rate(result.suggested_lr):
+        # on the smoothed curve where there is one (NaN there would hide the marker)
+        line = curve if curve.any() else finite
+        y = (np.interp(np.log(result.suggested_lr), np.log(lrs[line]),
+                       (smooth if curve.any() else raw)[line]) if line.any() else 0)
         ax.plot([result.suggested_lr], [y], "o", color="C1", markersize=9, zorder=5,
                 label=f"suggested: {result.suggested_lr:.3g}")
     ax.set_xscale("log")
     ax.set_xlabel("learning rate")
     ax.set_ylabel("loss")
     ax.set_title("Learning-rate range test")
-    if finite.any():
-        lo = np.nanmin(smooth[finite])
-        hi = smooth[finite][0]
+    shown = smooth[curve] if curve.any() else raw[finite]
+    if len(shown):
+        # from the curve's minimum to its start (the divergence past it is cut off), widened to
+        # show the validation curve, which may lie wholly above or below the training loss
+        lo = min(shown.min(), val.min()) if len(val) else shown.min()
+        hi = max(shown[0], val[0]) if len(val) else shown[0]
         span = max(hi - lo, 1e-12)
         ax.set_ylim(lo - 0.2 * span, hi + 0.6 * span)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8, loc="best")
-    fig.tight_layout()
+    if own:
+        fig.tight_layout()
     return fig
+
+
+def _rate(value) -> bool:
+    """A rate that can be drawn on a log axis."""
+    return value is not None and np.isfinite(value) and value > 0
+
+
+def _validation(result, lrs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The validation points that can be drawn: each at the rate of its own step."""
+    steps = np.asarray(result.val_steps, dtype=int)
+    val = np.asarray(result.val_losses, dtype=float)
+    if len(steps) != len(val):
+        return np.empty(0), np.empty(0)
+    keep = (steps >= 0) & (steps < len(lrs))
+    steps, val = steps[keep], val[keep]
+    keep = np.isfinite(val) & (lrs[steps] > 0)
+    return lrs[steps][keep], val[keep]

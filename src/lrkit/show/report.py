@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from lrkit.errors import LrkitError
+from lrkit.show.plots import plain
 
 FINDER = "lrkit.finder"
 SWEEP = "lrkit.sweep"
@@ -104,9 +105,14 @@ def load_result(path: str | Path) -> tuple[str, dict]:
     """``(kind, data)`` of a saved result file; a clear :class:`LrkitError` when it is not one."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # -sig: a byte-order mark is no error
     except OSError as exc:
         raise LrkitError(f"cannot read {str(path)!r}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:  # a plot or other binary file given by mistake
+        raise LrkitError(f"{str(path)!r} is not JSON: it is not UTF-8 text (a plot or another "
+                         "binary file?); give the JSON files lrkit saved") from None
+    if not text.strip():
+        raise LrkitError(f"{str(path)!r} is empty: no result was saved in it")
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -262,17 +268,17 @@ def draw_runs(ax, runs: Sequence[dict], title: str, *, labels: Callable[[dict], 
         steps, values = smooth(losses)
         color = f"C{i}"
         if values:
-            ax.plot(steps, values, color=color, linewidth=1.6, label=labels(run))
+            ax.plot(steps, values, color=color, linewidth=1.6, label=plain(labels(run)))
             plotted = True
             if len(values) < len(losses):
                 ax.plot([steps[-1]], [values[-1]], "x", color=color, markersize=10, mew=2)
         else:
-            ax.plot([], [], color=color, label=labels(run) + " (no finite loss)")
+            ax.plot([], [], color=color, label=plain(labels(run)) + " (no finite loss)")
     if plotted and all(v > 0 for line in ax.get_lines() for v in line.get_ydata()):
         ax.set_yscale("log")
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("training loss (smoothed)")
-    ax.set_title(title, fontsize=10)
+    ax.set_title(plain(title), fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     if runs:
         ax.legend(fontsize=8, loc="best")
@@ -288,7 +294,7 @@ def draw_schedule(ax, preview: dict, title: str | None = None, color: str = "C0"
     ax.set_ylim(bottom=0)
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("learning rate")
-    ax.set_title(title or str(preview.get("label") or preview.get("spec") or "schedule"),
+    ax.set_title(plain(title or preview.get("label") or preview.get("spec") or "schedule"),
                  fontsize=9)
     ax.grid(True, alpha=0.3)
 
@@ -302,12 +308,13 @@ def draw_sweep(ax, data: dict) -> None:
         done = [(p["lr"], finite(p.get("loss"))) for p in rows
                 if p.get("status") == "finished" and finite(p.get("loss")) is not None]
         if done:
-            ax.plot([d[0] for d in done], [d[1] for d in done], "o-", color=f"C{i}", label=opt)
+            ax.plot([d[0] for d in done], [d[1] for d in done], "o-", color=f"C{i}",
+                    label=plain(opt))
         bad = [p["lr"] for p in rows if p.get("status") == "diverged"]
         if bad:
             top = max((d[1] for d in done), default=1.0)
             ax.plot(bad, [top] * len(bad), "x", color=f"C{i}", markersize=8,
-                    label=f"{opt} diverged")
+                    label=f"{plain(opt)} diverged")
     best = data.get("best") or {}
     if finite(best.get("lr")):
         ax.axvline(best["lr"], color="k", linestyle="--", linewidth=1,
@@ -342,7 +349,7 @@ def overview_figure(summary: dict):
     for i, item in enumerate(summary["schedules"]["previews"]):
         curve = item.get("curve") or []
         axes[2].plot([p[0] for p in curve], [p[1] for p in curve], color=f"C{i}", linewidth=1.6,
-                     label=item.get("title") or item.get("label"))
+                     label=plain(item.get("title") or item.get("label")))
     axes[2].set_xlabel("optimizer step")
     axes[2].set_ylabel("learning rate")
     axes[2].set_title("(3) schedule previews", fontsize=10)
@@ -355,8 +362,8 @@ def overview_figure(summary: dict):
     else:
         axes[3].axis("off")
         axes[3].text(0.5, 0.5, "no recipe in this run", ha="center", va="center")
-    fig.suptitle(f"lrkit demo: {summary.get('example')}, {summary.get('budget_steps')} steps per "
-                 f"run, seed {summary.get('seed')}", fontsize=12)
+    fig.suptitle(plain(f"lrkit demo: {summary.get('example')}, {summary.get('budget_steps')} "
+                       f"steps per run, seed {summary.get('seed')}"), fontsize=12)
     fig.tight_layout()
     return fig
 
@@ -378,6 +385,8 @@ def verdict_badge(verdict: Any) -> str:
 
 
 def bullets(items: Iterable[Any], cls: str = "") -> str:
+    if isinstance(items, str):  # one note or reason, not one bullet per character
+        items = [items]
     items = [f"<li>{esc(i)}</li>" for i in items]
     return f'<ul class="{cls}">{"".join(items)}</ul>' if items else ""
 
@@ -422,6 +431,7 @@ def finder_body(data: dict, ids: Ids) -> str:
     if steps:
         fig, (ax,) = figure(7.5, 4.2)
         draw_finder(ax, data)
+        fig.tight_layout()
         parts.append(img(fig, "loss against learning rate in the range test", ids))
     suggestions = data.get("suggestions") or {}
     if suggestions:
@@ -591,7 +601,7 @@ def recipe_body(data: dict, ids: Ids, *, plot: bool = True) -> str:
         ax.set_ylim(bottom=0)
         ax.set_xlabel("optimizer step")
         ax.set_ylabel("learning rate")
-        ax.set_title(f"the recipe's schedule: {data.get('schedule')}", fontsize=9)
+        ax.set_title(plain(f"the recipe's schedule: {data.get('schedule')}"), fontsize=9)
         ax.grid(True, alpha=0.3)
         fig.tight_layout()
         parts.append(img(fig, "the recipe's learning rate over the run", ids))
@@ -665,7 +675,7 @@ def versus_body(data: dict, ids: Ids) -> str:
         parts.append(img(fig, "training loss: recipe against the untuned default", ids))
     rows = [[esc(r.get("label")), f"<code>{esc(r.get('optimizer'))}</code>",
              f"<code>{esc(r.get('schedule'))}</code>",
-             f'<span id="{ids.new("final-loss-" + str(r.get("key") or i))}">'
+             f'<span id="{esc(ids.new("final-loss-" + str(r.get("key") or i)))}">'
              f"{num(r.get('final_train_loss'), '.4g')}</span>",
              num(r.get("val_loss"), ".4g"), pct(r.get("accuracy"))]
             for i, r in enumerate(runs)]
@@ -821,6 +831,25 @@ footer { margin-top: 40px; color: var(--muted); font-size: 13px; }
 """
 
 
+def _sections_of(source: str | None, data: Any, ids: Ids) -> list[Section]:
+    """The sections of one result; a result whose fields do not have the types its writer gives
+    them (edited by hand, cut short, from another tool) is refused naming its source, never
+    with a traceback from deep inside the page."""
+    where = repr(str(source)) if source else "a result"
+    try:
+        kind = detect_kind(data)
+    except LrkitError as exc:
+        raise LrkitError(f"{where}: {exc}") from None
+    try:
+        return sections_for(kind, data, ids, source)
+    except LrkitError as exc:
+        raise LrkitError(f"{where} ({kind}): {exc}") from exc
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError) as exc:
+        raise LrkitError(f"{where} says it is {kind!r} but a field has the wrong shape or type "
+                         f"({type(exc).__name__}: {exc}); it is damaged or not written by lrkit: "
+                         "save it again (e.g. with --json FILE)") from exc
+
+
 def render_page(results: Sequence[tuple[str | None, dict]], *, title: str | None = None,
                 subtitle: str | None = None) -> str:
     """The HTML page for ``results``, a list of ``(source, data)`` (source: a file name shown
@@ -830,7 +859,7 @@ def render_page(results: Sequence[tuple[str | None, dict]], *, title: str | None
     ids = Ids()
     sections: list[Section] = []
     for source, data in results:
-        sections.extend(sections_for(detect_kind(data), data, ids, source))
+        sections.extend(_sections_of(source, data, ids))
     if title is None:
         kinds = [detect_kind(d) for _, d in results]
         title = ("lrkit demo" if kinds == [DEMO] else "lrkit report")
