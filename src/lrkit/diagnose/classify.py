@@ -184,16 +184,26 @@ def _validation(values: Any, n_train: int) -> tuple[np.ndarray, np.ndarray | Non
         items = _by_step(values, "val_losses")
         steps = _to_numpy([k for k, _ in items], "val_losses steps")
         return _to_numpy([v for _, v in items], "val_losses"), steps
-    if hasattr(values, "detach"):
+    if _is_tensor(values):
+        values = values.detach().cpu().double().numpy()
+    if isinstance(values, np.ndarray) and values.ndim != 2:  # (n, 2): pairs
         return _to_numpy(values, "val_losses"), None
+    if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
+        raise LrkitError(f"val_losses must be a sequence of numbers, (step, loss) pairs or a "
+                         f"{{step: loss}} dict, got {type(values).__name__}")
+    pair = lambda item: (isinstance(item, (tuple, list)) or (  # noqa: E731
+        isinstance(item, np.ndarray) and item.ndim == 1)) and len(item) == 2
     values = list(values)
-    if values and isinstance(values[0], (tuple, list)) and len(values[0]) == 2:
+    if values and pair(values[0]):
         for i, item in enumerate(values):
-            if not (isinstance(item, (tuple, list)) and len(item) == 2):
+            if not pair(item):
                 raise LrkitError(f"val_losses[{i}] = {item!r}: give all entries as (step, loss) "
                                  "pairs, or all as plain numbers")
         steps = _to_numpy([s for s, _ in values], "val_losses steps")
-        return _to_numpy([v for _, v in values], "val_losses"), steps
+        losses = _to_numpy([v for _, v in values], "val_losses")
+        # in the order of their steps, as a dict's are: the measures read the curve in order
+        order = np.argsort(steps, kind="stable")
+        return losses[order], steps[order]
     return _to_numpy(values, "val_losses"), None
 
 
@@ -211,10 +221,27 @@ def _pct(log_ratio: float) -> str:
     return f"{(math.exp(log_ratio) - 1) * 100:.0f}%"
 
 
+def _above(change: float, log_scale: bool) -> str:
+    """How far above, in words: a percentage on the log scale, a difference in the loss's units
+    on the linear one (a loss that goes negative has no meaningful ratios)."""
+    return _pct(change) if log_scale else f"{change:.3g}"
+
+
+def _below(drop: float, log_scale: bool) -> str:
+    """How far below (``drop`` > 0 is a fall); ``_pct(-drop)`` read "only -19% below"."""
+    return f"{(1.0 - math.exp(-drop)) * 100:.0f}%" if log_scale else f"{drop:.3g}"
+
+
+def _times(change: float, log_scale: bool) -> str:
+    """A rise against the start: "2.5x its start", or "its start + 3" on the linear scale."""
+    return f"{math.exp(change):.3g}x its start" if log_scale else f"its start + {change:.3g}"
+
+
 def _decide(ev: dict, vev: dict | None) -> tuple[str, float, list[str]]:
     n = ev["finite_points"]
     reasons: list[str] = []
     at = lambda i: f"step {i}"  # noqa: E731
+    log = ev.get("log_scale", True)
 
     # diverged: non-finite and not recovered, or a high share of it
     if ev["nonfinite_points"]:
@@ -258,12 +285,12 @@ def _decide(ev: dict, vev: dict | None) -> tuple[str, float, list[str]]:
             peak >= blowup or ev["progress_log"] >= max(LOST_PROGRESS_LOG, 2.0 * ev["noise"]))):
         if (ended_high or climbing) and peak < blowup:
             reasons.append(f"the loss climbed: it ended at {ev['end']:.4g}, "
-                           f"{_pct(ev['end_vs_early_log'])} above its level in the first tenth "
-                           f"of the run and {_pct(end_vs_start)} above its start")
+                           f"{_above(ev['end_vs_early_log'], log)} above its level in the first "
+                           f"tenth of the run and {_above(end_vs_start, log)} above its start")
         elif peak >= blowup:
             reasons.append(f"the loss blew up to "
-                           f"{math.exp(max(ev['raw_peak_log'], ev['overshoot_log'])):.3g}x its start (peak at "
-                           f"{at(ev['peak_at'])})")
+                           f"{_times(max(ev['raw_peak_log'], ev['overshoot_log']), log)} (peak "
+                           f"at {at(ev['peak_at'])})")
         else:
             reasons.append(f"it fell to {ev['best']:.4g} at {at(ev['best_at'])} and climbed back")
         reasons.append(f"it ended at {ev['end']:.4g}, no lower than its start {ev['start']:.4g}")
@@ -280,7 +307,7 @@ def _decide(ev: dict, vev: dict | None) -> tuple[str, float, list[str]]:
                               f"{at(ev['first_nonfinite_at'])}, then it recovered"))
     if ev["end_vs_best_log"] >= END_ABOVE_BEST_LOG:
         unstable.append((ev["end_vs_best_log"] / END_ABOVE_BEST_LOG - 1,
-                         f"it ended at {ev['end']:.4g}, {_pct(ev['end_vs_best_log'])} above its "
+                         f"it ended at {ev['end']:.4g}, {_above(ev['end_vs_best_log'], log)} above its "
                          f"best {ev['best']:.4g} (at {at(ev['best_at'])})"))
     if ev["max_rebound"] >= REBOUND_SHARE and ev["progress_log"] >= STALL_HIGH_LOG:
         unstable.append((ev["max_rebound"] / REBOUND_SHARE - 1,
@@ -288,12 +315,14 @@ def _decide(ev: dict, vev: dict | None) -> tuple[str, float, list[str]]:
                          f"its progress (at step {ev['rebound_at']})"))
     if ev["noise"] >= NOISE_UNSTABLE_LOG:
         unstable.append((ev["noise"] / NOISE_UNSTABLE_LOG - 1,
-                         f"the loss jumps by {math.exp(ev['noise']):.2g}x from one step to the "
-                         "next (typical wiggle, log scale)"))
+                         f"the loss jumps by "
+                         + (f"{math.exp(ev['noise']):.2g}x" if log else f"{ev['noise']:.2g}")
+                         + " from one step to the next (typical wiggle"
+                         + (", log scale)" if log else ")")))
     if ev["late_peak_log"] >= max(LATE_PEAK_LOG, PEAK_NOISE_WIDTHS * ev["noise"]):
         unstable.append((ev["late_peak_log"] / LATE_PEAK_LOG - 1,
                          f"in the second half of the run the loss still jumped to "
-                         f"{math.exp(ev['late_peak_log']):.3g}x its start (step "
+                         f"{_times(ev['late_peak_log'], log)} (step "
                          f"{ev['late_peak_at']})"))
     needed = SPIKES_MIN if n >= 100 else 2  # a short (per-epoch) curve: two spikes are many
     if ev["spikes"] >= needed or (ev["spikes"] >= 2 and ev["max_spike"] >= SPIKE_UNDO_ALL):
@@ -323,8 +352,8 @@ def _decide(ev: dict, vev: dict | None) -> tuple[str, float, list[str]]:
 
     stalled_high = improvement < STALL_HIGH_LOG
     if stalled_high and ev["early_peak_log"] >= COLLAPSE_EARLY_PEAK_LOG:
-        reasons.append(f"the loss jumped to {math.exp(ev['early_peak_log']):.2f}x its start early "
-                       f"on, then stalled at {ev['end']:.4g}, only {_pct(-improvement)} below "
+        reasons.append(f"the loss jumped to {_times(ev['early_peak_log'], log)} early on, then "
+                       f"stalled at {ev['end']:.4g}, only {_below(improvement, log)} below "
                        "the start")
         return "unstable", _confidence(ev["early_peak_log"] / COLLAPSE_EARLY_PEAK_LOG - 1,
                                        base=0.55, points=n), reasons
@@ -341,10 +370,10 @@ def _decide(ev: dict, vev: dict | None) -> tuple[str, float, list[str]]:
         return "too_slow", _confidence(share / LATE_SHARE_SLOW - 1, points=n), reasons
     if stalled_high:
         if ev["trend_last_half_t"] < -CREEP_T:
-            reasons.append(f"it stalled high ({ev['end']:.4g}, only {_pct(-improvement)} below its "
-                           "start) and is still creeping down")
+            reasons.append(f"it stalled high ({ev['end']:.4g}, only {_below(improvement, log)} "
+                           "below its start) and is still creeping down")
             return "too_slow", _confidence(0.3, base=0.55, points=n), reasons
-        reasons.append(f"it fell {_pct(-improvement)} below its start, then stayed flat at "
+        reasons.append(f"it fell {_below(improvement, log)} below its start, then stayed flat at "
                        f"{ev['end']:.4g} from {ev['flat_from']:.0%} of the run on")
         return "plateaued", _confidence(1 - improvement / STALL_HIGH_LOG, base=0.55,
                                         points=n), reasons
@@ -398,6 +427,7 @@ def diagnose(
     *,
     val_losses: Any = None,
     min_points: int = MIN_POINTS,
+    steps: Any = None,
 ) -> Diagnosis:
     """Classify a loss history as diverged, unstable, too_slow, plateaued or healthy.
 
@@ -405,6 +435,9 @@ def diagnose(
     numpy array or a tensor; NaN and inf allowed). ``lrs``: the rate at each of those points (or
     one number), used to name the rate to try. ``val_losses``: an optional validation curve, as
     numbers evenly spread over the run, ``(step, loss)`` pairs or a ``{step: loss}`` dict.
+    ``steps``: the step number of each loss (default: its position), so that
+    the evidence and the reasons say where things happened in the run's own steps (a log written
+    every 50 steps, or bin means of a long history).
     Returns a :class:`Diagnosis` with the verdict, a confidence, the evidence in numbers, the
     recommended factor for the rate and a plain-words explanation; never guesses from fewer than
     ``min_points`` finite values (verdict ``not_enough_data``).
@@ -429,6 +462,12 @@ def diagnose(
         if len(bad):
             raise LrkitError(f"lrs[{bad[0]}] = {rates[bad[0]]!r} is not a valid rate "
                              "(finite, >= 0)")
+    step_of = None
+    if steps is not None:
+        step_of = _to_numpy(steps, "steps")
+        if len(step_of) != len(values):
+            raise LrkitError(f"steps has {len(step_of)} values but losses has {len(values)}; "
+                             "give one step number per loss")
     ev = measure(values, min_points=min_points)
     ev["min_points"] = min_points
     vev = None
@@ -441,7 +480,8 @@ def diagnose(
                 vev["val_best_step"] = int(val_steps[finite][int(np.argmin(val[finite]))])
             ev.update(vev)
 
-    verdict, confidence, reasons = _decide(ev, vev)
+    # the rules and the rates read positions; the reasons and the evidence name steps
+    verdict, confidence, reasons = _decide(_at_steps(ev, step_of), vev)
     factor = FACTORS[verdict]
     if verdict == "too_slow" and ev.get("improvement_log", 1.0) < NO_PROGRESS_LOG:
         factor = 10.0
@@ -464,7 +504,8 @@ def diagnose(
             trouble = ev["spike_steps"][0]
         if trouble is not None and trouble < len(rates):
             ev["lr_at_trouble"] = float(rates[trouble])
-            where = f" (trouble started at step {trouble}, rate {rates[trouble]:.3g})"
+            where = (f" (trouble started at step {_at_steps({'at': trouble}, step_of)['at']}, "
+                     f"rate {rates[trouble]:.3g})")
         scheduled = ev["lr_max"] > ev["lr_min"] * 1.01
         # with a schedule the change applies to its peak (what a user sets), not to the last,
         # decayed rate; where trouble started, to the rate there
@@ -474,10 +515,33 @@ def diagnose(
         if scheduled:
             ev["lr_schedule"] = True
     elif verdict in ("diverged",) and ev.get("first_nonfinite_at") is not None:
-        where = f" (non-finite from step {ev['first_nonfinite_at']})"
+        where = (" (non-finite from step "
+                 f"{_at_steps(ev, step_of)['first_nonfinite_at']})")
     suggest = f", to about {suggested:.3g}" if suggested is not None and factor != 1.0 else ""
     how = {0.1: "about tenfold (x0.1)", 0.3: "about threefold (x0.3)", 3.0: "about threefold (x3)",
            10.0: "about tenfold (x10), since the loss has barely moved"}.get(factor or 1.0, "")
     explanation = _EXPLAIN[verdict].format(where=where, suggest=suggest, min_points=min_points,
                                            how=how)
-    return Diagnosis(verdict, confidence, _jsonable(ev), factor, explanation, suggested, reasons)
+    return Diagnosis(verdict, confidence, _jsonable(_at_steps(ev, step_of)), factor, explanation,
+                     suggested, reasons)
+
+
+_POSITIONS = ("at", "first_nonfinite_at", "best_at", "peak_at", "rebound_at", "late_peak_at")
+
+
+def _at_steps(ev: dict, step_of: np.ndarray | None) -> dict:
+    """The evidence with its positions (indices into the curve) as step numbers."""
+    if step_of is None:
+        return ev
+
+    def step(i: int) -> float | int:
+        value = float(step_of[i])
+        return int(value) if value.is_integer() else value
+
+    out = dict(ev)
+    for key in _POSITIONS:
+        if out.get(key) is not None:
+            out[key] = step(out[key])
+    if out.get("spike_steps"):
+        out["spike_steps"] = [step(i) for i in out["spike_steps"]]
+    return out

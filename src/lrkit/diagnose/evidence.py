@@ -65,6 +65,16 @@ def _slope(t: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     """Least-squares slope of y over t, and its t statistic (0 when undefined)."""
     if len(t) < 3:
         return 0.0, 0.0
+    # on the loss's own scale a loss of 1e200 squares past float range: fit y / its size (the t
+    # statistic does not change with the scale) and scale the slope back
+    size = float(np.max(np.abs(y)))
+    if size > 0 and math.isfinite(size):
+        slope, t_stat = _slope(t, y / size) if size != 1.0 else _slope_unscaled(t, y)
+        return slope * size, t_stat
+    return _slope_unscaled(t, y)
+
+
+def _slope_unscaled(t: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     tc = t - t.mean()
     denom = float(np.dot(tc, tc))
     if denom <= 0:
@@ -91,7 +101,8 @@ class Prepared:
         return math.log(max(value, 0.0) + self.floor) if self.log_scale else value
 
     def to_x(self, value: float) -> float:
-        return math.exp(value) - self.floor if self.log_scale else value
+        # max: exp(log(floor)) - floor is -3e-18, not the 0 the loss reached
+        return max(math.exp(value) - self.floor, 0.0) if self.log_scale else value
 
 
 def prepare(values: np.ndarray) -> Prepared:
@@ -103,7 +114,8 @@ def prepare(values: np.ndarray) -> Prepared:
         # the floor is 1% of the starting level (not of the first steps' median: those may have
         # blown up already); losses below it are all "done" and their wiggles are not noise
         scale = min(float(x[0]), float(np.median(x[:3]))) or float(np.max(np.abs(x))) or 1.0
-        floor = max(1e-2 * scale, 1e-12)
+        # relative only (a fixed 1e-12 flattened a loss of 1e-13 into "has not moved")
+        floor = max(1e-2 * scale, np.finfo(float).tiny)
         return Prepared(raw, steps, x, np.log(x + floor), True, floor)
     return Prepared(raw, steps, x, x.copy(), False, 0.0)
 
@@ -164,9 +176,11 @@ def measure(values, *, min_points: int = MIN_POINTS) -> dict:
     lin_smooth = np.exp(smooth) - p.floor if p.log_scale else smooth
     lin_init = p.to_x(init)
     lin_best = p.to_x(best)
-    progress_lin = max(lin_init - lin_best, 1e-12)
+    # "nothing" on the loss's own scale, relative to it (a fixed 1e-12 is all of a 1e-13 loss)
+    eps = 1e-12 * max(float(np.max(np.abs(p.x))), np.finfo(float).tiny)
+    progress_lin = max(lin_init - lin_best, eps)
     height_lin = p.x - lin_smooth
-    relative_height = height_lin / max(progress_lin, abs(lin_init) * 0.05, 1e-12)
+    relative_height = height_lin / max(progress_lin, abs(lin_init) * 0.05, eps)
     is_spike = (resid > max(5.0 * noise, math.log(2.0) if p.log_scale else 0.0)) & (
         relative_height > SPIKE_UNDO)
     # the first 5% of a run is a transient (warm-up, first big steps): spikes there are reported
@@ -184,7 +198,7 @@ def measure(values, *, min_points: int = MIN_POINTS) -> dict:
     running_min = np.minimum.accumulate(lin_coarse_curve)
     rebound = lin_coarse_curve - running_min
     rebound_i = int(np.argmax(rebound))
-    max_rebound = float(rebound[rebound_i]) / max(progress_lin, 1e-12)
+    max_rebound = float(rebound[rebound_i]) / max(progress_lin, eps)
     # trends on the coarse curve in units of "log change per whole run"
     frac = (t - t[0]) / max(t[-1] - t[0], 1.0)
     last = frac >= 0.7
@@ -201,7 +215,7 @@ def measure(values, *, min_points: int = MIN_POINTS) -> dict:
     lin_slope_end, _ = _slope(frac[last], lin_coarse[last])
     lin_end = p.to_x(end)
     late_share_linear = ((-lin_slope_end * 0.3) / (lin_init - lin_end)
-                         if lin_init - lin_end > 1e-12 else None)
+                         if lin_init - lin_end > eps else None)
     # an early blow-up: the 3-point median in the first fifth of the run against the start
     early = y[: max(3, n // 5)]
     early_peak = float(rolling_median(early, 3).max()) - init if len(early) >= 3 else 0.0
@@ -278,6 +292,7 @@ def measure_validation(values, *, train_start: float | None = None) -> dict:
     i70 = int(round(0.7 * (len(x) - 1)))
     ups = np.clip(np.diff(x), 0, None).sum()
     total = np.abs(np.diff(x)).sum()
+    eps = 1e-12 * max(float(np.max(np.abs(x))), abs(start), np.finfo(float).tiny)
     positive = best > 0 and end > 0
     ev.update({
         "val_start": float(x[0]),
@@ -285,8 +300,8 @@ def measure_validation(values, *, train_start: float | None = None) -> dict:
         "val_best": best,
         "val_best_at_fraction": best_i / max(1, len(x) - 1),
         "val_rise_log": math.log(end / best) if positive else None,
-        "val_rise_share": (end - best) / (start - best) if start - best > 1e-12 else None,
-        "val_late_share": ((float(x[i70]) - end) / (start - end)) if start - end > 1e-12 else None,
+        "val_rise_share": (end - best) / (start - best) if start - best > eps else None,
+        "val_late_share": ((float(x[i70]) - end) / (start - end)) if start - end > eps else None,
         "val_oscillation": float(ups / total) if total > 0 else 0.0,
     })
     return ev

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import itertools
 import json
 import math
 import os
@@ -38,6 +39,8 @@ class LossLog:
     def diagnose(self, **options: Any):
         from lrkit.diagnose.classify import diagnose
 
+        # the file's steps: a log written every 50 steps names step 600, not row 12
+        options.setdefault("steps", self.steps)
         return diagnose(self.losses, self.lrs, val_losses=self.val_losses or None, **options)
 
 
@@ -121,16 +124,28 @@ def read_csv(path: str | os.PathLike) -> LossLog:
         raise _not_utf8(str(path), exc) from None
 
 
+def _delimiter(header: str, path: str | os.PathLike) -> str:
+    """Comma, unless the file is a .tsv or its header has tabs or semicolons and no comma (as
+    Excel writes CSV where the decimal mark is a comma): read with commas such a header is one
+    column named "step;loss", and the error said the log had no loss column."""
+    if Path(path).suffix.lower() == ".tsv":
+        return "\t"
+    if "," not in header:
+        for candidate in ("\t", ";"):
+            if candidate in header:
+                return candidate
+    return ","
+
+
 def _read_csv(path: str | os.PathLike) -> LossLog:
     name = str(path)
     with open(path, newline="", encoding="utf-8-sig") as handle:
-        reader = csv.reader(handle)
-        try:
-            header = next(reader)
-        except StopIteration:
+        first = handle.readline()
+        if not first:
             raise LrkitError(f"{name} is empty; give a CSV with a header row such as "
-                             "step,loss,lr,val_loss") from None
-        header = [h.strip() for h in header]
+                             "step,loss,lr,val_loss")
+        reader = csv.reader(itertools.chain([first], handle), delimiter=_delimiter(first, path))
+        header = [h.strip() for h in next(reader)]
         loss_col = _find(header, LOSS_KEYS)
         if loss_col is None:
             raise LrkitError(f"{name} line 1: no loss column in the header {header}; name it "
@@ -236,7 +251,14 @@ def read_tensorboard(path: str | os.PathLike, tag: str | None = None) -> LossLog
 
 def read_log(path: str | os.PathLike, *, tag: str | None = None) -> LossLog:
     """Read a CSV, JSONL or TensorBoard loss log (chosen by the name, else by the content)."""
-    p = Path(path)
+    try:
+        return _read_log(Path(path), path, tag)
+    except OSError as exc:  # no permission, a broken disk: a message, not a traceback
+        raise LrkitError(f"cannot read the loss log {str(path)!r} "
+                         f"({exc.strerror or type(exc).__name__})") from None
+
+
+def _read_log(p: Path, path: str | os.PathLike, tag: str | None) -> LossLog:
     if not p.exists():
         raise LrkitError(f"loss log {str(path)!r} does not exist")
     if p.is_dir():

@@ -99,6 +99,9 @@ class Monitor:
 
         ``lr`` may also be a scheduler's ``get_last_lr()`` list: the first group's rate is
         recorded (the one the diagnosis names)."""
+        if self.closed:  # its file is closed and its final report made: the step would be lost
+            raise LrkitError("monitor.update after monitor.close(): this Monitor has made its "
+                             "final report; make a new Monitor for a new run")
         rate = _rate(lr)  # checked before anything is recorded, so losses and rates stay paired
         if hasattr(loss, "detach"):
             if loss.numel() != 1:
@@ -106,8 +109,9 @@ class Monitor:
                                  f"of shape {tuple(loss.shape)}; reduce it (e.g. loss.mean())")
             self._pending.append(loss.detach())
         else:
+            value = _number(loss, "monitor.update", "loss")
             self._flush_pending()
-            self._losses.append(float(loss))
+            self._losses.append(value)
         self._lrs.append(rate)
         self._step += 1
         self._since_report += 1
@@ -118,7 +122,7 @@ class Monitor:
     def update_val(self, val_loss: Any, step: int | None = None) -> None:
         """Record a validation loss (at ``step``, default: the current step); it goes to the
         JSONL file too (``{"step", "val_loss"}``), so the file diagnoses as the monitor does."""
-        value = float(val_loss.detach().cpu()) if hasattr(val_loss, "detach") else float(val_loss)
+        value = _number(val_loss, "monitor.update_val", "validation loss")
         at = self._step if step is None else int(step)
         self._val.append((at, value))
         if self.log_steps and self._file is not None:
@@ -162,12 +166,12 @@ class Monitor:
         lrs = np.asarray(self._lrs, dtype=float)
         lrs_arg = None if np.isnan(lrs).any() else _downsample(lrs, self.max_points)
         val = self._val or None
+        steps = None
         if len(losses) > self.max_points:
-            scale = len(losses) / self.max_points
+            # each bin named by its first step, so a report of a long run says "step 9000"
+            steps = np.linspace(0, len(losses), self.max_points + 1).astype(int)[:-1]
             losses = _downsample(losses, self.max_points)
-            if val:
-                val = [(int(s / scale), v) for s, v in val]
-        return diagnose(losses, lrs_arg, val_losses=val, min_points=self.min_points)
+        return diagnose(losses, lrs_arg, val_losses=val, min_points=self.min_points, steps=steps)
 
     def report(self, *, final: bool = False) -> Diagnosis:
         """Diagnose now, log it and write it to the JSONL file; returns the diagnosis."""
@@ -254,6 +258,21 @@ def _finite_or_str(value: float) -> float | str:
     return value if math.isfinite(value) else str(value)
 
 
+def _number(value: Any, where: str, what: str) -> float:
+    """One number from a float, a numpy scalar or a one-element tensor; a clear error else."""
+    if hasattr(value, "detach"):
+        if value.numel() != 1:
+            raise LrkitError(f"{where} needs the scalar {what}, got a tensor of shape "
+                             f"{tuple(value.shape)}; reduce it (e.g. .mean())")
+        value = value.detach().cpu().double().reshape(())
+    if isinstance(value, (str, bytes, bool)) or value is None:
+        raise LrkitError(f"{where} needs the {what} as a number, got {value!r}")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise LrkitError(f"{where} needs the {what} as one number, got {value!r}") from None
+
+
 def _rate(lr: Any) -> float:
     """One step's rate as a float (NaN when not given): a number, a scalar tensor, or a list of
     per-group rates (``scheduler.get_last_lr()``), of which the first group's."""
@@ -264,6 +283,12 @@ def _rate(lr: Any) -> float:
             raise LrkitError("monitor.update got an empty list as lr; pass the step's rate")
         lr = lr[0]
     try:
-        return float(lr)
+        rate = float(lr)
     except (TypeError, ValueError, RuntimeError):
         raise LrkitError(f"monitor.update needs the step's rate as a number, got {lr!r}") from None
+    # refused here, not at the next report (where the diagnosis refuses the whole history, and
+    # an inf would make the JSONL file invalid); NaN stays "not known", as None
+    if not (math.isnan(rate) or (math.isfinite(rate) and rate >= 0)):
+        raise LrkitError(f"monitor.update got lr={rate!r}; a rate is a finite number >= 0 "
+                         "(pass lr=None when it is not known)")
+    return rate
