@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import functools
 import inspect
 import itertools
 import math
@@ -179,6 +180,7 @@ def cycle_batches(loader: Iterable, name: str = "train_loader") -> Iterator[Any]
             )
 
 
+@functools.lru_cache(maxsize=None)  # inspect.signature costs ~40 us a call
 def closure_required(cls: type) -> str | None:
     """Why an optimizer class cannot be driven one plain step at a time (``None`` if it can):
     LBFGS-like optimizers need a closure that re-evaluates the loss within one step."""
