@@ -69,5 +69,29 @@ def test_a_non_utf8_log_and_a_zero_step_count_exit_2(tmp_path, capsys):
     assert "is not UTF-8 text" in err and "Traceback" not in err
     assert main(["diagnose", "--example", "--steps", "0"]) == 2
     assert "--steps must be an integer >= 1" in capsys.readouterr().err
-    with pytest.raises(Exception, match="steps must be an integer >= 1"):
+    with pytest.raises(Exception, match="steps must be an integer >= 8"):
         cli.demo_runs(steps=0)
+
+
+def test_the_demo_refuses_runs_shorter_than_a_diagnosis_needs(capsys):
+    from lrkit.cli import main
+
+    # 5 steps gave six "not_enough_data" verdicts and a note claiming the three cases
+    assert main(["diagnose", "--example", "--steps", "5"]) == 2
+    err = capsys.readouterr().err
+    assert "steps must be an integer >= 8" in err and "Traceback" not in err
+
+
+def test_the_demo_refuses_a_tag_it_would_ignore(capsys):
+    from lrkit.cli import main
+
+    assert main(["diagnose", "--example", "--tag", "loss"]) == 2
+    assert "drop --tag" in capsys.readouterr().err
+
+
+def test_the_demo_note_claims_the_three_cases_only_when_they_are_there():
+    demo = cli.demo_runs(steps=40)  # too short for a healthy run with either optimizer
+    verdicts = {r["diagnosis"].verdict for t in demo["tables"] for r in t["results"]}
+    assert "healthy" not in verdicts
+    assert "together the two show" not in demo["note"]
+    assert "neither shows a too-high, a right and a too-low rate at 40 steps" in demo["note"]

@@ -30,7 +30,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--min-points", type=int, default=8,
                         help="fewest finite losses to give a verdict (default 8)")
     parser.add_argument("--steps", type=int, default=None,
-                        help="training steps per demo run, >= 1 (default: the example's budget)")
+                        help="training steps per demo run, >= 8 (default: the example's budget)")
     parser.set_defaults(func=run, option_names={"min_points": "--min-points"})
 
 
@@ -43,6 +43,9 @@ def run(args: argparse.Namespace) -> int:
         if args.file:
             raise LrkitError("give either FILE or --example, not both")
         check_positive_int(args.steps, "--steps", what=" (training steps per run)")
+        if args.tag:  # silently ignored, it would look as if it had been used
+            raise LrkitError("--tag names a TensorBoard scalar of a loss log FILE; --example "
+                             "trains its own runs: drop --tag")
         return _demo(args)
     if not args.file:
         raise LrkitError("give a loss log FILE (CSV, JSONL or TensorBoard), or --example")
@@ -76,8 +79,14 @@ def demo_runs(steps: int | None = None, seed: int = 0) -> dict:
     from lrkit.errors import LrkitError
     from lrkit.training import train
 
-    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
-        raise LrkitError(f"steps must be an integer >= 1, got {steps!r}")
+    from lrkit.diagnose.classify import MIN_POINTS
+
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int)
+                              or steps < MIN_POINTS):
+        # fewer steps than a diagnosis needs points: six "not enough data" verdicts
+        raise LrkitError(f"steps must be an integer >= {MIN_POINTS} (a diagnosis needs that many "
+                         f"losses), got {steps!r}; the default, "
+                         f"{examples.get(DEMO_EXAMPLE).budget_steps}, shows the three cases")
     budget = examples.get(DEMO_EXAMPLE).budget_steps if steps is None else steps
 
     def runs(plain: bool) -> list[dict]:
@@ -113,10 +122,15 @@ def demo_runs(steps: int | None = None, seed: int = 0) -> dict:
                 f"1/(1 - momentum) times the rate, and on this model {said(tables[0]['results'])}:"
                 " no too-high / right / too-low trio. Plain SGD on the same model gives "
                 f"{said(tables[1]['results'])}")
+        verdicts = {r["diagnosis"].verdict for t in tables for r in t["results"]}
         if contrast(tables[1]["results"]):
             note += ": the too-high / right / too-low trio."
-        else:
+        elif (verdicts & {"diverged", "unstable"} and "healthy" in verdicts
+              and verdicts & {"too_slow", "plateaued"}):
             note += "; together the two show a too-high, a right and a too-low rate."
+        else:  # said only when it is so (a short --steps can show no healthy run at all)
+            note += (f"; neither shows a too-high, a right and a too-low rate at {budget} steps "
+                     "a run: the runs are too short to tell (the default length shows all three)")
     return {"example": DEMO_EXAMPLE, "steps": budget, "note": note, "tables": tables}
 
 
@@ -136,7 +150,7 @@ def _demo(args: argparse.Namespace) -> int:
     print(f"lrkit diagnose --example: {demo['example']}, {demo['steps']} steps per run")
     for table in demo["tables"]:
         print(f"\n{table['optimizer']}")
-        header = (f"{'rate':>8}  {'verdict':<11}{'confidence':>10}  {'change':<10}"
+        header = (f"{'rate':>8}  {'verdict':<16}{'confidence':>10}  {'change':<10}"
                   f"{'train loss':>11}{'val loss':>10}{'accuracy':>10}")
         print(header)
         print("-" * len(header))
@@ -145,7 +159,7 @@ def _demo(args: argparse.Namespace) -> int:
             tail = [v for v in run.losses[-max(1, len(run.losses) // 10):] if math.isfinite(v)]
             train_loss = sum(tail) / len(tail) if tail else math.nan
             acc = f"{run.metric:.1%}" if run.metric is not None else "-"
-            print(f"{r['lr']:>8g}  {d.verdict:<11}{d.confidence:>10.0%}  {d.recommendation:<10}"
+            print(f"{r['lr']:>8g}  {d.verdict:<16}{d.confidence:>10.0%}  {d.recommendation:<10}"
                   f"{train_loss:>11.4g}{run.val_loss:>10.4g}{acc:>10}")
         for r in table["results"]:
             d = r["diagnosis"]
