@@ -265,3 +265,29 @@ def test_the_advice_to_keep_the_snapshot_on_the_device_comes_only_when_the_copy_
     result = lrkit.find_lr(model, opt, loader, criterion, num_steps=20, progress=False,
                            diverge_threshold=1e9)
     assert not any("snapshot='device'" in w for w in result.warnings)
+
+
+def test_a_ramp_too_coarse_to_read_gives_no_suggestion_and_says_why():
+    # 10 steps over 8 decades: `lrkit find --steps 10` suggested 4 on digits-mlp, where 0.5
+    # diverges, with only "raise end_lr" as advice
+    model, loader, criterion = tiny_problem(seed=1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    result = lrkit.find_lr(model, opt, loader, criterion, num_steps=10, progress=False)
+    assert result.suggested_lr is None and result.good_range is None
+    assert result.warnings[0].startswith("only 1.25 steps per decade")
+    assert "num_steps=40" in result.warnings[0]
+    assert not any("raise end_lr" in w for w in result.warnings)
+    assert result.summary().startswith("No suggestion: only 1.25 steps per decade")
+    # the same 10 steps over two decades are fine
+    narrow = lrkit.find_lr(model, opt, loader, criterion, start_lr=1e-3, end_lr=1e-1,
+                           num_steps=10, progress=False)
+    assert not any("steps per decade" in w for w in narrow.warnings)
+
+
+def test_the_stop_reason_says_what_the_rule_measured():
+    model, loader, criterion = tiny_problem(seed=1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    result = lrkit.find_lr(model, opt, loader, criterion, end_lr=1e4, progress=False)
+    # the rule compares the rise over the best with the fall so far, not loss / best
+    assert result.stop_reason.startswith("diverged at lr=")
+    assert "rose above its best by over 3x its fall so far" in result.stop_reason

@@ -22,7 +22,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--smoothing", type=float, default=0.9,
                    help="EMA beta of the divergence check (default 0.9)")
     p.add_argument("--diverge-threshold", type=float, default=4.0,
-                   help="stop when the smoothed loss is this many times past its best (default 4)")
+                   help="stop when the smoothed loss rises above its best by (this - 1) times "
+                        "its fall so far (default 4: by 3x)")
     p.add_argument("--accumulation-steps", type=int, default=1, help="micro-batches per step")
     p.add_argument("--amp", nargs="?", const=True, default=False, choices=["bf16", "fp16"],
                    metavar="bf16|fp16",

@@ -15,6 +15,9 @@ from lrkit.trainable import Trainable
 
 #: the share of the planned run (``budget_steps``) a range test should cost at most
 COST_SHARE = 0.3
+#: fewer steps per decade of an exponential ramp than this give a curve too coarse to read
+#: (the default, 100 steps over 8 decades, has 12.5)
+MIN_STEPS_PER_DECADE = 5
 
 def range_test(
     trainable: Trainable,
@@ -81,7 +84,8 @@ def range_test(
                     val_losses.append(trainable.eval_loss())
                     val_steps.append(step)
                 if diverged:
-                    stop_reason = f"diverged at lr={lr:.3g} (loss {diverge_threshold:g}x past its best)"
+                    stop_reason = (f"diverged at lr={lr:.3g} (the smoothed loss rose above its "
+                                   f"best by over {diverge_threshold - 1:g}x its fall so far)")
                     break
         finally:
             bar.close()
@@ -115,6 +119,21 @@ def range_test(
     if stop_reason == "completed" and analysis.curve.n and analysis.curve.min_index >= analysis.curve.n - 3:
         warnings.append(
             f"the loss was still falling at end_lr={end_lr:g}; raise end_lr to see where it turns")
+    suggested, good = analysis.suggested_lr, analysis.good_range
+    per_decade = num_steps / math.log10(end_lr / start_lr)
+    if ramp == "exp" and per_decade < MIN_STEPS_PER_DECADE:
+        # 10 steps over 8 decades put the minimum and the divergence between two points: the
+        # suggestion can be a decade off (lrkit find --steps 10 suggested 4 on digits-mlp, where
+        # 0.5 diverges), and "raise end_lr" would be the wrong advice
+        # so no suggestion (as for a curve that never fell): a wrong one is worse than none
+        warnings.insert(0, (
+            f"only {per_decade:.3g} steps per decade of rates ({num_steps} steps from "
+            f"{start_lr:g} to {end_lr:g}): too coarse to place a suggestion, so none is made; "
+            f"use at least num_steps="
+            f"{math.ceil(MIN_STEPS_PER_DECADE * math.log10(end_lr / start_lr))} (or a narrower "
+            "range)"))
+        warnings = [w for w in warnings if not w.startswith("the loss was still falling")]
+        suggested = good = None
     if budget_steps and len(lrs) > COST_SHARE * budget_steps:
         warnings.append(
             f"the test took {len(lrs)} steps, {len(lrs) / budget_steps:.0%} of the planned run of "
@@ -125,8 +144,8 @@ def range_test(
     display += [math.nan] * (len(lrs) - len(display))
     return FinderResult(
         lrs=lrs, losses=losses, smoothed=display,
-        suggested_lr=analysis.suggested_lr, method=analysis.method,
-        suggestions=analysis.suggestions, good_range=analysis.good_range,
+        suggested_lr=suggested, method=analysis.method,
+        suggestions=analysis.suggestions, good_range=good,
         group_ratios=list(trainable.group_ratios), stop_reason=stop_reason, warnings=warnings,
         settings=dict(start_lr=start_lr, end_lr=end_lr, num_steps=num_steps, ramp=ramp,
                       smoothing=smoothing, diverge_threshold=diverge_threshold,

@@ -112,7 +112,9 @@ class FinderResult:
     def summary(self) -> str:
         lines = []
         if self.suggested_lr is None:
-            lines.append("No suggestion: the loss never fell over the swept range.")
+            # why, in the analysis's own words (never fell, too few points, too coarse, ...)
+            lines.append("No suggestion: " + (self.warnings[0] if self.warnings else
+                                              "the curve holds no usable information") + ".")
         else:
             lines.append(f"Suggested learning rate: {self.suggested_lr:.3g}  (method: {self.method})")
             if len(self.group_ratios) > 1:
