@@ -77,3 +77,10 @@ def test_list_examples(capsys):
 def test_console_entry_point_runs_as_a_module():
     proc = subprocess.run([sys.executable, "-m", "lrkit", "--help"], capture_output=True, text=True)
     assert proc.returncode == 0 and "find" in proc.stdout
+
+
+def test_a_negative_seed_is_refused_as_by_lrkit_demo(capsys):
+    from lrkit.cli import main
+
+    assert main(["find", "--seed", "-1"]) == 2
+    assert "--seed must be an integer from 0 to 2**32 - 1, got -1" in capsys.readouterr().err

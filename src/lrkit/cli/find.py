@@ -37,7 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="suggestion method: auto (= edge), edge, steepest, valley, minimum (default auto)")
     p.add_argument("--budget-steps", type=int, default=None,
                    help="planned training length in steps, >= 1 (default: the example's own)")
-    p.add_argument("--seed", type=int, default=0, help="seed for building the problem (default 0)")
+    p.add_argument("--seed", type=int, default=0, help="seed for building the problem, 0 .. 2**32 - 1 (default 0)")
     p.add_argument("--device", default=None, help="torch device (default: the model's)")
     p.add_argument("--snapshot", choices=["cpu", "disk", "device"], default="cpu",
                    help="where the state snapshot is kept (default cpu)")
@@ -107,6 +107,9 @@ def run(args: argparse.Namespace) -> int:
         return 0
 
     check_args(args)
+    from lrkit.show.demo import check_seed
+
+    check_seed(args.seed, "--seed")  # as lrkit demo: numpy seeds only 0 .. 2**32 - 1
     import lrkit
     from lrkit.errors import LrkitError
     from lrkit.problem import load_problem
