@@ -29,8 +29,9 @@ def main() -> None:
 
     problem = lrkit.examples.build(args.example, seed=0, lr=args.lr)
     model, optimizer, criterion = problem.model, problem.optimizer, problem.criterion
-    monitor = lrkit.Monitor(report_every=100)
     guard = None if args.no_guard else lrkit.Guard(model, optimizer)
+    # told of the guard, the monitor's advice is for the rate the guard went on at
+    monitor = lrkit.Monitor(report_every=100, guard=guard)
     batches = cycle_batches(problem.train_loader)
     for _ in range(args.steps):
         x, y = next(batches)

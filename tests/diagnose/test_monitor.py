@@ -149,3 +149,29 @@ def test_the_log_file_holds_the_validation_curve_and_each_run_apart(tmp_path):
     assert len(back.losses) == 300 and "last of 2 runs" in back.source
     assert len(back.val_losses) == 10
     assert back.diagnose().verdict == good.last.verdict == "unstable"
+
+
+def test_told_of_a_guard_the_advice_is_for_the_rate_since_its_last_cut():
+    # examples/guarded_training.py: the guard went on at 0.011 after 0.3 blew up, and the
+    # monitor said "keep (x1) -> 0.3", the peak of the history, which was the rate that failed
+    from types import SimpleNamespace
+
+    from lrkit.diagnose.guard import Intervention
+
+    cut = Intervention(step=5, reason="probe", loss=9.0, reference=1.0, grad_norm=None,
+                       lr_before=[0.3], lr_after=[0.011], restored_to=0)
+    guard = SimpleNamespace(interventions=[cut])
+    losses = [2.0] * 5 + list(0.2 + 1.8 * np.exp(-np.arange(295) / 30.0))
+    rates = [0.3] * 5 + [0.011] * 295
+    plain, told = lrkit.Monitor(report_every=0), lrkit.Monitor(report_every=0, guard=guard)
+    for loss, lr in zip(losses, rates):
+        plain.update(loss, lr=lr)
+        told.update(loss, lr=lr)
+    before, after = plain.close(), told.close()
+    assert before.verdict == after.verdict == "healthy"
+    assert before.suggested_lr == pytest.approx(0.3)  # what it said without the guard
+    assert after.suggested_lr == pytest.approx(0.011)
+    assert "guard cut the rate from 0.3 to 0.011 at step 5" in after.explanation
+    assert after.evidence["guard_cut_at"] == 5
+    with pytest.raises(lrkit.LrkitError, match="guard must be an lrkit.Guard"):
+        lrkit.Monitor(guard=object())

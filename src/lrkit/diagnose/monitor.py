@@ -9,6 +9,7 @@ report time) and one ``{"event": "report", ...}`` line per diagnosis.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -38,7 +39,10 @@ class Monitor:
     ``report_every``: steps between diagnoses (0: only at the end). ``log_file``: a JSONL path
     (appended to). ``logger``: a :class:`logging.Logger` or a name (default ``lrkit.diagnose``).
     ``max_points``: longer histories are diagnosed from this many bin means, which keeps a report
-    cheap at any length. ``on_report(diagnosis)``: called after each report.
+    cheap at any length. ``on_report(diagnosis)``: called after each report. ``guard``: the
+    :class:`lrkit.Guard` of the same loop (one ``update`` per ``guard.step``): once it has cut
+    the rate, the advice is for the rate since its last cut, not for the peak of the history,
+    which is the rate that failed.
     """
 
     def __init__(
@@ -53,6 +57,7 @@ class Monitor:
         max_points: int = 1000,
         on_report: Callable[[Diagnosis], Any] | None = None,
         name: str = "train",
+        guard: Any = None,
     ) -> None:
         report_every, max_points, min_points = (plain_int(v) for v in
                                                 (report_every, max_points, min_points))
@@ -73,6 +78,9 @@ class Monitor:
         self.max_points = max_points
         self.on_report = on_report
         self.name = name
+        require(guard is None or hasattr(guard, "interventions"),
+                f"guard must be an lrkit.Guard (or None), got {type(guard).__name__}")
+        self.guard = guard
         self._losses: list[float] = []
         self._lrs: list[float] = []
         self._pending: list[Any] = []  # tensors not yet copied to the host
@@ -171,7 +179,31 @@ class Monitor:
             # each bin named by its first step, so a report of a long run says "step 9000"
             steps = np.linspace(0, len(losses), self.max_points + 1).astype(int)[:-1]
             losses = _downsample(losses, self.max_points)
-        return diagnose(losses, lrs_arg, val_losses=val, min_points=self.min_points, steps=steps)
+        result = diagnose(losses, lrs_arg, val_losses=val, min_points=self.min_points,
+                          steps=steps)
+        return self._after_guard_cuts(result) if self.guard is not None else result
+
+    def _after_guard_cuts(self, result: Diagnosis) -> Diagnosis:
+        """The advice re-based on the rate since the guard's last cut. Why: the history's rates
+        then hold the rate that failed (and a probe's ramp); with a healthy verdict the
+        diagnosis said "keep" and named that rate (0.3 where the guard had gone on at 0.011)."""
+        cuts = [i for i in self.guard.interventions
+                if i.lr_after and i.lr_before and i.lr_after[0] != i.lr_before[0]]
+        if not cuts or result.lr_factor is None:
+            return result
+        cut = cuts[-1]
+        # one update per guard.step: the monitor's step k is the guard's step k + 1
+        since = [r for r in self._lrs[cut.step:] if math.isfinite(r)] or [cut.lr_after[0]]
+        base = max(since)
+        suggested = base * result.lr_factor
+        change = ("keep it" if result.lr_factor == 1.0 else
+                  f"{result.recommendation} of it is about {suggested:.3g}")
+        note = (f" The guard cut the rate from {cut.lr_before[0]:.3g} to {cut.lr_after[0]:.3g} "
+                f"at step {cut.step}: this advice is for the rate since then, {base:.3g} "
+                f"({change}), not for the rate that failed.")
+        evidence = {**result.evidence, "guard_cut_at": cut.step, "lr_since_guard_cut": base}
+        return dataclasses.replace(result, suggested_lr=suggested, evidence=evidence,
+                                   explanation=result.explanation + note)
 
     def report(self, *, final: bool = False) -> Diagnosis:
         """Diagnose now, log it and write it to the JSONL file; returns the diagnosis."""
