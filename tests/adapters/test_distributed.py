@@ -120,5 +120,5 @@ def test_cli_find_under_torchrun_reports_once(tmp_path):
 
 def test_cli_recommend_under_torchrun_reports_once(tmp_path):
     done = _torchrun(tmp_path, "recommend", "recipe.py:make", "--steps", "2000", "--no-progress")
-    assert done.stdout.count("Recipe for make") == 1
+    assert done.stdout.count("Recipe for recipe.py:make") == 1  # named as find names it
     assert "peak lr" in done.stdout

@@ -22,7 +22,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="planned training length in optimizer steps")
     length.add_argument("--epochs", type=float, default=None,
                         help="planned training length in epochs (passes over the train loader)")
-    p.add_argument("--seed", type=int, default=0, help="seed for building the problem (default 0)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed for building the problem and the measuring runs, 0 .. 2**32 - 1 "
+                        "(default 0)")
     p.add_argument("--no-confirm", action="store_true",
                    help="skip the short confirmation runs (range test only)")
     p.add_argument("--batch-size", type=int, default=None, metavar="B",
@@ -48,8 +50,10 @@ def check_args(args: argparse.Namespace) -> None:
 
     from lrkit.cli import check_output_path, check_positive_int, check_target
     from lrkit.errors import LrkitError
+    from lrkit.show.demo import check_seed
 
     check_target(args.target)
+    check_seed(args.seed, "--seed")  # the range lrkit demo takes (numpy's generators need it)
     check_positive_int(args.steps, "--steps", what=" (optimizer steps)")
     if args.epochs is not None and not (math.isfinite(args.epochs) and args.epochs > 0):
         raise LrkitError(f"--epochs must be a positive number, got {args.epochs:g}")
@@ -87,17 +91,26 @@ def run(args: argparse.Namespace) -> int:
             raise LrkitError(f"--batch-size {args.batch_size}: the recipe cannot be rescaled, "
                              "because the batch size it was measured at is unknown (the train "
                              "loader has no batch_size)") from None
+    written = []
     if args.yaml:
         recipe.to_yaml(args.yaml)
+        written.append(f"recipe written to {args.yaml}")
     if args.json == "-":
         print(recipe.to_json())
         if args.code:
             print(recipe.to_code(), file=sys.stderr)
+        for line in written:  # stdout holds the JSON alone
+            print(line, file=sys.stderr)
         return 0
     if args.json:
         recipe.to_json(args.json)
+        written.append(f"recipe written to {args.json}")
     if args.code:
         print(recipe.to_code())
+        for line in written:  # stdout holds the code alone, to paste
+            print(line, file=sys.stderr)
         return 0
     print(recipe.summary())
+    for line in written:
+        print(line)
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import sys
 from typing import Any
 
@@ -17,14 +18,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     show = sub.add_parser(
         "show", help="key points, lint warnings and an optional plot of a schedule",
+        usage="%(prog)s SPEC [--steps N | --epochs E] [--lr PEAK]\n"
+              "       [--steps-per-epoch K | --batches-per-epoch B [--grad-accum A]]\n"
+              "       [--compare SPEC [SPEC ...]] [--plot FILE [--log]] [--json [FILE]] "
+              "[--strict]",
         description="Print the key points (start, peak, boundaries, end) and lint warnings of "
                     "SPEC over a run of --steps optimizer steps. SPEC is a text spec or a "
                     ".json/.yaml file holding a schedule config.")
-    show.add_argument("spec", metavar="SPEC", help="schedule spec or path to a .json/.yaml config")
+    # optional for argparse, so that a SPEC swallowed by --compare (which takes every spec after
+    # it) gets an error that says so, not "the following arguments are required: SPEC"
+    show.add_argument("spec", metavar="SPEC", nargs="?", default=None,
+                      help="schedule spec or path to a .json/.yaml config (before --compare)")
     show.add_argument("--steps", type=int, default=None,
                       help="optimizer steps in the run (default: the schedule's own length)")
     show.add_argument("--lr", type=float, default=None, metavar="PEAK",
-                      help="optimizer learning rate a relative schedule multiplies (default 1)")
+                      help="optimizer learning rate a relative schedule multiplies (default 1; "
+                           "a peak(...) schedule sets its own rates)")
     show.add_argument("--steps-per-epoch", type=float, default=None,
                       help="optimizer steps per epoch, for lengths in epochs")
     show.add_argument("--batches-per-epoch", type=int, default=None,
@@ -32,8 +41,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     show.add_argument("--grad-accum", type=int, default=1, help="batches per optimizer step")
     show.add_argument("--epochs", type=float, default=None,
                       help="run length in epochs (instead of --steps)")
-    show.add_argument("--compare", action="append", default=[], metavar="SPEC",
-                      help="another schedule to draw on the same plot (repeatable)")
+    show.add_argument("--compare", nargs="+", action="extend", default=[], metavar="SPEC",
+                      help="other schedules to preview and draw on the same plot: one or more "
+                           "specs after one --compare, or --compare repeated")
     show.add_argument("--plot", metavar="FILE", help="save the curve (png, svg, pdf)")
     show.add_argument("--log", action="store_true", help="log scale for the plot's rate axis")
     show.add_argument("--json", nargs="?", const="-", metavar="FILE",
@@ -66,6 +76,12 @@ def _check_options(args: argparse.Namespace) -> None:
     """Refuse out-of-range values and options that contradict or have no effect, naming them."""
     from lrkit.errors import LrkitError
 
+    if args.spec is None:
+        if args.compare:
+            raise LrkitError("no SPEC: --compare takes every spec after it, so give SPEC first, "
+                             "e.g. lrkit schedule show SPEC --compare OTHER [OTHER ...]")
+        raise LrkitError("give SPEC, a schedule spec such as 'cosine(1000)' or a .json/.yaml "
+                         "config (see lrkit schedule list)")
     if args.steps is not None and args.epochs is not None:
         raise LrkitError(f"give --steps or --epochs, not both (got --steps {args.steps} and "
                          f"--epochs {args.epochs:g})")
@@ -73,8 +89,15 @@ def _check_options(args: argparse.Namespace) -> None:
         raise LrkitError("give --steps-per-epoch or --batches-per-epoch (with --grad-accum), not "
                          "both: --steps-per-epoch already counts optimizer steps")
     if args.grad_accum != 1 and args.batches_per_epoch is None:
-        raise LrkitError("--grad-accum goes with --batches-per-epoch (steps per epoch = batches / "
-                         "grad-accum); --steps-per-epoch already counts optimizer steps")
+        if args.steps_per_epoch is not None:
+            raise LrkitError(f"--grad-accum goes with --batches-per-epoch, not --steps-per-epoch "
+                             f"(got --grad-accum {args.grad_accum} with --steps-per-epoch "
+                             f"{args.steps_per_epoch:g}): --steps-per-epoch already counts "
+                             "optimizer steps (batches / grad-accum); drop --grad-accum, or give "
+                             "--batches-per-epoch B instead of --steps-per-epoch")
+        raise LrkitError(f"--grad-accum {args.grad_accum} has no effect without "
+                         "--batches-per-epoch B (steps per epoch = B / grad-accum, for lengths in "
+                         "epochs); add --batches-per-epoch B or drop --grad-accum")
     if args.steps is not None and args.steps <= 0:
         raise LrkitError(f"--steps must be > 0, got {args.steps}")
     _finite_positive(args.epochs, "--epochs")
@@ -142,6 +165,26 @@ def _run_steps(args: argparse.Namespace, schedule: Any, spe: float | None) -> in
     return length
 
 
+def _lr_note(args: argparse.Namespace, schedules: list) -> str | None:
+    """Refuse ``--lr`` when every schedule is absolute (``peak(...)`` sets its own rates, so the
+    optimizer's rate has no effect); with a mix, the note that says which ones it scales."""
+    from lrkit.errors import LrkitError
+
+    if args.lr is None:
+        return None
+    absolute = [s for s in schedules if s.is_absolute]
+    if not absolute:
+        return None
+    if len(absolute) == len(schedules):
+        which = ("the schedule sets" if len(schedules) == 1 else "every schedule here sets")
+        raise LrkitError(f"--lr {args.lr:g} has no effect: {which} absolute rates with "
+                         "peak(SCHEDULE, LR), which ignore the optimizer's rate; drop --lr, or "
+                         "give the schedule without peak(...) to preview it at --lr")
+    names = ", ".join(s.to_spec() for s in absolute)
+    return (f"note: --lr {args.lr:g} scales the relative schedules only; {names} "
+            "sets absolute rates of its own")
+
+
 def _json_safe(value: Any) -> Any:
     """``value`` with non-finite floats (inf, nan: not JSON) replaced by None (null)."""
     if isinstance(value, float):
@@ -160,6 +203,7 @@ def run_show(args: argparse.Namespace) -> int:
     units = _units(args)
     schedule = load(args.spec)
     compare = [load(spec) for spec in args.compare]
+    note = _lr_note(args, [schedule, *compare])
     steps = _run_steps(args, schedule, units["steps_per_epoch"])
     main = preview(schedule, steps, lr=args.lr, **units)
     others = [preview(c, steps, lr=args.lr, **units) for c in compare]
@@ -174,14 +218,19 @@ def run_show(args: argparse.Namespace) -> int:
         else:
             with open(args.json, "w", encoding="utf-8") as fh:
                 fh.write(text + "\n")
-    if not args.json or args.json != "-":
+    messages = sys.stderr if args.json == "-" else sys.stdout
+    if args.json != "-":
         print(main.format())
         for o in others:
             print()
             print(o.format())
+    if note:
+        print(note, file=messages)
     if args.plot:
         plot([main, *others], args.plot, log=args.log)
-        print(f"plot written to {args.plot}", file=sys.stderr if args.json == "-" else sys.stdout)
+        print(f"plot written to {args.plot}", file=messages)
+    if args.json and args.json != "-":
+        print(f"preview written to {args.json}")
     if args.strict and (main.warnings or any(o.warnings for o in others)):
         return 1
     return 0
@@ -193,5 +242,6 @@ def run_list(args: argparse.Namespace) -> int:
     for name in sorted(REGISTRY):
         cls = REGISTRY[name]
         doc = (cls.__doc__ or "").strip().splitlines()[0]
+        doc = re.sub(r"``(.+?)``", r"\1", doc)  # reStructuredText literals, as plain text
         print(f"{cls.signature()}\n    {doc}")
     return 0

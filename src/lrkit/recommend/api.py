@@ -9,7 +9,7 @@ from typing import Any, Callable
 from lrkit.errors import LrkitError, is_real, plain_int, require
 from lrkit.problem import Problem, build_problem
 from lrkit.recommend import policy
-from lrkit.recommend.recipe import Recipe, optimizer_name, plain_option
+from lrkit.recommend.recipe import Recipe, optimizer_name, plain_option, steps_text
 
 __all__ = ["recommend"]
 
@@ -33,7 +33,7 @@ def _total_steps(problem: Problem, steps: Any, epochs: Any) -> tuple[int, str]:
     if steps is not None:
         require(isinstance(steps, int) and not isinstance(steps, bool) and steps >= 1,
                 f"steps must be a whole number of optimizer steps >= 1, got {steps!r}")
-        return steps, f"{steps} steps"
+        return steps, steps_text(steps)
     if epochs is not None:
         require(is_real(epochs) and math.isfinite(epochs) and epochs > 0,
                 f"epochs must be a positive number, got {epochs!r}")
@@ -48,9 +48,10 @@ def _total_steps(problem: Problem, steps: Any, epochs: Any) -> tuple[int, str]:
         per_epoch = math.ceil(per_epoch / problem.accumulation_steps)  # optimizer steps
         total = int(round(epochs * per_epoch))
         require(total >= 1, f"{epochs} epochs of {per_epoch} batches is less than one step")
-        return total, f"{epochs:g} epochs x {per_epoch} steps"
+        return total, f"{epochs:g} epoch{'' if epochs == 1 else 's'} x {steps_text(per_epoch)}"
     if problem.budget_steps:
-        return int(problem.budget_steps), f"the problem's budget of {problem.budget_steps} steps"
+        return (int(problem.budget_steps),
+                f"the problem's budget of {steps_text(problem.budget_steps)}")
     raise LrkitError("give the planned training length: steps=N (optimizer steps) or epochs=E")
 
 
@@ -241,15 +242,16 @@ def _recommend(target: Any, *, steps: int | None, epochs: float | None, seed: in
              f"training length: {length_text}"]
     if tuning_steps > COST_NOTE * total:
         # the range test alone takes ~100 steps: for a short run that is a large share of it
-        notes.append(f"measuring took {tuning_steps} steps, {tuning_steps / total:.0%} of the "
-                     f"planned {total}: the range test alone needs about 100; for a run this "
+        notes.append(f"measuring took {steps_text(tuning_steps)}, {tuning_steps / total:.0%} of "
+                     f"the planned {total}: the range test alone needs about 100; for a run this "
                      "short, a recipe from a longer planned run scaled down, or a few short trials "
                      "(lrkit sweep), cost less")
     groups = _group_differences(problem.optimizer, rates, reference)
     if len(groups) > 1:
         notes.append(_groups_note(groups, reference))
     evidence = {
-        "problem": problem.name,
+        # a target given by name ("moons-mlp", "train.py:make") is named as lrkit find names it
+        "problem": target.strip() if isinstance(target, str) else problem.name,
         "finder": {"lrs": finder.lrs, "losses": finder.losses, "smoothed": finder.smoothed,
                    "suggested_lr": finder.suggested_lr, "method": finder.method,
                    "stop_reason": finder.stop_reason, "warnings": finder.warnings},
@@ -259,7 +261,9 @@ def _recommend(target: Any, *, steps: int | None, epochs: float | None, seed: in
         "confirm_schedule": plan.confirm_spec,
         "shape": plan.shape,
         "epochs": plan.epochs,
+        # the fraction is of total_steps at batch_size (kept when the recipe is rescaled)
         "cost": {"steps": tuning_steps, "fraction": tuning_steps / total, "seconds": seconds,
+                 "total_steps": total, "batch_size": batch,
                  "finder_steps": finder.steps,
                  "confirm_steps": sum(c["steps"] for c in confirmations)},
         "seed": seed,

@@ -97,8 +97,10 @@ def recipe_code(recipe: "Recipe", *, model: str = "model") -> str:
         ctor = f"torch.optim.{cls}"
     args = [f"{model}.parameters()", f"lr={_num(recipe.peak_lr)}"]
     args += [f"{k}={v!r}" for k, v in recipe.optimizer_options.items()]
-    head = (f"# lrkit recipe: peak lr {recipe.peak_lr:.3g}, warmup {recipe.warmup_steps} steps, "
-            f"{recipe.total_steps} steps in all"
+    from lrkit.recommend.recipe import steps_text
+
+    head = (f"# lrkit recipe: peak lr {recipe.peak_lr:.3g}, "
+            f"warmup {steps_text(recipe.warmup_steps)}, {steps_text(recipe.total_steps)} in all"
             + (f", batch size {recipe.batch_size}" if recipe.batch_size else ""))
     return "\n".join([
         head,

@@ -191,7 +191,8 @@ def plan(finder: Any, *, total_steps: int, optimizer: str, current_lr: float | N
     fits = int(room // len(candidates))
     confirm_steps = min(wanted, fits) if confirm and fits >= SHORTEST_CONFIRM_STEPS else 0
     if confirm and not confirm_steps:
-        notes.append(f"no confirmation runs: {total_steps} steps leave no room for them within "
+        leave = f"{total_steps} step leaves" if total_steps == 1 else f"{total_steps} steps leave"
+        notes.append(f"no confirmation runs: {leave} no room for them within "
                      f"{MAX_COST:.0%} of the run")
     confirm_spec = (shape_spec(SHAPE, confirm_steps, int(round(WARMUP_FRACTION * confirm_steps)))
                     if confirm_steps else None)

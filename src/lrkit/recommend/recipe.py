@@ -120,6 +120,11 @@ def plain_option(value: Any) -> Any:
     return value
 
 
+def steps_text(n: Any) -> str:
+    """``"1 step"``, ``"0 steps"``, ``"2000 steps"``: a count of steps with the right plural."""
+    return f"{n} step" if n == 1 else f"{n} steps"
+
+
 #: the fewest steps a rescaled recipe may keep (below it, warmup and decay lose their meaning)
 MIN_STEPS = 10
 
@@ -300,12 +305,21 @@ class Recipe:
         why = ("linear rule (SGD: rate proportional to batch size)" if rule == "linear"
                else "square-root rule (adaptive optimizer: rate proportional to sqrt(batch size))")
         note = (f"rescaled from batch {old} to {new}: peak {self.peak_lr:.3g} -> "
-                f"{self.peak_lr * factor:.3g} by the {why}; warmup {self.warmup_steps} -> {warmup} "
-                f"steps (same number of samples); "
-                + (f"total {self.total_steps} -> {total} steps (same number of samples/epochs)"
-                   if keep == "samples" else f"total kept at {total} steps"))
+                f"{self.peak_lr * factor:.3g} by the {why}; warmup {self.warmup_steps} -> "
+                f"{steps_text(warmup)} (same number of samples); "
+                + (f"total {self.total_steps} -> {steps_text(total)} (same number of "
+                   "samples/epochs)" if keep == "samples"
+                   else f"total kept at {steps_text(total)}"))
         good = None if self.good_range is None else tuple(v * factor for v in self.good_range)
         evidence = dict(self.evidence)
+        cost = evidence.get("cost")
+        if isinstance(cost, dict) and "rescaled_from" not in evidence:
+            # the cost's fraction is of the run that was measured: keep that run's length and
+            # batch beside it, so that a rescaled recipe does not read it against its new length
+            cost = dict(cost)
+            cost.setdefault("total_steps", self.total_steps)
+            cost.setdefault("batch_size", old)
+            evidence["cost"] = cost
         evidence["rescaled_from"] = {"batch_size": old, "peak_lr": self.peak_lr,
                                      "warmup_steps": self.warmup_steps,
                                      "total_steps": self.total_steps, "rule": rule, "keep": keep}
@@ -405,7 +419,7 @@ class Recipe:
 
     def summary(self) -> str:
         name = self.evidence.get("problem")
-        head = f"Recipe{' for ' + name if name else ''}: {self.total_steps} steps"
+        head = f"Recipe{' for ' + name if name else ''}: {steps_text(self.total_steps)}"
         if self.batch_size:
             head += f" at batch size {self.batch_size}"
         options = self.options_text()
@@ -415,18 +429,29 @@ class Recipe:
                  f"  peak lr    {self.peak_lr:.3g}"
                  + (f"   (good range {self.good_range[0]:.3g} .. {self.good_range[1]:.3g})"
                     if self.good_range else ""),
-                 f"  warmup     {self.warmup_steps} steps",
+                 f"  warmup     {steps_text(self.warmup_steps)}",
                  f"  schedule   {self.schedule}"]
         marks = sorted({0, self.warmup_steps, self.total_steps // 2, self.total_steps - 1})
         lines.append("  rate       " + ",  ".join(f"step {s}: {self.lr_at(s):.3g}" for s in marks))
         cost = self.evidence.get("cost")
         if cost:
-            lines.append(f"  tuning     {cost.get('steps')} steps "
-                         f"({100 * cost.get('fraction', 0):.0f}% of the run), "
-                         f"{cost.get('seconds', 0):.1f} s")
+            lines.append(f"  tuning     {steps_text(cost.get('steps'))} "
+                         f"({self._cost_share(cost)}), {cost.get('seconds', 0):.1f} s")
         for note in self.notes:
             lines.append(f"  - {note}")
         return "\n".join(lines)
+
+    def _cost_share(self, cost: dict) -> str:
+        """What the tuning cost is a share of: this run, or (for a rescaled recipe) the run that
+        was measured, named with its length and batch, since the share is of that run."""
+        share = f"{100 * (cost.get('fraction') or 0):.0f}%"
+        measured = cost.get("total_steps", self.total_steps)
+        batch = cost.get("batch_size", self.batch_size)
+        rescaled = self.evidence.get("rescaled_from")
+        if measured == self.total_steps and batch == self.batch_size and not rescaled:
+            return f"{share} of the run"
+        at = f" at batch {batch}" if batch else ""
+        return f"{share} of the measured run of {steps_text(measured)}{at}, before the rescale"
 
     def __str__(self) -> str:
         return self.summary()
