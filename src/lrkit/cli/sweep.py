@@ -61,7 +61,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 #: the library's parameter names, as this command's options (for its error messages)
 OPTION_NAMES = {"points_per_decade": "--points-per-decade", "repeat_top": "--repeat-top",
-                "study_name": "--study-name", "continue_study": "--continue"}
+                "study_name": "--study-name", "continue_study": "--continue", "lrs": "--lrs"}
 
 
 def check_args(args: argparse.Namespace) -> None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import re
 import sys
@@ -14,19 +15,55 @@ from lrkit.sweep.space import (DEFAULT_POINTS_PER_DECADE, RECIPE, lr_key, parse_
                                parse_rates, rebuild_optimizer)
 
 
-def _problem_label(problem: Any) -> str:
+def _recipe_file(problem: Any) -> tuple[str, str] | None:
+    """``(resolved absolute path, function)`` of a recipe defined in a file that is not an
+    importable module: ``"path/to/file.py:function"``, or a callable of the running script
+    (``__main__``) or of a file that lrkit loaded; None for other recipes."""
     if isinstance(problem, str):
-        if ".py:" in problem:
-            path, _, func = problem.rpartition(":")
-            return f"{os.path.basename(path)}:{func}"
+        if ".py:" not in problem:
+            return None
+        path, _, func = problem.rpartition(":")
+        return os.path.realpath(path), func
+    module_name = getattr(problem, "__module__", None) or ""
+    if module_name == "__main__" or module_name.startswith("lrkit_recipe_"):
+        file = getattr(sys.modules.get(module_name), "__file__", None)
+        if file:
+            return (os.path.realpath(file),
+                    getattr(problem, "__qualname__", type(problem).__name__))
+    return None
+
+
+def _problem_label(problem: Any) -> str:
+    """The recipe's identity in the stored settings. A recipe file is named by its resolved
+    absolute path, so that two files with the same base name (``a/train.py:make`` and
+    ``b/train.py:make``) are never taken for the same sweep."""
+    found = _recipe_file(problem)
+    if found is not None:
+        return f"{found[0]}:{found[1]}"
+    if isinstance(problem, str):
         return problem
     module = getattr(problem, "__module__", None) or "custom"
     return f"{module}.{getattr(problem, '__qualname__', type(problem).__name__)}"
 
 
 def default_study_name(problem: Any) -> str:
-    label = _problem_label(problem).replace(".py:", "-")
+    """``lrkit-sweep-<example>`` for a built-in example (``lrkit-sweep-<module>.<function>`` for
+    an importable callable); ``lrkit-sweep-<file>-<function>-<8 hex digits>`` for a recipe file,
+    the digits a hash of the file's resolved absolute path (a different file is another study)."""
+    found = _recipe_file(problem)
+    if found is not None:
+        path, func = found
+        digest = hashlib.sha1(path.encode("utf-8", "surrogateescape")).hexdigest()[:8]
+        label = f"{os.path.splitext(os.path.basename(path))[0]}-{func}-{digest}"
+    else:
+        label = _problem_label(problem)
     return "lrkit-sweep-" + re.sub(r"[^A-Za-z0-9_.-]+", "-", label).strip("-")
+
+
+def _short_label(label: str) -> str:
+    """The recipe's label without the directories of its file (for the progress bar)."""
+    path, sep, func = label.rpartition(":")
+    return f"{os.path.basename(path)}:{func}" if sep and path.endswith(".py") else label
 
 
 def _positive_int(value: Any, name: str, minimum: int = 1) -> int:
@@ -197,7 +234,7 @@ class _Progress:
         self.spec = spec
         if enabled is None:
             enabled = sys.stderr.isatty()
-        self.bar = tqdm(total=0, desc=f"sweep {spec.problem_label}", unit="trial",
+        self.bar = tqdm(total=0, desc=f"sweep {_short_label(spec.problem_label)}", unit="trial",
                         disable=not enabled, dynamic_ncols=True, leave=True)
         if enabled:
             self.refresh()
@@ -285,6 +322,10 @@ def load(storage: str | None = None, study_name: str | None = None, *,
     handle = engine.StorageHandle(storage)
     require(handle.is_url or os.path.exists(handle.location),
             f"no sweep is stored in {handle.location!r} (the file does not exist)")
+    # reading must not create a database file (SQLite would, empty)
+    require(handle.sqlite_file is None or os.path.exists(handle.sqlite_file),
+            f"no sweep is stored in {handle.describe()} (the file {handle.sqlite_file!r} does "
+            "not exist)")
     store = handle.open()
     names = [s.study_name for s in optuna.get_all_study_summaries(store, include_best_trial=False)]
     if study_name is None:
@@ -297,7 +338,25 @@ def load(storage: str | None = None, study_name: str | None = None, *,
     settings = study.user_attrs.get(engine.SETTINGS_ATTR)
     require(settings is not None, f"study {study_name!r} was not made by lrkit sweep")
     return collect(study, settings, study_name=study_name, storage=handle.describe(),
-                   band_tolerance=band_tolerance, diagnose=diagnose)
+                   strategy=describe_strategy(settings), band_tolerance=band_tolerance,
+                   diagnose=diagnose)
+
+
+def describe_strategy(settings: dict[str, Any]) -> str:
+    """The strategy's description (as a live sweep reports it) rebuilt from stored settings;
+    '' when they do not hold it."""
+    from lrkit.sweep.strategy import Strategy
+
+    try:
+        options = dict(settings["strategy"])
+        mode = options.pop("mode")
+        known = {k: options[k] for k in ("stride", "eta", "rungs", "repeat_top", "tolerance")
+                 if k in options}
+        return Strategy(len(settings["rates"]["values"]), len(settings["optimizers"]),
+                        budget=int(settings["budget"]), seeds=int(settings["seeds"]), mode=mode,
+                        **known).describe()
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
+        return ""
 
 
 __all__ = ["sweep", "load", "build_spec", "collect", "default_study_name", "lr_key"]

@@ -162,6 +162,10 @@ class StorageHandle:
         location = DEFAULT_STORAGE if location in (None, "") else str(location)
         self.is_url = "://" in location
         self.location = location if self.is_url else os.path.abspath(location)
+        #: the default journal's directory (``.lrkit``) is lrkit's own and is created; the
+        #: directory of a journal or SQLite file the user names must exist, as for every output
+        #: file of the CLI (a typo is not silently turned into new directories)
+        self.is_default = not self.is_url and self.location == os.path.abspath(DEFAULT_STORAGE)
         self.heartbeat_interval = heartbeat_interval
         self.grace_period = grace_period
         self.max_retries = max_retries
@@ -179,6 +183,20 @@ class StorageHandle:
 
     def describe(self) -> str:
         return mask_url(self.location) if self.is_url else self.location
+
+    @property
+    def sqlite_file(self) -> str | None:
+        """The database file of a ``sqlite:///FILE`` URL (relative, or absolute with four
+        slashes); None for other storage and for an in-memory or ``file:`` URI database."""
+        if self.dialect != "sqlite":
+            return None
+        rest = self.location.split("://", 1)[1]
+        if not rest.startswith("/"):
+            return None  # sqlite:// is an in-memory database
+        db = rest[1:].split("?", 1)[0]
+        if db in ("", ":memory:") or db.startswith("file:"):
+            return None
+        return db
 
     @property
     def url(self) -> str:
@@ -207,6 +225,11 @@ class StorageHandle:
         if path.is_dir():
             raise LrkitError(f"storage {self.location!r} is a directory; give a journal file "
                              "path such as sweeps.journal, or a database URL")
+        if not self.is_default and not path.parent.is_dir():
+            what = "does not exist" if not path.parent.exists() else "is not a directory"
+            raise LrkitError(f"cannot use journal file {self.location!r}: the directory "
+                             f"{str(path.parent)!r} {what}; create it first or pick another "
+                             f"path (only the default {DEFAULT_STORAGE} is created)")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             _repair_journal(str(path))
@@ -235,11 +258,11 @@ class StorageHandle:
                 raise LrkitError("PostgreSQL storage needs a driver: pip install "
                                  "'lrkit[postgres]' (psycopg2)")
             engine_kwargs["connect_args"] = {"connect_timeout": 10}
-        if dialect == "sqlite":
-            db = self.location.split(":///", 1)[-1]
-            if db and db != ":memory:" and not Path(db).parent.exists():
-                raise LrkitError(f"cannot reach storage {self.describe()}: directory "
-                                 f"{str(Path(db).parent)!r} does not exist")
+        db = self.sqlite_file
+        if db is not None and not Path(db).parent.is_dir():
+            raise LrkitError(f"cannot reach storage {self.describe()}: directory "
+                             f"{str(Path(db).parent)!r} does not exist; create it first or "
+                             "pick another path")
         retry = _retry_callback(self.max_retries)
         options: dict[str, Any] = dict(heartbeat_interval=self.heartbeat_interval,
                                        grace_period=self.grace_period)
@@ -261,10 +284,8 @@ class StorageHandle:
             return FileLock(self.location + ".plan.lock")
         if self.dialect in ("postgresql", "postgres"):
             return PostgresAdvisoryLock(self.url, study_name)
-        if self.dialect == "sqlite":
-            db = self.location.split(":///", 1)[-1]
-            if db and db != ":memory:":
-                return FileLock(os.path.abspath(db) + ".plan.lock")
+        if self.sqlite_file is not None:
+            return FileLock(os.path.abspath(self.sqlite_file) + ".plan.lock")
         warnings.warn(f"no cross-process lock for {self.dialect} storage: two workers may "
                       "rarely run the same trial; use PostgreSQL or a journal file", stacklevel=2)
         return _NullLock()

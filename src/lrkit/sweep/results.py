@@ -396,7 +396,15 @@ class SweepResult:
         validated = any(r.val_loss is not None for r in self.records)
         ax.set_ylabel("final loss" + (" (validation)" if validated else ""))
         ax.set_title(f"sweep {self.study_name}")
-        ax.legend(fontsize=7)
+        # the legend goes below the axes, never over a point (inside, "best" can find no free
+        # corner: the shaded regions span the whole height, and pruned markers sit anywhere)
+        entries = len(ax.get_legend_handles_labels()[1])
+        if entries:
+            columns = 1 if entries == 1 else 2
+            rows = -(-entries // columns)
+            fig.set_size_inches(fig.get_figwidth(), fig.get_figheight() + 0.16 * rows)
+            ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14),
+                      ncol=columns, frameon=False)
         if curves:
             import numpy as np
 

@@ -100,6 +100,37 @@ def log_lattice(low: float, high: float, points_per_decade: int) -> list[float]:
     return [float(lr_key(10.0 ** (k / points_per_decade))) for k in range(first, last + 1)]
 
 
+def _text_points_per_decade(part: str, text: str) -> int:
+    """The points per decade written as the third part of a ``LOW:HIGH:N`` rate range."""
+    fix = (f"give LOW:HIGH:N with N an integer from 1 to 100, e.g. "
+           f"'{':'.join(text.split(':')[:2])}:{DEFAULT_POINTS_PER_DECADE}'")
+    try:
+        value = int(part)
+    except ValueError:
+        raise LrkitError(f"lrs {text!r}: the points per decade {part!r} (after the second ':') "
+                         f"is not an integer; {fix}") from None
+    require(1 <= value <= 100, f"lrs {text!r}: the points per decade {value} (after the second "
+            f"':') must be between 1 and 100; {fix}")
+    return value
+
+
+def _rate_range(low_text: Any, high_text: Any, points_per_decade: int, finer: str,
+                text: str | None = None) -> RateSpace:
+    """The lattice rates of the range ``low_text:high_text``. ``finer`` says how to ask for more
+    points per decade where they came from (the parameter or the range's third part); ``text``:
+    the range as the user wrote it (``"1e-4:1:16"``), which the errors then name."""
+    where = f"lrs {text!r}: " if text is not None else ""
+    low = _positive_float(low_text, f"{where}the range's low end")
+    high = _positive_float(high_text, f"{where}the range's high end")
+    require(low < high, f"{where}the rate range {low_text}:{high_text} is "
+            f"{'empty' if low == high else 'inverted'}; give LOW:HIGH with LOW < HIGH")
+    values = log_lattice(low, high, points_per_decade)
+    require(len(values) >= 2,
+            f"{where}the rate range {low_text}:{high_text} holds {len(values)} lattice rate(s) "
+            f"at {points_per_decade} per decade; widen it or {finer}")
+    return RateSpace(tuple(values), "range", points_per_decade)
+
+
 def parse_rates(spec: Any, points_per_decade: int = DEFAULT_POINTS_PER_DECADE) -> RateSpace:
     """Candidate rates from ``"1e-4:1"`` (log range; ``"1e-4:1:16"`` sets the points per decade),
     ``"0.001,0.01,0.1"`` (explicit list), a ``(low, high)`` tuple, a list of rates or one rate
@@ -118,27 +149,19 @@ def parse_rates(spec: Any, points_per_decade: int = DEFAULT_POINTS_PER_DECADE) -
             require(len(parts) in (2, 3),
                     f"rate range {spec!r} must be LOW:HIGH or LOW:HIGH:POINTS_PER_DECADE")
             if len(parts) == 3:
-                try:
-                    points_per_decade = int(parts[2])
-                except ValueError:
-                    raise LrkitError(f"points per decade {parts[2]!r} in {spec!r} is not an "
-                                     "integer") from None
-                return parse_rates((parts[0], parts[1]), points_per_decade)
-            return parse_rates((parts[0], parts[1]), points_per_decade)
+                # the third part is the user's own points per decade: its errors name the text
+                # the user wrote (lrs '1e-4:1:0'), not the points_per_decade parameter
+                per = _text_points_per_decade(parts[2], text)
+                return _rate_range(parts[0], parts[1], per, "raise its points per decade (the "
+                                   "third part)", text)
+            return _rate_range(parts[0], parts[1], points_per_decade, "raise points_per_decade",
+                               text)
         return parse_rates([p for p in text.split(",") if p.strip()], points_per_decade)
     if is_real(spec) or (getattr(spec, "shape", None) == () and hasattr(spec, "item")):
         # a single rate (a number, a numpy scalar or a 0-dim array/tensor)
         return parse_rates([spec], points_per_decade)
     if isinstance(spec, tuple) and len(spec) == 2:
-        low = _positive_float(spec[0], "the range's low end")
-        high = _positive_float(spec[1], "the range's high end")
-        require(low < high, f"the rate range {spec[0]}:{spec[1]} is "
-                f"{'empty' if low == high else 'inverted'}; give LOW:HIGH with LOW < HIGH")
-        values = log_lattice(low, high, points_per_decade)
-        require(len(values) >= 2,
-                f"the rate range {spec[0]}:{spec[1]} holds {len(values)} lattice rate(s) at "
-                f"{points_per_decade} per decade; widen it or raise points_per_decade")
-        return RateSpace(tuple(values), "range", points_per_decade)
+        return _rate_range(spec[0], spec[1], points_per_decade, "raise points_per_decade")
     if isinstance(spec, Iterable) and not isinstance(spec, (bytes, dict)):
         values = sorted({float(lr_key(_positive_float(
             v.item() if getattr(v, "shape", None) == () and hasattr(v, "item") else v, "rate")))
