@@ -16,8 +16,8 @@ from lrkit.trainable import Trainable
 #: the share of the planned run (``budget_steps``) a range test should cost at most
 COST_SHARE = 0.3
 #: fewer steps per decade of an exponential ramp than this give a curve too coarse to read
-#: (the default, 100 steps over 8 decades, has 12.5)
-MIN_STEPS_PER_DECADE = 5
+#: (the default, 100 steps over 8 decades, has 12.5; tests and quick checks use 30)
+MIN_STEPS_PER_DECADE = 3
 
 def range_test(
     trainable: Trainable,
