@@ -117,7 +117,7 @@ class Monitor:
                                  f"of shape {tuple(loss.shape)}; reduce it (e.g. loss.mean())")
             self._pending.append(loss.detach())
         else:
-            value = _number(loss, "monitor.update", "loss")
+            value = loss if type(loss) is float else _number(loss, "monitor.update", "loss")
             self._flush_pending()
             self._losses.append(value)
         self._lrs.append(rate)
@@ -308,6 +308,8 @@ def _number(value: Any, where: str, what: str) -> float:
 def _rate(lr: Any) -> float:
     """One step's rate as a float (NaN when not given): a number, a scalar tensor, or a list of
     per-group rates (``scheduler.get_last_lr()``), of which the first group's."""
+    if type(lr) is float and 0.0 <= lr < math.inf:  # the common case, once per step
+        return lr
     if lr is None:
         return math.nan
     if isinstance(lr, (list, tuple)):
