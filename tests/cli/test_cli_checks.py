@@ -262,3 +262,19 @@ def test_closed_stdout_pipe_exits_quietly(monkeypatch, capsys):
         stream.close()  # stdout now points at devnull: closing raises nothing
     assert code == cli.BROKEN_PIPE_EXIT
     assert "Traceback" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, start", [
+    (["find", "--bogus"], "lrkit find: error: unrecognized arguments: --bogus"),
+    (["find", "--steps", "abc"], "lrkit find: error: argument --steps: invalid int value"),
+    (["bogus"], "lrkit: error: argument COMMAND: invalid choice: 'bogus'"),
+])
+def test_bad_options_are_one_line_naming_the_command(argv, start, capsys):
+    # the README promises one line for bad input; argparse printed its whole usage first
+    from lrkit.cli import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(start) and err.count("\n") == 1 and "--help)" in err

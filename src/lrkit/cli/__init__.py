@@ -172,8 +172,16 @@ def _option_message(message: str, names: Mapping[str, str]) -> str:
 # the command
 # ------------------------------------------------------------------------------------------------
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad option is one line too, as every other bad input: the error and where
+    to look (argparse prints the whole usage first; the subcommands' parsers inherit this)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="lrkit",
         description="Find, schedule, sweep and diagnose learning rates for PyTorch models.",
     )
@@ -203,7 +211,11 @@ def _stdout_gone() -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # named by the command they were given to, not by "lrkit"
+        where = f"lrkit {args.command}" if getattr(args, "command", None) else "lrkit"
+        parser.exit(2, f"{where}: error: unrecognized arguments: {' '.join(extra)} "
+                       f"(see {where} --help)\n")
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
