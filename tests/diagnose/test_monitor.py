@@ -175,3 +175,36 @@ def test_told_of_a_guard_the_advice_is_for_the_rate_since_its_last_cut():
     assert after.evidence["guard_cut_at"] == 5
     with pytest.raises(lrkit.LrkitError, match="guard must be an lrkit.Guard"):
         lrkit.Monitor(guard=object())
+
+
+def test_with_a_guard_the_probe_ramp_is_never_taken_for_the_new_rate():
+    # a report while the guard's probe ramps the rate up (its steps are undone afterwards) took
+    # the ramp's current rate for "the rate since the cut"; after the probe, the cut is the
+    # probe's own record, not the record of the spike that started it
+    from types import SimpleNamespace
+
+    from lrkit.diagnose.guard import Intervention
+
+    def record(step, reason, before, after):
+        return Intervention(step=step, reason=reason, loss=9.0, reference=1.0, grad_norm=None,
+                            lr_before=[before], lr_after=[after], restored_to=0)
+
+    start = record(4, "spike", 0.3, 0.0003)
+    guard = SimpleNamespace(interventions=[start], probing=True)
+    monitor = lrkit.Monitor(report_every=0, guard=guard)
+    ramp = np.geomspace(0.0003, 0.3, 50)
+    for i in range(40):
+        monitor.update(2.0 - 0.01 * i, lr=0.3 if i < 4 else float(ramp[i - 4]))
+    during = monitor.diagnose()
+    assert "guard_cut_at" not in during.evidence
+    assert "measuring a new rate right now" in during.explanation
+    guard.interventions.append(record(54, "probe", 0.3, 0.011))
+    guard.probing = False
+    for i in range(40, 54):
+        monitor.update(1.5, lr=float(ramp[i - 4]))
+    for i in range(54, 300):
+        monitor.update(0.2 + 1.8 * np.exp(-(i - 54) / 30.0), lr=0.011)
+    after = monitor.close()
+    assert after.evidence["guard_cut_at"] == 54
+    assert after.suggested_lr == pytest.approx(0.011 * after.lr_factor)
+    assert "diagnosis is of the steps since then" in after.explanation

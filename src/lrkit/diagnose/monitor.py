@@ -41,8 +41,7 @@ class Monitor:
     ``max_points``: longer histories are diagnosed from this many bin means, which keeps a report
     cheap at any length. ``on_report(diagnosis)``: called after each report. ``guard``: the
     :class:`lrkit.Guard` of the same loop (one ``update`` per ``guard.step``): once it has cut
-    the rate, the advice is for the rate since its last cut, not for the peak of the history,
-    which is the rate that failed.
+    the rate, reports diagnose the steps since its last cut, not the rate that failed.
     """
 
     def __init__(
@@ -164,43 +163,62 @@ class Monitor:
         return self._step
 
     def diagnose(self) -> Diagnosis:
-        """Diagnose the history so far (does not log)."""
+        """Diagnose the history so far (does not log); with a guard that has cut the rate, the
+        history since its last cut (see :meth:`_guard_cut`)."""
         self._flush_pending()
-        losses = np.asarray(self._losses, dtype=float)
-        if len(losses) == 0:
+        cut = self._guard_cut() if self.guard is not None else None
+        first = cut.step if cut is not None else 0
+        losses = np.asarray(self._losses[first:], dtype=float)
+        if len(self._losses) == 0:
             return Diagnosis(
                 "not_enough_data", 1.0, {"points": 0}, None,
                 "No loss has been recorded yet: call monitor.update(loss) once per step.")
-        lrs = np.asarray(self._lrs, dtype=float)
+        lrs = np.asarray(self._lrs[first:], dtype=float)
         lrs_arg = None if np.isnan(lrs).any() else _downsample(lrs, self.max_points)
-        val = self._val or None
-        steps = None
+        val = [(at, v) for at, v in self._val if at >= first] or None
+        # each point named by its step in the run (a bin by its first step)
+        steps = np.arange(first, first + len(losses))
         if len(losses) > self.max_points:
-            # each bin named by its first step, so a report of a long run says "step 9000"
-            steps = np.linspace(0, len(losses), self.max_points + 1).astype(int)[:-1]
+            steps = first + np.linspace(0, len(losses), self.max_points + 1).astype(int)[:-1]
             losses = _downsample(losses, self.max_points)
         result = diagnose(losses, lrs_arg, val_losses=val, min_points=self.min_points,
-                          steps=steps)
-        return self._after_guard_cuts(result) if self.guard is not None else result
+                          steps=None if first == 0 and len(steps) == len(self._losses)
+                          else steps)
+        if cut is not None:
+            result = self._since_cut(result, cut, lrs)
+        elif self.guard is not None and getattr(self.guard, "probing", False):
+            result = dataclasses.replace(result, explanation=result.explanation + (
+                " The guard is measuring a new rate right now (a short range test whose steps "
+                "it undoes): judge the rate after it has gone on."))
+        return result
 
-    def _after_guard_cuts(self, result: Diagnosis) -> Diagnosis:
-        """The advice re-based on the rate since the guard's last cut. Why: the history's rates
-        then hold the rate that failed (and a probe's ramp); with a healthy verdict the
-        diagnosis said "keep" and named that rate (0.3 where the guard had gone on at 0.011)."""
-        cuts = [i for i in self.guard.interventions
-                if i.lr_after and i.lr_before and i.lr_after[0] != i.lr_before[0]]
-        if not cuts or result.lr_factor is None:
-            return result
-        cut = cuts[-1]
-        # one update per guard.step: the monitor's step k is the guard's step k + 1
-        since = [r for r in self._lrs[cut.step:] if math.isfinite(r)] or [cut.lr_after[0]]
-        base = max(since)
-        suggested = base * result.lr_factor
-        change = ("keep it" if result.lr_factor == 1.0 else
+    def _guard_cut(self) -> Any:
+        """The guard's last change of rate that training went on at: not the start of a probe
+        (its ramp is undone, and the probe's own record follows it), and none while a probe
+        runs. One ``update`` per ``guard.step``: the guard's step k is the monitor's k - 1."""
+        if getattr(self.guard, "probing", False):
+            return None
+        records = self.guard.interventions
+        starts = {i for i in range(len(records) - 1)
+                  if records[i + 1].reason in ("probe", "probe_cut_short")}
+        cuts = [r for i, r in enumerate(records) if i not in starts and r.lr_after
+                and r.lr_before and r.lr_after[0] != r.lr_before[0]
+                and r.step < len(self._losses)]
+        return cuts[-1] if cuts else None
+
+    def _since_cut(self, result: Diagnosis, cut: Any, lrs: np.ndarray) -> Diagnosis:
+        """The diagnosis of the history since the guard's cut, said so. Why: before it, the
+        history holds the rate that failed and its blow-up; judged whole, a healthy run after
+        the cut was told "keep" that rate (0.3 where the guard had gone on at 0.011), and an
+        unstable stretch before it cut the new rate again."""
+        finite = lrs[np.isfinite(lrs)]
+        base = float(finite.max()) if len(finite) else float(cut.lr_after[0])
+        suggested = base * result.lr_factor if result.lr_factor is not None else None
+        change = ("" if suggested is None else "keep it" if result.lr_factor == 1.0 else
                   f"{result.recommendation} of it is about {suggested:.3g}")
         note = (f" The guard cut the rate from {cut.lr_before[0]:.3g} to {cut.lr_after[0]:.3g} "
-                f"at step {cut.step}: this advice is for the rate since then, {base:.3g} "
-                f"({change}), not for the rate that failed.")
+                f"at step {cut.step}: this diagnosis is of the steps since then, at {base:.3g}"
+                + (f" ({change})" if change else "") + ", not of the rate that failed.")
         evidence = {**result.evidence, "guard_cut_at": cut.step, "lr_since_guard_cut": base}
         return dataclasses.replace(result, suggested_lr=suggested, evidence=evidence,
                                    explanation=result.explanation + note)
