@@ -68,7 +68,7 @@ def test_a_non_utf8_log_and_a_zero_step_count_exit_2(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "is not UTF-8 text" in err and "Traceback" not in err
     assert main(["diagnose", "--example", "--steps", "0"]) == 2
-    assert "--steps must be an integer >= 1" in capsys.readouterr().err
+    assert "--steps must be an integer >= 8" in capsys.readouterr().err
     with pytest.raises(Exception, match="steps must be an integer >= 8"):
         cli.demo_runs(steps=0)
 
@@ -79,7 +79,7 @@ def test_the_demo_refuses_runs_shorter_than_a_diagnosis_needs(capsys):
     # 5 steps gave six "not_enough_data" verdicts and a note claiming the three cases
     assert main(["diagnose", "--example", "--steps", "5"]) == 2
     err = capsys.readouterr().err
-    assert "steps must be an integer >= 8" in err and "Traceback" not in err
+    assert "--steps must be an integer >= 8" in err and "Traceback" not in err
 
 
 def test_the_demo_refuses_a_tag_it_would_ignore(capsys):

@@ -141,3 +141,9 @@ def test_a_monitor_over_max_points_names_steps_not_bins():
     assert d.verdict == "unstable" and 600 <= d.evidence["best_at"] < 700  # was bin 6x
     with pytest.raises(LrkitError, match="steps has 3 values"):
         diagnose(_healthy(), steps=[0, 1, 2])
+
+
+def test_step_numbers_must_be_finite():
+    # steps=[nan] * n printed "step nan" in the reasons
+    with pytest.raises(LrkitError, match=r"steps\[0\] = nan: step numbers must be finite"):
+        diagnose(np.linspace(2, 1, 50), steps=[float("nan")] * 50)

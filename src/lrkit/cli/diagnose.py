@@ -37,12 +37,15 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from lrkit.errors import LrkitError
 
-    from lrkit.cli import check_positive_int
-
     if args.example:
         if args.file:
             raise LrkitError("give either FILE or --example, not both")
-        check_positive_int(args.steps, "--steps", what=" (training steps per run)")
+        from lrkit.diagnose.evidence import MIN_POINTS
+
+        if args.steps is not None and args.steps < MIN_POINTS:  # one message for 0 and for 5
+            raise LrkitError(f"--steps must be an integer >= {MIN_POINTS} (a diagnosis needs "
+                             f"that many losses), got {args.steps}; the default shows the three "
+                             "cases")
         if args.tag:  # silently ignored, it would look as if it had been used
             raise LrkitError("--tag names a TensorBoard scalar of a loss log FILE; --example "
                              "trains its own runs: drop --tag")

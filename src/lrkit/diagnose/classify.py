@@ -465,6 +465,9 @@ def diagnose(
     step_of = None
     if steps is not None:
         step_of = _to_numpy(steps, "steps")
+        if not np.isfinite(step_of).all():  # a reason would say "step nan"
+            bad = int(np.argmax(~np.isfinite(step_of)))
+            raise LrkitError(f"steps[{bad}] = {float(step_of[bad])}: step numbers must be finite")
         if len(step_of) != len(values):
             raise LrkitError(f"steps has {len(step_of)} values but losses has {len(values)}; "
                              "give one step number per loss")
