@@ -204,7 +204,7 @@ def test_find_exit_code_does_not_depend_on_json(extra, monkeypatch, tmp_path, ca
     (["find", "  "], "TARGET is empty"),
     (["recommend", ""], "TARGET is empty"),
     (["recommend", "wine-logreg", "--steps", "0"], "--steps must be an integer >= 1"),
-    (["diagnose", "--example", "--steps", "0"], "--steps must be an integer >= 1"),
+    (["diagnose", "--example", "--steps", "0"], "--steps must be an integer >= 8"),
 ])
 def test_zero_and_empty_are_refused(argv, fragment, monkeypatch, capsys):
     _fail_fast(monkeypatch)

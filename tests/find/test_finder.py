@@ -291,3 +291,44 @@ def test_the_stop_reason_says_what_the_rule_measured():
     # the rule compares the rise over the best with the fall so far, not loss / best
     assert result.stop_reason.startswith("diverged at lr=")
     assert "rose above its best by over 3x its fall so far" in result.stop_reason
+
+
+def test_a_coarse_ramp_shows_no_method_rate_as_an_answer():
+    # the summary said "No suggestion" but the table still marked edge = 4 with a star, the
+    # JSON held it, and the plot drew the other methods' ticks
+    model, loader, criterion = tiny_problem(seed=1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    result = lrkit.find_lr(model, opt, loader, criterion, num_steps=10, progress=False)
+    assert set(result.suggestions) >= {"edge", "steepest"}
+    assert all(v is None for v in result.suggestions.values())
+    assert not any(w.startswith("the methods disagree") for w in result.warnings)
+    assert "lrkit find --steps 24" in result.warnings[0]
+
+
+def test_no_suggestion_names_its_own_cause_not_the_first_warning():
+    from lrkit.find import FinderResult
+
+    lrs = list(np.geomspace(1e-4, 1, 40))
+    saved = FinderResult.from_dict({"lrs": lrs, "losses": [1.0] * 40, "suggested_lr": None,
+                                    "warnings": ["the test took 120 steps, 40% of the run"]})
+    assert saved.summary().startswith("No suggestion: the curve gave none (see the warnings)")
+    # a loss that never falls, and a test longer than 30% of the run: the cause comes first
+    flat = lrkit.range_test(lrkit.FunctionTrainable(lambda lr: 1.0), start_lr=1e-4, end_lr=1.0,
+                            num_steps=40, budget_steps=50, progress=False)
+    assert flat.suggested_lr is None
+    assert any(w.startswith("the test took") for w in flat.warnings)
+    assert flat.summary().startswith("No suggestion: the loss never fell")
+    assert flat.settings["no_suggestion"].startswith("the loss never fell")
+
+
+def test_from_dict_takes_nulls_as_missing_and_refuses_non_numbers():
+    from lrkit.find import FinderResult
+
+    lrs, losses = [1e-3, 1e-2, 1e-1], [1.0, 0.5, 2.0]
+    result = FinderResult.from_dict({"lrs": lrs, "losses": losses, "suggested_lr": 0.01,
+                                     "group_ratios": None, "method": None, "stop_reason": None})
+    assert result.group_ratios == [1.0] and result.method == "unknown"
+    assert "None" not in result.summary() and result.to_dict()["stop_reason"] == "unknown"
+    with pytest.raises(lrkit.LrkitError, match="suggestions must map method names to rates"):
+        FinderResult.from_dict({"lrs": lrs, "losses": losses, "suggested_lr": 0.01,
+                                "suggestions": {"edge": "x"}})

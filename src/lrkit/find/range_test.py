@@ -120,7 +120,9 @@ def range_test(
         warnings.append(
             f"the loss was still falling at end_lr={end_lr:g}; raise end_lr to see where it turns")
     suggested, good = analysis.suggested_lr, analysis.good_range
+    suggestions = dict(analysis.suggestions)
     per_decade = num_steps / math.log10(end_lr / start_lr)
+    needed = math.ceil(MIN_STEPS_PER_DECADE * math.log10(end_lr / start_lr))
     if ramp == "exp" and per_decade < MIN_STEPS_PER_DECADE:
         # 10 steps over 8 decades put the minimum and the divergence between two points: the
         # suggestion can be a decade off (lrkit find --steps 10 suggested 4 on digits-mlp, where
@@ -129,27 +131,36 @@ def range_test(
         warnings.insert(0, (
             f"only {per_decade:.3g} steps per decade of rates ({num_steps} steps from "
             f"{start_lr:g} to {end_lr:g}): too coarse to place a suggestion, so none is made; "
-            f"use at least num_steps="
-            f"{math.ceil(MIN_STEPS_PER_DECADE * math.log10(end_lr / start_lr))} (or a narrower "
-            "range)"))
-        warnings = [w for w in warnings if not w.startswith("the loss was still falling")]
+            f"use at least {needed} steps (num_steps={needed}, lrkit find --steps {needed}) or a "
+            "narrower range"))
+        # every method read the same coarse curve: none of their rates is shown as an answer
+        warnings = [w for w in warnings if not w.startswith(("the loss was still falling",
+                                                             "the methods disagree"))]
         suggested = good = None
+        suggestions = {name: None for name in suggestions}
     if budget_steps and len(lrs) > COST_SHARE * budget_steps:
         warnings.append(
             f"the test took {len(lrs)} steps, {len(lrs) / budget_steps:.0%} of the planned run of "
             f"{budget_steps}; for a run this short, fewer steps (num_steps=) or a few short "
             "trials (lrkit sweep) cost less")
+    # why there is no suggestion, in one place (the summary said "never fell" for every cause)
+    no_suggestion = None if suggested is not None else next(
+        (w for w in warnings if w.startswith(("only ", "the loss never fell",
+                                              "the very first loss"))),
+        f"the {analysis.method} method found no point on this curve; another method may (see "
+        "result.suggestions)")
     # show the lag-free curve the suggestions were computed from (the EMA only served the stop rule)
     display = (analysis.curve if not use_val else suggest.prepare(lrs, losses)).smooth.tolist()
     display += [math.nan] * (len(lrs) - len(display))
     return FinderResult(
         lrs=lrs, losses=losses, smoothed=display,
         suggested_lr=suggested, method=analysis.method,
-        suggestions=analysis.suggestions, good_range=good,
+        suggestions=suggestions, good_range=good,
         group_ratios=list(trainable.group_ratios), stop_reason=stop_reason, warnings=warnings,
         settings=dict(start_lr=start_lr, end_lr=end_lr, num_steps=num_steps, ramp=ramp,
                       smoothing=smoothing, diverge_threshold=diverge_threshold,
                       val_every=val_every, budget_steps=budget_steps,
-                      curve="validation" if use_val else "train"),
+                      curve="validation" if use_val else "train",
+                      no_suggestion=no_suggestion),
         val_steps=val_steps, val_losses=[math.nan if v is None else v for v in val_losses],
     )

@@ -93,16 +93,23 @@ class FinderResult:
         suggested, suggestions = kwargs.get("suggested_lr"), kwargs.get("suggestions") or {}
         require(suggested is None or is_real(suggested),
                 f"suggested_lr must be a number or null, got {suggested!r:.60}")
-        require(isinstance(suggestions, dict),
-                f"suggestions must map method names to rates, got {suggestions!r:.60}")
+        require(isinstance(suggestions, dict)
+                and all(v is None or is_real(v) for v in suggestions.values()),
+                f"suggestions must map method names to rates (numbers or null), got "
+                f"{suggestions!r:.60}")
         kwargs["suggested_lr"] = None if suggested is None else float(suggested)
-        kwargs["suggestions"] = dict(suggestions)
-        kwargs.setdefault("method", "unknown")
+        kwargs["suggestions"] = {str(k): None if v is None else float(v)
+                                 for k, v in suggestions.items()}
+        # a null is a missing value too (setdefault kept it, and summary() failed on it)
+        kwargs["method"] = str(kwargs.get("method") or "unknown")
         good = kwargs.get("good_range")
         kwargs["good_range"] = (tuple(float(v) for v in good) if isinstance(good, (list, tuple))
                                 and len(good) == 2 and all(map(is_real, good)) else None)
-        kwargs.setdefault("group_ratios", [1.0])
-        kwargs.setdefault("stop_reason", "unknown")
+        ratios = kwargs.get("group_ratios") or [1.0]
+        require(isinstance(ratios, (list, tuple)) and all(map(is_real, ratios)),
+                f"group_ratios must be a list of numbers, got {ratios!r:.60}")
+        kwargs["group_ratios"] = [float(r) for r in ratios]
+        kwargs["stop_reason"] = str(kwargs.get("stop_reason") or "unknown")
         warnings = kwargs.get("warnings") or []
         kwargs["warnings"] = [warnings] if isinstance(warnings, str) else list(warnings)
         kwargs["settings"] = dict(kwargs.get("settings") or {})
@@ -113,8 +120,9 @@ class FinderResult:
         lines = []
         if self.suggested_lr is None:
             # why, in the analysis's own words (never fell, too few points, too coarse, ...)
-            lines.append("No suggestion: " + (self.warnings[0] if self.warnings else
-                                              "the curve holds no usable information") + ".")
+            reason = (self.settings.get("no_suggestion")
+                      or "the curve gave none (see the warnings)")
+            lines.append(f"No suggestion: {reason}.")
         else:
             lines.append(f"Suggested learning rate: {self.suggested_lr:.3g}  (method: {self.method})")
             if len(self.group_ratios) > 1:
