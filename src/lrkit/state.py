@@ -169,6 +169,25 @@ def _copy_pairs(pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
             destination.copy_(source)
 
 
+def _keep_state_dtypes(optimizer: torch.optim.Optimizer, saved: dict, *, copy: bool) -> None:
+    """Put back, in their own dtype, the optimizer state tensors that ``load_state_dict`` cast to
+    their parameter's: it casts every floating-point entry but ``step``, and NAdam's
+    ``mu_product`` and ASGD's ``eta`` and ``mu`` are float32 scalars whatever the model's dtype
+    (a float64 model got them back as float64, a bfloat16 one rounded to bfloat16)."""
+    params = [param for group in optimizer.param_groups for param in group["params"]]
+    for index, entries in saved.items():
+        if not isinstance(index, int) or not 0 <= index < len(params):
+            continue
+        state = optimizer.state.get(params[index])
+        if not isinstance(entries, dict) or not state:
+            continue
+        for key, value in entries.items():
+            current = state.get(key)
+            if (isinstance(value, torch.Tensor) and isinstance(current, torch.Tensor)
+                    and current.dtype != value.dtype):
+                state[key] = value.to(current.device, copy=copy)
+
+
 def capture_rng(*, torch_only: bool = False) -> dict[str, Any]:
     """The state of every generator a training step may draw from. ``torch_only``: torch's
     generators alone (what the model draws from: dropout, initialisation), without numpy's and
@@ -242,6 +261,14 @@ class Snapshot:
         # parameters the optimizer trains outside the model (a learned temperature, a loss
         # module's weights) are saved with the model's: the optimizer changes them too
         self._extra = _outside(model, optimizer)
+        # tensors the modules hold as plain attributes, not as parameters or buffers: the
+        # effective weight torch.nn.utils.weight_norm and spectral_norm recompute in every forward
+        # (the steps replace it, and the last step's would stay). The objects themselves are put
+        # back, no copy: a forward makes a new one, it does not change the old in place
+        self._attributes = [(module, name, value)
+                            for module in (model.modules() if model is not None else ())
+                            for name, value in vars(module).items()
+                            if isinstance(value, torch.Tensor)]
         if model is not None or self._extra:
             self._training = ({name: m.training for name, m in model.named_modules()}
                               if model is not None else {})
@@ -334,6 +361,9 @@ class Snapshot:
             for name, module in (self._model.named_modules() if self._model is not None else ()):
                 if name in self._training:
                     module.training = self._training[name]
+            for module, name, value in self._attributes:
+                if name not in module._parameters and name not in module._buffers:
+                    module.__dict__[name] = value
         if self._optimizer is not None and payload["optimizer"] is not None:
             # a copy unless this is the last restore (or the payload was just read from disk):
             # load_state_dict keeps tensors that are already on the right device and dtype, and
@@ -347,6 +377,8 @@ class Snapshot:
             self._optimizer.load_state_dict(
                 saved if last or from_disk
                 else _copy_into(saved, None, [], on_device=self._on_device))
+            _keep_state_dtypes(self._optimizer, saved.get("state", {}),
+                               copy=not (last or from_disk))
             groups = self._optimizer.param_groups
             with torch.no_grad():
                 for i, key, tensor in held:
@@ -411,6 +443,7 @@ class Snapshot:
     def discard(self) -> None:
         """Free the copy (and delete the file when on disk)."""
         self._payload = None
+        self._attributes = []
         if self._path is not None:
             self._path.unlink(missing_ok=True)
             self._path = None
