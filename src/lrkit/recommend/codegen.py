@@ -7,6 +7,7 @@ readable. It covers what recipes use: an optional linear warmup followed by ``co
 """
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 from lrkit.errors import LrkitError
@@ -16,7 +17,19 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 def _num(x: float) -> str:
-    return repr(float(x))
+    return _literal(float(x))
+
+
+def _literal(value) -> str:
+    """``value`` as Python source: ``repr``, except that non-finite floats (whose repr, ``inf`` or
+    ``nan``, is a NameError in the pasted code) are written ``float('inf')``."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"float({str(value)!r})"
+    if isinstance(value, tuple):
+        return "(" + ", ".join(_literal(v) for v in value) + ("," if len(value) == 1 else "") + ")"
+    if isinstance(value, list):
+        return "[" + ", ".join(_literal(v) for v in value) + "]"
+    return repr(value)
 
 
 def _tail_lines(node, offset: str) -> list[str]:
@@ -55,7 +68,8 @@ def _tail_lines(node, offset: str) -> list[str]:
                 f"    return max(({decay}) * (1.0 - {_num(floor)}) + {_num(floor)}, 0.0)"]
     raise LrkitError(
         f"to_code() cannot write {node!r} as plain PyTorch; it supports an optional linear warmup "
-        "followed by constant, cosine, linear, polynomial or wsd. Use recipe.build() instead")
+        "followed by constant, cosine, linear, polynomial or wsd without a warmup of its own. Use "
+        "recipe.build() instead")
 
 
 def schedule_function(spec: str, *, name: str = "lr_factor") -> str:
@@ -96,7 +110,7 @@ def recipe_code(recipe: "Recipe", *, model: str = "model") -> str:
     else:
         ctor = f"torch.optim.{cls}"
     args = [f"{model}.parameters()", f"lr={_num(recipe.peak_lr)}"]
-    args += [f"{k}={v!r}" for k, v in recipe.optimizer_options.items()]
+    args += [f"{k}={_literal(v)}" for k, v in recipe.optimizer_options.items()]
     from lrkit.recommend.recipe import steps_text
 
     head = (f"# lrkit recipe: peak lr {recipe.peak_lr:.3g}, "
@@ -106,6 +120,7 @@ def recipe_code(recipe: "Recipe", *, model: str = "model") -> str:
         head,
         *imports,
         "",
+        *_groups_comment(recipe, model),
         f"optimizer = {ctor}({', '.join(args)})",
         "",
         "",
@@ -116,3 +131,27 @@ def recipe_code(recipe: "Recipe", *, model: str = "model") -> str:
         "# each training step: loss.backward(); optimizer.step(); scheduler.step(); optimizer.zero_grad()",
         "",
     ])
+
+
+def _groups_comment(recipe: "Recipe", model: str) -> list[str]:
+    """Comment lines for a recipe measured on an optimizer with parameter groups that differ
+    (``evidence["param_groups"]``): the code makes one group, so they show the groups to pass
+    instead, each with its own options and rate (empty when the groups are alike)."""
+    groups = recipe.evidence.get("param_groups")
+    if not (isinstance(groups, list) and len(groups) > 1
+            and all(isinstance(g, dict) for g in groups)
+            and any(g.get("lr_ratio", 1.0) != 1.0 or set(g) - {"lr_ratio"} for g in groups)):
+        return []
+    items = []
+    for i, group in enumerate(groups):
+        parts = [f'"params": <group {i}\'s parameters>']
+        ratio = group.get("lr_ratio", 1.0)
+        if ratio != 1.0:
+            parts.append(f'"lr": {_num(recipe.peak_lr * ratio)}')
+        parts += [f'"{k}": {_literal(v)}' for k, v in group.items() if k != "lr_ratio"]
+        items.append("{" + ", ".join(parts) + "}")
+    listed = ",\n#      ".join(items)
+    return [f"# your optimizer had {len(groups)} parameter groups; this code makes one over",
+            f"# {model}.parameters() with the options below. To keep the groups' differences, pass",
+            f"# them instead of {model}.parameters() (the schedule scales each group's own lr):",
+            f"#     [{listed}]"]

@@ -103,10 +103,10 @@ def _plain(value: Any) -> Any:
 
 
 def plain_option(value: Any) -> Any:
-    """An optimizer option as plain Python: lists as tuples (as torch keeps ``betas``), and a
-    numpy number or a one-number tensor (Adam's ``betas`` may be tensors) as the Python number
-    it holds, whose repr is what ``to_code`` writes (``tensor(0.9000)`` or ``np.float64(0.9)``
-    would be a NameError in the pasted code)."""
+    """An optimizer option as plain Python: lists (and one-dimensional tensors or arrays) as
+    tuples (as torch keeps ``betas``), and a numpy number or a one-number tensor (Adam's
+    ``betas`` may be tensors) as the Python number it holds, whose repr is what ``to_code``
+    writes (``tensor(0.9000)`` or ``np.float64(0.9)`` would be a NameError in the pasted code)."""
     if isinstance(value, (list, tuple)):
         return tuple(plain_option(v) for v in value)
     if value is None or type(value) in (bool, int, float, str):
@@ -117,6 +117,11 @@ def plain_option(value: Any) -> Any:
             return item()
         except (TypeError, ValueError, RuntimeError):
             return value
+    tolist = getattr(value, "tolist", None)
+    shape = getattr(value, "shape", None)
+    if callable(tolist) and isinstance(shape, tuple) and len(shape) == 1:
+        # a tensor or array of numbers (betas=torch.tensor([0.9, 0.99])): a tuple, as torch keeps
+        return tuple(plain_option(v) for v in tolist())
     return value
 
 
@@ -188,6 +193,10 @@ class Recipe:
         require(length is None or not math.isfinite(length) or length <= self.total_steps,
                 f"the schedule {self.schedule!r} runs {length} steps, longer than the recipe's "
                 f"total_steps={self.total_steps}; make them agree")
+        head = _head_warmup(parsed)
+        require(head is None or head == self.warmup_steps,
+                f"warmup_steps={self.warmup_steps} but the schedule {self.schedule!r} warms up for "
+                f"{steps_text(head)}; make them agree")
         self.schedule = str(parsed)
         if self.good_range is not None:
             try:
@@ -404,7 +413,7 @@ class Recipe:
             raise LrkitError("from_yaml needs PyYAML: pip install 'lrkit[yaml]'") from None
         text, where, missing = _read(text_or_path, "YAML")
         try:
-            data = yaml.safe_load(text)
+            data = yaml.load(text, Loader=_yaml_loader())  # noqa: S506 - a SafeLoader
         except yaml.YAMLError as exc:
             data = exc
         if missing is not None and not isinstance(data, dict):  # a path, not YAML text
@@ -457,6 +466,23 @@ class Recipe:
         return self.summary()
 
 
+@functools.lru_cache(maxsize=1)
+def _yaml_loader():
+    """PyYAML's SafeLoader that also reads ``1e-4`` (no dot, as people write rates) as a float:
+    YAML 1.1 reads it as a string, which the recipe would pass on to the optimizer."""
+    import re
+
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_implicit_resolver("tag:yaml.org,2002:float",
+                                 re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+                                 list("-+0123456789"))
+    return Loader
+
+
 def _read(text_or_path: str | Path, kind: str) -> tuple[str, str, str | None]:
     """``(text, where, missing)``: the recipe's text, `` in 'FILE'`` for messages, and the
     path a one-line string names when no such file exists (the string is then tried as the
@@ -489,6 +515,24 @@ def _parse(spec: str):
     from lrkit.schedules import parse
 
     return parse(spec)
+
+
+def _head_warmup(schedule) -> int | None:
+    """The steps a schedule warms up for at its start (0 for one that starts at its peak and
+    falls), or None where that is not a warmup's to say (a schedule that starts by rising, as
+    ``onecycle`` does, or one that goes up and down)."""
+    from lrkit.schedules import WSD, Join, Warmup
+    from lrkit.schedules.base import Wrapping
+
+    if isinstance(schedule, Warmup):
+        return schedule.steps
+    if isinstance(schedule, WSD):
+        return schedule.warmup
+    if isinstance(schedule, Join):
+        return _head_warmup(schedule.schedules[0])
+    if isinstance(schedule, Wrapping):
+        return _head_warmup(schedule.schedule)
+    return 0 if schedule.monotone == -1 else None
 
 
 def _round_steps(value: int, ratio: float) -> int:
