@@ -58,6 +58,7 @@ class _OnOptimizerStep:
     def __call__(self, optimizer: Optimizer, args: Any, kwargs: Any) -> None:
         scheduler = self.ref()
         if scheduler is not None and not getattr(optimizer, _PAUSED, 0):
+            scheduler._check_owner()
             scheduler._t += 1
             scheduler._apply()
 
@@ -110,6 +111,7 @@ class ScheduleLR(LRScheduler):
         self._t = 0
         self._scale = 1.0  #: a factor on every rate, set by scale_rates (a guard's cut)
         self._applied = -1
+        self._warned_owner = False
         self._plateau: list[PlateauState | None] | None = None
         self._hook_handle: Any = None
         super().__init__(optimizer)
@@ -219,6 +221,26 @@ class ScheduleLR(LRScheduler):
         self._last_lr = last
         self._applied = self.last_epoch = t
 
+    def _check_owner(self) -> None:
+        """Warn (once) when a group's rate is not the one this scheduler set last: another
+        scheduler on the optimizer (or a ``SequentialLR``/``ChainedScheduler`` around this one)
+        writes it too, and the next apply overwrites that write, so neither schedule is followed.
+        Steps inside :func:`paused` are left out (their rates are undone); tensor rates are not
+        read (a device sync per step)."""
+        if self._warned_owner or getattr(self.optimizer, _PAUSED, 0):
+            return
+        for i, (group, last) in enumerate(zip(self.optimizer.param_groups, self._last_lr)):
+            cur = group["lr"]
+            if not isinstance(cur, _Tensor) and not isinstance(last, _Tensor) and cur != last:
+                self._warned_owner = True
+                warnings.warn(f"the learning rate of parameter group {i} was changed outside this "
+                              f"ScheduleLR (it set {last!r}, the group has {cur!r}); it owns the "
+                              "rates and overwrites such changes: don't run another scheduler on "
+                              "this optimizer or wrap it in SequentialLR/ChainedScheduler (compose "
+                              "schedules with >>), and lower the rates with scale_rates()",
+                              UserWarning, stacklevel=3)
+                return
+
     def get_lr(self) -> list[float]:
         """The rates for the current step (no side effects)."""
         return self._rates(self._t)
@@ -229,6 +251,7 @@ class ScheduleLR(LRScheduler):
         Under ``count="optimizer"`` the count follows applied optimizer steps, so calling this
         after ``optimizer.step()`` (or ``scaler.step(optimizer)``) is correct and harmless.
         """
+        self._check_owner()
         if metrics is not None:
             self.report(metrics)
         if (self.count == "calls" and self._step_count == 1
@@ -313,6 +336,13 @@ class ScheduleLR(LRScheduler):
             warnings.warn(f"this scheduler's schedule {current} differs from the one saved in the "
                           f"state_dict {list(saved_specs)}; resuming at step {step} of the new one",
                           stacklevel=2)
+        saved_count = state_dict.get("count")
+        if saved_count is not None and saved_count != self.count:
+            # the saved step counted other things (step() calls, maybe once per epoch)
+            warnings.warn(f"this scheduler counts with count={self.count!r}, the state_dict was "
+                          f"saved with count={saved_count!r}: step {step} is taken as a step of "
+                          "this count; pass the same count= to to_torch() to resume exactly",
+                          stacklevel=2)
         self.base_lrs = [float(b) for b in base_lrs]
         self._t = step
         scale = state_dict.get("scale", 1.0)
@@ -340,6 +370,7 @@ class ScheduleLR(LRScheduler):
         detached = state.pop("_detached", False)
         self.__dict__.update(state)
         self.__dict__.setdefault("_scale", 1.0)  # pickled before scale_rates existed
+        self.__dict__.setdefault("_warned_owner", False)
         self._hook_handle = None
         self._evals = [_unwrap(s)[0]._at for s in (
             self._schedules if self._per_group else [self._schedules[0]] * len(self._mults))]
