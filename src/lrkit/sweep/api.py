@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
+import inspect
 import os
 import re
 import sys
@@ -46,10 +48,45 @@ def _problem_label(problem: Any) -> str:
     return f"{module}.{getattr(problem, '__qualname__', type(problem).__name__)}"
 
 
+def _unnamed(problem: Any) -> str | None:
+    """What a callable recipe is when its name does not say what it builds (so two different
+    ones would share a default study name, and the second would resume the first); None for a
+    string or a function named by its module and qualified name alone."""
+    if isinstance(problem, str) or inspect.isclass(problem) or not callable(problem):
+        return None
+    if isinstance(problem, functools.partial):
+        return "a functools.partial"
+    if inspect.ismethod(problem):
+        return "a bound method"
+    if not (inspect.isfunction(problem) or inspect.isbuiltin(problem)):
+        return f"a callable {type(problem).__name__} object"
+    if "<lambda>" in getattr(problem, "__qualname__", ""):
+        return "a lambda"
+    captured = []
+    for cell in getattr(problem, "__closure__", None) or ():
+        try:
+            captured.append(cell.cell_contents)
+        except ValueError:  # an empty cell
+            continue
+    if any(not (inspect.ismodule(v) or ((inspect.isclass(v) or inspect.isfunction(v))
+                                        and "<" not in getattr(v, "__qualname__", "<")))
+           for v in captured):  # a module or module-level class/function says nothing new
+        return "a closure (it captures variables of the function that defines it)"
+    return None
+
+
 def default_study_name(problem: Any) -> str:
     """``lrkit-sweep-<example>`` for a built-in example (``lrkit-sweep-<module>.<function>`` for
     an importable callable); ``lrkit-sweep-<file>-<function>-<8 hex digits>`` for a recipe file,
-    the digits a hash of the file's resolved absolute path (a different file is another study)."""
+    the digits a hash of the file's resolved absolute path (a different file is another study).
+    A lambda, closure, partial, bound method or callable object has no name that tells it from
+    another one made the same way: it is refused, to be named with ``study_name=``."""
+    what = _unnamed(problem)
+    if what is not None:
+        name = getattr(problem, "__qualname__", None) or type(problem).__name__
+        raise LrkitError(f"the recipe {name!r} is {what}: its name does not tell it from "
+                         "another one made the same way, which would share (and resume) its "
+                         "sweep; name the sweep with study_name=")
     found = _recipe_file(problem)
     if found is not None:
         path, func = found
@@ -154,7 +191,8 @@ def sweep(problem: Any, *, lrs: Any = "1e-4:1",
 
     ``storage``: a journal file path (default ``.lrkit/sweeps.journal``) or a database URL
     (``postgresql://user:pass@host/db``). The same call resumes a stopped sweep, or joins one
-    that other workers run. ``study_name`` defaults to one derived from the problem; a stored
+    that other workers run. ``study_name`` defaults to one derived from the problem (a lambda,
+    closure, partial, bound method or callable object needs one); a stored
     study with other settings is refused unless ``continue_study=True``. ``workers``: local
     worker processes. ``strategy``: ``"refine"`` (bracket, then refine, with successive halving)
     or ``"grid"`` (every rate to the full budget).
@@ -174,6 +212,7 @@ def sweep(problem: Any, *, lrs: Any = "1e-4:1",
             f"study_name must be a non-empty string, got {study_name!r}")
     if workers > 1 and callable(problem) and not isinstance(problem, str):
         _check_importable(problem)
+    name = study_name or default_study_name(problem)  # refuses an unnamed recipe before storage
     handle = engine.StorageHandle(storage, heartbeat_interval=heartbeat_interval,
                                   grace_period=grace_period, max_retries=max_retries)
     handle.open()  # a storage that cannot be reached fails here, before anything is built
@@ -188,7 +227,6 @@ def sweep(problem: Any, *, lrs: Any = "1e-4:1",
                           strategy=strategy, stride=stride, eta=eta, rungs=rungs,
                           repeat_top=repeat_top, diverge_factor=diverge_factor,
                           tolerance=tolerance, max_retries=max_retries)
-        name = study_name or default_study_name(problem)
         study = engine.open_study(handle, name, spec, create=True, continue_study=continue_study)
         bar = _Progress(study, spec, progress)
         try:

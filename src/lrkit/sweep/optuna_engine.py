@@ -78,6 +78,25 @@ def mask_url(url: str) -> str:
     return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
 
 
+#: database URL schemes (before any ``+driver``): a storage that starts with one is a URL
+DB_SCHEMES = ("postgresql", "postgres", "sqlite", "mysql", "mariadb", "oracle", "mssql")
+
+
+def _refuse_broken_url(location: str) -> None:
+    """A database URL without its ``//`` (``postgresql:/u:p@host/db``) would be taken for a
+    journal file path, refused for a missing directory with the password printed: say what it
+    is instead, password masked."""
+    found = re.match(r"([A-Za-z][A-Za-z0-9+.-]*):(?!//)(.*)", location, re.S)
+    if found is None:
+        return
+    scheme, rest = found.groups()
+    if scheme.split("+", 1)[0].lower() in DB_SCHEMES or (len(scheme) > 1 and rest[:1] == "/"):
+        shown = re.sub(r"([^:/@]+:)[^:/@]*@", r"\1***@", rest)
+        raise LrkitError(f"storage '{scheme}:{shown}' looks like a database URL without the "
+                         f"'//' after '{scheme}:'; write {scheme}://... (sqlite:///FILE for a "
+                         "SQLite file), or give a journal file path")
+
+
 # -- locks ---------------------------------------------------------------------------------------
 class FileLock:
     """An exclusive ``flock`` on a file: released by the kernel when the process dies."""
@@ -159,7 +178,12 @@ class StorageHandle:
 
     def __init__(self, location: str | None, *, heartbeat_interval: int = HEARTBEAT_INTERVAL,
                  grace_period: int = HEARTBEAT_GRACE, max_retries: int = 3) -> None:
-        location = DEFAULT_STORAGE if location in (None, "") else str(location)
+        if location is not None and not str(location).strip():
+            # an empty --storage is a slip, not a wish for the default journal in the cwd
+            raise LrkitError(f"storage must be a journal file path or a database URL, got "
+                             f"{location!r}; omit it for the default {DEFAULT_STORAGE}")
+        location = DEFAULT_STORAGE if location is None else str(location)
+        _refuse_broken_url(location)
         self.is_url = "://" in location
         self.location = location if self.is_url else os.path.abspath(location)
         #: the default journal's directory (``.lrkit``) is lrkit's own and is created; the
@@ -276,6 +300,16 @@ class StorageHandle:
         except ImportError as exc:
             raise LrkitError(f"storage {self.describe()} needs a database driver: {exc}") from None
         except Exception as exc:  # sqlalchemy errors: refused, unknown host, bad credentials
+            if type(exc).__name__ == "NoSuchModuleError":  # an unknown scheme (a typo?)
+                import difflib
+
+                scheme = self.location.split("://", 1)[0]
+                close = difflib.get_close_matches(  # postgres is postgresql's alias
+                    scheme.split("+", 1)[0].lower(), DB_SCHEMES[:1] + DB_SCHEMES[2:], n=1)
+                hint = f"did you mean {close[0]!r}? " if close else ""
+                raise LrkitError(f"storage {self.describe()}: unknown database scheme "
+                                 f"{scheme!r}; {hint}use postgresql://user:pass@host/db or "
+                                 "sqlite:///FILE, or a journal file path") from None
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise LrkitError(f"cannot reach storage {self.describe()}: {first}") from None
 

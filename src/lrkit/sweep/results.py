@@ -223,8 +223,9 @@ class SweepResult:
         return rows[lo].lr, rows[hi].lr
 
     def seed_comparison(self) -> dict[str, Any] | None:
-        """Best against runner-up (same optimizer first, else overall) over their seeds: whether
-        the difference of mean losses exceeds twice its standard error from seed noise."""
+        """Best against runner-up (the next finished point repeated over seeds, of any
+        optimizer) over their seeds: whether the difference of mean losses exceeds twice its
+        standard error from seed noise."""
         ranked = [p for p in self.points() if p.status == FINISHED and p.seeds >= 2]
         if len(ranked) < 2:
             return None

@@ -253,8 +253,14 @@ def _dotted(node: ast.AST) -> str | None:
 
 
 def _unknown(name: str) -> LrkitError:
+    """The error for an unknown optimizer name, with the closest known name (a typo)."""
+    import difflib
+
     known = sorted(ALIASES) + [RECIPE] + sorted(_torch_optim_names().values())
-    return LrkitError(f"unknown optimizer {name!r}; use one of {', '.join(known)}, a dotted "
+    lowered = {k.lower(): k for k in reversed(known)}  # an alias wins over torch's class name
+    close = [repr(lowered[c]) for c in difflib.get_close_matches(name.lower(), lowered, n=2)]
+    hint = f" (did you mean {' or '.join(close)}?)" if close else ""
+    return LrkitError(f"unknown optimizer {name!r}{hint}; use one of {', '.join(known)}, a dotted "
                       "class path (mypkg.module.Class or mypkg.module:Class), or "
                       "name(option=value)")
 
