@@ -84,3 +84,27 @@ def test_a_negative_seed_is_refused_as_by_lrkit_demo(capsys):
 
     assert main(["find", "--seed", "-1"]) == 2
     assert "--seed must be an integer from 0 to 2**32 - 1, got -1" in capsys.readouterr().err
+
+
+STEPPED = RECIPE + '''
+def stepped():
+    model, opt, batches, loss = make()
+    return {"model": model, "optimizer": opt, "data": batches, "criterion": loss,
+            "step_options": {"accumulation_steps": 2, "max_grad_norm": 1.0}}
+'''
+
+
+def test_find_takes_the_recipes_step_options_and_the_flags_win(tmp_path, capsys):
+    # lrkit find ignored a recipe's step_options, which recommend and sweep honour: one recipe
+    # file was two different problems
+    recipe = tmp_path / "stepped.py"
+    recipe.write_text(STEPPED)
+    out = tmp_path / "r.json"
+    assert main(["find", f"{recipe}:stepped", "--no-progress", "--json", str(out)]) == 0
+    settings = json.loads(out.read_text())["settings"]
+    assert settings["accumulation_steps"] == 2 and settings["max_grad_norm"] == 1.0
+    assert main(["find", f"{recipe}:stepped", "--no-progress", "--json", str(out),
+                 "--accumulation-steps", "1", "--max-grad-norm", "5"]) == 0
+    settings = json.loads(out.read_text())["settings"]
+    assert settings["accumulation_steps"] == 1 and settings["max_grad_norm"] == 5.0
+    capsys.readouterr()

@@ -24,11 +24,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--diverge-threshold", type=float, default=4.0,
                    help="stop when the smoothed loss rises above its best by (this - 1) times "
                         "its fall so far (default 4: by 3x)")
-    p.add_argument("--accumulation-steps", type=int, default=1, help="micro-batches per step")
-    p.add_argument("--amp", nargs="?", const=True, default=False, choices=["bf16", "fp16"],
+    # these three default to the recipe's own step_options (as recommend and sweep take them),
+    # else to 1 / off / none; given here, they override the recipe
+    p.add_argument("--accumulation-steps", type=int, default=None,
+                   help="micro-batches per step (default: the recipe's step_options, else 1)")
+    p.add_argument("--amp", nargs="?", const=True, default=None, choices=["bf16", "fp16"],
                    metavar="bf16|fp16",
                    help="automatic mixed precision where supported: bare --amp is float16 with "
-                        "loss scaling on CUDA and bfloat16 elsewhere; bf16 or fp16 choose")
+                        "loss scaling on CUDA and bfloat16 elsewhere; bf16 or fp16 choose "
+                        "(default: the recipe's step_options, else off)")
+    p.add_argument("--max-grad-norm", type=float, default=None, metavar="NORM",
+                   help="clip gradients to this norm, as the training does (default: the "
+                        "recipe's step_options, else none)")
     p.add_argument("--val-every", type=int, default=None, metavar="K",
                    help="evaluate a fixed validation subset every K >= 1 steps and use that curve "
                         "(needs a val_loader in the recipe)")
@@ -56,6 +63,7 @@ OPTION_NAMES = {
     "smoothing": "--smoothing", "diverge_threshold": "--diverge-threshold",
     "val_every": "--val-every", "val_batches": "--val-batches",
     "accumulation_steps": "--accumulation-steps", "budget_steps": "--budget-steps",
+    "max_grad_norm": "--max-grad-norm",
 }
 
 
@@ -121,14 +129,19 @@ def run(args: argparse.Namespace) -> int:
                          "add one to the recipe (a 'val_loader' key, or the tuple's 5th item) "
                          "or drop --val-every")
     budget = problem.budget_steps if args.budget_steps is None else args.budget_steps
+    # the recipe's own way of taking a step (Problem.step_options), as recommend and sweep use
+    # it; the options given here win
+    given = {"accumulation_steps": args.accumulation_steps, "amp": args.amp,
+             "max_grad_norm": args.max_grad_norm}
+    step_options = {**problem.step_options, **{k: v for k, v in given.items() if v is not None}}
     result = lrkit.find_lr(
         problem.model, problem.optimizer, problem.train_loader, problem.criterion,
         loss_fn=problem.loss_fn,
         val_loader=problem.val_loader if args.val_every is not None else None,
         val_every=args.val_every, val_batches=args.val_batches, start_lr=args.start_lr,
         end_lr=args.end_lr, num_steps=args.steps, ramp=args.ramp, smoothing=args.smoothing,
-        diverge_threshold=args.diverge_threshold, accumulation_steps=args.accumulation_steps,
-        amp=args.amp, device=args.device, method=args.method,
+        diverge_threshold=args.diverge_threshold, device=args.device, method=args.method,
+        **step_options,
         budget_steps=budget, snapshot=args.snapshot,
         snapshot_dir=args.snapshot_dir, progress=False if args.no_progress else None,
     )
