@@ -144,3 +144,17 @@ def test_wsd_with_a_warmup_of_its_own_is_refused_by_name():
     recipe = Recipe("SGD", {}, 0.1, 10, 200, "wsd(200, decay=40, warmup=10)")
     with pytest.raises(LrkitError, match=r"wsd without a warmup of its own"):
         recipe.to_code()
+
+
+def test_build_warns_when_a_groups_lr_looks_like_a_multiple_not_a_rate():
+    # the note gives each group's lr_ratio; lr=1.0 for "1 x peak_lr" trained at 1.0, 675x peak
+    import warnings
+
+    recipe = Recipe("AdamW", {"weight_decay": 0.05}, 0.001, 0, 200, "cosine(200)")
+    model = nn.Linear(4, 2)
+    with pytest.warns(UserWarning, match=r"parameter group 1 has lr=1, 1e\+03x the recipe's peak_lr"):
+        recipe.build([{"params": [model.weight]}, {"params": [model.bias], "lr": 1.0,
+                                                   "weight_decay": 0.0}])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        recipe.build([{"params": [model.weight]}, {"params": [model.bias], "weight_decay": 0.0}])

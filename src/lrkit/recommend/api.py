@@ -125,7 +125,8 @@ def _groups_note(groups: list[dict], reference: int) -> str:
     return (f"{head}: peak_lr and the options are group {reference}'s, and the others differ "
             f"({'; '.join(parts)}); build() and to_code() make one group over the parameters "
             "they are given: to keep the differences, pass build() parameter groups with these "
-            "values (a group's 'lr' as its multiple of peak_lr)")
+            "options, and each group's 'lr' either left out (it then runs at peak_lr) or set "
+            "to its rate, lr_ratio x peak_lr: 'lr' is a rate, not the multiple")
 
 
 def _batch_size(loader: Any) -> int | None:

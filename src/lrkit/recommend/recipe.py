@@ -9,6 +9,7 @@ import importlib
 import json
 import math
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -248,6 +249,15 @@ class Recipe:
         except (TypeError, ValueError) as exc:  # an unknown option, or a value torch refuses
             raise LrkitError(f"cannot build {self.optimizer} with options "
                              f"{self.optimizer_options}: {exc}") from None
+        for i, group in enumerate(optimizer.param_groups):
+            lr = group.get("lr")
+            if isinstance(lr, (int, float)) and lr > 10 * self.peak_lr:
+                # a group's lr is a rate: the recipe's note gives each group's multiple of
+                # peak_lr (lr_ratio), and lr=1.0 for "1 x peak_lr" trained at 1.0
+                warnings.warn(f"parameter group {i} has lr={lr:g}, {lr / self.peak_lr:.3g}x "
+                              f"the recipe's peak_lr {self.peak_lr:.3g}: a group's 'lr' is its "
+                              "rate (lr_ratio x peak_lr), not the multiple; leave it out to run "
+                              "the group at peak_lr", UserWarning, stacklevel=2)
         return optimizer, to_torch(optimizer, self.schedule)
 
     def to_code(self, *, model: str = "model") -> str:
