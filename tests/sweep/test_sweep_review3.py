@@ -97,3 +97,18 @@ def test_an_unknown_optimizer_name_suggests_the_closest(spec, close):
         return
     with pytest.raises(LrkitError, match=fr"did you mean [^)]*{close!r}[^)]*\)"):
         parse_optimizers(f"sgd,{spec}")
+
+
+def test_a_pruned_trial_gets_its_verdict_but_no_advice():
+    # the highest rate of a sweep, pruned because lower rates did better, read
+    # "plateaued (x3, 76%)": raise the rate
+    from lrkit.sweep.results import SweepResult, TrialRecord
+
+    detail = {"verdict": "plateaued", "recommendation": "x3", "confidence": 0.76}
+    pruned = TrialRecord(number=0, optimizer="sgd", lr=0.0316, seed=0, status="pruned",
+                         loss=5.5, steps=17, diagnosis_detail=dict(detail))
+    finished = TrialRecord(number=1, optimizer="sgd", lr=0.01, seed=0, status="finished",
+                           loss=0.05, steps=150, diagnosis_detail=dict(detail))
+    result = SweepResult([pruned, finished], settings={})
+    assert result.records[0].diagnosis == "plateaued (76%, pruned: no advice)"
+    assert result.records[1].diagnosis == "plateaued (x3, 76%)"

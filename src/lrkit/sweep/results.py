@@ -78,14 +78,19 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def _diagnosis_text(found: dict[str, Any] | None) -> str | None:
+def _diagnosis_text(found: dict[str, Any] | None, *, pruned: bool = False) -> str | None:
+    """The verdict, its advice and confidence, in a table cell. A pruned trial's curve stops
+    early and its advice is left out: it read "plateaued (x3)" for the highest rate of a
+    sweep, pruned because lower rates did better."""
     if not found or not found.get("verdict"):
         return None
     text = str(found["verdict"])
-    advice = str(found.get("recommendation") or "")
+    advice = "" if pruned else str(found.get("recommendation") or "")
     extra = ["keep" if advice.startswith("keep") else advice.split(" ")[0]] if advice else []
     if isinstance(found.get("confidence"), (int, float)):
         extra.append(f"{found['confidence']:.0%}")
+    if pruned:
+        extra.append("pruned: no advice")
     return text + (f" ({', '.join(extra)})" if extra else "")
 
 
@@ -106,7 +111,8 @@ class SweepResult:
             if not diagnose:
                 record.diagnosis = record.diagnosis_detail = None
             elif record.diagnosis is None:
-                record.diagnosis = _diagnosis_text(record.diagnosis_detail)
+                record.diagnosis = _diagnosis_text(record.diagnosis_detail,
+                                                   pruned=record.status == PRUNED)
 
     # -- aggregation -------------------------------------------------------------------------------
     @property
