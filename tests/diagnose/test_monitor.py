@@ -208,3 +208,27 @@ def test_with_a_guard_the_probe_ramp_is_never_taken_for_the_new_rate():
     assert after.evidence["guard_cut_at"] == 54
     assert after.suggested_lr == pytest.approx(0.011 * after.lr_factor)
     assert "diagnosis is of the steps since then" in after.explanation
+
+
+def test_the_log_of_a_monitor_told_of_a_guard_reads_back_to_its_verdict(tmp_path):
+    # lrkit diagnose run.jsonl said "unstable x0.1" where the monitor had said "healthy, keep":
+    # the file held the blow-up before the guard's cut and the probe's undone steps
+    from types import SimpleNamespace
+
+    from lrkit.diagnose.guard import Intervention
+
+    cut = Intervention(step=60, reason="probe", loss=9.0, reference=1.0, grad_norm=None,
+                       lr_before=[0.3], lr_after=[0.011], restored_to=0)
+    guard = SimpleNamespace(interventions=[cut], probing=False)
+    path = tmp_path / "run.jsonl"
+    monitor = lrkit.Monitor(report_every=0, guard=guard, log_file=path)
+    rng = np.random.default_rng(0)
+    for i in range(60):  # a blow-up and a probe's ramp
+        monitor.update(float(2.0 * np.exp(rng.normal(0, 1.0))), lr=0.3)
+    for i in range(300):
+        monitor.update(0.2 + 1.8 * np.exp(-i / 30.0), lr=0.011)
+    said = monitor.close()
+    log = read_log(path)
+    assert log.steps[0] == 60 and "the guard's last cut" in log.source
+    read_back = log.diagnose()
+    assert read_back.verdict == said.verdict == "healthy"

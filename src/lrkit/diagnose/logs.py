@@ -178,6 +178,7 @@ def _read_jsonl(path: str | os.PathLike) -> LossLog:
     collector = _Collector(name)
     ended = False  # a Monitor's final report was read: more steps after it are another run
     runs = 1
+    cut_at = None  # the step of a guard's last cut, from the run's latest Monitor report
     with open(path, encoding="utf-8-sig") as handle:
         for line, text in enumerate(handle, start=1):
             text = text.strip()
@@ -193,6 +194,9 @@ def _read_jsonl(path: str | os.PathLike) -> LossLog:
                                  f"{type(record).__name__}")
             if "event" in record:
                 ended = ended or (record.get("event") == "report" and record.get("final") is True)
+                evidence = record.get("evidence")
+                if record.get("event") == "report" and isinstance(evidence, dict):
+                    cut_at = evidence.get("guard_cut_at")
                 continue
             if ended:
                 # a Monitor appends each run to its file and counts steps from 0 again: the
@@ -200,6 +204,7 @@ def _read_jsonl(path: str | os.PathLike) -> LossLog:
                 collector = _Collector(name)
                 ended = False
                 runs += 1
+                cut_at = None
             keys = list(record)
             columns = {"loss": _find(keys, LOSS_KEYS), "step": _find(keys, STEP_KEYS),
                        "lr": _find(keys, LR_KEYS, prefix="lr"), "val": _find(keys, VAL_KEYS)}
@@ -212,7 +217,18 @@ def _read_jsonl(path: str | os.PathLike) -> LossLog:
                 loss = float(loss)
             columns["loss"] = columns["loss"] or "loss"
             collector.add(line, pick("step"), loss, pick("lr"), pick("val"), columns)
-    return collector.result("jsonl" if runs == 1 else f"jsonl (the last of {runs} runs in the file)")
+    log = collector.result("jsonl" if runs == 1 else f"jsonl (the last of {runs} runs in the file)")
+    if isinstance(cut_at, (int, float)) and not isinstance(cut_at, bool):
+        # a Monitor told of a guard diagnosed the steps since the guard's last cut (before it:
+        # the rate that failed, and the probe's undone steps): so does the file, else it gave
+        # "unstable x0.1" where the monitor said "healthy, keep"
+        keep = [i for i, step in enumerate(log.steps) if step >= cut_at]
+        if len(keep) < len(log.steps) and keep:
+            log = LossLog([log.steps[i] for i in keep], [log.losses[i] for i in keep],
+                          [log.lrs[i] for i in keep] if log.lrs else None,
+                          [(at, v) for at, v in log.val_losses if at >= cut_at],
+                          f"{log.source}, from step {cut_at:g}: the guard's last cut")
+    return log
 
 
 def event_files(directory: str | os.PathLike) -> list[Path]:
