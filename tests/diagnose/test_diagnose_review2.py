@@ -147,3 +147,14 @@ def test_step_numbers_must_be_finite():
     # steps=[nan] * n printed "step nan" in the reasons
     with pytest.raises(LrkitError, match=r"steps\[0\] = nan: step numbers must be finite"):
         diagnose(np.linspace(2, 1, 50), steps=[float("nan")] * 50)
+
+
+def test_a_healthy_run_whose_rates_already_decay_is_not_told_to_decay():
+    t = np.arange(400)
+    losses = 0.2 + 1.8 * np.exp(-t / 40.0)
+    cosine = 0.01 * 0.5 * (1 + np.cos(np.pi * t / 400))
+    d = diagnose(losses, lrs=cosine)
+    assert d.verdict == "healthy"
+    assert "decaying the rate" not in d.explanation and "already decay" in d.explanation
+    constant = diagnose(losses, lrs=0.01)
+    assert "decaying the rate" in constant.explanation

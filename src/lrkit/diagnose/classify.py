@@ -388,6 +388,9 @@ def _decide(ev: dict, vev: dict | None) -> tuple[str, float, list[str]]:
     return "healthy", _confidence(min(noise_margin, slow_margin) + 0.2, points=n), reasons
 
 
+_DECAY_ADVICE = ("If the loss has been flat for a long stretch, decaying the rate (for example "
+                 "x0.1 for the last part) can settle it a little lower, or training can stop "
+                 "sooner.")
 _EXPLAIN = {
     "diverged": (
         "The rate is far too high: each step overshoots the valley it is in by more than it "
@@ -411,9 +414,7 @@ _EXPLAIN = {
         "the data or the features rather than the rate."),
     "healthy": (
         "The rate looks right: the loss fell quickly, bent over and settled without spikes or "
-        "oscillation{where}. Keep it. If the loss has been flat for a long stretch, decaying the "
-        "rate (for example x0.1 for the last part) can settle it a little lower, or training can "
-        "stop sooner."),
+        "oscillation{where}. Keep it. " + _DECAY_ADVICE),
     "not_enough_data": (
         "There are too few loss values to tell a too-high rate from a too-low one: a short "
         "history is dominated by the first steps and by batch noise. Log more steps (at least "
@@ -525,6 +526,13 @@ def diagnose(
            10.0: "about tenfold (x10), since the loss has barely moved"}.get(factor or 1.0, "")
     explanation = _EXPLAIN[verdict].format(where=where, suggest=suggest, min_points=min_points,
                                            how=how)
+    if (verdict == "healthy" and rates is not None and ev.get("lr_schedule")
+            and ev["lr_end"] <= 0.5 * ev["lr_max"]):
+        # the rates already decay: advising a decay for the last part told the user to add
+        # what the run does (a cosine to 0 was told "decaying the rate ... x0.1")
+        explanation = explanation.replace(
+            _DECAY_ADVICE, "The rates already decay (to "
+            f"{ev['lr_end'] / ev['lr_max']:.0%} of their peak), as they should.")
     return Diagnosis(verdict, confidence, _jsonable(_at_steps(ev, step_of)), factor, explanation,
                      suggested, reasons)
 
