@@ -187,3 +187,18 @@ def test_cli_bad_input_exits_2(capsys):
     assert "--steps must be an integer >= 1 (optimizer steps), got 0" in capsys.readouterr().err
     assert main(["recommend", "no-such-example", "--steps", "100"]) == 2
     assert "unknown example" in capsys.readouterr().err
+
+
+def test_a_range_test_already_measured_is_reused_not_run_again():
+    # find_lr then recommend measured twice, and the two good ranges disagreed
+    import lrkit
+
+    problem = lrkit.examples.build("wine-logreg", seed=0)
+    measured = lrkit.find_lr(problem.model, problem.optimizer, problem.train_loader,
+                             problem.criterion, progress=False)
+    recipe = lrkit.recommend(problem, steps=300, confirm=False, progress=False, finder=measured)
+    assert recipe.good_range == measured.good_range
+    assert recipe.evidence["finder"]["lrs"] == measured.lrs
+    assert any("the one given (finder=" in note for note in recipe.notes)
+    with pytest.raises(lrkit.LrkitError, match="finder must be the FinderResult"):
+        lrkit.recommend(problem, steps=300, finder={"lrs": []})

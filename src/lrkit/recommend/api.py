@@ -172,7 +172,8 @@ def _short_run(problem: Problem, rate: Callable[[int], float], steps: int) -> di
 
 
 def recommend(target: Any, *, steps: int | None = None, epochs: float | None = None,
-              seed: int = 0, confirm: bool = True, progress: bool | None = None) -> Recipe:
+              seed: int = 0, confirm: bool = True, progress: bool | None = None,
+              finder: Any = None) -> Recipe:
     """Measure ``target`` and recommend a complete training recipe for ``steps`` optimizer steps
     (or ``epochs`` passes over its train_loader).
 
@@ -184,22 +185,29 @@ def recommend(target: Any, *, steps: int | None = None, epochs: float | None = N
     the budget leaves room: at most ~20% of one training run in all; a short run's notes say
     when the range test alone costs more) trains a few short runs of
     the recipe's schedule around the candidates to pick one. Returns a :class:`Recipe`.
+    ``finder``: a :class:`~lrkit.find.FinderResult` already measured on this model and optimizer
+    (``lrkit.find_lr``), used instead of a second range test: the recipe then reads the same
+    curve, and good range, as that result.
     """
     from lrkit.state import capture_rng, restore_rng
 
     rng = capture_rng()  # the seeded range test and short runs leave the caller's generators as they were
     try:
         return _recommend(target, steps=steps, epochs=epochs, seed=seed, confirm=confirm,
-                          progress=progress)
+                          progress=progress, finder=finder)
     finally:
         restore_rng(rng)
 
 
 def _recommend(target: Any, *, steps: int | None, epochs: float | None, seed: int,
-               confirm: bool, progress: bool | None) -> Recipe:
+               confirm: bool, progress: bool | None, finder: Any = None) -> Recipe:
     import torch
 
-    from lrkit.find import find_lr
+    from lrkit.find import FinderResult, find_lr
+
+    require(finder is None or isinstance(finder, FinderResult),
+            f"finder must be the FinderResult of lrkit.find_lr (or None), got "
+            f"{type(finder).__name__}")
 
     seed = plain_int(seed)
     require(isinstance(seed, int) and not isinstance(seed, bool), f"seed must be an integer, got {seed!r}")
@@ -220,9 +228,11 @@ def _recommend(target: Any, *, steps: int | None, epochs: float | None, seed: in
 
     t0 = time.perf_counter()
     torch.manual_seed(seed)
-    finder = find_lr(problem.model, problem.optimizer, problem.train_loader, problem.criterion,
-                     loss_fn=problem.loss_fn, budget_steps=total, progress=progress,
-                     **problem.step_options)
+    reused = finder is not None
+    if not reused:
+        finder = find_lr(problem.model, problem.optimizer, problem.train_loader,
+                         problem.criterion, loss_fn=problem.loss_fn, budget_steps=total,
+                         progress=progress, **problem.step_options)
     plan = policy.plan(finder, total_steps=total, optimizer=name,
                        current_lr=rates[reference] if rates else None, confirm=confirm,
                        epochs=_epochs(problem.train_loader, total, problem.accumulation_steps))
@@ -241,6 +251,9 @@ def _recommend(target: Any, *, steps: int | None, epochs: float | None, seed: in
              + (f" ({', '.join(f'{k}={v!r}' for k, v in options.items())})" if options else ""),
              *choice.notes,
              f"training length: {length_text}"]
+    if reused:  # its steps were spent before: counted in the cost, said here
+        notes.append(f"range test: the one given (finder=, {steps_text(finder.steps)}), not "
+                     "measured again")
     if tuning_steps > COST_NOTE * total:
         # the range test alone takes ~100 steps: for a short run that is a large share of it
         notes.append(f"measuring took {steps_text(tuning_steps)}, {tuning_steps / total:.0%} of "
