@@ -108,3 +108,36 @@ def test_find_takes_the_recipes_step_options_and_the_flags_win(tmp_path, capsys)
     settings = json.loads(out.read_text())["settings"]
     assert settings["accumulation_steps"] == 1 and settings["max_grad_norm"] == 5.0
     capsys.readouterr()
+
+
+ODD = RECIPE + '''
+def with_options(**options):
+    model, opt, batches, loss = make()
+    return {"model": model, "optimizer": opt, "data": batches, "criterion": loss,
+            "step_options": options}
+
+def with_device():
+    return with_options(device="cpu")
+
+def with_typo():
+    return with_options(max_grad_nrm=1.0)
+
+def with_zero():
+    return with_options(accumulation_steps=0)
+'''
+
+
+def test_a_recipes_step_options_are_checked_and_named_as_the_recipes(tmp_path, capsys):
+    # passed unchecked, device= clashed with the command's own (a TypeError traceback), a typo
+    # was a TypeError, and a bad value was blamed on --accumulation-steps, which nobody passed
+    recipe = tmp_path / "odd.py"
+    recipe.write_text(ODD)
+    assert main(["find", f"{recipe}:with_device", "--no-progress", "--steps", "30"]) == 0
+    capsys.readouterr()
+    assert main(["find", f"{recipe}:with_typo", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "step_options has 'max_grad_nrm'" in err and "Traceback" not in err
+    assert main(["find", f"{recipe}:with_zero", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "odd.py:with_zero's step_options: accumulation_steps must be" in err
+    assert "--accumulation-steps" not in err

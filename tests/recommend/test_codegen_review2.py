@@ -158,3 +158,17 @@ def test_build_warns_when_a_groups_lr_looks_like_a_multiple_not_a_rate():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         recipe.build([{"params": [model.weight]}, {"params": [model.bias], "weight_decay": 0.0}])
+
+
+def test_build_does_not_warn_about_a_group_set_as_the_note_says_but_checks_tensor_rates():
+    import warnings
+
+    recipe = Recipe("SGD", {}, 0.01, 0, 100, "constant()",
+                    evidence={"param_groups": [{"lr_ratio": 1.0}, {"lr_ratio": 20.0}]})
+    model = nn.Linear(4, 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # lr 0.2 = 20 x peak_lr, as the note said
+        recipe.build([{"params": [model.weight]}, {"params": [model.bias], "lr": 0.2}])
+    with pytest.warns(UserWarning, match="parameter group 1 has lr=1"):
+        recipe.build([{"params": [model.weight]},
+                      {"params": [model.bias], "lr": torch.tensor(1.0)}])

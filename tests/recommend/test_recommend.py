@@ -202,3 +202,13 @@ def test_a_range_test_already_measured_is_reused_not_run_again():
     assert any("the one given (finder=" in note for note in recipe.notes)
     with pytest.raises(lrkit.LrkitError, match="finder must be the FinderResult"):
         lrkit.recommend(problem, steps=300, finder={"lrs": []})
+
+
+def test_a_finder_measured_another_way_is_refused():
+    import lrkit
+
+    problem = lrkit.examples.build("wine-logreg", seed=0)
+    measured = lrkit.find_lr(problem.model, problem.optimizer, problem.train_loader,
+                             problem.criterion, accumulation_steps=4, progress=False)
+    with pytest.raises(lrkit.LrkitError, match="measured with accumulation_steps=4"):
+        lrkit.recommend(problem, steps=300, confirm=False, finder=measured)

@@ -67,6 +67,27 @@ OPTION_NAMES = {
 }
 
 
+def _recipe_step_options(problem, target: str, explicit: dict) -> dict:
+    """The recipe's step_options that find_lr takes (those this command sets itself are this
+    command's); anything else is refused by name, not a TypeError from inside find_lr."""
+    import inspect
+
+    import lrkit
+    from lrkit.errors import LrkitError
+
+    options = problem.step_options or {}
+    if not isinstance(options, dict):
+        raise LrkitError(f"{target}'s step_options must be a dict such as "
+                         f"{{'accumulation_steps': 2}}, got {type(options).__name__}")
+    accepted = set(inspect.signature(lrkit.find_lr).parameters) - {
+        "model", "optimizer", "train_loader", "criterion", "loss_fn"}
+    unknown = sorted(k for k in options if k not in accepted)
+    if unknown:
+        raise LrkitError(f"{target}'s step_options has {unknown[0]!r}, which a range test does "
+                         "not take; its keys: accumulation_steps, amp, max_grad_norm (and device)")
+    return {k: v for k, v in options.items() if k not in explicit}
+
+
 def check_args(args: argparse.Namespace) -> None:
     """Refuse bad options before the problem is built or anything trains."""
     from lrkit.cli import (check_device, check_output_path, check_positive_int, check_target)
@@ -131,20 +152,27 @@ def run(args: argparse.Namespace) -> int:
     budget = problem.budget_steps if args.budget_steps is None else args.budget_steps
     # the recipe's own way of taking a step (Problem.step_options), as recommend and sweep use
     # it; the options given here win
-    given = {"accumulation_steps": args.accumulation_steps, "amp": args.amp,
-             "max_grad_norm": args.max_grad_norm}
-    step_options = {**problem.step_options, **{k: v for k, v in given.items() if v is not None}}
-    result = lrkit.find_lr(
-        problem.model, problem.optimizer, problem.train_loader, problem.criterion,
-        loss_fn=problem.loss_fn,
+    explicit = dict(
         val_loader=problem.val_loader if args.val_every is not None else None,
         val_every=args.val_every, val_batches=args.val_batches, start_lr=args.start_lr,
         end_lr=args.end_lr, num_steps=args.steps, ramp=args.ramp, smoothing=args.smoothing,
-        diverge_threshold=args.diverge_threshold, device=args.device, method=args.method,
-        **step_options,
-        budget_steps=budget, snapshot=args.snapshot,
-        snapshot_dir=args.snapshot_dir, progress=False if args.no_progress else None,
-    )
+        diverge_threshold=args.diverge_threshold, method=args.method, budget_steps=budget,
+        snapshot=args.snapshot, snapshot_dir=args.snapshot_dir,
+        progress=False if args.no_progress else None)
+    given = {"accumulation_steps": args.accumulation_steps, "amp": args.amp,
+             "max_grad_norm": args.max_grad_norm, "device": args.device}
+    recipe_options = _recipe_step_options(problem, target, explicit)
+    options = {**recipe_options, **{k: v for k, v in given.items() if v is not None}}
+    from_recipe = {k for k in recipe_options if given.get(k) is None}
+    # a bad value from the recipe is not a bad flag: its message names the recipe instead
+    args.option_names = {k: v for k, v in OPTION_NAMES.items() if k not in from_recipe}
+    try:
+        result = lrkit.find_lr(problem.model, problem.optimizer, problem.train_loader,
+                               problem.criterion, loss_fn=problem.loss_fn, **explicit, **options)
+    except LrkitError as exc:
+        if any(key in str(exc) for key in from_recipe):
+            raise LrkitError(f"{target}'s step_options: {exc}") from None
+        raise
     from lrkit.adapters.distributed import is_main
 
     if not is_main():  # under torchrun every rank ran the test; rank 0 alone reports it

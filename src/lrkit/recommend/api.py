@@ -199,6 +199,30 @@ def recommend(target: Any, *, steps: int | None = None, epochs: float | None = N
         restore_rng(rng)
 
 
+def _check_finder(finder: Any, problem: Problem) -> None:
+    """Refuse a range test measured another way than this problem trains: its curve is of
+    another problem (a test with 4x accumulation gave a peak that training at 1x never saw)."""
+    settings = finder.settings or {}
+    steps = problem.step_options or {}
+    wanted = {"accumulation_steps": int(steps.get("accumulation_steps") or 1),
+              "max_grad_norm": steps.get("max_grad_norm"),
+              "amp": steps.get("amp") or False}
+    for key, value in wanted.items():
+        if key not in settings:
+            continue
+        have = settings[key]
+        # amp: on or off (the result records "bf16"/"fp16", a recipe may say True or a dtype)
+        same = bool(have) == bool(value) if key == "amp" else have == value
+        if not same:
+            raise LrkitError(f"finder= was measured with {key}={have!r}, and this problem trains "
+                             f"with {key}={value!r}: its curve is another problem's; run "
+                             "find_lr with the problem's own step options, or leave finder out")
+    groups = len(problem.optimizer.param_groups)
+    if len(finder.group_ratios) != groups:
+        raise LrkitError(f"finder= has {len(finder.group_ratios)} parameter group(s) and this "
+                         f"optimizer has {groups}: it was measured on another optimizer")
+
+
 def _recommend(target: Any, *, steps: int | None, epochs: float | None, seed: int,
                confirm: bool, progress: bool | None, finder: Any = None) -> Recipe:
     import torch
@@ -229,7 +253,9 @@ def _recommend(target: Any, *, steps: int | None, epochs: float | None, seed: in
     t0 = time.perf_counter()
     torch.manual_seed(seed)
     reused = finder is not None
-    if not reused:
+    if reused:
+        _check_finder(finder, problem)
+    else:
         finder = find_lr(problem.model, problem.optimizer, problem.train_loader,
                          problem.criterion, loss_fn=problem.loss_fn, budget_steps=total,
                          progress=progress, **problem.step_options)

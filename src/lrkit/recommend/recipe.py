@@ -249,15 +249,23 @@ class Recipe:
         except (TypeError, ValueError) as exc:  # an unknown option, or a value torch refuses
             raise LrkitError(f"cannot build {self.optimizer} with options "
                              f"{self.optimizer_options}: {exc}") from None
+        ratios = [g.get("lr_ratio") for g in (self.evidence or {}).get("param_groups") or []
+                  if isinstance(g, dict)]
         for i, group in enumerate(optimizer.param_groups):
             lr = group.get("lr")
-            if isinstance(lr, (int, float)) and lr > 10 * self.peak_lr:
-                # a group's lr is a rate: the recipe's note gives each group's multiple of
-                # peak_lr (lr_ratio), and lr=1.0 for "1 x peak_lr" trained at 1.0
-                warnings.warn(f"parameter group {i} has lr={lr:g}, {lr / self.peak_lr:.3g}x "
-                              f"the recipe's peak_lr {self.peak_lr:.3g}: a group's 'lr' is its "
-                              "rate (lr_ratio x peak_lr), not the multiple; leave it out to run "
-                              "the group at peak_lr", UserWarning, stacklevel=2)
+            if hasattr(lr, "numel") and lr.numel() == 1:  # a tensor rate
+                lr = float(lr)
+            if not is_real(lr) or lr <= 10 * self.peak_lr:
+                continue
+            if any(is_real(r) and math.isclose(lr, r * self.peak_lr, rel_tol=1e-6)
+                   for r in ratios):
+                continue  # set as the note says: lr_ratio x peak_lr
+            # a group's lr is a rate: the recipe's note gives each group's multiple of peak_lr
+            # (lr_ratio), and lr=1.0 for "1 x peak_lr" trained at 1.0
+            warnings.warn(f"parameter group {i} has lr={lr:g}, {lr / self.peak_lr:.3g}x the "
+                          f"recipe's peak_lr {self.peak_lr:.3g}: a group's 'lr' is its rate "
+                          "(lr_ratio x peak_lr), not the multiple; leave it out to run the "
+                          "group at peak_lr", UserWarning, stacklevel=2)
         return optimizer, to_torch(optimizer, self.schedule)
 
     def to_code(self, *, model: str = "model") -> str:
