@@ -531,8 +531,9 @@ def diagnose(
         # the rates already decay: advising a decay for the last part told the user to add
         # what the run does (a cosine to 0 was told "decaying the rate ... x0.1")
         explanation = explanation.replace(
-            _DECAY_ADVICE, "The rates already decay (to "
-            f"{ev['lr_end'] / ev['lr_max']:.0%} of their peak), as they should.")
+            _DECAY_ADVICE, "The rates already decay ("
+            + (f"to {ev['lr_end'] / ev['lr_max']:.0%} of their peak" if ev["lr_end"] >= 0.01 *
+               ev["lr_max"] else "to about 0") + "), as they should.")
     return Diagnosis(verdict, confidence, _jsonable(_at_steps(ev, step_of)), factor, explanation,
                      suggested, reasons)
 
