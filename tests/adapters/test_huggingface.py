@@ -273,3 +273,12 @@ def test_the_callback_sees_a_nan_run_through_the_logging_filter_and_one_monitor_
     healthy.train()
     assert callback.monitor is not first and callback.monitor.step == 8
     assert callback.diagnosis.verdict != "diverged"
+
+
+def test_update_args_without_a_suggestion_leaves_the_rate_as_it_was(tmp_path):
+    # suggested_lrs is None without a suggestion: update_args raised a TypeError on len(None)
+    trainer = make_trainer(tmp_path)
+    before = trainer.args.learning_rate
+    result = find_lr(trainer, update_args=True, num_steps=10, progress=False)  # too coarse
+    assert result.suggested_lr is None
+    assert trainer.args.learning_rate == before

@@ -194,9 +194,10 @@ def find_lr(trainer: Any, *, update_args: bool = False, eval_key: str | None = N
                 group["lr"] = lr
     # measured on the first group with a rate (one held still at 0 keeps its 0)
     reference = next((i for i, lr in enumerate(old_lrs) if lr > 0), None)
-    if update_args and reference is not None and len(result.suggested_lrs) > reference \
-            and result.suggested_lrs[reference] is not None:
-        _apply(trainer, optimizer, result.suggested_lrs[reference] / old_lrs[reference])
+    # (the range test measures every group's ratio against that same group: its rate is
+    # suggested_lr itself; without a suggestion, nothing to apply)
+    if update_args and reference is not None and result.suggested_lr is not None:
+        _apply(trainer, optimizer, result.suggested_lr / old_lrs[reference])
     return result
 
 
