@@ -40,12 +40,13 @@ def run(args: argparse.Namespace) -> int:
     if args.example:
         if args.file:
             raise LrkitError("give either FILE or --example, not both")
+        from lrkit.cli import check_positive_int
         from lrkit.diagnose.evidence import MIN_POINTS
 
-        if args.steps is not None and args.steps < MIN_POINTS:  # one message for 0 and for 5
-            raise LrkitError(f"--steps must be an integer >= {MIN_POINTS} (a diagnosis needs "
-                             f"that many losses), got {args.steps}; the default shows the three "
-                             "cases")
+        # one message for 0 and for 5
+        check_positive_int(args.steps, "--steps", minimum=MIN_POINTS,
+                           what=" (a diagnosis needs that many losses; the default shows the "
+                                "three cases)")
         if args.tag:  # silently ignored, it would look as if it had been used
             raise LrkitError("--tag names a TensorBoard scalar of a loss log FILE; --example "
                              "trains its own runs: drop --tag")
@@ -78,11 +79,9 @@ def demo_runs(steps: int | None = None, seed: int = 0) -> dict:
     import torch
 
     from lrkit import examples
-    from lrkit.diagnose.classify import diagnose
+    from lrkit.diagnose.classify import MIN_POINTS, diagnose
     from lrkit.errors import LrkitError
     from lrkit.training import train
-
-    from lrkit.diagnose.classify import MIN_POINTS
 
     if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int)
                               or steps < MIN_POINTS):

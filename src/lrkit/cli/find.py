@@ -66,25 +66,24 @@ OPTION_NAMES = {
 }
 
 
-def _recipe_step_options(problem, target: str, explicit: dict) -> dict:
-    """The recipe's step_options that find_lr takes (those this command sets itself are this
-    command's); anything else is refused by name, not a TypeError from inside find_lr."""
-    import inspect
+#: what a recipe's step_options may say (how its training takes one step, and where)
+STEP_OPTIONS = ("accumulation_steps", "amp", "max_grad_norm", "device")
 
-    import lrkit
+
+def _recipe_step_options(problem, target: str) -> dict:
+    """The recipe's step_options (how its training takes a step); anything else is refused by
+    name, not a TypeError from inside find_lr, nor dropped in silence."""
     from lrkit.errors import LrkitError
 
     options = problem.step_options or {}
     if not isinstance(options, dict):
         raise LrkitError(f"{target}'s step_options must be a dict such as "
                          f"{{'accumulation_steps': 2}}, got {type(options).__name__}")
-    accepted = set(inspect.signature(lrkit.find_lr).parameters) - {
-        "model", "optimizer", "train_loader", "criterion", "loss_fn"}
-    unknown = sorted(k for k in options if k not in accepted)
+    unknown = sorted(k for k in options if k not in STEP_OPTIONS)
     if unknown:
         raise LrkitError(f"{target}'s step_options has {unknown[0]!r}, which a range test does "
-                         "not take; its keys: accumulation_steps, amp, max_grad_norm (and device)")
-    return {k: v for k, v in options.items() if k not in explicit}
+                         f"not take; its keys: {', '.join(STEP_OPTIONS)}")
+    return dict(options)
 
 
 def check_args(args: argparse.Namespace) -> None:
@@ -160,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
         progress=False if args.no_progress else None)
     given = {"accumulation_steps": args.accumulation_steps, "amp": args.amp,
              "max_grad_norm": args.max_grad_norm, "device": args.device}
-    recipe_options = _recipe_step_options(problem, target, explicit)
+    recipe_options = _recipe_step_options(problem, target)
     options = {**recipe_options, **{k: v for k, v in given.items() if v is not None}}
     from_recipe = {k for k in recipe_options if given.get(k) is None}
     # a bad value from the recipe is not a bad flag: its message names the recipe instead

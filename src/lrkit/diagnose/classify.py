@@ -414,7 +414,7 @@ _EXPLAIN = {
         "the data or the features rather than the rate."),
     "healthy": (
         "The rate looks right: the loss fell quickly, bent over and settled without spikes or "
-        "oscillation{where}. Keep it. " + _DECAY_ADVICE),
+        "oscillation{where}. Keep it. {decay}"),
     "not_enough_data": (
         "There are too few loss values to tell a too-high rate from a too-low one: a short "
         "history is dominated by the first steps and by batch noise. Log more steps (at least "
@@ -524,16 +524,16 @@ def diagnose(
     suggest = f", to about {suggested:.3g}" if suggested is not None and factor != 1.0 else ""
     how = {0.1: "about tenfold (x0.1)", 0.3: "about threefold (x0.3)", 3.0: "about threefold (x3)",
            10.0: "about tenfold (x10), since the loss has barely moved"}.get(factor or 1.0, "")
-    explanation = _EXPLAIN[verdict].format(where=where, suggest=suggest, min_points=min_points,
-                                           how=how)
+    decay = _DECAY_ADVICE
     if (verdict == "healthy" and rates is not None and ev.get("lr_schedule")
             and ev["lr_end"] <= 0.5 * ev["lr_max"]):
         # the rates already decay: advising a decay for the last part told the user to add
         # what the run does (a cosine to 0 was told "decaying the rate ... x0.1")
-        explanation = explanation.replace(
-            _DECAY_ADVICE, "The rates already decay ("
-            + (f"to {ev['lr_end'] / ev['lr_max']:.0%} of their peak" if ev["lr_end"] >= 0.01 *
-               ev["lr_max"] else "to about 0") + "), as they should.")
+        decay = ("The rates already decay (" + (
+            f"to {ev['lr_end'] / ev['lr_max']:.0%} of their peak"
+            if ev["lr_end"] >= 0.01 * ev["lr_max"] else "to about 0") + "), as they should.")
+    explanation = _EXPLAIN[verdict].format(where=where, suggest=suggest, min_points=min_points,
+                                           how=how, decay=decay)
     return Diagnosis(verdict, confidence, _jsonable(_at_steps(ev, step_of)), factor, explanation,
                      suggested, reasons)
 

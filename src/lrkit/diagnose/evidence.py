@@ -69,7 +69,7 @@ def _slope(t: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     # statistic does not change with the scale) and scale the slope back
     size = float(np.max(np.abs(y)))
     if size > 0 and math.isfinite(size):
-        slope, t_stat = _slope(t, y / size) if size != 1.0 else _slope_unscaled(t, y)
+        slope, t_stat = _slope_unscaled(t, y / size)
         return slope * size, t_stat
     return _slope_unscaled(t, y)
 

@@ -611,8 +611,7 @@ class Guard:
             if self._progress_start is None:
                 self._progress_start = reference
             if reference < self._lowest_full:
-                self._lowest_full, self._lowest_spread = \
-                    reference, ordered[(3 * n) // 4] - ordered[n // 4]
+                self._lowest_full, self._lowest_spread = reference, spread
         # a spike stands out of the recent worst batch (heavy-tailed batch losses near
         # convergence are not spikes), and either blows past the level training started at or is
         # far above the recent median and undoes a quarter of the progress: one threshold, so

@@ -182,8 +182,7 @@ class Monitor:
             steps = first + np.linspace(0, len(losses), self.max_points + 1).astype(int)[:-1]
             losses = _downsample(losses, self.max_points)
         result = diagnose(losses, lrs_arg, val_losses=val, min_points=self.min_points,
-                          steps=None if first == 0 and len(steps) == len(self._losses)
-                          else steps)
+                          steps=steps)
         if cut is not None:
             result = self._since_cut(result, cut, lrs)
         elif self.guard is not None and getattr(self.guard, "probing", False):

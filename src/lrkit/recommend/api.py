@@ -204,7 +204,7 @@ def _check_finder(finder: Any, problem: Problem) -> None:
     another problem (a test with 4x accumulation gave a peak that training at 1x never saw)."""
     settings = finder.settings or {}
     steps = problem.step_options or {}
-    wanted = {"accumulation_steps": int(steps.get("accumulation_steps") or 1),
+    wanted = {"accumulation_steps": problem.accumulation_steps,
               "max_grad_norm": steps.get("max_grad_norm"),
               "amp": steps.get("amp") or False}
     for key, value in wanted.items():

@@ -304,8 +304,8 @@ class StorageHandle:
                 import difflib
 
                 scheme = self.location.split("://", 1)[0]
-                close = difflib.get_close_matches(  # postgres is postgresql's alias
-                    scheme.split("+", 1)[0].lower(), DB_SCHEMES[:1] + DB_SCHEMES[2:], n=1)
+                names = [s for s in DB_SCHEMES if s != "postgres"]  # postgresql's alias
+                close = difflib.get_close_matches(scheme.split("+", 1)[0].lower(), names, n=1)
                 hint = f"did you mean {close[0]!r}? " if close else ""
                 raise LrkitError(f"storage {self.describe()}: unknown database scheme "
                                  f"{scheme!r}; {hint}use postgresql://user:pass@host/db or "
