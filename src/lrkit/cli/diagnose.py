@@ -19,14 +19,17 @@ def register(subparsers: Any) -> None:
             "Classify a loss history as diverged, unstable (rate too high), too_slow (rate too "
             "low), plateaued or healthy, with the evidence, a factor for the rate and an "
             "explanation. FILE is a CSV or JSONL log with step/loss[/lr][/val_loss] columns, or a "
-            "TensorBoard event file (needs the tensorboard package)."),
+            "TensorBoard event file or run directory (needs the tensorboard package: pip install "
+            "lrkit[tensorboard]); its steps are the log's own step numbers."),
     )
     parser.add_argument("file", nargs="?", metavar="FILE", help="the loss log to diagnose")
     parser.add_argument("--example", action="store_true",
                         help=f"train {DEMO_EXAMPLE} at rates {', '.join(map(str, DEMO_RATES))} "
                              "and show the three diagnoses side by side")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
-    parser.add_argument("--tag", help="TensorBoard scalar tag of the training loss")
+    parser.add_argument("--tag", help="TensorBoard scalar tag of the training loss (default: "
+                                      "found by name, e.g. loss, train/loss; an error lists the "
+                                      "tags when none or several fit)")
     parser.add_argument("--min-points", type=int, default=8,
                         help="fewest finite losses to give a verdict (default 8)")
     parser.add_argument("--steps", type=int, default=None,

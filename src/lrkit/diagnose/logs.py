@@ -15,6 +15,7 @@ import itertools
 import json
 import math
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -236,33 +237,200 @@ def event_files(directory: str | os.PathLike) -> list[Path]:
     return sorted(p for p in Path(directory).iterdir() if p.is_file() and "tfevents" in p.name)
 
 
-def read_tensorboard(path: str | os.PathLike, tag: str | None = None) -> LossLog:
+def event_runs(directory: str | os.PathLike) -> list[Path]:
+    """The run directories at or below ``directory``: those that hold event files themselves."""
+    return sorted({p.parent for p in Path(directory).rglob("*tfevents*") if p.is_file()})
+
+
+# TensorBoard tags beyond the CSV/JSONL names: Hugging Face's Trainer logs train/loss,
+# train/learning_rate and eval/loss; Lightning's LearningRateMonitor lr-Adam (and lr-Adam/pg1)
+TB_LR_NAMES = ("learning_rate", "lr")
+TB_VAL_KEYS = VAL_KEYS + ("eval/loss", "validation/loss", "valid/loss", "val_loss_epoch",
+                          "loss/validation", "loss/valid")
+_NOT_TRAIN = ("val", "valid", "validation", "eval", "test")
+
+
+def _tag_hint(tags: list[str]) -> str:
+    return ("pick the training loss with --tag TAG (in Python: read_log(path, tag=TAG)); "
+            f"scalar tags there: {', '.join(repr(t) for t in tags)}")
+
+
+def _loss_tag(tags: list[str], where: str) -> str:
+    """The training loss's tag: a known name, else the one tag that says "loss" and is not a
+    validation loss; several such tags, or none: an error that lists the tags."""
+    known = _find(tags, LOSS_KEYS)
+    if known is not None:
+        return known
+    lossy = [t for t in tags if "loss" in t.lower()
+             and not set(re.split(r"[^a-z]+", t.lower())) & set(_NOT_TRAIN)]
+    if len(lossy) == 1:
+        return lossy[0]
+    if lossy:
+        raise LrkitError(f"{where}: several scalar tags could be the training loss "
+                         f"({', '.join(repr(t) for t in lossy)}); " + _tag_hint(tags))
+    raise LrkitError(f"{where}: no training loss among the scalar tags (looked for "
+                     f"{', '.join(LOSS_KEYS[:3])}, or one tag with 'loss' in its name); "
+                     + _tag_hint(tags))
+
+
+def _lr_tag(tags: list[str]) -> str | None:
+    found = _find(tags, LR_KEYS, prefix="lr")
+    if found is None:  # train/learning_rate, optimizer/lr: the last part of the tag
+        found = next((t for t in tags if t.lower().rsplit("/", 1)[-1] in TB_LR_NAMES), None)
+    return found
+
+
+def _tb_error(path: Any) -> LrkitError:
     what = ("holds TensorBoard event files" if Path(path).is_dir()
             else "looks like a TensorBoard event file")
+    return LrkitError(f"{path} {what}, and reading those needs the optional tensorboard "
+                      "package: pip install lrkit[tensorboard] (or export the scalars to CSV)")
+
+
+def _read_event_file(file: Path) -> tuple[dict[str, list[tuple[float, float]]], list[str], bool]:
+    """One event file's scalars by tag, as (step, value) in the order written; its other tags;
+    and whether it held any event at all."""
     try:
-        from tensorboard.backend.event_processing import event_accumulator
+        from tensorboard.backend.event_processing import plugin_event_accumulator
+        from tensorboard.util import tensor_util
     except ImportError:
-        raise LrkitError(
-            f"{path} {what}, and reading those needs the optional "
-            "tensorboard package: pip install lrkit[tensorboard] (or export the scalars to CSV)"
-        ) from None
-    acc = event_accumulator.EventAccumulator(str(path), size_guidance={"scalars": 0})
-    acc.Reload()
-    tags = acc.Tags().get("scalars", [])
-    loss_tag = tag or _find(tags, LOSS_KEYS)
-    if loss_tag is None or loss_tag not in tags:
-        raise LrkitError(f"{path}: no scalar tag {tag or 'loss'!r}; scalar tags there: {tags}; "
-                         "pick one with --tag")
-    events = acc.Scalars(loss_tag)
-    lr_tag = _find(tags, LR_KEYS, prefix="lr")
-    val_tag = _find(tags, VAL_KEYS)
-    lr_by_step = {e.step: e.value for e in acc.Scalars(lr_tag)} if lr_tag else {}
-    lrs = [lr_by_step.get(e.step) for e in events]
-    return LossLog([float(e.step) for e in events], [float(e.value) for e in events],
-                   [float(v) for v in lrs] if lr_by_step and all(v is not None for v in lrs)
-                   else None,
-                   [(float(e.step), float(e.value)) for e in acc.Scalars(val_tag)] if val_tag
-                   else [], "tensorboard")
+        raise _tb_error(file) from None
+    # size 0: keep every value (the default samples 10 per tag); no purge: restarts are
+    # handled across the run's files below
+    acc = plugin_event_accumulator.EventAccumulator(
+        str(file), size_guidance={"tensors": 0}, purge_orphaned_data=False)
+    try:
+        acc.Reload()
+    except Exception as exc:  # noqa: BLE001 - a damaged file: a message, not the reader's trace
+        raise LrkitError(f"{file}: cannot read this TensorBoard event file ({type(exc).__name__}: "
+                         f"{exc}); it may be damaged or still being written") from None
+    scalars: dict[str, list[tuple[float, float]]] = {}
+    others: list[str] = []
+    for tag in acc.Tags().get("tensors", []):
+        # add_scalar writes simple_value, add_scalar(new_style=True) and tf.summary a tensor:
+        # the plugin accumulator gives both as tensors of the "scalars" plugin
+        if acc.SummaryMetadata(tag).plugin_data.plugin_name != "scalars":
+            others.append(tag)
+            continue
+        values = []
+        for event in acc.Tensors(tag):
+            array = tensor_util.make_ndarray(event.tensor_proto)
+            if array.size == 1:
+                value = array.reshape(-1)[0]
+                # a float32 as written (0.01, not 0.009999999776): str gives its shortest form
+                values.append((float(event.step), float(str(value)) if array.dtype == "float32"
+                               else float(value)))
+        scalars[tag] = values
+    return scalars, others, acc.file_version is not None or bool(scalars or others)
+
+
+def _merge_runs(parts: list[list[tuple[float, float]]]) -> list[tuple[float, float]]:
+    """One tag's values across a run's event files, in file order. A file whose steps start
+    below the steps already read is a restart (a run resumed from a checkpoint): what it logs
+    again replaces what the earlier files had from that step on, as TensorBoard's own purge of
+    orphaned data does."""
+    merged: list[tuple[float, float]] = []
+    for part in parts:
+        if part and merged:
+            first = part[0][0]
+            if first < merged[-1][0]:
+                merged = [item for item in merged if item[0] < first]
+        merged.extend(part)
+    merged.sort(key=lambda item: item[0])  # stable: equal steps keep their order
+    return merged
+
+
+def _held_rates(steps: list[float], lr: list[tuple[float, float]]) -> list[float] | None:
+    """The rate at each loss step: the latest one logged at or before it (an LR monitor logs
+    less often than the loss, or once an epoch); before the first, the first."""
+    if not lr:
+        return None
+    import bisect
+
+    at = [s for s, _ in lr]
+    return [lr[max(0, bisect.bisect_right(at, step) - 1)][1] for step in steps]
+
+
+def read_tensorboard(path: str | os.PathLike, tag: str | None = None) -> LossLog:
+    """Read a TensorBoard run: an event file, a run directory (all its event files, a resumed
+    run's later files replacing the steps they log again), or a directory with one run below
+    it. The loss tag is found by name unless ``tag`` names it; the rate (``lr``,
+    ``learning_rate``, ``lr-*`` ...) and a validation loss are used when logged. Steps are the
+    event files' own step numbers."""
+    p = Path(path)
+    if p.is_dir():
+        files = event_files(p)
+        if not files:
+            runs = event_runs(p)
+            if len(runs) > 1:
+                names = [str(r.relative_to(p)) for r in runs]
+                shown = ", ".join(names[:10]) + (f" ... ({len(names)} in all)"
+                                                 if len(names) > 10 else "")
+                raise LrkitError(f"{path} holds {len(runs)} TensorBoard runs ({shown}); give one "
+                                 f"run directory, e.g. {str(runs[0])!r}")
+            if not runs:
+                raise LrkitError(f"{str(path)!r} holds no TensorBoard event files "
+                                 "(events.out.tfevents.*)")
+            p = runs[0]
+            files = event_files(p)
+    else:
+        files = [p]
+    try:  # lazy: the package is optional; one clear message when it is missing
+        import tensorboard.backend.event_processing.plugin_event_accumulator  # noqa: F401
+    except ImportError:
+        raise _tb_error(path) from None
+
+    by_tag: dict[str, list[list[tuple[float, float]]]] = {}
+    others: set[str] = set()
+    unreadable: list[str] = []
+    for file in files:
+        if file.stat().st_size == 0:
+            unreadable.append(f"{file.name} (empty)")
+            continue
+        scalars, other, read_any = _read_event_file(file)
+        if not read_any:
+            unreadable.append(f"{file.name} (no readable events)")
+        others.update(other)
+        for name, values in scalars.items():
+            by_tag.setdefault(name, []).append(values)
+    where = str(p) if p.is_dir() else str(path)
+    tags = sorted(by_tag)
+    if not tags:
+        if unreadable and len(unreadable) == len(files):
+            raise LrkitError(f"{where}: no TensorBoard events could be read: "
+                             f"{', '.join(unreadable)}; the file is empty or damaged, or not a "
+                             "TensorBoard event file (a run still starting has written nothing "
+                             "yet)")
+        raise LrkitError(f"{where}: no scalar values in the TensorBoard events"
+                         + (f" (other tags: {', '.join(sorted(others))})" if others else "")
+                         + "; log the training loss with writer.add_scalar('train/loss', loss, "
+                           "step)")
+    if tag is not None:
+        if tag not in by_tag:
+            raise LrkitError(f"{where}: no scalar tag {tag!r}; " + _tag_hint(tags))
+        loss_tag = tag
+    else:
+        loss_tag = _loss_tag(tags, where)
+    loss = _merge_runs(by_tag[loss_tag])
+    if not loss:
+        raise LrkitError(f"{where}: the tag {loss_tag!r} holds no values")
+    steps = [s for s, _ in loss]
+    lr_tag = _lr_tag([t for t in tags if t != loss_tag])
+    val_tag = _find([t for t in tags if t != loss_tag], TB_VAL_KEYS)
+    lrs = _held_rates(steps, _merge_runs(by_tag[lr_tag])) if lr_tag else None
+    if lrs is not None and not all(math.isfinite(v) and v >= 0 for v in lrs):
+        lrs = None  # a rate the diagnosis would refuse: the loss is still worth reading
+    val = _merge_runs(by_tag[val_tag]) if val_tag else []
+    source = f"tensorboard, tag {loss_tag!r}"
+    if lr_tag and lrs is not None:
+        source += f", rate {lr_tag!r}"
+    if val_tag:
+        source += f", validation {val_tag!r}"
+    if len(files) > 1:
+        source += f", {len(files)} event files"
+    if unreadable:
+        source += f"; skipped {', '.join(unreadable)}"
+    return LossLog(steps, [v for _, v in loss], lrs, val, source)
 
 
 def read_log(path: str | os.PathLike, *, tag: str | None = None) -> LossLog:
@@ -278,11 +446,11 @@ def _read_log(p: Path, path: str | os.PathLike, tag: str | None) -> LossLog:
     if not p.exists():
         raise LrkitError(f"loss log {str(path)!r} does not exist")
     if p.is_dir():
-        if not event_files(p):
+        if not event_files(p) and not event_runs(p):
             raise LrkitError(f"{str(path)!r} is a directory without TensorBoard event files "
                              "(events.out.tfevents.*) in it; give a CSV or JSONL log file, or a "
                              "TensorBoard run directory (the one holding the event files)")
-        return read_tensorboard(p, tag)
+        return read_tensorboard(p, tag)  # a run, or a directory with one run below it
     if "tfevents" in p.name:
         return read_tensorboard(p, tag)
     require(tag is None, f"tag={tag!r} picks a TensorBoard scalar, but {str(path)!r} is not a "
