@@ -32,3 +32,13 @@ def plain_int(value: object) -> object:
         return operator.index(value)  # a 0-dim integer tensor; floats and strings refuse
     except TypeError:
         return value
+
+
+def require_folder(path: object, what: str) -> None:
+    """Refuse ``path`` in a missing directory before any work: the OS error that writing there
+    raises names no directory, and comes after the work is done."""
+    from pathlib import Path
+
+    folder = Path(path).parent  # type: ignore[arg-type]
+    require(folder.is_dir(), f"cannot save {what} to {str(path)!r}: {str(folder)!r} is not an "
+                             "existing directory; create it first or pick another path")

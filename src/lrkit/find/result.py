@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from lrkit.errors import LrkitError, is_real, require
+from lrkit.errors import LrkitError, is_real, require, require_folder
 
 
 @dataclasses.dataclass
@@ -60,7 +60,7 @@ class FinderResult:
         :func:`json.dumps` and may replace the default ``indent=2``."""
         text = json.dumps(self.to_dict(), **{"indent": 2, "allow_nan": False, **dumps_options})
         if path is not None:
-            _check_folder(path, "the result")
+            require_folder(path, "the result")
             Path(path).write_text(text + "\n")
         return text
 
@@ -154,18 +154,11 @@ class FinderResult:
         from lrkit.show.plots import finder_figure
 
         if isinstance(path, (str, os.PathLike)):  # not a file object
-            _check_folder(path, "the plot")
+            require_folder(path, "the plot")
         fig = finder_figure(self, ax=ax, show_methods=show_methods)
         if path is not None:
             fig.savefig(path, dpi=120, bbox_inches="tight")
         return fig
-
-
-def _check_folder(path: str | Path, what: str) -> None:
-    """Refuse a path in a missing directory before any work (the OS error names no directory)."""
-    folder = Path(path).parent
-    require(folder.is_dir(), f"cannot save {what} to {str(path)!r}: {str(folder)!r} is not an "
-                             "existing directory; create it first or pick another path")
 
 
 def _numbers(values: Any, name: str, length: int | None = None) -> list[float]:

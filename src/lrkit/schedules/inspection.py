@@ -25,7 +25,7 @@ from bisect import bisect_left
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
-from lrkit.errors import LrkitError, is_real, plain_int, require
+from lrkit.errors import LrkitError, is_real, plain_int, require, require_folder
 from lrkit.schedules.base import Floor, Join, Peak, Schedule, Warmup
 from lrkit.schedules.families import (WSD, Cosine, Linear, MultiStep, OneCycle,
                                       Plateau, Polynomial, Restarts, Step)
@@ -546,8 +546,11 @@ def plot(previews: Preview | Sequence[Preview], path: str, *, title: str | None 
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    from lrkit.show.plots import plain
+
     items = [previews] if isinstance(previews, Preview) else list(previews)
     require(len(items) > 0, "plot() needs at least one preview")
+    require_folder(path, "the plot")
     fig = Figure(figsize=(9, 4.8), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
@@ -557,7 +560,7 @@ def plot(previews: Preview | Sequence[Preview], path: str, *, title: str | None 
         xs = sorted(set(range(0, n, stride)) | {n - 1} | {k.step for k in p.key_points}
                     | {max(k.step - 1, 0) for k in p.key_points}
                     | set(p.rates.points if isinstance(p.rates, SampledRates) else ()))
-        ax.plot(xs, [p.rates[t] for t in xs], label=p.label, linewidth=1.6 if i == 0 else 1.2,
+        ax.plot(xs, [p.rates[t] for t in xs], label=plain(p.label), linewidth=1.6 if i == 0 else 1.2,
                 linestyle="-" if i == 0 else "--")
     first = items[0]
     for k in first.key_points:
@@ -567,7 +570,7 @@ def plot(previews: Preview | Sequence[Preview], path: str, *, title: str | None 
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("learning rate" if first.lr != 1.0 or (first.schedule is not None and first.schedule.is_absolute)
                   else "learning rate (x optimizer lr)")
-    ax.set_title(title or (first.label if len(items) == 1 else "learning-rate schedules"),
+    ax.set_title(plain(title or (first.label if len(items) == 1 else "learning-rate schedules")),
                  fontsize=10)
     ax.grid(True, alpha=0.3)
     if len(items) > 1:

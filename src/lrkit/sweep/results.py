@@ -11,7 +11,7 @@ import statistics
 from pathlib import Path
 from typing import Any, Iterable
 
-from lrkit.errors import LrkitError
+from lrkit.errors import LrkitError, require_folder
 
 FINISHED, PRUNED, DIVERGED = "finished", "pruned", "diverged"
 _RANK = {FINISHED: 0, PRUNED: 1, DIVERGED: 2, "failed": 3, "running": 4, "waiting": 5}
@@ -341,6 +341,7 @@ class SweepResult:
     def to_json(self, path: str | Path | None = None, *, indent: int | None = 1) -> str:
         text = json.dumps(self.to_dict(), indent=indent)
         if path is not None:
+            require_folder(path, "the sweep's JSON")
             Path(path).write_text(text + "\n")
         return text
 
@@ -358,6 +359,7 @@ class SweepResult:
             writer.writerow({k: ("" if row[k] is None else row[k]) for k in self.CSV_FIELDS})
         text = buffer.getvalue()
         if path is not None:
+            require_folder(path, "the sweep's CSV")
             Path(path).write_text(text)
         return text
 
@@ -365,14 +367,23 @@ class SweepResult:
     def plot(self, path: str | Path | None = None, *, curves: bool = True):
         """Loss against rate per optimizer (log x; pruned as open markers; the diverged region
         shaded) and, with ``curves``, every trial's training curve coloured by rate."""
-        try:
-            import matplotlib.pyplot as plt
-        except ImportError:  # pragma: no cover - matplotlib is a dependency
-            raise LrkitError("plotting needs matplotlib") from None
+        if path is not None:
+            require_folder(path, "the plot")
+        # matplotlib's object API, not pyplot: no display needed, and a figure returned to the
+        # caller is not also kept in pyplot's list of open figures (20 sweeps plotted in a
+        # notebook warned, and kept every figure alive)
+        import matplotlib
+        from matplotlib.cm import ScalarMappable
+        from matplotlib.colors import Normalize
+        from matplotlib.figure import Figure
+
+        from lrkit.show.plots import plain
+
         ncols = 2 if curves else 1
-        fig, axes = plt.subplots(1, ncols, figsize=(6.5 * ncols, 4.5), squeeze=False)
+        fig = Figure(figsize=(6.5 * ncols, 4.5))
+        axes = fig.subplots(1, ncols, squeeze=False)
         ax = axes[0][0]
-        colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+        colors = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
         high = max((r.lr for r in self.records), default=1.0)
         for k, opt in enumerate(self.optimizers):
             color = colors[k % len(colors)]
@@ -381,17 +392,17 @@ class SweepResult:
             if fin:
                 ax.errorbar([p.lr for p in fin], [p.loss for p in fin],
                             yerr=[p.loss_sd or 0 for p in fin], marker="o", color=color,
-                            label=f"{opt} (finished)", capsize=3)
+                            label=f"{plain(opt)} (finished)", capsize=3)
             pruned = [r for r in self.completed() if r.optimizer == opt and r.status == PRUNED
                       and r.eval_curve]
             if pruned:
                 ax.scatter([r.lr for r in pruned], [r.eval_curve[-1][1] for r in pruned],
                            facecolors="none", edgecolors=color, marker="s",
-                           label=f"{opt} (pruned, value when stopped)")
+                           label=f"{plain(opt)} (pruned, value when stopped)")
             d = self.diverged_from(opt)
             if d is not None:
                 ax.axvspan(d, max(high, d) * 1.5, color=color, alpha=0.12,
-                           label=f"{opt} diverged (lr >= {d:.3g})")
+                           label=f"{plain(opt)} diverged (lr >= {d:.3g})")
         best = self.best
         if best is not None:
             ax.axvline(best.lr, color="k", ls="--", lw=1, label=f"best {best.lr:.3g}")
@@ -402,7 +413,7 @@ class SweepResult:
         ax.set_xlabel("learning rate")
         validated = any(r.val_loss is not None for r in self.records)
         ax.set_ylabel("final loss" + (" (validation)" if validated else ""))
-        ax.set_title(f"sweep {self.study_name}")
+        ax.set_title(f"sweep {plain(self.study_name)}")
         # the legend goes below the axes, never over a point (inside, "best" can find no free
         # corner: the shaded regions span the whole height, and pruned markers sit anywhere)
         entries = len(ax.get_legend_handles_labels()[1])
@@ -420,14 +431,14 @@ class SweepResult:
             if finite:
                 lrs = np.log10([r.lr for r in finite])
                 top = lrs.max() if lrs.max() > lrs.min() else lrs.min() + 1
-                norm = plt.Normalize(lrs.min(), top)
-                cmap = plt.get_cmap("viridis")
+                norm = Normalize(lrs.min(), top)
+                cmap = matplotlib.colormaps["viridis"]
                 for r, l in zip(finite, lrs):
                     xs = [c[0] for c in r.curve]
                     ys = [c[1] if math.isfinite(c[1]) else np.nan for c in r.curve]
                     style = {"finished": "-", "pruned": ":", "diverged": "--"}.get(r.status, "-")
                     cax.plot(xs, ys, style, color=cmap(norm(l)), lw=1)
-                sm = plt.cm.ScalarMappable(norm=norm, cmap=cmap)
+                sm = ScalarMappable(norm=norm, cmap=cmap)
                 fig.colorbar(sm, ax=cax, label="log10 lr")
                 values = [c[1] for r in finite for c in r.curve if math.isfinite(c[1])]
                 if values and min(values) > 0:
@@ -438,5 +449,4 @@ class SweepResult:
         fig.tight_layout()
         if path is not None:
             fig.savefig(path, dpi=120)
-            plt.close(fig)
         return fig
