@@ -3,7 +3,9 @@
 Verdicts, checked in this order (the first that holds wins):
 
 ``not_enough_data``
-    fewer than ``min_points`` finite losses (and nothing non-finite): no guess is made.
+    fewer than ``min_points`` finite losses (and nothing non-finite): no guess is made. Also a
+    loss that never changed (every value the same, all finite): no learning happened at all, the
+    curve says nothing about the rate, and the explanation names the likely causes.
 ``diverged``
     the loss went non-finite and stayed there (or more than 10% of it is non-finite), or it ended
     no lower than it started after blowing up (a peak at least 2x the start) or after losing the
@@ -68,6 +70,7 @@ LATE_SHARE_SLOW = 0.12  #: the last 30% made this share of the improvement: stil
 STALL_HIGH_LOG = math.log(1.35)  #: improved less than this (log, ~26%): stalled high
 TREND_T = 2.0  #: |t| below this: no significant trend
 CREEP_T = 3.0  #: a stalled curve with a trend t below -CREEP_T is still creeping down (too slow)
+CONSTANT_REL = 1e-12  #: every loss within this share of its size of the others: it never changed
 
 
 @dataclasses.dataclass
@@ -86,6 +89,8 @@ class Diagnosis:
     def recommendation(self) -> str:
         """The change of rate in words, e.g. ``"x0.3"`` or ``"keep"``."""
         if self.lr_factor is None:
+            if self.evidence.get("constant_loss") is not None:
+                return "none (the loss never changed: not a matter of the rate)"
             return "none (not enough data)"
         if self.lr_factor == 1.0:
             return "keep (x1)"
@@ -140,6 +145,41 @@ def _by_step(mapping: Mapping, name: str) -> list[tuple[float, Any]]:
                              "numbers as keys") from None
         items.append((step, value))
     return sorted(items, key=lambda item: item[0])
+
+
+def _step_key(key: Any, name: str) -> int:
+    """A ``{step: loss}`` dict's key as a whole step number (3000, 3000.0, "3000" from JSON)."""
+    step = None
+    if not isinstance(key, (bool, np.bool_)):
+        try:
+            number = float(key.strip() if isinstance(key, str) else key)
+        except (TypeError, ValueError, OverflowError):
+            number = math.nan
+        if math.isfinite(number) and number.is_integer():
+            step = int(number)
+    if step is None:
+        raise LrkitError(f"{name} has the key {key!r}: the keys of a {{step: loss}} dict are the "
+                         "steps, whole numbers such as 3000; for other positions (epoch 0.5) "
+                         "pass the losses as a list with steps=[...]")
+    return step
+
+
+def _keyed(mapping: Mapping, name: str) -> tuple[np.ndarray, list, np.ndarray]:
+    """A ``{step: loss}`` dict as its steps in order, its values in that order, and the order
+    (the positions of the dict's items as given, so that a list of rates that goes with the
+    dict's items can be put in the same order)."""
+    keys: dict[int, Any] = {}
+    steps = []
+    for key in mapping:
+        step = _step_key(key, name)
+        if step in keys:
+            raise LrkitError(f"{name} has the step {step} twice (keys {keys[step]!r} and "
+                             f"{key!r}); give each step once")
+        keys[step] = key
+        steps.append(step)
+    values = list(mapping.values())
+    order = np.argsort(np.asarray(steps, dtype=float), kind="stable")
+    return (np.asarray(steps, dtype=float)[order], [values[i] for i in order], order)
 
 
 def _to_numpy(values: Any, name: str) -> np.ndarray:
@@ -256,6 +296,12 @@ def _decide(ev: dict, vev: dict | None) -> tuple[str, float, list[str]]:
     if n < ev.get("min_points", MIN_POINTS):
         reasons.append(f"only {n} finite loss values; at least {ev.get('min_points', MIN_POINTS)} "
                        "are needed")
+        return "not_enough_data", 1.0, reasons
+    if ev.get("constant_loss") is not None:
+        # every loss the same: no curve to read a rate from (it was "too_slow, x10", and an
+        # all-zero loss too: a rate ten times higher changes nothing when no update lands)
+        reasons.append(f"the loss is exactly {ev['constant_loss']:.6g} at all {n} steps: it never "
+                       "changed, so it says nothing about the rate")
         return "not_enough_data", 1.0, reasons
 
     end_vs_start = ev["end_vs_start_log"]
@@ -438,7 +484,9 @@ def diagnose(
     numbers evenly spread over the run, ``(step, loss)`` pairs or a ``{step: loss}`` dict.
     ``steps``: the step number of each loss (default: its position), so that
     the evidence and the reasons say where things happened in the run's own steps (a log written
-    every 50 steps, or bin means of a long history).
+    every 50 steps, or bin means of a long history). ``losses`` may be a ``{step: loss}`` dict:
+    its keys (whole numbers, in any order) are then the steps, ``steps`` is not needed, and
+    ``lrs`` is a ``{step: rate}`` dict with the same keys or a list in the dict's item order.
     Returns a :class:`Diagnosis` with the verdict, a confidence, the evidence in numbers, the
     recommended factor for the rate and a plain-words explanation; never guesses from fewer than
     ``min_points`` finite values (verdict ``not_enough_data``).
@@ -446,7 +494,12 @@ def diagnose(
     min_points = plain_int(min_points)
     if not isinstance(min_points, int) or min_points < 3:
         raise LrkitError(f"min_points must be an integer >= 3, got {min_points!r}")
-    values = _to_numpy(losses, "losses")
+    keyed_steps = keyed_order = None
+    if isinstance(losses, Mapping):  # {step: loss}: its keys are the steps, in any order
+        keyed_steps, keyed_values, keyed_order = _keyed(losses, "losses")
+        values = _to_numpy(keyed_values, "losses")
+    else:
+        values = _to_numpy(losses, "losses")
     if len(values) == 0:
         raise LrkitError("losses is empty: pass the loss of each step (or epoch) so far")
     rates = None
@@ -454,17 +507,34 @@ def diagnose(
         if isinstance(lrs, (int, float, np.floating, np.integer)) or (
                 _is_tensor(lrs) and lrs.dim() == 0):
             rates = np.full(len(values), float(lrs))
+        elif keyed_steps is not None and isinstance(lrs, Mapping):
+            # {step: rate} with the losses' steps, matched by step
+            lr_steps, lr_values, _ = _keyed(lrs, "lrs")
+            if not np.array_equal(lr_steps, keyed_steps):
+                extra = sorted(set(lr_steps.astype(int)) ^ set(keyed_steps.astype(int)))
+                raise LrkitError(f"lrs and losses are {{step: value}} dicts with different "
+                                 f"steps (e.g. step {extra[0]} is in only one of them); give "
+                                 "both the same steps")
+            rates = _to_numpy(lr_values, "lrs")
         else:
             rates = _to_numpy(lrs, "lrs")
             if len(rates) != len(values):
                 raise LrkitError(f"lrs has {len(rates)} values but losses has {len(values)}; "
                                  "give one rate per loss (or a single number)")
+            if keyed_order is not None:  # one rate per dict item as given: in the steps' order
+                rates = rates[keyed_order]
         bad = np.flatnonzero(~np.isfinite(rates) | (rates < 0))
         if len(bad):
             raise LrkitError(f"lrs[{bad[0]}] = {rates[bad[0]]!r} is not a valid rate "
                              "(finite, >= 0)")
-    step_of = None
-    if steps is not None:
+    step_of = keyed_steps
+    if steps is not None and keyed_steps is not None:
+        given = _to_numpy(steps, "steps")
+        if not np.array_equal(np.sort(given), keyed_steps):
+            raise LrkitError("losses is a {step: loss} dict, whose keys are the steps, and "
+                             "steps= gives other step numbers; drop steps= (or pass the losses "
+                             "as a list with steps=)")
+    elif steps is not None:
         step_of = _to_numpy(steps, "steps")
         if not np.isfinite(step_of).all():  # a reason would say "step nan"
             bad = int(np.argmax(~np.isfinite(step_of)))
@@ -474,6 +544,10 @@ def diagnose(
                              "give one step number per loss")
     ev = measure(values, min_points=min_points)
     ev["min_points"] = min_points
+    finite = values[np.isfinite(values)]
+    if (len(finite) == len(values) and len(finite) >= min_points
+            and float(np.ptp(finite)) <= CONSTANT_REL * float(np.max(np.abs(finite)))):
+        ev["constant_loss"] = float(finite[0])
     vev = None
     if val_losses is not None:
         val, val_steps = _validation(val_losses, len(values))
@@ -534,8 +608,43 @@ def diagnose(
             if ev["lr_end"] >= 0.01 * ev["lr_max"] else "to about 0") + "), as they should.")
     explanation = _EXPLAIN[verdict].format(where=where, suggest=suggest, min_points=min_points,
                                            how=how, decay=decay)
+    if ev.get("constant_loss") is not None and verdict == "not_enough_data":
+        explanation = _constant_explanation(ev["constant_loss"], len(values), rates)
     return Diagnosis(verdict, confidence, _jsonable(_at_steps(ev, step_of)), factor, explanation,
                      suggested, reasons)
+
+
+def _constant_explanation(value: float, n: int, rates: np.ndarray | None) -> str:
+    """What a loss that never changed tells: no learning at all, and why that can be."""
+    zero_rate = rates is not None and float(rates.max()) == 0.0
+    if zero_rate:
+        rate = ("The logged rate is 0 at every step, so no update could change anything: set a "
+                "positive rate (a scheduler or warmup that starts at 0 must rise from it).")
+    elif rates is not None:
+        rate = (f"The rate was {float(rates.max()):.3g}, not 0: look at the gradients (for "
+                "example, print each parameter's grad after backward()).")
+    else:
+        rate = ("Also check that the rate is not 0 (a scheduler or warmup at 0), or so small that "
+                "no update shows at float precision.")
+    if value == 0.0:
+        return (f"The loss is exactly 0 at all {n} steps, so the curve says nothing about the "
+                "rate and no change of rate is suggested. Either there is nothing left to learn "
+                "(the model already fits these batches exactly: training can stop), or the "
+                "logged loss is not wired to the model: multiplied by 0, a mask that removes "
+                "every element, an empty batch, or a value logged before it is computed. Check "
+                "that the loss of an untrained model on a real batch is not 0, and that the "
+                "value logged is the one backward() is called on." + ("" if zero_rate else
+                                                                      " " + rate))
+    head = (f"The loss is exactly {value:.6g} at all {n} steps: no learning happened at all, so "
+            "the curve says nothing about the rate")
+    if zero_rate:
+        return head + ". " + rate
+    return (head + ", and no change of rate is suggested: if no update reaches the parameters, "
+            "a higher rate changes nothing. Most often the gradients do not flow (a detach(), "
+            "torch.no_grad(), requires_grad=False, the optimizer given other parameters than "
+            "the model's, optimizer.step() never called, or zero_grad() between backward() and "
+            "step()), the loss does not depend on the parameters, or the same number is logged "
+            "at every step (a constant instead of loss.item()). " + rate)
 
 
 _POSITIONS = ("at", "first_nonfinite_at", "best_at", "peak_at", "rebound_at", "late_peak_at")
