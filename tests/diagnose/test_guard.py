@@ -730,3 +730,32 @@ def test_numpy_integers_are_the_integers_they_stand_for():
     assert train(examples.build("wine-logreg"), lr=0.1, steps=np.int64(5)).steps == 5
     with pytest.raises(LrkitError, match="steps must be an integer"):
         train(examples.build("wine-logreg"), lr=0.1, steps=5.0)
+
+
+def test_bookkeeping_rounds_thin_out_after_the_early_snapshots():
+    """A round (spike threshold, progress and course checks, snapshot due?) costs ~1 us a step at
+    10 steps apart on a 0.15 ms step: after the first snapshot_every steps it runs every 25, and
+    snapshots still come every snapshot_every steps."""
+    model, optimizer, guard = _setup(lr=1e-3, snapshot_every=100)
+    rounds, snapshots = [], []
+    periodic, store = guard._periodic, guard._store_snapshot
+
+    def counted_periodic():
+        rounds.append(guard.good_steps)
+        periodic()
+
+    def counted_store(*args):
+        snapshots.append(guard.good_steps)
+        store(*args)
+
+    guard._periodic, guard._store_snapshot = counted_periodic, counted_store
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(64, 4, generator=g), torch.randn(64, 1, generator=g)
+    for _ in range(600):
+        guard.step(_closure(model, optimizer, x, y))
+    assert not guard.interventions
+    early = [r for r in rounds if r <= 100]
+    assert early == list(range(10, 101, 10))
+    late = [r for r in rounds if r > 100]
+    assert late == list(range(125, 601, 25))
+    assert all(b - a <= 100 for a, b in zip(snapshots, snapshots[1:])) and snapshots[-1] >= 500
