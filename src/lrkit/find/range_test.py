@@ -96,6 +96,7 @@ def range_test(
     analysis = suggest.analyse(curve_lrs, curve_losses, method=method,
                                smooth_window=1.0 if use_val else None)
     warnings = list(analysis.warnings)
+    unreadable = analysis.unreadable  # why no suggestion can be made, when none can
     if val_every and not use_val:
         # asked for the validation curve, but it has too few points to read: say so, and how many
         # steps between evaluations would give enough
@@ -107,18 +108,20 @@ def range_test(
     if losses and not math.isfinite(losses[0]):
         # the first loss is computed before any update: no rate made it non-finite (and the
         # curve's own "too few points, lower start_lr" would point the wrong way)
-        warnings = [w for w in warnings if "usable points" not in w]
-        warnings.append(
+        warnings = [w for w in warnings if w != unreadable]
+        unreadable = (
             f"the very first loss was {losses[0]}, before any update at any rate: the model or "
             "the data give non-finite values as they are (check the inputs, the loss function "
             "and the model's initialisation), not the learning rate")
+        warnings.append(unreadable)
     elif stop_reason != "completed" and len(lrs) < 0.2 * num_steps:
         warnings.append(
             f"the test stopped after {len(lrs)} of {num_steps} steps: start_lr={start_lr:g} "
             "is probably already too high; lower it")
+    still_falling = f"the loss was still falling at end_lr={end_lr:g}; raise end_lr to see where it turns"
     if stop_reason == "completed" and analysis.curve.n and analysis.curve.min_index >= analysis.curve.n - 3:
-        warnings.append(
-            f"the loss was still falling at end_lr={end_lr:g}; raise end_lr to see where it turns")
+        warnings.append(still_falling)
+    disagreement = analysis.disagreement
     suggested, good = analysis.suggested_lr, analysis.good_range
     suggestions = dict(analysis.suggestions)
     per_decade = num_steps / math.log10(end_lr / start_lr)
@@ -128,14 +131,16 @@ def range_test(
         # suggestion can be a decade off (lrkit find --steps 10 suggested 4 on digits-mlp, where
         # 0.5 diverges), and "raise end_lr" would be the wrong advice
         # so no suggestion (as for a curve that never fell): a wrong one is worse than none
-        warnings.insert(0, (
+        coarse = (
             f"only {per_decade:.3g} steps per decade of rates ({num_steps} steps from "
             f"{start_lr:g} to {end_lr:g}): too coarse to place a suggestion, so none is made; "
             f"use at least {needed} steps (num_steps={needed}, lrkit find --steps {needed}) or a "
-            "narrower range"))
+            "narrower range")
         # every method read the same coarse curve: none of their rates is shown as an answer
-        warnings = [w for w in warnings if not w.startswith(("the loss was still falling",
-                                                             "the methods disagree"))]
+        # (nor the advice read from them: "raise end_lr", "the methods disagree")
+        warnings = [coarse] + [w for w in warnings
+                               if w not in (still_falling, disagreement)]
+        unreadable = unreadable or coarse
         suggested = good = None
         suggestions = {name: None for name in suggestions}
     if budget_steps and len(lrs) > COST_SHARE * budget_steps:
@@ -144,11 +149,9 @@ def range_test(
             f"{budget_steps}; for a run this short, fewer steps (num_steps=) or a few short "
             "trials (lrkit sweep) cost less")
     # why there is no suggestion, in one place (the summary said "never fell" for every cause)
-    no_suggestion = None if suggested is not None else next(
-        (w for w in warnings if w.startswith(("only ", "the loss never fell",
-                                              "the very first loss"))),
+    no_suggestion = None if suggested is not None else (unreadable or (
         f"the {analysis.method} method found no point on this curve; another method may (see "
-        "result.suggestions)")
+        "result.suggestions)"))
     # show the lag-free curve the suggestions were computed from (the EMA only served the stop rule)
     display = (analysis.curve if not use_val else suggest.prepare(lrs, losses)).smooth.tolist()
     display += [math.nan] * (len(lrs) - len(display))

@@ -214,6 +214,11 @@ class Analysis:
     suggested_lr: float | None
     good_range: tuple[float, float] | None
     warnings: list[str]
+    #: why the curve cannot carry a suggestion (too few points, no fall), one of ``warnings``;
+    #: None when it can (a method may still find no point on it)
+    unreadable: str | None = None
+    #: the warning that the methods' rates part ways (one of ``warnings``), or None
+    disagreement: str | None = None
 
 
 def analyse(lrs, losses, *, method: str = "auto", smooth_window: float | None = None) -> Analysis:
@@ -223,14 +228,16 @@ def analyse(lrs, losses, *, method: str = "auto", smooth_window: float | None = 
     if chosen not in METHODS:
         raise LrkitError(f"unknown suggestion method {method!r}; choose 'auto' or one of {sorted(METHODS)}")
     suggestions = {name: fn(curve) for name, fn in METHODS.items()}
-    warnings: list[str] = []
+    unreadable = None
     if curve.n < MIN_POINTS:
-        warnings.append(f"only {curve.n} usable points in the curve: too few to suggest a rate; "
-                        "use more steps or a lower start_lr")
+        unreadable = (f"only {curve.n} usable points in the curve: too few to suggest a rate; "
+                      "use more steps or a lower start_lr")
     elif not curve.fell:
-        warnings.append("the loss never fell over the swept range: check the model and data, "
-                        "or widen the range (lower start_lr, higher end_lr)")
+        unreadable = ("the loss never fell over the swept range: check the model and data, "
+                      "or widen the range (lower start_lr, higher end_lr)")
+    warnings: list[str] = [unreadable] if unreadable else []
     found = {name: v for name, v in suggestions.items() if v is not None}
+    disagreement = None
     if len(found) >= 2:
         low, high = min(found, key=found.get), max(found, key=found.get)
         spread = np.log10(found[high]) - np.log10(found[low])
@@ -241,6 +248,8 @@ def analyse(lrs, losses, *, method: str = "auto", smooth_window: float | None = 
             advice = (f"the default ({chosen}) was measured on such curves too, but look at the "
                       "plot before picking another method" if method == "auto" else
                       f"look at the plot: the suggestion is {chosen}'s, chosen by you")
-            warnings.append(f"the methods disagree by {spread:.1f} decades ({low} "
+            disagreement = (f"the methods disagree by {spread:.1f} decades ({low} "
                             f"{found[low]:.3g} .. {high} {found[high]:.3g}); {advice}")
-    return Analysis(curve, suggestions, chosen, suggestions[chosen], good_range(curve), warnings)
+            warnings.append(disagreement)
+    return Analysis(curve, suggestions, chosen, suggestions[chosen], good_range(curve), warnings,
+                    unreadable, disagreement)
