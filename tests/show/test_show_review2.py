@@ -232,3 +232,14 @@ def test_the_demo_closes_its_progress_bar_when_a_part_fails(monkeypatch):
     with pytest.raises(RuntimeError, match="range test failed"):
         demo.run_demo(seed=0, quick=True, progress=True)
     assert bars and all(bar.closed for bar in bars)
+
+
+def test_a_suggestion_read_from_the_validation_curve_is_marked_on_it():
+    result = finder(val_steps=[0, 2, 4], val_losses=[0.5, 0.2, 0.1],
+                    settings={"curve": "validation"})
+    marker = [line for line in drawn(result).axes[0].get_lines()
+              if str(line.get_label()).startswith("suggested")][0]
+    assert marker.get_ydata()[0] == pytest.approx(0.2)  # the validation loss at 1e-2
+    trained = [line for line in drawn(finder()).axes[0].get_lines()
+               if str(line.get_label()).startswith("suggested")][0]
+    assert trained.get_ydata()[0] == pytest.approx(1.5)  # the training curve's, as before

@@ -44,10 +44,17 @@ def finder_figure(result, ax=None, show_methods: bool = True):
                 ax.axvline(lr, color=f"C{3 + i}", linestyle=":", linewidth=1,
                            label=f"{plain(name)}: {lr:.2g}")
     if _rate(result.suggested_lr):
-        # on the smoothed curve where there is one (NaN there would hide the marker)
-        line = curve if curve.any() else finite
-        y = (np.interp(np.log(result.suggested_lr), np.log(lrs[line]),
-                       (smooth if curve.any() else raw)[line]) if line.any() else 0)
+        # on the curve the suggestion was read from: the validation curve when it was (the
+        # marker sat on the training curve, far from the point it was chosen on), else the
+        # smoothed training curve where there is one (NaN there would hide the marker)
+        settings = getattr(result, "settings", None) or {}
+        if settings.get("curve") == "validation" and len(val) >= 2:
+            order = np.argsort(val_lrs)
+            y = np.interp(np.log(result.suggested_lr), np.log(val_lrs[order]), val[order])
+        else:
+            line = curve if curve.any() else finite
+            y = (np.interp(np.log(result.suggested_lr), np.log(lrs[line]),
+                           (smooth if curve.any() else raw)[line]) if line.any() else 0)
         ax.plot([result.suggested_lr], [y], "o", color="C1", markersize=9, zorder=5,
                 label=f"suggested: {result.suggested_lr:.3g}")
     ax.set_xscale("log")
