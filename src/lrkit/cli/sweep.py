@@ -1,4 +1,4 @@
-"""``lrkit sweep``: a systematic, resumable learning-rate sweep (Optuna underneath)."""
+"""``lrkit sweep``: a systematic, resumable learning-rate sweep (Optuna or Ray Tune underneath)."""
 from __future__ import annotations
 
 import argparse
@@ -16,7 +16,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog="examples:\n"
                "  lrkit sweep digits-mlp --lrs 1e-4:1 --optimizers sgd-momentum,adam --seeds 2\n"
                "  lrkit sweep train.py:recipe --budget 2000 --workers 2 --plot sweep.png\n"
-               "  lrkit sweep train.py:recipe --storage postgresql://u:p@db/lrkit  # each machine",
+               "  lrkit sweep train.py:recipe --storage postgresql://u:p@db/lrkit  # each machine\n"
+               "  lrkit sweep train.py:recipe --engine ray --ray-address auto  # a Ray cluster",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("target", help="example name or path/to/file.py:function")
     p.add_argument("--lrs", default="1e-4:1",
@@ -35,9 +36,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     budget.add_argument("--epochs", type=int, default=None, help="training budget in epochs")
     p.add_argument("--storage", default=None, metavar="PATH|URL",
                    help="journal file (default .lrkit/sweeps.journal) or database URL, e.g. "
-                        "postgresql://user:pass@host:5432/db")
+                        "postgresql://user:pass@host:5432/db; with --engine ray: Ray Tune's "
+                        "storage_path, a directory or URI (default .lrkit/ray)")
     p.add_argument("--study-name", default=None, help="study name (default: from the target)")
-    p.add_argument("--workers", type=int, default=1, help="local worker processes (default 1)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="local worker processes (default 1); with --engine ray: the most "
+                        "trials at once (default: the cluster's CPUs over --threads)")
+    p.add_argument("--engine", choices=["optuna", "ray"], default="optuna",
+                   help="optuna: an Optuna study (default); ray: a Ray Tune experiment, on a "
+                        "Ray cluster with --ray-address ('pip install lrkit[ray]')")
+    p.add_argument("--ray-address", default=None, metavar="ADDR",
+                   help="with --engine ray: the Ray cluster to run on, e.g. ray://head:10001 "
+                        "or auto (default: RAY_ADDRESS, else a local Ray)")
     p.add_argument("--continue", dest="continue_study", action="store_true",
                    help="continue a stored study whose settings differ "
                         "(matching trials are reused)")
@@ -61,7 +71,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 #: the library's parameter names, as this command's options (for its error messages)
 OPTION_NAMES = {"points_per_decade": "--points-per-decade", "repeat_top": "--repeat-top",
-                "study_name": "--study-name", "continue_study": "--continue", "lrs": "--lrs"}
+                "study_name": "--study-name", "continue_study": "--continue", "lrs": "--lrs",
+                "ray_address": "--ray-address"}
 
 
 def check_args(args: argparse.Namespace) -> None:
@@ -75,11 +86,19 @@ def check_args(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import lrkit.sweep as sweeps
+    from lrkit.errors import LrkitError
 
     check_args(args)
 
+    if args.engine != "ray" and args.ray_address is not None:
+        raise LrkitError("--ray-address is for --engine ray")
     if args.report:
         from lrkit.sweep.api import default_study_name
+
+        if args.engine == "ray":
+            raise LrkitError("--report reads an Optuna study; for a Ray sweep run the same "
+                             "command without --report: a finished Ray sweep is restored and "
+                             "reported without training anything")
 
         result = sweeps.load(args.storage, args.study_name or default_study_name(args.target))
     else:
@@ -89,7 +108,8 @@ def run(args: argparse.Namespace) -> int:
             storage=args.storage, study_name=args.study_name, workers=args.workers,
             strategy=args.strategy, continue_study=args.continue_study, stride=args.stride,
             repeat_top=args.repeat_top, threads=args.threads,
-            progress=False if args.no_progress else None)
+            progress=False if args.no_progress else None, engine=args.engine,
+            ray_address=args.ray_address)
     if args.plot:
         result.plot(args.plot)
     if args.csv:
@@ -102,7 +122,10 @@ def run(args: argparse.Namespace) -> int:
     print(result.table())
     print()
     print(result.summary())
-    print(f"study {result.study_name!r} in {result.storage} (optuna-dashboard can open it)")
+    if args.engine == "ray":
+        print(f"{result.storage} (Tuner.restore and TensorBoard can open it)")
+    else:
+        print(f"study {result.study_name!r} in {result.storage} (optuna-dashboard can open it)")
     for what, path in (("plot", args.plot), ("CSV", args.csv),
                        ("JSON", args.json if args.json not in (None, "-") else None)):
         if path:

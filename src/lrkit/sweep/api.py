@@ -168,13 +168,14 @@ def build_spec(problem: Any, *, lrs: Any = "1e-4:1",
 def sweep(problem: Any, *, lrs: Any = "1e-4:1",
           points_per_decade: int = DEFAULT_POINTS_PER_DECADE, optimizers: Any = None,
           seeds: int = 1, budget: int | None = None, epochs: int | None = None,
-          storage: str | None = None, study_name: str | None = None, workers: int = 1,
-          strategy: str = "refine", continue_study: bool = False, stride: int = 4, eta: int = 3,
-          rungs: int = 2, repeat_top: int = 3, diverge_factor: float = 10.0,
-          tolerance: float = 0.1, band_tolerance: float = 0.02, progress: bool | None = None,
-          threads: int = 1,
-          max_retries: int = 3, heartbeat_interval: int = 5, grace_period: int = 20,
-          diagnose: bool = True) -> SweepResult:
+          storage: str | None = None, study_name: str | None = None,
+          workers: int | None = None, strategy: str = "refine", continue_study: bool = False,
+          stride: int = 4, eta: int = 3, rungs: int = 2, repeat_top: int = 3,
+          diverge_factor: float = 10.0, tolerance: float = 0.1, band_tolerance: float = 0.02,
+          progress: bool | None = None, threads: int = 1, max_retries: int = 3,
+          heartbeat_interval: int | None = None, grace_period: int | None = None,
+          diagnose: bool = True, engine: str = "optuna",
+          ray_address: str | None = None) -> SweepResult:
     """Sweep learning rates (and optionally optimizers and seeds) for a recipe.
 
     ``problem``: a built-in example name, ``"path/to/file.py:function"`` or a callable
@@ -196,15 +197,40 @@ def sweep(problem: Any, *, lrs: Any = "1e-4:1",
     study with other settings is refused unless ``continue_study=True``. ``workers``: local
     worker processes. ``strategy``: ``"refine"`` (bracket, then refine, with successive halving)
     or ``"grid"`` (every rate to the full budget).
+
+    ``engine``: ``"optuna"`` (default) or ``"ray"``: the same trials and strategy run as a Ray
+    Tune experiment (``pip install 'lrkit[ray]'``), on the Ray cluster at ``ray_address`` (or
+    Ray's default: the one this process already joined, ``RAY_ADDRESS``, else a local one);
+    ``storage`` is then Ray Tune's ``storage_path`` (default ``.lrkit/ray``) and ``workers``
+    the most trials at once (default: the cluster's CPUs over ``threads``). See docs/sweep.md.
     """
+    require(engine in ("optuna", "ray"),
+            f"engine must be 'optuna' or 'ray', got {engine!r}")
+    if workers is not None:
+        workers = _positive_int(workers, "workers")
+    threads = _positive_int(threads, "threads")
+    max_retries = _positive_int(max_retries, "max_retries", 0)
+    if engine == "ray":
+        return _sweep_ray(problem, dict(
+            lrs=lrs, points_per_decade=points_per_decade, optimizers=optimizers, seeds=seeds,
+            budget=budget, epochs=epochs, strategy=strategy, stride=stride, eta=eta,
+            rungs=rungs, repeat_top=repeat_top, diverge_factor=diverge_factor,
+            tolerance=tolerance, max_retries=max_retries), storage=storage,
+            study_name=study_name, workers=workers, threads=threads,
+            continue_study=continue_study, heartbeat_interval=heartbeat_interval,
+            grace_period=grace_period, band_tolerance=band_tolerance, progress=progress,
+            diagnose=diagnose, ray_address=ray_address)
+    require(ray_address is None, f"ray_address={ray_address!r} is for engine='ray'; the Optuna "
+            "engine spreads over machines through a database storage= instead")
     from lrkit.sweep import optuna_engine as engine
 
     engine.require_optuna()
-    workers = _positive_int(workers, "workers")
-    threads = _positive_int(threads, "threads")
-    heartbeat_interval = _positive_int(heartbeat_interval, "heartbeat_interval")
-    grace_period = _positive_int(grace_period, "grace_period")
-    max_retries = _positive_int(max_retries, "max_retries", 0)
+    workers = 1 if workers is None else workers
+    heartbeat_interval = _positive_int(
+        engine.HEARTBEAT_INTERVAL if heartbeat_interval is None else heartbeat_interval,
+        "heartbeat_interval")
+    grace_period = _positive_int(engine.HEARTBEAT_GRACE if grace_period is None else grace_period,
+                                 "grace_period")
     require(is_real(band_tolerance) and band_tolerance >= 0,
             f"band_tolerance must be a number >= 0, got {band_tolerance!r}")
     band_tolerance = float(band_tolerance)
@@ -249,6 +275,46 @@ def sweep(problem: Any, *, lrs: Any = "1e-4:1",
     return collect(study, spec.settings(), study_name=name, storage=handle.describe(),
                    strategy=spec.strategy().describe(), band_tolerance=band_tolerance,
                    diagnose=diagnose)
+
+
+def _sweep_ray(problem: Any, options: dict[str, Any], *, storage: str | None,
+               study_name: str | None, workers: int | None, threads: int,
+               continue_study: bool, heartbeat_interval: int | None, grace_period: int | None,
+               band_tolerance: Any, progress: bool | None, diagnose: bool,
+               ray_address: str | None) -> SweepResult:
+    """:func:`sweep` through Ray Tune (:mod:`lrkit.sweep.ray_engine`)."""
+    from lrkit.sweep import ray_engine
+
+    ray_engine.require_ray()
+    require(not continue_study, "continue_study is for the Optuna engine: a Ray "
+            "sweep resumes only with its own settings; give another study_name for new ones")
+    for name, value in (("heartbeat_interval", heartbeat_interval),
+                        ("grace_period", grace_period)):
+        require(value is None, f"{name}={value!r} is for the Optuna engine's storage; with "
+                "engine='ray' Ray watches its trials' workers itself (a trial whose worker or "
+                "node dies is retried up to max_retries times)")
+    require(is_real(band_tolerance) and band_tolerance >= 0,
+            f"band_tolerance must be a number >= 0, got {band_tolerance!r}")
+    require(ray_address is None or (isinstance(ray_address, str) and ray_address.strip()),
+            f"ray_address must be a Ray cluster address such as 'ray://host:10001' or 'auto', "
+            f"got {ray_address!r}")
+    require(study_name is None or (isinstance(study_name, str) and study_name.strip() != ""),
+            f"study_name must be a non-empty string, got {study_name!r}")
+    name = study_name or default_study_name(problem)
+    require("/" not in name and name not in (".", ".."), f"study_name {name!r} names the Ray "
+            "experiment's directory: use no '/'")
+    location = ray_engine.storage_location(storage)
+    from lrkit.state import capture_rng, restore_rng
+
+    rng = capture_rng()  # building the recipe seeds the global generators: give them back
+    try:
+        spec = build_spec(problem, **options)
+        return ray_engine.run(spec, name, location, ray_address=ray_address, workers=workers,
+                              threads=threads, max_retries=options["max_retries"],
+                              progress=progress, band_tolerance=float(band_tolerance),
+                              diagnose=diagnose)
+    finally:
+        restore_rng(rng)
 
 
 def _check_importable(func: Callable) -> None:

@@ -1,0 +1,499 @@
+"""Glue between the sweep (strategy + trial runner) and Ray Tune: a sweep is one Tune experiment.
+
+``lrkit.sweep(..., engine="ray")`` runs the same trials as the Optuna engine
+(:func:`lrkit.sweep.trial.run_trial`, its ``report`` wired to ``ray.tune.report``) and plans
+them with the same :class:`~lrkit.sweep.strategy.Strategy`; Ray Tune places the trials on the
+cluster's CPUs, retries a trial whose worker or node died, and stores the experiment.
+
+* **Planning: a Tune Searcher.** :class:`LrkitSearcher` is a ``ray.tune.search.Searcher``
+  whose ``suggest`` asks ``Strategy.plan`` (over the trials it was told of) what to run next: a
+  planned trial, else, while the plan waits for running trials, a speculative one (as an idle
+  Optuna worker would take), else nothing yet; ``Searcher.FINISHED`` when the plan is done. One
+  ``Tuner.fit`` runs the whole sweep, so Ray keeps its trial actors (``reuse_actors``) and each
+  optimizer's walk goes on as soon as its last trial ends. Running the strategy's stages as
+  successive ``Tuner`` runs was the other way: every stage would start new actors (a torch
+  import and the recipe's data each time) and wait for its slowest trial, and resuming would
+  have to stitch several experiments together.
+* **Early stopping: in the trial, by the strategy.** ``report(step, value)`` sends the rung value
+  to Tune (``tune.report``) and returns ``Strategy.should_prune`` on the trial's reference (the
+  lower rate it is compared with), whose rung values the Searcher put in the trial's config.
+  Every planned trial's reference is finished before the trial is proposed (the walk is
+  sequential), and a speculative trial whose reference still runs is not proposed, so the
+  decisions are exactly those of the Optuna engine's pruner. A Tune ``TrialScheduler`` was not
+  used: its ``STOP`` ends the trial's function from outside, so ``run_trial`` would not return
+  its outcome (status ``pruned``, curve, diagnosis) and the record would differ from Optuna's.
+* **Storage and resume.** The experiment lives in ``<storage>/<study_name>`` (Tune's
+  ``storage_path`` and ``name``; default storage ``.lrkit/ray``), with ``lrkit-sweep.json``
+  beside it holding the sweep's settings. The Searcher's state (``save``/``restore``) is part of
+  Tune's experiment state, which lrkit has Tune write at every step
+  (``TUNE_GLOBAL_CHECKPOINT_S=0``), so a sweep killed at any point (``kill -9`` of the driver
+  included) is resumed by the same call through ``Tuner.can_restore`` / ``Tuner.restore``:
+  finished trials are kept, unfinished ones run again. Other settings are refused.
+* **Failures.** A trial that raises, or whose worker or node dies, is retried by Ray up to
+  ``max_retries`` times (``FailureConfig(max_failures=...)``); then it counts as failed, as an
+  Optuna trial does after ``max_retries`` failed attempts, and the sweep goes on without it.
+
+``ray`` is imported only when this engine runs; ``import lrkit`` never imports it.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import pickle
+import sys
+from typing import Any, Iterator
+
+from lrkit.errors import LrkitError, require
+from lrkit.sweep.config import SweepSpec
+from lrkit.sweep.results import SweepResult, TrialRecord
+from lrkit.sweep.space import lr_key
+from lrkit.sweep.strategy import (DIVERGED, FAILED, FINISHED, PRUNED, RUNNING, WAITING,
+                                  Observation, Point)
+from lrkit.sweep.trial import run_trial
+
+DEFAULT_STORAGE = os.path.join(".lrkit", "ray")
+MARKER = "lrkit-sweep.json"
+#: Tune result keys of lrkit's reports
+STEP, VALUE, STATUS, OUTCOME = "lrkit_step", "lrkit_value", "lrkit_status", "lrkit_outcome"
+_STATUS_RANK = {FINISHED: 0, DIVERGED: 0, PRUNED: 0, RUNNING: 1, WAITING: 2, FAILED: 3}
+
+
+def require_ray():
+    """``ray`` and ``ray.tune``, or an LrkitError saying how to install them."""
+    try:
+        import ray
+        from ray import tune
+    except ImportError:
+        raise LrkitError("engine='ray' needs Ray Tune: pip install 'lrkit[ray]'") from None
+    return ray, tune
+
+
+# -- where the experiment lives -------------------------------------------------------------------
+def storage_location(storage: str | None) -> str:
+    """Ray Tune's ``storage_path`` for ``storage``: an absolute directory or a URI (``s3://``,
+    ``gs://``, ...). A database URL or an existing file (an Optuna journal) is refused."""
+    from lrkit.sweep.optuna_engine import DB_SCHEMES
+
+    if storage is None:
+        return os.path.abspath(DEFAULT_STORAGE)
+    location = str(storage)
+    require(location.strip() != "", f"storage must be a directory or a URI for engine='ray', "
+            f"got {storage!r}; omit it for the default {DEFAULT_STORAGE}")
+    scheme = location.split("://", 1)[0].split("+", 1)[0].lower() if "://" in location else ""
+    if scheme in DB_SCHEMES:
+        shown = location.split("://", 1)[0] + "://..."
+        raise LrkitError(f"storage {shown!r} is a database for the Optuna engine; with "
+                         "engine='ray' storage is Ray Tune's storage_path: a directory (shared "
+                         "by every node on a cluster) or a URI such as s3://bucket/path")
+    if scheme:
+        return location
+    path = os.path.abspath(location)
+    require(not os.path.isfile(path), f"storage {location!r} is a file (an Optuna journal?); "
+            "with engine='ray' storage is a directory for Ray Tune's experiments")
+    parent = os.path.dirname(path)
+    require(os.path.isdir(parent), f"storage {location!r}: {parent!r} is not an existing "
+            "directory; create it first or pick another path")
+    return path
+
+
+def _filesystem(location: str):
+    """``(pyarrow filesystem, path)`` of a storage location (local or a URI)."""
+    import pyarrow.fs
+
+    if "://" in location:
+        return pyarrow.fs.FileSystem.from_uri(location)
+    return pyarrow.fs.LocalFileSystem(), location
+
+
+def _read_marker(location: str, name: str) -> dict[str, Any] | None:
+    import pyarrow.fs
+
+    fs, root = _filesystem(location)
+    path = f"{root.rstrip('/')}/{name}/{MARKER}"
+    if fs.get_file_info(path).type != pyarrow.fs.FileType.File:
+        return None
+    with fs.open_input_stream(path) as stream:
+        return json.loads(stream.read().decode("utf-8"))
+
+
+def _write_marker(location: str, name: str, content: dict[str, Any]) -> None:
+    fs, root = _filesystem(location)
+    folder = f"{root.rstrip('/')}/{name}"
+    fs.create_dir(folder, recursive=True)
+    with fs.open_output_stream(f"{folder}/{MARKER}") as stream:
+        stream.write(json.dumps(content, sort_keys=True, indent=1).encode("utf-8"))
+
+
+def describe(location: str, name: str) -> str:
+    return f"Ray Tune experiment {location.rstrip('/')}/{name}"
+
+
+# -- the trial ------------------------------------------------------------------------------------
+def _finite(value: Any) -> Any:
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+def train(config: dict[str, Any], spec: SweepSpec | None = None, threads: int = 1) -> None:
+    """Tune's trainable: one lrkit trial (:func:`run_trial`), its rung values reported with
+    ``tune.report`` and stopped early by the strategy; the outcome is the last report."""
+    import torch
+    from ray import tune
+
+    torch.set_num_threads(threads)
+    point = Point(int(config["group"]), int(config["index"]), int(config["seed"]))
+    ref = config.get("ref")
+    reference = ([Observation(Point(point.group, int(ref), 0), FINISHED,
+                              rungs={int(s): float(v) for s, v in config.get("ref_rungs") or []})]
+                 if ref is not None else [])
+    strategy = spec.strategy()
+    tags = {"lrkit_number": int(config["number"]), "lrkit_group": point.group,
+            "lrkit_index": point.index, "lrkit_seed": point.seed}
+
+    def report(step: int, value: float) -> bool:
+        stop = strategy.should_prune(point, None if ref is None else int(ref), step, value,
+                                     reference)
+        tune.report({STEP: int(step), VALUE: float(value), "lrkit_pruned": bool(stop), **tags})
+        return stop
+
+    outcome = run_trial(spec.trial_config(point), report).to_dict()
+    status = outcome.pop("status")
+    objective = outcome.pop("objective")
+    outcome = {k: _finite(v) for k, v in outcome.items()}
+    tune.report({STATUS: status, "lrkit_objective": _finite(objective),
+                 OUTCOME: json.dumps(outcome), **tags})
+
+
+def trial_name(trial) -> str:
+    """``<number>-<optimizer>-lr<rate>-seed<seed>``: a Tune trial's name and directory."""
+    c = trial.config
+    label = "".join(ch if ch.isalnum() or ch in "-." else "_" for ch in str(c["optimizer"]))
+    return f"{c['number']}-{label}-lr{c['lr']:.4g}-seed{c['seed']}"
+
+
+# -- the planner ----------------------------------------------------------------------------------
+class Planner:
+    """What the Searcher knows and decides, without Ray: the trials it proposed (by Tune trial
+    id) with their rung values and ends, and the next trial to propose."""
+
+    def __init__(self, spec: SweepSpec) -> None:
+        self.spec = spec
+        self.settings = spec.settings()
+        self.trials: dict[str, dict[str, Any]] = {}
+        self.count = 0
+
+    # state kept in Tune's experiment checkpoint
+    def state(self) -> dict[str, Any]:
+        return {"settings": self.settings, "trials": self.trials, "count": self.count}
+
+    def load(self, state: dict[str, Any]) -> None:
+        if state.get("settings") != self.settings:  # pragma: no cover - checked before restore
+            raise LrkitError("the stored Ray sweep has other settings")
+        self.trials = state["trials"]
+        self.count = state["count"]
+
+    def observations(self) -> list[Observation]:
+        best: dict[Point, Observation] = {}
+        for entry in self.trials.values():
+            point = Point(*entry["point"])
+            obs = Observation(point, entry["status"], value=entry.get("value"),
+                              rungs=dict(entry["rungs"]), order=entry["order"])
+            current = best.get(point)
+            if current is None or _STATUS_RANK[obs.status] < _STATUS_RANK[current.status]:
+                best[point] = obs
+        return list(best.values())
+
+    def propose(self, trial_id: str) -> dict[str, Any] | None | str:
+        """The config of the next trial, None while the plan waits, ``"finished"`` when done."""
+        observations = self.observations()
+        plan = self.spec.strategy().plan(observations)
+        if plan.done:
+            return "finished"
+        known = {o.point: o for o in observations}
+
+        def reference(proposal):
+            if proposal.ref is None:
+                return []
+            o = known.get(Point(proposal.point.group, proposal.ref, 0))
+            return sorted(o.rungs.items()) if o is not None and o.done else None
+
+        candidates = [(p, reference(p)) for p in plan.proposals]
+        if not candidates:  # idle: a trial the plan will likely need, if it can be pruned alike
+            candidates = [(p, r) for p in plan.speculative
+                          for r in [reference(p)] if r is not None]
+        if not candidates:
+            return None
+        proposal, rungs = candidates[0]
+        point = proposal.point
+        self.count += 1
+        self.trials[trial_id] = {"point": [point.group, point.index, point.seed],
+                                 "status": RUNNING, "value": None, "rungs": {},
+                                 "order": proposal.order, "number": self.count}
+        spec = self.spec
+        return {"lr": float(lr_key(spec.rates.values[point.index])),
+                "optimizer": spec.optimizers[point.group].label,
+                "seed": point.seed, "group": point.group, "index": point.index,
+                "number": self.count, "order": proposal.order, "phase": proposal.phase,
+                "ref": proposal.ref, "ref_rungs": [[int(s), float(v)] for s, v in rungs or []]}
+
+    def _entry(self, trial_id: str, result: dict[str, Any] | None) -> dict[str, Any] | None:
+        entry = self.trials.get(trial_id)
+        if entry is None and result and "lrkit_group" in result:  # a trial Tune restarted
+            entry = self.trials[trial_id] = {
+                "point": [result["lrkit_group"], result["lrkit_index"], result["lrkit_seed"]],
+                "status": RUNNING, "value": None, "rungs": {}, "order": 0,
+                "number": result.get("lrkit_number", 0)}
+        return entry
+
+    def result(self, trial_id: str, result: dict[str, Any]) -> None:
+        entry = self._entry(trial_id, result)
+        if entry is not None and STEP in result:
+            entry["rungs"][int(result[STEP])] = float(result[VALUE])
+
+    def complete(self, trial_id: str, result: dict[str, Any] | None, error: bool) -> None:
+        entry = self._entry(trial_id, result)
+        if entry is None:
+            return
+        status = (result or {}).get(STATUS)
+        if error or status not in (FINISHED, PRUNED, DIVERGED):
+            entry["status"] = FAILED
+            return
+        entry["status"] = status
+        objective = result.get("lrkit_objective")
+        entry["value"] = float(objective) if status == FINISHED and objective is not None else None
+
+    def live(self) -> int:
+        return sum(1 for e in self.trials.values() if e["status"] == RUNNING)
+
+
+_CLASSES: dict[str, type] = {}
+
+
+def _searcher_class() -> type:
+    """:class:`LrkitSearcher`, made on first use (its base class is Ray's)."""
+    if "LrkitSearcher" not in _CLASSES:
+        from ray.tune.search import Searcher
+
+        class LrkitSearcher(Searcher):
+            """A Tune Searcher that plans with lrkit's strategy (see the module docstring)."""
+
+            def __init__(self, spec: SweepSpec) -> None:
+                super().__init__()
+                self.planner = Planner(spec)
+
+            def suggest(self, trial_id: str):
+                config = self.planner.propose(trial_id)
+                return Searcher.FINISHED if config == "finished" else config
+
+            def on_trial_result(self, trial_id: str, result: dict) -> None:
+                self.planner.result(trial_id, result)
+
+            def on_trial_complete(self, trial_id: str, result: dict | None = None,
+                                  error: bool = False) -> None:
+                self.planner.complete(trial_id, result, error)
+
+            def save(self, checkpoint_path: str) -> None:
+                with open(checkpoint_path, "wb") as f:
+                    pickle.dump(self.planner.state(), f)
+
+            def restore(self, checkpoint_path: str) -> None:
+                with open(checkpoint_path, "rb") as f:
+                    self.planner.load(pickle.load(f))
+
+        LrkitSearcher.__module__ = __name__
+        LrkitSearcher.__qualname__ = "LrkitSearcher"
+        _CLASSES["LrkitSearcher"] = LrkitSearcher
+    return _CLASSES["LrkitSearcher"]
+
+
+def __getattr__(name: str) -> Any:  # so that pickle finds LrkitSearcher by name
+    if name == "LrkitSearcher":
+        return _searcher_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+# -- running --------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _ray_session(ray, address: str | None) -> Iterator[None]:
+    """Ray as the caller has it (already initialised), else started or joined for the sweep
+    (``address``: a cluster's address, ``"auto"``, or None for Ray's default) and shut down
+    after it."""
+    if ray.is_initialized():
+        require(address is None, f"ray_address={address!r}, but Ray is already initialised in "
+                "this process: the sweep runs there. Omit ray_address, or call ray.shutdown() "
+                "first")
+        yield
+        return
+    try:
+        ray.init(address=address)
+    except Exception as exc:
+        where = f"the Ray cluster at {address!r}" if address else "Ray"
+        raise LrkitError(f"could not start or reach {where}: {type(exc).__name__}: {exc}. "
+                         "Check ray_address (for a cluster: the head node's address, or "
+                         "'auto' on one of its nodes)") from None
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+@contextlib.contextmanager
+def _tune_environment(quiet: bool) -> Iterator[None]:
+    """Tune writes its experiment state at every step (so that a killed sweep resumes without
+    rerunning finished trials) and prints to stderr, never to stdout (which ``--json`` owns);
+    ``quiet``: no progress table and no INFO lines (as the Optuna engine without its bar)."""
+    wanted = {"TUNE_GLOBAL_CHECKPOINT_S": "0"}
+    if quiet:
+        wanted["RAY_AIR_NEW_OUTPUT"] = "0"  # the legacy reporter, which verbose=0 silences
+    saved = {k: os.environ.get(k) for k in wanted}
+    for key, value in wanted.items():
+        if saved[key] is None:  # the user's own setting wins
+            os.environ[key] = value
+    tune_logger = logging.getLogger("ray.tune")
+    level = tune_logger.level
+    if quiet:
+        tune_logger.setLevel(logging.WARNING)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        tune_logger.setLevel(level)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+
+
+def run(spec: SweepSpec, study_name: str, location: str, *, ray_address: str | None = None,
+        workers: int | None = None, threads: int = 1, max_retries: int = 3,
+        progress: bool | None = None, band_tolerance: float = 0.02,
+        diagnose: bool = True) -> SweepResult:
+    """Run (or resume) the sweep as the Tune experiment ``<location>/<study_name>`` and return
+    its :class:`SweepResult`."""
+    ray, tune = require_ray()
+    settings = spec.settings()
+    marker = {"lrkit_settings": settings, "workers": workers, "threads": threads,
+              "max_retries": max_retries}
+    where = describe(location, study_name)
+    if progress is None:
+        progress = sys.stderr.isatty()
+    if location == os.path.abspath(DEFAULT_STORAGE):
+        os.makedirs(location, exist_ok=True)
+    with _ray_session(ray, ray_address), _tune_environment(quiet=not progress):
+        path = f"{location.rstrip('/')}/{study_name}"
+        stored = _read_marker(location, study_name)
+        restorable = tune.Tuner.can_restore(path)
+        if stored is None and restorable:
+            raise LrkitError(f"{where} was not made by lrkit sweep; give another study_name "
+                             "or storage")
+        if stored is not None:
+            _check_stored(stored, marker, where)
+        trainable = tune.with_resources(tune.with_parameters(train, spec=spec, threads=threads),
+                                        {"cpu": threads})
+        if restorable:
+            tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True,
+                                       resume_errored=False, restart_errored=False)
+        else:
+            _write_marker(location, study_name, marker)
+            if workers is None:  # as many trials at once as the cluster has CPUs for
+                cpus = ray.cluster_resources().get("CPU", 1)
+                workers = max(1, int(cpus // threads))
+            tuner = tune.Tuner(
+                trainable,
+                tune_config=tune.TuneConfig(search_alg=_searcher_class()(spec), num_samples=-1,
+                                            max_concurrent_trials=workers, reuse_actors=True,
+                                            trial_name_creator=trial_name,
+                                            trial_dirname_creator=trial_name),
+                run_config=tune.RunConfig(
+                    name=study_name, storage_path=location, verbose=1 if progress else 0,
+                    failure_config=tune.FailureConfig(max_failures=max_retries)))
+        grid = tuner.fit()
+    result = collect(grid, settings, study_name=study_name, storage=where,
+                     strategy=spec.strategy().describe(), band_tolerance=band_tolerance,
+                     diagnose=diagnose)
+    _check_complete(spec, result, where)
+    return result
+
+
+def _check_stored(stored: dict[str, Any], marker: dict[str, Any], where: str) -> None:
+    """Refuse to resume a Ray sweep with other settings, or with another number of workers or
+    threads (a restored Tune experiment keeps those it started with)."""
+    old, new = stored.get("lrkit_settings") or {}, marker["lrkit_settings"]
+    differences = []
+    for key in sorted(set(old) | set(new)):
+        if key == "optimizer_labels" and old.get("optimizers") != new.get("optimizers"):
+            continue
+        if old.get(key) != new.get(key):
+            was, now = old.get(key), new.get(key)
+            if key == "rates":
+                was, now = (f"{len(r['values'])} rates {r['values'][0]}..{r['values'][-1]}"
+                            if r else r for r in (was, now))
+            differences.append(f"{key}: stored {was!r}, now {now!r}")
+    if differences:
+        raise LrkitError(f"{where} was started with other settings ({'; '.join(differences)}). "
+                         "A Ray sweep resumes only with its own settings: give another "
+                         "study_name or storage")
+    for key in ("workers", "threads", "max_retries"):
+        if stored.get(key) != marker[key]:
+            raise LrkitError(f"{where} was started with {key}={stored.get(key)!r}, now "
+                             f"{key}={marker[key]!r}: a resumed Ray Tune experiment keeps the "
+                             f"{key} it started with; give {key}={stored.get(key)!r} to resume "
+                             "it, or another study_name")
+
+
+def _check_complete(spec: SweepSpec, result: SweepResult, where: str) -> None:
+    """A fit that returned before the plan was done was interrupted (Ctrl-C): say how to resume;
+    a sweep whose every trial failed names the error."""
+    observations = []
+    for r in result.completed():
+        if r.status in (FINISHED, PRUNED, DIVERGED, FAILED):
+            point = Point(result.optimizers.index(r.optimizer),
+                          spec.rates.index_of()[lr_key(r.lr)], r.seed)
+            observations.append(Observation(point, r.status, value=r.loss))
+    if not spec.strategy().plan(observations).done:
+        raise LrkitError(f"the sweep stopped before its plan was done ({where}); run the same "
+                         "call again to resume it (finished trials are kept)")
+    if result.records and all(r.status == FAILED for r in result.records):
+        raise LrkitError(f"every trial of the sweep failed, the first with: "
+                         f"{result.records[0].error}; fix the recipe and run again with another "
+                         "study_name (failed trials of this one are not retried)")
+
+
+def _error_text(error: Any) -> str:
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    return lines[-1] if lines else type(error).__name__
+
+
+def collect(grid, settings: dict[str, Any], *, study_name: str = "", storage: str = "",
+            strategy: str = "", band_tolerance: float = 0.02, diagnose: bool = True
+            ) -> SweepResult:
+    """The :class:`SweepResult` of a Tune ``ResultGrid`` of this engine's trials (the fields
+    the Optuna engine's :func:`lrkit.sweep.api.collect` fills, from the trials' last reports)."""
+    labels = settings.get("optimizer_labels", settings["optimizers"])
+    records = []
+    for item in grid:
+        config, metrics = item.config or {}, item.metrics or {}
+        if "number" not in config:
+            continue
+        status = metrics.get(STATUS)
+        outcome = json.loads(metrics[OUTCOME]) if status and OUTCOME in metrics else {}
+        error = None
+        if item.error is not None:
+            status, error = FAILED, _error_text(item.error)
+        elif status not in (FINISHED, PRUNED, DIVERGED):
+            status = RUNNING
+        objective = metrics.get("lrkit_objective")
+        records.append(TrialRecord(
+            number=int(config["number"]), optimizer=labels[int(config["group"])],
+            lr=float(config["lr"]), seed=int(config["seed"]), status=status,
+            loss=float(objective) if status == FINISHED and objective is not None else None,
+            val_loss=outcome.get("val_loss"), train_loss=outcome.get("train_loss"),
+            metric=outcome.get("metric"), metric_name=outcome.get("metric_name"),
+            steps=int(outcome.get("steps") or metrics.get(STEP) or 0),
+            seconds=outcome.get("seconds"), phase=config.get("phase"),
+            diverged_step=outcome.get("diverged_step"), error=error,
+            curve=outcome.get("curve") or [], eval_curve=outcome.get("eval_curve") or [],
+            diagnosis_detail=outcome.get("diagnosis")))
+    return SweepResult(records, settings=settings, study_name=study_name, storage=storage,
+                       strategy=strategy, band_tolerance=band_tolerance, diagnose=diagnose)
