@@ -93,3 +93,20 @@ def test_lrkit_sweep_is_callable_and_has_load_after_a_plain_import():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0 and done.stdout.split() == ["True", "True", "SweepResult"], done.stderr
+
+
+def test_a_budget_in_epochs_counts_optimizer_steps_under_gradient_accumulation():
+    """2 epochs of a recipe that accumulates 4 batches per step are 2 * ceil(batches / 4)
+    optimizer steps; they were 2 * batches (8 epochs of data)."""
+    from lrkit import Problem, examples
+
+    def recipe(seed=0):
+        p = examples.build("logreg", seed=seed)
+        return Problem(model=p.model, optimizer=p.optimizer, train_loader=p.train_loader,
+                       criterion=p.criterion, step_options={"accumulation_steps": 4})
+
+    batches = len(recipe().train_loader)
+    spec = build_spec(recipe, lrs="0.01,0.1", epochs=2)
+    assert spec.budget == 2 * -(-batches // 4)
+    plain = build_spec("logreg", lrs="0.01,0.1", epochs=2)
+    assert plain.budget == 2 * batches

@@ -45,7 +45,9 @@ def _total_steps(problem: Problem, steps: Any, epochs: Any) -> tuple[int, str]:
             raise LrkitError("epochs= needs a train_loader with a length (len(loader) batches per "
                              "epoch); give steps= instead") from None
         require(per_epoch >= 1, "the train_loader is empty (0 batches per epoch)")
-        per_epoch = math.ceil(per_epoch / problem.accumulation_steps)  # optimizer steps
+        from lrkit.schedules.units import steps_per_epoch_from
+
+        per_epoch = steps_per_epoch_from(per_epoch, problem.accumulation_steps)  # optimizer steps
         total = int(round(epochs * per_epoch))
         require(total >= 1, f"{epochs} epochs of {per_epoch} batches is less than one step")
         return total, f"{epochs:g} epoch{'' if epochs == 1 else 's'} x {steps_text(per_epoch)}"

@@ -148,7 +148,11 @@ def build_spec(problem: Any, *, lrs: Any = "1e-4:1",
             raise LrkitError("budget in epochs needs a train_loader with len(); give steps with "
                              "budget=") from None
         require(per_epoch >= 1, "the train_loader has no batch")
-        budget = epochs * per_epoch
+        from lrkit.schedules.units import steps_per_epoch_from
+
+        # the budget counts optimizer steps: with gradient accumulation an epoch has fewer
+        # (2 epochs of a recipe accumulating 4 batches trained 8 before)
+        budget = epochs * steps_per_epoch_from(per_epoch, built.accumulation_steps)
     if budget is None:
         budget = built.budget_steps
         require(budget is not None, "give a training budget: budget=STEPS (--budget) or "
