@@ -13,10 +13,11 @@ Parts, kept apart so that another engine can drive the same trials:
 * :mod:`~lrkit.sweep.strategy` - bracket-then-refine and successive halving, pure logic;
 * :mod:`~lrkit.sweep.trial` - one trial (build, train, report, stop early), engine-independent;
 * :mod:`~lrkit.sweep.optuna_engine` - Optuna study, storage, pruner, workers, crash recovery;
+* :mod:`~lrkit.sweep.ray_engine` - the same sweep as a Ray Tune experiment (``engine="ray"``);
 * :mod:`~lrkit.sweep.results` - :class:`SweepResult`: table, best, band, plots, CSV/JSON.
 
 Optuna is an optional dependency (``pip install 'lrkit[sweep]'``), imported only when a sweep
-runs. This module is itself callable, so ``lrkit.sweep(...)`` works however it was imported.
+runs; so is Ray (``pip install 'lrkit[ray]'``), imported only by a sweep with ``engine="ray"``. This module is itself callable, so ``lrkit.sweep(...)`` works however it was imported.
 """
 from __future__ import annotations
 
