@@ -110,3 +110,25 @@ def test_a_budget_in_epochs_counts_optimizer_steps_under_gradient_accumulation()
     assert spec.budget == 2 * -(-batches // 4)
     plain = build_spec("logreg", lrs="0.01,0.1", epochs=2)
     assert plain.budget == 2 * batches
+
+
+def test_points_per_decade_given_twice_or_for_a_list_is_refused_not_ignored():
+    assert parse_rates("1e-3:1:4").points_per_decade == 4
+    assert parse_rates("1e-3:1:4", 4).points_per_decade == 4  # the same, said twice
+    assert parse_rates("1e-3:1").points_per_decade == 8  # the default
+    with pytest.raises(LrkitError, match="sets 4 points per decade and points_per_decade .* 16"):
+        parse_rates("1e-3:1:4", 16)
+    with pytest.raises(LrkitError, match="is for a LOW:HIGH range; a list of rates"):
+        parse_rates("0.01,0.1", 16)
+    with pytest.raises(LrkitError, match="is for a LOW:HIGH range"):
+        parse_rates([0.01, 0.1], 16)
+    assert parse_rates("0.01,0.1").values == (0.01, 0.1)
+
+
+def test_cli_points_per_decade_with_a_range_that_sets_its_own(capsys):
+    from lrkit.cli import main
+
+    code = main(["sweep", "logreg", "--lrs", "1e-3:1:4", "--points-per-decade", "16",
+                 "--budget", "10"])
+    err = capsys.readouterr().err
+    assert code == 2 and "sets 4 points per decade" in err and "Traceback" not in err

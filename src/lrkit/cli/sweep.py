@@ -23,7 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--lrs", default="1e-4:1",
                    help="rates: LOW:HIGH (log range), LOW:HIGH:PER_DECADE, or a list a,b,c "
                         "(default 1e-4:1)")
-    p.add_argument("--points-per-decade", type=int, default=8,
+    p.add_argument("--points-per-decade", type=int, default=None,
                    help="resolution of a LOW:HIGH range (default 8)")
     p.add_argument("--optimizers", default=None,
                    help="comma-separated: sgd, sgd-momentum, nesterov, adam, adamw, rmsprop, any "

@@ -13,8 +13,7 @@ from typing import Any, Callable
 from lrkit.errors import LrkitError, is_real, plain_int, require
 from lrkit.sweep.config import SweepSpec
 from lrkit.sweep.results import SweepResult, TrialRecord
-from lrkit.sweep.space import (DEFAULT_POINTS_PER_DECADE, RECIPE, lr_key, parse_optimizers,
-                               parse_rates, rebuild_optimizer)
+from lrkit.sweep.space import RECIPE, lr_key, parse_optimizers, parse_rates, rebuild_optimizer
 
 
 def _recipe_file(problem: Any) -> tuple[str, str] | None:
@@ -111,7 +110,7 @@ def _positive_int(value: Any, name: str, minimum: int = 1) -> int:
 
 
 def build_spec(problem: Any, *, lrs: Any = "1e-4:1",
-               points_per_decade: int = DEFAULT_POINTS_PER_DECADE, optimizers: Any = None,
+               points_per_decade: int | None = None, optimizers: Any = None,
                seeds: int = 1, budget: int | None = None, epochs: int | None = None,
                strategy: str = "refine", stride: int = 4, eta: int = 3, rungs: int = 2,
                repeat_top: int = 3, diverge_factor: float = 10.0, tolerance: float = 0.1,
@@ -170,7 +169,7 @@ def build_spec(problem: Any, *, lrs: Any = "1e-4:1",
 
 
 def sweep(problem: Any, *, lrs: Any = "1e-4:1",
-          points_per_decade: int = DEFAULT_POINTS_PER_DECADE, optimizers: Any = None,
+          points_per_decade: int | None = None, optimizers: Any = None,
           seeds: int = 1, budget: int | None = None, epochs: int | None = None,
           storage: str | None = None, study_name: str | None = None,
           workers: int | None = None, strategy: str = "refine", continue_study: bool = False,
@@ -187,7 +186,7 @@ def sweep(problem: Any, *, lrs: Any = "1e-4:1",
     a fresh model and optimizer from it. With several workers the callable must be importable
     (defined at module level).
 
-    ``lrs``: ``"1e-4:1"`` (a log range on a lattice of ``points_per_decade`` rates per decade),
+    ``lrs``: ``"1e-4:1"`` (a log range on a lattice of ``points_per_decade`` rates per decade, 8 by default),
     ``"1e-4:1:16"``, ``"0.001,0.01"``, ``(low, high)`` or a list. ``optimizers``: None (the
     recipe's own) or names/specs such as ``"sgd-momentum,adam,adamw(weight_decay=0.1)"``, torch
     optimizer classes or ``(class, options)`` pairs. ``seeds``: seeds for the top

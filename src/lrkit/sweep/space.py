@@ -131,11 +131,15 @@ def _rate_range(low_text: Any, high_text: Any, points_per_decade: int, finer: st
     return RateSpace(tuple(values), "range", points_per_decade)
 
 
-def parse_rates(spec: Any, points_per_decade: int = DEFAULT_POINTS_PER_DECADE) -> RateSpace:
+def parse_rates(spec: Any, points_per_decade: int | None = None) -> RateSpace:
     """Candidate rates from ``"1e-4:1"`` (log range; ``"1e-4:1:16"`` sets the points per decade),
     ``"0.001,0.01,0.1"`` (explicit list), a ``(low, high)`` tuple, a list of rates or one rate
-    (numpy numbers and arrays included)."""
-    points_per_decade = plain_int(points_per_decade)
+    (numpy numbers and arrays included). ``points_per_decade``: the resolution of a range
+    (default 8); given with a list, or with a range that names another, it is refused rather
+    than ignored."""
+    given = points_per_decade is not None
+    points_per_decade = plain_int(DEFAULT_POINTS_PER_DECADE if points_per_decade is None
+                                  else points_per_decade)
     require(isinstance(points_per_decade, int) and not isinstance(points_per_decade, bool)
             and 1 <= points_per_decade <= 100,
             f"points_per_decade must be an integer between 1 and 100, got {points_per_decade!r}")
@@ -152,14 +156,19 @@ def parse_rates(spec: Any, points_per_decade: int = DEFAULT_POINTS_PER_DECADE) -
                 # the third part is the user's own points per decade: its errors name the text
                 # the user wrote (lrs '1e-4:1:0'), not the points_per_decade parameter
                 per = _text_points_per_decade(parts[2], text)
+                require(not given or per == points_per_decade,
+                        f"the rate range {text!r} sets {per} points per decade and "
+                        f"points_per_decade (--points-per-decade) says {points_per_decade}: "
+                        "give it once")
                 return _rate_range(parts[0], parts[1], per, "raise its points per decade (the "
                                    "third part)", text)
             return _rate_range(parts[0], parts[1], points_per_decade, "raise points_per_decade",
                                text)
-        return parse_rates([p for p in text.split(",") if p.strip()], points_per_decade)
+        return parse_rates([p for p in text.split(",") if p.strip()],
+                           points_per_decade if given else None)
     if is_real(spec) or (getattr(spec, "shape", None) == () and hasattr(spec, "item")):
         # a single rate (a number, a numpy scalar or a 0-dim array/tensor)
-        return parse_rates([spec], points_per_decade)
+        return parse_rates([spec], points_per_decade if given else None)
     if isinstance(spec, tuple) and len(spec) == 2:
         return _rate_range(spec[0], spec[1], points_per_decade, "raise points_per_decade")
     if isinstance(spec, Iterable) and not isinstance(spec, (bytes, dict)):
@@ -167,6 +176,9 @@ def parse_rates(spec: Any, points_per_decade: int = DEFAULT_POINTS_PER_DECADE) -
             v.item() if getattr(v, "shape", None) == () and hasattr(v, "item") else v, "rate")))
             for v in spec})
         require(len(values) >= 1, "the list of rates is empty; give at least one rate")
+        require(not given, f"points_per_decade (--points-per-decade) {points_per_decade} is for a "
+                           "LOW:HIGH range; a list of rates is swept as it is: drop it, or give "
+                           "a range")
         return RateSpace(tuple(values), "list", None)
     raise LrkitError(f"rates must be 'LOW:HIGH', 'a,b,c', a (low, high) tuple, a list or one "
                      f"rate, got {spec!r}")
