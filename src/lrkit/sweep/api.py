@@ -198,7 +198,7 @@ def sweep(problem: Any, *, lrs: Any = "1e-4:1",
     that other workers run. ``study_name`` defaults to one derived from the problem (a lambda,
     closure, partial, bound method or callable object needs one); a stored
     study with other settings is refused unless ``continue_study=True``. ``workers``: local
-    worker processes. ``strategy``: ``"refine"`` (bracket, then refine, with successive halving)
+    worker processes (default 1). ``strategy``: ``"refine"`` (bracket, then refine, with successive halving)
     or ``"grid"`` (every rate to the full budget).
 
     ``engine``: ``"optuna"`` (default) or ``"ray"``: the same trials and strategy run as a Ray

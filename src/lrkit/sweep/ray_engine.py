@@ -240,7 +240,7 @@ class Planner:
 
     def _entry(self, trial_id: str, result: dict[str, Any] | None) -> dict[str, Any] | None:
         entry = self.trials.get(trial_id)
-        if entry is None and result and "lrkit_group" in result:  # a trial Tune restarted
+        if entry is None and result and "lrkit_group" in result:  # not proposed by this planner
             entry = self.trials[trial_id] = {
                 "point": [result["lrkit_group"], result["lrkit_index"], result["lrkit_seed"]],
                 "status": RUNNING, "value": None, "rungs": {}, "order": 0,
@@ -263,9 +263,6 @@ class Planner:
         entry["status"] = status
         objective = result.get("lrkit_objective")
         entry["value"] = float(objective) if status == FINISHED and objective is not None else None
-
-    def live(self) -> int:
-        return sum(1 for e in self.trials.values() if e["status"] == RUNNING)
 
 
 _CLASSES: dict[str, type] = {}
