@@ -38,6 +38,7 @@ cluster's CPUs, retries a trial whose worker or node died, and stores the experi
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -136,9 +137,34 @@ def _finite(value: Any) -> Any:
     return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
-def train(config: dict[str, Any], spec: SweepSpec | None = None, threads: int = 1) -> None:
-    """Tune's trainable: one lrkit trial (:func:`run_trial`), its rung values reported with
-    ``tune.report`` and stopped early by the strategy; the outcome is the last report."""
+def portable(spec: SweepSpec) -> SweepSpec:
+    """``spec`` with a recipe file named by its absolute path: Ray's trial processes do not run
+    in the caller's directory, so ``train.py:make`` would not be found there."""
+    problem = spec.problem
+    if isinstance(problem, str) and ".py:" in problem:
+        path, _, func = problem.rpartition(":")
+        return dataclasses.replace(spec, problem=f"{os.path.abspath(path)}:{func}")
+    return spec
+
+
+@contextlib.contextmanager
+def _working_directory(cwd: str | None) -> Iterator[None]:
+    """In ``cwd`` (the caller's directory) when this node has it, as the Optuna engine's trials
+    are (a recipe that opens ``data/train.csv``); else where Tune put the trial."""
+    before = os.getcwd()
+    if cwd and os.path.isdir(cwd):
+        os.chdir(cwd)
+    try:
+        yield
+    finally:
+        os.chdir(before)
+
+
+def train(config: dict[str, Any], spec: SweepSpec | None = None, threads: int = 1,
+          cwd: str | None = None) -> None:
+    """Tune's trainable: one lrkit trial (:func:`run_trial`), run in ``cwd`` (the caller's
+    working directory) when this node has it, its rung values reported with ``tune.report``
+    and stopped early by the strategy; the outcome is the last report."""
     import torch
     from ray import tune
 
@@ -158,7 +184,8 @@ def train(config: dict[str, Any], spec: SweepSpec | None = None, threads: int = 
         tune.report({STEP: int(step), VALUE: float(value), "lrkit_pruned": bool(stop), **tags})
         return stop
 
-    outcome = run_trial(spec.trial_config(point), report).to_dict()
+    with _working_directory(cwd):
+        outcome = run_trial(spec.trial_config(point), report).to_dict()
     status = outcome.pop("status")
     objective = outcome.pop("objective")
     outcome = {k: _finite(v) for k, v in outcome.items()}
@@ -369,6 +396,7 @@ def run(spec: SweepSpec, study_name: str, location: str, *, ray_address: str | N
     """Run (or resume) the sweep as the Tune experiment ``<location>/<study_name>`` and return
     its :class:`SweepResult`."""
     ray, tune = require_ray()
+    spec = portable(spec)
     settings = spec.settings()
     marker = {"lrkit_settings": settings, "workers": workers, "threads": threads,
               "max_retries": max_retries}
@@ -386,7 +414,8 @@ def run(spec: SweepSpec, study_name: str, location: str, *, ray_address: str | N
                              "or storage")
         if stored is not None:
             _check_stored(stored, marker, where)
-        trainable = tune.with_resources(tune.with_parameters(train, spec=spec, threads=threads),
+        trainable = tune.with_resources(tune.with_parameters(train, spec=spec, threads=threads,
+                                                             cwd=os.getcwd()),
                                         {"cpu": threads})
         if restorable:
             tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True,
