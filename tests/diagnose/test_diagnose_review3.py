@@ -181,3 +181,24 @@ def test_noisy_curves_are_never_taken_for_constant(family):
     for per_epoch in (False, True):
         d = diagnose(curve(family, rng=rng, per_epoch=per_epoch))
         assert "constant_loss" not in d.evidence and d.verdict != "not_enough_data"
+
+
+def test_a_loss_that_has_not_moved_is_not_described_as_falling_slowly():
+    rng = np.random.default_rng(0)
+    flat = 2.3 + 0.01 * rng.standard_normal(300)
+    d = diagnose(flat)
+    assert d.verdict == "too_slow" and d.lr_factor == 10.0
+    assert "barely moved" in d.explanation and "falling steadily" not in d.explanation
+    slow = 2.3 * np.exp(-np.linspace(0, 0.5, 300)) + 0.01 * rng.standard_normal(300)
+    d = diagnose(slow)
+    assert d.verdict == "too_slow" and d.lr_factor == 3.0
+    assert "falling steadily but slowly" in d.explanation
+
+
+def test_a_noisy_loss_at_a_logged_rate_of_zero_says_the_rate_is_zero():
+    rng = np.random.default_rng(1)
+    flat = 2.3 + 0.01 * rng.standard_normal(300)
+    d = diagnose(flat, lrs=np.zeros(300))
+    assert d.suggested_lr is None
+    assert "logged rate is 0 at every step" in d.explanation
+    assert "logged rate is 0" not in diagnose(flat, lrs=np.full(300, 1e-4)).explanation

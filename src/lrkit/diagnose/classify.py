@@ -450,7 +450,7 @@ _EXPLAIN = {
         "schedule (cosine, step) or warmup helps too. If only the validation loss rose, the model "
         "may also be overfitting: stop earlier or regularise."),
     "too_slow": (
-        "The rate is too low: the loss is falling steadily but slowly and has not bent over, so "
+        "The rate is too low: {trend}, so "
         "this run would need many more steps to get where a higher rate gets quickly{where}. "
         "Raise it {how}{suggest}, and watch that it does not start to spike."),
     "plateaued": (
@@ -606,8 +606,16 @@ def diagnose(
         decay = ("The rates already decay (" + (
             f"to {ev['lr_end'] / ev['lr_max']:.0%} of their peak"
             if ev["lr_end"] >= 0.01 * ev["lr_max"] else "to about 0") + "), as they should.")
+    # "falling steadily but slowly" was said of a loss that had not moved at all (the x10 case)
+    trend = ("the loss has barely moved from where it started" if factor == 10.0 else
+             "the loss is falling steadily but slowly and has not bent over")
     explanation = _EXPLAIN[verdict].format(where=where, suggest=suggest, min_points=min_points,
-                                           how=how, decay=decay)
+                                           how=how, decay=decay, trend=trend)
+    if rates is not None and float(rates.max()) == 0.0 and verdict in ("too_slow", "plateaued"):
+        # a rate of 0 moves nothing: no factor of it can help, whatever the curve looks like
+        explanation += (" The logged rate is 0 at every step: no update could move the "
+                        "parameters, so set a positive rate first (a scheduler or warmup that "
+                        "starts at 0 must rise from it).")
     if ev.get("constant_loss") is not None and verdict == "not_enough_data":
         explanation = _constant_explanation(ev["constant_loss"], len(values), rates)
     return Diagnosis(verdict, confidence, _jsonable(_at_steps(ev, step_of)), factor, explanation,
