@@ -5,12 +5,16 @@ Runs on a real local Ray with 2 CPUs (one per test module, as tests/sweep/test_r
 each sweep is two or three rates of the built-in ``logreg`` for 20 steps.
 """
 import os
+import subprocess
+import sys
 import textwrap
 
 import pytest
 import ray
 
 import lrkit
+
+from tests.sweep.helpers import subprocess_env
 
 QUICK = dict(lrs="0.01,0.1", budget=20, progress=False, workers=2)
 
@@ -56,3 +60,34 @@ def test_a_relative_recipe_file_its_neighbour_and_its_data_are_found_by_the_tria
     result = lrkit.sweep("train.py:make", engine="ray", storage="runs", **QUICK)
     assert_all_finished(result)
     assert os.path.isdir(project / "runs" / result.study_name)
+
+
+ADDRESSES = '''
+import os, time, lrkit
+from lrkit.errors import LrkitError
+for address, env in (("127.0.0.1:1", None), ("ray://127.0.0.1:1", None), (None, "127.0.0.1:1")):
+    if env:
+        os.environ["RAY_ADDRESS"] = env
+    started = time.monotonic()
+    try:
+        lrkit.sweep("logreg", engine="ray", ray_address=address, lrs="0.01,0.1", budget=20,
+                    progress=False, storage=os.getcwd())
+    except LrkitError as exc:
+        print(f"{time.monotonic() - started:.1f}", exc)
+'''
+
+
+def test_an_address_where_nothing_listens_is_refused_at_once(tmp_path):
+    # ray.init retried 127.0.0.1:1 for minutes (killed after 200 s), ray://127.0.0.1:1 took
+    # 36 s and printed a warning
+    run = subprocess.run([sys.executable, "-c", ADDRESSES], cwd=tmp_path, env=subprocess_env(),
+                         capture_output=True, text=True, timeout=90)
+    lines = run.stdout.splitlines()
+    assert len(lines) == 3, run.stderr[-2000:]
+    for line, shown in zip(lines, ["'127.0.0.1:1'", "'ray://127.0.0.1:1'",
+                                   "RAY_ADDRESS='127.0.0.1:1'"]):
+        seconds, message = line.split(" ", 1)
+        assert float(seconds) < 10, line
+        assert f"could not reach the Ray cluster at {shown}: nothing answers" in message, line
+    assert "Check RAY_ADDRESS" in lines[2]
+    assert run.stderr.strip() == ""

@@ -339,6 +339,27 @@ def __getattr__(name: str) -> Any:  # so that pickle finds LrkitSearcher by name
 
 
 # -- running --------------------------------------------------------------------------------------
+def _check_reachable(address: str, where: str, advice: str, timeout: float = 5.0) -> None:
+    """Refuse at once an address ``host:port`` (or ``ray://host:port``) where nothing listens:
+    ``ray.init`` retries such an address for minutes (measured: over 200 s for 127.0.0.1:1)."""
+    import socket
+
+    text = address.strip()
+    scheme, _, rest = text.rpartition("://")
+    if scheme and scheme != "ray":
+        return
+    host, sep, port = rest.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit():
+        return  # 'auto', 'local' or a form Ray parses itself
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        raise LrkitError(f"could not reach {where}: nothing answers at {host}:{port} "
+                         f"({reason}). {advice}") from None
+
+
 @contextlib.contextmanager
 def _ray_session(ray, address: str | None) -> Iterator[None]:
     """Ray as the caller has it (already initialised), else started or joined for the sweep
@@ -350,13 +371,21 @@ def _ray_session(ray, address: str | None) -> Iterator[None]:
                 "first")
         yield
         return
+    from_env = address is None and bool(os.environ.get("RAY_ADDRESS", "").strip())
+    target = os.environ["RAY_ADDRESS"].strip() if from_env else address
+    where = (f"the Ray cluster at RAY_ADDRESS={target!r}" if from_env else
+             f"the Ray cluster at {target!r}" if target else "Ray")
+    advice = ("Check RAY_ADDRESS (unset it for a local Ray)" if from_env else
+              "Check ray_address (for a cluster: the head node's address, or 'auto' on one of "
+              "its nodes)")
+    if target:
+        _check_reachable(target, where, advice)
     try:
         ray.init(address=address)
     except Exception as exc:
-        where = f"the Ray cluster at {address!r}" if address else "Ray"
-        raise LrkitError(f"could not start or reach {where}: {type(exc).__name__}: {exc}. "
-                         "Check ray_address (for a cluster: the head node's address, or "
-                         "'auto' on one of its nodes)") from None
+        text = " ".join(str(exc).split()).rstrip(".")
+        raise LrkitError(f"could not start or reach {where}: {type(exc).__name__}: {text}. "
+                         f"{advice}") from None
     try:
         yield
     finally:
