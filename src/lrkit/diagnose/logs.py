@@ -57,21 +57,81 @@ def _find(keys: list[str], wanted: tuple[str, ...], prefix: str | None = None) -
     return None
 
 
-def _number(text: Any, path: str, line: int, column: str) -> float | None:
-    """A float from a cell; ``None`` for an empty cell; NaN/inf kept; an error names the line."""
+# what a Lightning LearningRateMonitor logs beside the rate (log_momentum, log_weight_decay)
+_NOT_RATE = ("-momentum", "-weight_decay", "-beta1", "-beta2")
+
+
+def _rate_column(keys: list[str]) -> str | None:
+    """The rate's column or tag: a known name, else the first ``lr*`` one that is not the
+    momentum or weight decay a LearningRateMonitor logs beside it (``lr-AdamW-momentum``)."""
+    found = _find(keys, LR_KEYS)
+    if found is None:
+        found = next((k for k in keys if k.strip().lower().startswith("lr")
+                      and not k.strip().lower().endswith(_NOT_RATE)), None)
+    return found
+
+
+def _loss_column(keys: list[str]) -> str | None:
+    """The training loss among ``keys`` by name. Lightning's ``self.log("loss", on_step=True,
+    on_epoch=True)`` writes ``loss_step`` and ``loss_epoch`` and no ``loss``: the per-step one
+    is the curve; the per-epoch mean is taken only where no per-step one was logged."""
+    lowered = {k.strip().lower(): k for k in keys}
+    for name in LOSS_KEYS:
+        for candidate in (name, name + "_step"):
+            if candidate in lowered:
+                return lowered[candidate]
+    for name in LOSS_KEYS:
+        if name + "_epoch" in lowered:
+            return lowered[name + "_epoch"]
+    return None
+
+
+def _val_column(keys: list[str], wanted: tuple[str, ...] | None = None) -> str | None:
+    """The validation loss by name: ``val_loss``, else Lightning's per-epoch ``val_loss_epoch``;
+    never ``val_loss_step``, whose steps count validation batches, not training steps."""
+    lowered = {k.strip().lower(): k for k in keys}
+    for name in wanted or VAL_KEYS:
+        for candidate in (name, name + "_epoch"):
+            if candidate in lowered:
+                return lowered[candidate]
+    return None
+
+
+def _is_train_loss_name(name: str) -> bool:
+    """Says "loss" and is not a validation, evaluation or test loss."""
+    return "loss" in name.lower() and not (set(re.split(r"[^a-z]+", name.lower()))
+                                           & set(_NOT_TRAIN))
+
+
+def _loss_like(keys: list[str]) -> list[str]:
+    """The keys that could be the training loss (for a log whose loss has another name): those
+    that say "loss" and are not a validation loss, a ``*_epoch`` twin of a ``*_step`` one left
+    out (Lightning's per-epoch mean of the same loss)."""
+    lossy = [k for k in keys if _is_train_loss_name(k)]
+    lowered = {k.lower() for k in lossy}
+    return [k for k in lossy if not (k.lower().endswith("_epoch")
+                                     and k.lower()[:-len("_epoch")] + "_step" in lowered)]
+
+
+def _number(text: Any, path: str, where: str, column: str) -> float | None:
+    """A float from a cell; ``None`` for an empty cell; NaN/inf kept; an error names ``where``
+    in the file ("line 3", "log_history[3]")."""
     if text is None:
         return None
     if isinstance(text, bool):
-        raise LrkitError(f"{path} line {line}: {column} is {text!r}, not a number")
+        raise LrkitError(f"{path} {where}: {column} is {text!r}, not a number")
     if isinstance(text, (int, float)):
         return float(text)
-    text = str(text).strip()
+    if not isinstance(text, str):
+        raise LrkitError(f"{path} {where}: {column} is {json.dumps(text)[:60]}, not a number; "
+                         "fix or remove that entry")
+    text = text.strip()
     if text == "":
         return None
     try:
         return float(text)
     except ValueError:
-        raise LrkitError(f"{path} line {line}: {column} value {text!r} is not a number; fix or "
+        raise LrkitError(f"{path} {where}: {column} value {text!r} is not a number; fix or "
                          "remove that line") from None
 
 
@@ -82,20 +142,24 @@ class _Collector:
         self.losses: list[float] = []
         self.lrs: list[float | None] = []
         self.val: list[tuple[float, float]] = []
+        self.rates: list[tuple[float, float]] = []  # (step, rate) wherever a rate was logged
 
-    def add(self, line: int, step: Any, loss: Any, lr: Any, val: Any, columns: dict) -> None:
-        loss_v = _number(loss, self.path, line, columns["loss"]) if loss is not None else None
-        step_v = _number(step, self.path, line, columns.get("step") or "step") \
+    def add(self, where: str, step: Any, loss: Any, lr: Any, val: Any, columns: dict) -> None:
+        loss_v = _number(loss, self.path, where, columns["loss"]) if loss is not None else None
+        step_v = _number(step, self.path, where, columns.get("step") or "step") \
             if step is not None else None
-        val_v = _number(val, self.path, line, columns.get("val") or "val_loss") \
+        val_v = _number(val, self.path, where, columns.get("val") or "val_loss") \
             if val is not None else None
-        lr_v = _number(lr, self.path, line, columns.get("lr") or "lr") if lr is not None else None
+        lr_v = _number(lr, self.path, where, columns.get("lr") or "lr") if lr is not None else None
+        at = step_v if step_v is not None else float(len(self.losses))
         if loss_v is not None:
-            self.steps.append(step_v if step_v is not None else float(len(self.losses)))
+            self.steps.append(at)
             self.losses.append(loss_v)
             self.lrs.append(lr_v)
         if val_v is not None:
-            self.val.append((step_v if step_v is not None else float(len(self.losses)), val_v))
+            self.val.append((at, val_v))
+        if lr_v is not None:
+            self.rates.append((at, lr_v))
 
     def result(self, source: str) -> LossLog:
         if not self.losses:
@@ -105,6 +169,11 @@ class _Collector:
         if any(v is not None for v in self.lrs):
             missing = [i for i, v in enumerate(self.lrs) if v is None]
             lrs = None if missing else [float(v) for v in self.lrs]  # type: ignore[arg-type]
+        elif self.rates:
+            # the rate only in rows of its own (Lightning's LearningRateMonitor writes a row per
+            # logged rate, the loss in others): each loss takes the latest rate logged at or
+            # before its step (the first before the first); it was None, no rates at all
+            lrs = _held_rates(self.steps, sorted(self.rates, key=lambda item: item[0]))
         # keep the order of the steps (logs are sometimes appended out of order)
         order = sorted(range(len(self.losses)), key=lambda i: self.steps[i])
         return LossLog([self.steps[i] for i in order], [self.losses[i] for i in order],
@@ -147,12 +216,19 @@ def _read_csv(path: str | os.PathLike) -> LossLog:
                              "step,loss,lr,val_loss")
         reader = csv.reader(itertools.chain([first], handle), delimiter=_delimiter(first, path))
         header = [h.strip() for h in next(reader)]
-        loss_col = _find(header, LOSS_KEYS)
+        loss_col = _loss_column(header)
         if loss_col is None:
-            raise LrkitError(f"{name} line 1: no loss column in the header {header}; name it "
-                             "'loss' (optional: step, lr, val_loss)")
+            lossy = _loss_like(header)
+            if len(lossy) > 1:
+                raise LrkitError(f"{name} line 1: several columns could be the training loss "
+                                 f"({', '.join(repr(c) for c in lossy)}); rename the training "
+                                 "loss's column to 'loss'")
+            if not lossy:
+                raise LrkitError(f"{name} line 1: no loss column in the header {header}; name "
+                                 "it 'loss' (optional: step, lr, val_loss)")
+            loss_col = lossy[0]
         columns = {"loss": loss_col, "step": _find(header, STEP_KEYS),
-                   "lr": _find(header, LR_KEYS, prefix="lr"), "val": _find(header, VAL_KEYS)}
+                   "lr": _rate_column(header), "val": _val_column(header)}
         index = {k: header.index(v) for k, v in columns.items() if v is not None}
         collector = _Collector(name)
         for line, row in enumerate(reader, start=2):
@@ -162,8 +238,21 @@ def _read_csv(path: str | os.PathLike) -> LossLog:
                 raise LrkitError(f"{name} line {line}: {len(row)} fields, but the header has "
                                  f"{len(header)}; fix or remove that line")
             get = lambda key: row[index[key]] if key in index else None  # noqa: E731
-            collector.add(line, get("step"), get("loss"), get("lr"), get("val"), columns)
-    return collector.result("csv")
+            collector.add(f"line {line}", get("step"), get("loss"), get("lr"), get("val"),
+                          columns)
+    return collector.result(_csv_source(columns))
+
+
+def _csv_source(columns: dict) -> str:
+    """What the reader took: "csv" for the plain step/loss/lr/val_loss names, else the
+    columns it chose (a Lightning metrics.csv: train_loss_step, lr-SGD, val_loss)."""
+    plain = {"loss": "loss", "step": "step", "lr": "lr", "val": "val_loss"}
+    if all(columns[k] is None or columns[k].strip().lower() == v for k, v in plain.items()):
+        return "csv"
+    return (f"csv, column {columns['loss']!r}"
+            + (f", rate {columns['lr']!r}" if columns["lr"] else "")
+            + (f", validation {columns['val']!r}" if columns["val"] else "")
+            + (f", steps {columns['step']!r}" if columns["step"] else ""))
 
 
 def read_jsonl(path: str | os.PathLike) -> LossLog:
@@ -207,8 +296,8 @@ def _read_jsonl(path: str | os.PathLike) -> LossLog:
                 runs += 1
                 cut_at = None
             keys = list(record)
-            columns = {"loss": _find(keys, LOSS_KEYS), "step": _find(keys, STEP_KEYS),
-                       "lr": _find(keys, LR_KEYS, prefix="lr"), "val": _find(keys, VAL_KEYS)}
+            columns = {"loss": _loss_column(keys), "step": _find(keys, STEP_KEYS),
+                       "lr": _rate_column(keys), "val": _val_column(keys)}
             if columns["loss"] is None and columns["val"] is None:
                 raise LrkitError(f"{name} line {line}: no 'loss' (or 'val_loss') key in "
                                  f"{sorted(keys)}")
@@ -217,7 +306,7 @@ def _read_jsonl(path: str | os.PathLike) -> LossLog:
             if isinstance(loss, str) and loss.lower() in ("nan", "inf", "-inf", "infinity"):
                 loss = float(loss)
             columns["loss"] = columns["loss"] or "loss"
-            collector.add(line, pick("step"), loss, pick("lr"), pick("val"), columns)
+            collector.add(f"line {line}", pick("step"), loss, pick("lr"), pick("val"), columns)
     log = collector.result("jsonl" if runs == 1 else f"jsonl (the last of {runs} runs in the file)")
     if isinstance(cut_at, (int, float)) and not isinstance(cut_at, bool):
         # a Monitor told of a guard diagnosed the steps since the guard's last cut (before it:
@@ -230,6 +319,92 @@ def _read_jsonl(path: str | os.PathLike) -> LossLog:
                           [(at, v) for at, v in log.val_losses if at >= cut_at],
                           f"{log.source}, from step {cut_at:g}: the guard's last cut")
     return log
+
+
+def read_json(path: str | os.PathLike) -> LossLog:
+    """Read a ``.json`` log: a Hugging Face Trainer's ``trainer_state.json`` (an object with a
+    ``log_history`` list), a JSON list of records, or JSONL under a .json name."""
+    name = str(path)
+    try:
+        with open(path, encoding="utf-8-sig") as handle:
+            text = handle.read()
+    except UnicodeDecodeError as exc:
+        raise _not_utf8(name, exc) from None
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as exc:
+        first = next((line for line in text.splitlines() if line.strip()), "")
+        try:
+            json.loads(first)
+        except json.JSONDecodeError:
+            raise LrkitError(f"{name} line {exc.lineno}: not valid JSON ({exc.msg}); a "
+                             "trainer_state.json may be cut short (still being written?); a "
+                             'JSONL log has one object a line, such as {"step": 1, '
+                             '"loss": 0.5}') from None
+        return read_jsonl(path)  # one object a line: a line that is wrong is named there
+    if isinstance(document, dict) and "log_history" in document:
+        return _read_trainer_state(document, name)
+    if isinstance(document, list):
+        return _read_records(document, name)
+    if isinstance(document, dict):
+        return read_jsonl(path)  # a single record, on one line or several
+    raise LrkitError(f"{name}: a JSON {type(document).__name__}, not a loss log; give JSONL (one "
+                     'object a line, such as {"step": 1, "loss": 0.5}) or a trainer_state.json')
+
+
+def _read_records(records: list, name: str) -> LossLog:
+    collector = _Collector(name)
+    for i, record in enumerate(records):
+        where = f"item {i}"
+        if not isinstance(record, dict):
+            raise LrkitError(f"{name} {where}: expected a JSON object, got "
+                             f"{type(record).__name__}")
+        keys = list(record)
+        columns = {"loss": _loss_column(keys), "step": _find(keys, STEP_KEYS),
+                   "lr": _rate_column(keys), "val": _val_column(keys)}
+        if columns["loss"] is None and columns["val"] is None:
+            raise LrkitError(f"{name} {where}: no 'loss' (or 'val_loss') key in {sorted(keys)}")
+        pick = lambda key: record[columns[key]] if columns[key] else None  # noqa: E731
+        columns["loss"] = columns["loss"] or "loss"
+        collector.add(where, pick("step"), pick("loss"), pick("lr"), pick("val"), columns)
+    return collector.result("json")
+
+
+def _read_trainer_state(state: dict, name: str) -> LossLog:
+    """The Trainer's ``log_history``: an entry with ``loss`` (the mean training loss since the
+    last log) and ``learning_rate`` every ``logging_steps``, one with ``eval_loss`` per
+    evaluation, and a summary at the end whose ``train_loss`` is the mean over the whole run (not
+    a point of the curve). Steps are the entries' ``step``, the Trainer's global step."""
+    history = state["log_history"]
+    if not isinstance(history, list):
+        raise LrkitError(f"{name}: log_history is a {type(history).__name__}, not a list; is "
+                         "this a Hugging Face trainer_state.json?")
+    collector = _Collector(name)
+    columns = {"loss": "loss", "step": "step", "lr": "learning_rate", "val": "eval_loss"}
+    for i, entry in enumerate(history):
+        where = f"log_history[{i}]"
+        if not isinstance(entry, dict):
+            raise LrkitError(f"{name} {where}: expected a JSON object, got "
+                             f"{type(entry).__name__}")
+        if "loss" not in entry and "eval_loss" not in entry:
+            continue  # the summary (train_loss, train_runtime ...), other evaluations' metrics
+        collector.add(where, entry.get("step"), entry.get("loss"), entry.get("learning_rate"),
+                      entry.get("eval_loss"), columns)
+    if not collector.losses:
+        every = state.get("logging_steps")
+        at = state.get("global_step")
+        raise LrkitError(
+            f"{name}: its log_history holds no training loss (no entry with 'loss'"
+            + (f"; the run got to step {at}" if isinstance(at, int) else "")
+            + "); the Trainer logs the loss every logging_steps steps"
+            + (f" ({every} in this run)" if isinstance(every, (int, float)) else "")
+            + ": train with a smaller TrainingArguments(logging_steps=...), e.g. 10")
+    source = "trainer_state.json, 'loss'"
+    if any(v is not None for v in collector.lrs):
+        source += ", rate 'learning_rate'"
+    if collector.val:
+        source += ", validation 'eval_loss'"
+    return collector.result(source)
 
 
 def event_files(directory: str | os.PathLike) -> list[Path]:
@@ -258,11 +433,10 @@ def _tag_hint(tags: list[str]) -> str:
 def _loss_tag(tags: list[str], where: str) -> str:
     """The training loss's tag: a known name, else the one tag that says "loss" and is not a
     validation loss; several such tags, or none: an error that lists the tags."""
-    known = _find(tags, LOSS_KEYS)
+    known = _loss_column(tags)
     if known is not None:
         return known
-    lossy = [t for t in tags if "loss" in t.lower()
-             and not set(re.split(r"[^a-z]+", t.lower())) & set(_NOT_TRAIN)]
+    lossy = _loss_like(tags)
     if len(lossy) == 1:
         return lossy[0]
     if lossy:
@@ -274,7 +448,7 @@ def _loss_tag(tags: list[str], where: str) -> str:
 
 
 def _lr_tag(tags: list[str]) -> str | None:
-    found = _find(tags, LR_KEYS, prefix="lr")
+    found = _rate_column(tags)
     if found is None:  # train/learning_rate, optimizer/lr: the last part of the tag
         found = next((t for t in tags if t.lower().rsplit("/", 1)[-1] in TB_LR_NAMES), None)
     return found
@@ -416,7 +590,7 @@ def read_tensorboard(path: str | os.PathLike, tag: str | None = None) -> LossLog
         raise LrkitError(f"{where}: the tag {loss_tag!r} holds no values")
     steps = [s for s, _ in loss]
     lr_tag = _lr_tag([t for t in tags if t != loss_tag])
-    val_tag = _find([t for t in tags if t != loss_tag], TB_VAL_KEYS)
+    val_tag = _val_column([t for t in tags if t != loss_tag], TB_VAL_KEYS)
     lrs = _held_rates(steps, _merge_runs(by_tag[lr_tag])) if lr_tag else None
     if lrs is not None and not all(math.isfinite(v) and v >= 0 for v in lrs):
         lrs = None  # a rate the diagnosis would refuse: the loss is still worth reading
@@ -446,27 +620,104 @@ def _read_log(p: Path, path: str | os.PathLike, tag: str | None) -> LossLog:
     if not p.exists():
         raise LrkitError(f"loss log {str(path)!r} does not exist")
     if p.is_dir():
-        if not event_files(p) and not event_runs(p):
-            raise LrkitError(f"{str(path)!r} is a directory without TensorBoard event files "
-                             "(events.out.tfevents.*) in it; give a CSV or JSONL log file, or a "
-                             "TensorBoard run directory (the one holding the event files)")
-        return read_tensorboard(p, tag)  # a run, or a directory with one run below it
+        if tag is not None:  # a tag picks a TensorBoard scalar: the event files, whatever else
+            if not event_files(p) and not event_runs(p):
+                raise LrkitError(f"{str(path)!r} is a directory without TensorBoard event files "
+                                 "(events.out.tfevents.*) in it, and --tag/tag= picks a "
+                                 "TensorBoard scalar; give a TensorBoard run directory (the one "
+                                 "holding the event files)")
+            return read_tensorboard(p, tag)
+        return _read_dir(p, path)
     if "tfevents" in p.name:
         return read_tensorboard(p, tag)
     require(tag is None, f"tag={tag!r} picks a TensorBoard scalar, but {str(path)!r} is not a "
                          "TensorBoard event file: a CSV or JSONL log's loss is its 'loss' column")
     suffix = p.suffix.lower()
-    if suffix in (".jsonl", ".ndjson", ".json"):
+    if suffix == ".json":
+        return read_json(p)
+    if suffix in (".jsonl", ".ndjson"):
         return read_jsonl(p)
     if suffix in (".csv", ".tsv", ".txt"):
         return read_csv(p)
     with open(p, "rb") as handle:
         head = handle.read(64).lstrip()
-    if head.startswith(b"{"):
-        return read_jsonl(p)
+    if head.startswith((b"{", b"[", b"\xef\xbb\xbf{")):
+        return read_json(p)  # JSONL, or one JSON document (a trainer_state.json renamed)
     if b"\x00" in head:
         return read_tensorboard(p, tag)
     return read_csv(p)
+
+
+_CHECKPOINT = re.compile(r"checkpoint-(\d+)$")
+
+
+def _checkpoint_states(directory: Path) -> list[Path]:
+    """The ``checkpoint-N/trainer_state.json`` files of a Trainer's output directory, by N."""
+    found = [(int(m.group(1)), d / "trainer_state.json") for d in directory.iterdir()
+             if d.is_dir() and (m := _CHECKPOINT.match(d.name))
+             and (d / "trainer_state.json").is_file()]
+    return [state for _, state in sorted(found)]
+
+
+def _runs_below(directory: Path) -> dict[Path, str]:
+    """The runs below ``directory``, each with what it holds: a folder with TensorBoard event
+    files, a Lightning ``metrics.csv``, or a Trainer's ``trainer_state.json`` (in it or in its
+    ``checkpoint-N`` folders). A run inside another (a Trainer's ``runs/...`` TensorBoard folder
+    in its output directory) belongs to the outer one."""
+    runs: dict[Path, str] = {}
+    for root, _, files in os.walk(directory):
+        here = Path(root)
+        if "trainer_state.json" in files:
+            run = here.parent if _CHECKPOINT.match(here.name) else here
+            runs[run] = "trainer_state.json"
+        elif "metrics.csv" in files:
+            runs.setdefault(here, "metrics.csv")
+        elif any("tfevents" in name for name in files):
+            runs.setdefault(here, "TensorBoard")
+    outer = sorted(runs, key=lambda run: len(run.parts))
+    kept: dict[Path, str] = {}
+    for run in outer:
+        if not any(run != other and other in run.parents for other in kept):
+            kept[run] = runs[run]
+    return dict(sorted(kept.items()))
+
+
+def _read_dir(p: Path, path: str | os.PathLike) -> LossLog:
+    """A directory: the log in it (a Trainer's trainer_state.json, TensorBoard event files, a
+    Lightning metrics.csv, in that order; else the latest checkpoint-N/trainer_state.json),
+    or the one run below it."""
+    if (p / "trainer_state.json").is_file():
+        return read_json(p / "trainer_state.json")
+    if event_files(p):
+        return read_tensorboard(p)
+    if (p / "metrics.csv").is_file():
+        return read_csv(p / "metrics.csv")
+    states = _checkpoint_states(p)
+    if states:
+        # each checkpoint's state holds the history up to it: the latest holds the most
+        log = read_json(states[-1])
+        log.source = (f"{states[-1].parent.name}/trainer_state.json, the latest of "
+                      f"{len(states)} checkpoint{'s' if len(states) > 1 else ''}: "
+                      + log.source.removeprefix("trainer_state.json, "))
+        return log
+    runs = _runs_below(p)
+    if not runs:
+        raise LrkitError(f"{str(path)!r} is a directory without TensorBoard event files "
+                         "(events.out.tfevents.*), a Hugging Face trainer_state.json or a "
+                         "Lightning metrics.csv in it or below it; give a CSV or JSONL log file, "
+                         "or the directory that holds one of those")
+    if len(runs) > 1:
+        kinds = set(runs.values())
+        names = [str(r.relative_to(p)) + ("" if len(kinds) == 1 else f" ({kind})")
+                 for r, kind in runs.items()]
+        shown = ", ".join(names[:10]) + (f" ... ({len(names)} in all)" if len(names) > 10 else "")
+        what = "TensorBoard runs" if kinds == {"TensorBoard"} else "runs"
+        raise LrkitError(f"{path} holds {len(runs)} {what} ({shown}); give one run directory, "
+                         f"e.g. {str(next(iter(runs)))!r}")
+    run = next(iter(runs))
+    log = _read_dir(run, run)
+    log.source = f"{run.relative_to(p)}: {log.source}"
+    return log
 
 
 def _finite(value: float) -> bool:
