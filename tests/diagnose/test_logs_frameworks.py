@@ -187,6 +187,59 @@ def test_a_run_shorter_than_logging_steps_says_to_log_more_often(tmp_path, capsy
     assert len(err.strip().splitlines()) == 1
 
 
+class _Regression(torch.nn.Module):
+    """A plain torch module for the Trainer; its loss turns NaN at one step (a bad batch), and
+    the NaN gradients that clipping spreads keep every later loss NaN."""
+
+    def __init__(self, nan_at):
+        super().__init__()
+        self.net = torch.nn.Linear(4, 1)
+        self.calls, self.nan_at = 0, nan_at
+
+    def forward(self, x, labels=None):
+        self.calls += 1
+        out = self.net(x)
+        loss = torch.nn.functional.mse_loss(out, labels)
+        if self.calls == self.nan_at:
+            loss = loss * float("nan")
+        return {"loss": loss, "logits": out}
+
+
+class _Sums(torch.utils.data.Dataset):
+    def __init__(self, n):
+        self.x = torch.randn(n, 4, generator=torch.Generator().manual_seed(0))
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return {"x": self.x[i], "labels": self.x[i].sum(0, keepdim=True)}
+
+
+def test_a_run_that_went_nan_is_diverged_though_the_trainer_logged_zeros(tmp_path):
+    """With logging_nan_inf_filter (the default) the Trainer logs a window of NaN losses as 0.0,
+    beside a NaN grad_norm: read as they stand, the loss "fell to 0" and the run was healthy."""
+    from transformers import Trainer, TrainingArguments
+
+    torch.manual_seed(0)
+    args = TrainingArguments(output_dir=str(tmp_path / "out"), max_steps=40, logging_steps=2,
+                             per_device_train_batch_size=8, learning_rate=0.05, optim="sgd",
+                             lr_scheduler_type="constant", use_cpu=True, disable_tqdm=True,
+                             save_strategy="no", report_to=["tensorboard"])
+    trainer = Trainer(model=_Regression(nan_at=21), args=args, train_dataset=_Sums(320))
+    trainer.train()
+    trainer.save_state()
+    state = tmp_path / "out" / "trainer_state.json"
+    history = json.loads(state.read_text())["log_history"]
+    zeros = [e for e in history if e.get("loss") == 0.0]
+    assert len(zeros) == 10 and all(e["grad_norm"] != e["grad_norm"] for e in zeros)  # NaN
+    for target in (state, tmp_path / "out" / "runs"):
+        log = read_log(target)
+        assert sum(v != v for v in log.losses) == 10 and 0.0 not in log.losses
+        assert "10 losses logged as 0.0 beside a non-finite grad_norm read as NaN" in log.source
+        assert log.diagnose().verdict == "diverged"
+
+
 def test_a_trainer_state_cut_short_is_one_clear_error(hf_run, tmp_path, capsys):
     text = (hf_run["out"] / "trainer_state.json").read_text()
     cut = tmp_path / "trainer_state.json"

@@ -381,6 +381,7 @@ def _read_trainer_state(state: dict, name: str) -> LossLog:
                          "this a Hugging Face trainer_state.json?")
     collector = _Collector(name)
     columns = {"loss": "loss", "step": "step", "lr": "learning_rate", "val": "eval_loss"}
+    hidden = 0
     for i, entry in enumerate(history):
         where = f"log_history[{i}]"
         if not isinstance(entry, dict):
@@ -388,7 +389,10 @@ def _read_trainer_state(state: dict, name: str) -> LossLog:
                              f"{type(entry).__name__}")
         if "loss" not in entry and "eval_loss" not in entry:
             continue  # the summary (train_loss, train_runtime ...), other evaluations' metrics
-        collector.add(where, entry.get("step"), entry.get("loss"), entry.get("learning_rate"),
+        loss = entry.get("loss")
+        if _hidden_nan(loss, entry.get("grad_norm")):
+            loss, hidden = math.nan, hidden + 1
+        collector.add(where, entry.get("step"), loss, entry.get("learning_rate"),
                       entry.get("eval_loss"), columns)
     if not collector.losses:
         every = state.get("logging_steps")
@@ -404,7 +408,25 @@ def _read_trainer_state(state: dict, name: str) -> LossLog:
         source += ", rate 'learning_rate'"
     if collector.val:
         source += ", validation 'eval_loss'"
+    if hidden:
+        source += f"; {_hidden_note(hidden)}"
     return collector.result(source)
+
+
+def _hidden_nan(loss: Any, grad_norm: Any) -> bool:
+    """A Trainer's window of NaN losses, as it logs one: with logging_nan_inf_filter (its
+    default) a NaN/inf step adds the window's mean so far, so a window of nothing but NaN logs
+    0.0; its grad_norm (logged whenever clipping is on, also by default) is NaN/inf. (A loss
+    above 0 beside a non-finite grad_norm can be fp16's loss scaler skipping a step, and is
+    kept; lrkit's MonitorCallback, which knows whether a scaler ran, reads it the same way.)"""
+    return (loss == 0 and not isinstance(loss, bool) and isinstance(grad_norm, (int, float))
+            and not isinstance(grad_norm, bool) and not math.isfinite(grad_norm))
+
+
+def _hidden_note(count: int) -> str:
+    return (f"{count} loss{'es' if count > 1 else ''} logged as 0.0 beside a non-finite "
+            "grad_norm read as NaN (the Trainer's logging_nan_inf_filter logs a window of NaN "
+            "losses as 0.0)")
 
 
 def event_files(directory: str | os.PathLike) -> list[Path]:
@@ -588,6 +610,13 @@ def read_tensorboard(path: str | os.PathLike, tag: str | None = None) -> LossLog
     loss = _merge_runs(by_tag[loss_tag])
     if not loss:
         raise LrkitError(f"{where}: the tag {loss_tag!r} holds no values")
+    hidden = 0
+    norm_tag = loss_tag.rsplit("/", 1)[0] + "/grad_norm" if "/" in loss_tag else "grad_norm"
+    if norm_tag in by_tag:  # a Trainer's window of NaN losses logged as 0.0 (_hidden_nan)
+        norms = dict(_merge_runs(by_tag[norm_tag]))
+        marked = [(s, math.nan if _hidden_nan(v, norms.get(s)) else v) for s, v in loss]
+        hidden = sum(1 for (_, v), (_, m) in zip(loss, marked) if math.isnan(m) and v == v)
+        loss = marked
     steps = [s for s, _ in loss]
     lr_tag = _lr_tag([t for t in tags if t != loss_tag])
     val_tag = _val_column([t for t in tags if t != loss_tag], TB_VAL_KEYS)
@@ -604,6 +633,8 @@ def read_tensorboard(path: str | os.PathLike, tag: str | None = None) -> LossLog
         source += f", {len(files)} event files"
     if unreadable:
         source += f"; skipped {', '.join(unreadable)}"
+    if hidden:
+        source += f"; {_hidden_note(hidden)}"
     return LossLog(steps, [v for _, v in loss], lrs, val, source)
 
 
