@@ -13,6 +13,8 @@ import pytest
 import ray
 
 import lrkit
+from lrkit.cli import main
+from lrkit.errors import LrkitError
 
 from tests.sweep.helpers import subprocess_env
 
@@ -91,3 +93,27 @@ def test_an_address_where_nothing_listens_is_refused_at_once(tmp_path):
         assert f"could not reach the Ray cluster at {shown}: nothing answers" in message, line
     assert "Check RAY_ADDRESS" in lines[2]
     assert run.stderr.strip() == ""
+
+
+@pytest.fixture(scope="module")
+def swept(local_ray, tmp_path_factory):
+    """A finished Ray sweep of logreg with the default workers, and its storage directory."""
+    storage = str(tmp_path_factory.mktemp("ray"))
+    settings = dict(lrs="0.01,0.1,1", budget=20, progress=False)
+    return lrkit.sweep("logreg", engine="ray", storage=storage, **settings), storage, settings
+
+
+def test_resuming_with_the_workers_it_ran_with_is_not_refused(swept, capsys):
+    result, storage, settings = swept
+    # the default workers (the cluster's 2 CPUs) was stored as None, and --workers 2 refused
+    # with "started with workers=None, now workers=2 ... give workers=None"
+    again = lrkit.sweep("logreg", engine="ray", storage=storage, workers=2, **settings)
+    assert [(r.lr, r.loss) for r in again.records] == [(r.lr, r.loss) for r in result.records]
+    with pytest.raises(LrkitError, match=r"started with workers=2, now workers=1: .* resume it "
+                                         r"with workers=2 or without workers, or give another"):
+        lrkit.sweep("logreg", engine="ray", storage=storage, workers=1, **settings)
+    assert main(["sweep", "logreg", "--engine", "ray", "--storage", storage, "--lrs",
+                 "0.01,0.1,1", "--budget", "20", "--no-progress", "--workers", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "resume it with --workers=2 or without --workers, or give another --study-name" in err
+    assert len(err.strip().splitlines()) == 1

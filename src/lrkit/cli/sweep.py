@@ -72,7 +72,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 #: the library's parameter names, as this command's options (for its error messages)
 OPTION_NAMES = {"points_per_decade": "--points-per-decade", "repeat_top": "--repeat-top",
                 "study_name": "--study-name", "continue_study": "--continue", "lrs": "--lrs",
-                "ray_address": "--ray-address"}
+                "ray_address": "--ray-address", "workers": "--workers", "threads": "--threads"}
 
 
 def check_args(args: argparse.Namespace) -> None:

@@ -434,15 +434,16 @@ def run(spec: SweepSpec, study_name: str, location: str, *, ray_address: str | N
         progress = sys.stderr.isatty()
     if location == os.path.abspath(DEFAULT_STORAGE):
         os.makedirs(location, exist_ok=True)
+    # a stored sweep with other settings is refused before Ray starts (seconds, and its logs)
+    path = f"{location.rstrip('/')}/{study_name}"
+    stored = _read_marker(location, study_name)
+    restorable = tune.Tuner.can_restore(path)
+    if stored is None and restorable:
+        raise LrkitError(f"{where} was not made by lrkit sweep; give another study_name "
+                         "or storage")
+    if stored is not None:
+        _check_stored(stored, marker, where)
     with _ray_session(ray, ray_address), _tune_environment(quiet=not progress):
-        path = f"{location.rstrip('/')}/{study_name}"
-        stored = _read_marker(location, study_name)
-        restorable = tune.Tuner.can_restore(path)
-        if stored is None and restorable:
-            raise LrkitError(f"{where} was not made by lrkit sweep; give another study_name "
-                             "or storage")
-        if stored is not None:
-            _check_stored(stored, marker, where)
         trainable = tune.with_resources(tune.with_parameters(train, spec=spec, threads=threads,
                                                              cwd=os.getcwd()),
                                         {"cpu": threads})
@@ -450,10 +451,10 @@ def run(spec: SweepSpec, study_name: str, location: str, *, ray_address: str | N
             tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True,
                                        resume_errored=False, restart_errored=False)
         else:
-            _write_marker(location, study_name, marker)
             if workers is None:  # as many trials at once as the cluster has CPUs for
                 cpus = ray.cluster_resources().get("CPU", 1)
                 workers = max(1, int(cpus // threads))
+            _write_marker(location, study_name, dict(marker, workers=workers))
             tuner = tune.Tuner(
                 trainable,
                 tune_config=tune.TuneConfig(search_alg=_searcher_class()(spec), num_samples=-1,
@@ -490,11 +491,14 @@ def _check_stored(stored: dict[str, Any], marker: dict[str, Any], where: str) ->
                          "A Ray sweep resumes only with its own settings: give another "
                          "study_name or storage")
     for key in ("workers", "threads", "max_retries"):
-        if stored.get(key) != marker[key]:
-            raise LrkitError(f"{where} was started with {key}={stored.get(key)!r}, now "
-                             f"{key}={marker[key]!r}: a resumed Ray Tune experiment keeps the "
-                             f"{key} it started with; give {key}={stored.get(key)!r} to resume "
-                             "it, or another study_name")
+        was, now = stored.get(key), marker[key]
+        if key == "workers" and (now is None or was is None):
+            continue  # not given: the workers it started with (the marker holds the number)
+        if was != now:
+            also = f" or without {key}" if key == "workers" else ""
+            raise LrkitError(f"{where} was started with {key}={was!r}, now {key}={now!r}: a "
+                             f"resumed Ray Tune experiment keeps the {key} it started with; "
+                             f"resume it with {key}={was!r}{also}, or give another study_name")
 
 
 def _check_complete(spec: SweepSpec, result: SweepResult, where: str) -> None:
