@@ -397,6 +397,7 @@ def test_loss_step_loss_epoch_val_loss_step_and_the_monitors_momentum(lightning_
 
 def test_a_lightning_version_folder_reads_its_metrics_csv(lightning_runs):
     log = read_log(lightning_runs["a"] / "version_0")
+    assert log.source.startswith("metrics.csv, column 'train_loss_step'")
     assert log.losses == read_log(lightning_runs["a"] / "version_0" / "metrics.csv").losses
 
 

@@ -1,11 +1,18 @@
-"""Read a loss log: CSV, JSONL, or TensorBoard event files (with the optional tensorboard package).
+"""Read a loss log: CSV, JSONL, a Hugging Face Trainer's trainer_state.json, or TensorBoard event
+files (with the optional tensorboard package); or a directory holding one of those.
 
 Columns (CSV header names or JSONL keys, case-insensitive): ``loss`` (or ``train_loss``,
-``train/loss``, ``training_loss``) is required; ``step`` (or ``global_step``, ``iteration``,
-``iter``, ``epoch``), ``lr`` (or ``learning_rate``, ``lr-*``) and ``val_loss`` (or ``valid_loss``,
-``validation_loss``, ``val/loss``) are optional. Rows that carry only a validation loss (as
-Lightning's CSVLogger writes them) add to the validation curve. JSONL lines with an ``"event"``
-key (the Monitor's reports) are skipped.
+``train/loss``, ``training_loss``, and Lightning's ``*_step`` of each: ``loss_step``,
+``train_loss_step``; the per-epoch ``*_epoch`` only without it) is required; ``step`` (or
+``global_step``, ``iteration``, ``iter``, ``epoch``), ``lr`` (or ``learning_rate``, ``lr-*``)
+and ``val_loss`` (or ``valid_loss``, ``validation_loss``, ``val/loss``, ``eval_loss``, each also
+as ``*_epoch``) are optional. Rows that carry only a validation loss, or only the rate (as
+Lightning's CSVLogger writes them), add to the validation curve or give the rate in force until
+the next. JSONL lines with an ``"event"`` key (the Monitor's reports) are skipped.
+
+A directory is read as the log in it: ``trainer_state.json``, TensorBoard event files,
+``metrics.csv`` (Lightning's CSVLogger), else the latest ``checkpoint-N/trainer_state.json``;
+or as the one run below it (several: an error that lists them).
 """
 from __future__ import annotations
 
@@ -722,7 +729,9 @@ def _read_dir(p: Path, path: str | os.PathLike) -> LossLog:
     if event_files(p):
         return read_tensorboard(p)
     if (p / "metrics.csv").is_file():
-        return read_csv(p / "metrics.csv")
+        log = read_csv(p / "metrics.csv")
+        log.source = "metrics.csv" + log.source.removeprefix("csv")  # the file the folder held
+        return log
     states = _checkpoint_states(p)
     if states:
         # each checkpoint's state holds the history up to it: the latest holds the most
