@@ -18,11 +18,14 @@ def register(subparsers: Any) -> None:
         description=(
             "Classify a loss history as diverged, unstable (rate too high), too_slow (rate too "
             "low), plateaued or healthy, with the evidence, a factor for the rate and an "
-            "explanation. FILE is a CSV or JSONL log with step/loss[/lr][/val_loss] columns, or a "
+            "explanation. FILE is a CSV or JSONL log with step/loss[/lr][/val_loss] columns "
+            "(Lightning's metrics.csv included), a Hugging Face Trainer's trainer_state.json, a "
             "TensorBoard event file or run directory (needs the tensorboard package: pip install "
-            "lrkit[tensorboard]); its steps are the log's own step numbers."),
+            "lrkit[tensorboard]), or a directory holding one of those (a Trainer's output_dir, "
+            "lightning_logs/version_N); its steps are the log's own step numbers."),
     )
-    parser.add_argument("file", nargs="?", metavar="FILE", help="the loss log to diagnose")
+    parser.add_argument("file", nargs="?", metavar="FILE",
+                        help="the loss log (or the directory holding it) to diagnose")
     parser.add_argument("--example", action="store_true",
                         help=f"train {DEMO_EXAMPLE} at rates {', '.join(map(str, DEMO_RATES))} "
                              "and show the three diagnoses side by side")
@@ -55,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
                              "trains its own runs: drop --tag")
         return _demo(args)
     if not args.file:
-        raise LrkitError("give a loss log FILE (CSV, JSONL or TensorBoard), or --example")
+        raise LrkitError("give a loss log FILE (CSV, JSONL, trainer_state.json or TensorBoard; "
+                         "or the directory holding it), or --example")
     from lrkit.diagnose.logs import read_log
 
     log = read_log(args.file, tag=args.tag)
