@@ -143,9 +143,8 @@ def test_a_folder_holding_the_output_directory_reads_it(hf_run, tmp_path):
 
 def test_the_trainers_tensorboard_folder_agrees_with_its_trainer_state(hf_run):
     state = read_log(hf_run["out"] / "trainer_state.json")
-    for target in (hf_run["out"] / "runs", hf_run["out"] / "runs" / "x"):
-        if target.name == "x":  # the run folder itself (named by date and host)
-            target = next((hf_run["out"] / "runs").iterdir())
+    runs = hf_run["out"] / "runs"
+    for target in (runs, next(runs.iterdir())):  # runs/, and the run folder (date and host)
         log = read_log(target)
         assert "'train/loss'" in log.source and "'train/learning_rate'" in log.source
         assert "'eval/loss'" in log.source
