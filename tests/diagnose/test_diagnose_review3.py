@@ -202,3 +202,23 @@ def test_a_noisy_loss_at_a_logged_rate_of_zero_says_the_rate_is_zero():
     assert d.suggested_lr is None
     assert "logged rate is 0 at every step" in d.explanation
     assert "logged rate is 0" not in diagnose(flat, lrs=np.full(300, 1e-4)).explanation
+
+
+def test_a_finite_blow_up_is_placed_where_the_loss_turned_up_not_at_its_peak():
+    """The loss was 1e12 at step 8 and kept growing to step 36: the trouble, and the rate the
+    advice is cut from, are where it turned up (a warmup's rate there), not at the peak."""
+    losses = ([2.3, 2.2, 2.1, 2.0, 50.0, 1e3, 1e5, 1e8, 1e12]
+              + [1e12 * 10 ** (i / 5) for i in range(1, 30)] + [1e17] * 20)
+    lrs = np.geomspace(1e-3, 1.0, len(losses))  # a warmup that rises through the blow-up
+    d = diagnose(losses, lrs=lrs)
+    assert d.verdict == "diverged"
+    assert d.evidence["peak_at"] >= 30 and d.evidence["blowup_at"] <= 4
+    turn = d.evidence["blowup_at"]
+    assert d.suggested_lr == pytest.approx(0.1 * lrs[turn])
+    assert f"trouble started at step {turn}," in d.explanation
+    # a fall, then a slow climb to 9x the start: the turn is at the bottom (step ~60)
+    rng = np.random.default_rng(0)
+    slow = np.concatenate([2.3 * np.exp(-np.linspace(0, 1.5, 60)),
+                           0.5 * np.exp(np.linspace(0, 3.7, 100))])
+    d = diagnose(slow * np.exp(0.05 * rng.standard_normal(160)), lrs=np.geomspace(0.01, 1, 160))
+    assert d.verdict == "diverged" and 50 <= d.evidence["blowup_at"] <= 65

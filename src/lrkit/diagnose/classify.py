@@ -576,8 +576,8 @@ def diagnose(
         trouble = None
         if verdict == "diverged":
             trouble = ev.get("first_nonfinite_at")
-            if trouble is None:
-                trouble = ev.get("peak_at")
+            if trouble is None:  # where the growth began, not where it ended
+                trouble = ev.get("blowup_at", ev.get("peak_at"))
         elif verdict == "unstable" and ev.get("spike_steps"):
             trouble = ev["spike_steps"][0]
         if trouble is not None and trouble < len(rates):
@@ -655,7 +655,8 @@ def _constant_explanation(value: float, n: int, rates: np.ndarray | None) -> str
             "at every step (a constant instead of loss.item()). " + rate)
 
 
-_POSITIONS = ("at", "first_nonfinite_at", "best_at", "peak_at", "rebound_at", "late_peak_at")
+_POSITIONS = ("at", "first_nonfinite_at", "best_at", "peak_at", "blowup_at", "rebound_at",
+              "late_peak_at")
 
 
 def _at_steps(ev: dict, step_of: np.ndarray | None) -> dict:

@@ -157,6 +157,14 @@ def measure(values, *, min_points: int = MIN_POINTS) -> dict:
     best = float(coarse[best_i])
     peak_i = int(np.argmax(smooth))
     peak = float(smooth[peak_i])
+    # where a blow-up began: the lowest point of the smoothed curve before it first climbs a
+    # fifth of the way (on the curve's own scale: in log for a positive loss) from the start up
+    # to the peak -- where the loss turned up; the peak itself comes where the growth ends, 30
+    # steps after a loss that was already 1e37
+    blowup_i = None
+    if peak > init:
+        climbed = int(np.argmax(smooth >= init + 0.2 * (peak - init)))
+        blowup_i = int(np.argmin(smooth[: climbed + 1]))
 
     resid = y - smooth
     noise = robust_sigma(resid)
@@ -232,6 +240,7 @@ def measure(values, *, min_points: int = MIN_POINTS) -> dict:
         "best_at": int(p.steps[best_i]),
         "peak": p.to_x(peak),
         "peak_at": int(p.steps[peak_i]),
+        "blowup_at": int(p.steps[blowup_i]) if blowup_i is not None else None,
         "improvement_log": improvement,
         "progress_log": progress,
         "end_vs_start_log": end - init,
