@@ -124,10 +124,41 @@ def test_a_run_directory_with_event_files_goes_to_tensorboard(tmp_path, monkeypa
         read_log(tmp_path)
 
 
-def test_a_tensorboard_tag_on_a_csv_or_jsonl_log_is_refused(tmp_path):
+def test_a_tag_that_is_not_a_column_of_a_csv_or_jsonl_log_is_refused(tmp_path):
     from lrkit.diagnose.logs import read_log
 
     path = tmp_path / "run.csv"
     path.write_text("step,loss\n0,1.0\n1,0.9\n")
-    with pytest.raises(LrkitError, match="picks a TensorBoard scalar"):
+    with pytest.raises(LrkitError, match="no column 'train/loss'.*columns: 'step', 'loss'"):
         read_log(path, tag="train/loss")
+    jsonl = tmp_path / "run.jsonl"
+    jsonl.write_text('{"step": 0, "loss": 1.0}\n{"step": 1, "loss": 0.9}\n')
+    with pytest.raises(LrkitError, match="no record has the key 'train/loss'"):
+        read_log(jsonl, tag="train/loss")
+
+
+def test_a_tag_picks_the_loss_column_of_a_csv_jsonl_or_json_log(tmp_path, capsys):
+    """Two loss-like columns: the error said to rename one in the file; --tag picks it."""
+    from lrkit.cli import main
+    from lrkit.diagnose.logs import read_log
+
+    rows = [(i, 2.0 - 0.01 * i, 5.0 - 0.02 * i) for i in range(40)]
+    csv_path = tmp_path / "run.csv"
+    csv_path.write_text("step,ce_loss,aux_loss\n" + "".join(f"{s},{a},{b}\n" for s, a, b in rows))
+    with pytest.raises(LrkitError, match="several columns could be the training loss.*--tag"):
+        read_log(csv_path)
+    log = read_log(csv_path, tag="aux_loss")
+    assert log.losses[:2] == [5.0, 4.98] and log.steps[:2] == [0, 1]
+    assert "'aux_loss'" in log.source
+    jsonl = tmp_path / "run.jsonl"
+    jsonl.write_text("".join(f'{{"step": {s}, "ce_loss": {a}, "aux_loss": {b}}}\n'
+                             for s, a, b in rows)
+                     + '{"step": 40, "val_loss": 1.5}\n')  # a record of another metric
+    log = read_log(jsonl, tag="ce_loss")
+    assert log.losses[:2] == [2.0, 1.99] and len(log.losses) == 40
+    as_json = tmp_path / "records.json"
+    as_json.write_text("[" + ", ".join(f'{{"step": {s}, "ce_loss": {a}}}' for s, a, _ in rows)
+                       + "]")
+    assert read_log(as_json, tag="ce_loss").losses[-1] == pytest.approx(1.61)
+    assert main(["diagnose", str(csv_path), "--tag", "ce_loss", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["verdict"]

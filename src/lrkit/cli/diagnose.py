@@ -30,9 +30,10 @@ def register(subparsers: Any) -> None:
                         help=f"train {DEMO_EXAMPLE} at rates {', '.join(map(str, DEMO_RATES))} "
                              "and show the three diagnoses side by side")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
-    parser.add_argument("--tag", help="TensorBoard scalar tag of the training loss (default: "
-                                      "found by name, e.g. loss, train/loss; an error lists the "
-                                      "tags when none or several fit)")
+    parser.add_argument("--tag", help="the training loss's TensorBoard scalar tag, or its "
+                                      "column (CSV) or key (JSON, JSONL) (default: found by "
+                                      "name, e.g. loss, train/loss; an error lists the "
+                                      "candidates when none or several fit)")
     parser.add_argument("--min-points", type=int, default=8,
                         help="fewest finite losses to give a verdict (default 8)")
     parser.add_argument("--steps", type=int, default=None,

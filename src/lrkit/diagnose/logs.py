@@ -193,10 +193,11 @@ def _not_utf8(name: str, exc: UnicodeDecodeError) -> LrkitError:
                       "file needs 'tfevents' in its name)")
 
 
-def read_csv(path: str | os.PathLike) -> LossLog:
-    """Read a CSV log (UTF-8; a byte-order mark, as Excel writes one, is skipped)."""
+def read_csv(path: str | os.PathLike, *, column: str | None = None) -> LossLog:
+    """Read a CSV log (UTF-8; a byte-order mark, as Excel writes one, is skipped). ``column``:
+    the training loss's column, when its name does not say so (default: found by name)."""
     try:
-        return _read_csv(path)
+        return _read_csv(path, column)
     except UnicodeDecodeError as exc:
         raise _not_utf8(str(path), exc) from None
 
@@ -214,7 +215,12 @@ def _delimiter(header: str, path: str | os.PathLike) -> str:
     return ","
 
 
-def _read_csv(path: str | os.PathLike) -> LossLog:
+def _column_hint(keys: list[str]) -> str:
+    return ("pick the training loss with --tag COLUMN (in Python: read_log(path, tag=COLUMN)); "
+            f"columns: {', '.join(repr(k) for k in keys)}")
+
+
+def _read_csv(path: str | os.PathLike, column: str | None = None) -> LossLog:
     name = str(path)
     with open(path, newline="", encoding="utf-8-sig") as handle:
         first = handle.readline()
@@ -223,13 +229,16 @@ def _read_csv(path: str | os.PathLike) -> LossLog:
                              "step,loss,lr,val_loss")
         reader = csv.reader(itertools.chain([first], handle), delimiter=_delimiter(first, path))
         header = [h.strip() for h in next(reader)]
-        loss_col = _loss_column(header)
+        if column is not None:
+            require(column.strip() in header,
+                    f"{name} line 1: no column {column!r}; " + _column_hint(header))
+        loss_col = column.strip() if column is not None else _loss_column(header)
         if loss_col is None:
             lossy = _loss_like(header)
             if len(lossy) > 1:
                 raise LrkitError(f"{name} line 1: several columns could be the training loss "
-                                 f"({', '.join(repr(c) for c in lossy)}); rename the training "
-                                 "loss's column to 'loss'")
+                                 f"({', '.join(repr(c) for c in lossy)}); "
+                                 + _column_hint(header))
             if not lossy:
                 raise LrkitError(f"{name} line 1: no loss column in the header {header}; name "
                                  "it 'loss' (optional: step, lr, val_loss)")
@@ -262,16 +271,18 @@ def _csv_source(columns: dict) -> str:
             + (f", steps {columns['step']!r}" if columns["step"] else ""))
 
 
-def read_jsonl(path: str | os.PathLike) -> LossLog:
-    """Read a JSONL log (UTF-8; a byte-order mark is skipped)."""
+def read_jsonl(path: str | os.PathLike, *, column: str | None = None) -> LossLog:
+    """Read a JSONL log (UTF-8; a byte-order mark is skipped). ``column``: the training loss's
+    key, when its name does not say so (default: found by name)."""
     try:
-        return _read_jsonl(path)
+        return _read_jsonl(path, column)
     except UnicodeDecodeError as exc:
         raise _not_utf8(str(path), exc) from None
 
 
-def _read_jsonl(path: str | os.PathLike) -> LossLog:
+def _read_jsonl(path: str | os.PathLike, column: str | None = None) -> LossLog:
     name = str(path)
+    seen_column = column is None
     collector = _Collector(name)
     ended = False  # a Monitor's final report was read: more steps after it are another run
     runs = 1
@@ -303,9 +314,14 @@ def _read_jsonl(path: str | os.PathLike) -> LossLog:
                 runs += 1
                 cut_at = None
             keys = list(record)
-            columns = {"loss": _loss_column(keys), "step": _find(keys, STEP_KEYS),
+            loss_key = _loss_column(keys) if column is None else (
+                column if column in record else None)  # a record without it: another metric
+            seen_column = seen_column or loss_key is not None
+            columns = {"loss": loss_key, "step": _find(keys, STEP_KEYS),
                        "lr": _rate_column(keys), "val": _val_column(keys)}
             if columns["loss"] is None and columns["val"] is None:
+                if column is not None:
+                    continue
                 raise LrkitError(f"{name} line {line}: no 'loss' (or 'val_loss') key in "
                                  f"{sorted(keys)}")
             pick = lambda key: record[columns[key]] if columns[key] else None  # noqa: E731
@@ -314,7 +330,10 @@ def _read_jsonl(path: str | os.PathLike) -> LossLog:
                 loss = float(loss)
             columns["loss"] = columns["loss"] or "loss"
             collector.add(f"line {line}", pick("step"), loss, pick("lr"), pick("val"), columns)
-    log = collector.result("jsonl" if runs == 1 else f"jsonl (the last of {runs} runs in the file)")
+    require(seen_column, f"{name}: no record has the key {column!r}; give the key the training "
+                         "loss is logged under (--tag KEY)")
+    log = collector.result(("jsonl" if runs == 1 else f"jsonl (the last of {runs} runs in the file)")
+                           + (f", key {column!r}" if column is not None else ""))
     if isinstance(cut_at, (int, float)) and not isinstance(cut_at, bool):
         # a Monitor told of a guard diagnosed the steps since the guard's last cut (before it:
         # the rate that failed, and the probe's undone steps): so does the file, else it gave
@@ -328,9 +347,10 @@ def _read_jsonl(path: str | os.PathLike) -> LossLog:
     return log
 
 
-def read_json(path: str | os.PathLike) -> LossLog:
+def read_json(path: str | os.PathLike, *, column: str | None = None) -> LossLog:
     """Read a ``.json`` log: a Hugging Face Trainer's ``trainer_state.json`` (an object with a
-    ``log_history`` list), a JSON list of records, or JSONL under a .json name."""
+    ``log_history`` list), a JSON list of records, or JSONL under a .json name. ``column``: the
+    training loss's key in the records (not for a trainer_state.json, whose loss is 'loss')."""
     name = str(path)
     try:
         with open(path, encoding="utf-8-sig") as handle:
@@ -348,33 +368,44 @@ def read_json(path: str | os.PathLike) -> LossLog:
                              "trainer_state.json may be cut short (still being written?); a "
                              'JSONL log has one object a line, such as {"step": 1, '
                              '"loss": 0.5}') from None
-        return read_jsonl(path)  # one object a line: a line that is wrong is named there
+        # one object a line: a line that is wrong is named there
+        return read_jsonl(path, column=column)
     if isinstance(document, dict) and "log_history" in document:
+        require(column is None, f"{name} is a Trainer's trainer_state.json, whose training loss "
+                                f"is its 'loss' entries: drop --tag/tag= {column!r}")
         return _read_trainer_state(document, name)
     if isinstance(document, list):
-        return _read_records(document, name)
+        return _read_records(document, name, column)
     if isinstance(document, dict):
-        return read_jsonl(path)  # a single record, on one line or several
+        return read_jsonl(path, column=column)  # a single record, on one line or several
     raise LrkitError(f"{name}: a JSON {type(document).__name__}, not a loss log; give JSONL (one "
                      'object a line, such as {"step": 1, "loss": 0.5}) or a trainer_state.json')
 
 
-def _read_records(records: list, name: str) -> LossLog:
+def _read_records(records: list, name: str, column: str | None = None) -> LossLog:
     collector = _Collector(name)
+    seen_column = column is None
     for i, record in enumerate(records):
         where = f"item {i}"
         if not isinstance(record, dict):
             raise LrkitError(f"{name} {where}: expected a JSON object, got "
                              f"{type(record).__name__}")
         keys = list(record)
-        columns = {"loss": _loss_column(keys), "step": _find(keys, STEP_KEYS),
+        loss_key = _loss_column(keys) if column is None else (
+            column if column in record else None)
+        seen_column = seen_column or loss_key is not None
+        columns = {"loss": loss_key, "step": _find(keys, STEP_KEYS),
                    "lr": _rate_column(keys), "val": _val_column(keys)}
         if columns["loss"] is None and columns["val"] is None:
+            if column is not None:
+                continue
             raise LrkitError(f"{name} {where}: no 'loss' (or 'val_loss') key in {sorted(keys)}")
         pick = lambda key: record[columns[key]] if columns[key] else None  # noqa: E731
         columns["loss"] = columns["loss"] or "loss"
         collector.add(where, pick("step"), pick("loss"), pick("lr"), pick("val"), columns)
-    return collector.result("json")
+    require(seen_column, f"{name}: no record has the key {column!r}; give the key the training "
+                         "loss is logged under (--tag KEY)")
+    return collector.result("json" + (f", key {column!r}" if column is not None else ""))
 
 
 def _read_trainer_state(state: dict, name: str) -> LossLog:
@@ -658,32 +689,27 @@ def _read_log(p: Path, path: str | os.PathLike, tag: str | None) -> LossLog:
     if not p.exists():
         raise LrkitError(f"loss log {str(path)!r} does not exist")
     if p.is_dir():
-        if tag is not None:  # a tag picks a TensorBoard scalar: the event files, whatever else
-            if not event_files(p) and not event_runs(p):
-                raise LrkitError(f"{str(path)!r} is a directory without TensorBoard event files "
-                                 "(events.out.tfevents.*) in it, and --tag/tag= picks a "
-                                 "TensorBoard scalar; give a TensorBoard run directory (the one "
-                                 "holding the event files)")
-            return read_tensorboard(p, tag)
-        return _read_dir(p, path)
+        if tag is not None and (event_files(p) or event_runs(p)):
+            return read_tensorboard(p, tag)  # a tag picks a TensorBoard scalar first
+        return _read_dir(p, path, tag)
     if "tfevents" in p.name:
         return read_tensorboard(p, tag)
-    require(tag is None, f"tag={tag!r} picks a TensorBoard scalar, but {str(path)!r} is not a "
-                         "TensorBoard event file: a CSV or JSONL log's loss is its 'loss' column")
+    # a tag names the training loss's column (CSV) or key (JSON, JSONL) there
     suffix = p.suffix.lower()
     if suffix == ".json":
-        return read_json(p)
+        return read_json(p, column=tag)
     if suffix in (".jsonl", ".ndjson"):
-        return read_jsonl(p)
+        return read_jsonl(p, column=tag)
     if suffix in (".csv", ".tsv", ".txt"):
-        return read_csv(p)
+        return read_csv(p, column=tag)
     with open(p, "rb") as handle:
         head = handle.read(64).lstrip()
     if head.startswith((b"{", b"[", b"\xef\xbb\xbf{")):
-        return read_json(p)  # JSONL, or one JSON document (a trainer_state.json renamed)
+        # JSONL, or one JSON document (a trainer_state.json renamed)
+        return read_json(p, column=tag)
     if b"\x00" in head:
         return read_tensorboard(p, tag)
-    return read_csv(p)
+    return read_csv(p, column=tag)
 
 
 _CHECKPOINT = re.compile(r"checkpoint-(\d+)$")
@@ -720,22 +746,22 @@ def _runs_below(directory: Path) -> dict[Path, str]:
     return dict(sorted(kept.items()))
 
 
-def _read_dir(p: Path, path: str | os.PathLike) -> LossLog:
+def _read_dir(p: Path, path: str | os.PathLike, column: str | None = None) -> LossLog:
     """A directory: the log in it (a Trainer's trainer_state.json, TensorBoard event files, a
     Lightning metrics.csv, in that order; else the latest checkpoint-N/trainer_state.json),
-    or the one run below it."""
+    or the one run below it. ``column``: the loss's column of a metrics.csv."""
     if (p / "trainer_state.json").is_file():
-        return read_json(p / "trainer_state.json")
+        return read_json(p / "trainer_state.json", column=column)
     if event_files(p):
-        return read_tensorboard(p)
+        return read_tensorboard(p, column)
     if (p / "metrics.csv").is_file():
-        log = read_csv(p / "metrics.csv")
+        log = read_csv(p / "metrics.csv", column=column)
         log.source = "metrics.csv" + log.source.removeprefix("csv")  # the file the folder held
         return log
     states = _checkpoint_states(p)
     if states:
         # each checkpoint's state holds the history up to it: the latest holds the most
-        log = read_json(states[-1])
+        log = read_json(states[-1], column=column)
         log.source = (f"{states[-1].parent.name}/trainer_state.json, the latest of "
                       f"{len(states)} checkpoint{'s' if len(states) > 1 else ''}: "
                       + log.source.removeprefix("trainer_state.json, "))
@@ -755,7 +781,7 @@ def _read_dir(p: Path, path: str | os.PathLike) -> LossLog:
         raise LrkitError(f"{path} holds {len(runs)} {what} ({shown}); give one run directory, "
                          f"e.g. {str(next(iter(runs)))!r}")
     run = next(iter(runs))
-    log = _read_dir(run, run)
+    log = _read_dir(run, run, column)
     log.source = f"{run.relative_to(p)}: {log.source}"
     return log
 
