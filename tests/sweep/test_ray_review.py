@@ -4,6 +4,8 @@ directory, addresses that lead nowhere, failing recipes, Ray sessions of the cal
 Runs on a real local Ray with 2 CPUs (one per test module, as tests/sweep/test_ray_engine.py);
 each sweep is two or three rates of the built-in ``logreg`` for 20 steps.
 """
+import io
+import json
 import os
 import subprocess
 import sys
@@ -18,13 +20,12 @@ from lrkit.errors import LrkitError
 
 from tests.sweep.helpers import subprocess_env
 
-QUICK = dict(lrs="0.01,0.1", budget=20, progress=False, workers=2)
-
 RECIPE = textwrap.dedent('''
     import lrkit.examples
     from neighbour import EXAMPLE   # a module beside this file
 
     def make(seed=0):
+        print("building", EXAMPLE)          # on stdout, as recipes do
         with open("data/scale.txt") as f:   # relative to the directory the sweep ran from
             assert f.read().strip() == "1"
         return lrkit.examples.build(EXAMPLE, seed=seed)
@@ -38,30 +39,48 @@ def local_ray():
     ray.shutdown()
 
 
-@pytest.fixture
-def project(tmp_path, monkeypatch):
-    """A project directory holding train.py, its neighbour module and data/, made the cwd."""
-    (tmp_path / "train.py").write_text(RECIPE)
-    (tmp_path / "neighbour.py").write_text("EXAMPLE = 'logreg'\n")
-    (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "scale.txt").write_text("1\n")
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
+@pytest.fixture(scope="module")
+def project(local_ray, tmp_path_factory):
+    """``lrkit sweep train.py:make --engine ray --json`` run in a project directory holding
+    train.py, its neighbour module and data/: (exit code, stdout, stderr, directory)."""
+    root = tmp_path_factory.mktemp("project")
+    (root / "train.py").write_text(RECIPE)
+    (root / "neighbour.py").write_text("EXAMPLE = 'logreg'\n")
+    (root / "data").mkdir()
+    (root / "data" / "scale.txt").write_text("1\n")
+    before = os.getcwd()
+    os.chdir(root)
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            out, err = io.StringIO(), io.StringIO()
+            mp.setattr(sys, "stdout", out)
+            mp.setattr(sys, "stderr", err)
+            code = main(["sweep", "train.py:make", "--engine", "ray", "--storage", "runs",
+                         "--lrs", "0.01,0.1", "--budget", "20", "--workers", "2",
+                         "--no-progress", "--json"])
+    finally:
+        os.chdir(before)
+    return code, out.getvalue(), err.getvalue(), root
 
 
-def assert_all_finished(result):
-    assert [r.error for r in result.records if r.error] == []
-    assert sorted(r.status for r in result.records) == ["finished", "finished"]
-
-
-def test_a_relative_recipe_file_its_neighbour_and_its_data_are_found_by_the_trials(
-        local_ray, project):
+def test_a_relative_recipe_file_its_neighbour_and_its_data_are_found_by_the_trials(project):
     # Tune runs each trial in a directory of its own: 'train.py' was looked up there (every
     # trial failed with "recipe file 'train.py' does not exist"), and so was the recipe's
     # data/scale.txt, which the Optuna engine's trials find in the directory of the sweep
-    result = lrkit.sweep("train.py:make", engine="ray", storage="runs", **QUICK)
-    assert_all_finished(result)
-    assert os.path.isdir(project / "runs" / result.study_name)
+    code, out, err, root = project
+    assert code == 0, err[-2000:]
+    data = json.loads(out[out.index("{"):])
+    assert [(t["status"], t["error"]) for t in data["trials"]] == [("finished", None)] * 2
+    assert os.path.isdir(root / "runs" / data["study_name"])
+
+
+def test_json_on_stdout_is_the_json_alone(project):
+    # the recipe's print (building the recipe once in this process) went to stdout before the
+    # JSON; Ray's copies of its trial processes' lines went there too
+    code, out, err, _ = project
+    assert code == 0
+    json.loads(out)
+    assert "building logreg" in err
 
 
 ADDRESSES = '''

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 
 
@@ -102,14 +103,19 @@ def run(args: argparse.Namespace) -> int:
 
         result = sweeps.load(args.storage, args.study_name or default_study_name(args.target))
     else:
-        result = sweeps.sweep(
-            args.target, lrs=args.lrs, points_per_decade=args.points_per_decade,
-            optimizers=args.optimizers, seeds=args.seeds, budget=args.budget, epochs=args.epochs,
-            storage=args.storage, study_name=args.study_name, workers=args.workers,
-            strategy=args.strategy, continue_study=args.continue_study, stride=args.stride,
-            repeat_top=args.repeat_top, threads=args.threads,
-            progress=False if args.no_progress else None, engine=args.engine,
-            ray_address=args.ray_address)
+        # with --json on stdout, what the recipe prints (here, or in Ray's trial processes,
+        # whose lines Ray repeats on this process's stdout) goes to stderr
+        with (contextlib.redirect_stdout(sys.stderr) if args.json == "-"
+              else contextlib.nullcontext()):
+            result = sweeps.sweep(
+                args.target, lrs=args.lrs, points_per_decade=args.points_per_decade,
+                optimizers=args.optimizers, seeds=args.seeds, budget=args.budget,
+                epochs=args.epochs, storage=args.storage, study_name=args.study_name,
+                workers=args.workers, strategy=args.strategy,
+                continue_study=args.continue_study, stride=args.stride,
+                repeat_top=args.repeat_top, threads=args.threads,
+                progress=False if args.no_progress else None, engine=args.engine,
+                ray_address=args.ray_address)
     if args.plot:
         result.plot(args.plot)
     if args.csv:
