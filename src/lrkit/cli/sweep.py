@@ -12,8 +12,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Sweep learning rates (and optimizers, seeds) for a built-in example or "
                     "path/to/file.py:function (a recipe called with seed=, returning an "
                     "lrkit.Problem, a dict or a tuple). Bracket then refine on the log scale, with "
-                    "successive halving; stored in an Optuna study, so the same command resumes "
-                    "a stopped sweep or joins one run by other workers.",
+                    "successive halving; stored in an Optuna study (a Ray Tune experiment with "
+                    "--engine ray), so the same command resumes a stopped sweep or joins one run "
+                    "by other workers.",
         epilog="examples:\n"
                "  lrkit sweep digits-mlp --lrs 1e-4:1 --optimizers sgd-momentum,adam --seeds 2\n"
                "  lrkit sweep train.py:recipe --budget 2000 --workers 2 --plot sweep.png\n"
@@ -61,12 +62,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="how many top rates get the extra seeds (default 3)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per worker (default 1)")
     p.add_argument("--report", action="store_true",
-                   help="only print the stored results of the study; run nothing")
+                   help="only print the stored results of the study; run nothing (Optuna "
+                        "engine; a finished Ray sweep is printed by the same command)")
     p.add_argument("--plot", metavar="FILE", help="save loss-against-rate and curve plots")
     p.add_argument("--csv", metavar="FILE", help="write one row per trial as CSV")
     p.add_argument("--json", nargs="?", const="-", metavar="FILE",
                    help="write the whole result as JSON to FILE, or to stdout without FILE")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar (with --engine ray: Tune's status table)")
     p.set_defaults(func=run, option_names=OPTION_NAMES)
 
 
