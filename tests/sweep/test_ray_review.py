@@ -32,11 +32,30 @@ RECIPE = textwrap.dedent('''
 ''')
 
 
+@pytest.mark.timeout(60)
+def test_more_threads_than_the_local_ray_has_cpus_is_refused_not_a_hang(tmp_path):
+    # first in this module, before the module's Ray starts: the sweep starts its own local Ray.
+    # A trial asking for more CPUs than it has waited for ever (--threads 3 on 2 CPUs: killed
+    # after 100 s)
+    if ray.is_initialized():  # left by another module
+        ray.shutdown()
+    threads = (os.cpu_count() or 1) + 1
+    with pytest.raises(LrkitError, match=rf"threads={threads}: each trial reserves {threads} "
+                                         r"CPUs, but the local Ray started for this sweep has "
+                                         r"\d+; give threads <= \d+, or run on a cluster"):
+        lrkit.sweep("logreg", engine="ray", threads=threads, lrs="0.01,0.1", budget=20,
+                    progress=False, storage=str(tmp_path))
+    assert not ray.is_initialized()
+
+
 @pytest.fixture(scope="module")
 def local_ray():
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+ARGS = ["--engine", "ray", "--storage", "runs", "--lrs", "0.01,0.1", "--budget", "20"]
 
 
 @pytest.fixture(scope="module")
@@ -55,9 +74,7 @@ def project(local_ray, tmp_path_factory):
             out, err = io.StringIO(), io.StringIO()
             mp.setattr(sys, "stdout", out)
             mp.setattr(sys, "stderr", err)
-            code = main(["sweep", "train.py:make", "--engine", "ray", "--storage", "runs",
-                         "--lrs", "0.01,0.1", "--budget", "20", "--workers", "2",
-                         "--no-progress", "--json"])
+            code = main(["sweep", "train.py:make", *ARGS, "--no-progress", "--json"])
     finally:
         os.chdir(before)
     return code, out.getvalue(), err.getvalue(), root
@@ -114,25 +131,20 @@ def test_an_address_where_nothing_listens_is_refused_at_once(tmp_path):
     assert run.stderr.strip() == ""
 
 
-@pytest.fixture(scope="module")
-def swept(local_ray, tmp_path_factory):
-    """A finished Ray sweep of logreg with the default workers, and its storage directory."""
-    storage = str(tmp_path_factory.mktemp("ray"))
-    settings = dict(lrs="0.01,0.1,1", budget=20, progress=False)
-    return lrkit.sweep("logreg", engine="ray", storage=storage, **settings), storage, settings
-
-
-def test_resuming_with_the_workers_it_ran_with_is_not_refused(swept, capsys):
-    result, storage, settings = swept
-    # the default workers (the cluster's 2 CPUs) was stored as None, and --workers 2 refused
-    # with "started with workers=None, now workers=2 ... give workers=None"
-    again = lrkit.sweep("logreg", engine="ray", storage=storage, workers=2, **settings)
-    assert [(r.lr, r.loss) for r in again.records] == [(r.lr, r.loss) for r in result.records]
+def test_resuming_with_the_workers_it_ran_with_is_not_refused(project, monkeypatch, capsys):
+    # the project's sweep ran with the default workers (the cluster's 2 CPUs), stored as None:
+    # --workers 2 was refused with "started with workers=None, now workers=2 ... give
+    # workers=None", which no command line can give
+    code, out, _, root = project
+    monkeypatch.chdir(root)
+    settings = dict(engine="ray", storage="runs", lrs="0.01,0.1", budget=20, progress=False)
+    again = lrkit.sweep("train.py:make", workers=2, **settings)
+    assert [(r.lr, r.loss) for r in again.records] == [
+        (t["lr"], t["loss"]) for t in json.loads(out)["trials"]]
     with pytest.raises(LrkitError, match=r"started with workers=2, now workers=1: .* resume it "
                                          r"with workers=2 or without workers, or give another"):
-        lrkit.sweep("logreg", engine="ray", storage=storage, workers=1, **settings)
-    assert main(["sweep", "logreg", "--engine", "ray", "--storage", storage, "--lrs",
-                 "0.01,0.1,1", "--budget", "20", "--no-progress", "--workers", "1"]) == 2
+        lrkit.sweep("train.py:make", workers=1, **settings)
+    assert main(["sweep", "train.py:make", *ARGS, "--no-progress", "--workers", "1"]) == 2
     err = capsys.readouterr().err
     assert "resume it with --workers=2 or without --workers, or give another --study-name" in err
     assert len(err.strip().splitlines()) == 1

@@ -361,15 +361,15 @@ def _check_reachable(address: str, where: str, advice: str, timeout: float = 5.0
 
 
 @contextlib.contextmanager
-def _ray_session(ray, address: str | None) -> Iterator[None]:
+def _ray_session(ray, address: str | None) -> Iterator[bool]:
     """Ray as the caller has it (already initialised), else started or joined for the sweep
     (``address``: a cluster's address, ``"auto"``, or None for Ray's default) and shut down
-    after it."""
+    after it. Yields whether it started a new local Ray (no other node can join it)."""
     if ray.is_initialized():
         require(address is None, f"ray_address={address!r}, but Ray is already initialised in "
                 "this process: the sweep runs there. Omit ray_address, or call ray.shutdown() "
                 "first")
-        yield
+        yield False
         return
     from_env = address is None and bool(os.environ.get("RAY_ADDRESS", "").strip())
     target = os.environ["RAY_ADDRESS"].strip() if from_env else address
@@ -387,9 +387,18 @@ def _ray_session(ray, address: str | None) -> Iterator[None]:
         raise LrkitError(f"could not start or reach {where}: {type(exc).__name__}: {text}. "
                          f"{advice}") from None
     try:
-        yield
+        yield not target and _started_here(ray)
     finally:
         ray.shutdown()
+
+
+def _started_here(ray) -> bool:
+    """Whether ``ray.init`` started a new Ray (this process's node is its head) rather than
+    joining a running one, which an autoscaler may grow."""
+    try:
+        return bool(ray._private.worker._global_node.is_head())
+    except Exception:  # noqa: BLE001 - Ray's internals moved: assume a cluster that may grow
+        return False
 
 
 @contextlib.contextmanager
@@ -443,7 +452,12 @@ def run(spec: SweepSpec, study_name: str, location: str, *, ray_address: str | N
                          "or storage")
     if stored is not None:
         _check_stored(stored, marker, where)
-    with _ray_session(ray, ray_address), _tune_environment(quiet=not progress):
+    with _ray_session(ray, ray_address) as local, _tune_environment(quiet=not progress):
+        if local:  # no node with more CPUs can come: a trial that asks for more never starts
+            cpus = int(ray.cluster_resources().get("CPU", 0))
+            require(threads <= cpus, f"threads={threads}: each trial reserves {threads} CPUs, "
+                    f"but the local Ray started for this sweep has {cpus}; give threads <= "
+                    f"{cpus}, or run on a cluster with ray_address")
         trainable = tune.with_resources(tune.with_parameters(train, spec=spec, threads=threads,
                                                              cwd=os.getcwd()),
                                         {"cpu": threads})
