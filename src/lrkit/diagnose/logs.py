@@ -271,6 +271,21 @@ def _csv_source(columns: dict) -> str:
             + (f", steps {columns['step']!r}" if columns["step"] else ""))
 
 
+def _record_columns(record: dict, column: str | None, where: str) -> dict | None:
+    """The keys to read of one JSON record: the loss (``column`` when given, else found by
+    name), step, rate and validation loss; None for a record without the given column nor a
+    validation loss (another metric's record)."""
+    keys = list(record)
+    loss_key = _loss_column(keys) if column is None else (column if column in record else None)
+    columns = {"loss": loss_key, "step": _find(keys, STEP_KEYS), "lr": _rate_column(keys),
+               "val": _val_column(keys)}
+    if loss_key is None and columns["val"] is None:
+        if column is not None:
+            return None
+        raise LrkitError(f"{where}: no 'loss' (or 'val_loss') key in {sorted(keys)}")
+    return columns
+
+
 def read_jsonl(path: str | os.PathLike, *, column: str | None = None) -> LossLog:
     """Read a JSONL log (UTF-8; a byte-order mark is skipped). ``column``: the training loss's
     key, when its name does not say so (default: found by name)."""
@@ -313,17 +328,10 @@ def _read_jsonl(path: str | os.PathLike, column: str | None = None) -> LossLog:
                 ended = False
                 runs += 1
                 cut_at = None
-            keys = list(record)
-            loss_key = _loss_column(keys) if column is None else (
-                column if column in record else None)  # a record without it: another metric
-            seen_column = seen_column or loss_key is not None
-            columns = {"loss": loss_key, "step": _find(keys, STEP_KEYS),
-                       "lr": _rate_column(keys), "val": _val_column(keys)}
-            if columns["loss"] is None and columns["val"] is None:
-                if column is not None:
-                    continue
-                raise LrkitError(f"{name} line {line}: no 'loss' (or 'val_loss') key in "
-                                 f"{sorted(keys)}")
+            columns = _record_columns(record, column, f"{name} line {line}")
+            if columns is None:
+                continue
+            seen_column = seen_column or columns["loss"] is not None
             pick = lambda key: record[columns[key]] if columns[key] else None  # noqa: E731
             loss = pick("loss")
             if isinstance(loss, str) and loss.lower() in ("nan", "inf", "-inf", "infinity"):
@@ -390,16 +398,10 @@ def _read_records(records: list, name: str, column: str | None = None) -> LossLo
         if not isinstance(record, dict):
             raise LrkitError(f"{name} {where}: expected a JSON object, got "
                              f"{type(record).__name__}")
-        keys = list(record)
-        loss_key = _loss_column(keys) if column is None else (
-            column if column in record else None)
-        seen_column = seen_column or loss_key is not None
-        columns = {"loss": loss_key, "step": _find(keys, STEP_KEYS),
-                   "lr": _rate_column(keys), "val": _val_column(keys)}
-        if columns["loss"] is None and columns["val"] is None:
-            if column is not None:
-                continue
-            raise LrkitError(f"{name} {where}: no 'loss' (or 'val_loss') key in {sorted(keys)}")
+        columns = _record_columns(record, column, f"{name} {where}")
+        if columns is None:
+            continue
+        seen_column = seen_column or columns["loss"] is not None
         pick = lambda key: record[columns[key]] if columns[key] else None  # noqa: E731
         columns["loss"] = columns["loss"] or "loss"
         collector.add(where, pick("step"), pick("loss"), pick("lr"), pick("val"), columns)
