@@ -112,3 +112,22 @@ class SweepSpec:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+
+
+def setting_differences(stored: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
+    """Each setting a stored sweep (its :meth:`SweepSpec.settings`) has other than ``wanted``,
+    as ``"key: stored X, now Y"`` (a rate range by its count and ends), for the message that
+    refuses to mix them; the optimizers' labels only when the optimizers themselves agree."""
+    def shown(key: str, value: Any) -> Any:
+        if key == "rates" and value:
+            return f"{len(value['values'])} rates {value['values'][0]}..{value['values'][-1]}"
+        return value
+
+    differences = []
+    for key in sorted(set(stored) | set(wanted)):
+        if key == "optimizer_labels" and stored.get("optimizers") != wanted.get("optimizers"):
+            continue
+        if stored.get(key) != wanted.get(key):
+            differences.append(f"{key}: stored {shown(key, stored.get(key))!r}, "
+                               f"now {shown(key, wanted.get(key))!r}")
+    return differences

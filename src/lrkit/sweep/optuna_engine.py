@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from lrkit.errors import LrkitError
-from lrkit.sweep.config import SweepSpec
+from lrkit.sweep.config import SweepSpec, setting_differences
 from lrkit.sweep.strategy import (DIVERGED, FAILED, FINISHED, PRUNED, RUNNING, WAITING,
                                   Observation, Point)
 from lrkit.sweep.trial import run_trial
@@ -572,17 +572,7 @@ def open_study(handle: StorageHandle, study_name: str, spec: SweepSpec, *, creat
 
 
 def _mismatch_message(name: str, handle: StorageHandle, stored: dict, wanted: dict) -> str:
-    differences = []
-    for key in sorted(set(stored) | set(wanted)):
-        if key == "optimizer_labels" and stored.get("optimizers") != wanted.get("optimizers"):
-            continue
-        if stored.get(key) != wanted.get(key):
-            old, new = stored.get(key), wanted.get(key)
-            if key == "rates":
-                if old:
-                    old = f"{len(old['values'])} rates {old['values'][0]}..{old['values'][-1]}"
-                new = f"{len(new['values'])} rates {new['values'][0]}..{new['values'][-1]}"
-            differences.append(f"{key}: stored {old!r}, now {new!r}")
+    differences = setting_differences(stored, wanted)
     return (f"study {name!r} in {handle.describe()} was started with other settings ("
             + "; ".join(differences) + "). Continue it with the new settings (trials that match "
             "are reused) with --continue / continue_study=True, or start another with "

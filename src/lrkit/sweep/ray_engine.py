@@ -48,7 +48,7 @@ import sys
 from typing import Any, Iterator
 
 from lrkit.errors import LrkitError, require
-from lrkit.sweep.config import SweepSpec
+from lrkit.sweep.config import SweepSpec, setting_differences
 from lrkit.sweep.results import SweepResult, TrialRecord
 from lrkit.sweep.space import lr_key
 from lrkit.sweep.strategy import (DIVERGED, FAILED, FINISHED, PRUNED, RUNNING, WAITING,
@@ -489,17 +489,8 @@ def run(spec: SweepSpec, study_name: str, location: str, *, ray_address: str | N
 def _check_stored(stored: dict[str, Any], marker: dict[str, Any], where: str) -> None:
     """Refuse to resume a Ray sweep with other settings, or with another number of workers or
     threads (a restored Tune experiment keeps those it started with)."""
-    old, new = stored.get("lrkit_settings") or {}, marker["lrkit_settings"]
-    differences = []
-    for key in sorted(set(old) | set(new)):
-        if key == "optimizer_labels" and old.get("optimizers") != new.get("optimizers"):
-            continue
-        if old.get(key) != new.get(key):
-            was, now = old.get(key), new.get(key)
-            if key == "rates":
-                was, now = (f"{len(r['values'])} rates {r['values'][0]}..{r['values'][-1]}"
-                            if r else r for r in (was, now))
-            differences.append(f"{key}: stored {was!r}, now {now!r}")
+    differences = setting_differences(stored.get("lrkit_settings") or {},
+                                      marker["lrkit_settings"])
     if differences:
         raise LrkitError(f"{where} was started with other settings ({'; '.join(differences)}). "
                          "A Ray sweep resumes only with its own settings: give another "
