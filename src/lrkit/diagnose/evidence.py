@@ -157,14 +157,18 @@ def measure(values, *, min_points: int = MIN_POINTS) -> dict:
     best = float(coarse[best_i])
     peak_i = int(np.argmax(smooth))
     peak = float(smooth[peak_i])
-    # where a blow-up began: the lowest point of the smoothed curve before it first climbs a
-    # fifth of the way (on the curve's own scale: in log for a positive loss) from the start up
-    # to the peak -- where the loss turned up; the peak itself comes where the growth ends, 30
-    # steps after a loss that was already 1e37
+    # where a blow-up began: the last point of the smoothed curve still near its lowest (within
+    # a tenth of the rise) before it first climbs a fifth of the way (on the curve's own scale:
+    # in log for a positive loss) from the start up to the peak -- where the loss turned up; the
+    # peak itself comes where the growth ends, 30 steps after a loss that was already 1e37 (and
+    # the lowest point alone fell anywhere in a flat, noisy stretch before the climb: step 216
+    # of a loss that turned up at step 800)
     blowup_i = None
     if peak > init:
         climbed = int(np.argmax(smooth >= init + 0.2 * (peak - init)))
-        blowup_i = int(np.argmin(smooth[: climbed + 1]))
+        before = smooth[: climbed + 1]
+        low = float(before.min())
+        blowup_i = int(np.flatnonzero(before <= low + 0.1 * (float(before[-1]) - low))[-1])
 
     resid = y - smooth
     noise = robust_sigma(resid)
