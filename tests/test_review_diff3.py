@@ -24,3 +24,30 @@ def test_a_blow_up_after_a_flat_noisy_stretch_starts_where_the_loss_turned_up():
         assert onset - 10 <= turn <= onset + 15, turn
         assert d.suggested_lr == pytest.approx(0.1 * lrs[turn])
         assert f"trouble started at step {turn}," in d.explanation
+
+
+def test_a_json_log_takes_its_one_loss_like_key_as_a_csv_does(tmp_path):
+    """docs/diagnose.md: JSONL has "the same keys" as a CSV, whose one column with "loss" in its
+    name is the loss; a JSONL or JSON list with ``my_loss`` was refused with no word of --tag."""
+    import json
+
+    from lrkit.diagnose.logs import read_log
+
+    records = [{"step": 10 * i, "my_loss": 2.0 * math.exp(-i / 20) + 0.1} for i in range(30)]
+    (tmp_path / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    (tmp_path / "b.json").write_text(json.dumps(records))
+    (tmp_path / "a.csv").write_text("step,my_loss\n" + "".join(
+        f"{r['step']},{r['my_loss']}\n" for r in records))
+    expected = read_log(tmp_path / "a.csv")
+    for name in ("a.jsonl", "b.json"):
+        log = read_log(tmp_path / name)
+        assert log.steps == expected.steps and log.losses == pytest.approx(expected.losses)
+    two = [{"step": 1, "a_loss": 1.0, "b_loss": 2.0}]
+    (tmp_path / "two.jsonl").write_text(json.dumps(two[0]) + "\n")
+    with pytest.raises(LrkitError, match=r"several keys could be the training loss "
+                                         r"\('a_loss', 'b_loss'\).*--tag KEY"):
+        read_log(tmp_path / "two.jsonl")
+    (tmp_path / "none.jsonl").write_text(json.dumps({"step": 1, "acc": 0.5}) + "\n")
+    with pytest.raises(LrkitError, match=r"no 'loss' .*--tag KEY"):
+        read_log(tmp_path / "none.jsonl")
+    assert read_log(tmp_path / "two.jsonl", tag="b_loss").losses == [2.0]

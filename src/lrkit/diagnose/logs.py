@@ -279,10 +279,19 @@ def _record_columns(record: dict, column: str | None, where: str) -> dict | None
     loss_key = _loss_column(keys) if column is None else (column if column in record else None)
     columns = {"loss": loss_key, "step": _find(keys, STEP_KEYS), "lr": _rate_column(keys),
                "val": _val_column(keys)}
-    if loss_key is None and columns["val"] is None:
+    if loss_key is None and column is None:
+        # as a CSV's columns: else the one key that says "loss" and is not a validation loss
+        lossy = _loss_like(keys)
+        if len(lossy) > 1:
+            raise LrkitError(f"{where}: several keys could be the training loss "
+                             f"({', '.join(repr(k) for k in lossy)}); pick the training loss "
+                             "with --tag KEY (in Python: read_log(path, tag=KEY))")
+        columns["loss"] = lossy[0] if lossy else None
+    if columns["loss"] is None and columns["val"] is None:
         if column is not None:
             return None
-        raise LrkitError(f"{where}: no 'loss' (or 'val_loss') key in {sorted(keys)}")
+        raise LrkitError(f"{where}: no 'loss' (or 'val_loss') key in {sorted(keys)}; name the "
+                         "training loss's key with --tag KEY (in Python: read_log(path, tag=KEY))")
     return columns
 
 
