@@ -51,3 +51,37 @@ def test_a_json_log_takes_its_one_loss_like_key_as_a_csv_does(tmp_path):
     with pytest.raises(LrkitError, match=r"no 'loss' .*--tag KEY"):
         read_log(tmp_path / "none.jsonl")
     assert read_log(tmp_path / "two.jsonl", tag="b_loss").losses == [2.0]
+
+
+def test_guard_bookkeeping_never_runs_more_often_after_the_early_snapshots():
+    """The late period was gcd(25, snapshot_every): 5 for snapshot_every 10, 20 or 30, so the
+    rounds that were to thin out (10 -> 25 apart) came twice as often instead."""
+    import torch
+    from torch import nn
+
+    import lrkit
+
+    for every, apart in ((30, 10), (20, 10), (100, 25)):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1))
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        guard = lrkit.Guard(model, optimizer, snapshot_every=every, probe_steps=0)
+        rounds, periodic = [], guard._periodic
+
+        def counted(periodic=periodic, guard=guard, rounds=rounds):
+            rounds.append(guard.good_steps)
+            periodic()
+
+        guard._periodic = counted
+        x, y = torch.randn(32, 4), torch.randn(32, 1)
+
+        def closure():
+            optimizer.zero_grad()
+            loss = nn.functional.mse_loss(model(x), y)
+            loss.backward()
+            return loss
+
+        for _ in range(300):
+            guard.step(closure)
+        late = [r for r in rounds if r > 2 * every]
+        assert late and all(b - a == apart for a, b in zip(late, late[1:])), (every, late)

@@ -102,7 +102,7 @@ class Guard:
     and the best one; each is one copy of the parameters, buffers, gradients and optimizer state).
     ``snapshot``: ``"cpu"`` (host memory), ``"disk"`` (a private temporary file in
     ``snapshot_dir``) or ``"device"`` (the model's own device: on a GPU no transfer over the bus
-    per snapshot, for two more copies of the state in GPU memory); bookkeeping runs every ``gcd(10, snapshot_every)`` good steps (``gcd(25, snapshot_every)`` after the first ``snapshot_every``), so a course
+    per snapshot, for two more copies of the state in GPU memory); bookkeeping runs every ``gcd(10, snapshot_every)`` good steps (the larger of that and ``gcd(25, snapshot_every)`` after the first ``snapshot_every``), so a course
     check can come up to that many steps after ``diagnose_every``. ``max_retries``: incidents
     allowed since the last snapshot. ``confirm_spikes``: a spike is skipped (its batch's update
     left out, nothing else changed) unless another came within this many steps; 0: every spike is
@@ -242,7 +242,8 @@ class Guard:
         #: sooner (every half of the steps so far), 25 at most after (on a 0.15 ms step each
         #: round costs ~1 us a step at 10 steps apart)
         self._period = math.gcd(10, snapshot_every)
-        self._late_period = math.gcd(25, snapshot_every)
+        # never sooner than the early rounds (gcd(25, 30) alone is 5: twice the rounds)
+        self._late_period = max(self._period, math.gcd(25, snapshot_every))
         self.probe_steps = probe_steps
         self.probe_decades = float(probe_decades)
         self._probe: RateProbe | None = None
