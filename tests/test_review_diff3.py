@@ -85,3 +85,25 @@ def test_guard_bookkeeping_never_runs_more_often_after_the_early_snapshots():
             guard.step(closure)
         late = [r for r in rounds if r > 2 * every]
         assert late and all(b - a == apart for a, b in zip(late, late[1:])), (every, late)
+
+
+def test_sweep_and_schedule_plots_still_write_to_a_file_object():
+    """require_folder took every path for a file name: SweepResult.plot(io.BytesIO()) and
+    lrkit.schedules.plot(preview, io.BytesIO()), which matplotlib writes to, raised TypeError
+    (both worked before the folder check); a missing folder is still refused."""
+    import io
+
+    from lrkit.schedules import plot, preview
+    from lrkit.sweep.results import SweepResult, TrialRecord
+
+    records = [TrialRecord(number=i, optimizer="sgd", lr=10.0 ** -i, seed=0, status="finished",
+                           loss=1.0 + i, curve=[(0, 2.0), (10, 1.0 + i)]) for i in range(3)]
+    result = SweepResult(records, settings={"optimizers": ["sgd"]}, study_name="s")
+    buffer = io.BytesIO()
+    result.plot(buffer)
+    assert buffer.getvalue().startswith(b"\x89PNG")
+    buffer = io.BytesIO()
+    plot(preview("cosine(100)", 100), buffer)
+    assert buffer.getvalue().startswith(b"\x89PNG")
+    with pytest.raises(LrkitError, match="is not an existing directory"):
+        result.plot("/nonexistent-folder-lrkit/sweep.png")

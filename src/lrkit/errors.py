@@ -36,9 +36,13 @@ def plain_int(value: object) -> object:
 
 def require_folder(path: object, what: str) -> None:
     """Refuse ``path`` in a missing directory before any work: the OS error that writing there
-    raises names no directory, and comes after the work is done."""
+    raises names no directory, and comes after the work is done. A file object (``io.BytesIO``,
+    which matplotlib's ``savefig`` writes to) has no folder to check."""
+    import os
     from pathlib import Path
 
-    folder = Path(path).parent  # type: ignore[arg-type]
+    if not isinstance(path, (str, os.PathLike)):
+        return
+    folder = Path(path).parent
     require(folder.is_dir(), f"cannot save {what} to {str(path)!r}: {str(folder)!r} is not an "
                              "existing directory; create it first or pick another path")
