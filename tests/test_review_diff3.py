@@ -107,3 +107,23 @@ def test_sweep_and_schedule_plots_still_write_to_a_file_object():
     assert buffer.getvalue().startswith(b"\x89PNG")
     with pytest.raises(LrkitError, match="is not an existing directory"):
         result.plot("/nonexistent-folder-lrkit/sweep.png")
+
+
+def test_the_ray_engine_names_the_ray_it_needs(monkeypatch):
+    """pyproject asked for ray[tune]>=2.9, but the engine uses ray.tune.RunConfig,
+    tune.FailureConfig and tune.report(dict), Ray 2.41's (Tune's own API, split from Train): an
+    older Ray failed with an AttributeError deep in the sweep."""
+    import re
+    from pathlib import Path
+
+    pytest.importorskip("ray.tune")
+    from ray import tune
+
+    from lrkit.sweep import ray_engine
+
+    pins = re.findall(r'"ray\[tune\]>=([\d.]+)"',
+                      (Path(__file__).parents[1] / "pyproject.toml").read_text())
+    assert pins and all(tuple(map(int, p.split("."))) >= (2, 41) for p in pins), pins
+    monkeypatch.delattr(tune, "RunConfig")
+    with pytest.raises(LrkitError, match=r"needs Ray Tune 2\.41 or later.*found Ray"):
+        ray_engine.require_ray()

@@ -69,6 +69,10 @@ def require_ray():
         from ray import tune
     except ImportError:
         raise LrkitError("engine='ray' needs Ray Tune: pip install 'lrkit[ray]'") from None
+    if not hasattr(tune, "RunConfig"):  # tune.RunConfig, tune.report(dict): Ray 2.41 on
+        raise LrkitError(f"engine='ray' needs Ray Tune 2.41 or later (its ray.tune.RunConfig and "
+                         f"tune.report), found Ray {getattr(ray, '__version__', '?')}: "
+                         "pip install -U 'lrkit[ray]'")
     return ray, tune
 
 
