@@ -127,3 +127,18 @@ def test_the_ray_engine_names_the_ray_it_needs(monkeypatch):
     monkeypatch.delattr(tune, "RunConfig")
     with pytest.raises(LrkitError, match=r"needs Ray Tune 2\.41 or later.*found Ray"):
         ray_engine.require_ray()
+
+
+def test_sweep_cli_names_points_per_decade_once(tmp_path, capsys):
+    """The refusal says "points_per_decade (--points-per-decade)" for both audiences; the CLI
+    turned it into "--points-per-decade (--points-per-decade) 8"."""
+    from lrkit.cli import main
+
+    storage = str(tmp_path / "sweeps.journal")
+    for lrs, shown in (("0.01,0.1", "--points-per-decade 8 is for a LOW:HIGH range"),
+                       ("1e-3:1:4", "and --points-per-decade says 8: give it once")):
+        code = main(["sweep", "logreg", "--lrs", lrs, "--points-per-decade", "8", "--budget",
+                     "20", "--storage", storage])
+        err = capsys.readouterr().err
+        assert code == 2 and shown in err, err
+        assert "(--points-per-decade)" not in err

@@ -164,8 +164,9 @@ def _option_message(message: str, names: Mapping[str, str]) -> str:
     """``message`` with the library's parameter names replaced by the command's options."""
     for name, option in names.items():
         message = re.sub(rf"(?<![\w\-.]){re.escape(name)}(?![\w])", option, message)
-    # a message for both audiences ("--continue / continue_study=True") names the option once
-    return re.sub(r"(--[\w-]+) / \1(=[^\s,;.)]*)?", r"\1", message)
+    # a message for both audiences ("--continue / continue_study=True", "points_per_decade
+    # (--points-per-decade)") names the option once
+    return re.sub(r"(--[\w-]+) (?:/ \1(?:=[^\s,;.)]*)?|\(\1\))", r"\1", message)
 
 
 # ------------------------------------------------------------------------------------------------
