@@ -577,7 +577,9 @@ def diagnose(
         if verdict == "diverged":
             trouble = ev.get("first_nonfinite_at")
             if trouble is None:  # where the growth began, not where it ended
-                trouble = ev.get("blowup_at", ev.get("peak_at"))
+                trouble = ev.get("blowup_at")
+                if trouble is None:  # no rise above the start: the peak, as before
+                    trouble = ev.get("peak_at")
         elif verdict == "unstable" and ev.get("spike_steps"):
             trouble = ev["spike_steps"][0]
         if trouble is not None and trouble < len(rates):
