@@ -125,10 +125,12 @@ def test_points_per_decade_given_twice_or_for_a_list_is_refused_not_ignored():
     assert parse_rates("0.01,0.1").values == (0.01, 0.1)
 
 
-def test_cli_points_per_decade_with_a_range_that_sets_its_own(capsys):
+def test_cli_points_per_decade_with_a_range_that_sets_its_own(capsys, tmp_path, monkeypatch):
     from lrkit.cli import main
 
+    monkeypatch.chdir(tmp_path)
     code = main(["sweep", "logreg", "--lrs", "1e-3:1:4", "--points-per-decade", "16",
                  "--budget", "10"])
     err = capsys.readouterr().err
     assert code == 2 and "sets 4 points per decade" in err and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []  # refused before the default storage was created

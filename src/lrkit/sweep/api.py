@@ -242,6 +242,9 @@ def sweep(problem: Any, *, lrs: Any = "1e-4:1",
     if workers > 1 and callable(problem) and not isinstance(problem, str):
         _check_importable(problem)
     name = study_name or default_study_name(problem)  # refuses an unnamed recipe before storage
+    # the rates are checked before the storage is opened: a refused command must not leave an
+    # empty .lrkit/sweeps.journal in the folder it ran in
+    parse_rates(lrs, points_per_decade)
     handle = engine.StorageHandle(storage, heartbeat_interval=heartbeat_interval,
                                   grace_period=grace_period, max_retries=max_retries)
     handle.open()  # a storage that cannot be reached fails here, before anything is built
