@@ -467,3 +467,23 @@ def test_a_rate_missing_on_some_loss_rows_is_still_no_rate(tmp_path):
     path = tmp_path / "run.csv"
     path.write_text("step,loss,lr\n0,1.0,0.1\n1,0.9,\n2,0.8,0.1\n")
     assert read_log(path).lrs is None
+
+
+def test_a_trainer_with_several_eval_sets_gives_its_first_eval_loss_as_validation(tmp_path):
+    """A dict of eval datasets logs eval_<name>_loss, no eval_loss: it was no validation."""
+    from lrkit.diagnose.logs import read_log
+
+    history = []
+    for step in range(10, 210, 10):
+        history.append({"loss": 2.0 / (1 + step / 50), "learning_rate": 1e-3, "step": step,
+                        "epoch": step / 100})
+        if step % 50 == 0:
+            history += [{"eval_a_loss": 1.5 / (1 + step / 60), "step": step},
+                        {"eval_b_loss": 1.7 / (1 + step / 60), "step": step}]
+    path = tmp_path / "trainer_state.json"
+    path.write_text(json.dumps({"log_history": history, "global_step": 200}))
+    log = read_log(path)
+    assert [at for at, _ in log.val_losses] == [50, 100, 150, 200]
+    assert log.val_losses[0][1] == pytest.approx(1.5 / (1 + 50 / 60))
+    assert "validation 'eval_a_loss' (also logged: 'eval_b_loss')" in log.source
+    assert len(log.losses) == 20

@@ -419,6 +419,10 @@ def _read_records(records: list, name: str, column: str | None = None) -> LossLo
     return collector.result("json" + (f", key {column!r}" if column is not None else ""))
 
 
+#: a Trainer's evaluation loss: eval_loss, or eval_<name>_loss for a dict of eval datasets
+_EVAL_SET_LOSS = re.compile(r"eval(_.+)?_loss")
+
+
 def _read_trainer_state(state: dict, name: str) -> LossLog:
     """The Trainer's ``log_history``: an entry with ``loss`` (the mean training loss since the
     last log) and ``learning_rate`` every ``logging_steps``, one with ``eval_loss`` per
@@ -429,20 +433,25 @@ def _read_trainer_state(state: dict, name: str) -> LossLog:
         raise LrkitError(f"{name}: log_history is a {type(history).__name__}, not a list; is "
                          "this a Hugging Face trainer_state.json?")
     collector = _Collector(name)
-    columns = {"loss": "loss", "step": "step", "lr": "learning_rate", "val": "eval_loss"}
+    # the validation loss: eval_loss, or with a dict of eval datasets eval_<name>_loss (the
+    # first by name when there are several; the format line names it)
+    eval_keys = sorted({key for entry in history if isinstance(entry, dict) for key in entry
+                        if _EVAL_SET_LOSS.fullmatch(key)})
+    val_key = "eval_loss" if "eval_loss" in eval_keys or not eval_keys else eval_keys[0]
+    columns = {"loss": "loss", "step": "step", "lr": "learning_rate", "val": val_key}
     hidden = 0
     for i, entry in enumerate(history):
         where = f"log_history[{i}]"
         if not isinstance(entry, dict):
             raise LrkitError(f"{name} {where}: expected a JSON object, got "
                              f"{type(entry).__name__}")
-        if "loss" not in entry and "eval_loss" not in entry:
+        if "loss" not in entry and val_key not in entry:
             continue  # the summary (train_loss, train_runtime ...), other evaluations' metrics
         loss = entry.get("loss")
         if _hidden_nan(loss, entry.get("grad_norm")):
             loss, hidden = math.nan, hidden + 1
         collector.add(where, entry.get("step"), loss, entry.get("learning_rate"),
-                      entry.get("eval_loss"), columns)
+                      entry.get(val_key), columns)
     if not collector.losses:
         every = state.get("logging_steps")
         at = state.get("global_step")
@@ -456,7 +465,10 @@ def _read_trainer_state(state: dict, name: str) -> LossLog:
     if any(v is not None for v in collector.lrs):
         source += ", rate 'learning_rate'"
     if collector.val:
-        source += ", validation 'eval_loss'"
+        source += f", validation {val_key!r}"
+        others = [k for k in eval_keys if k != val_key]
+        if others:
+            source += f" (also logged: {', '.join(repr(k) for k in others)})"
     if hidden:
         source += f"; {_hidden_note(hidden)}"
     return collector.result(source)
