@@ -162,3 +162,16 @@ def test_a_tag_picks_the_loss_column_of_a_csv_jsonl_or_json_log(tmp_path, capsys
     assert read_log(as_json, tag="ce_loss").losses[-1] == pytest.approx(1.61)
     assert main(["diagnose", str(csv_path), "--tag", "ce_loss", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["verdict"]
+
+
+def test_a_json_list_with_a_validation_only_record_reads_it_as_validation(tmp_path):
+    """The JSON-list reader looked up 'loss' in a record that had only val_loss (KeyError);
+    it now reads records as the JSONL reader does."""
+    from lrkit.diagnose.logs import read_log
+
+    records = [{"step": s, "loss": 2.0 - 0.01 * s} for s in range(20)]
+    records.append({"step": 19, "val_loss": 1.9})
+    path = tmp_path / "records.json"
+    path.write_text(json.dumps(records))
+    log = read_log(path)
+    assert len(log.losses) == 20 and log.val_losses == [(19.0, 1.9)]

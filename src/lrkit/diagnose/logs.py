@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import bisect
 import itertools
 import json
 import math
@@ -118,6 +119,20 @@ def _loss_like(keys: list[str]) -> list[str]:
     lowered = {k.lower() for k in lossy}
     return [k for k in lossy if not (k.lower().endswith("_epoch")
                                      and k.lower()[:-len("_epoch")] + "_step" in lowered)]
+
+
+def _train_loss_key(keys: list[str], where: str, noun: str, hint: str) -> str | None:
+    """The training loss among ``keys`` (a CSV's columns, a record's keys, TensorBoard's tags):
+    a known name, else the one that says "loss" and is not a validation loss; None when none
+    does; several such: an error that names them (as ``noun``) and ``hint``, how to pick one."""
+    known = _loss_column(keys)
+    if known is not None:
+        return known
+    lossy = _loss_like(keys)
+    if len(lossy) > 1:
+        raise LrkitError(f"{where}: several {noun} could be the training loss "
+                         f"({', '.join(repr(k) for k in lossy)}); " + hint)
+    return lossy[0] if lossy else None
 
 
 def _number(text: Any, path: str, where: str, column: str) -> float | None:
@@ -232,17 +247,11 @@ def _read_csv(path: str | os.PathLike, column: str | None = None) -> LossLog:
         if column is not None:
             require(column.strip() in header,
                     f"{name} line 1: no column {column!r}; " + _column_hint(header))
-        loss_col = column.strip() if column is not None else _loss_column(header)
+        loss_col = column.strip() if column is not None else _train_loss_key(
+            header, f"{name} line 1", "columns", _column_hint(header))
         if loss_col is None:
-            lossy = _loss_like(header)
-            if len(lossy) > 1:
-                raise LrkitError(f"{name} line 1: several columns could be the training loss "
-                                 f"({', '.join(repr(c) for c in lossy)}); "
-                                 + _column_hint(header))
-            if not lossy:
-                raise LrkitError(f"{name} line 1: no loss column in the header {header}; name "
-                                 "it 'loss' (optional: step, lr, val_loss)")
-            loss_col = lossy[0]
+            raise LrkitError(f"{name} line 1: no loss column in the header {header}; name "
+                             "it 'loss' (optional: step, lr, val_loss)")
         columns = {"loss": loss_col, "step": _find(header, STEP_KEYS),
                    "lr": _rate_column(header), "val": _val_column(header)}
         index = {k: header.index(v) for k, v in columns.items() if v is not None}
@@ -276,23 +285,36 @@ def _record_columns(record: dict, column: str | None, where: str) -> dict | None
     name), step, rate and validation loss; None for a record without the given column nor a
     validation loss (another metric's record)."""
     keys = list(record)
-    loss_key = _loss_column(keys) if column is None else (column if column in record else None)
+    loss_key = (_train_loss_key(keys, where, "keys", "pick the training loss with --tag KEY (in "
+                                "Python: read_log(path, tag=KEY))") if column is None
+                else column if column in record else None)
     columns = {"loss": loss_key, "step": _find(keys, STEP_KEYS), "lr": _rate_column(keys),
                "val": _val_column(keys)}
-    if loss_key is None and column is None:
-        # as a CSV's columns: else the one key that says "loss" and is not a validation loss
-        lossy = _loss_like(keys)
-        if len(lossy) > 1:
-            raise LrkitError(f"{where}: several keys could be the training loss "
-                             f"({', '.join(repr(k) for k in lossy)}); pick the training loss "
-                             "with --tag KEY (in Python: read_log(path, tag=KEY))")
-        columns["loss"] = lossy[0] if lossy else None
     if columns["loss"] is None and columns["val"] is None:
         if column is not None:
             return None
         raise LrkitError(f"{where}: no 'loss' (or 'val_loss') key in {sorted(keys)}; name the "
                          "training loss's key with --tag KEY (in Python: read_log(path, tag=KEY))")
     return columns
+
+
+def _add_record(collector: _Collector, record: dict, column: str | None, where: str) -> bool:
+    """Add one JSON record (``where``: "line 3", "item 3"); whether it held the loss. A record
+    without the given ``column`` nor a validation loss is another metric's, and is passed by."""
+    columns = _record_columns(record, column, f"{collector.path} {where}")
+    if columns is None:
+        return False
+    pick = lambda key: record[columns[key]] if columns[key] else None  # noqa: E731
+    loss = pick("loss")
+    held = columns["loss"] is not None
+    columns["loss"] = columns["loss"] or "loss"  # (names the column in an error)
+    collector.add(where, pick("step"), loss, pick("lr"), pick("val"), columns)
+    return held
+
+
+def _require_seen(seen: bool, name: str, column: str | None) -> None:
+    require(seen, f"{name}: no record has the key {column!r}; give the key the training loss is "
+                  "logged under (--tag KEY)")
 
 
 def read_jsonl(path: str | os.PathLike, *, column: str | None = None) -> LossLog:
@@ -337,18 +359,8 @@ def _read_jsonl(path: str | os.PathLike, column: str | None = None) -> LossLog:
                 ended = False
                 runs += 1
                 cut_at = None
-            columns = _record_columns(record, column, f"{name} line {line}")
-            if columns is None:
-                continue
-            seen_column = seen_column or columns["loss"] is not None
-            pick = lambda key: record[columns[key]] if columns[key] else None  # noqa: E731
-            loss = pick("loss")
-            if isinstance(loss, str) and loss.lower() in ("nan", "inf", "-inf", "infinity"):
-                loss = float(loss)
-            columns["loss"] = columns["loss"] or "loss"
-            collector.add(f"line {line}", pick("step"), loss, pick("lr"), pick("val"), columns)
-    require(seen_column, f"{name}: no record has the key {column!r}; give the key the training "
-                         "loss is logged under (--tag KEY)")
+            seen_column |= _add_record(collector, record, column, f"line {line}")
+    _require_seen(seen_column, name, column)
     log = collector.result(("jsonl" if runs == 1 else f"jsonl (the last of {runs} runs in the file)")
                            + (f", key {column!r}" if column is not None else ""))
     if isinstance(cut_at, (int, float)) and not isinstance(cut_at, bool):
@@ -407,15 +419,8 @@ def _read_records(records: list, name: str, column: str | None = None) -> LossLo
         if not isinstance(record, dict):
             raise LrkitError(f"{name} {where}: expected a JSON object, got "
                              f"{type(record).__name__}")
-        columns = _record_columns(record, column, f"{name} {where}")
-        if columns is None:
-            continue
-        seen_column = seen_column or columns["loss"] is not None
-        pick = lambda key: record[columns[key]] if columns[key] else None  # noqa: E731
-        columns["loss"] = columns["loss"] or "loss"
-        collector.add(where, pick("step"), pick("loss"), pick("lr"), pick("val"), columns)
-    require(seen_column, f"{name}: no record has the key {column!r}; give the key the training "
-                         "loss is logged under (--tag KEY)")
+        seen_column |= _add_record(collector, record, column, where)
+    _require_seen(seen_column, name, column)
     return collector.result("json" + (f", key {column!r}" if column is not None else ""))
 
 
@@ -516,15 +521,9 @@ def _tag_hint(tags: list[str]) -> str:
 def _loss_tag(tags: list[str], where: str) -> str:
     """The training loss's tag: a known name, else the one tag that says "loss" and is not a
     validation loss; several such tags, or none: an error that lists the tags."""
-    known = _loss_column(tags)
-    if known is not None:
-        return known
-    lossy = _loss_like(tags)
-    if len(lossy) == 1:
-        return lossy[0]
-    if lossy:
-        raise LrkitError(f"{where}: several scalar tags could be the training loss "
-                         f"({', '.join(repr(t) for t in lossy)}); " + _tag_hint(tags))
+    found = _train_loss_key(tags, where, "scalar tags", _tag_hint(tags))
+    if found is not None:
+        return found
     raise LrkitError(f"{where}: no training loss among the scalar tags (looked for "
                      f"{', '.join(LOSS_KEYS[:3])}, or one tag with 'loss' in its name); "
                      + _tag_hint(tags))
@@ -602,8 +601,6 @@ def _held_rates(steps: list[float], lr: list[tuple[float, float]]) -> list[float
     less often than the loss, or once an epoch); before the first, the first."""
     if not lr:
         return None
-    import bisect
-
     at = [s for s, _ in lr]
     return [lr[max(0, bisect.bisect_right(at, step) - 1)][1] for step in steps]
 
@@ -620,11 +617,8 @@ def read_tensorboard(path: str | os.PathLike, tag: str | None = None) -> LossLog
         if not files:
             runs = event_runs(p)
             if len(runs) > 1:
-                names = [str(r.relative_to(p)) for r in runs]
-                shown = ", ".join(names[:10]) + (f" ... ({len(names)} in all)"
-                                                 if len(names) > 10 else "")
-                raise LrkitError(f"{path} holds {len(runs)} TensorBoard runs ({shown}); give one "
-                                 f"run directory, e.g. {str(runs[0])!r}")
+                raise _several_runs(path, [str(r.relative_to(p)) for r in runs],
+                                    "TensorBoard runs", runs[0])
             if not runs:
                 raise LrkitError(f"{str(path)!r} holds no TensorBoard event files "
                                  "(events.out.tfevents.*)")
@@ -769,6 +763,13 @@ def _runs_below(directory: Path) -> dict[Path, str]:
     return dict(sorted(kept.items()))
 
 
+def _several_runs(path: Any, names: list[str], what: str, example: Path) -> LrkitError:
+    """The error for a directory with several runs below it: the first ten, and one to give."""
+    shown = ", ".join(names[:10]) + (f" ... ({len(names)} in all)" if len(names) > 10 else "")
+    return LrkitError(f"{path} holds {len(names)} {what} ({shown}); give one run directory, "
+                      f"e.g. {str(example)!r}")
+
+
 def _read_dir(p: Path, path: str | os.PathLike, column: str | None = None) -> LossLog:
     """A directory: the log in it (a Trainer's trainer_state.json, TensorBoard event files, a
     Lightning metrics.csv, in that order; else the latest checkpoint-N/trainer_state.json),
@@ -799,10 +800,8 @@ def _read_dir(p: Path, path: str | os.PathLike, column: str | None = None) -> Lo
         kinds = set(runs.values())
         names = [str(r.relative_to(p)) + ("" if len(kinds) == 1 else f" ({kind})")
                  for r, kind in runs.items()]
-        shown = ", ".join(names[:10]) + (f" ... ({len(names)} in all)" if len(names) > 10 else "")
-        what = "TensorBoard runs" if kinds == {"TensorBoard"} else "runs"
-        raise LrkitError(f"{path} holds {len(runs)} {what} ({shown}); give one run directory, "
-                         f"e.g. {str(next(iter(runs)))!r}")
+        raise _several_runs(path, names, "TensorBoard runs" if kinds == {"TensorBoard"}
+                            else "runs", next(iter(runs)))
     run = next(iter(runs))
     log = _read_dir(run, run, column)
     log.source = f"{run.relative_to(p)}: {log.source}"
