@@ -68,7 +68,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--csv", metavar="FILE", help="write one row per trial as CSV")
     p.add_argument("--json", nargs="?", const="-", metavar="FILE",
                    help="write the whole result as JSON to FILE, or to stdout without FILE")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar (with --engine ray: Tune's status table)")
+    p.add_argument("--no-progress", action="store_true",
+                   help="hide the progress bar (with --engine ray: Tune's status table)")
     p.set_defaults(func=run, option_names=OPTION_NAMES)
 
 

@@ -615,21 +615,23 @@ def diagnose(
                                            how=how, decay=decay, trend=trend)
     if rates is not None and float(rates.max()) == 0.0 and verdict in ("too_slow", "plateaued"):
         # a rate of 0 moves nothing: no factor of it can help, whatever the curve looks like
-        explanation += (" The logged rate is 0 at every step: no update could move the "
-                        "parameters, so set a positive rate first (a scheduler or warmup that "
-                        "starts at 0 must rise from it).")
+        explanation += " " + _ZERO_RATE
     if ev.get("constant_loss") is not None and verdict == "not_enough_data":
         explanation = _constant_explanation(ev["constant_loss"], len(values), rates)
     return Diagnosis(verdict, confidence, _jsonable(_at_steps(ev, step_of)), factor, explanation,
                      suggested, reasons)
 
 
+#: said of a run whose logged rate is 0 at every step
+_ZERO_RATE = ("The logged rate is 0 at every step: no update could move the parameters, so set a "
+              "positive rate first (a scheduler or warmup that starts at 0 must rise from it).")
+
+
 def _constant_explanation(value: float, n: int, rates: np.ndarray | None) -> str:
     """What a loss that never changed tells: no learning at all, and why that can be."""
     zero_rate = rates is not None and float(rates.max()) == 0.0
     if zero_rate:
-        rate = ("The logged rate is 0 at every step, so no update could change anything: set a "
-                "positive rate (a scheduler or warmup that starts at 0 must rise from it).")
+        rate = _ZERO_RATE
     elif rates is not None:
         rate = (f"The rate was {float(rates.max()):.3g}, not 0: look at the gradients (for "
                 "example, print each parameter's grad after backward()).")

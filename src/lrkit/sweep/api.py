@@ -186,8 +186,8 @@ def sweep(problem: Any, *, lrs: Any = "1e-4:1",
     a fresh model and optimizer from it. With several workers the callable must be importable
     (defined at module level).
 
-    ``lrs``: ``"1e-4:1"`` (a log range on a lattice of ``points_per_decade`` rates per decade, 8 by default),
-    ``"1e-4:1:16"``, ``"0.001,0.01"``, ``(low, high)`` or a list. ``optimizers``: None (the
+    ``lrs``: ``"1e-4:1"`` (a log range on a lattice of ``points_per_decade`` rates per decade,
+    8 by default), ``"1e-4:1:16"``, ``"0.001,0.01"``, ``(low, high)`` or a list. ``optimizers``: None (the
     recipe's own) or names/specs such as ``"sgd-momentum,adam,adamw(weight_decay=0.1)"``, torch
     optimizer classes or ``(class, options)`` pairs. ``seeds``: seeds for the top
     ``repeat_top`` rates. ``budget``: training steps per trial (default: the recipe's
@@ -198,8 +198,8 @@ def sweep(problem: Any, *, lrs: Any = "1e-4:1",
     that other workers run. ``study_name`` defaults to one derived from the problem (a lambda,
     closure, partial, bound method or callable object needs one); a stored
     study with other settings is refused unless ``continue_study=True``. ``workers``: local
-    worker processes (default 1). ``strategy``: ``"refine"`` (bracket, then refine, with successive halving)
-    or ``"grid"`` (every rate to the full budget).
+    worker processes (default 1). ``strategy``: ``"refine"`` (bracket, then refine, with
+    successive halving) or ``"grid"`` (every rate to the full budget).
 
     ``engine``: ``"optuna"`` (default) or ``"ray"``: the same trials and strategy run as a Ray
     Tune experiment (``pip install 'lrkit[ray]'``), on the Ray cluster at ``ray_address`` (or
@@ -213,6 +213,11 @@ def sweep(problem: Any, *, lrs: Any = "1e-4:1",
         workers = _positive_int(workers, "workers")
     threads = _positive_int(threads, "threads")
     max_retries = _positive_int(max_retries, "max_retries", 0)
+    require(is_real(band_tolerance) and band_tolerance >= 0,
+            f"band_tolerance must be a number >= 0, got {band_tolerance!r}")
+    band_tolerance = float(band_tolerance)
+    require(study_name is None or (isinstance(study_name, str) and study_name.strip() != ""),
+            f"study_name must be a non-empty string, got {study_name!r}")
     if engine == "ray":
         return _sweep_ray(problem, dict(
             lrs=lrs, points_per_decade=points_per_decade, optimizers=optimizers, seeds=seeds,
@@ -234,11 +239,6 @@ def sweep(problem: Any, *, lrs: Any = "1e-4:1",
         "heartbeat_interval")
     grace_period = _positive_int(engine.HEARTBEAT_GRACE if grace_period is None else grace_period,
                                  "grace_period")
-    require(is_real(band_tolerance) and band_tolerance >= 0,
-            f"band_tolerance must be a number >= 0, got {band_tolerance!r}")
-    band_tolerance = float(band_tolerance)
-    require(study_name is None or (isinstance(study_name, str) and study_name.strip() != ""),
-            f"study_name must be a non-empty string, got {study_name!r}")
     if workers > 1 and callable(problem) and not isinstance(problem, str):
         _check_importable(problem)
     name = study_name or default_study_name(problem)  # refuses an unnamed recipe before storage
@@ -286,7 +286,7 @@ def sweep(problem: Any, *, lrs: Any = "1e-4:1",
 def _sweep_ray(problem: Any, options: dict[str, Any], *, storage: str | None,
                study_name: str | None, workers: int | None, threads: int,
                continue_study: bool, heartbeat_interval: int | None, grace_period: int | None,
-               band_tolerance: Any, progress: bool | None, diagnose: bool,
+               band_tolerance: float, progress: bool | None, diagnose: bool,
                ray_address: str | None) -> SweepResult:
     """:func:`sweep` through Ray Tune (:mod:`lrkit.sweep.ray_engine`)."""
     from lrkit.sweep import ray_engine
@@ -299,13 +299,9 @@ def _sweep_ray(problem: Any, options: dict[str, Any], *, storage: str | None,
         require(value is None, f"{name}={value!r} is for the Optuna engine's storage; with "
                 "engine='ray' Ray watches its trials' workers itself (a trial whose worker or "
                 "node dies is retried up to max_retries times)")
-    require(is_real(band_tolerance) and band_tolerance >= 0,
-            f"band_tolerance must be a number >= 0, got {band_tolerance!r}")
     require(ray_address is None or (isinstance(ray_address, str) and ray_address.strip()),
             f"ray_address must be a Ray cluster address such as 'ray://host:10001' or 'auto', "
             f"got {ray_address!r}")
-    require(study_name is None or (isinstance(study_name, str) and study_name.strip() != ""),
-            f"study_name must be a non-empty string, got {study_name!r}")
     name = study_name or default_study_name(problem)
     require("/" not in name and name not in (".", ".."), f"study_name {name!r} names the Ray "
             "experiment's directory: use no '/'")
@@ -317,7 +313,7 @@ def _sweep_ray(problem: Any, options: dict[str, Any], *, storage: str | None,
         spec = build_spec(problem, **options)
         return ray_engine.run(spec, name, location, ray_address=ray_address, workers=workers,
                               threads=threads, max_retries=options["max_retries"],
-                              progress=progress, band_tolerance=float(band_tolerance),
+                              progress=progress, band_tolerance=band_tolerance,
                               diagnose=diagnose)
     finally:
         restore_rng(rng)
