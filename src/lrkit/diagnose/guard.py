@@ -102,8 +102,10 @@ class Guard:
     and the best one; each is one copy of the parameters, buffers, gradients and optimizer state).
     ``snapshot``: ``"cpu"`` (host memory), ``"disk"`` (a private temporary file in
     ``snapshot_dir``) or ``"device"`` (the model's own device: on a GPU no transfer over the bus
-    per snapshot, for two more copies of the state in GPU memory); bookkeeping runs every ``gcd(10, snapshot_every)`` good steps (the larger of that and ``gcd(25, snapshot_every)`` after the first ``snapshot_every``), so a course
-    check can come up to that many steps after ``diagnose_every``. ``max_retries``: incidents
+    per snapshot, for two more copies of the state in GPU memory); bookkeeping runs every
+    ``gcd(10, snapshot_every)`` good steps (the larger of that and ``gcd(25, snapshot_every)``
+    after the first ``snapshot_every``), so a course check can come up to that many steps after
+    ``diagnose_every``. ``max_retries``: incidents
     allowed since the last snapshot. ``confirm_spikes``: a spike is skipped (its batch's update
     left out, nothing else changed) unless another came within this many steps; 0: every spike is
     an incident.

@@ -361,8 +361,8 @@ def _read_jsonl(path: str | os.PathLike, column: str | None = None) -> LossLog:
                 cut_at = None
             seen_column |= _add_record(collector, record, column, f"line {line}")
     _require_seen(seen_column, name, column)
-    log = collector.result(("jsonl" if runs == 1 else f"jsonl (the last of {runs} runs in the file)")
-                           + (f", key {column!r}" if column is not None else ""))
+    kind = "jsonl" if runs == 1 else f"jsonl (the last of {runs} runs in the file)"
+    log = collector.result(kind + (f", key {column!r}" if column is not None else ""))
     if isinstance(cut_at, (int, float)) and not isinstance(cut_at, bool):
         # a Monitor told of a guard diagnosed the steps since the guard's last cut (before it:
         # the rate that failed, and the probe's undone steps): so does the file, else it gave

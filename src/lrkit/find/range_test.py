@@ -118,7 +118,8 @@ def range_test(
         warnings.append(
             f"the test stopped after {len(lrs)} of {num_steps} steps: start_lr={start_lr:g} "
             "is probably already too high; lower it")
-    still_falling = f"the loss was still falling at end_lr={end_lr:g}; raise end_lr to see where it turns"
+    still_falling = (f"the loss was still falling at end_lr={end_lr:g}; raise end_lr to see "
+                     "where it turns")
     if stop_reason == "completed" and analysis.curve.n and analysis.curve.min_index >= analysis.curve.n - 3:
         warnings.append(still_falling)
     disagreement = analysis.disagreement
