@@ -73,7 +73,7 @@ def finder_job(args: tuple[str, int]) -> dict:
                            problem.criterion, budget_steps=problem.budget_steps, progress=False)
     seconds = time.perf_counter() - t0
     return {"task": task, "seed": seed, "lrs": result.lrs, "losses": result.losses,
-            "steps": result.steps,
+            "steps": result.steps, "cost": result.cost, "gradient_noise": result.gradient_noise,
             "seconds": seconds, "budget": problem.budget_steps,
             "torch_lr_finder": torch_lr_finder_suggestion(task, seed)}
 
@@ -229,7 +229,7 @@ def main() -> None:
     # every method's suggestion per (task, seed)
     suggestions: dict[str, dict[str, list[float | None]]] = {}
     for c in curves:
-        analysis = analyse(c["lrs"], c["losses"])
+        analysis = analyse(c["lrs"], c["losses"], gradient_noise=c.get("gradient_noise"))
         if args.edge_fractions:  # edge at other fractions: only those are trained and scored
             edge = analysis.suggestions["edge"]
             for fraction in args.edge_fractions:
@@ -310,7 +310,7 @@ def score(tasks, grid, suggestions, cache, key, curves):
             "divergences": sum(r["diverged"] for r in rows.values()),
             "median_regret_test": statistics.median(rows[t]["regret"] for t in TEST_TASKS),
         }
-    costs = [c["steps"] / c["budget"] for c in curves]
+    costs = [c.get("cost", c["steps"]) / c["budget"] for c in curves]  # noise batches included
     report["cost"] = {"mean": statistics.fmean(costs), "max": max(costs)}
     return report
 

@@ -11,6 +11,7 @@ import os
 import torch
 
 NAN_AT = 20  #: the finder batch that is NaN on rank 1 only
+NAN_MEASURING = 3  #: a batch among the 16 that measure the gradient noise, NaN on rank 1 only
 SPIKE_AT = (60, 61)  #: guarded steps whose batch is a spike on rank 1 only
 GUARD_STEPS = 100
 
@@ -90,6 +91,7 @@ def main(rank: int, directory: str) -> None:
                                num_steps=60, progress=False)
         out["find"] = {"lrs": result.lrs, "losses": result.losses,
                        "suggested_lr": result.suggested_lr,
+                       "gradient_noise": result.gradient_noise,
                        "restored": _same_state(before, _state(model, optimizer))}
 
         # 1b. validation mode and gradient accumulation (DDP's no_sync for the first of each
@@ -130,6 +132,12 @@ def main(rank: int, directory: str) -> None:
         result = lrkit.find_lr(model, optimizer, _batches(rank, nan_at=NAN_AT),
                                torch.nn.MSELoss(), num_steps=60, progress=False)
         out["nan"] = {"steps": len(result.lrs), "stop_reason": result.stop_reason}
+        # 2b. ... and in a batch that measures the gradient noise: no ratio on either rank, the
+        # same curve on both, and nothing waits
+        model, optimizer = _model_and_optimizer()
+        result = lrkit.find_lr(model, optimizer, _batches(rank, nan_at=NAN_MEASURING),
+                               torch.nn.MSELoss(), num_steps=30, progress=False)
+        out["nan_measuring"] = {"noise": result.gradient_noise, "losses": result.losses}
 
         # 3. a guarded run with two spiking batches on rank 1 only: every rank makes the same
         # interventions, and the replicas stay identical

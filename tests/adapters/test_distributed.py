@@ -39,6 +39,9 @@ def test_every_rank_records_the_same_curve_and_suggestion(ranks):
     assert first["losses"] == second["losses"]  # the mean over the ranks, not each one's own
     assert first["suggested_lr"] is not None
     assert first["suggested_lr"] == second["suggested_lr"]
+    # the gradient noise was measured on each rank's own batches and averaged: one ratio
+    assert first["gradient_noise"] is not None and first["gradient_noise"] > 0
+    assert first["gradient_noise"] == second["gradient_noise"]
 
 
 def test_every_rank_gets_its_model_and_optimizer_back(ranks):
@@ -66,8 +69,12 @@ def test_a_plain_model_on_one_rank_is_not_synced(ranks):
 
 def test_a_nan_on_one_rank_stops_every_rank_at_that_step(ranks):
     for rank in ranks:
-        assert rank["nan"]["steps"] == ddp_worker.NAN_AT + 1
+        # (the first 16 batches measured the gradient noise, before the ramp)
+        assert rank["nan"]["steps"] == ddp_worker.NAN_AT - 16 + 1
         assert "nan" in rank["nan"]["stop_reason"]
+    first, second = ranks[0]["nan_measuring"], ranks[1]["nan_measuring"]
+    assert first["noise"] is None and second["noise"] is None
+    assert len(first["losses"]) >= 20 and first["losses"] == second["losses"]
 
 
 def test_the_guard_acts_alike_on_every_rank_and_replicas_stay_identical(ranks):

@@ -146,14 +146,16 @@ def test_update_args_when_the_first_group_is_held_still_at_a_zero_rate(tmp_path)
             return self.optimizer
 
     trainer = make_trainer(tmp_path, cls=Frozen, max_steps=2)
-    result = find_lr(trainer, update_args=True, num_steps=30, progress=False)
+    # (no noise batches: 30 steps on this tiny task give a curve that falls only on the
+    # batches the test has always seen; what is tested here is update_args)
+    result = find_lr(trainer, update_args=True, num_steps=30, noise_batches=0, progress=False)
     assert result.suggested_lrs[0] == 0.0 and result.suggested_lr == result.suggested_lrs[1]
     assert trainer.args.learning_rate == pytest.approx(result.suggested_lr)
     trainer.train()
     assert [g["initial_lr"] for g in trainer.optimizer.param_groups] == pytest.approx(
         result.suggested_lrs)
     # and again on the optimizer train() left, its frozen group's base rate 0
-    again = find_lr(trainer, update_args=True, num_steps=30, progress=False)
+    again = find_lr(trainer, update_args=True, num_steps=30, noise_batches=0, progress=False)
     assert [g["initial_lr"] for g in trainer.optimizer.param_groups] == pytest.approx(
         again.suggested_lrs)
     assert trainer.lr_scheduler.base_lrs == pytest.approx(again.suggested_lrs)

@@ -115,7 +115,8 @@ def test_nan_loss_stops_and_never_corrupts_the_suggestion():
         calls["n"] += 1
         x, y = batch
         loss = criterion(m(x), y)
-        return loss * float("nan") if calls["n"] > 60 else loss
+        # (the first 16 batches measure the gradient noise, before the ramp)
+        return loss * float("nan") if calls["n"] > 16 + 60 else loss
 
     result = lrkit.find_lr(model, opt, loader, loss_fn=loss_fn, start_lr=1e-4, end_lr=1.0,
                            progress=False)
@@ -195,7 +196,8 @@ def test_gradient_accumulation_takes_one_optimizer_step_per_k_batches():
     opt.register_step_post_hook(lambda *a: counts.__setitem__("steps", counts["steps"] + 1))
     lrkit.find_lr(model, opt, loader, loss_fn=loss_fn, accumulation_steps=4, num_steps=12,
                   end_lr=0.1, progress=False)
-    assert counts == {"batches": 48, "steps": 12}
+    # and 16 micro-batches, no step, before the ramp: the gradient noise
+    assert counts == {"batches": 16 + 48, "steps": 12}
 
 
 def test_mixed_precision_runs_on_cpu_with_bfloat16():
@@ -245,7 +247,8 @@ def test_a_test_longer_than_30_percent_of_the_planned_run_says_so():
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     short = lrkit.find_lr(model, opt, loader, criterion, num_steps=40, budget_steps=100,
                           progress=False, diverge_threshold=1e9)
-    assert any("40 steps, 40% of the planned run of 100" in w for w in short.warnings)
+    # the 16 batches that measure the gradient noise count too
+    assert any("56 steps, 56% of the planned run of 100" in w for w in short.warnings)
     long = lrkit.find_lr(model, opt, loader, criterion, num_steps=40, budget_steps=1000,
                          progress=False, diverge_threshold=1e9)
     assert not any("planned run" in w for w in long.warnings)

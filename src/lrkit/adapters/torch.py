@@ -448,6 +448,19 @@ class TorchTrainable:
             self.optimizer.step()
         return total / self.accumulation_steps
 
+    def gradient_noise(self, batches: int) -> float | None:
+        """The gradient's noise-to-signal ratio ``B_noise / B`` at this step's batch, from
+        ``batches`` micro-batches at the current parameters, with no update (see
+        :mod:`lrkit.adapters.torch_noise`); ``None`` when it cannot be measured."""
+        if not torch.is_grad_enabled():
+            with torch.enable_grad():
+                return self.gradient_noise(batches)
+        from lrkit.adapters.torch_noise import gradient_noise
+
+        if self._batches is None:
+            self._batches = cycle_batches(self._train_loader)
+        return gradient_noise(self, batches)
+
     def _micro_step(self) -> float:
         """Forward and backward of one micro-batch; its loss as a float (averaged over the ranks
         when synced; negated for an optimizer that maximizes). A non-finite loss is not

@@ -43,6 +43,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="suggestion method: auto (= edge), edge, steepest, valley, minimum (default auto)")
     p.add_argument("--budget-steps", type=int, default=None,
                    help="planned training length in steps, >= 1 (default: the example's own)")
+    p.add_argument("--noise-batches", type=int, default=16, metavar="K",
+                   help="batches that measure the gradient's noise before the ramp, no update "
+                        "(0: none; default 16)")
     p.add_argument("--seed", type=int, default=0, help="seed for building the problem, 0 .. 2**32 - 1 (default 0)")
     p.add_argument("--device", default=None, help="torch device (default: the model's)")
     p.add_argument("--snapshot", choices=["cpu", "disk", "device"], default="cpu",
@@ -62,7 +65,7 @@ OPTION_NAMES = {
     "smoothing": "--smoothing", "diverge_threshold": "--diverge-threshold",
     "val_every": "--val-every", "val_batches": "--val-batches",
     "accumulation_steps": "--accumulation-steps", "budget_steps": "--budget-steps",
-    "max_grad_norm": "--max-grad-norm",
+    "max_grad_norm": "--max-grad-norm", "noise_batches": "--noise-batches",
 }
 
 
@@ -155,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
         val_every=args.val_every, val_batches=args.val_batches, start_lr=args.start_lr,
         end_lr=args.end_lr, num_steps=args.steps, ramp=args.ramp, smoothing=args.smoothing,
         diverge_threshold=args.diverge_threshold, method=args.method, budget_steps=budget,
-        snapshot=args.snapshot, snapshot_dir=args.snapshot_dir,
+        noise_batches=args.noise_batches, snapshot=args.snapshot, snapshot_dir=args.snapshot_dir,
         progress=False if args.no_progress else None)
     given = {"accumulation_steps": args.accumulation_steps, "amp": args.amp,
              "max_grad_norm": args.max_grad_norm, "device": args.device}

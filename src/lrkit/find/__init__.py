@@ -39,6 +39,7 @@ def find_lr(
     device: Any = None,
     method: str = "auto",
     budget_steps: int | None = None,
+    noise_batches: int = 16,
     snapshot: str = "cpu",
     snapshot_dir: str | None = None,
     progress: bool | None = None,
@@ -60,7 +61,10 @@ def find_lr(
     group. With an optimizer that maximizes (``maximize=True``) the recorded curve is the
     negation of what the loss function returns: the quantity the optimizer minimises.
     ``budget_steps`` (the planned training length) is recorded in ``result.settings``; a test
-    longer than 30% of it gets a warning. ``amp``: ``True`` (float16 with a GradScaler on CUDA,
+    longer than 30% of it gets a warning. ``noise_batches``: before the ramp, that many batches
+    are backpropagated with no update to measure the gradient's noise-to-signal ratio
+    (``result.gradient_noise``); where it is low, the suggestion sits closer to the loss
+    minimum's rate (docs/find.md); 0 skips it. ``amp``: ``True`` (float16 with a GradScaler on CUDA,
     bfloat16 elsewhere), ``"bf16"`` or ``"fp16"``, as the training loop runs. Rprop is refused: it reads ``lr`` only as its first
     step sizes.
 
@@ -89,7 +93,8 @@ def find_lr(
     result = range_test(
         trainable, start_lr=start_lr, end_lr=end_lr, num_steps=num_steps, ramp=ramp,
         smoothing=smoothing, diverge_threshold=diverge_threshold, val_every=val_every,
-        method=method, budget_steps=budget_steps, progress=progress,
+        method=method, budget_steps=budget_steps, noise_batches=noise_batches,
+        progress=progress,
     )
     advice = snapshot_advice(trainable.device.type, snapshot, trainable.copy_seconds,
                              time.perf_counter() - started)

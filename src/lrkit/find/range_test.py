@@ -15,6 +15,8 @@ from lrkit.trainable import Trainable
 
 #: the share of the planned run (``budget_steps``) a range test should cost at most
 COST_SHARE = 0.3
+#: micro-batches whose gradients measure the noise-to-signal ratio before the ramp (0: none)
+NOISE_BATCHES = 16
 #: fewer steps per decade of an exponential ramp than this give a curve too coarse to read
 #: (the default, 100 steps over 8 decades, has 12.5; tests and quick checks use 30)
 MIN_STEPS_PER_DECADE = 3
@@ -31,6 +33,7 @@ def range_test(
     val_every: int | None = None,
     method: str = "auto",
     budget_steps: int | None = None,
+    noise_batches: int = NOISE_BATCHES,
     progress: bool | None = None,
 ) -> FinderResult:
     """Run a learning-rate range test on any trainable and suggest a rate.
@@ -41,9 +44,16 @@ def range_test(
     trainable's fixed validation subset every k steps and bases the suggestion on that curve.
     ``budget_steps`` (the planned training length) is recorded with the result, and a test
     longer than ``COST_SHARE`` of it gets a warning; no suggestion method uses it yet.
+    ``noise_batches``: before the ramp, a trainable that can (``gradient_noise(k)``, as the
+    PyTorch one) measures its gradient's noise-to-signal ratio on that many batches with no
+    update, and ``edge`` reads it (:func:`lrkit.find.suggest.edge_fraction`); 0 skips it.
     The trainable is restored exactly afterwards, even when this raises.
     """
     val_every, budget_steps = plain_int(val_every), plain_int(budget_steps)  # np.int64 too
+    noise_batches = plain_int(noise_batches)
+    require(isinstance(noise_batches, int) and not isinstance(noise_batches, bool)
+            and (noise_batches == 0 or noise_batches >= 2),
+            f"noise_batches must be 0 (no measurement) or an integer >= 2, got {noise_batches!r}")
     rates = ramp_rates(start_lr, end_lr, num_steps, ramp).tolist()  # Python floats: cheaper per step
     require(is_real(smoothing) and math.isfinite(smoothing) and 0 <= smoothing < 1,
             f"smoothing must be a number in [0, 1), got {smoothing!r}")
@@ -69,8 +79,12 @@ def range_test(
     # let the noise estimate settle before judging a rise
     watch = DivergenceWatch(diverge_threshold, smoothing, min_steps=max(5, num_steps // 20))
     bar = progress_bar(num_steps, "lrkit find", enabled=progress)
+    measure = getattr(trainable, "gradient_noise", None) if noise_batches else None
+    gradient_noise = None
     with trainable.preserved():
         try:
+            if callable(measure):
+                gradient_noise = measure(noise_batches)
             for step, lr in enumerate(rates):
                 loss = trainable.train_step(lr)
                 lrs.append(lr)
@@ -94,7 +108,8 @@ def range_test(
     curve_lrs = [lrs[i] for i in val_steps] if use_val else lrs
     curve_losses = val_losses if use_val else losses
     analysis = suggest.analyse(curve_lrs, curve_losses, method=method,
-                               smooth_window=1.0 if use_val else None)
+                               smooth_window=1.0 if use_val else None,
+                               gradient_noise=gradient_noise)
     warnings = list(analysis.warnings)
     unreadable = analysis.unreadable  # why no suggestion can be made, when none can
     if val_every and not use_val:
@@ -105,7 +120,8 @@ def range_test(
             f"validation every {val_every} steps gave {len(val_steps)} points over {len(lrs)} "
             f"steps, fewer than the {suggest.MIN_POINTS} a suggestion needs: the suggestion uses "
             f"the training curve; pass val_every={every} (or more steps) for the validation curve")
-    if losses and not math.isfinite(losses[0]):
+    first_loss_bad = bool(losses) and not math.isfinite(losses[0])
+    if first_loss_bad:
         # the first loss is computed before any update: no rate made it non-finite (and the
         # curve's own "too few points, lower start_lr" would point the wrong way)
         warnings = [w for w in warnings if w != unreadable]
@@ -141,12 +157,16 @@ def range_test(
         # (nor the advice read from them: "raise end_lr", "the methods disagree")
         warnings = [coarse] + [w for w in warnings
                                if w not in (still_falling, disagreement)]
-        unreadable = unreadable or coarse
+        # the coarse ramp is the reason (a "never fell" read from 10 points means nothing), unless
+        # the very first loss was already non-finite
+        unreadable = unreadable if first_loss_bad else coarse
         suggested = good = None
         suggestions = {name: None for name in suggestions}
-    if budget_steps and len(lrs) > COST_SHARE * budget_steps:
+    measured = noise_batches if callable(measure) else 0  # forward and backward passes too
+    if budget_steps and len(lrs) + measured > COST_SHARE * budget_steps:
+        cost = len(lrs) + measured
         warnings.append(
-            f"the test took {len(lrs)} steps, {len(lrs) / budget_steps:.0%} of the planned run of "
+            f"the test took {cost} steps, {cost / budget_steps:.0%} of the planned run of "
             f"{budget_steps}; for a run this short, fewer steps (num_steps=) or a few short "
             "trials (lrkit sweep) cost less")
     # why there is no suggestion, in one place (the summary said "never fell" for every cause)
@@ -164,7 +184,10 @@ def range_test(
         settings=dict(start_lr=start_lr, end_lr=end_lr, num_steps=num_steps, ramp=ramp,
                       smoothing=smoothing, diverge_threshold=diverge_threshold,
                       val_every=val_every, budget_steps=budget_steps,
+                      noise_batches=measured,
+                      edge_fraction=suggest.edge_fraction(gradient_noise),
                       curve="validation" if use_val else "train",
                       no_suggestion=no_suggestion),
         val_steps=val_steps, val_losses=[math.nan if v is None else v for v in val_losses],
+        gradient_noise=gradient_noise,
     )

@@ -36,6 +36,9 @@ class FinderResult:
     settings: dict[str, Any]
     val_steps: list[int] = dataclasses.field(default_factory=list)
     val_losses: list[float] = dataclasses.field(default_factory=list)
+    #: the gradient's noise-to-signal ratio ``B_noise / B`` at the batch size, measured before
+    #: the ramp (:mod:`lrkit.find.noise`); ``None`` when not measured
+    gradient_noise: float | None = None
 
     @property
     def suggested_lrs(self) -> list[float] | None:
@@ -45,8 +48,14 @@ class FinderResult:
 
     @property
     def steps(self) -> int:
-        """Optimizer steps the test took (its cost)."""
+        """Optimizer steps the test took."""
         return len(self.lrs)
+
+    @property
+    def cost(self) -> int:
+        """Forward and backward passes the test took: its steps, and the batches that measured
+        the gradient noise."""
+        return len(self.lrs) + int(self.settings.get("noise_batches") or 0)
 
     # -- export ------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -113,6 +122,10 @@ class FinderResult:
         warnings = kwargs.get("warnings") or []
         kwargs["warnings"] = [warnings] if isinstance(warnings, str) else list(warnings)
         kwargs["settings"] = dict(kwargs.get("settings") or {})
+        noise = kwargs.get("gradient_noise")
+        require(noise is None or (is_real(noise) and noise >= 0),
+                f"gradient_noise must be a number >= 0 or null, got {noise!r:.60}")
+        kwargs["gradient_noise"] = None if noise is None else float(noise)
         return cls(**kwargs)
 
     # -- text --------------------------------------------------------------------------------------
@@ -131,6 +144,13 @@ class FinderResult:
         if self.good_range:
             lines.append(f"Good range:              {self.good_range[0]:.3g} .. {self.good_range[1]:.3g}")
         lines.append(f"Steps: {self.steps} ({self.stop_reason})")
+        from lrkit.find.noise import describe
+
+        noise = describe(self.gradient_noise)
+        if noise:
+            fraction = self.settings.get("edge_fraction")
+            lines.append(noise[0].upper() + noise[1:] + (
+                f" (edge: {fraction:.2g}x the loss minimum's rate)" if fraction else ""))
         lines.append("")
         width = max([12, *(len(str(name)) for name in self.suggestions)])  # columns stay aligned
         lines.append(f"{'method':<{width}} {'rate':>10}")

@@ -27,6 +27,8 @@ class Curve:
     smooth: np.ndarray  #: lag-free smoothed losses
     log_lrs: np.ndarray
     window: float  #: standard deviation, in points, of the smoothing kernel that made ``smooth``
+    #: the gradient's noise-to-signal ratio at the batch size (:mod:`lrkit.find.noise`), if measured
+    gradient_noise: float | None = None
 
     @property
     def n(self) -> int:
@@ -72,7 +74,7 @@ def first_min(values: np.ndarray) -> int:
     return int(np.argmax(values <= low + 1e-9 * (high - low)))
 
 
-def prepare(lrs, losses, window: float | None = None) -> Curve:
+def prepare(lrs, losses, window: float | None = None, gradient_noise: float | None = None) -> Curve:
     lrs = np.asarray(lrs, dtype=float)
     losses = np.asarray(losses, dtype=float)
     if lrs.shape != losses.shape or lrs.ndim != 1:
@@ -82,7 +84,7 @@ def prepare(lrs, losses, window: float | None = None) -> Curve:
     lrs, raw = lrs[:end], losses[:end]
     window = auto_window(len(raw)) if window is None else window
     smooth = centred(raw, window)
-    return Curve(lrs, raw, smooth, np.log10(lrs) if len(lrs) else lrs, window)
+    return Curve(lrs, raw, smooth, np.log10(lrs) if len(lrs) else lrs, window, gradient_noise)
 
 
 def _trim(curve: Curve, start_fraction: float = 0.1, end_points: int = 5) -> slice:
@@ -155,16 +157,29 @@ def minimum(curve: Curve) -> float | None:
 EDGE_FRACTION = 0.4
 
 
+def edge_fraction(gradient_noise: float | None) -> float:
+    """The share of the loss minimum's rate that ``edge`` suggests: ``EDGE_FRACTION``, raised to
+    ``1 / (1 + B_noise / B)`` when the gradient noise is measured and low. McCandlish et al.'s
+    best step shrinks by that factor; where the noise is small the minimum itself is a close
+    guide, and the best rate of the benchmark's low-noise tasks was 0.75-0.9x the minimum's.
+    Never lowered below ``EDGE_FRACTION``: on its noisy tasks the full factor cut too far
+    (hastie-mlp, friedman-deep; docs/find.md)."""
+    if gradient_noise is None or not gradient_noise >= 0:
+        return EDGE_FRACTION
+    return max(EDGE_FRACTION, 1.0 / (1.0 + gradient_noise))
+
+
 def edge(curve: Curve) -> float | None:
-    """A fixed fraction of the rate at the lag-free loss minimum.
+    """A fraction of the rate at the lag-free loss minimum (:func:`edge_fraction`).
 
     Past the minimum, training at a constant rate is unstable (Smith's upper bound), and the best
-    constant rate for a full run sits a little below it; on the benchmark tasks the best rate was
-    0.2-1x the minimum's rate, and 0.4x had the lowest median regret.
+    constant rate for a full run sits below it: on the benchmark tasks 0.2-1x the minimum's
+    rate, less where the gradient is noisy.
     """
     if curve.n < MIN_POINTS or not curve.fell:
         return None
-    return max(float(curve.lrs[curve.min_index]) * EDGE_FRACTION, float(curve.lrs[0]))
+    fraction = edge_fraction(curve.gradient_noise)
+    return max(float(curve.lrs[curve.min_index]) * fraction, float(curve.lrs[0]))
 
 
 METHODS: dict[str, Callable[[Curve], float | None]] = {
@@ -221,9 +236,11 @@ class Analysis:
     disagreement: str | None = None
 
 
-def analyse(lrs, losses, *, method: str = "auto", smooth_window: float | None = None) -> Analysis:
-    """Every method's suggestion, the chosen one, the good range and warnings for one curve."""
-    curve = prepare(lrs, losses, smooth_window)
+def analyse(lrs, losses, *, method: str = "auto", smooth_window: float | None = None,
+            gradient_noise: float | None = None) -> Analysis:
+    """Every method's suggestion, the chosen one, the good range and warnings for one curve
+    (``gradient_noise``: the measured ``B_noise / B``, which ``edge`` reads)."""
+    curve = prepare(lrs, losses, smooth_window, gradient_noise)
     chosen = DEFAULT_METHOD if method == "auto" else method
     if chosen not in METHODS:
         raise LrkitError(f"unknown suggestion method {method!r}; choose 'auto' or one of {sorted(METHODS)}")

@@ -258,9 +258,10 @@ def _recommend(target: Any, *, steps: int | None, epochs: float | None, seed: in
     if reused:
         _check_finder(finder, problem)
     else:
+        # the recipe reads the curve's minimum, not the noise-adjusted edge: no noise batches
         finder = find_lr(problem.model, problem.optimizer, problem.train_loader,
                          problem.criterion, loss_fn=problem.loss_fn, budget_steps=total,
-                         progress=progress, **problem.step_options)
+                         noise_batches=0, progress=progress, **problem.step_options)
     plan = policy.plan(finder, total_steps=total, optimizer=name,
                        current_lr=rates[reference] if rates else None, confirm=confirm,
                        epochs=_epochs(problem.train_loader, total, problem.accumulation_steps))

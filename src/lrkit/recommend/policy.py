@@ -160,7 +160,8 @@ def anchor_from(finder: Any, current_lr: float | None) -> tuple[float | None, st
                 f"the range test's minimum method suggested {minimum:.3g} (a tenth of the "
                 "loss minimum)")
         if getattr(finder, "method", "edge") in ("edge", "auto"):
-            lr = float(finder.suggested_lr) / EDGE_FRACTION
+            settings = getattr(finder, "settings", None) or {}
+            lr = float(finder.suggested_lr) / (settings.get("edge_fraction") or EDGE_FRACTION)
         else:  # another method's rate: no known ratio to the minimum, taken as the anchor
             lr = float(finder.suggested_lr)
         return lr, f"the range test suggested {finder.suggested_lr:.3g}"

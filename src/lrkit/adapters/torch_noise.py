@@ -1,0 +1,102 @@
+"""Measure the gradient's noise-to-signal ratio of a PyTorch training step (see
+:mod:`lrkit.find.noise`) before a range test, without copying any gradient.
+
+``k`` micro-batches are backpropagated at the same parameters, with no optimizer step, and their
+gradients pile up in ``.grad`` as they would under gradient accumulation. A hook on every
+parameter sees each batch's own gradient ``g_j`` as it arrives, before it is added: ``g_j . g_j``
+and ``g_j . grad`` (the sum of the earlier ones) are all the estimate needs, so memory stays at
+what a training step uses. Costs ``k`` forward and backward passes; the caller restores the
+state (``TorchTrainable.preserved``) and the range test's first step clears the gradients.
+"""
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import torch
+
+from lrkit.adapters.distributed import mean_over_ranks, world_size
+from lrkit.find.noise import noise_ratio
+
+if TYPE_CHECKING:
+    from lrkit.adapters.torch import TorchTrainable
+
+
+def measurable(trainable: TorchTrainable) -> list[torch.Tensor] | None:
+    """The parameters to watch, or ``None`` when the measurement does not apply: sharded or
+    subclassed parameters (FSDP, DTensor: their hooks see shards), complex ones."""
+    params = [p for group in trainable.optimizer.param_groups for p in group["params"]
+              if isinstance(p, torch.Tensor) and p.requires_grad]
+    if not params:
+        return None
+    if type(trainable.model).__name__ == "FullyShardedDataParallel":
+        return None
+    for p in params:
+        if type(p.detach()) is not torch.Tensor or p.is_complex() or not p.is_floating_point():
+            return None
+    return params
+
+
+def gradient_noise(trainable: TorchTrainable, batches: int) -> float | None:
+    """``B_noise / B`` of one optimizer step's batch (all micro-batches and ranks), measured on
+    ``batches`` micro-batches; ``None`` when it cannot be measured (see :func:`measurable`, a
+    sparse gradient, a non-finite loss or gradient)."""
+    params = measurable(trainable)
+    if params is None or batches < 2:
+        return None
+    squares: list[torch.Tensor] = []
+    crosses: list[torch.Tensor] = []
+    sparse = False
+
+    def watch(param: torch.Tensor):
+        def hook(grad: torch.Tensor) -> None:
+            nonlocal sparse
+            if grad.is_sparse or (param.grad is not None and param.grad.is_sparse):
+                sparse = True
+                return
+            g = grad.detach().reshape(-1)
+            if g.dtype not in (torch.float32, torch.float64):
+                g = g.float()  # a dot product in half precision loses the signal
+            squares.append(torch.dot(g, g).double())
+            if param.grad is not None:
+                earlier = param.grad.detach().reshape(-1)
+                crosses.append(torch.dot(g, earlier.to(g.dtype)).double())
+        return hook
+
+    model, optimizer = trainable.model, trainable.optimizer
+    if not model.training:
+        model.train()
+    optimizer.zero_grad(set_to_none=True)
+    handles = [p.register_hook(watch(p)) for p in params]
+    no_sync = getattr(model, "no_sync", None)  # DDP: each rank's own gradients, no all-reduce
+    finite = True
+    try:
+        for _ in range(batches):
+            if no_sync is not None:
+                with no_sync():
+                    value = trainable._micro_step()
+            else:
+                value = trainable._micro_step()
+            if not math.isfinite(value):
+                finite = False
+                break
+    finally:
+        for handle in handles:
+            handle.remove()
+        optimizer.zero_grad(set_to_none=True)
+    if sparse:
+        return None
+    device = trainable.device
+    zero = torch.zeros((), dtype=torch.float64, device=device)
+    sums = torch.stack([torch.stack([v.to(device) for v in squares]).sum() if squares else zero,
+                        torch.stack([v.to(device) for v in crosses]).sum() if crosses else zero,
+                        torch.tensor(0.0 if finite else math.nan, dtype=torch.float64,
+                                     device=device)])
+    if trainable._sync:  # every rank gets the same ratio, so the same suggestion
+        sums = mean_over_ranks(sums, device)
+    square, cross, flag = sums.cpu().tolist()
+    ratio = noise_ratio(square, cross, batches) if math.isfinite(flag) else None
+    if ratio is None:
+        return None
+    # one step averages accumulation_steps micro-batches on each of the ranks
+    return ratio / (trainable.accumulation_steps * (world_size() if trainable._sync else 1))

@@ -1,0 +1,196 @@
+"""The gradient's noise-to-signal ratio: the estimate, its measurement on a PyTorch model before
+the ramp, and how the default suggestion reads it."""
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+from torch import nn
+
+import lrkit
+from lrkit.errors import LrkitError
+from lrkit.find import suggest
+from lrkit.find.noise import describe, noise_ratio
+from lrkit.find.result import FinderResult
+from tests.find.helpers import assert_same_state, state_of, tiny_problem
+from tests.find.test_suggest import synthetic_curve
+
+
+def _sums(grads: np.ndarray) -> tuple[float, float]:
+    squares = float((grads ** 2).sum())
+    total = grads.sum(axis=0)
+    return squares, float((total @ total - squares) / 2)  # sum over pairs i < j of g_i . g_j
+
+
+def test_the_ratio_recovers_a_known_noise_over_signal():
+    rng = np.random.default_rng(0)
+    signal = rng.standard_normal(50)  # |G|^2 ~ 50
+    noise_sd = 2.0  # tr(Sigma) = 50 * 4 = 200: a ratio of 200 / |G|^2
+    grads = signal + noise_sd * rng.standard_normal((4000, 50))
+    truth = 50 * noise_sd ** 2 / float(signal @ signal)
+    assert noise_ratio(*_sums(grads), 4000) == pytest.approx(truth, rel=0.05)
+
+
+def test_the_ratio_says_when_it_knows_nothing_or_sees_only_noise():
+    assert noise_ratio(1.0, 0.5, 1) is None  # one gradient: no pair
+    assert noise_ratio(math.nan, 0.5, 4) is None and noise_ratio(1.0, math.inf, 4) is None
+    assert noise_ratio(0.0, 0.0, 4) is None  # every gradient zero
+    assert noise_ratio(4.0, -1.0, 4) == math.inf  # no common direction
+    assert noise_ratio(4.0, 6.0, 4) == 0.0  # identical gradients: no noise at all
+    assert describe(None) is None
+    assert "noise dominates" in describe(math.inf)
+    assert "(low)" in describe(0.2) and "about 3x this one" in describe(3.0)
+
+
+def test_the_edge_fraction_rises_only_where_the_noise_is_low():
+    assert suggest.edge_fraction(None) == suggest.EDGE_FRACTION
+    assert suggest.edge_fraction(0.0) == 1.0
+    assert suggest.edge_fraction(0.25) == pytest.approx(0.8)
+    assert suggest.edge_fraction(3.0) == suggest.EDGE_FRACTION  # 1/4 < 0.4: never lowered
+    assert suggest.edge_fraction(math.inf) == suggest.EDGE_FRACTION
+    assert suggest.edge_fraction(math.nan) == suggest.EDGE_FRACTION
+    lrs, losses = synthetic_curve(100, 2.0, -3.0, 1.0, 0.01, 0)
+    plain = suggest.analyse(lrs, losses)
+    quiet = suggest.analyse(lrs, losses, gradient_noise=0.25)
+    minimum = float(plain.curve.lrs[plain.curve.min_index])
+    assert plain.suggested_lr == pytest.approx(0.4 * minimum)
+    assert quiet.suggested_lr == pytest.approx(0.8 * minimum)
+    # the other methods do not read it
+    assert {k: v for k, v in quiet.suggestions.items() if k != "edge"} == \
+        {k: v for k, v in plain.suggestions.items() if k != "edge"}
+
+
+@settings(max_examples=40, deadline=None)
+@given(noise=st.floats(0, 1e6) | st.just(math.inf), seed=st.integers(0, 1000),
+       edge=st.floats(-4.5, -1.5))
+def test_edge_stays_inside_the_swept_range_at_any_noise(noise, seed, edge):
+    lrs, losses = synthetic_curve(80, 1.0, edge, 1.0, 0.02, seed)
+    lr = suggest.analyse(lrs, losses, gradient_noise=noise).suggestions["edge"]
+    assert lr is None or lrs[0] <= lr <= lrs[-1]
+
+
+# -- the measurement on a PyTorch model -----------------------------------------------------------
+def _regression(seed=0, n=512, batch=16):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 6, generator=gen)
+    y = x @ torch.linspace(-1, 1, 6) + 0.5 * torch.randn(n, generator=gen)
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 1))
+    batches = [(x[i:i + batch], y[i:i + batch].unsqueeze(1)) for i in range(0, n, batch)]
+    return model, batches, nn.MSELoss()
+
+
+def _brute_force(model, batches, criterion, k) -> float:
+    """The same estimate from each batch's own gradient, kept and compared pair by pair."""
+    grads = []
+    for x, y in batches[:k]:
+        model.zero_grad()
+        criterion(model(x), y).backward()
+        grads.append(torch.cat([p.grad.reshape(-1) for p in model.parameters()]).double())
+    model.zero_grad(set_to_none=True)
+    g = torch.stack(grads)
+    gram = g @ g.T
+    signal = (gram.sum() - gram.diag().sum()) / (k * (k - 1))
+    return float((gram.diag().mean() - signal) / signal)
+
+
+def test_the_measurement_matches_a_brute_force_estimate_without_copying_gradients():
+    model, batches, criterion = _regression()
+    expected = _brute_force(model, batches, criterion, 16)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    trainable = lrkit.TorchTrainable(model, opt, batches, criterion)
+    assert trainable.gradient_noise(16) == pytest.approx(expected, rel=1e-6)
+    # two micro-batches per step: the step's gradient averages two, half the noise
+    accumulating = lrkit.TorchTrainable(model, opt, batches, criterion, accumulation_steps=2)
+    assert accumulating.gradient_noise(16) == pytest.approx(expected / 2, rel=1e-6)
+
+
+def test_the_measurement_takes_no_step_and_leaves_no_gradient_or_hook():
+    model, batches, criterion = _regression()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    before = [p.detach().clone() for p in model.parameters()]
+    trainable = lrkit.TorchTrainable(model, opt, batches, criterion)
+    assert trainable.gradient_noise(8) > 0
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    assert all(p.grad is None for p in model.parameters())
+    assert all(not p._backward_hooks for p in model.parameters())
+    assert opt.state_dict()["state"] == {}
+
+
+def test_find_lr_measures_the_noise_reports_it_and_restores_everything():
+    model, loader, criterion = tiny_problem()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    opt.step()
+    before = state_of(model, opt)
+    result = lrkit.find_lr(model, opt, loader, criterion, num_steps=40, progress=False)
+    assert_same_state(before, state_of(model, opt))
+    assert result.gradient_noise is not None and result.gradient_noise >= 0
+    assert result.settings["noise_batches"] == 16 and result.cost == result.steps + 16
+    assert result.settings["edge_fraction"] == suggest.edge_fraction(result.gradient_noise)
+    assert "Gradient noise:" in result.summary()
+    again = FinderResult.from_dict(result.to_dict())
+    assert again.gradient_noise == pytest.approx(result.gradient_noise)
+    off = lrkit.find_lr(model, opt, loader, criterion, num_steps=40, noise_batches=0,
+                        progress=False)
+    assert off.gradient_noise is None and off.settings["noise_batches"] == 0
+    assert off.cost == off.steps and "Gradient noise" not in off.summary()
+
+
+def test_a_non_finite_loss_while_measuring_gives_no_ratio_and_the_test_goes_on():
+    model, loader, criterion = tiny_problem(batch_norm=False)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    calls = {"n": 0}
+
+    def loss_fn(m, batch):
+        calls["n"] += 1
+        loss = criterion(m(batch[0]), batch[1])
+        return loss * float("nan") if calls["n"] == 5 else loss
+
+    result = lrkit.find_lr(model, opt, loader, loss_fn=loss_fn, num_steps=40, progress=False,
+                           diverge_threshold=1e9)
+    assert result.gradient_noise is None
+    assert result.steps == 40 and all(math.isfinite(v) for v in result.losses)
+    assert result.settings["edge_fraction"] == suggest.EDGE_FRACTION
+
+
+def test_sparse_gradients_are_not_measured():
+    torch.manual_seed(0)
+    embedding = nn.Embedding(20, 4, sparse=True)
+    head = nn.Linear(4, 1)
+    model = nn.Sequential(embedding, nn.Flatten(), head)
+    batches = [(torch.randint(0, 20, (8, 1)), torch.randn(8, 1)) for _ in range(40)]
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    trainable = lrkit.TorchTrainable(model, opt, batches, nn.MSELoss())
+    assert trainable.gradient_noise(8) is None
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_a_trainable_that_cannot_measure_it_is_left_as_it_was():
+    state = {"w": 5.0}
+
+    def step(lr):
+        loss = state["w"] ** 2
+        state["w"] -= lr * 2 * state["w"]
+        return loss
+
+    trainable = lrkit.FunctionTrainable(step, save_fn=lambda: dict(state),
+                                        load_fn=lambda s: state.update(s))
+    result = lrkit.range_test(trainable, start_lr=1e-4, end_lr=10, num_steps=60, progress=False)
+    assert result.gradient_noise is None and result.settings["noise_batches"] == 0
+    assert result.cost == result.steps
+
+
+@pytest.mark.parametrize("bad", [1, -2, 2.5, True, "16"])
+def test_a_bad_noise_batches_is_refused_by_name(bad):
+    model, loader, criterion = tiny_problem()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(LrkitError, match="noise_batches must be 0"):
+        lrkit.find_lr(model, opt, loader, criterion, noise_batches=bad, progress=False)
+
+
+def test_a_saved_result_with_a_bad_ratio_is_refused():
+    result = FinderResult.from_dict({"lrs": [1e-3, 1e-2], "losses": [1.0, 0.5]})
+    assert result.gradient_noise is None
+    with pytest.raises(LrkitError, match="gradient_noise must be a number"):
+        FinderResult.from_dict({"lrs": [1e-3], "losses": [1.0], "gradient_noise": "high"})
