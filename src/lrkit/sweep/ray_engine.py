@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import glob
 import json
 import logging
 import math
@@ -60,6 +61,11 @@ MARKER = "lrkit-sweep.json"
 #: Tune result keys of lrkit's reports
 STEP, VALUE, STATUS, OUTCOME = "lrkit_step", "lrkit_value", "lrkit_status", "lrkit_outcome"
 _STATUS_RANK = {FINISHED: 0, DIVERGED: 0, PRUNED: 0, RUNNING: 1, WAITING: 2, FAILED: 3}
+#: Tune's state files in the experiment directory, one of each per session (driver run)
+_STATE_PREFIXES = ("experiment_state-", "search_gen_state-", "searcher-state-",
+                   "callback-states-", "basic-variant-state-")
+TUNER_FILE = "tuner.pkl"
+logger = logging.getLogger(__name__)
 
 
 def require_ray():
@@ -130,6 +136,105 @@ def _write_marker(location: str, name: str, content: dict[str, Any]) -> None:
     fs.create_dir(folder, recursive=True)
     with fs.open_output_stream(f"{folder}/{MARKER}") as stream:
         stream.write(json.dumps(content, sort_keys=True, indent=1).encode("utf-8"))
+
+
+def _torn(fs, path: str, kind: str) -> str | None:
+    """Why Tune could not read the state file ``path`` (a JSON document, or a pickle), or None.
+    Tune's copy of its files to the storage writes each in place (``pyarrow.fs.copy_files``),
+    so a driver killed during a copy leaves the file cut short."""
+    import ray.cloudpickle
+
+    try:
+        with fs.open_input_stream(path) as stream:
+            data = stream.read()
+        if kind == "json":
+            state = json.loads(data.decode("utf-8"))
+            for trial, metadata in state["trial_data"]:
+                json.loads(trial), json.loads(metadata)
+        else:
+            ray.cloudpickle.loads(data)
+    except Exception as exc:  # noqa: BLE001 - EOFError, JSONDecodeError, UnpicklingError, ...
+        text = " ".join(str(exc).split())[:120]
+        return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return None
+
+
+def _check_resumable(location: str, name: str, where: str) -> tuple[bool, list[str]]:
+    """Whether ``<location>/<name>`` holds a Tune experiment to restore (``Tuner.can_restore``),
+    after checking the state files Tune reads on restore. Tune restores from its newest session's
+    files, and when one of them cannot be read it logs "Failed to restore the run state" and
+    starts the experiment over, so that the stored trials drop out of the sweep. A session whose
+    experiment state or search-algorithm state is cut short is set aside (renamed ``*.torn``) so
+    that Tune restores the session before it (trials finished since then run again); with no
+    whole session left, or a torn ``tuner.pkl``, this raises an LrkitError saying what to do.
+    Returns (restorable, the sessions set aside)."""
+    import pyarrow.fs
+
+    fs, root = _filesystem(location)
+    folder = f"{root.rstrip('/')}/{name}"
+    if fs.get_file_info(folder).type != pyarrow.fs.FileType.Directory:
+        return False, []
+    names = {os.path.basename(info.path) for info in
+             fs.get_file_info(pyarrow.fs.FileSelector(folder))
+             if info.type == pyarrow.fs.FileType.File}
+    if TUNER_FILE not in names:
+        return False, []
+    sessions = sorted(n[len("experiment_state-"):-len(".json")] for n in names
+                      if n.startswith("experiment_state-") and n.endswith(".json"))
+    problem = _torn(fs, f"{folder}/{TUNER_FILE}", "pickle")
+    if problem:
+        if not sessions:  # killed while Tuner() wrote it: nothing ran, start afresh
+            fs.delete_file(f"{folder}/{TUNER_FILE}")
+            return False, []
+        raise LrkitError(f"{where}: {TUNER_FILE} cannot be read ({problem}), so Ray Tune cannot "
+                         "restore the experiment. Give another study_name (or remove the "
+                         "experiment's directory) to run the sweep again")
+    set_aside: list[str] = []
+    while sessions:
+        session = sessions[-1]
+        problems = []
+        for file, kind in ((f"experiment_state-{session}.json", "json"),
+                           (f"search_gen_state-{session}.json", "pickle")):
+            why = (_torn(fs, f"{folder}/{file}", kind) if file in names
+                   else "missing (the driver was killed before Tune first stored it)")
+            if why:
+                problems.append(f"{file} {'is ' if file not in names else 'cannot be read: '}"
+                                f"{why}")
+        if not problems:
+            return True, set_aside
+        if len(sessions) == 1:
+            raise LrkitError(
+                f"{where}: Ray Tune's state of the experiment is damaged ({'; '.join(problems)}"
+                "), probably by a driver killed while Tune copied its files to the storage; "
+                "Tune cannot restore it and would start it over. Give another study_name (or "
+                "remove the experiment's directory) to run the sweep again; the finished "
+                "trials' reports are in their result.json files there")
+        for file in sorted(names):
+            if any(file == f"{prefix}{session}{ext}" for prefix in _STATE_PREFIXES
+                   for ext in (".json", ".pkl")):
+                fs.move(f"{folder}/{file}", f"{folder}/{file}.torn")
+        logger.warning("lrkit: %s: set aside Ray Tune's state of session %s (%s); resuming from "
+                       "the session before it", where, session, "; ".join(problems))
+        set_aside.append(sessions.pop())
+    return True, set_aside
+
+
+def _drop_staged(name: str, sessions: list[str]) -> None:
+    """Remove the set-aside sessions' files from Tune's staging directories of experiment
+    ``name`` on this node: a restored run reuses the staging directory of the run it restores
+    (within one Ray session), and Tune restores its search algorithm from the newest file there,
+    which would then be one of the session set aside, not of the one its trials come from."""
+    try:
+        from ray.train.constants import _get_ray_train_session_dir
+
+        root = _get_ray_train_session_dir()
+    except Exception:  # noqa: BLE001 - Ray Client, or Ray's internals moved: nothing staged here
+        return
+    pattern = os.path.join(glob.escape(root), "*", glob.escape(name), "driver_artifacts", "*")
+    for path in glob.glob(pattern):
+        if _session_of(path) in sessions:
+            with contextlib.suppress(OSError):
+                os.remove(path)
 
 
 def describe(location: str, name: str) -> str:
@@ -224,6 +329,38 @@ class Planner:
             raise LrkitError("the stored Ray sweep has other settings")
         self.trials = state["trials"]
         self.count = state["count"]
+
+    def rebuild(self, experiment_state: dict[str, Any]) -> None:
+        """The state from Tune's experiment state (``experiment_state-*.json``): each trial's
+        config, Tune status and last report (the outcome, with the rung values in its
+        ``eval_curve``), for when the Searcher's own checkpoint is unreadable."""
+        rung_steps = set(self.spec.strategy().rung_steps)
+        self.trials, self.count = {}, 0
+        for trial_json, metadata_json in experiment_state["trial_data"]:
+            trial, metadata = json.loads(trial_json), json.loads(metadata_json)
+            config = trial.get("config") or {}
+            if "number" not in config:
+                continue
+            result = metadata.get("last_result") or {}
+            status = {"TERMINATED": result.get(STATUS), "ERROR": FAILED}.get(
+                trial.get("status"), RUNNING)  # PENDING, RUNNING, PAUSED: Tune runs it again
+            if status not in (FINISHED, PRUNED, DIVERGED, FAILED, RUNNING):
+                status = FAILED  # ended without lrkit's last report, as complete() counts it
+            outcome = json.loads(result[OUTCOME]) if result.get(OUTCOME) else {}
+            rungs: dict[int, float] = {}
+            for step, value in outcome.get("eval_curve") or []:
+                if int(step) in rung_steps:
+                    rungs.setdefault(int(step), float(value))  # the reported value, not the final
+            if STEP in result:
+                rungs.setdefault(int(result[STEP]), float(result[VALUE]))
+            objective = result.get("lrkit_objective")
+            number = int(config["number"])
+            self.trials[trial["trial_id"]] = {
+                "point": [int(config["group"]), int(config["index"]), int(config["seed"])],
+                "status": status, "rungs": rungs, "order": int(config.get("order") or 0),
+                "value": float(objective) if status == FINISHED and objective is not None
+                else None, "number": number}
+            self.count = max(self.count, number)
 
     def observations(self) -> list[Observation]:
         best: dict[Point, Observation] = {}
@@ -323,17 +460,60 @@ def _searcher_class() -> type:
                 self.planner.complete(trial_id, result, error)
 
             def save(self, checkpoint_path: str) -> None:
+                # Tune's Searcher.save_to_dir gives a temporary path and renames it after: the
+                # file here is whole; its copy to the storage (Tune's sync) is not atomic
                 with open(checkpoint_path, "wb") as f:
                     pickle.dump(self.planner.state(), f)
 
             def restore(self, checkpoint_path: str) -> None:
-                with open(checkpoint_path, "rb") as f:
-                    self.planner.load(pickle.load(f))
+                # an exception here makes Tune start the experiment over (TuneController logs
+                # "Failed to restore the run state" and goes on): never raise for a bad file
+                _restore_planner(self.planner, checkpoint_path)
 
         LrkitSearcher.__module__ = __name__
         LrkitSearcher.__qualname__ = "LrkitSearcher"
         _CLASSES["LrkitSearcher"] = LrkitSearcher
     return _CLASSES["LrkitSearcher"]
+
+
+def _session_of(path: str) -> str:
+    """The session part of a Tune state file's name: ``2024-05-01_12-00-00`` of
+    ``searcher-state-2024-05-01_12-00-00.pkl``."""
+    name = os.path.basename(path)
+    for prefix in _STATE_PREFIXES:
+        if name.startswith(prefix):
+            return name[len(prefix):].rsplit(".", 1)[0]
+    return ""
+
+
+def _restore_planner(planner: Planner, checkpoint_path: str) -> None:
+    """The Searcher's state from its checkpoint, or, when that file is unreadable (cut short by
+    a kill while Tune copied it to the storage) or from another session than Tune's newest
+    experiment state beside it, rebuilt from that experiment state (what Tune restores its
+    trials from)."""
+    folder = os.path.dirname(checkpoint_path)
+    found = sorted(f for f in os.listdir(folder)
+                   if f.startswith("experiment_state-") and f.endswith(".json"))
+    experiment = os.path.join(folder, found[-1]) if found else None
+    try:
+        with open(checkpoint_path, "rb") as f:
+            state = pickle.load(f)
+        problem = None if isinstance(state, dict) and "trials" in state else "not a planner state"
+    except Exception as exc:  # noqa: BLE001 - EOFError, UnpicklingError, ... : a torn file
+        state, problem = None, f"{type(exc).__name__}: {exc}"
+    if problem is None and (experiment is None
+                            or _session_of(experiment) == _session_of(checkpoint_path)):
+        planner.load(state)
+        return
+    if experiment is None:  # pragma: no cover - _check_resumable refuses this before Tune
+        logger.error("lrkit: no experiment state beside %s (%s)", checkpoint_path, problem)
+        return
+    with open(experiment, "rb") as f:
+        planner.rebuild(json.loads(f.read().decode("utf-8")))
+    logger.warning("lrkit: the Searcher's state %s %s; rebuilt from %s (%d trials)",
+                   os.path.basename(checkpoint_path),
+                   f"is unreadable ({problem})" if problem else "is of another session",
+                   os.path.basename(experiment), len(planner.trials))
 
 
 def __getattr__(name: str) -> Any:  # so that pickle finds LrkitSearcher by name
@@ -450,12 +630,14 @@ def run(spec: SweepSpec, study_name: str, location: str, *, ray_address: str | N
     # a stored sweep with other settings is refused before Ray starts (seconds, and its logs)
     path = f"{location.rstrip('/')}/{study_name}"
     stored = _read_marker(location, study_name)
-    restorable = tune.Tuner.can_restore(path)
-    if stored is None and restorable:
-        raise LrkitError(f"{where} was not made by lrkit sweep; give another study_name "
-                         "or storage")
-    if stored is not None:
+    if stored is None:
+        if tune.Tuner.can_restore(path):
+            raise LrkitError(f"{where} was not made by lrkit sweep; give another study_name "
+                             "or storage")
+        restorable, set_aside = False, []
+    else:
         _check_stored(stored, marker, where)
+        restorable, set_aside = _check_resumable(location, study_name, where)
     with _ray_session(ray, ray_address) as local, _tune_environment(quiet=not progress):
         if local:  # no node with more CPUs can come: a trial that asks for more never starts
             cpus = int(ray.cluster_resources().get("CPU", 0))
@@ -465,6 +647,8 @@ def run(spec: SweepSpec, study_name: str, location: str, *, ray_address: str | N
         trainable = tune.with_resources(tune.with_parameters(train, spec=spec, threads=threads,
                                                              cwd=os.getcwd()),
                                         {"cpu": threads})
+        if set_aside:
+            _drop_staged(study_name, set_aside)
         if restorable:
             tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True,
                                        resume_errored=False, restart_errored=False)
@@ -528,6 +712,21 @@ def _check_complete(spec: SweepSpec, result: SweepResult, where: str) -> None:
                          "study_name (failed trials of this one are not retried)")
 
 
+def _trial_config(grid, item) -> dict[str, Any]:
+    """The config of a trial whose Result has none: a trial that failed before its first report,
+    restored from the stored experiment (Tune takes a Result's config from the last report, and a
+    restored trial's last report is empty), so it would drop out of the sweep. From Tune's
+    restored trials, else the trial's params.json."""
+    analysis = getattr(grid, "_experiment_analysis", None)
+    for trial in getattr(analysis, "trials", None) or []:
+        if getattr(trial, "path", None) == item.path and isinstance(trial.config, dict):
+            return trial.config
+    with contextlib.suppress(Exception):  # a torn or missing params.json: no record, as before
+        with item.filesystem.open_input_stream(f"{item.path}/params.json") as stream:
+            return json.loads(stream.read().decode("utf-8"))
+    return {}
+
+
 def _error_text(error: Any) -> str:
     lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
     return lines[-1] if lines else type(error).__name__
@@ -542,6 +741,8 @@ def collect(grid, settings: dict[str, Any], *, study_name: str = "", storage: st
     records = []
     for item in grid:
         config, metrics = item.config or {}, item.metrics or {}
+        if "number" not in config:
+            config = _trial_config(grid, item)
         if "number" not in config:
             continue
         status = metrics.get(STATUS)
