@@ -28,7 +28,11 @@ cluster's CPUs, retries a trial whose worker or node died, and stores the experi
   Tune's experiment state, which lrkit has Tune write at every step
   (``TUNE_GLOBAL_CHECKPOINT_S=0``), so a sweep killed at any point (``kill -9`` of the driver
   included) is resumed by the same call through ``Tuner.can_restore`` / ``Tuner.restore``:
-  finished trials are kept, unfinished ones run again. Other settings are refused.
+  finished trials are kept, unfinished ones run again. Other settings are refused. Tune's copy
+  of its state files to the storage writes them in place, so a kill can leave one cut short,
+  and Tune's restore would then start the experiment over: :func:`_check_resumable` checks
+  them first (a torn session is set aside, or a clear error raised) and the Searcher rebuilds
+  a torn state of its own from Tune's experiment state (:meth:`Planner.rebuild`).
 * **Failures.** A trial that raises, or whose worker or node dies, is retried by Ray up to
   ``max_retries`` times (``FailureConfig(max_failures=...)``); then it counts as failed, as an
   Optuna trial does after ``max_retries`` failed attempts, and the sweep goes on without it.
