@@ -4,6 +4,10 @@ The core of lrkit never touches a model or a data loader: it asks a *trainable* 
 at a given rate and report the loss. PyTorch is the first adapter (:mod:`lrkit.adapters.torch`);
 a plain function is another (:mod:`lrkit.adapters.function`); Lightning or Hugging Face adapters can
 follow without touching the core.
+
+Optional: ``gradient_noise(k) -> float | None``, the gradient's noise-to-signal ratio at the
+training batch size measured on ``k`` batches with no update (:mod:`lrkit.find.noise`). The range
+test asks for it before its ramp when a trainable has it; the PyTorch adapter does.
 """
 from __future__ import annotations
 

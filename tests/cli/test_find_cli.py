@@ -43,6 +43,18 @@ def test_find_json_to_stdout_and_plot(tmp_path, capsys):
     assert plot.stat().st_size > 5000
 
 
+def test_find_reports_the_gradient_noise_and_noise_batches_zero_skips_it(capsys):
+    assert main(["find", "wine-logreg", "--no-progress", "--json"]) == 0
+    measured = json.loads(capsys.readouterr().out)
+    assert measured["gradient_noise"] > 0 and measured["settings"]["noise_batches"] == 16
+    assert main(["find", "wine-logreg", "--no-progress", "--noise-batches", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "Suggested learning rate" in out and "Gradient noise" not in out
+    assert main(["find", "wine-logreg", "--no-progress", "--noise-batches", "1"]) == 2
+    assert "--noise-batches must be 0 (no measurement) or an integer >= 2, got 1" in \
+        capsys.readouterr().err
+
+
 @pytest.mark.parametrize("function", ["make", "as_dict"])
 def test_find_on_a_user_recipe_file(tmp_path, capsys, function):
     recipe = tmp_path / "my_recipe.py"

@@ -243,3 +243,14 @@ def test_a_finder_without_suggestion_gives_its_own_reason_in_the_headline():
     assert "never fell" not in page.split('class="headline"')[1].split("</p>")[0]
     never = dict(data, suggested_lr=None, good_range=None, warnings=[])
     assert "No suggestion: the loss never fell" in rp.render_page([("f.json", never)])
+
+
+def test_a_finder_section_says_how_noisy_the_gradient_was_and_the_fraction_edge_took():
+    data = finder_dict()
+    assert data["gradient_noise"] > 0
+    page = rp.render_page([("f.json", data)])
+    line = re.search(r'<p id="gradient-noise[^"]*">([^<]*)</p>', page)
+    assert line and line.group(1).startswith("Gradient noise: ")
+    assert f"edge took {data['settings']['edge_fraction']:.2g}x" in line.group(1)
+    unmeasured = dict(data, gradient_noise=None)
+    assert 'id="gradient-noise' not in rp.render_page([("f.json", unmeasured)])

@@ -428,6 +428,15 @@ def finder_body(data: dict, ids: Ids) -> str:
     parts.append(f"<p>The test took {steps} optimizer steps, the rate going from {num(lrs[0])} "
                  f"to {num(lrs[-1])} ({esc(_stop_reason(data.get('stop_reason')))}); the model and "
                  "optimizer were restored afterwards.</p>")
+    noise = finite(data.get("gradient_noise"))
+    if noise is not None:
+        from lrkit.find.noise import describe
+
+        fraction = finite((data.get("settings") or {}).get("edge_fraction"))
+        text = describe(noise)
+        parts.append(f'<p id="{ids.new("gradient-noise")}">{esc(text[0].upper() + text[1:])}'
+                     + (f"; edge took {fraction:.2g}x the loss minimum's rate" if fraction else "")
+                     + ".</p>")
     if steps:
         fig, (ax,) = figure(7.5, 4.2)
         draw_finder(ax, data)
