@@ -44,11 +44,16 @@ def gradient_noise(trainable: TorchTrainable, batches: int) -> float | None:
     params = measurable(trainable)
     if params is None or batches < 2:
         return None
-    squares: list[torch.Tensor] = []
-    crosses: list[torch.Tensor] = []
+    # running sums [squares, cross products] per device, allocated before any gradient: a small
+    # tensor kept from each pass was carved out of the freed gradient's memory, and the next
+    # pass's gradient no longer fit there (the wide MLP grew by 16 MB a pass)
+    sums_on = {device: torch.zeros(2, dtype=torch.float64, device=device)
+               for device in {p.device for p in params}}
     sparse = False
 
     def watch(param: torch.Tensor):
+        sums = sums_on[param.device]
+
         def hook(grad: torch.Tensor) -> None:
             nonlocal sparse
             if grad.is_sparse or (param.grad is not None and param.grad.is_sparse):
@@ -57,10 +62,10 @@ def gradient_noise(trainable: TorchTrainable, batches: int) -> float | None:
             g = grad.detach().reshape(-1)
             if g.dtype not in (torch.float32, torch.float64):
                 g = g.float()  # a dot product in half precision loses the signal
-            squares.append(torch.dot(g, g).double())
+            sums[0] += torch.dot(g, g)
             if param.grad is not None:
                 earlier = param.grad.detach().reshape(-1)
-                crosses.append(torch.dot(g, earlier.to(g.dtype)).double())
+                sums[1] += torch.dot(g, earlier.to(g.dtype))
         return hook
 
     model, optimizer = trainable.model, trainable.optimizer
@@ -87,11 +92,9 @@ def gradient_noise(trainable: TorchTrainable, batches: int) -> float | None:
     if sparse:
         return None
     device = trainable.device
-    zero = torch.zeros((), dtype=torch.float64, device=device)
-    sums = torch.stack([torch.stack([v.to(device) for v in squares]).sum() if squares else zero,
-                        torch.stack([v.to(device) for v in crosses]).sum() if crosses else zero,
-                        torch.tensor(0.0 if finite else math.nan, dtype=torch.float64,
-                                     device=device)])
+    total = sum(part.to(device) for part in sums_on.values())
+    sums = torch.cat([total, torch.tensor([0.0 if finite else math.nan], dtype=torch.float64,
+                                          device=device)])
     if trainable._sync:  # every rank gets the same ratio, so the same suggestion
         sums = mean_over_ranks(sums, device)
     square, cross, flag = sums.cpu().tolist()
