@@ -194,3 +194,37 @@ def test_a_saved_result_with_a_bad_ratio_is_refused():
     assert result.gradient_noise is None
     with pytest.raises(LrkitError, match="gradient_noise must be a number"):
         FinderResult.from_dict({"lrs": [1e-3], "losses": [1.0], "gradient_noise": "high"})
+
+
+MEMORY_SCRIPT = '''
+import torch
+from torch import nn
+import lrkit
+
+def rss_mb():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096 / 2**20
+
+torch.manual_seed(0)
+model = nn.Sequential(nn.Linear(512, 2048), nn.ReLU(), nn.Linear(2048, 2048), nn.ReLU(),
+                      nn.Linear(2048, 10))
+batches = [(torch.randn(64, 512), torch.randint(0, 10, (64,))) for _ in range(4)]
+trainable = lrkit.TorchTrainable(model, torch.optim.SGD(model.parameters(), lr=0.1), batches,
+                                 nn.CrossEntropyLoss())
+trainable.gradient_noise(2)  # the first gradients and activations: the baseline
+before = rss_mb()
+trainable.gradient_noise(14)
+print(rss_mb() - before)
+'''
+
+
+@pytest.mark.skipif(not __import__("os").path.exists("/proc/self/statm"), reason="needs /proc")
+def test_the_measurement_does_not_grow_memory_with_each_batch():
+    """A 0-dim tensor kept from each pass split the freed gradient's memory, and the next pass's
+    16 MB gradient no longer fit there: +16 MB a pass (+190 MB here) before the running sums."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", MEMORY_SCRIPT], capture_output=True, text=True,
+                         check=True)
+    assert float(out.stdout.strip().splitlines()[-1]) < 96  # 30-40 MB now, 160 MB before
