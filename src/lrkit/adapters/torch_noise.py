@@ -44,28 +44,38 @@ def gradient_noise(trainable: TorchTrainable, batches: int) -> float | None:
     params = measurable(trainable)
     if params is None or batches < 2:
         return None
-    # running sums [squares, cross products] per device, allocated before any gradient: a small
-    # tensor kept from each pass was carved out of the freed gradient's memory, and the next
-    # pass's gradient no longer fit there (the wide MLP grew by 16 MB a pass)
+    # running sums [squares, cross products]: Python floats for parameters on the CPU (reading a
+    # dot product there costs nothing, and each op less counts on sub-millisecond steps), one
+    # tensor per accelerator, allocated before any gradient (a small tensor kept from each pass
+    # was carved out of the freed gradient's memory, and the next pass's gradient no longer fit
+    # there: the wide MLP grew by 16 MB a pass)
+    host = [0.0, 0.0]
     sums_on = {device: torch.zeros(2, dtype=torch.float64, device=device)
-               for device in {p.device for p in params}}
+               for device in {p.device for p in params} if device.type != "cpu"}
     sparse = False
 
     def watch(param: torch.Tensor):
-        sums = sums_on[param.device]
+        sums = sums_on.get(param.device)
+        half = param.dtype not in (torch.float32, torch.float64)
 
         def hook(grad: torch.Tensor) -> None:
             nonlocal sparse
-            if grad.is_sparse or (param.grad is not None and param.grad.is_sparse):
+            earlier = param.grad
+            if grad.is_sparse or (earlier is not None and earlier.is_sparse):
                 sparse = True
                 return
-            g = grad.detach().reshape(-1)
-            if g.dtype not in (torch.float32, torch.float64):
+            # (no graph to detach from: the hook runs inside the backward pass)
+            g = grad.reshape(-1)
+            if half:
                 g = g.float()  # a dot product in half precision loses the signal
-            sums[0] += torch.dot(g, g)
-            if param.grad is not None:
-                earlier = param.grad.detach().reshape(-1)
-                sums[1] += torch.dot(g, earlier.to(g.dtype))
+            if sums is None:
+                host[0] += float(torch.dot(g, g))
+                if earlier is not None:
+                    host[1] += float(torch.dot(g, earlier.reshape(-1).to(g.dtype)))
+            else:
+                sums[0] += torch.dot(g, g)
+                if earlier is not None:
+                    sums[1] += torch.dot(g, earlier.reshape(-1).to(g.dtype))
         return hook
 
     model, optimizer = trainable.model, trainable.optimizer
@@ -92,7 +102,8 @@ def gradient_noise(trainable: TorchTrainable, batches: int) -> float | None:
     if sparse:
         return None
     device = trainable.device
-    total = sum(part.to(device) for part in sums_on.values())
+    total = sum((part.to(device) for part in sums_on.values()),
+                torch.tensor(host, dtype=torch.float64, device=device))
     sums = torch.cat([total, torch.tensor([0.0 if finite else math.nan], dtype=torch.float64,
                                           device=device)])
     if trainable._sync:  # every rank gets the same ratio, so the same suggestion
