@@ -3,9 +3,10 @@
 
 ``k`` micro-batches are backpropagated at the same parameters, with no optimizer step, and their
 gradients pile up in ``.grad`` as they would under gradient accumulation. A hook on every
-parameter sees each batch's own gradient ``g_j`` as it arrives, before it is added: ``g_j . g_j``
-and ``g_j . grad`` (the sum of the earlier ones) are all the estimate needs, so memory stays at
-what a training step uses. Costs ``k`` forward and backward passes; the caller restores the
+parameter reads the squared norm of each batch's own gradient ``g_j`` as it arrives, before it
+is added; at the end ``.grad`` holds the sum ``S``, and ``|S|² = Σ|g_j|² + 2 Σ_{i<j} g_i . g_j``
+gives the sum over pairs. So the estimate needs one norm per parameter and pass and memory stays
+at what a training step uses. Costs ``k`` forward and backward passes; the caller restores the
 state (``TorchTrainable.preserved``) and the range test's first step clears the gradients.
 """
 from __future__ import annotations
@@ -44,38 +45,30 @@ def gradient_noise(trainable: TorchTrainable, batches: int) -> float | None:
     params = measurable(trainable)
     if params is None or batches < 2:
         return None
-    # running sums [squares, cross products]: Python floats for parameters on the CPU (reading a
-    # dot product there costs nothing, and each op less counts on sub-millisecond steps), one
-    # tensor per accelerator, allocated before any gradient (a small tensor kept from each pass
-    # was carved out of the freed gradient's memory, and the next pass's gradient no longer fit
-    # there: the wide MLP grew by 16 MB a pass)
-    host = [0.0, 0.0]
-    sums_on = {device: torch.zeros(2, dtype=torch.float64, device=device)
-               for device in {p.device for p in params} if device.type != "cpu"}
+    # the running sum of squared norms: a Python float for parameters on the CPU (reading a
+    # norm there costs nothing, and each op less counts on sub-millisecond steps), a tensor per
+    # accelerator allocated before any gradient (a small tensor kept from each pass was carved
+    # out of the freed gradient's memory, and the next pass's gradient no longer fit there: the
+    # wide MLP grew by 16 MB a pass)
+    host = [0.0]
+    squares_on = {device: torch.zeros((), dtype=torch.float64, device=device)
+                  for device in {p.device for p in params} if device.type != "cpu"}
     sparse = False
 
     def watch(param: torch.Tensor):
-        sums = sums_on.get(param.device)
-        half = param.dtype not in (torch.float32, torch.float64)
+        squares = squares_on.get(param.device)
 
         def hook(grad: torch.Tensor) -> None:
             nonlocal sparse
-            earlier = param.grad
-            if grad.is_sparse or (earlier is not None and earlier.is_sparse):
+            if grad.is_sparse:
                 sparse = True
                 return
-            # (no graph to detach from: the hook runs inside the backward pass)
-            g = grad.reshape(-1)
-            if half:
-                g = g.float()  # a dot product in half precision loses the signal
-            if sums is None:
-                host[0] += float(torch.dot(g, g))
-                if earlier is not None:
-                    host[1] += float(torch.dot(g, earlier.reshape(-1).to(g.dtype)))
+            # float32 at least: a norm in half precision loses the signal
+            norm = torch.linalg.vector_norm(grad, dtype=torch.float32)
+            if squares is None:
+                host[0] += float(norm) ** 2
             else:
-                sums[0] += torch.dot(g, g)
-                if earlier is not None:
-                    sums[1] += torch.dot(g, earlier.reshape(-1).to(g.dtype))
+                squares.add_(norm.double().square())
         return hook
 
     model, optimizer = trainable.model, trainable.optimizer
@@ -95,17 +88,27 @@ def gradient_noise(trainable: TorchTrainable, batches: int) -> float | None:
             if not math.isfinite(value):
                 finite = False
                 break
+        for handle in handles:
+            handle.remove()
+        handles = []
+        device = trainable.device
+        grads = [p.grad for p in params if p.grad is not None]
+        sparse = sparse or any(g.is_sparse for g in grads)
+        summed = (sum(n.to(device, torch.float64).square()
+                      for n in torch._foreach_norm(grads, dtype=torch.float32))
+                  if grads and not sparse else torch.zeros((), dtype=torch.float64, device=device))
     finally:
         for handle in handles:
             handle.remove()
         optimizer.zero_grad(set_to_none=True)
     if sparse:
         return None
-    device = trainable.device
-    total = sum((part.to(device) for part in sums_on.values()),
-                torch.tensor(host, dtype=torch.float64, device=device))
-    sums = torch.cat([total, torch.tensor([0.0 if finite else math.nan], dtype=torch.float64,
-                                          device=device)])
+    squares = sum((part.to(device) for part in squares_on.values()),
+                  torch.tensor(host[0], dtype=torch.float64, device=device))
+    # |S|² - Σ|g_j|² is twice the sum of g_i . g_j over the pairs
+    sums = torch.stack([squares, (summed - squares) / 2,
+                        torch.tensor(0.0 if finite else math.nan, dtype=torch.float64,
+                                     device=device)])
     if trainable._sync:  # every rank gets the same ratio, so the same suggestion
         sums = mean_over_ranks(sums, device)
     square, cross, flag = sums.cpu().tolist()
