@@ -57,14 +57,15 @@ def gradient_noise(trainable: TorchTrainable, batches: int) -> float | None:
 
     def watch(param: torch.Tensor):
         squares = squares_on.get(param.device)
+        # float32 at least (a norm in half precision loses the signal), float64 kept
+        dtype = torch.float64 if param.dtype == torch.float64 else torch.float32
 
         def hook(grad: torch.Tensor) -> None:
             nonlocal sparse
             if grad.is_sparse:
                 sparse = True
                 return
-            # float32 at least: a norm in half precision loses the signal
-            norm = torch.linalg.vector_norm(grad, dtype=torch.float32)
+            norm = torch.linalg.vector_norm(grad, dtype=dtype)
             if squares is None:
                 host[0] += float(norm) ** 2
             else:
@@ -94,9 +95,14 @@ def gradient_noise(trainable: TorchTrainable, batches: int) -> float | None:
         device = trainable.device
         grads = [p.grad for p in params if p.grad is not None]
         sparse = sparse or any(g.is_sparse for g in grads)
-        summed = (sum(n.to(device, torch.float64).square()
-                      for n in torch._foreach_norm(grads, dtype=torch.float32))
-                  if grads and not sparse else torch.zeros((), dtype=torch.float64, device=device))
+        summed = torch.zeros((), dtype=torch.float64, device=device)
+        if grads and not sparse:
+            wide = [g for g in grads if g.dtype == torch.float64]
+            narrow = [g for g in grads if g.dtype != torch.float64]
+            for group, dtype in ((wide, torch.float64), (narrow, torch.float32)):
+                if group:
+                    summed = summed + sum(n.to(device, torch.float64).square()
+                                          for n in torch._foreach_norm(group, dtype=dtype))
     finally:
         for handle in handles:
             handle.remove()
