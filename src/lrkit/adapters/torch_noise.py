@@ -38,6 +38,25 @@ def measurable(trainable: TorchTrainable) -> list[torch.Tensor] | None:
     return params
 
 
+#: float32 norms strictly between these are exact; outside, the sum of squares inside the norm
+#: may have overflowed (a norm over 1.8e19: inf) or lost digits to subnormal squares (entries
+#: under 1e-19), and the norm is read again in float64. A gradient's own norm on an accelerator
+#: is not checked (that would wait for the device on every parameter and pass): there an
+#: overflow gives inf, so no ratio
+_SAFE = (1e-12, 1e18)
+
+
+def _checked(grads: list[torch.Tensor], dtype: torch.dtype) -> list[torch.Tensor]:
+    """The norms of the accumulated gradients, those that float32 may have overflowed or
+    underflowed read again in float64 (one look at them all, once a measurement)."""
+    norms = list(torch._foreach_norm(grads, dtype=dtype))
+    if dtype == torch.float64:
+        return norms
+    values = torch.stack([n.to(norms[0].device) for n in norms]).tolist()
+    return [n if _SAFE[0] < v < _SAFE[1] else torch.linalg.vector_norm(g, dtype=torch.float64)
+            for n, v, g in zip(norms, values, grads)]
+
+
 def gradient_noise(trainable: TorchTrainable, batches: int) -> float | None:
     """``B_noise / B`` of one optimizer step's batch (all micro-batches and ranks), measured on
     ``batches`` micro-batches; ``None`` when it cannot be measured (see :func:`measurable`, a
@@ -54,6 +73,11 @@ def gradient_noise(trainable: TorchTrainable, batches: int) -> float | None:
     squares_on = {device: torch.zeros((), dtype=torch.float64, device=device)
                   for device in {p.device for p in params} if device.type != "cpu"}
     sparse = False
+    # how often the hooks ran: once a parameter and pass at most, unless a gradient came in
+    # pieces (torch.autograd.grad on the parameters inside the loss, a gradient penalty; a
+    # parameter used inside and outside a reentrant checkpoint): the squared norms are then the
+    # pieces', not the batch gradient's, and the ratio would be wrong
+    fired = [0]
 
     def watch(param: torch.Tensor):
         squares = squares_on.get(param.device)
@@ -62,12 +86,16 @@ def gradient_noise(trainable: TorchTrainable, batches: int) -> float | None:
 
         def hook(grad: torch.Tensor) -> None:
             nonlocal sparse
+            fired[0] += 1
             if grad.is_sparse:
                 sparse = True
                 return
             norm = torch.linalg.vector_norm(grad, dtype=dtype)
             if squares is None:
-                host[0] += float(norm) ** 2
+                value = float(norm)
+                if not _SAFE[0] < value < _SAFE[1]:  # float32's squares over- or underflowed
+                    value = float(torch.linalg.vector_norm(grad, dtype=torch.float64))
+                host[0] += value * value
             else:
                 squares.add_(norm.double().square())
         return hook
@@ -102,18 +130,21 @@ def gradient_noise(trainable: TorchTrainable, batches: int) -> float | None:
             for group, dtype in ((wide, torch.float64), (narrow, torch.float32)):
                 if group:
                     summed = summed + sum(n.to(device, torch.float64).square()
-                                          for n in torch._foreach_norm(group, dtype=dtype))
+                                          for n in _checked(group, dtype))
     finally:
         for handle in handles:
             handle.remove()
         optimizer.zero_grad(set_to_none=True)
-    if sparse:
-        return None
+    # more calls than parameters and passes: a gradient came in pieces (above). Said through the
+    # flag that the ranks average, not by returning here: a rank whose batch took another path
+    # through the model would leave the others waiting in the all-reduce
+    pieces = fired[0] > batches * len(params)
     squares = sum((part.to(device) for part in squares_on.values()),
                   torch.tensor(host[0], dtype=torch.float64, device=device))
     # |S|² - Σ|g_j|² is twice the sum of g_i . g_j over the pairs
     sums = torch.stack([squares, (summed - squares) / 2,
-                        torch.tensor(0.0 if finite else math.nan, dtype=torch.float64,
+                        torch.tensor(0.0 if finite and not (sparse or pieces) else math.nan,
+                                     dtype=torch.float64,
                                      device=device)])
     if trainable._sync:  # every rank gets the same ratio, so the same suggestion
         sums = mean_over_ranks(sums, device)
