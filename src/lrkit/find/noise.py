@@ -40,7 +40,14 @@ def describe(ratio: float | None) -> str | None:
     if math.isinf(ratio):
         return ("gradient noise: the batches' gradients share no measurable direction at this "
                 "batch size (noise dominates); larger batches would make each step count")
+    # "1234x", not "1.2e+03x"
+    number = f"{ratio:.2g}" if ratio < 100 else f"{ratio:,.0f}"
     if ratio < 0.5:
-        return f"gradient noise: {ratio:.2g}x the signal at this batch size (low)"
-    return (f"gradient noise: {ratio:.2g}x the signal at this batch size (larger batches, up to "
-            f"about {ratio:.2g}x this one, would need fewer steps)")
+        return f"gradient noise: {number}x the signal at this batch size (low)"
+    if ratio < 1:
+        # B_noise is below this batch size already: larger batches would not save steps (and
+        # "larger batches, up to 0.6x this one" said nothing)
+        return (f"gradient noise: {number}x the signal at this batch size (moderate: larger "
+                "batches would save few steps)")
+    return (f"gradient noise: {number}x the signal at this batch size (larger batches, up to "
+            f"about {number}x this one, would need fewer steps)")
