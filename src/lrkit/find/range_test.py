@@ -163,8 +163,11 @@ def range_test(
         suggested = good = None
         suggestions = {name: None for name in suggestions}
     measured = noise_batches if callable(measure) else 0  # forward and backward passes too
-    if budget_steps and len(lrs) + measured > COST_SHARE * budget_steps:
-        cost = len(lrs) + measured
+    # the noise batches are micro-batches: with accumulation, a step is several of them
+    per_step = plain_int(getattr(trainable, "accumulation_steps", 1))
+    per_step = per_step if isinstance(per_step, int) and per_step >= 1 else 1
+    cost = len(lrs) + math.ceil(measured / per_step)  # in optimizer steps, as budget_steps
+    if budget_steps and cost > COST_SHARE * budget_steps:
         warnings.append(
             f"the test took {cost} steps, {cost / budget_steps:.0%} of the planned run of "
             f"{budget_steps}; for a run this short, fewer steps (num_steps=) or a few short "

@@ -53,15 +53,21 @@ class FinderResult:
 
     @property
     def cost(self) -> int:
-        """Forward and backward passes the test took: its steps, and the batches that measured
-        the gradient noise."""
-        return len(self.lrs) + int(self.settings.get("noise_batches") or 0)
+        """Forward and backward passes the test took: its steps (each of ``accumulation_steps``
+        micro-batches), and the batches that measured the gradient noise (micro-batches)."""
+        per_step = self.settings.get("accumulation_steps")
+        per_step = int(per_step) if is_real(per_step) and 1 <= per_step < math.inf else 1
+        return len(self.lrs) * per_step + int(self.settings.get("noise_batches") or 0)
 
     # -- export ------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["suggested_lrs"] = self.suggested_lrs
         data["kind"] = "lrkit.finder"
+        if self.gradient_noise is not None and math.isinf(self.gradient_noise):
+            # "noise dominates" is a measurement, not a missing one: JSON has no infinity, and
+            # null would read back as "not measured"
+            data["gradient_noise"] = "inf"
         return _json_safe(data)
 
     def to_json(self, path: str | Path | None = None, **dumps_options) -> str:
@@ -123,8 +129,10 @@ class FinderResult:
         kwargs["warnings"] = [warnings] if isinstance(warnings, str) else list(warnings)
         kwargs["settings"] = dict(kwargs.get("settings") or {})
         noise = kwargs.get("gradient_noise")
+        if isinstance(noise, str) and noise.strip().lower() in ("inf", "infinity"):
+            noise = math.inf  # what to_dict writes for "noise dominates"
         require(noise is None or (is_real(noise) and noise >= 0),
-                f"gradient_noise must be a number >= 0 or null, got {noise!r:.60}")
+                f"gradient_noise must be a number >= 0, \"inf\" or null, got {noise!r:.60}")
         kwargs["gradient_noise"] = None if noise is None else float(noise)
         return cls(**kwargs)
 

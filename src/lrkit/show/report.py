@@ -19,7 +19,7 @@ import textwrap
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
-from lrkit.errors import LrkitError
+from lrkit.errors import LrkitError, is_real
 from lrkit.show.plots import plain
 
 FINDER = "lrkit.finder"
@@ -428,8 +428,11 @@ def finder_body(data: dict, ids: Ids) -> str:
     parts.append(f"<p>The test took {steps} optimizer steps, the rate going from {num(lrs[0])} "
                  f"to {num(lrs[-1])} ({esc(_stop_reason(data.get('stop_reason')))}); the model and "
                  "optimizer were restored afterwards.</p>")
-    noise = finite(data.get("gradient_noise"))
-    if noise is not None:
+    noise = data.get("gradient_noise")
+    # an infinite ratio ("noise dominates") is written as "inf" (JSON has no infinity)
+    noise = (math.inf if isinstance(noise, str) and noise.strip().lower() in ("inf", "infinity")
+             or (is_real(noise) and noise == math.inf) else finite(noise))
+    if noise is not None and noise >= 0:
         from lrkit.find.noise import describe
 
         fraction = finite((data.get("settings") or {}).get("edge_fraction"))
