@@ -168,7 +168,8 @@ def cycle_batches(loader: Iterable, name: str = "train_loader") -> Iterator[Any]
                 f"{name} yielded no batch on its pass {passes + 1}: it cannot be iterated again "
                 "(a stream read once); pass a re-iterable loader (a DataLoader over a map-style "
                 "dataset or a list of batches), or one with at least num_steps x "
-                "accumulation_steps batches"
+                "accumulation_steps batches (a range test reads noise_batches, 16 by default, "
+                "more before its ramp; noise_batches=0 skips them)"
             )
         if empty:
             raise LrkitError(f"{name} is empty: it yielded no batch; give it at least one batch")
@@ -176,7 +177,9 @@ def cycle_batches(loader: Iterable, name: str = "train_loader") -> Iterator[Any]
         if iter(loader) is loader:  # a one-shot iterator cannot be restarted: cycle what we saw
             raise LrkitError(
                 f"{name} is a one-shot iterator and ran out; pass a re-iterable loader "
-                "(a DataLoader or a list of batches)"
+                "(a DataLoader or a list of batches), or one with a batch for every micro-batch "
+                "(a range test reads num_steps x accumulation_steps, and noise_batches, 16 by "
+                "default, more before its ramp; noise_batches=0 skips them)"
             )
 
 
