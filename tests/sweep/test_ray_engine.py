@@ -33,13 +33,6 @@ CLI_SETTINGS = ["--lrs", "1e-3:1e3", "--points-per-decade", "2", "--optimizers",
 
 
 @pytest.fixture(scope="module")
-def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def swept(local_ray, tmp_path_factory):
     """The Ray engine's sweep and its storage directory."""
     storage = str(tmp_path_factory.mktemp("ray"))

@@ -32,13 +32,6 @@ SETTINGS = dict(lrs="1e-2:1e3", points_per_decade=2, budget=60, workers=1, progr
 
 
 @pytest.fixture(scope="module")
-def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def killed(local_ray, tmp_path_factory):
     """A sweep whose driver was killed with ``kill -9`` in its 4th trial, 3 trials finished:
     (recipe target, its build log, storage, the uninterrupted sweep's records)."""

@@ -48,13 +48,6 @@ def test_more_threads_than_the_local_ray_has_cpus_is_refused_not_a_hang(tmp_path
     assert not ray.is_initialized()
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
-
-
 ARGS = ["--engine", "ray", "--storage", "runs", "--lrs", "0.01,0.1", "--budget", "20"]
 
 
