@@ -228,3 +228,29 @@ def test_the_measurement_does_not_grow_memory_with_each_batch():
     out = subprocess.run([sys.executable, "-c", MEMORY_SCRIPT], capture_output=True, text=True,
                          check=True)
     assert float(out.stdout.strip().splitlines()[-1]) < 96  # 30-40 MB now, 160 MB before
+
+
+def test_an_interrupt_during_the_noise_batches_restores_everything_and_removes_the_hooks():
+    model, loader, criterion = tiny_problem()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    x, y = next(iter(loader))
+    criterion(model(x), y).backward()
+    opt.step()  # Adam state to restore, and gradients left in place
+    before = state_of(model, opt)
+    grads = [p.grad.clone() for p in model.parameters()]
+    rng = torch.get_rng_state()
+    calls = {"n": 0}
+
+    def loss_fn(m, batch):
+        calls["n"] += 1
+        if calls["n"] == 5:  # the fifth of the 16 noise batches
+            raise KeyboardInterrupt
+        return criterion(m(batch[0]), batch[1])
+
+    with pytest.raises(KeyboardInterrupt):
+        lrkit.find_lr(model, opt, loader, loss_fn=loss_fn, num_steps=40, progress=False)
+    assert calls["n"] == 5
+    assert_same_state(before, state_of(model, opt))
+    assert all(torch.equal(g, p.grad) for g, p in zip(grads, model.parameters()))
+    assert torch.equal(rng, torch.get_rng_state())
+    assert all(not p._backward_hooks for p in model.parameters())
