@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
-from lrkit.find.range_test import range_test
+from lrkit.find.range_test import NOISE_BATCHES, range_test
 from lrkit.find.result import FinderResult
 from lrkit.find.suggest import METHODS, analyse
 
@@ -39,7 +39,7 @@ def find_lr(
     device: Any = None,
     method: str = "auto",
     budget_steps: int | None = None,
-    noise_batches: int = 16,
+    noise_batches: int = NOISE_BATCHES,
     snapshot: str = "cpu",
     snapshot_dir: str | None = None,
     progress: bool | None = None,
@@ -64,9 +64,9 @@ def find_lr(
     longer than 30% of it gets a warning. ``noise_batches``: before the ramp, that many batches
     are backpropagated with no update to measure the gradient's noise-to-signal ratio
     (``result.gradient_noise``); where it is low, the suggestion sits closer to the loss
-    minimum's rate (docs/find.md); 0 skips it. ``amp``: ``True`` (float16 with a GradScaler on CUDA,
-    bfloat16 elsewhere), ``"bf16"`` or ``"fp16"``, as the training loop runs. Rprop is refused: it reads ``lr`` only as its first
-    step sizes.
+    minimum's rate (docs/find.md); 0 skips it. ``amp``: ``True`` (float16 with a GradScaler on
+    CUDA, bfloat16 elsewhere), ``"bf16"`` or ``"fp16"``, as the training loop runs. Rprop is
+    refused: it reads ``lr`` only as its first step sizes.
 
     Under torch.distributed (a DDP model, one process per rank), call it on every rank: each
     step's loss is averaged over the ranks (``sync_ranks``, on by default when there is more than

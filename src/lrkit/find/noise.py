@@ -33,6 +33,14 @@ def noise_ratio(squared_norms: float, cross_products: float, count: int) -> floa
     return max(0.0, (mean_square - signal) / signal)
 
 
+def from_json(value):
+    """A ratio as JSON holds it: "inf" (what ``FinderResult.to_dict`` writes for "noise
+    dominates": JSON has no infinity) back to ``math.inf``; anything else as it is."""
+    if isinstance(value, str) and value.strip().lower() in ("inf", "infinity"):
+        return math.inf
+    return value
+
+
 def describe(ratio: float | None) -> str | None:
     """One line for people: what the ratio means for the rate and the batch size."""
     if ratio is None:

@@ -128,9 +128,9 @@ class FinderResult:
         warnings = kwargs.get("warnings") or []
         kwargs["warnings"] = [warnings] if isinstance(warnings, str) else list(warnings)
         kwargs["settings"] = dict(kwargs.get("settings") or {})
-        noise = kwargs.get("gradient_noise")
-        if isinstance(noise, str) and noise.strip().lower() in ("inf", "infinity"):
-            noise = math.inf  # what to_dict writes for "noise dominates"
+        from lrkit.find.noise import from_json
+
+        noise = from_json(kwargs.get("gradient_noise"))
         require(noise is None or (is_real(noise) and noise >= 0),
                 f"gradient_noise must be a number >= 0, \"inf\" or null, got {noise!r:.60}")
         kwargs["gradient_noise"] = None if noise is None else float(noise)

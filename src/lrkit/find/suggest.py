@@ -74,7 +74,8 @@ def first_min(values: np.ndarray) -> int:
     return int(np.argmax(values <= low + 1e-9 * (high - low)))
 
 
-def prepare(lrs, losses, window: float | None = None, gradient_noise: float | None = None) -> Curve:
+def prepare(lrs, losses, window: float | None = None,
+            gradient_noise: float | None = None) -> Curve:
     lrs = np.asarray(lrs, dtype=float)
     losses = np.asarray(losses, dtype=float)
     if lrs.shape != losses.shape or lrs.ndim != 1:

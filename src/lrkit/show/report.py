@@ -428,12 +428,12 @@ def finder_body(data: dict, ids: Ids) -> str:
     parts.append(f"<p>The test took {steps} optimizer steps, the rate going from {num(lrs[0])} "
                  f"to {num(lrs[-1])} ({esc(_stop_reason(data.get('stop_reason')))}); the model and "
                  "optimizer were restored afterwards.</p>")
-    noise = data.get("gradient_noise")
+    from lrkit.find.noise import describe, from_json
+
     # an infinite ratio ("noise dominates") is written as "inf" (JSON has no infinity)
-    noise = (math.inf if isinstance(noise, str) and noise.strip().lower() in ("inf", "infinity")
-             or (is_real(noise) and noise == math.inf) else finite(noise))
+    noise = from_json(data.get("gradient_noise"))
+    noise = math.inf if is_real(noise) and noise == math.inf else finite(noise)
     if noise is not None and noise >= 0:
-        from lrkit.find.noise import describe
 
         fraction = finite((data.get("settings") or {}).get("edge_fraction"))
         text = describe(noise)
