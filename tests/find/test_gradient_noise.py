@@ -254,3 +254,30 @@ def test_an_interrupt_during_the_noise_batches_restores_everything_and_removes_t
     assert all(torch.equal(g, p.grad) for g, p in zip(grads, model.parameters()))
     assert torch.equal(rng, torch.get_rng_state())
     assert all(not p._backward_hooks for p in model.parameters())
+
+
+def test_a_float16_loss_scale_that_overflows_is_halved_until_the_first_gradient_is_finite():
+    """float16's GradScaler starts at 65536; a loss whose gradient is ~1 per output then overflows
+    float16 in the backward pass, and every noise batch gave inf: no ratio."""
+    model, batches, _ = _regression()
+    used = []
+
+    def summed_squares(m, batch):  # a sum, not a mean: the output's gradient is 2 x the error
+        used.append(next(i for i, b in enumerate(batches) if b[0] is batch[0]))
+        return (m(batch[0]) - batch[1]).pow(2).sum()
+
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    half = lrkit.TorchTrainable(model, opt, batches, loss_fn=summed_squares, amp="fp16")
+    assert half._scaler.get_scale() == 65536.0
+    measured = half.gradient_noise(16)
+    assert half._scaler.get_scale() < 65536.0  # the ramp starts from the scale that fitted
+    assert len(used) > 16  # the first batch was measured again
+    last = [batches[i] for i in used[-16:]]  # the 16 batches measured at the final scale
+    expected = _brute_force(model, last, lambda out, y: (out - y).pow(2).sum(), 16)
+    assert measured == pytest.approx(expected, rel=0.05)
+    # and the whole finder, restored as ever, with a ratio
+    before = state_of(model, opt)
+    result = lrkit.find_lr(model, opt, batches, loss_fn=summed_squares, amp="fp16", num_steps=30,
+                           end_lr=0.1, progress=False)
+    assert result.gradient_noise is not None and result.gradient_noise > 0
+    assert_same_state(before, state_of(model, opt))

@@ -57,6 +57,14 @@ def _checked(grads: list[torch.Tensor], dtype: torch.dtype) -> list[torch.Tensor
             for n, v, g in zip(norms, values, grads)]
 
 
+#: times the first noise batch is measured again at half the float16 loss scale, when its
+#: gradient overflowed (65536 / 2**16 = 1: a scale below that is not an overflow any more)
+SCALE_HALVINGS = 16
+#: and then the scale is divided by this much more: the first batch's gradient fitting says
+#: little about the others'
+SCALE_HEADROOM = 8
+
+
 def gradient_noise(trainable: TorchTrainable, batches: int) -> float | None:
     """``B_noise / B`` of one optimizer step's batch (all micro-batches and ranks), measured on
     ``batches`` micro-batches; ``None`` when it cannot be measured (see :func:`measurable`, a
@@ -106,17 +114,50 @@ def gradient_noise(trainable: TorchTrainable, batches: int) -> float | None:
     optimizer.zero_grad(set_to_none=True)
     handles = [p.register_hook(watch(p)) for p in params]
     no_sync = getattr(model, "no_sync", None)  # DDP: each rank's own gradients, no all-reduce
+
+    def micro_step() -> float:
+        if no_sync is None:
+            return trainable._micro_step()
+        with no_sync():
+            return trainable._micro_step()
+
+    def first_gradient_finite() -> bool:
+        """Whether the first batch's gradient norms are finite, on every rank (one read)."""
+        total = sum((part.to(trainable.device) for part in squares_on.values()),
+                    torch.tensor(host[0], dtype=torch.float64, device=trainable.device))
+        if trainable._sync:
+            total = mean_over_ranks(total.reshape(1), trainable.device)
+        return bool(torch.isfinite(total).all())
+
+    scaler = trainable._scaler
     finite = True
     try:
-        for _ in range(batches):
-            if no_sync is not None:
-                with no_sync():
-                    value = trainable._micro_step()
-            else:
-                value = trainable._micro_step()
+        for index in range(batches):
+            value = micro_step()
             if not math.isfinite(value):
                 finite = False
                 break
+            if index == 0 and scaler is not None:
+                # float16's loss scale starts high (65536) and its first steps often overflow;
+                # training skips those, as the scaler halves the scale. Here the first batch is
+                # measured again at half the scale until its gradient is finite, then once more
+                # at an eighth of that, so that the other batches have room (every batch at the
+                # same scale: the ratio does not depend on it); the ramp starts from that scale
+                fitted = False
+                for _ in range(SCALE_HALVINGS):
+                    fitted = first_gradient_finite()
+                    scaler.update(scaler.get_scale() / (SCALE_HEADROOM if fitted else 2))
+                    optimizer.zero_grad(set_to_none=True)
+                    host[0] = 0.0
+                    for part in squares_on.values():
+                        part.zero_()
+                    fired[0] = 0
+                    value = micro_step()
+                    if fitted or not math.isfinite(value):
+                        break
+                if not math.isfinite(value):
+                    finite = False
+                    break
         for handle in handles:
             handle.remove()
         handles = []
