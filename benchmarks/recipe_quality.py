@@ -159,8 +159,10 @@ def finder_job(job: dict) -> dict:
 
     torch.manual_seed(job["seed"])
     t0 = time.perf_counter()
+    # as lrkit.recommend runs it: no noise batches (the recipe reads the curve's minimum)
     result = lrkit.find_lr(problem.model, problem.optimizer, problem.train_loader,
-                           problem.criterion, budget_steps=job["steps"], progress=False)
+                           problem.criterion, budget_steps=job["steps"], noise_batches=0,
+                           progress=False)
     out = dict(job)
     out.update(finder=result.to_dict(), seconds=time.perf_counter() - t0)
     return out
