@@ -281,3 +281,15 @@ def test_a_float16_loss_scale_that_overflows_is_halved_until_the_first_gradient_
                            end_lr=0.1, progress=False)
     assert result.gradient_noise is not None and result.gradient_noise > 0
     assert_same_state(before, state_of(model, opt))
+
+
+def test_the_good_range_reaches_the_suggestion_when_low_noise_raised_it():
+    # tiny-transformer suggested 0.0267 with a good range ending at 0.0188 (half the minimum's
+    # rate): a suggestion outside its own good range
+    lrs, losses = synthetic_curve(100, 2.0, -3.0, 1.0, 0.01, 0)
+    quiet = suggest.analyse(lrs, losses, gradient_noise=0.25)
+    minimum = float(quiet.curve.lrs[quiet.curve.min_index])
+    assert quiet.good_range[1] == pytest.approx(quiet.suggested_lr) == pytest.approx(0.8 * minimum)
+    noisy = suggest.analyse(lrs, losses, gradient_noise=3.0)
+    assert noisy.good_range[1] == pytest.approx(0.5 * minimum)  # as without a measurement
+    assert noisy.good_range == suggest.analyse(lrs, losses).good_range

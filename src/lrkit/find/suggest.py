@@ -197,7 +197,8 @@ FALL_STARTED = 0.10
 
 def good_range(curve: Curve) -> tuple[float, float] | None:
     """Rates worth using: from where the loss has clearly started to fall to just below the
-    rate of the loss minimum (half of it: past the minimum training is already unstable).
+    rate of the loss minimum (half of it: past the minimum training is already unstable; or
+    ``edge``'s rate, when a low gradient noise put that higher).
 
     "Started to fall" is the first rate after which the smoothed loss stays below the starting
     level (the median of the first tenth of the curve) by more than ``FALL_STARTED`` of its whole
@@ -214,7 +215,9 @@ def good_range(curve: Curve) -> tuple[float, float] | None:
     above = np.nonzero(smooth > start - fall)[0]
     first = min(int(above[-1]) + 1, i_min) if len(above) else 0
     lo = float(curve.lrs[first])
-    hi = max(float(curve.lrs[i_min]) / 2, lo)
+    # up to half the minimum's rate, or to edge's rate where low gradient noise put it higher:
+    # a suggestion outside its own good range would say two things at once
+    hi = max(float(curve.lrs[i_min]) * max(0.5, edge_fraction(curve.gradient_noise)), lo)
     return lo, hi
 
 
