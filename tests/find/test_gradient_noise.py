@@ -129,6 +129,8 @@ def test_find_lr_measures_the_noise_reports_it_and_restores_everything():
     assert result.settings["noise_batches"] == 16 and result.cost == result.steps + 16
     assert result.settings["edge_fraction"] == suggest.edge_fraction(result.gradient_noise)
     assert "Gradient noise:" in result.summary()
+    assert f"; edge takes {result.settings['edge_fraction']:.2g}x the loss minimum's rate" in \
+        result.summary()
     again = FinderResult.from_dict(result.to_dict())
     assert again.gradient_noise == pytest.approx(result.gradient_noise)
     off = lrkit.find_lr(model, opt, loader, criterion, num_steps=40, noise_batches=0,

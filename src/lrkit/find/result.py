@@ -158,7 +158,7 @@ class FinderResult:
         if noise:
             fraction = self.settings.get("edge_fraction")
             lines.append(noise[0].upper() + noise[1:] + (
-                f" (edge: {fraction:.2g}x the loss minimum's rate)" if fraction else ""))
+                f"; edge takes {fraction:.2g}x the loss minimum's rate" if fraction else ""))
         lines.append("")
         width = max([12, *(len(str(name)) for name in self.suggestions)])  # columns stay aligned
         lines.append(f"{'method':<{width}} {'rate':>10}")
