@@ -2,14 +2,16 @@
 torch-lr-finder (run through the real package), fastai (valley, steep, minimum/10; re-implemented
 from fastai's published algorithms on fastai's EMA-0.98 curve) and Lightning.
 
-For every task (the built-in examples, six for tuning and four held out as a test set that was
-never used to design the default), the best constant rate for the task's training budget is
+For every task (the built-in examples: six for tuning and four held out from the choice of the
+default's fraction; the gradient-noise rule was checked on all ten, so two fresh tasks, scored
+apart, are the held-out check for it), the best constant rate for the task's training budget is
 found by grid search (4 points per decade, 12 seeds: all rates on the first 6, then the other 6 at
 the rates within 2x of the best mean loss, where they decide). Each suggestion is then trained for
 the same budget with the same seed as its range test, and scored:
 
 * regret: mean final validation loss at the suggestion / the grid best's - 1,
-* decades off the grid best, divergences, and cost (range-test steps / training budget).
+* decades off the grid best, divergences, and cost (range-test steps and noise batches /
+  training budget).
 
 Results are cached in benchmarks/results/ (delete a file to recompute that phase); a run on more
 seeds reuses the cached results on fewer and adds the new seeds.
