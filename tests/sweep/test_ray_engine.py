@@ -221,19 +221,12 @@ def terminated(experiment: str) -> list[str]:
     return [t["trial_id"] for t in trials if t["status"] == "TERMINATED"]
 
 
-def test_a_killed_sweep_resumes_without_rerunning_finished_trials(local_ray, tmp_path):
-    log, block = tmp_path / "builds.log", tmp_path / "block"
-    (tmp_path / "recipe.py").write_text(RECIPE.format(log=str(log), block=str(block)))
-    block.write_text("")
-    target, storage = f"{tmp_path / 'recipe.py'}:make", str(tmp_path / "ray")
-    experiment = os.path.join(storage, "resume")
-    address = ray.get_runtime_context().gcs_address
-    code = ("import sys, lrkit; lrkit.sweep(sys.argv[1], engine='ray', ray_address=sys.argv[2], "
-            f"storage=sys.argv[3], **{RESUME!r})")
-    driver = subprocess.Popen([sys.executable, "-c", code, target, address, storage],
-                              env=subprocess_env(), stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True)
-    try:  # kill -9 the driver while its 4th trial runs, once Tune recorded the first 3
+def kill_in_fourth_trial(code: str, args: list[str], log, experiment: str) -> None:
+    """Run ``python -c code *args`` (a sweep's driver) and ``kill -9`` it while its 4th trial
+    runs (the recipe blocks there), once Tune recorded the first 3 in ``experiment``."""
+    driver = subprocess.Popen([sys.executable, "-c", code, *args], env=subprocess_env(),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
         deadline = time.monotonic() + 40
         while not (log.exists() and len(log.read_text().splitlines()) >= 4
                    and len(terminated(experiment)) >= 3):
@@ -243,6 +236,18 @@ def test_a_killed_sweep_resumes_without_rerunning_finished_trials(local_ray, tmp
     finally:
         driver.kill()
         driver.wait()
+
+
+def test_a_killed_sweep_resumes_without_rerunning_finished_trials(local_ray, tmp_path):
+    log, block = tmp_path / "builds.log", tmp_path / "block"
+    (tmp_path / "recipe.py").write_text(RECIPE.format(log=str(log), block=str(block)))
+    block.write_text("")
+    target, storage = f"{tmp_path / 'recipe.py'}:make", str(tmp_path / "ray")
+    experiment = os.path.join(storage, "resume")
+    address = ray.get_runtime_context().gcs_address
+    code = ("import sys, lrkit; lrkit.sweep(sys.argv[1], engine='ray', ray_address=sys.argv[2], "
+            f"storage=sys.argv[3], **{RESUME!r})")
+    kill_in_fourth_trial(code, [target, address, storage], log, experiment)
     finished_before = terminated(experiment)
     assert len(finished_before) == 3
     builds_before = len(log.read_text().splitlines())

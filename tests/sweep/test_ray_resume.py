@@ -11,9 +11,6 @@ directory: Tune reuses a restored run's staging directory within one Ray session
 import glob
 import os
 import shutil
-import subprocess
-import sys
-import time
 
 import pytest
 import ray
@@ -21,8 +18,7 @@ import ray
 import lrkit
 from lrkit.errors import LrkitError
 
-from tests.sweep.helpers import subprocess_env
-from tests.sweep.test_ray_engine import RECIPE, terminated
+from tests.sweep.test_ray_engine import RECIPE, kill_in_fourth_trial, terminated
 
 #: without the fix the cut-short Searcher state hung the resumed sweep (Tune's half-restored
 #: ConcurrencyLimiter waited for trials that never came): fail instead of waiting for ever
@@ -42,20 +38,8 @@ def killed(local_ray, tmp_path_factory):
     target, storage = f"{root / 'recipe.py'}:make", root / "ray"
     code = ("import sys, lrkit; lrkit.sweep(sys.argv[1], engine='ray', ray_address=sys.argv[2], "
             f"storage=sys.argv[3], study_name='base', **{SETTINGS!r})")
-    driver = subprocess.Popen([sys.executable, "-c", code, target,
-                               ray.get_runtime_context().gcs_address, str(storage)],
-                              env=subprocess_env(), stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 40
-        while not (log.exists() and len(log.read_text().splitlines()) >= 4
-                   and len(terminated(str(storage / "base"))) >= 3):
-            assert driver.poll() is None, driver.stderr.read()[-3000:]
-            assert time.monotonic() < deadline, "the sweep did not reach its 4th trial"
-            time.sleep(0.1)
-    finally:
-        driver.kill()
-        driver.wait()
+    kill_in_fourth_trial(code, [target, ray.get_runtime_context().gcs_address, str(storage)],
+                         log, str(storage / "base"))
     assert len(terminated(str(storage / "base"))) == 3
     block.unlink()
     plain = lrkit.sweep("logreg", storage=str(root / "plain.journal"), **SETTINGS)

@@ -121,12 +121,18 @@ def gradient_noise(trainable: TorchTrainable, batches: int) -> float | None:
         with no_sync():
             return trainable._micro_step()
 
+    device = trainable.device
+
+    def total_squares() -> torch.Tensor:
+        """The sum of the batches' squared norms so far, on the trainable's device."""
+        return sum((part.to(device) for part in squares_on.values()),
+                   torch.tensor(host[0], dtype=torch.float64, device=device))
+
     def first_gradient_finite() -> bool:
         """Whether the first batch's gradient norms are finite, on every rank (one read)."""
-        total = sum((part.to(trainable.device) for part in squares_on.values()),
-                    torch.tensor(host[0], dtype=torch.float64, device=trainable.device))
+        total = total_squares()
         if trainable._sync:
-            total = mean_over_ranks(total.reshape(1), trainable.device)
+            total = mean_over_ranks(total.reshape(1), device)
         return bool(torch.isfinite(total).all())
 
     scaler = trainable._scaler
@@ -158,10 +164,6 @@ def gradient_noise(trainable: TorchTrainable, batches: int) -> float | None:
                 if not math.isfinite(value):
                     finite = False
                     break
-        for handle in handles:
-            handle.remove()
-        handles = []
-        device = trainable.device
         grads = [p.grad for p in params if p.grad is not None]
         sparse = sparse or any(g.is_sparse for g in grads)
         summed = torch.zeros((), dtype=torch.float64, device=device)
@@ -180,8 +182,7 @@ def gradient_noise(trainable: TorchTrainable, batches: int) -> float | None:
     # flag that the ranks average, not by returning here: a rank whose batch took another path
     # through the model would leave the others waiting in the all-reduce
     pieces = fired[0] > batches * len(params)
-    squares = sum((part.to(device) for part in squares_on.values()),
-                  torch.tensor(host[0], dtype=torch.float64, device=device))
+    squares = total_squares()
     # |S|² - Σ|g_j|² is twice the sum of g_i . g_j over the pairs
     sums = torch.stack([squares, (summed - squares) / 2,
                         torch.tensor(0.0 if finite and not (sparse or pieces) else math.nan,
