@@ -131,14 +131,14 @@ def fastai_valley(curve: Curve) -> float | None:
     lds = [1] * n
     max_start = max_end = 0
     for i in range(1, n):
-        current, threshold = losses[i], lds[max_end]
-        # the run ending at i extends the longest one before it that ends higher; the best
-        # run's start comes from the first of those that beats the best so far (above). Lists,
-        # not a loop over j: that cost 0.6 ms a range test, over 1% of a small model's
-        longer = [length for length, loss in zip(lds[:i], losses) if loss > current]
-        lds[i] = max(longer, default=0) + 1
-        if lds[i] > threshold:
-            first = next(length for length in longer if length >= threshold) + 1
+        current, longest, threshold, first = losses[i], 1, lds[max_end], 0
+        for j in range(i):
+            if losses[j] > current and lds[j] >= longest:
+                longest = lds[j] + 1
+                if not first and longest > threshold:
+                    first = longest
+        lds[i] = longest
+        if first:
             max_end, max_start = i, i - first
     sections = (max_end - max_start) / 3
     idx = max_start + int(sections) + int(sections / 2)
