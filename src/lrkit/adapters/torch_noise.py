@@ -98,6 +98,8 @@ def gradient_noise(trainable: TorchTrainable, batches: int) -> float | None:
             if grad.is_sparse:
                 sparse = True
                 return
+            if grad.requires_grad:  # a backward with create_graph=True: read it, quietly
+                grad = grad.detach()
             norm = torch.linalg.vector_norm(grad, dtype=dtype)
             if squares is None:
                 value = float(norm)
