@@ -73,6 +73,18 @@ def build_task(task: str, *, seed: int, lr: float | None = None):
     return problem
 
 
+#: the rate a newcomer would use with each optimizer, untuned (the examples' own defaults)
+USUAL_RATES = {"sgd": 1e-2, "sgd-momentum": 1e-2, "adam": 1e-3, "rmsprop": 1e-2}
+
+
+def untuned_rate(task: str) -> float:
+    """No range test at all: the optimizer's usual rate (Adam 1e-3, SGD and RMSprop 1e-2)."""
+    import lrkit
+
+    name, _, swap = task.partition("@")
+    return USUAL_RATES[swap] if swap else lrkit.examples.get(name).default_lr
+
+
 def train_job(args: tuple[str, float, int]) -> tuple[str, float, int, float]:
     """Final validation loss of one training run (inf when it diverged)."""
     _quiet_torch()
@@ -284,6 +296,7 @@ def main() -> None:
                                              float(curve.lrs[0]))
         else:
             methods["edge, floor 0.2"] = None
+        methods["untuned default"] = untuned_rate(c["task"])
         methods["torch-lr-finder"] = c["torch_lr_finder"]
         methods.update(published_rules(c["lrs"], c["losses"]))
         for name, lr in methods.items():
