@@ -162,3 +162,22 @@ def test_the_disagreement_warning_names_the_extreme_methods():
     (chosen,) = [w for w in suggest.analyse(lrs, losses, method="valley").warnings
                  if "disagree" in w]
     assert "valley's, chosen by you" in chosen and "default" not in chosen
+
+
+def test_two_low_first_batches_do_not_hide_a_fall_of_a_third():
+    # batches of 8: a noisy flat start at 1.0 whose first two losses happened to be low, a fall
+    # to 0.65, then the blow-up; the smoother's edge sat under the whole flat start, and the
+    # curve "never fell" (regression-mlp/b8 in benchmarks/finder_quality.py)
+    rng = np.random.default_rng(3)
+    n = 90
+    lrs = np.geomspace(1e-6, 1.0, n)
+    level = np.where(np.arange(n) < 50, 1.0, 1.0 - 0.35 * np.clip((np.arange(n) - 50) / 15, 0, 1))
+    level[75:] += np.geomspace(0.01, 3.0, n - 75)
+    losses = level * (1 + 0.3 * rng.standard_normal(n))
+    losses[:2] = 0.3
+    analysis = suggest.analyse(lrs, losses)
+    assert analysis.curve.fell and analysis.suggested_lr is not None
+    # and a flat noisy curve with the same low first batches still never fell
+    flat = np.ones(n) * (1 + 0.3 * rng.standard_normal(n))
+    flat[:2] = 0.3
+    assert not suggest.prepare(lrs, flat).fell

@@ -44,13 +44,18 @@ class Curve:
 
         The noise is the raw points' scatter around the smoothed curve (up to the minimum), scaled
         down by the number of points the smoother averages; the test is scale-free and shift-free.
+        The start is the higher of the first smoothed point and the median of the first tenth (the
+        good range's starting level): at the curve's edge the smoother averages few points, and
+        on batches of 8 two low first losses put it under the whole flat start, so that a curve
+        falling by a third "never fell" (regression-mlp/b8 in benchmarks/finder_quality.py).
         """
         if self.n < 5:
             return False
-        drop = self.smooth[0] - self.smooth[self.min_index]
+        start = max(float(self.smooth[0]), float(np.median(self.smooth[: max(3, self.n // 10)])))
+        drop = start - self.smooth[self.min_index]
         # below float32's resolution of the loss, a "drop" is rounding: a perfectly flat loss
         # (a model whose output ignores its parameters) never fell
-        level = max(abs(float(self.smooth[0])), abs(float(self.smooth[self.min_index])))
+        level = max(abs(start), abs(float(self.smooth[self.min_index])))
         return bool(drop > 3 * self.smooth_noise and drop > FLAT_TOLERANCE * level and drop > 0)
 
     @functools.cached_property
