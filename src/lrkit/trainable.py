@@ -7,7 +7,10 @@ follow without touching the core.
 
 Optional: ``gradient_noise(k) -> float | None``, the gradient's noise-to-signal ratio at the
 training batch size measured on ``k`` batches with no update (:mod:`lrkit.find.noise`). The range
-test asks for it before its ramp when a trainable has it; the PyTorch adapter does.
+test asks for it before its ramp when a trainable has it; the PyTorch adapter does. With it,
+``optimizer_family: str``, "adam" for Adam's kind (first and second moments), "sgd" or "other"
+(the default): ``edge`` reads a high noise differently under Adam
+(:func:`lrkit.find.suggest.edge_fraction`).
 """
 from __future__ import annotations
 

@@ -61,6 +61,90 @@ def test_the_edge_fraction_rises_only_where_the_noise_is_low():
         {k: v for k, v in plain.suggestions.items() if k != "edge"}
 
 
+def test_adam_at_a_high_noise_takes_a_smaller_share_of_the_minimum():
+    adam = suggest.ADAM_NOISY_FRACTION
+    assert suggest.edge_fraction(1.3, "adam") == adam
+    assert suggest.edge_fraction(math.inf, "adam") == adam
+    assert suggest.edge_fraction(1.2, "adam") == pytest.approx(1 / 2.2)  # below: as for SGD
+    assert suggest.edge_fraction(None, "adam") == suggest.EDGE_FRACTION  # not measured
+    assert suggest.edge_fraction(3.0, "sgd") == suggest.edge_fraction(3.0, "other") == \
+        suggest.EDGE_FRACTION
+    lrs, losses = synthetic_curve(100, 2.0, -3.0, 1.0, 0.01, 0)
+    sgd = suggest.analyse(lrs, losses, gradient_noise=2.0, optimizer_family="sgd")
+    noisy = suggest.analyse(lrs, losses, gradient_noise=2.0, optimizer_family="adam")
+    min_rate = float(sgd.curve.lrs[sgd.curve.min_index])
+    assert sgd.suggested_lr == pytest.approx(suggest.EDGE_FRACTION * min_rate)
+    assert noisy.suggested_lr == pytest.approx(adam * min_rate)
+    # the good range reaches down to it, wherever the fall started
+    assert noisy.good_range[0] <= noisy.suggested_lr <= noisy.good_range[1]
+    assert noisy.good_range[1] == pytest.approx(sgd.good_range[1])
+    for seed in range(20):  # a fall that starts late: the range still holds the suggestion
+        lrs, losses = synthetic_curve(60, 1.0, -1.2, 1.0, 0.05, seed)
+        late = suggest.analyse(lrs, losses, gradient_noise=5.0, optimizer_family="adam")
+        if late.suggested_lr is not None:
+            assert late.good_range[0] <= late.suggested_lr <= late.good_range[1]
+
+
+class _Lion(torch.optim.Optimizer):  # betas but no eps: a sign rule, not Adam's kind
+    def __init__(self, params, lr=1e-4, betas=(0.9, 0.99)):
+        super().__init__(params, dict(lr=lr, betas=betas))
+
+
+class _ThirdPartyAdam(torch.optim.Optimizer):  # an Adam variant outside torch.optim
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8):
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps))
+
+
+class _MyAdamW(torch.optim.AdamW):
+    pass
+
+
+@pytest.mark.parametrize("make, family", [
+    (lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9), "sgd"),
+    (lambda p: torch.optim.ASGD(p, lr=0.1), "sgd"),
+    (lambda p: torch.optim.Adam(p), "adam"),
+    (lambda p: torch.optim.NAdam(p), "adam"),
+    (_MyAdamW, "adam"),
+    (_ThirdPartyAdam, "adam"),
+    (lambda p: torch.optim.RMSprop(p), "other"),
+    (lambda p: torch.optim.Adagrad(p), "other"),
+    (_Lion, "other"),
+])
+def test_the_torch_adapter_names_the_optimizer_family(make, family):
+    model, loader, criterion = tiny_problem()
+    trainable = lrkit.TorchTrainable(model, make(model.parameters()), loader, criterion)
+    assert trainable.optimizer_family == family
+
+
+def test_find_lr_records_the_family_and_the_fraction_it_took():
+    model, loader, criterion = tiny_problem(batch_norm=False, dropout=0.0)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    result = lrkit.find_lr(model, opt, loader, criterion, num_steps=40, progress=False)
+    assert result.gradient_noise is not None
+    assert result.settings["optimizer_family"] == "adam"
+    assert result.settings["edge_fraction"] == \
+        suggest.edge_fraction(result.gradient_noise, "adam")
+    again = FinderResult.from_dict(result.to_dict())
+    assert again.settings["optimizer_family"] == "adam"
+
+
+@pytest.mark.parametrize("bad", ["Adam", None, 1])
+def test_a_trainable_with_an_unknown_family_is_refused_by_name(bad):
+    state = {"w": 5.0}
+
+    def step(lr):
+        loss = state["w"] ** 2
+        state["w"] -= lr * 2 * state["w"]
+        return loss
+
+    trainable = lrkit.FunctionTrainable(step, save_fn=lambda: dict(state),
+                                        load_fn=lambda s: state.update(s))
+    trainable.optimizer_family = bad
+    with pytest.raises(LrkitError, match="optimizer_family must be one of"):
+        lrkit.range_test(trainable, start_lr=1e-4, end_lr=10, num_steps=60, progress=False)
+    assert state == {"w": 5.0}
+
+
 @settings(max_examples=40, deadline=None)
 @given(noise=st.floats(0, 1e6) | st.just(math.inf), seed=st.integers(0, 1000),
        edge=st.floats(-4.5, -1.5))

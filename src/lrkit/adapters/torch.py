@@ -451,6 +451,13 @@ class TorchTrainable:
             self.optimizer.step()
         return total / self.accumulation_steps
 
+    @property
+    def optimizer_family(self) -> str:
+        """"adam", "sgd" or "other" (:func:`lrkit.adapters.torch_noise.optimizer_family`)."""
+        from lrkit.adapters.torch_noise import optimizer_family
+
+        return optimizer_family(self.optimizer)
+
     def gradient_noise(self, batches: int) -> float | None:
         """The gradient's noise-to-signal ratio ``B_noise / B`` at this step's batch, from
         ``batches`` micro-batches at the current parameters, with no update (see

@@ -38,6 +38,25 @@ def measurable(trainable: TorchTrainable) -> list[torch.Tensor] | None:
     return params
 
 
+#: torch.optim's optimizers of Adam's kind: a step from running first and second moments
+ADAM_KIND = frozenset({"Adam", "AdamW", "NAdam", "RAdam", "Adamax"})
+SGD_KIND = frozenset({"SGD", "ASGD"})
+
+
+def optimizer_family(optimizer: torch.optim.Optimizer) -> str:
+    """"adam" for Adam's kind (``ADAM_KIND``, their subclasses, and any other optimizer whose
+    defaults hold ``betas`` and ``eps``: most third-party Adam variants), "sgd" for SGD's,
+    "other" for the rest (RMSprop, Adagrad, a sign rule such as Lion: no betas and eps)."""
+    for cls in type(optimizer).__mro__:
+        if cls.__module__.startswith("torch.optim"):
+            if cls.__name__ in ADAM_KIND:
+                return "adam"
+            if cls.__name__ in SGD_KIND:
+                return "sgd"
+    defaults = getattr(optimizer, "defaults", None) or {}
+    return "adam" if "betas" in defaults and "eps" in defaults else "other"
+
+
 #: float32 norms strictly between these are exact; outside, the sum of squares inside the norm
 #: may have overflowed (a norm over 1.8e19: inf) or lost digits to subnormal squares (entries
 #: under 1e-19), and the norm is read again in float64. A gradient's own norm on an accelerator

@@ -81,6 +81,10 @@ def range_test(
     bar = progress_bar(num_steps, "lrkit find", enabled=progress)
     measure = getattr(trainable, "gradient_noise", None) if noise_batches else None
     gradient_noise = None
+    family = getattr(trainable, "optimizer_family", "other")
+    require(family in suggest.OPTIMIZER_FAMILIES,
+            f"the trainable's optimizer_family must be one of {list(suggest.OPTIMIZER_FAMILIES)}, "
+            f"got {family!r}")
     with trainable.preserved():
         try:
             if callable(measure):
@@ -109,7 +113,7 @@ def range_test(
     curve_losses = val_losses if use_val else losses
     analysis = suggest.analyse(curve_lrs, curve_losses, method=method,
                                smooth_window=1.0 if use_val else None,
-                               gradient_noise=gradient_noise)
+                               gradient_noise=gradient_noise, optimizer_family=family)
     warnings = list(analysis.warnings)
     unreadable = analysis.unreadable  # why no suggestion can be made, when none can
     if val_every and not use_val:
@@ -188,7 +192,8 @@ def range_test(
                       smoothing=smoothing, diverge_threshold=diverge_threshold,
                       val_every=val_every, budget_steps=budget_steps,
                       noise_batches=measured,
-                      edge_fraction=suggest.edge_fraction(gradient_noise),
+                      optimizer_family=family,
+                      edge_fraction=suggest.edge_fraction(gradient_noise, family),
                       curve="validation" if use_val else "train",
                       no_suggestion=no_suggestion),
         val_steps=val_steps, val_losses=[math.nan if v is None else v for v in val_losses],

@@ -29,6 +29,9 @@ class Curve:
     window: float  #: standard deviation, in points, of the smoothing kernel that made ``smooth``
     #: the gradient's noise-to-signal ratio at the batch size (:mod:`lrkit.find.noise`), if measured
     gradient_noise: float | None = None
+    #: the optimizer's family as the trainable reports it ("adam", "sgd" or "other"): Adam's
+    #: kind reads a high noise differently (:func:`edge_fraction`)
+    optimizer_family: str = "other"
 
     @property
     def n(self) -> int:
@@ -80,7 +83,7 @@ def first_min(values: np.ndarray) -> int:
 
 
 def prepare(lrs, losses, window: float | None = None,
-            gradient_noise: float | None = None) -> Curve:
+            gradient_noise: float | None = None, optimizer_family: str = "other") -> Curve:
     lrs = np.asarray(lrs, dtype=float)
     losses = np.asarray(losses, dtype=float)
     if lrs.shape != losses.shape or lrs.ndim != 1:
@@ -90,7 +93,8 @@ def prepare(lrs, losses, window: float | None = None,
     lrs, raw = lrs[:end], losses[:end]
     window = auto_window(len(raw)) if window is None else window
     smooth = centred(raw, window)
-    return Curve(lrs, raw, smooth, np.log10(lrs) if len(lrs) else lrs, window, gradient_noise)
+    return Curve(lrs, raw, smooth, np.log10(lrs) if len(lrs) else lrs, window, gradient_noise,
+                 optimizer_family)
 
 
 def _trim(curve: Curve, start_fraction: float = 0.1, end_points: int = 5) -> slice:
@@ -163,15 +167,29 @@ def minimum(curve: Curve) -> float | None:
 EDGE_FRACTION = 0.4
 
 
-def edge_fraction(gradient_noise: float | None) -> float:
+#: Adam's kind at a noise ratio of at least ``ADAM_NOISY`` takes ``ADAM_NOISY_FRACTION`` of the
+#: minimum's rate (measured on benchmarks/finder_quality.py's 12 tasks on Adam or AdamW at that
+#: noise: their best rates were 0.01-0.26x the minimum's on 10 of them; docs/find.md)
+ADAM_NOISY = 1.3
+ADAM_NOISY_FRACTION = 0.15
+#: what a trainable's ``optimizer_family`` may say (lrkit.trainable)
+OPTIMIZER_FAMILIES = ("adam", "sgd", "other")
+
+
+def edge_fraction(gradient_noise: float | None, optimizer_family: str = "other") -> float:
     """The share of the loss minimum's rate that ``edge`` suggests: ``EDGE_FRACTION``, raised to
     ``1 / (1 + B_noise / B)`` when the gradient noise is measured and low. McCandlish et al.'s
     best step shrinks by that factor; where the noise is small the minimum itself is a close
     guide, and the best rate of the benchmark's low-noise tasks was 0.75-0.9x the minimum's.
-    Never lowered below ``EDGE_FRACTION``: on its noisy tasks the full factor cut too far
-    (hastie-mlp, friedman-deep; docs/find.md)."""
+    Never lowered below ``EDGE_FRACTION`` (on its noisy tasks the full factor cut too far:
+    hastie-mlp, friedman-deep), except for Adam's kind (``optimizer_family="adam"``) at a ratio
+    of ``ADAM_NOISY`` or more: ``ADAM_NOISY_FRACTION``. With Adam the step does not shrink with
+    the gradient, so the noise keeps its size to the end of a run at a constant rate, which a
+    short ramp does not see (docs/find.md)."""
     if gradient_noise is None or not gradient_noise >= 0:
         return EDGE_FRACTION
+    if optimizer_family == "adam" and gradient_noise >= ADAM_NOISY:
+        return ADAM_NOISY_FRACTION
     return max(EDGE_FRACTION, 1.0 / (1.0 + gradient_noise))
 
 
@@ -184,7 +202,7 @@ def edge(curve: Curve) -> float | None:
     """
     if curve.n < MIN_POINTS or not curve.fell:
         return None
-    fraction = edge_fraction(curve.gradient_noise)
+    fraction = edge_fraction(curve.gradient_noise, curve.optimizer_family)
     return max(float(curve.lrs[curve.min_index]) * fraction, float(curve.lrs[0]))
 
 
@@ -203,7 +221,8 @@ FALL_STARTED = 0.10
 def good_range(curve: Curve) -> tuple[float, float] | None:
     """Rates worth using: from where the loss has clearly started to fall to just below the
     rate of the loss minimum (half of it: past the minimum training is already unstable; or
-    ``edge``'s rate, when a low gradient noise put that higher).
+    ``edge``'s rate, when a low gradient noise put that higher), and at least down to ``edge``'s
+    rate.
 
     "Started to fall" is the first rate after which the smoothed loss stays below the starting
     level (the median of the first tenth of the curve) by more than ``FALL_STARTED`` of its whole
@@ -219,10 +238,13 @@ def good_range(curve: Curve) -> tuple[float, float] | None:
     fall = max(FALL_STARTED * (start - best), 3 * curve.smooth_noise)
     above = np.nonzero(smooth > start - fall)[0]
     first = min(int(above[-1]) + 1, i_min) if len(above) else 0
-    lo = float(curve.lrs[first])
-    # up to half the minimum's rate, or to edge's rate where low gradient noise put it higher:
-    # a suggestion outside its own good range would say two things at once
-    hi = max(float(curve.lrs[i_min]) * max(0.5, edge_fraction(curve.gradient_noise)), lo)
+    # up to half the minimum's rate, or to edge's rate where low gradient noise put it higher,
+    # and down to edge's rate where a noisy Adam put it below the fall's start: a suggestion
+    # outside its own good range would say two things at once
+    min_rate = float(curve.lrs[i_min])
+    fraction = edge_fraction(curve.gradient_noise, curve.optimizer_family)
+    lo = min(float(curve.lrs[first]), max(min_rate * fraction, float(curve.lrs[0])))
+    hi = max(min_rate * max(0.5, fraction), lo)
     return lo, hi
 
 
@@ -246,10 +268,11 @@ class Analysis:
 
 
 def analyse(lrs, losses, *, method: str = "auto", smooth_window: float | None = None,
-            gradient_noise: float | None = None) -> Analysis:
+            gradient_noise: float | None = None, optimizer_family: str = "other") -> Analysis:
     """Every method's suggestion, the chosen one, the good range and warnings for one curve
-    (``gradient_noise``: the measured ``B_noise / B``, which ``edge`` reads)."""
-    curve = prepare(lrs, losses, smooth_window, gradient_noise)
+    (``gradient_noise``: the measured ``B_noise / B``, which ``edge`` reads, with the
+    ``optimizer_family``: see :func:`edge_fraction`)."""
+    curve = prepare(lrs, losses, smooth_window, gradient_noise, optimizer_family)
     chosen = DEFAULT_METHOD if method == "auto" else method
     if chosen not in METHODS:
         raise LrkitError(f"unknown suggestion method {method!r}; choose 'auto' or one of {sorted(METHODS)}")
