@@ -126,6 +126,11 @@ def test_find_lr_records_the_family_and_the_fraction_it_took():
         suggest.edge_fraction(result.gradient_noise, "adam")
     again = FinderResult.from_dict(result.to_dict())
     assert again.settings["optimizer_family"] == "adam"
+    noisy = FinderResult.from_dict({**result.to_dict(), "gradient_noise": 2.0,
+                                    "settings": {**result.settings, "edge_fraction": 0.15}})
+    assert "edge takes 0.15x the loss minimum's rate (Adam at this noise" in noisy.summary()
+    assert "(Adam at this noise" not in FinderResult.from_dict(
+        {**result.to_dict(), "gradient_noise": 0.5}).summary()
 
 
 @pytest.mark.parametrize("bad", ["Adam", None, 1])

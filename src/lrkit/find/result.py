@@ -156,9 +156,14 @@ class FinderResult:
 
         noise = describe(self.gradient_noise)
         if noise:
+            from lrkit.find.suggest import ADAM_NOISY
+
             fraction = self.settings.get("edge_fraction")
+            adam = (self.settings.get("optimizer_family") == "adam"
+                    and self.gradient_noise >= ADAM_NOISY)
             lines.append(noise[0].upper() + noise[1:] + (
-                f"; edge takes {fraction:.2g}x the loss minimum's rate" if fraction else ""))
+                f"; edge takes {fraction:.2g}x the loss minimum's rate" if fraction else "")
+                + (" (Adam at this noise: docs/find.md)" if fraction and adam else ""))
         lines.append("")
         width = max([12, *(len(str(name)) for name in self.suggestions)])  # columns stay aligned
         lines.append(f"{'method':<{width}} {'rate':>10}")
