@@ -133,8 +133,8 @@ def test_find_lr_records_the_family_and_the_fraction_it_took():
         {**result.to_dict(), "gradient_noise": 0.5}).summary()
 
 
-@pytest.mark.parametrize("bad", ["Adam", None, 1])
-def test_a_trainable_with_an_unknown_family_is_refused_by_name(bad):
+def _quadratic() -> tuple[lrkit.FunctionTrainable, dict]:
+    """A trainable of one weight on w**2, with no gradient_noise; and its state."""
     state = {"w": 5.0}
 
     def step(lr):
@@ -142,8 +142,13 @@ def test_a_trainable_with_an_unknown_family_is_refused_by_name(bad):
         state["w"] -= lr * 2 * state["w"]
         return loss
 
-    trainable = lrkit.FunctionTrainable(step, save_fn=lambda: dict(state),
-                                        load_fn=lambda s: state.update(s))
+    return lrkit.FunctionTrainable(step, save_fn=lambda: dict(state),
+                                   load_fn=lambda s: state.update(s)), state
+
+
+@pytest.mark.parametrize("bad", ["Adam", None, 1])
+def test_a_trainable_with_an_unknown_family_is_refused_by_name(bad):
+    trainable, state = _quadratic()
     trainable.optimizer_family = bad
     with pytest.raises(LrkitError, match="optimizer_family must be one of"):
         lrkit.range_test(trainable, start_lr=1e-4, end_lr=10, num_steps=60, progress=False)
@@ -258,15 +263,7 @@ def test_sparse_gradients_are_not_measured():
 
 
 def test_a_trainable_that_cannot_measure_it_is_left_as_it_was():
-    state = {"w": 5.0}
-
-    def step(lr):
-        loss = state["w"] ** 2
-        state["w"] -= lr * 2 * state["w"]
-        return loss
-
-    trainable = lrkit.FunctionTrainable(step, save_fn=lambda: dict(state),
-                                        load_fn=lambda s: state.update(s))
+    trainable, _ = _quadratic()
     result = lrkit.range_test(trainable, start_lr=1e-4, end_lr=10, num_steps=60, progress=False)
     assert result.gradient_noise is None and result.settings["noise_batches"] == 0
     assert result.cost == result.steps
