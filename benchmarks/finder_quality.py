@@ -295,7 +295,8 @@ def main() -> None:
     suggestions: dict[str, dict[str, list[float | None]]] = {}
     for c in curves:
         analysis = analyse(c["lrs"], c["losses"], gradient_noise=c.get("gradient_noise"),
-                           optimizer_family=optimizer_family(c["task"]))
+                           optimizer_family=optimizer_family(c["task"]),
+                           budget_steps=c["budget"])
         if args.edge_fractions:  # edge at other fractions: only those are trained and scored
             curve = analysis.curve
             minimum = (float(curve.lrs[curve.min_index])

@@ -67,6 +67,9 @@ def test_adam_at_a_high_noise_takes_a_smaller_share_of_the_minimum():
     assert suggest.edge_fraction(math.inf, "adam") == adam
     assert suggest.edge_fraction(1.2, "adam") == pytest.approx(1 / 2.2)  # below: as for SGD
     assert suggest.edge_fraction(None, "adam") == suggest.EDGE_FRACTION  # not measured
+    # a short run: the noise has no time to tell, and speed counts
+    assert suggest.edge_fraction(2.0, "adam", budget_steps=99) == suggest.EDGE_FRACTION
+    assert suggest.edge_fraction(2.0, "adam", budget_steps=100) == adam
     assert suggest.edge_fraction(3.0, "sgd") == suggest.edge_fraction(3.0, "other") == \
         suggest.EDGE_FRACTION
     lrs, losses = synthetic_curve(100, 2.0, -3.0, 1.0, 0.01, 0)
@@ -126,6 +129,10 @@ def test_find_lr_records_the_family_and_the_fraction_it_took():
         suggest.edge_fraction(result.gradient_noise, "adam")
     again = FinderResult.from_dict(result.to_dict())
     assert again.settings["optimizer_family"] == "adam"
+    short = lrkit.find_lr(model, opt, loader, criterion, num_steps=40, budget_steps=60,
+                          progress=False)  # the planned run's length reaches the rule
+    assert short.settings["edge_fraction"] == \
+        suggest.edge_fraction(short.gradient_noise, "adam", 60)
     noisy = FinderResult.from_dict({**result.to_dict(), "gradient_noise": 2.0,
                                     "settings": {**result.settings, "edge_fraction": 0.15}})
     assert "edge takes 0.15x the loss minimum's rate (Adam at this noise" in noisy.summary()

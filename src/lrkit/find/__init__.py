@@ -61,7 +61,8 @@ def find_lr(
     group. With an optimizer that maximizes (``maximize=True``) the recorded curve is the
     negation of what the loss function returns: the quantity the optimizer minimises.
     ``budget_steps`` (the planned training length) is recorded in ``result.settings``; a test
-    longer than 30% of it gets a warning. ``noise_batches``: before the ramp, that many batches
+    longer than 30% of it gets a warning, and under 100 steps the suggestion skips its rule for
+    Adam at a high gradient noise (docs/find.md). ``noise_batches``: before the ramp, that many batches
     are backpropagated with no update to measure the gradient's noise-to-signal ratio
     (``result.gradient_noise``); where it is low, the suggestion sits closer to the loss
     minimum's rate (docs/find.md); 0 skips it. ``amp``: ``True`` (float16 with a GradScaler on

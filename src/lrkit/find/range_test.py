@@ -42,8 +42,9 @@ def range_test(
     stops early when the loss is non-finite or its EMA (``smoothing`` = beta) rises above its best
     by ``diverge_threshold - 1`` times the improvement so far (see :func:`has_diverged`). ``val_every`` evaluates the
     trainable's fixed validation subset every k steps and bases the suggestion on that curve.
-    ``budget_steps`` (the planned training length) is recorded with the result, and a test
-    longer than ``COST_SHARE`` of it gets a warning; no suggestion method uses it yet.
+    ``budget_steps`` (the planned training length) is recorded with the result, a test longer
+    than ``COST_SHARE`` of it gets a warning, and ``edge`` applies its rule for Adam at a high
+    noise only to runs of ``ADAM_LONG_RUN`` steps or more (or of unknown length).
     ``noise_batches``: before the ramp, a trainable that can (``gradient_noise(k)``, as the
     PyTorch one) measures its gradient's noise-to-signal ratio on that many batches with no
     update, and ``edge`` reads it (:func:`lrkit.find.suggest.edge_fraction`); 0 skips it.
@@ -113,7 +114,8 @@ def range_test(
     curve_losses = val_losses if use_val else losses
     analysis = suggest.analyse(curve_lrs, curve_losses, method=method,
                                smooth_window=1.0 if use_val else None,
-                               gradient_noise=gradient_noise, optimizer_family=family)
+                               gradient_noise=gradient_noise, optimizer_family=family,
+                               budget_steps=budget_steps)
     warnings = list(analysis.warnings)
     unreadable = analysis.unreadable  # why no suggestion can be made, when none can
     if val_every and not use_val:
@@ -193,7 +195,7 @@ def range_test(
                       val_every=val_every, budget_steps=budget_steps,
                       noise_batches=measured,
                       optimizer_family=family,
-                      edge_fraction=suggest.edge_fraction(gradient_noise, family),
+                      edge_fraction=suggest.edge_fraction(gradient_noise, family, budget_steps),
                       curve="validation" if use_val else "train",
                       no_suggestion=no_suggestion),
         val_steps=val_steps, val_losses=[math.nan if v is None else v for v in val_losses],

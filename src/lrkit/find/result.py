@@ -156,11 +156,12 @@ class FinderResult:
 
         noise = describe(self.gradient_noise)
         if noise:
-            from lrkit.find.suggest import ADAM_NOISY
+            from lrkit.find.suggest import ADAM_NOISY, ADAM_NOISY_FRACTION
 
             fraction = self.settings.get("edge_fraction")
             adam = (self.settings.get("optimizer_family") == "adam"
-                    and self.gradient_noise >= ADAM_NOISY)
+                    and self.gradient_noise >= ADAM_NOISY
+                    and fraction == ADAM_NOISY_FRACTION)
             lines.append(noise[0].upper() + noise[1:] + (
                 f"; edge takes {fraction:.2g}x the loss minimum's rate" if fraction else "")
                 + (" (Adam at this noise: docs/find.md)" if fraction and adam else ""))

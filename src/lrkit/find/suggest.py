@@ -32,6 +32,8 @@ class Curve:
     #: the optimizer's family as the trainable reports it ("adam", "sgd" or "other"): Adam's
     #: kind reads a high noise differently (:func:`edge_fraction`)
     optimizer_family: str = "other"
+    #: the planned run's length in optimizer steps, if known (:func:`edge_fraction`)
+    budget_steps: int | None = None
 
     @property
     def n(self) -> int:
@@ -83,7 +85,8 @@ def first_min(values: np.ndarray) -> int:
 
 
 def prepare(lrs, losses, window: float | None = None,
-            gradient_noise: float | None = None, optimizer_family: str = "other") -> Curve:
+            gradient_noise: float | None = None, optimizer_family: str = "other",
+            budget_steps: int | None = None) -> Curve:
     lrs = np.asarray(lrs, dtype=float)
     losses = np.asarray(losses, dtype=float)
     if lrs.shape != losses.shape or lrs.ndim != 1:
@@ -94,7 +97,7 @@ def prepare(lrs, losses, window: float | None = None,
     window = auto_window(len(raw)) if window is None else window
     smooth = centred(raw, window)
     return Curve(lrs, raw, smooth, np.log10(lrs) if len(lrs) else lrs, window, gradient_noise,
-                 optimizer_family)
+                 optimizer_family, budget_steps)
 
 
 def _trim(curve: Curve, start_fraction: float = 0.1, end_points: int = 5) -> slice:
@@ -172,23 +175,30 @@ EDGE_FRACTION = 0.4
 #: noise: their best rates were 0.01-0.26x the minimum's on 10 of them; docs/find.md)
 ADAM_NOISY = 1.3
 ADAM_NOISY_FRACTION = 0.15
+#: ... in a run of at least this many steps, or of unknown length: in shorter ones the noise has
+#: no time to tell, and speed counts (budgets of 32 steps: 0.4x did better on 4 of 6 such tasks;
+#: of 100-400: 0.15x on 4-5 of 6)
+ADAM_LONG_RUN = 100
 #: what a trainable's ``optimizer_family`` may say (lrkit.trainable)
 OPTIMIZER_FAMILIES = ("adam", "sgd", "other")
 
 
-def edge_fraction(gradient_noise: float | None, optimizer_family: str = "other") -> float:
+def edge_fraction(gradient_noise: float | None, optimizer_family: str = "other",
+                  budget_steps: int | None = None) -> float:
     """The share of the loss minimum's rate that ``edge`` suggests: ``EDGE_FRACTION``, raised to
     ``1 / (1 + B_noise / B)`` when the gradient noise is measured and low. McCandlish et al.'s
     best step shrinks by that factor; where the noise is small the minimum itself is a close
     guide, and the best rate of the benchmark's low-noise tasks was 0.75-0.9x the minimum's.
     Never lowered below ``EDGE_FRACTION`` (on its noisy tasks the full factor cut too far:
     hastie-mlp, friedman-deep), except for Adam's kind (``optimizer_family="adam"``) at a ratio
-    of ``ADAM_NOISY`` or more: ``ADAM_NOISY_FRACTION``. With Adam the step does not shrink with
+    of ``ADAM_NOISY`` or more, in a run of ``ADAM_LONG_RUN`` steps or more (``budget_steps``; or
+    of unknown length): ``ADAM_NOISY_FRACTION``. With Adam the step does not shrink with
     the gradient, so the noise keeps its size to the end of a run at a constant rate, which a
     short ramp does not see (docs/find.md)."""
     if gradient_noise is None or not gradient_noise >= 0:
         return EDGE_FRACTION
-    if optimizer_family == "adam" and gradient_noise >= ADAM_NOISY:
+    if (optimizer_family == "adam" and gradient_noise >= ADAM_NOISY
+            and (budget_steps is None or budget_steps >= ADAM_LONG_RUN)):
         return ADAM_NOISY_FRACTION
     return max(EDGE_FRACTION, 1.0 / (1.0 + gradient_noise))
 
@@ -202,7 +212,7 @@ def edge(curve: Curve) -> float | None:
     """
     if curve.n < MIN_POINTS or not curve.fell:
         return None
-    fraction = edge_fraction(curve.gradient_noise, curve.optimizer_family)
+    fraction = edge_fraction(curve.gradient_noise, curve.optimizer_family, curve.budget_steps)
     return max(float(curve.lrs[curve.min_index]) * fraction, float(curve.lrs[0]))
 
 
@@ -242,7 +252,7 @@ def good_range(curve: Curve) -> tuple[float, float] | None:
     # and down to edge's rate where a noisy Adam put it below the fall's start: a suggestion
     # outside its own good range would say two things at once
     min_rate = float(curve.lrs[i_min])
-    fraction = edge_fraction(curve.gradient_noise, curve.optimizer_family)
+    fraction = edge_fraction(curve.gradient_noise, curve.optimizer_family, curve.budget_steps)
     lo = min(float(curve.lrs[first]), max(min_rate * fraction, float(curve.lrs[0])))
     hi = max(min_rate * max(0.5, fraction), lo)
     return lo, hi
@@ -268,11 +278,12 @@ class Analysis:
 
 
 def analyse(lrs, losses, *, method: str = "auto", smooth_window: float | None = None,
-            gradient_noise: float | None = None, optimizer_family: str = "other") -> Analysis:
+            gradient_noise: float | None = None, optimizer_family: str = "other",
+            budget_steps: int | None = None) -> Analysis:
     """Every method's suggestion, the chosen one, the good range and warnings for one curve
     (``gradient_noise``: the measured ``B_noise / B``, which ``edge`` reads, with the
-    ``optimizer_family``: see :func:`edge_fraction`)."""
-    curve = prepare(lrs, losses, smooth_window, gradient_noise, optimizer_family)
+    ``optimizer_family`` and the run's ``budget_steps``: see :func:`edge_fraction`)."""
+    curve = prepare(lrs, losses, smooth_window, gradient_noise, optimizer_family, budget_steps)
     chosen = DEFAULT_METHOD if method == "auto" else method
     if chosen not in METHODS:
         raise LrkitError(f"unknown suggestion method {method!r}; choose 'auto' or one of {sorted(METHODS)}")
