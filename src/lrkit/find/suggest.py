@@ -171,8 +171,9 @@ EDGE_FRACTION = 0.4
 
 
 #: Adam's kind at a noise ratio of at least ``ADAM_NOISY`` takes ``ADAM_NOISY_FRACTION`` of the
-#: minimum's rate (measured on benchmarks/finder_quality.py's 12 tasks on Adam or AdamW at that
-#: noise: their best rates were 0.01-0.26x the minimum's on 10 of them; docs/find.md)
+#: minimum's rate (chosen on the 6 tasks of benchmarks/finder_quality.py on Adam or AdamW at that
+#: noise, whose best rates were 0.03-0.26x the minimum's; of 6 more, held out, 4 had 0.02-0.18x
+#: and 2 had 1.2-1.4x; docs/find.md)
 ADAM_NOISY = 1.3
 ADAM_NOISY_FRACTION = 0.15
 #: ... in a run of at least this many steps, or of unknown length: in shorter ones the noise has
