@@ -388,3 +388,27 @@ def test_the_good_range_reaches_the_suggestion_when_low_noise_raised_it():
     noisy = suggest.analyse(lrs, losses, gradient_noise=3.0)
     assert noisy.good_range[1] == pytest.approx(0.5 * minimum)  # as without a measurement
     assert noisy.good_range == suggest.analyse(lrs, losses).good_range
+
+
+def test_a_fall_hidden_in_a_noisy_loss_gets_advice_about_noise_not_the_model():
+    trainable, state = _quadratic()
+    plain_step, calls = trainable.train_step, [0]
+
+    def noisy_step(lr):  # the quadratic's small fall, under batches that swing by +-1
+        calls[0] += 1
+        return 20.0 + 0.1 * plain_step(lr) / 25.0 + (-1.0) ** calls[0]
+
+    trainable.train_step = noisy_step
+    trainable.gradient_noise = lambda k: 40.0  # as a trainable that measured it would say
+    result = lrkit.range_test(trainable, start_lr=1e-4, end_lr=1.0, num_steps=60,
+                              diverge_threshold=1e9, progress=False)
+    assert result.suggested_lr is None
+    assert result.settings["no_suggestion"].startswith("the loss did not fall clearly")
+    assert "num_steps=120" in result.settings["no_suggestion"]
+    assert not any("check the model and data, or widen" in w for w in result.warnings)
+    assert state["w"] == 5.0  # restored
+    # without a noise measurement the advice stays about the model, the data and the range
+    trainable.gradient_noise = lambda k: None
+    quiet = lrkit.range_test(trainable, start_lr=1e-4, end_lr=1.0, num_steps=60,
+                             diverge_threshold=1e9, progress=False)
+    assert quiet.settings["no_suggestion"].startswith("the loss never fell")

@@ -140,6 +140,16 @@ def range_test(
         warnings.append(
             f"the test stopped after {len(lrs)} of {num_steps} steps: start_lr={start_lr:g} "
             "is probably already too high; lower it")
+    if (unreadable is not None and not first_loss_bad and analysis.curve.n >= suggest.MIN_POINTS
+            and not analysis.curve.fell and gradient_noise is not None and gradient_noise >= 1):
+        # a fall hidden in the loss's own noise (small batches): more steps average more batches
+        # per rate; the model and data may well be fine
+        noisy = (f"the loss did not fall clearly over the swept range, but its gradient is noisy "
+                 f"({gradient_noise:.2g}x its signal at this batch size): use more steps "
+                 f"(num_steps={2 * num_steps}, lrkit find --steps {2 * num_steps}) or larger "
+                 "batches for the test; if that shows no fall either, check the model and data")
+        warnings = [noisy if w == unreadable else w for w in warnings]
+        unreadable = noisy
     still_falling = (f"the loss was still falling at end_lr={end_lr:g}; raise end_lr to see "
                      "where it turns")
     if stop_reason == "completed" and analysis.curve.n and analysis.curve.min_index >= analysis.curve.n - 3:
