@@ -4,7 +4,9 @@ from fastai's published algorithms on fastai's EMA-0.98 curve) and Lightning.
 
 For every task (the built-in examples: six for tuning and four held out from the choice of the
 default's fraction; the gradient-noise rule was checked on all ten, so two fresh tasks, scored
-apart, are the held-out check for it), the best constant rate for the task's training budget is
+apart, are the held-out check for it; then nine with their optimizer family swapped and six on
+Adam or AdamW at a high gradient noise, also scored apart: ``SWAP_TASKS``, ``ADAM_TASKS``), the
+best constant rate for the task's training budget is
 found by grid search (4 points per decade, 12 seeds: all rates on the first 6, then the other 6 at
 the rates within 2x of the best mean loss, where they decide). Each suggestion is then trained for
 the same budget with the same seed as its range test, and scored:
