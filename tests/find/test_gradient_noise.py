@@ -412,3 +412,14 @@ def test_a_fall_hidden_in_a_noisy_loss_gets_advice_about_noise_not_the_model():
     quiet = lrkit.range_test(trainable, start_lr=1e-4, end_lr=1.0, num_steps=60,
                              diverge_threshold=1e9, progress=False)
     assert quiet.settings["no_suggestion"].startswith("the loss never fell")
+
+
+@pytest.mark.parametrize("noise, warned", [(4.9, False), (5.0, True), (math.inf, True),
+                                           (None, False)])
+def test_a_very_noisy_gradient_comes_with_a_warning(noise, warned):
+    trainable, state = _quadratic()
+    trainable.gradient_noise = lambda k: noise
+    result = lrkit.range_test(trainable, start_lr=1e-4, end_lr=10, num_steps=60, progress=False)
+    assert result.suggested_lr is not None
+    assert any("very noisy" in w for w in result.warnings) == warned
+    assert state["w"] == 5.0

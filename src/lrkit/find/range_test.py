@@ -17,6 +17,9 @@ from lrkit.trainable import Trainable
 COST_SHARE = 0.3
 #: micro-batches whose gradients measure the noise-to-signal ratio before the ramp (0: none)
 NOISE_BATCHES = 16
+#: a gradient-noise ratio from which the suggestion comes with a warning: on the benchmark's 9
+#: tasks at 5 or more (batches of 4-8, or a noisy loss) it landed within 5% on 2 (docs/find.md)
+VERY_NOISY = 5.0
 #: fewer steps per decade of an exponential ramp than this give a curve too coarse to read
 #: (the default, 100 steps over 8 decades, has 12.5; tests and quick checks use 30)
 MIN_STEPS_PER_DECADE = 3
@@ -150,6 +153,13 @@ def range_test(
                  "batches for the test; if that shows no fall either, check the model and data")
         warnings = [noisy if w == unreadable else w for w in warnings]
         unreadable = noisy
+    if analysis.suggested_lr is not None and gradient_noise is not None \
+            and gradient_noise >= VERY_NOISY:
+        warnings.append(
+            f"the gradient is very noisy at this batch size ({gradient_noise:.2g}x its signal): "
+            "range tests this noisy often misplace the best rate (on lrkit's benchmark the "
+            "suggestion was up to 7x off; docs/find.md); test with larger batches, or try a few "
+            "rates around the suggestion (lrkit sweep)")
     still_falling = (f"the loss was still falling at end_lr={end_lr:g}; raise end_lr to see "
                      "where it turns")
     if stop_reason == "completed" and analysis.curve.n and analysis.curve.min_index >= analysis.curve.n - 3:
