@@ -4,8 +4,9 @@ from fastai's published algorithms on fastai's EMA-0.98 curve) and Lightning.
 
 For every task (the built-in examples: six for tuning and four held out from the choice of the
 default's fraction; the gradient-noise rule was checked on all ten, so two fresh tasks, scored
-apart, are the held-out check for it; then nine with their optimizer family swapped and six on
-Adam or AdamW at a high gradient noise, also scored apart: ``SWAP_TASKS``, ``ADAM_TASKS``), the
+apart, are the held-out check for it; then nine with their optimizer family swapped, six on
+Adam or AdamW and six on SGD at a high gradient noise, also scored apart: ``SWAP_TASKS``,
+``ADAM_TASKS``, ``SGD_TASKS``), the
 best constant rate for the task's training budget is
 found by grid search (4 points per decade, 12 seeds: all rates on the first 6, then the other 6 at
 the rates within 2x of the best mean loss, where they decide). Each suggestion is then trained for
@@ -56,7 +57,11 @@ SWAP_TASKS = ["digits-mlp@adam", "digits-cnn@adam", "moons-mlp@rmsprop", "logreg
 #: default, and "edge, no Adam rule" the rule before it)
 ADAM_TASKS = ["digits-gru@adam", "regression-mlp/b8", "tiny-transformer/b8", "cancer-mlp/b4",
               "blobs-wide/b8", "friedman-deep@adam/b8"]
-APART = FRESH_TASKS + SWAP_TASKS + ADAM_TASKS
+#: SGD (plain or with momentum) at a high gradient noise (ratio 1.9-30 at seeds 0 and 1), picked
+#: by that alone: does SGD's rule hold where the batches are small?
+SGD_TASKS = ["digits-mlp/b8", "logreg/b4", "friedman-deep/b8", "digits-cnn/b8",
+             "hastie-mlp@sgd-momentum/b8", "regression-mlp@sgd-momentum/b8"]
+APART = FRESH_TASKS + SWAP_TASKS + ADAM_TASKS + SGD_TASKS
 GRID = [float(10 ** e) for e in np.arange(-5.0, 1.01, 0.25)]
 
 
@@ -368,7 +373,8 @@ def score(tasks, grid, suggestions, cache, key, curves):
                                  "split": ("tune" if task in TUNE_TASKS else
                                            "test" if task in TEST_TASKS else
                                            "fresh" if task in FRESH_TASKS else
-                                           "swap" if task in SWAP_TASKS else "adam")}
+                                           "swap" if task in SWAP_TASKS else
+                                           "adam" if task in ADAM_TASKS else "sgd")}
     for name, per_task in suggestions.items():
         rows = {}
         for task in tasks:
@@ -398,8 +404,10 @@ def score(tasks, grid, suggestions, cache, key, curves):
             "median_regret_test": statistics.median(rows[t]["regret"] for t in TEST_TASKS),
             # beyond the ten: the tasks with swapped optimizers, and every task
             "swap": _summary([rows[t]["regret"] for t in tasks if t in SWAP_TASKS]),
-            "all": _summary([rows[t]["regret"] for t in tasks if t not in ADAM_TASKS]),
+            "all": _summary([rows[t]["regret"] for t in tasks
+                             if t not in ADAM_TASKS and t not in SGD_TASKS]),
             "adam": _summary([rows[t]["regret"] for t in tasks if t in ADAM_TASKS]),
+            "sgd": _summary([rows[t]["regret"] for t in tasks if t in SGD_TASKS]),
         }
     costs = [c.get("cost", c["steps"]) / c["budget"] for c in curves  # noise batches included
              if c["task"] not in APART]
@@ -458,6 +466,13 @@ def print_report(report) -> None:
             print(f"{m:<18}{_pct(a['median_regret']):>9}{_pct(a['worst_regret']):>9}"
                   f"{a['within_5pct']:>3}/{a['tasks']}   " + "  ".join(
                       _pct(report["methods"][m]["tasks"][t]["regret"]) for t in ADAM_TASKS))
+    print(f"\nSix more tasks on SGD at a high gradient noise ({', '.join(SGD_TASKS)}):")
+    for m in order:
+        a = report["methods"][m].get("sgd")
+        if a:
+            print(f"{m:<18}{_pct(a['median_regret']):>9}{_pct(a['worst_regret']):>9}"
+                  f"{a['within_5pct']:>3}/{a['tasks']}   " + "  ".join(
+                      _pct(report["methods"][m]["tasks"][t]["regret"]) for t in SGD_TASKS))
     print(f"\nrange-test cost: mean {_pct(report['cost']['mean'])}, max {_pct(report['cost']['max'])} "
           "of one training run")
 
