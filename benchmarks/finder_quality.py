@@ -61,7 +61,12 @@ ADAM_TASKS = ["digits-gru@adam", "regression-mlp/b8", "tiny-transformer/b8", "ca
 #: by that alone: does SGD's rule hold where the batches are small?
 SGD_TASKS = ["digits-mlp/b8", "logreg/b4", "friedman-deep/b8", "digits-cnn/b8",
              "hastie-mlp@sgd-momentum/b8", "regression-mlp@sgd-momentum/b8"]
-APART = FRESH_TASKS + SWAP_TASKS + ADAM_TASKS + SGD_TASKS
+#: RMSprop (no momentum) on seven more examples: its two tasks above (digits-gru, and moons-mlp
+#: swapped) wanted 0.74x and 1.03x the minimum's rate, above both rules; is that RMSprop's?
+RMS_TASKS = ["digits-mlp@rmsprop", "digits-cnn@rmsprop", "regression-mlp@rmsprop",
+             "friedman-deep@rmsprop", "hastie-mlp@rmsprop", "blobs-wide@rmsprop",
+             "logreg@rmsprop"]
+APART = FRESH_TASKS + SWAP_TASKS + ADAM_TASKS + SGD_TASKS + RMS_TASKS
 GRID = [float(10 ** e) for e in np.arange(-5.0, 1.01, 0.25)]
 
 
@@ -326,6 +331,15 @@ def main() -> None:
         # the rule before Adam's own at a high noise (docs/find.md), on the same curves
         methods["edge, no Adam rule"] = analyse(
             c["lrs"], c["losses"], gradient_noise=noise).suggestions["edge"]
+        # under test: RMSprop takes at least 0.7x the minimum's rate
+        if analysis.suggestions["edge"] is not None and "rmsprop" in c["task"].split("/")[0] \
+                or c["task"] == "digits-gru":
+            fraction = 0.4 if noise is None else max(0.7, 1 / (1 + noise))
+            methods["edge, RMSprop rule"] = (None if analysis.suggestions["edge"] is None else
+                                             max(float(curve.lrs[curve.min_index]) * fraction,
+                                                 float(curve.lrs[0])))
+        else:
+            methods["edge, RMSprop rule"] = analysis.suggestions["edge"]
         methods["untuned default"] = untuned_rate(c["task"])
         methods["torch-lr-finder"] = c["torch_lr_finder"]
         methods.update(published_rules(c["lrs"], c["losses"]))
@@ -374,7 +388,8 @@ def score(tasks, grid, suggestions, cache, key, curves):
                                            "test" if task in TEST_TASKS else
                                            "fresh" if task in FRESH_TASKS else
                                            "swap" if task in SWAP_TASKS else
-                                           "adam" if task in ADAM_TASKS else "sgd")}
+                                           "adam" if task in ADAM_TASKS else
+                                           "sgd" if task in SGD_TASKS else "rms")}
     for name, per_task in suggestions.items():
         rows = {}
         for task in tasks:
@@ -405,9 +420,10 @@ def score(tasks, grid, suggestions, cache, key, curves):
             # beyond the ten: the tasks with swapped optimizers, and every task
             "swap": _summary([rows[t]["regret"] for t in tasks if t in SWAP_TASKS]),
             "all": _summary([rows[t]["regret"] for t in tasks
-                             if t not in ADAM_TASKS and t not in SGD_TASKS]),
+                             if t not in ADAM_TASKS + SGD_TASKS + RMS_TASKS]),
             "adam": _summary([rows[t]["regret"] for t in tasks if t in ADAM_TASKS]),
             "sgd": _summary([rows[t]["regret"] for t in tasks if t in SGD_TASKS]),
+            "rms": _summary([rows[t]["regret"] for t in tasks if t in RMS_TASKS]),
         }
     costs = [c.get("cost", c["steps"]) / c["budget"] for c in curves  # noise batches included
              if c["task"] not in APART]
@@ -473,6 +489,13 @@ def print_report(report) -> None:
             print(f"{m:<18}{_pct(a['median_regret']):>9}{_pct(a['worst_regret']):>9}"
                   f"{a['within_5pct']:>3}/{a['tasks']}   " + "  ".join(
                       _pct(report["methods"][m]["tasks"][t]["regret"]) for t in SGD_TASKS))
+    print(f"\nSeven more tasks on RMSprop ({', '.join(RMS_TASKS)}):")
+    for m in order:
+        a = report["methods"][m].get("rms")
+        if a:
+            print(f"{m:<18}{_pct(a['median_regret']):>9}{_pct(a['worst_regret']):>9}"
+                  f"{a['within_5pct']:>3}/{a['tasks']}   " + "  ".join(
+                      _pct(report["methods"][m]["tasks"][t]["regret"]) for t in RMS_TASKS))
     print(f"\nrange-test cost: mean {_pct(report['cost']['mean'])}, max {_pct(report['cost']['max'])} "
           "of one training run")
 

@@ -17,7 +17,7 @@ from lrkit.trainable import Trainable
 COST_SHARE = 0.3
 #: micro-batches whose gradients measure the noise-to-signal ratio before the ramp (0: none)
 NOISE_BATCHES = 16
-#: a gradient-noise ratio from which the suggestion comes with a warning: on the benchmark's 9
+#: a gradient-noise ratio from which the suggestion comes with a warning: on the benchmark's 10
 #: tasks at 5 or more (batches of 4-8, or a noisy loss) it landed within 5% on 2 (docs/find.md)
 VERY_NOISY = 5.0
 #: fewer steps per decade of an exponential ramp than this give a curve too coarse to read
