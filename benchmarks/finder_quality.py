@@ -67,6 +67,13 @@ RMS_TASKS = ["digits-mlp@rmsprop", "digits-cnn@rmsprop", "regression-mlp@rmsprop
              "friedman-deep@rmsprop", "hastie-mlp@rmsprop", "blobs-wide@rmsprop",
              "logreg@rmsprop"]
 APART = FRESH_TASKS + SWAP_TASKS + ADAM_TASKS + SGD_TASKS + RMS_TASKS
+#: the groups scored apart, each summarised on its own: key in the report, tasks, title
+GROUPS = {
+    "swap": (SWAP_TASKS, "the nine tasks with swapped optimizers"),
+    "adam": (ADAM_TASKS, "six more tasks on Adam or AdamW at a high gradient noise"),
+    "sgd": (SGD_TASKS, "six more tasks on SGD at a high gradient noise"),
+    "rms": (RMS_TASKS, "seven more tasks on RMSprop"),
+}
 GRID = [float(10 ** e) for e in np.arange(-5.0, 1.01, 0.25)]
 
 
@@ -74,6 +81,14 @@ def _quiet_torch():
     import torch
 
     torch.set_num_threads(1)
+
+
+def edge_at(analysis, fraction: float) -> float | None:
+    """``edge``'s rate at another fraction of the loss minimum's (None where edge has none)."""
+    if analysis.suggestions["edge"] is None:
+        return None
+    curve = analysis.curve
+    return max(float(curve.lrs[curve.min_index]) * fraction, float(curve.lrs[0]))
 
 
 def build_task(task: str, *, seed: int, lr: float | None = None):
@@ -310,36 +325,24 @@ def main() -> None:
                            optimizer_family=optimizer_family(c["task"]),
                            budget_steps=c["budget"])
         if args.edge_fractions:  # edge at other fractions: only those are trained and scored
-            curve = analysis.curve
-            minimum = (float(curve.lrs[curve.min_index])
-                       if analysis.suggestions["edge"] is not None else None)
             for fraction in args.edge_fractions:
-                lr = None if minimum is None else max(minimum * fraction, float(curve.lrs[0]))
                 suggestions.setdefault(f"edge x{fraction:g}", {}).setdefault(
-                    c["task"], [None] * len(seeds))[c["seed"]] = lr
+                    c["task"], [None] * len(seeds))[c["seed"]] = edge_at(analysis, fraction)
             continue
         methods = {f"lrkit-{k}": v for k, v in analysis.suggestions.items()}
         methods["lrkit-default"] = analysis.suggested_lr
+        noise = c.get("gradient_noise")
         # tried and not adopted (docs/find.md): the noise's factor down to 0.2, not 0.4
-        curve, noise = analysis.curve, c.get("gradient_noise")
-        if analysis.suggestions["edge"] is not None:
-            fraction = 0.4 if noise is None else max(0.2, 1 / (1 + noise))
-            methods["edge, floor 0.2"] = max(float(curve.lrs[curve.min_index]) * fraction,
-                                             float(curve.lrs[0]))
-        else:
-            methods["edge, floor 0.2"] = None
+        methods["edge, floor 0.2"] = edge_at(
+            analysis, 0.4 if noise is None else max(0.2, 1 / (1 + noise)))
         # the rule before Adam's own at a high noise (docs/find.md), on the same curves
         methods["edge, no Adam rule"] = analyse(
             c["lrs"], c["losses"], gradient_noise=noise).suggestions["edge"]
-        # under test: RMSprop takes at least 0.7x the minimum's rate
-        if analysis.suggestions["edge"] is not None and "rmsprop" in c["task"].split("/")[0] \
-                or c["task"] == "digits-gru":
-            fraction = 0.4 if noise is None else max(0.7, 1 / (1 + noise))
-            methods["edge, RMSprop rule"] = (None if analysis.suggestions["edge"] is None else
-                                             max(float(curve.lrs[curve.min_index]) * fraction,
-                                                 float(curve.lrs[0])))
-        else:
-            methods["edge, RMSprop rule"] = analysis.suggestions["edge"]
+        # tried and not adopted (docs/find.md): RMSprop at least 0.7x the minimum's rate
+        rmsprop = "rmsprop" in c["task"].split("/")[0] or c["task"] == "digits-gru"
+        methods["edge, RMSprop rule"] = (
+            edge_at(analysis, 0.4 if noise is None else max(0.7, 1 / (1 + noise))) if rmsprop
+            else analysis.suggestions["edge"])
         methods["untuned default"] = untuned_rate(c["task"])
         methods["torch-lr-finder"] = c["torch_lr_finder"]
         methods.update(published_rules(c["lrs"], c["losses"]))
@@ -380,16 +383,14 @@ def print_fractions(report) -> None:
 
 def score(tasks, grid, suggestions, cache, key, curves):
     report = {"tasks": {}, "methods": {}}
+    splits = {"tune": TUNE_TASKS, "test": TEST_TASKS, "fresh": FRESH_TASKS,
+              **{name: members for name, (members, _) in GROUPS.items()}}
     for task in tasks:
         lr_best, loss_best = best_of_grid(grid[task])
         report["tasks"][task] = {"grid_best_lr": lr_best, "grid_best_loss": loss_best,
                                  "noise_floor": noise_floor(grid[task]),
-                                 "split": ("tune" if task in TUNE_TASKS else
-                                           "test" if task in TEST_TASKS else
-                                           "fresh" if task in FRESH_TASKS else
-                                           "swap" if task in SWAP_TASKS else
-                                           "adam" if task in ADAM_TASKS else
-                                           "sgd" if task in SGD_TASKS else "rms")}
+                                 "split": next(key for key, members in splits.items()
+                                               if task in members)}
     for name, per_task in suggestions.items():
         rows = {}
         for task in tasks:
@@ -417,13 +418,11 @@ def score(tasks, grid, suggestions, cache, key, curves):
                                         for t in ten),
             "divergences": sum(rows[t]["diverged"] for t in ten),
             "median_regret_test": statistics.median(rows[t]["regret"] for t in TEST_TASKS),
-            # beyond the ten: the tasks with swapped optimizers, and every task
-            "swap": _summary([rows[t]["regret"] for t in tasks if t in SWAP_TASKS]),
+            # beyond the ten: each group apart, and "all 21": the ten, the fresh, the swapped
             "all": _summary([rows[t]["regret"] for t in tasks
                              if t not in ADAM_TASKS + SGD_TASKS + RMS_TASKS]),
-            "adam": _summary([rows[t]["regret"] for t in tasks if t in ADAM_TASKS]),
-            "sgd": _summary([rows[t]["regret"] for t in tasks if t in SGD_TASKS]),
-            "rms": _summary([rows[t]["regret"] for t in tasks if t in RMS_TASKS]),
+            **{name: _summary([rows[t]["regret"] for t in tasks if t in members])
+               for name, (members, _) in GROUPS.items()},
         }
     costs = [c.get("cost", c["steps"]) / c["budget"] for c in curves  # noise batches included
              if c["task"] not in APART]
@@ -475,27 +474,15 @@ def print_report(report) -> None:
         print(f"{m:<18}{_pct(w['median_regret']):>16}{_pct(w['worst_regret']):>9}"
               f"{w['within_5pct']:>3}/{w['tasks']}{_pct(a['median_regret']):>13}"
               f"{_pct(a['worst_regret']):>9}{a['within_5pct']:>3}/{a['tasks']}")
-    print(f"\nSix more tasks on Adam or AdamW at a high gradient noise ({', '.join(ADAM_TASKS)}):")
-    for m in order:
-        a = report["methods"][m].get("adam")
-        if a:
+    for name, (members, title) in GROUPS.items():
+        if name == "swap":  # in the table above
+            continue
+        print(f"\n{title[0].upper() + title[1:]} ({', '.join(members)}):")
+        for m in order:
+            a = report["methods"][m][name]
             print(f"{m:<18}{_pct(a['median_regret']):>9}{_pct(a['worst_regret']):>9}"
                   f"{a['within_5pct']:>3}/{a['tasks']}   " + "  ".join(
-                      _pct(report["methods"][m]["tasks"][t]["regret"]) for t in ADAM_TASKS))
-    print(f"\nSix more tasks on SGD at a high gradient noise ({', '.join(SGD_TASKS)}):")
-    for m in order:
-        a = report["methods"][m].get("sgd")
-        if a:
-            print(f"{m:<18}{_pct(a['median_regret']):>9}{_pct(a['worst_regret']):>9}"
-                  f"{a['within_5pct']:>3}/{a['tasks']}   " + "  ".join(
-                      _pct(report["methods"][m]["tasks"][t]["regret"]) for t in SGD_TASKS))
-    print(f"\nSeven more tasks on RMSprop ({', '.join(RMS_TASKS)}):")
-    for m in order:
-        a = report["methods"][m].get("rms")
-        if a:
-            print(f"{m:<18}{_pct(a['median_regret']):>9}{_pct(a['worst_regret']):>9}"
-                  f"{a['within_5pct']:>3}/{a['tasks']}   " + "  ".join(
-                      _pct(report["methods"][m]["tasks"][t]["regret"]) for t in RMS_TASKS))
+                      _pct(report["methods"][m]["tasks"][t]["regret"]) for t in members))
     print(f"\nrange-test cost: mean {_pct(report['cost']['mean'])}, max {_pct(report['cost']['max'])} "
           "of one training run")
 
