@@ -97,3 +97,26 @@ def test_rebuild_keeps_parameter_groups_and_their_ratios():
     forced = rebuild_optimizer(original, parse_optimizer("adamw(weight_decay=0.5)"), lr=1.0)
     assert [g["weight_decay"] for g in forced.param_groups] == [0.5, 0.5]  # the spec wins
     assert rebuild_optimizer(original, parse_optimizer("recipe"), lr=1.0) is original
+
+
+@pytest.mark.parametrize("spec", ["adamw", ("adamw", {"betas": (0.9, 0.95)})])
+def test_an_alias_default_does_not_override_a_no_decay_group(spec):
+    # adamw means weight_decay=0.01 (torch's default), but a recipe's group without decay
+    # (biases, norms) keeps its 0.0: the user wrote no weight decay in the spec
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 1))
+    original = torch.optim.AdamW([
+        {"params": model[0].parameters(), "weight_decay": 0.05},
+        {"params": model[1].parameters(), "weight_decay": 0.0},
+    ], lr=3e-3)
+    parsed = parse_optimizer(spec)
+    assert parsed.kwargs["weight_decay"] == 0.01 and parsed.implied == ("weight_decay",)
+    new = rebuild_optimizer(original, parsed, lr=1e-3)
+    assert [g["weight_decay"] for g in new.param_groups] == [0.05, 0.0]
+    # one group: the alias's default applies as before
+    single = torch.optim.SGD(model.parameters(), lr=0.1, weight_decay=0.3)
+    assert rebuild_optimizer(single, parsed, lr=1e-3).param_groups[0]["weight_decay"] == 0.01
+    # written by the user, it is set everywhere, also through (name, options)
+    written = parse_optimizer(("adamw", {"weight_decay": 0.2}))
+    assert written.implied == ()
+    assert [g["weight_decay"] for g in rebuild_optimizer(original, written, lr=1e-3).param_groups] \
+        == [0.2, 0.2]

@@ -192,6 +192,9 @@ class OptimizerSpec:
     label: str
     target: str
     options: tuple[tuple[str, Any], ...] = ()
+    #: options that an alias implies and the user did not write (``adamw``'s weight decay): they
+    #: do not override options that differ between a recipe's parameter groups
+    implied: tuple[str, ...] = ()
 
     @property
     def kwargs(self) -> dict[str, Any]:
@@ -317,7 +320,8 @@ def parse_optimizer(spec: Any) -> OptimizerSpec:
         class_name, defaults = ALIASES[lowered]
         merged = {**defaults, **options}
         return _checked(OptimizerSpec(text if options else lowered, f"torch.optim.{class_name}",
-                                      tuple(sorted(merged.items()))))
+                                      tuple(sorted(merged.items())),
+                                      tuple(sorted(set(defaults) - set(options)))))
     torch_names = _torch_optim_names()
     if lowered in torch_names:
         return _checked(OptimizerSpec(text, f"torch.optim.{torch_names[lowered]}",
@@ -335,7 +339,8 @@ def _fmt(options: dict[str, Any]) -> str:
 def _with_options(base: OptimizerSpec, options: dict[str, Any], label: str) -> OptimizerSpec:
     require(base.target != RECIPE, "the 'recipe' optimizer takes no options")
     merged = {**base.kwargs, **options}
-    return _checked(OptimizerSpec(label, base.target, tuple(sorted(merged.items()))))
+    return _checked(OptimizerSpec(label, base.target, tuple(sorted(merged.items())),
+                                  tuple(name for name in base.implied if name not in options)))
 
 
 def _from_class(cls: type, options: dict[str, Any], label: str, path: str | None = None
@@ -397,7 +402,8 @@ def rebuild_optimizer(optimizer: Any, spec: OptimizerSpec, lr: float):
 
     Each group keeps its parameters and its rate relative to the first group (so ``lr`` is the
     first group's rate, as in the finder); options that differ between the original groups (for
-    example ``weight_decay=0`` on biases) are kept per group unless ``spec`` sets them.
+    example ``weight_decay=0`` on biases) are kept per group unless ``spec`` sets them (an
+    alias's own defaults, such as ``adamw``'s weight decay, do not count as set).
     """
     if spec.target == RECIPE:
         return optimizer
@@ -416,7 +422,7 @@ def rebuild_optimizer(optimizer: Any, spec: OptimizerSpec, lr: float):
     new_groups = []
     for group, b in zip(groups, base):
         new = {"params": group["params"], "lr": lr * (b / reference if reference > 0 else 1.0)}
-        for name in varying - set(spec.kwargs):
+        for name in varying - (set(spec.kwargs) - set(spec.implied)):
             new[name] = group[name]
         new_groups.append(new)
     try:
