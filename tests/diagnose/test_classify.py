@@ -285,3 +285,28 @@ def test_a_flat_noisy_loss_does_not_climb():
         if verdict == "diverged" and reasons[0].startswith("the loss climbed"):
             climbed.append(seed)
     assert climbed == []
+
+
+def test_a_blow_up_names_the_step_of_the_peak_whose_size_it_gives():
+    # one batch at 6x the start, then a collapse to a level above it: the 5.9x is that batch's,
+    # and so is the step (it named the smoothed curve's peak, 200 steps away, with the batch's size)
+    rng = np.random.default_rng(0)
+    losses = list(0.8 + 0.05 * rng.standard_normal(600))
+    losses[23] = 4.8
+    losses[30:] = list(1.0 + 0.05 * rng.standard_normal(570))
+    result = lrkit.diagnose(losses)
+    assert result.verdict == "diverged"
+    assert "blew up to 5.9x its start (one batch, at step 23)" in result.reasons[0]
+    assert result.evidence["raw_peak_at"] == 23
+
+
+def test_a_fall_within_the_batch_noise_is_not_called_flat_since_0_percent():
+    rng = np.random.default_rng(1)
+    losses = list(np.exp(np.log(0.5) + 0.45 * rng.standard_normal(160))
+                  * np.linspace(1.25, 1.0, 160))
+    losses[:2] = [0.95, 0.83]
+    result = lrkit.diagnose(losses)
+    assert result.evidence["flat_from"] == 0.0
+    text = " ".join(result.reasons)
+    assert "since 0%" not in text and "from 0% of the run" not in text
+    assert "a fall within its batch-to-batch noise" in text

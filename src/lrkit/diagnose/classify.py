@@ -334,9 +334,12 @@ def _decide(ev: dict, vev: dict | None) -> tuple[str, float, list[str]]:
                            f"{_above(ev['end_vs_early_log'], log)} above its level in the first "
                            f"tenth of the run and {_above(end_vs_start, log)} above its start")
         elif peak >= blowup:
+            # the ratio and the step of the same peak: one batch's, or the smoothed curve's
+            raw = ev["raw_peak_log"] >= ev["overshoot_log"]
             reasons.append(f"the loss blew up to "
-                           f"{_times(max(ev['raw_peak_log'], ev['overshoot_log']), log)} (peak "
-                           f"at {at(ev['peak_at'])})")
+                           f"{_times(max(ev['raw_peak_log'], ev['overshoot_log']), log)} "
+                           + (f"(one batch, at {at(ev['raw_peak_at'])})" if raw
+                              else f"(peak at {at(ev['peak_at'])})"))
         else:
             reasons.append(f"it fell to {ev['best']:.4g} at {at(ev['best_at'])} and climbed back")
         reasons.append(f"it ended at {ev['end']:.4g}, no lower than its start {ev['start']:.4g}")
@@ -420,13 +423,23 @@ def _decide(ev: dict, vev: dict | None) -> tuple[str, float, list[str]]:
                            "below its start) and is still creeping down")
             return "too_slow", _confidence(0.3, base=0.55, points=n), reasons
         reasons.append(f"it fell {_below(improvement, log)} below its start, then stayed flat at "
-                       f"{ev['end']:.4g} from {ev['flat_from']:.0%} of the run on")
+                       f"{ev['end']:.4g} from {ev['flat_from']:.0%} of the run on"
+                       if ev["flat_from"] > 0.0 else
+                       f"it fell {_below(improvement, log)} below its start, within its "
+                       f"batch-to-batch noise, and sits at {ev['end']:.4g}")
         return "plateaued", _confidence(1 - improvement / STALL_HIGH_LOG, base=0.55,
                                         points=n), reasons
 
-    reasons.append(f"the loss fell from {ev['start']:.4g} to {ev['end']:.4g}"
-                   + (f" and has been flat since {ev['flat_from']:.0%} of the run"
-                      if ev["flat_from"] <= 0.6 else " and is bending over"))
+    if ev["flat_from"] <= 0.0:
+        # the whole smoothed curve lies within the batches' noise of its end: "flat since 0% of
+        # the run" contradicted the fall it followed
+        flat = (", a fall within its batch-to-batch noise (the smoothed curve stays that close "
+                "to its end level from the start)")
+    elif ev["flat_from"] <= 0.6:
+        flat = f" and has been flat since {ev['flat_from']:.0%} of the run"
+    else:
+        flat = " and is bending over"
+    reasons.append(f"the loss fell from {ev['start']:.4g} to {ev['end']:.4g}{flat}")
     if share is not None:
         reasons.append(f"the last 30% of the run made {max(share, 0):.0%} of the improvement")
     noise_margin = 1.0 - (ev["spikes"] / SPIKES_MIN)
@@ -660,7 +673,7 @@ def _constant_explanation(value: float, n: int, rates: np.ndarray | None) -> str
 
 
 _POSITIONS = ("at", "first_nonfinite_at", "best_at", "peak_at", "blowup_at", "rebound_at",
-              "late_peak_at")
+              "late_peak_at", "raw_peak_at")
 
 
 def _at_steps(ev: dict, step_of: np.ndarray | None) -> dict:

@@ -268,6 +268,7 @@ def measure(values, *, min_points: int = MIN_POINTS) -> dict:
         "late_share_linear": late_share_linear,
         "early_peak_log": early_peak,
         "raw_peak_log": float(y.max()) - init,
+        "raw_peak_at": int(p.steps[int(np.argmax(y))]),  # the highest single loss's position
         "late_peak_log": float(y[frac_all >= 0.5].max()) - init,
         "late_peak_at": int(p.steps[frac_all >= 0.5][int(np.argmax(y[frac_all >= 0.5]))]),
         "early_spikes": early_spikes,
