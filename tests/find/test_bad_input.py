@@ -81,6 +81,38 @@ def test_loss_that_is_not_a_tensor(setup):
         lrkit.find_lr(model, opt, loader, loss_fn=lambda m, b: 1.0, progress=False)
 
 
+def test_a_criterion_and_a_loss_fn_together_are_refused(setup):
+    model, opt, loader, criterion = setup
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(LrkitError, match="both a criterion and a loss_fn were given"):
+        lrkit.find_lr(model, opt, loader, criterion,
+                      loss_fn=lambda m, b: criterion(m(b[0]), b[1]), progress=False)
+    assert all(torch.equal(a, p) for a, p in zip(before, model.parameters()))
+
+
+@pytest.mark.parametrize("kind, fn, shown", [
+    ("loss_fn", lambda batch: batch, r"takes \(batch\)"),
+    ("loss_fn", lambda: 1.0, "takes no arguments"),
+    ("loss_fn", lambda model, batch, extra: 1.0, r"takes \(model, batch, extra\)"),
+    ("criterion", lambda output: output.sum(), r"takes \(output\)"),
+])
+def test_a_loss_with_the_wrong_signature_is_named_before_any_step(setup, kind, fn, shown):
+    model, opt, loader, _ = setup
+    call = "loss_fn\\(model, batch\\)" if kind == "loss_fn" else "criterion\\(output, targets\\)"
+    with pytest.raises(LrkitError, match=f"{kind} is called with two arguments, as {call}, "
+                                         f"but it {shown}"):
+        lrkit.find_lr(model, opt, loader, **{kind: fn}, progress=False)
+
+
+@pytest.mark.parametrize("fn", [lambda *args: args[0].sum(),
+                                lambda output, targets=None: output.sum(),
+                                nn.MSELoss(), max])
+def test_losses_that_can_take_two_arguments_pass_the_check(fn):
+    from lrkit.adapters.torch import _check_loss
+
+    _check_loss(fn, None)
+
+
 def test_criterion_with_batches_that_are_not_pairs(setup):
     model, opt, _, criterion = setup
     batches = [{"x": torch.randn(4, 8)}]

@@ -1,6 +1,6 @@
 """PyTorch adapter: any model, any ``torch.optim`` optimizer, any batch format.
 
-The loss of a batch comes from, in order of precedence:
+The loss of a batch comes from one of (giving both of the first two is refused):
 
 * ``loss_fn(model, batch)`` given by the user (dict batches, GANs, anything), or
 * ``criterion(model(inputs), targets)`` for ``(inputs, targets)`` batches, or
@@ -263,6 +263,31 @@ def _check_loss(criterion: Any, loss_fn: Any) -> None:
             "targets); loss_fn is called as loss_fn(model, batch): pass it as criterion= "
             "(the second argument) for (inputs, targets) batches"
         )
+    if criterion is not None and loss_fn is not None:
+        raise LrkitError(
+            "both a criterion and a loss_fn were given, and only one computes the loss: pass "
+            "criterion for (inputs, targets) batches, criterion(model(inputs), targets), or "
+            "loss_fn(model, batch) for any other batch format, not both")
+    for name, value, call in (("criterion", criterion, "criterion(output, targets)"),
+                              ("loss_fn", loss_fn, "loss_fn(model, batch)")):
+        if value is None:
+            continue
+        try:
+            signature = inspect.signature(value)
+        except (TypeError, ValueError):  # a builtin without one: the first call will tell
+            continue
+        try:
+            signature.bind(None, None)
+        except TypeError:
+            raise LrkitError(
+                f"{name} is called with two arguments, as {call}, but it takes "
+                f"{_parameters(signature)}; give it that signature") from None
+
+
+def _parameters(signature: inspect.Signature) -> str:
+    """A signature's parameters as a reader would write them: "(batch)", "no arguments"."""
+    names = [str(p) for p in signature.parameters.values()]
+    return f"({', '.join(names)})" if names else "no arguments"
 
 
 def _check_model(model: torch.nn.Module) -> None:
