@@ -46,6 +46,14 @@ class Problem:
             loss_fn=self.loss_fn, val_loader=self.val_loader, **{**self.step_options, **options},
         )
 
+    def loss_arguments(self) -> dict[str, Callable | None]:
+        """``criterion`` and ``loss_fn`` as :func:`lrkit.find_lr` takes them: the ``loss_fn``
+        alone when there is one (it takes precedence, as in training: a ``loss_fn`` set on a
+        built example replaces its criterion), else the criterion."""
+        if self.loss_fn is not None:
+            return {"criterion": None, "loss_fn": self.loss_fn}
+        return {"criterion": self.criterion, "loss_fn": None}
+
     @property
     def accumulation_steps(self) -> int:
         """Batches per optimizer step (``step_options``; 1 by default)."""

@@ -153,3 +153,25 @@ def test_a_recipes_step_options_are_checked_and_named_as_the_recipes(tmp_path, c
     err = capsys.readouterr().err
     assert "odd.py:with_zero's step_options: accumulation_steps must be" in err
     assert "--accumulation-steps" not in err
+
+
+def test_a_recipe_with_a_criterion_and_a_loss_fn_uses_the_loss_fn(tmp_path, capsys):
+    # find_lr refuses both from a caller; a recipe that sets loss_fn on top of a built example
+    # (its criterion kept) means the loss_fn, as sweeps and training read it
+    recipe = tmp_path / "both.py"
+    recipe.write_text(
+        "import lrkit\n"
+        "calls = []\n"
+        "def make(seed=0):\n"
+        "    problem = lrkit.examples.build('wine-logreg', seed=seed)\n"
+        "    criterion = problem.criterion\n"
+        "    def loss_fn(model, batch):\n"
+        "        calls.append(1)\n"
+        "        return criterion(model(batch[0]), batch[1])\n"
+        "    problem.loss_fn = loss_fn\n"
+        "    return problem\n")
+    assert main(["find", f"{recipe}:make", "--no-progress", "--steps", "30"]) == 0
+    assert "Suggested learning rate:" in capsys.readouterr().out
+    module = next(m for m in list(sys.modules.values())
+                  if getattr(m, "__file__", None) == str(recipe))
+    assert len(module.calls) >= 30  # every step went through the loss_fn

@@ -1,6 +1,6 @@
 """PyTorch adapter: any model, any ``torch.optim`` optimizer, any batch format.
 
-The loss of a batch comes from one of (giving both of the first two is refused):
+The loss of a batch comes from, in order of precedence (``find_lr`` refuses the first two together):
 
 * ``loss_fn(model, batch)`` given by the user (dict batches, GANs, anything), or
 * ``criterion(model(inputs), targets)`` for ``(inputs, targets)`` batches, or
@@ -263,11 +263,6 @@ def _check_loss(criterion: Any, loss_fn: Any) -> None:
             "targets); loss_fn is called as loss_fn(model, batch): pass it as criterion= "
             "(the second argument) for (inputs, targets) batches"
         )
-    if criterion is not None and loss_fn is not None:
-        raise LrkitError(
-            "both a criterion and a loss_fn were given, and only one computes the loss: pass "
-            "criterion for (inputs, targets) batches, criterion(model(inputs), targets), or "
-            "loss_fn(model, batch) for any other batch format, not both")
     for name, value, call in (("criterion", criterion, "criterion(output, targets)"),
                               ("loss_fn", loss_fn, "loss_fn(model, batch)")):
         if value is None:

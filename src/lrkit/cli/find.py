@@ -169,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
     args.option_names = {k: v for k, v in OPTION_NAMES.items() if k not in from_recipe}
     try:
         result = lrkit.find_lr(problem.model, problem.optimizer, problem.train_loader,
-                               problem.criterion, loss_fn=problem.loss_fn, **explicit, **options)
+                               **problem.loss_arguments(), **explicit, **options)
     except LrkitError as exc:
         if any(key in str(exc) for key in from_recipe):
             raise LrkitError(f"{target}'s step_options: {exc}") from None

@@ -81,6 +81,13 @@ def find_lr(
         from lrkit.errors import LrkitError
 
         raise LrkitError("val_every needs a val_loader: pass val_loader=... or drop val_every")
+    if criterion is not None and loss_fn is not None:
+        from lrkit.errors import LrkitError
+
+        raise LrkitError(
+            "both a criterion and a loss_fn were given, and only one computes the loss: pass "
+            "criterion for (inputs, targets) batches, criterion(model(inputs), targets), or "
+            "loss_fn(model, batch) for any other batch format, not both")
     check_rate_is_swept(optimizer)
     trainable = TorchTrainable(
         model, optimizer, train_loader, criterion, loss_fn=loss_fn, val_loader=val_loader,

@@ -260,7 +260,7 @@ def _recommend(target: Any, *, steps: int | None, epochs: float | None, seed: in
     else:
         # the recipe reads the curve's minimum, not the noise-adjusted edge: no noise batches
         finder = find_lr(problem.model, problem.optimizer, problem.train_loader,
-                         problem.criterion, loss_fn=problem.loss_fn, budget_steps=total,
+                         **problem.loss_arguments(), budget_steps=total,
                          noise_batches=0, progress=progress, **problem.step_options)
     plan = policy.plan(finder, total_steps=total, optimizer=name,
                        current_lr=rates[reference] if rates else None, confirm=confirm,
