@@ -17,6 +17,25 @@ def new_figure(width: float = 7.0, height: float = 4.2):
     return fig, fig.add_subplot(1, 1, 1)
 
 
+def log_rate_axis(ax) -> None:
+    """A log x-axis of learning rates with compact labels ("0.002", "0.01", "1e-05"). Why:
+    matplotlib labels the minor ticks of an axis spanning a decade or two as "3x10^-3" and
+    "4x10^-3", which overlap. Here only 2 and 5 of each decade get a minor tick, labelled when
+    the axis spans under 2.5 decades."""
+    from matplotlib import ticker
+
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:g}"))
+    ax.xaxis.set_minor_locator(ticker.LogLocator(base=10, subs=(2.0, 5.0)))
+
+    def minor(value, _):
+        low, high = sorted(ax.get_xlim())
+        narrow = low > 0 and np.log10(high / low) < 2.5
+        return f"{value:g}" if narrow else ""
+
+    ax.xaxis.set_minor_formatter(ticker.FuncFormatter(minor))
+
+
 def finder_figure(result, ax=None, show_methods: bool = True):
     """Loss against rate (log axis) with raw points, the smoothed curve, the good range shaded,
     each method's suggestion as a tick and the chosen one as a marker."""
@@ -57,7 +76,7 @@ def finder_figure(result, ax=None, show_methods: bool = True):
                            (smooth if curve.any() else raw)[line]) if line.any() else 0)
         ax.plot([result.suggested_lr], [y], "o", color="C1", markersize=9, zorder=5,
                 label=f"suggested: {result.suggested_lr:.3g}")
-    ax.set_xscale("log")
+    log_rate_axis(ax)
     ax.set_xlabel("learning rate")
     ax.set_ylabel("loss")
     ax.set_title("Learning-rate range test")

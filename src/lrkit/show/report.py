@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from lrkit.errors import LrkitError, is_real
-from lrkit.show.plots import plain
+from lrkit.show.plots import log_rate_axis, plain
 
 FINDER = "lrkit.finder"
 SWEEP = "lrkit.sweep"
@@ -322,7 +322,7 @@ def draw_sweep(ax, data: dict) -> None:
     band = data.get("band")
     if band and finite(band[0]) and finite(band[1]) and band[0] < band[1]:
         ax.axvspan(band[0], band[1], color="green", alpha=0.1, label="near-best band")
-    ax.set_xscale("log")
+    log_rate_axis(ax)
     ax.set_xlabel("learning rate")
     ax.set_ylabel("final loss")
     ax.set_title("sweep: final loss against rate", fontsize=10)

@@ -377,7 +377,7 @@ class SweepResult:
         from matplotlib.colors import Normalize
         from matplotlib.figure import Figure
 
-        from lrkit.show.plots import plain
+        from lrkit.show.plots import log_rate_axis, plain
 
         ncols = 2 if curves else 1
         fig = Figure(figsize=(6.5 * ncols, 4.5))
@@ -409,7 +409,7 @@ class SweepResult:
             band = self.band()
             if band and band[0] < band[1]:
                 ax.axvspan(band[0], band[1], color="green", alpha=0.08, label="near-best band")
-        ax.set_xscale("log")
+        log_rate_axis(ax)
         ax.set_xlabel("learning rate")
         validated = any(r.val_loss is not None for r in self.records)
         ax.set_ylabel("final loss" + (" (validation)" if validated else ""))
