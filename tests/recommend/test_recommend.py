@@ -212,3 +212,20 @@ def test_a_finder_measured_another_way_is_refused():
                              problem.criterion, accumulation_steps=4, progress=False)
     with pytest.raises(lrkit.LrkitError, match="measured with accumulation_steps=4"):
         lrkit.recommend(problem, steps=300, confirm=False, finder=measured)
+
+
+def test_a_recipe_for_an_unnamed_problem_is_not_titled_custom():
+    import dataclasses
+
+    import lrkit
+
+    named = lrkit.examples.build("wine-logreg", seed=0)
+    measured = lrkit.find_lr(named.model, named.optimizer, named.train_loader, named.criterion,
+                             progress=False)
+    unnamed = lrkit.Problem(named.model, named.optimizer, named.train_loader, named.criterion)
+    assert unnamed.name == "custom"
+    recipe = lrkit.recommend(unnamed, steps=300, confirm=False, progress=False, finder=measured)
+    assert recipe.summary().startswith("Recipe: 300 steps") and "custom" not in recipe.summary()
+    titled = lrkit.recommend(dataclasses.replace(unnamed, name="my-cnn"), steps=300,
+                             confirm=False, progress=False, finder=measured)
+    assert titled.summary().startswith("Recipe for my-cnn: 300 steps")

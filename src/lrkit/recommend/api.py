@@ -294,7 +294,9 @@ def _recommend(target: Any, *, steps: int | None, epochs: float | None, seed: in
         notes.append(_groups_note(groups, reference))
     evidence = {
         # a target given by name ("moons-mlp", "train.py:make") is named as lrkit find names it
-        "problem": target.strip() if isinstance(target, str) else problem.name,
+        # (a Problem made without a name is "custom": no name, rather than "Recipe for custom")
+        "problem": target.strip() if isinstance(target, str) else (
+            problem.name if problem.name != "custom" else None),
         "finder": {"lrs": finder.lrs, "losses": finder.losses, "smoothed": finder.smoothed,
                    "suggested_lr": finder.suggested_lr, "method": finder.method,
                    "stop_reason": finder.stop_reason, "warnings": finder.warnings},
