@@ -310,3 +310,21 @@ def test_a_fall_within_the_batch_noise_is_not_called_flat_since_0_percent():
     text = " ".join(result.reasons)
     assert "since 0%" not in text and "from 0% of the run" not in text
     assert "a fall within its batch-to-batch noise" in text
+
+
+def test_one_tall_spike_late_in_a_healthy_curve_gets_the_threefold_cut():
+    # one batch at 90x the loss late in a smooth run: unstable by the late-jump rule, but a lone
+    # batch (bad data looks the same) is no reason for a tenfold cut; two are
+    rng = np.random.default_rng(0)
+    steps = list(range(0, 2000, 10))
+    losses = [2.3 * math.exp(-s / 300) + 0.1 + 0.03 * rng.standard_normal() for s in steps]
+    once = list(losses)
+    once[150] = 9.0
+    result = lrkit.diagnose(once, steps=steps, lrs=0.05)
+    assert result.verdict == "unstable" and result.evidence["spikes"] == 1
+    assert result.lr_factor == 0.3
+    twice = list(once)
+    twice[170] = 9.0
+    again = lrkit.diagnose(twice, steps=steps, lrs=0.05)
+    assert again.verdict == "unstable" and again.evidence["spikes"] >= 2
+    assert again.lr_factor == 0.1

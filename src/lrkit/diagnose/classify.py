@@ -576,8 +576,11 @@ def diagnose(
     factor = FACTORS[verdict]
     if verdict == "too_slow" and ev.get("improvement_log", 1.0) < NO_PROGRESS_LOG:
         factor = 10.0
+    # severe: it ended far above its best, or spikes undid all its progress twice over; a lone
+    # spike, however tall, is one batch (bad data looks the same) and gets the threefold cut
     if verdict == "unstable" and (ev.get("end_vs_best_log", 0) >= 2 * END_ABOVE_BEST_LOG
-                                  or ev.get("max_spike", 0) >= 2 * SPIKE_UNDO_ALL):
+                                  or (ev.get("max_spike", 0) >= 2 * SPIKE_UNDO_ALL
+                                      and ev.get("spikes", 0) >= 2)):
         factor = 0.1
 
     # where, and which rate
