@@ -328,3 +328,21 @@ def test_one_tall_spike_late_in_a_healthy_curve_gets_the_threefold_cut():
     again = lrkit.diagnose(twice, steps=steps, lrs=0.05)
     assert again.verdict == "unstable" and again.evidence["spikes"] >= 2
     assert again.lr_factor == 0.1
+
+
+def test_a_loss_that_held_many_times_its_start_early_on_is_unstable_however_it_ends():
+    # AdamW far too high on a CNN: 35x, 11x, 8x its start in the first steps, then down to a
+    # stall far above what a good rate reaches; it was called healthy, keep (x1)
+    rng = np.random.default_rng(3)
+    start = [2.5, 89.3, 27.7, 19.1, 8.6, 2.8]
+    rest = 1.0 + 0.6 * np.exp(-np.arange(258) / 30) + 0.1 * rng.standard_normal(258)
+    result = lrkit.diagnose(start + list(rest), lrs=0.3)
+    assert result.verdict == "unstable" and result.lr_factor < 1
+    assert any("early in the run the loss held" in reason for reason in result.reasons)
+    # a run at a good rate that rose 2.5x for a few steps (as some of the benchmark's healthy
+    # runs did, up to 2.6x) is not judged by this rule
+    mild = [2.5, 6.2, 6.0, 5.5, 3.0, 2.4] + list(0.05 + 2.0 * np.exp(-np.arange(258) / 40)
+                                                + 0.01 * rng.standard_normal(258))
+    calm = lrkit.diagnose(mild, lrs=0.003)
+    assert not any("early in the run" in reason for reason in calm.reasons)
+    assert calm.verdict == "healthy"

@@ -65,6 +65,11 @@ SPIKE_UNDO_ALL = 1.0  #: one spike undoing this share of the progress makes it u
 VAL_RISE_LOG = math.log(1.25)  #: validation loss ended this far above its best: unstable
 VAL_RISE_SHARE = 0.1  #: ... and the rise gave back at least this share of its progress
 COLLAPSE_EARLY_PEAK_LOG = math.log(2.0)  #: early jump before a stall near the start: collapse
+#: the loss held 5x its start or more early in the run (a 3-step median), however well it did
+#: afterwards: unstable. Of the 409 labelled runs of benchmarks/diagnose_accuracy.py no healthy
+#: one came within 2.7x (their highest: 2.6x); AdamW at 30-100x the good rate on a CNN held
+#: 11-20x, then stalled far above the good rate's loss, and was called healthy
+EARLY_BLOWUP_LOG = math.log(5.0)
 NO_PROGRESS_LOG = 0.05  #: improved less than this (log): the loss has not moved
 LATE_SHARE_SLOW = 0.12  #: the last 30% made this share of the improvement: still falling
 STALL_HIGH_LOG = math.log(1.35)  #: improved less than this (log, ~26%): stalled high
@@ -373,6 +378,11 @@ def _decide(ev: dict, vev: dict | None) -> tuple[str, float, list[str]]:
                          f"in the second half of the run the loss still jumped to "
                          f"{_times(ev['late_peak_log'], log)} (step "
                          f"{ev['late_peak_at']})"))
+    if ev["early_peak_log"] >= EARLY_BLOWUP_LOG:
+        unstable.append((ev["early_peak_log"] / EARLY_BLOWUP_LOG - 1,
+                         f"early in the run the loss held {_times(ev['early_peak_log'], log)} "
+                         "for two steps or more before it came down: the rate throws the model "
+                         "off at the start"))
     needed = SPIKES_MIN if n >= 100 else 2  # a short (per-epoch) curve: two spikes are many
     if ev["spikes"] >= needed or (ev["spikes"] >= 2 and ev["max_spike"] >= SPIKE_UNDO_ALL):
         where = ", ".join(str(s) for s in ev["spike_steps"][:5])
