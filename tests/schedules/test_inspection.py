@@ -251,3 +251,20 @@ def test_resolve_names_epochs_not_total_steps():
         cosine(total).resolve(steps_per_epoch=10, epochs=0.01)
     with pytest.raises(LrkitError, match="steps_per_epoch must be a finite number > 0"):
         cosine(total).resolve(steps_per_epoch=float("inf"), epochs=2)
+
+
+@pytest.mark.parametrize("spec, fix", [
+    ("warmup(300) >> cosine(1000)", "start the warmup above 0, e.g. warmup(300, start=0.01)"),
+    # no warmup node: the hint names what sets the first rate to 0, with its own length
+    ("wsd(20000, decay=4000, warmup=2000)", "give it a floor above 0, e.g. floor=0.01"),
+    ("linear(1000, start=0, end=1) >> cosine(9000)",
+     "start the line above 0, e.g. linear(1000, start=0.01, end=1)"),
+    ("scale(linear(100, start=0, end=1), 0.5) >> cosine(900)",
+     "e.g. linear(100, start=0.01, end=1)"),
+    ("cyclic(100, low=0)", "raise the bottom of the wave above 0, e.g. low=0.01"),
+    ("step(100, gamma=0.5) * 0", "make its first value above 0 (step(100, gamma=0.5) * 0 is 0"),
+])
+def test_the_zero_start_hint_names_what_makes_the_first_rate_zero(spec, fix):
+    found = [w.message for w in lint(spec, 20000) if w.code == "zero-start"]
+    assert len(found) == 1 and fix in found[0]
+    assert "warmup(500" not in found[0]

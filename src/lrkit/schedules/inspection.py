@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from lrkit.errors import LrkitError, is_real, plain_int, require, require_folder
 from lrkit.schedules.base import Floor, Join, Peak, Schedule, Warmup
-from lrkit.schedules.families import (WSD, Cosine, Linear, MultiStep, OneCycle,
+from lrkit.schedules.families import (WSD, Cosine, Cyclic, Linear, MultiStep, OneCycle,
                                       Plateau, Polynomial, Restarts, Step)
 from lrkit.schedules.spec import from_config
 
@@ -221,6 +221,39 @@ def _walk(node: Schedule, offset: int = 0) -> Iterator[tuple[Schedule, int]]:
             yield from _walk(child, offset)
 
 
+def _first_leaf(s: Schedule) -> Schedule:
+    """The schedule that sets the rate at step 0 to 0: down joins' first parts, through wrappers
+    over a zero, and past a warmup of no length."""
+    node = s
+    while True:
+        if isinstance(node, Join):
+            node = node.schedules[0]
+        elif isinstance(node, Warmup) and node.steps == 0 and node.then is not None:
+            node = node.then
+        elif (not isinstance(node, Warmup) and len(node.children()) == 1
+              and node.children()[0](0) == 0.0):  # a wrapper over a zero (not a scale by 0)
+            node = node.children()[0]
+        else:
+            return node
+
+
+def _zero_start_fix(s: Schedule) -> str:
+    """What makes the first rate above 0, named by the parameter that sets it to 0."""
+    node = _first_leaf(s)
+    if isinstance(node, Warmup):
+        length = node.steps if isinstance(node.steps, int) else 500
+        return f"start the warmup above 0, e.g. warmup({length}, start=0.01)"
+    if isinstance(node, WSD):
+        return ("wsd's warmup starts at its floor, 0 here: give it a floor above 0, e.g. "
+                "floor=0.01 (the value it also decays to)")
+    if isinstance(node, Linear):
+        return (f"start the line above 0, e.g. linear({node.steps}, start=0.01, "
+                f"end={node.end:g})")
+    if isinstance(node, Cyclic):
+        return "raise the bottom of the wave above 0, e.g. low=0.01"
+    return f"make its first value above 0 ({_short(node)} is 0 there)"
+
+
 def _short(s: Schedule, width: int = 48) -> str:
     text = s.to_spec()
     return text if len(text) <= width else text[: width - 3] + "..."
@@ -310,11 +343,9 @@ def lint(schedule: Any, steps: int | None = None, *, lr: float = 1.0,
     out: list[LintWarning] = []
 
     if s(0) == 0.0:
-        first = next((node for node, _ in _walk(s) if isinstance(node, Warmup)), None)
-        length = first.steps if first is not None and isinstance(first.steps, int) else 500
         out.append(LintWarning(
             "zero-start", "the rate is 0 at step 0, so the first optimizer step changes nothing; "
-            f"start the warmup above 0, e.g. warmup({length}, start=0.01)", 0))
+            + _zero_start_fix(s), 0))
 
     for node, off in _walk(s):
         if isinstance(node, Join):
