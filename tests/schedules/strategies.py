@@ -44,7 +44,7 @@ FAMILIES = {
     "step": st.builds(Step, st.integers(1, 60), gammas),
     "multistep": st.builds(MultiStep, st.lists(st.integers(0, 300), max_size=5).map(sorted), gammas),
     "exponential": st.builds(Exponential, st.floats(0.9, 1.0), unit),
-    "linear": st.builds(Linear, lengths, st.floats(0.0, 2.0), st.floats(0.0, 2.0)),
+    "linear": st.builds(Linear, lengths, unit, unit),
     "polynomial": st.builds(Polynomial, lengths, st.floats(0.2, 4.0), unit),
     "inverse_sqrt": st.builds(InverseSqrt, lengths),
     "cosine": st.builds(Cosine, lengths, unit),

@@ -251,3 +251,12 @@ def test_length_mixing_units_resolves_before_its_sign_is_judged():
     assert resolved(100) == pytest.approx(0.0, abs=1e-12)
     with pytest.raises(LrkitError, match="positive length"):
         parse("cosine(0*total - 1*epoch)")
+
+
+@pytest.mark.parametrize("spec, name", [("linear(100, start=0.5, end=2)", "end=2"),
+                                        ("linear(100, start=1.5)", "start=1.5")])
+def test_linear_ends_above_the_peak_are_refused_like_every_familys(spec, name):
+    # the docs: a family's own end or floor above 1, the peak, is an error (torch's LinearLR too)
+    with pytest.raises(LrkitError, match=f"{name} is not allowed; it must be >= 0 and <= 1"):
+        parse(spec)
+    assert parse("linear(100, start=0, end=1)")(100) == 1.0  # a ramp up to the peak is fine

@@ -109,8 +109,9 @@ class Linear(Schedule):
     name: ClassVar[str] = "linear"
 
     steps: Length = param("length")
-    start: float = param("float", 1.0, lo=0.0)
-    end: float = param("float", 0.0, lo=0.0)
+    # fractions of the peak, as every family's ends (torch's LinearLR refuses factors above 1 too)
+    start: float = param("float", 1.0, lo=0.0, hi=1.0, doc="first value, fraction of the peak")
+    end: float = param("float", 0.0, lo=0.0, hi=1.0, doc="last value, fraction of the peak")
 
     def _at(self, t: float) -> float:
         n = self.steps
