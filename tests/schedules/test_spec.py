@@ -260,3 +260,10 @@ def test_linear_ends_above_the_peak_are_refused_like_every_familys(spec, name):
     with pytest.raises(LrkitError, match=f"{name} is not allowed; it must be >= 0 and <= 1"):
         parse(spec)
     assert parse("linear(100, start=0, end=1)")(100) == 1.0  # a ramp up to the peak is fine
+
+
+@pytest.mark.parametrize("spec, kind", [("[cosine(100)]", "list"), ("(cosine(100), 3)", "tuple"),
+                                        ("3", "int")])
+def test_a_spec_that_is_no_schedule_is_named_as_written(spec, kind):
+    with pytest.raises(LrkitError, match=f"it is a {kind}, not a schedule"):
+        parse(spec)

@@ -188,7 +188,9 @@ def parse(text: str) -> Schedule:
     except RecursionError:
         raise LrkitError(f"bad schedule spec: nested too deeply") from None
     if not isinstance(value, Schedule):
-        raise LrkitError(f"bad schedule spec {text!r}: it is a {type(value).__name__}, not a "
+        # named as written: the evaluator keeps lists as tuples
+        kind = "list" if isinstance(tree.body, ast.List) else type(value).__name__
+        raise LrkitError(f"bad schedule spec {text!r}: it is a {kind}, not a "
                          f"schedule; schedules: {_allowed_names()}")
     return value
 
