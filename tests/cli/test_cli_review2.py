@@ -185,6 +185,17 @@ def test_lr_with_absolute_and_relative_schedules_says_which_it_scales(capsys):
     assert "shown for lr=0.1" in out
 
 
+def test_absolute_and_relative_schedules_without_lr_say_the_relative_are_shown_for_1(capsys):
+    # onecycle drawn for lr=1 beside 3e-4 made the absolute schedule a flat line at 0, unsaid
+    assert main(["schedule", "show", "peak(warmup(50) >> cosine(450), 3e-4)",
+                 "--compare", "onecycle(500)"]) == 0
+    out = capsys.readouterr().out
+    assert ("note: onecycle(500) is relative and shown for lr=1, beside the absolute rates of "
+            "peak(warmup(50) >> cosine(450), 0.0003); pass --lr PEAK") in out
+    assert main(["schedule", "show", "cosine(100)", "--compare", "onecycle(100)"]) == 0
+    assert "note:" not in capsys.readouterr().out  # all relative: nothing to say
+
+
 def test_schedule_json_file_is_confirmed(tmp_path, capsys):
     path = tmp_path / "preview.json"
     assert main(["schedule", "show", "cosine(100)", "--json", str(path)]) == 0

@@ -167,14 +167,21 @@ def _run_steps(args: argparse.Namespace, schedule: Any, spe: float | None) -> in
 
 def _lr_note(args: argparse.Namespace, schedules: list) -> str | None:
     """Refuse ``--lr`` when every schedule is absolute (``peak(...)`` sets its own rates, so the
-    optimizer's rate has no effect); with a mix, the note that says which ones it scales."""
+    optimizer's rate has no effect); with a mix, the note that says which ones it scales, or
+    without ``--lr``, that the relative ones are shown for lr=1."""
     from lrkit.errors import LrkitError
 
-    if args.lr is None:
-        return None
     absolute = [s for s in schedules if s.is_absolute]
     if not absolute:
         return None
+    if args.lr is None:
+        if len(absolute) == len(schedules):
+            return None
+        # the relative ones are drawn for lr=1 beside absolute rates (3e-4: a flat line at 0)
+        relative = ", ".join(s.to_spec() for s in schedules if not s.is_absolute)
+        names = ", ".join(s.to_spec() for s in absolute)
+        return (f"note: {relative} is relative and shown for lr=1, beside the absolute rates of "
+                f"{names}; pass --lr PEAK to put them on one scale")
     if len(absolute) == len(schedules):
         which = ("the schedule sets" if len(schedules) == 1 else "every schedule here sets")
         raise LrkitError(f"--lr {args.lr:g} has no effect: {which} absolute rates with "
