@@ -254,3 +254,23 @@ def test_a_finder_section_says_how_noisy_the_gradient_was_and_the_fraction_edge_
     assert f"edge took {data['settings']['edge_fraction']:.2g}x" in line.group(1)
     unmeasured = dict(data, gradient_noise=None)
     assert 'id="gradient-noise' not in rp.render_page([("f.json", unmeasured)])
+
+
+def test_a_schedule_preview_with_compared_schedules_shows_them_all(tmp_path, capsys):
+    # lrkit schedule show --compare writes the compared previews under "compare"; the page
+    # left them out
+    sched = tmp_path / "schedule.json"
+    assert main(["schedule", "show", "peak(warmup(50) >> cosine(450), 3e-4)", "--compare",
+                 "onecycle(500)", "cosine(500)", "--json", str(sched)]) == 0
+    data = json.loads(sched.read_text())
+    assert [c["spec"] for c in data["compare"]] == ["onecycle(500)", "cosine(500)"]
+    out = tmp_path / "page"
+    assert main(["report", str(sched), "--out", str(out)]) == 0
+    capsys.readouterr()
+    page = (out / "index.html").read_text()
+    assert_self_contained(page)
+    assert "compared: <code>onecycle(500)</code> at lr 1, 500 steps" in page
+    assert "compared: <code>cosine(500)</code>" in page
+    onecycle_peak = max(rate for _, rate in data["compare"][0]["curve"])
+    assert f"{onecycle_peak:.4g}" in page  # its key points, not only its name
+    assert page.count("<img") == 1  # the three on one figure, each on its own axes

@@ -538,19 +538,28 @@ def diagnose_example_body(data: dict, ids: Ids) -> str:
 
 
 def schedule_body(data: dict, ids: Ids, title: str | None = None) -> str:
+    """One schedule's preview, and the schedules compared with it (``lrkit schedule show
+    --compare``), each drawn on its own axes: an absolute and a relative one (drawn for lr=1)
+    share no scale."""
+    compared = [c for c in data.get("compare") or [] if isinstance(c, dict)]
+    previews = [data, *compared]
     parts = []
-    spec = data.get("spec") or data.get("label")
-    parts.append(f"<p><code>{esc(spec)}</code>"
-                 + (" (absolute rates)" if data.get("absolute") else
-                    f" at lr {num(data.get('lr'))}") + f", {esc(data.get('steps'))} steps</p>")
-    if data.get("curve"):
-        fig, (ax,) = figure(7.5, 3.6)
-        draw_schedule(ax, data, title)
+    drawn = [p for p in previews if p.get("curve")]
+    if drawn:
+        fig, axes = figure(7.5 if len(drawn) == 1 else 4.2 * len(drawn), 3.6, ncols=len(drawn))
+        for i, (ax, p) in enumerate(zip(axes, drawn)):
+            draw_schedule(ax, p, title if p is data else None, color=f"C{i}")
         fig.tight_layout()
-        parts.append(img(fig, f"learning rate over the run: {spec}", ids))
-    parts.append(key_points_table(data))
-    parts.append(bullets((f"lint: [{w.get('code')}] {w.get('message')}" for w in
-                          data.get("warnings") or []), "warnings"))
+        specs = "; ".join(str(p.get("spec") or p.get("label")) for p in drawn)
+        parts.append(img(fig, f"learning rate over the run: {specs}", ids))
+    for p in previews:
+        spec = p.get("spec") or p.get("label")
+        parts.append(f"<p>{'compared: ' if p is not data else ''}<code>{esc(spec)}</code>"
+                     + (" (absolute rates)" if p.get("absolute") else
+                        f" at lr {num(p.get('lr'))}") + f", {esc(p.get('steps'))} steps</p>")
+        parts.append(key_points_table(p))
+        parts.append(bullets((f"lint: [{w.get('code')}] {w.get('message')}" for w in
+                              p.get("warnings") or []), "warnings"))
     return "".join(parts)
 
 
