@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
+from lrkit.errors import LrkitError
 from lrkit.find.range_test import NOISE_BATCHES, range_test
 from lrkit.find.result import FinderResult
 from lrkit.find.suggest import METHODS, analyse
@@ -78,12 +79,8 @@ def find_lr(
     from lrkit.adapters.torch import TorchTrainable, check_rate_is_swept, snapshot_advice
 
     if val_every is not None and val_loader is None:
-        from lrkit.errors import LrkitError
-
         raise LrkitError("val_every needs a val_loader: pass val_loader=... or drop val_every")
     if criterion is not None and loss_fn is not None:
-        from lrkit.errors import LrkitError
-
         raise LrkitError(
             "both a criterion and a loss_fn were given, and only one computes the loss: pass "
             "criterion for (inputs, targets) batches, criterion(model(inputs), targets), or "
