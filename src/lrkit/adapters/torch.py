@@ -1,6 +1,7 @@
 """PyTorch adapter: any model, any ``torch.optim`` optimizer, any batch format.
 
-The loss of a batch comes from, in order of precedence (``find_lr`` refuses the first two together):
+The loss of a batch comes from, in order of precedence (``find_lr`` refuses the first two
+together):
 
 * ``loss_fn(model, batch)`` given by the user (dict batches, GANs, anything), or
 * ``criterion(model(inputs), targets)`` for ``(inputs, targets)`` batches, or
