@@ -258,6 +258,31 @@ def test_update_attr_keeps_per_group_ratios_set_in_configure_optimizers():
     assert module.hparams.lr == pytest.approx(result.suggested_lrs[1])
 
 
+@pytest.mark.parametrize("schedule", ["warmup", "onecycle"])
+def test_update_attr_sets_the_suggestion_under_a_warmup_or_one_cycle_scheduler(schedule):
+    # the scheduler scales the groups' rates as configure_optimizers builds it (a LinearLR
+    # warmup to 0.1x, OneCycleLR to max_lr / 25): the attribute was set to 10x and 25x the
+    # suggestion; it is the rate the schedule is scaled from (its base, or OneCycle's peak)
+    class Scheduled(Regressor):
+        def configure_optimizers(self):
+            optimizer = torch.optim.SGD(self.parameters(), lr=self.hparams.lr, momentum=0.9)
+            if schedule == "warmup":
+                scheduler = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=0.1,
+                                                              total_iters=20)
+            else:
+                scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=self.hparams.lr,
+                                                                total_steps=100)
+            return [optimizer], [{"scheduler": scheduler, "interval": "step"}]
+
+    module = Scheduled(lr=0.01)
+    result = find_lr(module, update_attr=True, progress=False, num_steps=60)
+    assert result.suggested_lr is not None
+    assert module.hparams.lr == pytest.approx(result.suggested_lr)
+    group = module.configure_optimizers()[0][0].param_groups[0]
+    reached = group["max_lr"] if schedule == "onecycle" else group["initial_lr"]
+    assert reached == pytest.approx(result.suggested_lr)
+
+
 def test_several_train_loaders_are_combined_as_lightning_does():
     seen = []
 

@@ -253,7 +253,7 @@ def find_lr(
                 f"val_every needs validation data and {type(module).__name__} gave none: pass "
                 "val_dataloaders=..., or a datamodule or module with val_dataloader()")
     target = _attribute_to_update(module, update_attr) if update_attr else None
-    old_lrs = [float(g["lr"]) for g in problem.optimizer.param_groups]
+    old_lrs = [_base_rate(g) for g in problem.optimizer.param_groups]
     with _metrics_preserved(module):
         result = lrkit.find_lr(problem.model, problem.optimizer, problem.train_loader,
                                loss_fn=problem.loss_fn, val_loader=val_loader,
@@ -275,6 +275,17 @@ def find_lr(
     return result
 
 
+def _base_rate(group: dict) -> float:
+    """The rate a group's schedule is scaled from, which the attribute sets: OneCycleLR's
+    ``max_lr`` (its peak), else a scheduler's ``initial_lr`` (a LinearLR warmup has already
+    scaled ``lr`` to 0.1x by the time configure_optimizers returns), else ``lr``."""
+    for key in ("max_lr", "initial_lr"):
+        value = group.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+            return float(value)
+    return float(group["lr"])
+
+
 def _rate_response(module: Any, attribute: str, value: Any, lrs: list[float]) -> str:
     """How ``configure_optimizers``'s rates follow the attribute, doubled on a throwaway
     optimizer and put back: ``"proportional"`` (every group's rate doubles), ``"none"`` (no rate
@@ -284,7 +295,7 @@ def _rate_response(module: Any, attribute: str, value: Any, lrs: list[float]) ->
     _set_attribute(module, attribute, 2 * value)
     try:
         with _no_trainer_warnings():
-            doubled = [float(g["lr"]) for g in
+            doubled = [_base_rate(g) for g in
                        _single_optimizer(module.configure_optimizers()).param_groups]
     except Exception:  # noqa: BLE001 -- any failure means "cannot tell": use the plain rate
         return "other"
