@@ -175,3 +175,19 @@ def test_a_recipe_with_a_criterion_and_a_loss_fn_uses_the_loss_fn(tmp_path, caps
     module = next(m for m in list(sys.modules.values())
                   if getattr(m, "__file__", None) == str(recipe))
     assert len(module.calls) >= 30  # every step went through the loss_fn
+
+
+@pytest.mark.parametrize("command", [["find", "--steps", "30"], ["recommend", "--steps", "200"]])
+def test_json_on_stdout_is_json_alone_when_the_recipe_prints(tmp_path, capsys, command):
+    # what a recipe prints while it loads or trains goes to stderr with --json - (as lrkit
+    # sweep already did), or stdout is no JSON
+    recipe = tmp_path / "chatty.py"
+    recipe.write_text(RECIPE + "\nprint('loading my data...')\n"
+                      "_make = make\n"
+                      "def make(seed=0):\n"
+                      "    print('building the model')\n"
+                      "    return _make(seed)\n")
+    code = main([command[0], f"{recipe}:make", *command[1:], "--no-progress", "--json", "-"])
+    out, err = capsys.readouterr()
+    assert code == 0 and json.loads(out)  # stdout: the JSON alone
+    assert "building the model" in err and "loading my data" in err

@@ -14,6 +14,7 @@ names in an error message from the library are shown as those options.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import re
@@ -48,6 +49,14 @@ def plot_formats() -> list[str]:
     from matplotlib.backend_bases import FigureCanvasBase
 
     return sorted(FigureCanvasBase.get_supported_filetypes())
+
+
+def recipe_output_to_stderr(json_to: Any) -> contextlib.AbstractContextManager:
+    """With ``--json -`` (the JSON on stdout), what a recipe prints while it is loaded and
+    trained goes to stderr, so that stdout holds the JSON alone."""
+    if json_to == "-":
+        return contextlib.redirect_stdout(sys.stderr)
+    return contextlib.nullcontext()
 
 
 def check_output_path(path: Any, option: str, *, plot: bool = False) -> None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from typing import Any
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -140,11 +141,41 @@ def run(args: argparse.Namespace) -> int:
     from lrkit.show.demo import check_seed
 
     check_seed(args.seed, "--seed")  # as lrkit demo: numpy seeds only 0 .. 2**32 - 1
+    from lrkit.cli import recipe_output_to_stderr
+
+    target = examples.DEFAULT if args.target is None else args.target
+    with recipe_output_to_stderr(args.json):  # with --json -, stdout holds the JSON alone
+        result = _find(args, target)
+    from lrkit.adapters.distributed import is_main
+
+    if not is_main():  # under torchrun every rank ran the test; rank 0 alone reports it
+        return 0 if result.suggested_lr is not None else 1
+    if args.plot:
+        result.plot(args.plot)
+    code = 0 if result.suggested_lr is not None else 1  # the same with or without --json
+    if args.json == "-":
+        print(result.to_json())
+        return code
+    if args.json:
+        result.to_json(args.json)
+    print(f"lrkit find: {target}")
+    print(result.summary())
+    print()
+    print(curve_table(result))
+    if args.plot:
+        print(f"\nplot written to {args.plot}")
+    if args.json:
+        print(f"result written to {args.json}")
+    return code
+
+
+def _find(args: argparse.Namespace, target: str) -> Any:
+    """Load the recipe and run the range test with the options given (the recipe's own step
+    options where none is given)."""
     import lrkit
     from lrkit.errors import LrkitError
     from lrkit.problem import load_problem
 
-    target = examples.DEFAULT if args.target is None else args.target
     problem = load_problem(target, seed=args.seed)
     if args.val_every is not None and problem.val_loader is None:
         raise LrkitError(f"--val-every needs validation data, and {target} gives no val_loader; "
@@ -174,24 +205,4 @@ def run(args: argparse.Namespace) -> int:
         if any(key in str(exc) for key in from_recipe):
             raise LrkitError(f"{target}'s step_options: {exc}") from None
         raise
-    from lrkit.adapters.distributed import is_main
-
-    if not is_main():  # under torchrun every rank ran the test; rank 0 alone reports it
-        return 0 if result.suggested_lr is not None else 1
-    if args.plot:
-        result.plot(args.plot)
-    code = 0 if result.suggested_lr is not None else 1  # the same with or without --json
-    if args.json == "-":
-        print(result.to_json())
-        return code
-    if args.json:
-        result.to_json(args.json)
-    print(f"lrkit find: {target}")
-    print(result.summary())
-    print()
-    print(curve_table(result))
-    if args.plot:
-        print(f"\nplot written to {args.plot}")
-    if args.json:
-        print(f"result written to {args.json}")
-    return code
+    return result

@@ -67,10 +67,13 @@ def run(args: argparse.Namespace) -> int:
     from lrkit.recommend import recommend
 
     check_args(args)
+    from lrkit.cli import recipe_output_to_stderr
+
     target = examples.DEFAULT if args.target is None else args.target
-    recipe = recommend(target, steps=args.steps, epochs=args.epochs, seed=args.seed,
-                       confirm=not args.no_confirm,
-                       progress=False if args.no_progress or args.json == "-" else None)
+    with recipe_output_to_stderr(args.json):  # with --json -, stdout holds the JSON alone
+        recipe = recommend(target, steps=args.steps, epochs=args.epochs, seed=args.seed,
+                           confirm=not args.no_confirm,
+                           progress=False if args.no_progress or args.json == "-" else None)
     from lrkit.adapters.distributed import is_main
 
     if not is_main():  # under torchrun every rank tuned alike; rank 0 alone reports

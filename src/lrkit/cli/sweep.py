@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
 
 
@@ -108,8 +107,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         # with --json on stdout, what the recipe prints (here, or in Ray's trial processes,
         # whose lines Ray repeats on this process's stdout) goes to stderr
-        with (contextlib.redirect_stdout(sys.stderr) if args.json == "-"
-              else contextlib.nullcontext()):
+        from lrkit.cli import recipe_output_to_stderr
+
+        with recipe_output_to_stderr(args.json):
             result = sweeps.sweep(
                 args.target, lrs=args.lrs, points_per_decade=args.points_per_decade,
                 optimizers=args.optimizers, seeds=args.seeds, budget=args.budget,
