@@ -107,3 +107,26 @@ def test_an_infinite_noise_is_a_ratio():
 def test_bad_options_are_refused_by_name(options, message):
     with pytest.raises(LrkitError, match=message):
         lrkit.FunctionTrainable(lambda lr: 1.0, **options)
+
+
+@pytest.mark.parametrize("ratios", [[], [0, -1], [float("nan")], [0.0], "1", None])
+def test_group_ratios_that_are_no_rates_are_refused(ratios):
+    with pytest.raises(LrkitError, match="group_ratios must be a non-empty list of finite rates"):
+        lrkit.FunctionTrainable(lambda lr: 1.0, group_ratios=ratios)
+
+
+def test_group_ratios_give_one_suggestion_per_group():
+    trainable, _ = _quadratic(group_ratios=(1.0, 0.1, np.float64(0.0)))
+    assert trainable.group_ratios == [1.0, 0.1, 0.0]
+    result = _test(trainable)
+    assert result.suggested_lrs == pytest.approx([result.suggested_lr, result.suggested_lr * 0.1,
+                                                  0.0])
+
+
+def test_validation_asked_of_a_trainable_without_validation_data_says_so():
+    trainable, _ = _quadratic()
+    result = lrkit.range_test(trainable, start_lr=1e-4, end_lr=10, num_steps=60, val_every=2,
+                              progress=False)
+    assert result.settings["curve"] == "train"
+    assert any("no validation data (its eval_loss() returned None)" in w for w in result.warnings)
+    assert not any("fewer than the" in w for w in result.warnings)

@@ -8,6 +8,7 @@ optionally, a function that measures the gradient's noise-to-signal ratio (see
 from __future__ import annotations
 
 import contextlib
+import math
 from typing import Any, Callable, Iterator, Sequence
 
 from lrkit.errors import LrkitError, require
@@ -50,7 +51,14 @@ class FunctionTrainable:
         self._eval_fn = eval_fn
         self._save_fn = save_fn
         self._load_fn = load_fn
-        self.group_ratios = list(group_ratios)
+        ratios = [_as_float(r) for r in group_ratios] if isinstance(group_ratios, (list, tuple)) \
+            else None
+        require(ratios is not None and len(ratios) >= 1
+                and all(r is not None and math.isfinite(r) and r >= 0 for r in ratios)
+                and any(r > 0 for r in ratios),
+                "group_ratios must be a non-empty list of finite rates relative to the reference "
+                f"group (>= 0, at least one > 0; (1.0,) for one group), got {group_ratios!r}")
+        self.group_ratios = ratios
         self.optimizer_family = optimizer_family
         if noise_fn is not None:
             # an attribute only when there is one: the range test measures (and counts the

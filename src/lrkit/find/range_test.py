@@ -121,7 +121,16 @@ def range_test(
                                budget_steps=budget_steps)
     warnings = list(analysis.warnings)
     unreadable = analysis.unreadable  # why no suggestion can be made, when none can
-    if val_every and not use_val:
+    no_val_data = bool(val_steps) and val_losses[0] is None
+    if val_every and no_val_data:
+        # asked for the validation curve of a trainable without validation data (eval_loss
+        # gave None): "too few points, pass val_every=..." would name the wrong cause
+        warnings.append(
+            f"val_every={val_every} asked for the validation curve, but the trainable has no "
+            "validation data (its eval_loss() returned None): the suggestion uses the training "
+            "curve; give it validation data (FunctionTrainable(eval_fn=...), or val_loader= "
+            "for find_lr)")
+    elif val_every and not use_val:
         # asked for the validation curve, but it has too few points to read: say so, and how many
         # steps between evaluations would give enough
         every = max(1, len(lrs) // (2 * suggest.MIN_POINTS))
