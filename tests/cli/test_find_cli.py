@@ -191,3 +191,14 @@ def test_json_on_stdout_is_json_alone_when_the_recipe_prints(tmp_path, capsys, c
     out, err = capsys.readouterr()
     assert code == 0 and json.loads(out)  # stdout: the JSON alone
     assert "building the model" in err and "loading my data" in err
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--max-grad-norm", "0"], "--max-grad-norm must be a positive number (the gradient norm to "
+                               "clip at), got 0; leave it out for no clipping"),
+    (["--snapshot-dir", "somewhere"], "--snapshot-dir is where --snapshot disk writes its file"),
+])
+def test_find_flags_that_would_be_ignored_or_say_none_are_named(capsys, options, message):
+    assert main(["find", "wine-logreg", "--no-progress", *options]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "None" not in err

@@ -112,6 +112,14 @@ def check_args(args: argparse.Namespace) -> None:
     check_positive_int(args.accumulation_steps, "--accumulation-steps")
     check_positive_int(args.budget_steps, "--budget-steps", what=" (training steps)")
     check_device(args.device)
+    if args.max_grad_norm is not None and not (math.isfinite(args.max_grad_norm)
+                                               and args.max_grad_norm > 0):
+        raise LrkitError(f"--max-grad-norm must be a positive number (the gradient norm to clip "
+                         f"at), got {args.max_grad_norm:g}; leave it out for no clipping")
+    if args.snapshot_dir is not None and args.snapshot != "disk":
+        raise LrkitError(f"--snapshot-dir is where --snapshot disk writes its file, and the "
+                         f"snapshot is kept in {args.snapshot} memory: add --snapshot disk, or "
+                         "drop --snapshot-dir")
     check_output_path(args.plot, "--plot", plot=True)
     check_output_path(args.json, "--json")
 
