@@ -68,3 +68,19 @@ def test_range_test_runs_through_a_flat_noisy_start():
                               num_steps=60, progress=False)
     assert len(result.lrs) == 60
     assert result.suggested_lr is not None
+
+
+#: the first 14 losses of an end-to-end review's range test (SGD with momentum on a shuffled
+#: loader, seed 0; rates 1e-7 to 1.1e-6, where the model has not moved): the first batch was
+#: low, became the best, and the ordinary batches after it "rose" from it: a stop at 1.1e-6
+LOW_FIRST_BATCH = [1.041, 1.134, 1.105, 1.11, 1.095, 1.07, 1.128, 1.113, 1.106, 1.156, 1.148,
+                   1.14, 1.132, 1.176]
+
+
+def test_a_low_first_batch_is_no_best_to_rise_from():
+    rng = np.random.default_rng(0)
+    assert _first_stop(LOW_FIRST_BATCH + list(1.12 + rng.normal(0, 0.03, 60))) is None
+    # an explosion after it still stops within a few steps
+    exploding = LOW_FIRST_BATCH + list(1.12 * 1.3 ** np.arange(1, 30))
+    stop = _first_stop(exploding)
+    assert stop is not None and len(LOW_FIRST_BATCH) <= stop <= len(LOW_FIRST_BATCH) + 8

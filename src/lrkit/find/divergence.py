@@ -19,6 +19,13 @@ def has_diverged(smoothed: float, best: float, first: float, threshold: float,
     return smoothed - best > (threshold - 1.0) * scale
 
 
+#: the first step whose smoothed loss can be the best: the first value is one batch, where later
+#: ones average several, and a low first batch was a "best" that the next, ordinary batches
+#: "rose" from (a stop at 1e-6, before the model had moved: SGD on a shuffled loader, 1 seed in
+#: 6 of an end-to-end review's script)
+BEST_FROM = 1
+
+
 class DivergenceWatch:
     """Feed it one loss per step of a rising-rate test; :meth:`update` says when to stop.
 
@@ -63,13 +70,13 @@ class DivergenceWatch:
         self._raw = loss
         self._ema_sum = beta * self._ema_sum + (1 - beta) * loss
         value = self._value = self._ema_sum / (1 - beta ** (self._step + 1)) if beta > 0 else loss
-        if value < self.best:
+        if value < self.best and self._step >= BEST_FROM:
             self.best = value
         if value <= self.best or self._step <= self.min_steps:
             self._best_noise = noise  # the noise level at the best point, not while it explodes
         if first is None:
             self._first = first = value
-        if self._step < self.min_steps or not has_diverged(
+        if self._step < self.min_steps or self.best == math.inf or not has_diverged(
                 value, self.best, first, self.threshold, self._best_noise):
             return False
         # the median change only raises the noise level, so it can only turn a "diverged" into
