@@ -1,6 +1,8 @@
 """The one exception family lrkit raises for bad input, so callers and the CLI can tell it apart,
 and the few checks of plain values that every part shares."""
 
+from __future__ import annotations
+
 import numbers
 import operator
 
@@ -32,6 +34,26 @@ def plain_int(value: object) -> object:
         return operator.index(value)  # a 0-dim integer tensor; floats and strings refuse
     except TypeError:
         return value
+
+
+def one_number(value: object) -> float | None:
+    """``value`` as a float when it is one number: an int or float, a numpy scalar, or a tensor or
+    array of one element (what a training step returns); ``None`` otherwise (a bool is no loss,
+    nor are a string, ``None`` or several numbers). NaN and inf are numbers."""
+    if isinstance(value, (str, bytes, bool)) or value is None:
+        return None
+    item = getattr(value, "item", None)
+    if callable(item):  # a tensor or numpy array of one element, a numpy scalar
+        try:
+            value = item()
+        except (TypeError, ValueError, RuntimeError):
+            return None
+        if isinstance(value, bool):
+            return None
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
 
 
 def require_folder(path: object, what: str) -> None:

@@ -11,7 +11,7 @@ import contextlib
 import math
 from typing import Any, Callable, Iterator, Sequence
 
-from lrkit.errors import LrkitError, require
+from lrkit.errors import LrkitError, one_number, require
 
 
 class FunctionTrainable:
@@ -51,7 +51,7 @@ class FunctionTrainable:
         self._eval_fn = eval_fn
         self._save_fn = save_fn
         self._load_fn = load_fn
-        ratios = [_as_float(r) for r in group_ratios] if isinstance(group_ratios, (list, tuple)) \
+        ratios = [one_number(r) for r in group_ratios] if isinstance(group_ratios, (list, tuple)) \
             else None
         require(ratios is not None and len(ratios) >= 1
                 and all(r is not None and math.isfinite(r) and r >= 0 for r in ratios)
@@ -79,7 +79,7 @@ class FunctionTrainable:
         value = self._noise_fn(batches)
         if value is None:
             return None
-        ratio = _as_float(value)
+        ratio = one_number(value)
         if ratio is None or not ratio >= 0:  # NaN fails too
             raise LrkitError(
                 f"noise_fn must return the noise-to-signal ratio as a number >= 0 (inf allowed) "
@@ -96,29 +96,10 @@ class FunctionTrainable:
                 self._load_fn(state)
 
 
-def _as_float(value: Any) -> float | None:
-    """``value`` as a float when it is one number: a float or int, or a one-element tensor or
-    array (what a training step usually returns); ``None`` otherwise (a bool is no loss)."""
-    if isinstance(value, (str, bytes, bool)) or value is None:
-        return None
-    item = getattr(value, "item", None)
-    if callable(item):  # a tensor or numpy array of one element, a numpy scalar
-        try:
-            value = item()
-        except (TypeError, ValueError, RuntimeError):
-            return None
-        if isinstance(value, bool):
-            return None
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
-
-
 def _loss_number(value: Any, name: str) -> float:
     """``value`` as a float (NaN and inf allowed: the range test records them), or an error that
     names the function and what it returned."""
-    number = _as_float(value)
+    number = one_number(value)
     if number is None:
         raise LrkitError(
             f"{name} must return the loss as a number (a float, or a one-element tensor or "

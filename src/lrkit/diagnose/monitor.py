@@ -19,7 +19,7 @@ from typing import Any, Callable
 import numpy as np
 
 from lrkit.diagnose.classify import Diagnosis, diagnose
-from lrkit.errors import LrkitError, plain_int, require
+from lrkit.errors import LrkitError, one_number, plain_int, require
 
 LOGGER = logging.getLogger("lrkit.diagnose")
 
@@ -309,17 +309,13 @@ def _finite_or_str(value: float) -> float | str:
 
 def _number(value: Any, where: str, what: str) -> float:
     """One number from a float, a numpy scalar or a one-element tensor; a clear error else."""
+    number = one_number(value)
+    if number is not None:
+        return number
     if hasattr(value, "detach"):
-        if value.numel() != 1:
-            raise LrkitError(f"{where} needs the scalar {what}, got a tensor of shape "
-                             f"{tuple(value.shape)}; reduce it (e.g. .mean())")
-        value = value.detach().cpu().double().reshape(())
-    if isinstance(value, (str, bytes, bool)) or value is None:
-        raise LrkitError(f"{where} needs the {what} as a number, got {value!r}")
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise LrkitError(f"{where} needs the {what} as one number, got {value!r}") from None
+        raise LrkitError(f"{where} needs the scalar {what}, got a tensor of shape "
+                         f"{tuple(value.shape)}; reduce it (e.g. .mean())")
+    raise LrkitError(f"{where} needs the {what} as one number, got {value!r}")
 
 
 def _rate(lr: Any) -> float:

@@ -224,7 +224,7 @@ def range_test(
                       val_every=val_every, budget_steps=budget_steps,
                       noise_batches=measured,
                       optimizer_family=family,
-                      edge_fraction=suggest.edge_fraction(gradient_noise, family, budget_steps),
+                      edge_fraction=analysis.curve.edge_fraction,
                       curve="validation" if use_val else "train",
                       no_suggestion=no_suggestion),
         val_steps=val_steps, val_losses=[math.nan if v is None else v for v in val_losses],

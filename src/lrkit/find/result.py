@@ -164,7 +164,7 @@ class FinderResult:
                     and fraction == ADAM_NOISY_FRACTION)
             lines.append(noise[0].upper() + noise[1:] + (
                 f"; edge takes {fraction:.2g}x the loss minimum's rate" if fraction else "")
-                + (" (Adam at this noise: docs/find.md)" if fraction and adam else ""))
+                + (" (Adam at this noise: docs/find.md)" if adam else ""))
         lines.append("")
         width = max([12, *(len(str(name)) for name in self.suggestions)])  # columns stay aligned
         lines.append(f"{'method':<{width}} {'rate':>10}")

@@ -40,6 +40,11 @@ class Curve:
         return len(self.lrs)
 
     @functools.cached_property
+    def edge_fraction(self) -> float:
+        """The share of the loss minimum's rate that ``edge`` takes (:func:`edge_fraction`)."""
+        return edge_fraction(self.gradient_noise, self.optimizer_family, self.budget_steps)
+
+    @functools.cached_property
     def min_index(self) -> int:
         return first_min(self.smooth)
 
@@ -213,8 +218,7 @@ def edge(curve: Curve) -> float | None:
     """
     if curve.n < MIN_POINTS or not curve.fell:
         return None
-    fraction = edge_fraction(curve.gradient_noise, curve.optimizer_family, curve.budget_steps)
-    return max(float(curve.lrs[curve.min_index]) * fraction, float(curve.lrs[0]))
+    return max(float(curve.lrs[curve.min_index]) * curve.edge_fraction, float(curve.lrs[0]))
 
 
 METHODS: dict[str, Callable[[Curve], float | None]] = {
@@ -253,7 +257,7 @@ def good_range(curve: Curve) -> tuple[float, float] | None:
     # and down to edge's rate where a noisy Adam put it below the fall's start: a suggestion
     # outside its own good range would say two things at once
     min_rate = float(curve.lrs[i_min])
-    fraction = edge_fraction(curve.gradient_noise, curve.optimizer_family, curve.budget_steps)
+    fraction = curve.edge_fraction
     lo = min(float(curve.lrs[first]), max(min_rate * fraction, float(curve.lrs[0])))
     hi = max(min_rate * max(0.5, fraction), lo)
     return lo, hi
