@@ -1,0 +1,55 @@
+"""lrkit.problem: recipes are built the same for the same seed, whatever ran before."""
+import random
+
+import numpy as np
+import torch
+from torch import nn
+
+from lrkit.problem import build_problem, load_problem
+
+
+def _unseeded_recipe():
+    # draws its initialisation and its data from the global generators, and takes no seed=
+    model = nn.Linear(4, 1)
+    x = torch.randn(32, 4) + float(np.random.rand()) + random.random()
+    return {"model": model, "optimizer": torch.optim.SGD(model.parameters(), lr=0.1),
+            "train_loader": [(x, x.sum(1, keepdim=True))], "criterion": nn.MSELoss()}
+
+
+def _draws(problem):
+    return [problem.model.weight.detach().clone(), problem.train_loader[0][0].clone()]
+
+
+def test_a_recipe_without_seed_is_built_the_same_for_the_same_seed():
+    first = _draws(build_problem(_unseeded_recipe, seed=3))
+    torch.rand(7), np.random.rand(3), random.random()  # another trial ran in between
+    again = _draws(build_problem(_unseeded_recipe, seed=3))
+    other = _draws(build_problem(_unseeded_recipe, seed=4))
+    assert all(torch.equal(a, b) for a, b in zip(first, again))
+    assert not torch.equal(first[0], other[0]) and not torch.equal(first[1], other[1])
+
+
+def test_building_a_recipe_leaves_the_callers_generators_as_they_were():
+    torch.manual_seed(11), np.random.seed(11), random.seed(11)
+    expected = (torch.rand(3), np.random.rand(3), random.random())
+    torch.manual_seed(11), np.random.seed(11), random.seed(11)
+    build_problem(_unseeded_recipe, seed=0)
+    after = (torch.rand(3), np.random.rand(3), random.random())
+    assert torch.equal(after[0], expected[0])
+    np.testing.assert_array_equal(after[1], expected[1])
+    assert after[2] == expected[2]
+
+
+def test_a_recipe_file_without_seed_is_reproducible(tmp_path):
+    path = tmp_path / "recipe.py"
+    path.write_text(
+        "import torch\n"
+        "def make():\n"
+        "    model = torch.nn.Linear(3, 2)\n"
+        "    x = torch.randn(16, 3)\n"
+        "    return model, torch.optim.SGD(model.parameters(), lr=0.1), "
+        "[(x, torch.zeros(16, dtype=torch.long))], torch.nn.CrossEntropyLoss()\n")
+    one = load_problem(f"{path}:make", seed=0)
+    two = load_problem(f"{path}:make", seed=0)
+    assert torch.equal(one.model.weight, two.model.weight)
+    assert torch.equal(one.train_loader[0][0], two.train_loader[0][0])
