@@ -118,3 +118,76 @@ def test_seed_noise_sentence_prints_its_threshold_and_the_band_follows_it():
     assert f"is within seed noise (threshold {2 * se:.4f} = 2 x standard error {se:.4f})" in text
     assert result.band() == (0.01, 0.0178)
     assert "0.01 .. 0.0178" in text
+
+
+def _recipe_file(path, width):
+    path.write_text(
+        "import torch\n"
+        "from lrkit import examples\n"
+        "def make(seed=0):\n"
+        "    problem = examples.build('wine-logreg', seed=seed)\n"
+        f"    problem.model = torch.nn.Sequential(torch.nn.Linear(13, {width}), torch.nn.ReLU(),\n"
+        f"                                        torch.nn.Linear({width}, 3))\n"
+        "    problem.optimizer = torch.optim.SGD(problem.model.parameters(), lr=0.01)\n"
+        "    return problem\n")
+    return f"{path}:make"
+
+
+def test_a_study_of_another_recipe_is_never_continued(journal, tmp_path, capsys):
+    assert main(["sweep", "wine-logreg", *SMALL, "--storage", journal]) == 0
+    capsys.readouterr()
+    target = _recipe_file(tmp_path / "recipe.py", 4)
+    other = ["sweep", target, *SMALL, "--storage", journal, "--study-name",
+             "lrkit-sweep-wine-logreg"]
+    for extra in ([], ["--continue"]):  # the old message offered --continue, which reused all
+        assert main(other + extra) == 2
+        err = capsys.readouterr().err
+        assert "holds a sweep of another recipe" in err and "wine-logreg" in err
+        assert "--study-name" in err
+
+
+def test_an_edited_recipe_file_is_not_taken_for_its_stored_trials(journal, tmp_path, capsys):
+    path = tmp_path / "recipe.py"
+    command = ["sweep", _recipe_file(path, 4), *SMALL, "--storage", journal]
+    assert main(command) == 0
+    capsys.readouterr()
+    _recipe_file(path, 16)  # a wider model: the stored trials trained the narrow one
+    assert main(command) == 2
+    err = capsys.readouterr().err
+    assert "problem_source" in err and "source changed" in err and "--continue" in err
+
+
+@pytest.mark.parametrize("option", [["--lrs", "1e-5:1e-4"], ["--seeds", "3"],
+                                    ["--optimizers", "adam"], ["--continue"]])
+def test_report_refuses_options_that_only_say_how_to_run(option, journal, capsys):
+    assert main(["sweep", "wine-logreg", *SMALL, "--storage", journal]) == 0
+    capsys.readouterr()
+    assert main(["sweep", "wine-logreg", "--storage", journal, "--report", *option]) == 2
+    err = capsys.readouterr().err
+    assert f"--report prints the stored study as it was run, and {option[0]}" in err
+
+
+def test_report_of_another_recipes_study_is_refused(journal, tmp_path, capsys):
+    assert main(["sweep", "wine-logreg", *SMALL, "--storage", journal]) == 0
+    capsys.readouterr()
+    target = _recipe_file(tmp_path / "recipe.py", 4)
+    assert main(["sweep", target, "--storage", journal, "--report", "--study-name",
+                 "lrkit-sweep-wine-logreg"]) == 2
+    err = capsys.readouterr().err
+    assert "holds a sweep of 'wine-logreg'" in err
+
+
+def test_a_moved_recipe_file_continues_its_study(journal, tmp_path, capsys):
+    (tmp_path / "old").mkdir()
+    (tmp_path / "new").mkdir()
+    target = _recipe_file(tmp_path / "old" / "recipe.py", 4)
+    assert main(["sweep", target, *SMALL, "--storage", journal, "--json"]) == 0
+    first = json.loads(capsys.readouterr().out)
+    os.replace(tmp_path / "old" / "recipe.py", tmp_path / "new" / "recipe.py")
+    moved = ["sweep", f"{tmp_path / 'new' / 'recipe.py'}:make", *SMALL, "--storage", journal,
+             "--study-name", first["study_name"], "--json"]
+    assert main(moved) == 2  # another path: refused as other settings, --continue offered
+    assert "--continue" in capsys.readouterr().err
+    assert main(moved + ["--continue"]) == 0  # the same source: its trials are reused
+    again = json.loads(capsys.readouterr().out)
+    assert [t["loss"] for t in again["trials"]] == [t["loss"] for t in first["trials"]]

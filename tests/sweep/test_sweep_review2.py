@@ -10,7 +10,7 @@ import pytest
 import lrkit
 from lrkit.cli import main
 from lrkit.errors import LrkitError
-from lrkit.sweep.api import _problem_label, default_study_name
+from lrkit.sweep.api import problem_label, default_study_name
 from lrkit.sweep.results import SweepResult, TrialRecord
 from lrkit.sweep.space import parse_rates
 
@@ -57,7 +57,8 @@ def test_one_study_name_for_two_recipe_files_is_refused(two_recipes, journal, ca
     capsys.readouterr()
     assert main(["sweep", "b/recipe.py:make", *TINY, *named]) == 2
     err = capsys.readouterr().err
-    assert "other settings" in err and "b/recipe.py:make" in err and "a/recipe.py:make" in err
+    assert "another recipe" in err and "b/recipe.py:make" in err and "a/recipe.py:make" in err
+    assert main(["sweep", "b/recipe.py:make", *TINY, *named, "--continue"]) == 2  # never theirs
 
 
 def test_a_recipe_file_is_the_same_study_from_any_path_to_it(two_recipes, monkeypatch):
@@ -70,15 +71,15 @@ def test_a_recipe_file_is_the_same_study_from_any_path_to_it(two_recipes, monkey
     assert default_study_name("link/recipe.py:make") == name
     monkeypatch.chdir(two_recipes / "a")
     assert default_study_name("recipe.py:make") == name
-    assert _problem_label("recipe.py:make") == os.path.realpath("recipe.py") + ":make"
+    assert problem_label("recipe.py:make") == os.path.realpath("recipe.py") + ":make"
     # another function of the same file: another study, the same file digits
     assert default_study_name("recipe.py:other") == name.replace("-make-", "-other-")
 
 
 def test_built_in_examples_and_importable_callables_keep_their_names():
     assert default_study_name("digits-mlp") == "lrkit-sweep-digits-mlp"
-    assert _problem_label("digits-mlp") == "digits-mlp"
-    assert _problem_label(lrkit.examples.build) == "lrkit.examples.build"
+    assert problem_label("digits-mlp") == "digits-mlp"
+    assert problem_label(lrkit.examples.build) == "lrkit.examples.build"
 
 
 def test_a_function_of_the_running_script_is_named_by_the_script_file(tmp_path, monkeypatch):
@@ -92,7 +93,7 @@ def test_a_function_of_the_running_script_is_named_by_the_script_file(tmp_path, 
         pass
 
     make.__module__, make.__qualname__ = "__main__", "make"
-    assert _problem_label(make) == f"{os.path.realpath(script)}:make"
+    assert problem_label(make) == f"{os.path.realpath(script)}:make"
     here = default_study_name(make)
     assert here.startswith("lrkit-sweep-train-make-") and here == default_study_name(
         f"{script}:make")

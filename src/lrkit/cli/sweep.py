@@ -69,13 +69,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="write the whole result as JSON to FILE, or to stdout without FILE")
     p.add_argument("--no-progress", action="store_true",
                    help="hide the progress bar (with --engine ray: Tune's status table)")
-    p.set_defaults(func=run, option_names=OPTION_NAMES)
+    p.set_defaults(func=run, option_names=OPTION_NAMES,
+                   run_only_defaults={dest: p.get_default(dest) for dest in RUN_ONLY})
 
 
 #: the library's parameter names, as this command's options (for its error messages)
 OPTION_NAMES = {"points_per_decade": "--points-per-decade", "repeat_top": "--repeat-top",
                 "study_name": "--study-name", "continue_study": "--continue", "lrs": "--lrs",
                 "ray_address": "--ray-address", "workers": "--workers", "threads": "--threads"}
+
+
+#: options that say how to run a sweep, which --report (reading the stored one) does not use
+RUN_ONLY = {"lrs": "--lrs", "points_per_decade": "--points-per-decade",
+            "optimizers": "--optimizers", "seeds": "--seeds", "budget": "--budget",
+            "epochs": "--epochs", "workers": "--workers", "continue_study": "--continue",
+            "strategy": "--strategy", "stride": "--stride", "repeat_top": "--repeat-top",
+            "threads": "--threads"}
 
 
 def check_args(args: argparse.Namespace) -> None:
@@ -96,14 +105,28 @@ def run(args: argparse.Namespace) -> int:
     if args.engine != "ray" and args.ray_address is not None:
         raise LrkitError("--ray-address is for --engine ray")
     if args.report:
-        from lrkit.sweep.api import default_study_name
+        from lrkit.sweep.api import problem_label, default_study_name
 
         if args.engine == "ray":
             raise LrkitError("--report reads an Optuna study; for a Ray sweep run the same "
                              "command without --report: a finished Ray sweep is restored and "
                              "reported without training anything")
 
+        given = [option for dest, option in RUN_ONLY.items()
+                 if getattr(args, dest) != args.run_only_defaults[dest]]
+        if given:
+            raise LrkitError(
+                f"--report prints the stored study as it was run, and {', '.join(given)} "
+                f"{'say' if len(given) > 1 else 'says'} how to run one: drop "
+                f"{'them' if len(given) > 1 else 'it'} (or run without --report to go on with "
+                f"the sweep with {'them' if len(given) > 1 else 'it'})")
         result = sweeps.load(args.storage, args.study_name or default_study_name(args.target))
+        stored = result.settings.get("problem")
+        if stored is not None and stored != problem_label(args.target):
+            raise LrkitError(
+                f"study {result.study_name!r} in {result.storage} holds a sweep of {stored!r}, "
+                f"not of {args.target!r}: give that recipe, or the study of this one "
+                "(--study-name)")
     else:
         # with --json on stdout, what the recipe prints (here, or in Ray's trial processes,
         # whose lines Ray repeats on this process's stdout) goes to stderr

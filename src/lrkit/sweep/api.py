@@ -34,7 +34,27 @@ def _recipe_file(problem: Any) -> tuple[str, str] | None:
     return None
 
 
-def _problem_label(problem: Any) -> str:
+def problem_source(problem: Any) -> str | None:
+    """A digest of what defines the recipe: the file's content for ``file.py:function``, a
+    callable's own source code (not its whole script: editing the lines after the sweep call
+    does not count); None for a built-in example or a recipe whose source cannot be read."""
+    if isinstance(problem, str):
+        if ".py:" not in problem:
+            return None
+        try:
+            with open(problem.rpartition(":")[0], "rb") as handle:
+                data = handle.read()
+        except OSError:
+            return None
+    else:
+        try:
+            data = inspect.getsource(problem).encode("utf-8", "surrogateescape")
+        except (OSError, TypeError):
+            return None
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def problem_label(problem: Any) -> str:
     """The recipe's identity in the stored settings. A recipe file is named by its resolved
     absolute path, so that two files with the same base name (``a/train.py:make`` and
     ``b/train.py:make``) are never taken for the same sweep."""
@@ -92,7 +112,7 @@ def default_study_name(problem: Any) -> str:
         digest = hashlib.sha1(path.encode("utf-8", "surrogateescape")).hexdigest()[:8]
         label = f"{os.path.splitext(os.path.basename(path))[0]}-{func}-{digest}"
     else:
-        label = _problem_label(problem)
+        label = problem_label(problem)
     return "lrkit-sweep-" + re.sub(r"[^A-Za-z0-9_.-]+", "-", label).strip("-")
 
 
@@ -144,8 +164,8 @@ def build_spec(problem: Any, *, lrs: Any = "1e-4:1",
         try:
             per_epoch = len(built.train_loader)
         except TypeError:
-            raise LrkitError("budget in epochs needs a train_loader with len(); give steps with "
-                             "budget=") from None
+            raise LrkitError("budget in epochs needs a train_loader with len(); give the "
+                             "budget in steps (budget=, --budget)") from None
         require(per_epoch >= 1, "the train_loader has no batch")
         from lrkit.schedules.units import steps_per_epoch_from
 
@@ -161,11 +181,11 @@ def build_spec(problem: Any, *, lrs: Any = "1e-4:1",
         rebuild_optimizer(built.optimizer, spec, rates.low)
     specs = [dataclasses.replace(s, label=f"{type(built.optimizer).__name__} (recipe)")
              if s.target == RECIPE else s for s in specs]
-    return SweepSpec(problem=problem, problem_label=_problem_label(problem), rates=rates,
+    return SweepSpec(problem=problem, problem_label=problem_label(problem), rates=rates,
                      optimizers=tuple(specs), budget=budget, seeds=seeds, mode=strategy,
                      stride=stride, eta=eta, rungs=rungs, repeat_top=repeat_top,
                      diverge_factor=float(diverge_factor), tolerance=float(tolerance),
-                     max_retries=max_retries)
+                     max_retries=max_retries, problem_source=problem_source(problem))
 
 
 def sweep(problem: Any, *, lrs: Any = "1e-4:1",

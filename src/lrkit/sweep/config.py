@@ -33,6 +33,9 @@ class SweepSpec:
     diverge_factor: float = 10.0
     tolerance: float = 0.1
     max_retries: int = 3
+    #: a digest of the recipe's source (its file, or a callable's own code): a recipe edited
+    #: since the study was started trains other models than its stored trials did
+    problem_source: str | None = None
 
     def strategy(self) -> Strategy:
         return Strategy(len(self.rates), len(self.optimizers), budget=self.budget,
@@ -54,6 +57,8 @@ class SweepSpec:
                           "rungs": self.rungs, "repeat_top": self.repeat_top,
                           "tolerance": self.tolerance}),
             "diverge_factor": self.diverge_factor,
+            # (only for recipes with a source: a built-in example's studies keep their settings)
+            **({"problem_source": self.problem_source} if self.problem_source else {}),
         }
 
     def settings_json(self) -> str:

@@ -559,6 +559,10 @@ def open_study(handle: StorageHandle, study_name: str, spec: SweepSpec, *, creat
                     study.set_user_attr(SETTINGS_ATTR, wanted)
                     study.set_user_attr("lrkit_problem", spec.problem_label)
                 elif stored != wanted:
+                    if _another_recipe(stored, wanted):
+                        # no trial of another recipe "matches": its trials trained other models
+                        raise LrkitError(_other_problem_message(study_name, handle, stored,
+                                                                wanted))
                     if not continue_study:
                         raise LrkitError(_mismatch_message(study_name, handle, stored, wanted))
                     study.set_user_attr(SETTINGS_ATTR, wanted)
@@ -573,10 +577,36 @@ def open_study(handle: StorageHandle, study_name: str, spec: SweepSpec, *, creat
 
 def _mismatch_message(name: str, handle: StorageHandle, stored: dict, wanted: dict) -> str:
     differences = setting_differences(stored, wanted)
+    edited = ("" if stored.get("problem_source") in (None, wanted.get("problem_source")) else
+              " The recipe's source changed since then, so its stored trials trained the "
+              "earlier version: --continue reuses them only if the change does not alter "
+              "training (a comment, a print).")
     return (f"study {name!r} in {handle.describe()} was started with other settings ("
-            + "; ".join(differences) + "). Continue it with the new settings (trials that match "
-            "are reused) with --continue / continue_study=True, or start another with "
-            "--study-name / study_name=")
+            + "; ".join(differences) + ")." + edited + " Continue it with the new settings "
+            "(trials that match are reused) with --continue / continue_study=True, or start "
+            "another with --study-name / study_name=")
+
+
+def _another_recipe(stored: dict, wanted: dict) -> bool:
+    """Whether a stored study is of another recipe than ``wanted``'s, which no ``--continue``
+    can take over. Not when only the name differs and the recipe is the same: the same source
+    (a recipe file moved, or the project), or a recipe file's function of the same name in a
+    study stored before lrkit kept the source (which named the file by its base name)."""
+    old, new = stored.get("problem"), wanted.get("problem")
+    if old == new:
+        return False
+    if stored.get("problem_source") is not None:
+        return stored["problem_source"] != wanted.get("problem_source")
+    return not (isinstance(old, str) and isinstance(new, str) and ".py:" in old
+                and ".py:" in new and old.rpartition(":")[2] == new.rpartition(":")[2])
+
+
+def _other_problem_message(name: str, handle: StorageHandle, stored: dict,
+                           wanted: dict) -> str:
+    return (f"study {name!r} in {handle.describe()} holds a sweep of another recipe (stored "
+            f"{stored.get('problem')!r}, now {wanted.get('problem')!r}): none of its trials "
+            "trained this one's models, so it cannot be continued with it; start another study "
+            "with --study-name / study_name= (or another --storage)")
 
 
 # -- one worker ----------------------------------------------------------------------------------
