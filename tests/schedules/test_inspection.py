@@ -268,3 +268,11 @@ def test_the_zero_start_hint_names_what_makes_the_first_rate_zero(spec, fix):
     found = [w.message for w in lint(spec, 20000) if w.code == "zero-start"]
     assert len(found) == 1 and fix in found[0]
     assert "warmup(500" not in found[0]
+
+
+def test_lint_names_relative_rates_as_multiples_of_lr_not_of_the_peak():
+    # the preview's "x peak" column is relative to the highest rate the run reaches (0.745 here);
+    # the lint's rates multiply the optimizer's lr, and said "0.745x peak" beside it
+    (warning,) = [w for w in lint("warmup(200, start=0.01) >> cosine(100)", 150)
+                  if w.code == "long-horizon"]
+    assert "0.7476x lr" in warning.message and "x peak" not in warning.message

@@ -321,7 +321,9 @@ def key_points(schedule: Schedule, rates: Sequence[float]) -> list[KeyPoint]:
 # ------------------------------------------------------------------------------------------
 
 def _fmt_rate(value: float, lr: float) -> str:
-    return f"{value * lr:.4g}" if lr != 1.0 else f"{value:.4g}x peak"
+    # a relative schedule's value multiplies the optimizer's lr ("x peak" would clash with the
+    # table's column, relative to the highest rate the run reaches)
+    return f"{value * lr:.4g}" if lr != 1.0 else f"{value:.4g}x lr"
 
 
 def lint(schedule: Any, steps: int | None = None, *, lr: float = 1.0,
