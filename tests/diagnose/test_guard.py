@@ -759,3 +759,52 @@ def test_bookkeeping_rounds_thin_out_after_the_early_snapshots():
     late = [r for r in rounds if r > 100]
     assert late == list(range(125, 601, 25))
     assert all(b - a <= 100 for a, b in zip(snapshots, snapshots[1:])) and snapshots[-1] >= 500
+
+
+class _FullChecksGuard(lrkit.Guard):
+    """A guard that never takes step()'s short path: every step through the full checks."""
+
+    def _fast_path_holds(self):
+        return False
+
+
+@pytest.mark.parametrize("name, lr", [("friedman-deep", 0.3), ("digits-mlp", 0.3),
+                                      ("wine-logreg", 0.01)])
+def test_the_short_path_decides_every_step_as_the_full_checks_do(name, lr, monkeypatch):
+    # a diverging run (spikes, rollbacks, a probe, course checks) and a healthy one: the same
+    # losses, interventions and final parameters, bit for bit, with and without the short path
+    taken = []
+    original = lrkit.Guard._fast_path_holds
+
+    def spy(self):
+        holds = original(self)
+        taken.append(holds)
+        return holds
+
+    monkeypatch.setattr(lrkit.Guard, "_fast_path_holds", spy)
+    runs = []
+    for cls in (lrkit.Guard, _FullChecksGuard):
+        problem = examples.build(name, seed=0, lr=lr)
+        guard = cls(problem.model, problem.optimizer)
+        batches = cycle_batches(problem.train_loader)
+        torch.manual_seed(0)
+        losses = []
+        for _ in range(300):
+            x, y = next(batches)
+
+            def closure():
+                problem.optimizer.zero_grad()
+                loss = problem.criterion(problem.model(x), y)
+                loss.backward()
+                return loss
+
+            losses.append(guard.step(closure))
+        runs.append((losses, [i.to_dict() for i in guard.interventions],
+                     [p.detach().clone() for p in problem.model.parameters()]))
+    assert any(taken)  # the short path was open for most of the first run
+    (fast_losses, fast_events, fast_params), (full_losses, full_events, full_params) = runs
+    np.testing.assert_array_equal(fast_losses, full_losses)
+    assert fast_events == full_events
+    assert all(torch.equal(a, b) for a, b in zip(fast_params, full_params))
+    if lr >= 0.3:
+        assert fast_events  # the diverging runs did exercise the incident paths
