@@ -191,3 +191,5 @@ def test_a_moved_recipe_file_continues_its_study(journal, tmp_path, capsys):
     assert main(moved + ["--continue"]) == 0  # the same source: its trials are reused
     again = json.loads(capsys.readouterr().out)
     assert [t["loss"] for t in again["trials"]] == [t["loss"] for t in first["trials"]]
+    assert main(moved[:2] + ["--storage", journal, "--study-name", first["study_name"],
+                             "--report"]) == 0  # and reported under its new path

@@ -105,7 +105,8 @@ def run(args: argparse.Namespace) -> int:
     if args.engine != "ray" and args.ray_address is not None:
         raise LrkitError("--ray-address is for --engine ray")
     if args.report:
-        from lrkit.sweep.api import problem_label, default_study_name
+        from lrkit.sweep.api import default_study_name, problem_label, problem_source
+        from lrkit.sweep.config import another_recipe
 
         if args.engine == "ray":
             raise LrkitError("--report reads an Optuna study; for a Ray sweep run the same "
@@ -122,7 +123,9 @@ def run(args: argparse.Namespace) -> int:
                 f"the sweep with {'them' if len(given) > 1 else 'it'})")
         result = sweeps.load(args.storage, args.study_name or default_study_name(args.target))
         stored = result.settings.get("problem")
-        if stored is not None and stored != problem_label(args.target):
+        target = {"problem": problem_label(args.target),
+                  "problem_source": problem_source(args.target)}
+        if stored is not None and another_recipe(result.settings, target):
             raise LrkitError(
                 f"study {result.study_name!r} in {result.storage} holds a sweep of {stored!r}, "
                 f"not of {args.target!r}: give that recipe, or the study of this one "

@@ -136,3 +136,17 @@ def setting_differences(stored: dict[str, Any], wanted: dict[str, Any]) -> list[
             differences.append(f"{key}: stored {shown(key, stored.get(key))!r}, "
                                f"now {shown(key, wanted.get(key))!r}")
     return differences
+
+
+def another_recipe(stored: dict, wanted: dict) -> bool:
+    """Whether a stored study is of another recipe than ``wanted``'s, which no ``--continue``
+    can take over. Not when only the name differs and the recipe is the same: the same source
+    (a recipe file moved, or the project), or a recipe file's function of the same name in a
+    study stored before lrkit kept the source (which named the file by its base name)."""
+    old, new = stored.get("problem"), wanted.get("problem")
+    if old == new:
+        return False
+    if stored.get("problem_source") is not None:
+        return stored["problem_source"] != wanted.get("problem_source")
+    return not (isinstance(old, str) and isinstance(new, str) and ".py:" in old
+                and ".py:" in new and old.rpartition(":")[2] == new.rpartition(":")[2])

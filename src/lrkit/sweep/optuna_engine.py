@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from lrkit.errors import LrkitError
-from lrkit.sweep.config import SweepSpec, setting_differences
+from lrkit.sweep.config import SweepSpec, another_recipe, setting_differences
 from lrkit.sweep.strategy import (DIVERGED, FAILED, FINISHED, PRUNED, RUNNING, WAITING,
                                   Observation, Point)
 from lrkit.sweep.trial import run_trial
@@ -559,7 +559,7 @@ def open_study(handle: StorageHandle, study_name: str, spec: SweepSpec, *, creat
                     study.set_user_attr(SETTINGS_ATTR, wanted)
                     study.set_user_attr("lrkit_problem", spec.problem_label)
                 elif stored != wanted:
-                    if _another_recipe(stored, wanted):
+                    if another_recipe(stored, wanted):
                         # no trial of another recipe "matches": its trials trained other models
                         raise LrkitError(_other_problem_message(study_name, handle, stored,
                                                                 wanted))
@@ -585,20 +585,6 @@ def _mismatch_message(name: str, handle: StorageHandle, stored: dict, wanted: di
             + "; ".join(differences) + ")." + edited + " Continue it with the new settings "
             "(trials that match are reused) with --continue / continue_study=True, or start "
             "another with --study-name / study_name=")
-
-
-def _another_recipe(stored: dict, wanted: dict) -> bool:
-    """Whether a stored study is of another recipe than ``wanted``'s, which no ``--continue``
-    can take over. Not when only the name differs and the recipe is the same: the same source
-    (a recipe file moved, or the project), or a recipe file's function of the same name in a
-    study stored before lrkit kept the source (which named the file by its base name)."""
-    old, new = stored.get("problem"), wanted.get("problem")
-    if old == new:
-        return False
-    if stored.get("problem_source") is not None:
-        return stored["problem_source"] != wanted.get("problem_source")
-    return not (isinstance(old, str) and isinstance(new, str) and ".py:" in old
-                and ".py:" in new and old.rpartition(":")[2] == new.rpartition(":")[2])
 
 
 def _other_problem_message(name: str, handle: StorageHandle, stored: dict,
