@@ -243,6 +243,28 @@ def test_monitor_callback_under_a_real_trainer(tmp_path):
     assert len(read_log(tmp_path / "lit.jsonl").losses) == 10  # the latest run
 
 
+def test_monitor_callback_records_the_rate_each_batch_trained_at():
+    from lrkit.diagnose.lightning import MonitorCallback
+
+    class Warmup(Regressor):  # a per-step warmup: the rate moves after every optimizer step
+        def training_step(self, batch, batch_idx):
+            used.append(self.optimizers().param_groups[0]["lr"])
+            return super().training_step(batch, batch_idx)
+
+        def configure_optimizers(self):
+            optimizer = torch.optim.SGD(self.parameters(), lr=0.1)
+            warmup = torch.optim.lr_scheduler.LinearLR(optimizer, 0.1, total_iters=5)
+            return {"optimizer": optimizer,
+                    "lr_scheduler": {"scheduler": warmup, "interval": "step"}}
+
+    used = []
+    callback = MonitorCallback(report_every=100)
+    L.Trainer(max_steps=8, callbacks=[callback], logger=False, enable_checkpointing=False,
+              enable_progress_bar=False, enable_model_summary=False).fit(Warmup())
+    # (read at the batch's end it was the next step's: 0.028 where 0.01 trained)
+    assert callback.monitor.lrs == pytest.approx(used) and used[0] == pytest.approx(0.01)
+
+
 # -- what a review of the adapter found (each failed before its fix) ------------------------------
 def test_update_attr_keeps_per_group_ratios_set_in_configure_optimizers():
     class FineTune(Regressor):

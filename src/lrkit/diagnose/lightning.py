@@ -7,7 +7,8 @@ Importing this module does not import Lightning; asking for ``MonitorCallback`` 
 
 Without Lightning installed that raises :class:`lrkit.LrkitError` naming ``pip install
 lrkit[lightning]``. The callback records the training loss of each batch (kept on its device until
-a report is due), the first optimizer's rate, and ``val_loss`` from the trainer's callback metrics
+a report is due), the first optimizer's rate as the batch started (what it trained at: a
+per-step scheduler has stepped by its end), and ``val_loss`` from the trainer's callback metrics
 after each validation, and reports at the end of training. Under gradient accumulation it records
 each batch's own loss (Lightning's ``outputs`` hold it divided by ``accumulate_grad_batches``).
 """
@@ -41,6 +42,12 @@ class MonitorHooks(MonitorRuns):
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
         self._start_run()  # each fit() gets a Monitor of its own
+        self._batch_lr: float | None = None
+
+    def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any,
+                             batch_idx: int) -> None:
+        # the rate this batch trains at: at its end a per-step scheduler has moved on already
+        self._batch_lr = self._lr(trainer)
 
     @staticmethod
     def _loss(outputs: Any) -> Any:
@@ -69,7 +76,8 @@ class MonitorHooks(MonitorRuns):
         scale = getattr(trainer, "accumulate_grad_batches", 1) or 1
         if scale != 1 and getattr(pl_module, "automatic_optimization", True):
             loss = loss * scale
-        self.monitor.update(loss, lr=self._lr(trainer))
+        lr = getattr(self, "_batch_lr", None)
+        self.monitor.update(loss, lr=lr if lr is not None else self._lr(trainer))
 
     def on_validation_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         if getattr(trainer, "sanity_checking", False):
