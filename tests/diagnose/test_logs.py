@@ -43,7 +43,7 @@ def test_jsonl_skips_reports_and_keeps_nan(tmp_path):
     lines.append(json.dumps({"step": 121, "val_loss": 0.3}))
     path.write_text("\n".join(lines) + "\n\n")
     log = read_log(path)
-    assert len(log.losses) == 121 and np.isnan(log.losses[-1]) and log.lrs is None
+    assert len(log.losses) == 121 and np.isnan(log.losses[-1]) and log.lrs == [0.1] * 121
     assert log.val_losses == [(121.0, 0.3)]
     assert log.diagnose().verdict == "diverged"
 
@@ -175,3 +175,38 @@ def test_a_json_list_with_a_validation_only_record_reads_it_as_validation(tmp_pa
     path.write_text(json.dumps(records))
     log = read_log(path)
     assert len(log.losses) == 20 and log.val_losses == [(19.0, 1.9)]
+
+
+# -- what the fifth review found (each failed before its fix) -------------------------------------
+def test_settings_named_after_the_rate_are_not_the_rate(tmp_path):
+    values = _values()
+    numbers = tmp_path / "numbers.csv"  # a sweep's config column: read as rate 500 before
+    numbers.write_text("step,loss,lr_warmup_steps\n"
+                       + "".join(f"{i},{v},500\n" for i, v in enumerate(values)))
+    words = tmp_path / "words.csv"  # a text column: 'not a number' on line 2 before
+    words.write_text("step,loss,lr_scheduler\n"
+                     + "".join(f"{i},{v},cosine\n" for i, v in enumerate(values)))
+    for path in (numbers, words):
+        log = read_log(path)
+        assert log.lrs is None and log.losses == pytest.approx(list(values))
+    monitor = tmp_path / "monitor.csv"  # a LearningRateMonitor's names are still rates
+    monitor.write_text("step,loss,lr-AdamW-momentum,lr-AdamW/pg1\n"
+                       + "".join(f"{i},{v},0.9,0.003\n" for i, v in enumerate(values)))
+    assert read_log(monitor).lrs == [0.003] * len(values)
+
+
+@pytest.mark.parametrize("suffix", ["csv", "jsonl"])
+def test_a_rate_logged_on_some_loss_rows_is_carried_forward(tmp_path, suffix):
+    values = _values()
+    path = tmp_path / f"sparse.{suffix}"
+    rate = [0.1 if i < 60 else 0.01 for i in range(len(values))]
+    if suffix == "csv":  # the rate only where it is logged, every 10th row
+        path.write_text("step,loss,lr\n" + "".join(
+            f"{i},{v},{rate[i] if i % 10 == 0 else ''}\n" for i, v in enumerate(values)))
+    else:
+        path.write_text("".join(json.dumps({"step": i, "loss": float(v),
+                                            **({"lr": rate[i]} if i % 10 == 0 else {})}) + "\n"
+                                for i, v in enumerate(values)))
+    log = read_log(path)  # (before: no rate at all, and no suggested rate)
+    assert log.lrs == rate
+    assert log.diagnose().suggested_lr is not None

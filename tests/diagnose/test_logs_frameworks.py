@@ -461,12 +461,13 @@ def test_a_momentum_column_before_the_rate_is_not_the_rate(tmp_path):
     assert log.lrs == [0.003] * 10 and "'lr-Lion'" in log.source
 
 
-def test_a_rate_missing_on_some_loss_rows_is_still_no_rate(tmp_path):
-    """Rates held from rows of their own; a log that gives the rate on some loss rows and not on
-    others is read as before (no rates)."""
+def test_a_rate_missing_on_some_loss_rows_is_carried_forward(tmp_path):
+    """Rates held from rows of their own, and on loss rows that lack one: the latest logged
+    (it was no rate at all, and no suggested rate, for a log that gives the rate when it
+    changes; TensorBoard's reader held it already)."""
     path = tmp_path / "run.csv"
-    path.write_text("step,loss,lr\n0,1.0,0.1\n1,0.9,\n2,0.8,0.1\n")
-    assert read_log(path).lrs is None
+    path.write_text("step,loss,lr\n0,1.0,0.1\n1,0.9,\n2,0.8,0.05\n")
+    assert read_log(path).lrs == [0.1, 0.1, 0.05]
 
 
 def test_a_trainer_with_several_eval_sets_gives_its_first_eval_loss_as_validation(tmp_path):

@@ -69,12 +69,19 @@ def _find(keys: list[str], wanted: tuple[str, ...], prefix: str | None = None) -
 _NOT_RATE = ("-momentum", "-weight_decay", "-beta1", "-beta2")
 
 
+#: a rate's name beyond LR_KEYS: a LearningRateMonitor's ``lr-<optimizer>`` (and ``/pg<i>``),
+#: ``lr/<group>``, ``lr_pg1``, ``lr_0``, ``lr_group_1`` -- not ``lr_warmup_steps``, ``lr_scheduler``
+#: or other settings named after the rate
+_RATE_NAME = re.compile(r"lr(?:[-/].+|_?(?:pg|group|param_group)?_?\d+)")
+
+
 def _rate_column(keys: list[str]) -> str | None:
-    """The rate's column or tag: a known name, else the first ``lr*`` one that is not the
-    momentum or weight decay a LearningRateMonitor logs beside it (``lr-AdamW-momentum``)."""
+    """The rate's column or tag: a known name, else the first one named as a rate
+    (``_RATE_NAME``) that is not the momentum or weight decay a LearningRateMonitor logs beside
+    it (``lr-AdamW-momentum``)."""
     found = _find(keys, LR_KEYS)
     if found is None:
-        found = next((k for k in keys if k.strip().lower().startswith("lr")
+        found = next((k for k in keys if _RATE_NAME.fullmatch(k.strip().lower())
                       and not k.strip().lower().endswith(_NOT_RATE)), None)
     return found
 
@@ -188,13 +195,13 @@ class _Collector:
             raise LrkitError(f"{self.path}: no training loss values found; the log needs a "
                              f"'loss' column/key (or one of {', '.join(LOSS_KEYS[1:])})")
         lrs = None
-        if any(v is not None for v in self.lrs):
-            missing = [i for i, v in enumerate(self.lrs) if v is None]
-            lrs = None if missing else [float(v) for v in self.lrs]  # type: ignore[arg-type]
+        if all(v is not None for v in self.lrs):
+            lrs = [float(v) for v in self.lrs]  # type: ignore[arg-type]
         elif self.rates:
-            # the rate only in rows of its own (Lightning's LearningRateMonitor writes a row per
-            # logged rate, the loss in others): each loss takes the latest rate logged at or
-            # before its step (the first before the first); it was None, no rates at all
+            # the rate on some rows only (logged when it changes, or in rows of its own, as
+            # Lightning's LearningRateMonitor writes them, the loss in others): each loss takes
+            # the latest rate logged at or before its step (the first before the first); it was
+            # None, no rates at all, and the rate of a loss row without one was dropped for all
             lrs = _held_rates(self.steps, sorted(self.rates, key=lambda item: item[0]))
         # keep the order of the steps (logs are sometimes appended out of order)
         order = sorted(range(len(self.losses)), key=lambda i: self.steps[i])
