@@ -210,3 +210,23 @@ def test_a_rate_logged_on_some_loss_rows_is_carried_forward(tmp_path, suffix):
     log = read_log(path)  # (before: no rate at all, and no suggested rate)
     assert log.lrs == rate
     assert log.diagnose().suggested_lr is not None
+
+
+def test_a_monitor_run_that_crashed_is_not_mixed_with_the_next_run(tmp_path):
+    import math
+
+    import lrkit
+
+    path = tmp_path / "runs.jsonl"
+    crashed = lrkit.Monitor(report_every=50, log_file=path)
+    for step in range(100):  # blows up, reported at 50 and 100, then dies without close()
+        crashed.update(1.0 if step < 60 else 1.0 + 0.5 * (step - 60))
+    crashed._file.close()
+    healthy = lrkit.Monitor(report_every=50, log_file=path)
+    for step in range(100):
+        healthy.update(2.3 * math.exp(-step / 30) + 0.05)
+    verdict = healthy.close().verdict
+    log = read_log(path)  # (before: both runs' steps 0-99 interleaved, "unstable x0.1")
+    assert len(log.losses) == 100 and "the last of 2 runs" in log.source
+    assert log.losses == pytest.approx([float(v) for v in healthy.losses])
+    assert log.diagnose().verdict == verdict == "healthy"

@@ -338,6 +338,8 @@ def _read_jsonl(path: str | os.PathLike, column: str | None = None) -> LossLog:
     seen_column = column is None
     collector = _Collector(name)
     ended = False  # a Monitor's final report was read: more steps after it are another run
+    monitor = False  # a Monitor's report was read: the file is a Monitor's, counting from 0
+    last_step = None  # the latest step of the run being read
     runs = 1
     cut_at = None  # the step of a guard's last cut, from the run's latest Monitor report
     with open(path, encoding="utf-8-sig") as handle:
@@ -354,18 +356,25 @@ def _read_jsonl(path: str | os.PathLike, column: str | None = None) -> LossLog:
                 raise LrkitError(f"{name} line {line}: expected a JSON object, got "
                                  f"{type(record).__name__}")
             if "event" in record:
+                monitor = True
                 ended = ended or (record.get("event") == "report" and record.get("final") is True)
                 evidence = record.get("evidence")
                 if record.get("event") == "report" and isinstance(evidence, dict):
                     cut_at = evidence.get("guard_cut_at")
                 continue
-            if ended:
+            step = record.get("step")
+            step = step if isinstance(step, (int, float)) and not isinstance(step, bool) else None
+            # a Monitor's steps going back: a run that ended without its final report (it
+            # crashed, or was stopped) and the next one, which counts from 0 again
+            restarted = monitor and None not in (step, last_step) and step < last_step
+            if ended or restarted:
                 # a Monitor appends each run to its file and counts steps from 0 again: the
                 # runs must not be interleaved by step, so the latest one is the log
                 collector = _Collector(name)
                 ended = False
                 runs += 1
                 cut_at = None
+            last_step = step if step is not None else last_step
             seen_column |= _add_record(collector, record, column, f"line {line}")
     _require_seen(seen_column, name, column)
     kind = "jsonl" if runs == 1 else f"jsonl (the last of {runs} runs in the file)"
