@@ -358,3 +358,23 @@ def test_the_tensorboard_import_is_lazy():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
                          check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_curves_written_with_add_scalars_are_read_with_the_run(tmp_path):
+    # add_scalars("Loss", {"train": ..., "val": ...}) writes each curve in a folder of its own
+    # below the run (run/Loss_train, run/Loss_val): the run had no loss, and --tag Loss could
+    # not reach it; the folder above the run listed three runs
+    run = tmp_path / "logs" / "exp1"
+    writer = SummaryWriter(str(run))
+    loss = _curve(120, spikes=())
+    for i, value in enumerate(loss):
+        writer.add_scalars("Loss", {"train": float(value)}, i)
+        writer.add_scalar("lr", 0.05, i)
+        if i % 20 == 19:
+            writer.add_scalars("Loss", {"val": float(value) * 1.1}, i)
+    writer.close()
+    for path in (run, tmp_path / "logs"):
+        log = read_log(path)
+        assert log.losses == pytest.approx(list(loss), rel=1e-6)
+        assert log.lrs == [0.05] * 120 and len(log.val_losses) == 6
+        assert "tag 'Loss_train'" in log.source and "validation 'Loss_val'" in log.source

@@ -517,15 +517,35 @@ def event_files(directory: str | os.PathLike) -> list[Path]:
 
 
 def event_runs(directory: str | os.PathLike) -> list[Path]:
-    """The run directories at or below ``directory``: those that hold event files themselves."""
-    return sorted({p.parent for p in Path(directory).rglob("*tfevents*") if p.is_file()})
+    """The run directories at or below ``directory``: those that hold event files themselves,
+    not inside another one (``SummaryWriter.add_scalars`` writes its curves in folders of the
+    run's own, ``run/Loss_train``)."""
+    found = sorted({p.parent for p in Path(directory).rglob("*tfevents*") if p.is_file()})
+    return [run for run in found if not any(other in run.parents for other in found)]
+
+
+def _add_scalars_curves(run: Path) -> dict[str, list[list[tuple[float, float]]]]:
+    """The curves ``SummaryWriter.add_scalars(main_tag, {key: value})`` wrote below ``run``:
+    each key's folder ``<main_tag>_<key>`` (a ``/`` in the tag as ``_``) holds ``main_tag``'s
+    values; named by the folder (``Loss_train``, ``Loss_val``)."""
+    curves: dict[str, list[list[tuple[float, float]]]] = {}
+    for folder in sorted(d for d in run.iterdir() if d.is_dir()):
+        for file in event_files(folder):
+            if file.stat().st_size == 0:
+                continue
+            scalars, _, _ = _read_event_file(file)
+            for tag, values in scalars.items():
+                if folder.name.startswith(tag.replace("/", "_") + "_"):
+                    curves.setdefault(folder.name, []).append(values)
+    return curves
 
 
 # TensorBoard tags beyond the CSV/JSONL names: Hugging Face's Trainer logs train/loss,
 # train/learning_rate and eval/loss; Lightning's LearningRateMonitor lr-Adam (and lr-Adam/pg1)
 TB_LR_NAMES = ("learning_rate", "lr")
 TB_VAL_KEYS = VAL_KEYS + ("eval/loss", "validation/loss", "valid/loss", "val_loss_epoch",
-                          "loss/validation", "loss/valid")
+                          "loss/validation", "loss/valid", "loss_val", "loss_valid",
+                          "loss_validation", "loss_eval")
 _NOT_TRAIN = ("val", "valid", "validation", "eval", "test")
 
 
@@ -660,6 +680,9 @@ def read_tensorboard(path: str | os.PathLike, tag: str | None = None) -> LossLog
         others.update(other)
         for name, values in scalars.items():
             by_tag.setdefault(name, []).append(values)
+    if p.is_dir():
+        for name, parts in _add_scalars_curves(p).items():
+            by_tag.setdefault(name, []).extend(parts)
     where = str(p) if p.is_dir() else str(path)
     tags = sorted(by_tag)
     if not tags:
