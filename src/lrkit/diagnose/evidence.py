@@ -18,6 +18,8 @@ MIN_POINTS = 8
 #: a spike is a single step at least 2x (and 5 noise widths) above the local level that undoes at
 #: least this share of the progress made so far
 SPIKE_UNDO = 0.5
+#: a spike stands this many of the batches' own noise widths (``batch_noise``) above its level
+SPIKE_BATCH_WIDTHS = 5.0
 
 
 def _odd(k: int) -> int:
@@ -145,7 +147,8 @@ def measure(values, *, min_points: int = MIN_POINTS) -> dict:
     w = _odd(int(np.clip(n // 25, 3, 51)))
     smooth = rolling_median(y, w)
     # coarser smoothing for levels and trends, so that single batches do not move them
-    coarse = rolling_median(y, _odd(int(np.clip(n // 10, 3, 101))))
+    coarse_w = _odd(int(np.clip(n // 10, 3, 101)))
+    coarse = rolling_median(y, coarse_w)
     k0 = max(1, min(w, n // 10))
     k1 = max(3, n // 10)
     # the first loss (taken before any update) unless the next two say it was a high draw; not a
@@ -172,6 +175,10 @@ def measure(values, *, min_points: int = MIN_POINTS) -> dict:
 
     resid = y - smooth
     noise = robust_sigma(resid)
+    # the batches' own scatter about the coarse level: a median of 3-5 points follows much of
+    # the noise, so ``noise`` reads 0.2 where flat batch losses spread 0.5 (log) about their
+    # level; peaks of single batches and wanders of the coarse curve are weighed against this
+    batch_noise = robust_sigma(y - coarse)
     # lag-1 autocorrelation of the residuals: about 0 for batch noise, towards -1 for a zig-zag
     # (the loss bouncing from one side of a valley to the other on alternate steps)
     if n >= 6 and float(np.std(resid)) > 0:
@@ -193,7 +200,8 @@ def measure(values, *, min_points: int = MIN_POINTS) -> dict:
     progress_lin = max(lin_init - lin_best, eps)
     height_lin = p.x - lin_smooth
     relative_height = height_lin / max(progress_lin, abs(lin_init) * 0.05, eps)
-    is_spike = (resid > max(5.0 * noise, math.log(2.0) if p.log_scale else 0.0)) & (
+    is_spike = (resid > max(5.0 * noise, SPIKE_BATCH_WIDTHS * batch_noise,
+                            math.log(2.0) if p.log_scale else 0.0)) & (
         relative_height > SPIKE_UNDO)
     # the first 5% of a run is a transient (warm-up, first big steps): spikes there are reported
     # apart and do not count as instability
@@ -211,6 +219,10 @@ def measure(values, *, min_points: int = MIN_POINTS) -> dict:
     rebound = lin_coarse_curve - running_min
     rebound_i = int(np.argmax(rebound))
     max_rebound = float(rebound[rebound_i]) / max(progress_lin, eps)
+    # the same rebound on the curve's own (log) scale, and the coarse curve's noise width there
+    rebound_log = float(coarse[rebound_i] - np.minimum.accumulate(coarse)[rebound_i])
+    coarse_noise = 1.2533 * batch_noise / math.sqrt(coarse_w)
+    smooth_noise = 1.2533 * batch_noise / math.sqrt(w)  # the same for the smoothed curve
     # trends on the coarse curve in units of "log change per whole run"
     frac = (t - t[0]) / max(t[-1] - t[0], 1.0)
     last = frac >= 0.7
@@ -265,6 +277,10 @@ def measure(values, *, min_points: int = MIN_POINTS) -> dict:
         "late_share": late_share,
         "max_rebound": max_rebound,
         "rebound_at": int(p.steps[rebound_i]),
+        "rebound_log": rebound_log,
+        "batch_noise": batch_noise,
+        "coarse_noise": coarse_noise,
+        "smooth_noise": smooth_noise,
         "late_share_linear": late_share_linear,
         "early_peak_log": early_peak,
         "raw_peak_log": float(y.max()) - init,
