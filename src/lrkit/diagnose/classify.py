@@ -317,9 +317,10 @@ def _decide(ev: dict, vev: dict | None) -> tuple[str, float, list[str]]:
     # of n draws of pure noise reaches (sqrt(2 ln n) widths): a flat, noisy loss's highest batch
     # of 500 sits 3.5 widths up, and 4 made such curves "diverged" at 0.97 (1 in 3)
     noise_peak = math.sqrt(2.0 * math.log(max(n, 2))) + 2.0
+    # single losses (a batch, the start) against the batches' own scatter about their level too
+    batch = max(ev["noise"], ev.get("batch_noise", 0.0))
     blowup = max(BLOWUP_LOG, PEAK_NOISE_WIDTHS * max(ev["noise"], ev.get("smooth_noise", 0.0)))
-    raw_blowup = max(BLOWUP_LOG, max(PEAK_NOISE_WIDTHS, noise_peak)
-                     * max(ev["noise"], ev.get("batch_noise", 0.0)))
+    raw_blowup = max(BLOWUP_LOG, max(PEAK_NOISE_WIDTHS, noise_peak) * batch)
     peak = max(ev["raw_peak_log"] * blowup / raw_blowup, ev["overshoot_log"])  # on one scale
     tolerance = END_ABOVE_START_LOG
     # a climb from the first tenth to the last must stand out of the noise of those two medians
@@ -334,11 +335,9 @@ def _decide(ev: dict, vev: dict | None) -> tuple[str, float, list[str]]:
     # "ended 1.5x above its start" rests on the start, one to three losses: on a noisy curve it
     # needs the end above the first tenth's level too, or a margin of two noise widths
     ended_high = end_vs_start >= ENDED_HIGH_LOG and (
-        ev["end_vs_early_log"] >= climb_noise
-        or end_vs_start >= 2.0 * max(ev["noise"], ev.get("batch_noise", 0.0)))
+        ev["end_vs_early_log"] >= climb_noise or end_vs_start >= 2.0 * batch)
     if ended_high or climbing or (end_vs_start >= tolerance and (
-            peak >= blowup or ev["progress_log"] >= max(
-                LOST_PROGRESS_LOG, 2.0 * max(ev["noise"], ev.get("batch_noise", 0.0))))):
+            peak >= blowup or ev["progress_log"] >= max(LOST_PROGRESS_LOG, 2.0 * batch))):
         if (ended_high or climbing) and peak < blowup:
             reasons.append(f"the loss climbed: it ended at {ev['end']:.4g}, "
                            f"{_above(ev['end_vs_early_log'], log)} above its level in the first "
@@ -369,7 +368,7 @@ def _decide(ev: dict, vev: dict | None) -> tuple[str, float, list[str]]:
                          f"it ended at {ev['end']:.4g}, {_above(ev['end_vs_best_log'], log)} above its "
                          f"best {ev['best']:.4g} (at {at(ev['best_at'])})"))
     if (ev["max_rebound"] >= REBOUND_SHARE
-            and ev["progress_log"] >= max(STALL_HIGH_LOG, 2.0 * ev.get("batch_noise", 0.0))
+            and ev["progress_log"] >= max(STALL_HIGH_LOG, 2.0 * batch)
             and ev.get("rebound_log", math.inf)
             >= REBOUND_NOISE_WIDTHS * ev.get("coarse_noise", 0.0)):
         unstable.append((ev["max_rebound"] / REBOUND_SHARE - 1,
@@ -382,7 +381,7 @@ def _decide(ev: dict, vev: dict | None) -> tuple[str, float, list[str]]:
                          + " from one step to the next (typical wiggle"
                          + (", log scale)" if log else ")")))
     if ev["late_peak_log"] >= max(LATE_PEAK_LOG, PEAK_NOISE_WIDTHS * ev["noise"],
-                                  noise_peak * ev.get("batch_noise", 0.0)):
+                                  noise_peak * batch):
         unstable.append((ev["late_peak_log"] / LATE_PEAK_LOG - 1,
                          f"in the second half of the run the loss still jumped to "
                          f"{_times(ev['late_peak_log'], log)} (step "
@@ -422,8 +421,8 @@ def _decide(ev: dict, vev: dict | None) -> tuple[str, float, list[str]]:
     # a collapse's jump must stand out of the batches' scatter too: on flat log-normal noise
     # (0.3) a 3-step median of the first fifth sat 2-3.5x above a start drawn low in 23 of 60
     # curves (a jump that does not is left to the rules below: most such curves plateaued)
-    if stalled_high and ev["early_peak_log"] >= max(
-            COLLAPSE_EARLY_PEAK_LOG, PEAK_NOISE_WIDTHS * ev.get("batch_noise", 0.0)):
+    if stalled_high and ev["early_peak_log"] >= max(COLLAPSE_EARLY_PEAK_LOG,
+                                                    PEAK_NOISE_WIDTHS * batch):
         reasons.append(f"the loss jumped to {_times(ev['early_peak_log'], log)} early on, then "
                        f"stalled at {ev['end']:.4g}, only {_below(improvement, log)} below "
                        "the start")
