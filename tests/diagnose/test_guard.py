@@ -20,6 +20,8 @@ def _setup(lr=0.1, **options):
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     options.setdefault("lr_factor", 0.5)
     options.setdefault("probe_steps", 0)  # plain cuts; the probe has its own tests
+    # every non-finite value an incident (a lone one only rolls back: its own tests below)
+    options.setdefault("confirm_spikes", 0)
     guard = lrkit.Guard(model, optimizer, **options)
     return model, optimizer, guard
 
@@ -71,7 +73,8 @@ def test_nonfinite_loss_restores_the_snapshot_exactly_and_cuts_the_rate():
 
 
 def test_nonfinite_gradient_and_spike():
-    model, optimizer, guard = _setup(warmup=5, spike_factor=5.0, check_grads=True)
+    model, optimizer, guard = _setup(warmup=5, spike_factor=5.0, check_grads=True,
+                                     confirm_spikes=20)
     x, y = torch.randn(16, 4), torch.randn(16, 1)
     for _ in range(6):
         guard.step(_closure(model, optimizer, x, y))
@@ -83,7 +86,12 @@ def test_nonfinite_gradient_and_spike():
         model[0].weight.grad[0, 0] = float("inf")
         return loss
 
-    guard.step(bad_grad)
+    guard.step(bad_grad)  # a lone one: back to the snapshot, the rate as it was
+    assert guard.interventions[-1].reason == "nonfinite_grad_rolled_back"
+    assert optimizer.param_groups[0]["lr"] == 0.1
+    for _ in range(6):
+        guard.step(_closure(model, optimizer, x, y))
+    guard.step(bad_grad)  # a second within confirm_spikes steps: the rate's
     assert guard.interventions[-1].reason == "nonfinite_grad"
     before = {k: v.clone() for k, v in model.named_parameters()}
     # a lone spike: the batch is skipped, the parameters and the rate stay as they were
@@ -153,6 +161,7 @@ def test_disk_snapshot_and_scheduler(tmp_path):
     model, optimizer, _ = _setup()
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     guard = lrkit.Guard(model, optimizer, snapshot="disk", snapshot_dir=tmp_path,
+                        confirm_spikes=0,
                         scheduler=scheduler, lr_factor=0.5, probe_steps=0)
     x, y = torch.randn(16, 4), torch.randn(16, 1)
     guard.step(_closure(model, optimizer, x, y))
@@ -535,7 +544,8 @@ def test_with_a_grad_scaler_the_guard_steps_exactly_as_a_scaler_loop():
     for guarded in (False, True):
         model, optimizer, _ = _setup(lr=0.01)
         scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 10)
-        guard = lrkit.Guard(model, optimizer, scaler=scaler, check_grads=True, probe_steps=0)
+        guard = lrkit.Guard(model, optimizer, scaler=scaler, check_grads=True, probe_steps=0,
+                        confirm_spikes=0)
         for x, y in data:
             closure = _scaled_closure(model, optimizer, scaler, x, y)
             if guarded:
@@ -629,7 +639,8 @@ def test_a_disabled_scaler_is_no_scaler_and_an_inf_gradient_is_still_an_incident
     model = nn.Linear(4, 1)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
     scaler = torch.amp.GradScaler("cpu", enabled=False)  # GradScaler(enabled=use_amp), amp off
-    guard = lrkit.Guard(model, optimizer, scaler=scaler, check_grads=True, probe_steps=0)
+    guard = lrkit.Guard(model, optimizer, scaler=scaler, check_grads=True, probe_steps=0,
+                        confirm_spikes=0)
     assert guard.scaler is None
     for step in range(12):
         x, y = torch.randn(16, 4), torch.randn(16, 1)
@@ -691,6 +702,7 @@ def test_an_lrkit_schedulers_rates_keep_the_guards_cut(probe_steps):
     model, optimizer, _ = _setup(lr=0.05)
     scheduler = to_torch(optimizer, "constant()")
     guard = lrkit.Guard(model, optimizer, scheduler=scheduler, lr_factor=0.3,
+                        confirm_spikes=0,
                         probe_steps=probe_steps, snapshot_every=5)
     x, y = torch.randn(16, 4), torch.randn(16, 1)
     for _ in range(10):
@@ -799,3 +811,27 @@ def test_the_short_path_decides_every_step_as_the_full_checks_do(name, lr, monke
     assert all(torch.equal(a, b) for a, b in zip(fast_params, full_params))
     if lr >= 0.3:
         assert fast_events  # the diverging runs did exercise the incident paths
+
+
+def test_a_lone_non_finite_loss_rolls_back_at_the_same_rate():
+    # one bad batch (a NaN in the data) says nothing about the rate: back to the snapshot, whose
+    # BatchNorm statistics the NaN forward pass had not touched, and on at the same rate (it
+    # was probed and cut to ~0.12x for the rest of the run: the fifth review)
+    model, optimizer, guard = _setup(confirm_spikes=20, snapshot_every=5)
+    x, y = torch.randn(16, 4), torch.randn(16, 1)
+    for _ in range(5):
+        guard.step(_closure(model, optimizer, x, y))
+    params, _ = _state(model, optimizer)
+    bad = x.clone()
+    bad[0, 0] = float("nan")
+    assert math.isnan(guard.step(_closure(model, optimizer, bad, y))) and guard.skipped
+    (record,) = guard.interventions
+    assert record.reason == "nonfinite_loss_rolled_back" and record.lr_after == [0.1]
+    assert record.restored_to == 5
+    after, _ = _state(model, optimizer)
+    assert all(torch.equal(after[k], params[k]) for k in params)  # running stats finite again
+    for _ in range(3):
+        assert math.isfinite(guard.step(_closure(model, optimizer, x, y)))
+    guard.step(_closure(model, optimizer, bad, y))  # a second within 20 steps: the rate's
+    assert guard.interventions[-1].reason == "nonfinite_loss"
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.05)

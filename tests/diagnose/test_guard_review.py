@@ -104,7 +104,8 @@ def _scheduled_lrs(make_scheduler, incidents, steps=120, probe_steps=0, guarded=
     ``scheduler.step()`` after every ``guard.step``."""
     model, optimizer = _model_and_sgd(momentum=0.9)
     scheduler = make_scheduler(optimizer)
-    guard = lrkit.Guard(model, optimizer, scheduler=scheduler, probe_steps=probe_steps,
+    guard = lrkit.Guard(model, optimizer, confirm_spikes=0,  # one NaN: an incident
+                        scheduler=scheduler, probe_steps=probe_steps,
                         lr_factor=0.3, diagnose_every=None, **options) if guarded else None
     x, y = torch.randn(16, 4), torch.randn(16, 1)
     seen = []
@@ -171,7 +172,8 @@ def test_min_lr_scale_bounds_the_guards_own_cuts_not_the_schedule():
     # GuardError "below min_lr_scale"
     model, optimizer = _model_and_sgd()
     scheduler = lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.1, patience=0)
-    guard = lrkit.Guard(model, optimizer, scheduler=scheduler, probe_steps=0, lr_factor=0.5)
+    guard = lrkit.Guard(model, optimizer, confirm_spikes=0,  # one NaN: an incident
+                        scheduler=scheduler, probe_steps=0, lr_factor=0.5)
     x, y = torch.randn(16, 4), torch.randn(16, 1)
     for _ in range(6):
         guard.step(_closure(model, optimizer, x, y))
@@ -187,7 +189,8 @@ def test_min_lr_scale_holds_for_a_warmup_from_zero():
     # the guard made after a warmup scheduler saw a rate of 0 and had no floor at all
     model, optimizer = _model_and_sgd()
     scheduler = lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, step / 100))
-    guard = lrkit.Guard(model, optimizer, scheduler=scheduler, probe_steps=0, lr_factor=0.5,
+    guard = lrkit.Guard(model, optimizer, confirm_spikes=0,  # one NaN: an incident
+                        scheduler=scheduler, probe_steps=0, lr_factor=0.5,
                         min_lr_scale=0.01, max_retries=100)
     x, y = torch.randn(16, 4), torch.randn(16, 1)
     guard.step(_closure(model, optimizer, x, y))
@@ -201,7 +204,8 @@ def test_min_lr_scale_holds_for_a_warmup_from_zero():
 def test_closing_a_probe_keeps_the_decay_a_scheduler_made_meanwhile():
     model, optimizer = _model_and_sgd()
     scheduler = lr_scheduler.StepLR(optimizer, 25, 0.1)
-    guard = lrkit.Guard(model, optimizer, scheduler=scheduler, probe_steps=20, lr_factor=0.3)
+    guard = lrkit.Guard(model, optimizer, confirm_spikes=0,  # one NaN: an incident
+                        scheduler=scheduler, probe_steps=20, lr_factor=0.3)
     x, y = torch.randn(16, 4), torch.randn(16, 1)
     for step in range(31):
         guard.step(_closure(model, optimizer, x, y, float("nan") if step == 20 else 1.0))
@@ -216,7 +220,7 @@ def test_out_of_retries_the_guard_leaves_a_sound_model():
     # the GuardError came before any rollback: an update from an infinite gradient had broken
     # the parameters, and a caller that caught the error and saved the model saved NaNs
     model, optimizer = _model_and_sgd()
-    guard = lrkit.Guard(model, optimizer, probe_steps=0, max_retries=2)
+    guard = lrkit.Guard(model, optimizer, confirm_spikes=0, probe_steps=0, max_retries=2)
     x, y = torch.randn(16, 4), torch.randn(16, 1)
     good = _closure(model, optimizer, x, y)
 

@@ -17,8 +17,10 @@ the unscaled loss): the guard then steps through ``scaler.step`` and ``scaler.up
 
 Each step it checks the loss (one host sync; with ``check_grads=True`` the gradient norm too, in
 the same sync). A lone spike only skips its batch: the next batches test the same parameters, and
-a bad batch passes where bad parameters spike again. A non-finite loss or gradient, or a second
-spike within ``confirm_spikes`` steps (see :class:`Guard`), is an incident:
+a bad batch passes where bad parameters spike again. A lone non-finite loss or gradient (one bad
+batch, most often) rolls back to the last snapshot at the same rate. A second spike, or a
+non-finite value, within ``confirm_spikes`` steps of a spike or non-finite value (see
+:class:`Guard`) is an incident:
 the guard restores the last good snapshot of the model and optimizer (an exact
 :class:`lrkit.state.Snapshot`, RNG included), skips the batch and returns. On the first incident
 it then measures the rate to go on with: the next ``probe_steps`` steps are a short range test up
@@ -108,8 +110,10 @@ class Guard:
     after the first ``snapshot_every``), so a course check can come up to that many steps after
     ``diagnose_every``. ``max_retries``: incidents
     allowed since the last snapshot. ``confirm_spikes``: a spike is skipped (its batch's update
-    left out, nothing else changed) unless another came within this many steps; 0: every spike is
-    an incident.
+    left out, nothing else changed) unless another came within this many steps; a non-finite loss
+    or gradient only rolls back to the last snapshot, at the same rate, unless a spike or another
+    non-finite value came within this many steps; 0: every spike and non-finite value is an
+    incident.
     ``check_grads``: also check the gradient norm before each step (one norm per step, 3-10% of a
     step on the smallest built-in examples; without it a non-finite gradient is caught one step
     later through the non-finite loss it causes, and the rollback undoes it).
@@ -233,6 +237,7 @@ class Guard:
         self.max_retries = max_retries
         self.confirm_spikes = confirm_spikes
         self._last_spike = -math.inf  #: the step of the last spike (skipped or acted on)
+        self._last_nonfinite = -math.inf  #: ... of the last non-finite loss or gradient
         self.check_grads = check_grads
         require(diagnose_every is None
                 or (isinstance(diagnose_every, int) and diagnose_every >= 20),
@@ -521,15 +526,25 @@ class Guard:
                 if loss_value > self._spike_threshold:
                     reason = "spike"
         if reason is not None:
-            if (reason == "spike" and self.confirm_spikes
-                    and self.steps - self._last_spike > self.confirm_spikes):
+            window = self.confirm_spikes
+            if reason == "spike":
+                lone = window and self.steps - self._last_spike > window
+                self._last_spike = self.steps
+            else:  # lone: no spike and no other non-finite value just before it
+                lone = window and self.steps - max(self._last_spike, self._last_nonfinite) > window
+                self._last_nonfinite = self.steps
+            if lone and reason == "spike":
                 # a lone spike: skip the batch and test the same parameters on the next ones; a
                 # bad batch passes, bad parameters spike again and are rolled back then
-                self._last_spike = self.steps
                 self._skip(loss_value, reference, grad_norm)
-                return loss_value
-            self._last_spike = self.steps if reason == "spike" else self._last_spike
-            self._intervene(reason, loss_value, reference, grad_norm)
+            elif lone and self._retries < self.max_retries:
+                # a lone non-finite loss or gradient: most often one bad batch (a corrupt sample,
+                # a log of 0), which says nothing about the rate; its forward pass may have put
+                # NaNs in running statistics, so back to the last snapshot, at the same rate; a
+                # second incident within confirm_spikes steps is the rate's, and is probed
+                self._roll_back(reason, loss_value, reference, grad_norm)
+            else:
+                self._intervene(reason, loss_value, reference, grad_norm)
             return loss_value
 
         self._optimizer_step()
@@ -750,6 +765,25 @@ class Guard:
         self.logger.info("lrkit guard step %d: a lone spike (loss %.4g%s); batch skipped, the "
                          "next batches test the same parameters", self.steps, loss,
                          _versus(loss, reference))
+
+    def _roll_back(self, reason: str, loss: float, reference: float | None,
+                   grad_norm: float | None) -> None:
+        """Back to the last sound snapshot with the rate unchanged (a lone non-finite value)."""
+        self.skipped = True
+        lrs = self.lrs
+        self.optimizer.zero_grad(set_to_none=True)
+        self._release_scaler()
+        self._retries += 1
+        self._restore(self._snapshots.rollback_target())
+        self._forget_recent()
+        self.interventions.append(Intervention(self.steps, f"{reason}_rolled_back", loss,
+                                               reference, grad_norm, lrs, lrs,
+                                               self._snapshots.latest_step))
+        self.logger.warning(
+            "lrkit guard step %d: a lone %s (loss %.4g); restored the snapshot of step %d, rate "
+            "unchanged, batch skipped; another incident within %d steps is taken as the rate's",
+            self.steps, reason.replace("_", " "), loss, self._snapshots.latest_step,
+            self.confirm_spikes)
 
     def _intervene(self, reason: str, loss: float, reference: float | None,
                    grad_norm: float | None, *, to_best: bool = False) -> None:
