@@ -2,13 +2,12 @@
 from a ``file.py:function`` on the command line, and how a fresh copy is built for each trial."""
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import importlib.util
 import inspect
 import sys
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable
 
 from lrkit.errors import LrkitError
 
@@ -163,9 +162,9 @@ def call_recipe(func: Callable[..., Any], *, seed: int = 0, label: str | None = 
             "lrkit calls a recipe with no arguments (only seed= when it takes one); give "
             f"{'them defaults' if len(required) > 1 else 'it a default'} or wrap it in a function "
             "without arguments")
+    _seed_generators(seed)
     try:
-        with _seeded(seed):
-            value = func(seed=seed) if accepts_seed else func()
+        value = func(seed=seed) if accepts_seed else func()
     except Exception as exc:  # noqa: BLE001 - the user's code: name it and its error
         if label is None:
             raise
@@ -180,27 +179,22 @@ def call_recipe(func: Callable[..., Any], *, seed: int = 0, label: str | None = 
     return problem
 
 
-@contextlib.contextmanager
-def _seeded(seed: int) -> Iterator[None]:
-    """torch's, numpy's and Python's generators seeded with ``seed`` while a recipe builds its
-    problem, and put back afterwards: a recipe that draws its initialisation or data from them
-    (without ``seed=``, or without seeding them itself) builds the same problem for the same
-    seed, in every process, whichever trial ran before it -- as the built-in examples do."""
+def _seed_generators(seed: int) -> None:
+    """torch's, numpy's and Python's generators seeded with ``seed`` before a recipe builds its
+    problem, and left so: a recipe that draws its initialisation or data from them (without
+    ``seed=``, or without seeding them itself) builds the same problem for the same seed, in
+    every process, whichever trial ran before it; and a ``DataLoader(shuffle=True)`` without a
+    generator of its own, which draws its order from torch's as it is iterated, shuffles the
+    same way in every run (also after a recipe's own ``torch.manual_seed``, which putting the
+    generators back had undone)."""
     import random
 
     import numpy as np
     import torch
 
-    from lrkit.state import capture_rng, restore_rng
-
-    saved = capture_rng()
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)
     random.seed(seed)
-    try:
-        yield
-    finally:
-        restore_rng(saved)
 
 
 def check_problem(problem: Problem, name: str = "the recipe") -> Problem:
