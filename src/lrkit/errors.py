@@ -68,3 +68,20 @@ def require_folder(path: object, what: str) -> None:
     folder = Path(path).parent
     require(folder.is_dir(), f"cannot save {what} to {str(path)!r}: {str(folder)!r} is not an "
                              "existing directory; create it first or pick another path")
+
+
+#: the attribute that names, on an exception the user's own code raised inside lrkit, which part
+#: of a training step raised it (the command line shows it as one line; Python keeps the
+#: exception as it was, with its traceback)
+USER_CODE = "lrkit_user_code"
+
+
+def blame_user_code(exc: BaseException, where: str) -> None:
+    """Mark ``exc``, raised by the user's model, loss or data during ``where``, as theirs (an
+    :class:`LrkitError` is lrkit's own message already)."""
+    if isinstance(exc, Exception) and not isinstance(exc, LrkitError) \
+            and getattr(exc, USER_CODE, None) is None:
+        try:
+            setattr(exc, USER_CODE, where)
+        except (AttributeError, TypeError):  # an exception type that takes no attributes
+            pass

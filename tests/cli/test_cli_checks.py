@@ -278,3 +278,54 @@ def test_bad_options_are_one_line_naming_the_command(argv, start, capsys):
     assert stop.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith(start) and err.count("\n") == 1 and "--help)" in err
+
+
+# -- the sixth review: an error in the user's model is one line, not lrkit's traceback -----------
+_MISFIT = '''
+import torch
+def make(seed=0):
+    model = torch.nn.Linear(4, 2).double()  # float64 weights, float32 data
+    x, y = torch.randn(32, 4), torch.randint(0, 2, (32,))
+    return model, torch.optim.SGD(model.parameters(), lr=0.1), [(x, y)], torch.nn.CrossEntropyLoss()
+'''
+
+
+@pytest.mark.parametrize("command", [["find", "--steps", "20"], ["recommend", "--steps", "200"]])
+def test_an_error_in_the_recipes_model_is_one_line_with_exit_code_2(command, tmp_path, capsys):
+    recipe = tmp_path / "misfit.py"
+    recipe.write_text(_MISFIT)
+    code = main([command[0], f"{recipe}:make", *command[1:], "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert "the forward pass" in err and "RuntimeError: mat1 and mat2 must have the same dtype" in err
+
+
+def test_in_python_the_users_own_exception_comes_through_as_it_was(tmp_path):
+    import torch
+
+    model = torch.nn.Linear(4, 2).double()
+    batches = [(torch.randn(8, 4), torch.randint(0, 2, (8,)))]
+    with pytest.raises(RuntimeError, match="same dtype") as raised:
+        lrkit.find_lr(model, torch.optim.SGD(model.parameters(), lr=0.1), batches,
+                      torch.nn.CrossEntropyLoss(), num_steps=20, progress=False)
+    assert not isinstance(raised.value, LrkitError)
+
+
+def test_lrkits_own_errors_keep_their_traceback(monkeypatch):
+    # only what the user's code raised is shortened: a defect of lrkit's is reported whole
+    def broken(args):
+        raise RuntimeError("an lrkit defect")
+
+    monkeypatch.setattr(cli, "build_parser", _parser_running(broken))
+    with pytest.raises(RuntimeError, match="an lrkit defect"):
+        main([])
+
+
+def _parser_running(func):
+    import argparse
+
+    def build():
+        parser = argparse.ArgumentParser()
+        parser.set_defaults(func=func, command="find")
+        return parser
+    return build

@@ -29,7 +29,7 @@ import torch
 from torch.nn.utils.rnn import PackedSequence
 
 from lrkit.adapters.distributed import mean_over_ranks, should_sync, start_mean_over_ranks
-from lrkit.errors import LrkitError, is_real, plain_int, require
+from lrkit.errors import LrkitError, blame_user_code, is_real, plain_int, require
 from lrkit.state import Snapshot
 
 LossFn = Callable[[torch.nn.Module, Any], Any]
@@ -501,11 +501,15 @@ class TorchTrainable:
             self._move = not on_device(batch, self.device)
         if self._move:
             batch = move_to(batch, self.device)
-        if self.amp:
-            with self._autocast():
+        try:
+            if self.amp:
+                with self._autocast():
+                    loss = self._loss(batch)
+            else:
                 loss = self._loss(batch)
-        else:
-            loss = self._loss(batch)
+        except Exception as exc:
+            blame_user_code(exc, "the forward pass (the model and the loss on a batch)")
+            raise
         # no division node in the graph when there is nothing to accumulate: on models with
         # sub-millisecond steps it and a detached copy cost a few percent of the step
         if not loss.requires_grad:
@@ -560,10 +564,14 @@ class TorchTrainable:
         self._grads_checked = True
 
     def _backward(self, scaled: torch.Tensor) -> None:
-        if self._scaler is not None:
-            self._scaler.scale(scaled).backward()
-        else:
-            scaled.backward()
+        try:
+            if self._scaler is not None:
+                self._scaler.scale(scaled).backward()
+            else:
+                scaled.backward()
+        except Exception as exc:
+            blame_user_code(exc, "the backward pass (the model's gradients)")
+            raise
 
     def _validation_subset(self) -> list[Any]:
         if self._val_cache is None:
@@ -585,8 +593,13 @@ class TorchTrainable:
         try:
             losses = []
             for batch in self._validation_subset():
-                with self._autocast():
-                    losses.append(float(self._loss(move_to(batch, self.device))))
+                try:
+                    with self._autocast():
+                        losses.append(float(self._loss(move_to(batch, self.device))))
+                except Exception as exc:
+                    blame_user_code(exc, "the validation pass (the model and the loss on a "
+                                         "validation batch)")
+                    raise
             local = self._sign * sum(losses) / len(losses)
             if self._sync:  # every rank scores its own subset: the mean over all of them
                 return float(mean_over_ranks(torch.tensor([local], device=self.device)).item())

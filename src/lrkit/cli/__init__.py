@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from lrkit.errors import LrkitError
+from lrkit.errors import USER_CODE, LrkitError
 
 #: sub-command modules, in the order ``lrkit --help`` lists them
 COMMANDS = [
@@ -242,6 +242,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"lrkit {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # the user's model, loss or data raised it: one line, as bad input
+        where = getattr(exc, USER_CODE, None)
+        if where is None:
+            raise  # lrkit's own: the traceback is the report
+        text = " ".join(str(exc).split()) or "(no message)"
+        print(f"lrkit {args.command}: error: {where} raised {type(exc).__name__}: {text}; the "
+              "recipe's model, data and loss do not fit together (the batches' dtype, device or "
+              "shape against the model's and the loss's); to see where, build the recipe in "
+              "Python and run one batch through its model and loss", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover
