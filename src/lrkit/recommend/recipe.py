@@ -454,7 +454,9 @@ class Recipe:
                  f"  optimizer  {self.optimizer}({options})" if options else
                  f"  optimizer  {self.optimizer}",
                  f"  peak lr    {self.peak_lr:.3g}"
-                 + (f"   (good range {self.good_range[0]:.3g} .. {self.good_range[1]:.3g})"
+                 # the range test's, for a constant rate: a scheduled peak may sit outside it
+                 + (f"   (range test's good constant rates {self.good_range[0]:.3g} .. "
+                    f"{self.good_range[1]:.3g})"
                     if self.good_range else ""),
                  f"  warmup     {steps_text(self.warmup_steps)}",
                  f"  schedule   {self.schedule}"]
