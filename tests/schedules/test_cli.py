@@ -196,3 +196,18 @@ def test_output_paths_are_checked_before_the_preview(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
     assert main(["schedule", "show", "cosine(100)", "--plot", str(tmp_path / "p.txt")]) == 2
     assert "--plot" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("suffix", ["json", "yaml"])
+def test_show_draws_a_saved_recipe_at_its_peak_rate(suffix, capsys, tmp_path):
+    # a recipe saved by lrkit recommend --json/--yaml: its schedule multiplies its peak_lr (it
+    # was drawn for lr=1: sixth review)
+    path = tmp_path / f"recipe.{suffix}"
+    recipe = {"peak_lr": 0.002, "schedule": "warmup(10, start=0.01) >> cosine(90)"}
+    path.write_text(json.dumps(recipe) if suffix == "json" else
+                    "peak_lr: 0.002\nschedule: warmup(10, start=0.01) >> cosine(90)\n")
+    assert main(["schedule", "show", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "peak: 0.002 at step 10" in out and "recipe's peak_lr 0.002" in out
+    assert main(["schedule", "show", str(path), "--lr", "0.1"]) == 0  # --lr still wins
+    assert "peak: 0.1 at step 10" in capsys.readouterr().out

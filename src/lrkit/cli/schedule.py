@@ -203,6 +203,26 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
+def _recipe_peak_lr(spec: str) -> float | None:
+    """The ``peak_lr`` of a recipe saved as JSON or YAML (``lrkit recommend --json/--yaml``),
+    whose ``schedule`` is relative to it; None for any other spec."""
+    if not str(spec).endswith((".json", ".yaml", ".yml")):
+        return None
+    try:
+        with open(spec, encoding="utf-8") as fh:
+            if str(spec).endswith(".json"):
+                data = json.load(fh)
+            else:
+                import yaml
+
+                data = yaml.safe_load(fh)
+    except Exception:  # noqa: BLE001 - load() already read it, and names any problem
+        return None
+    peak = data.get("peak_lr") if isinstance(data, dict) and "schedule" in data else None
+    return float(peak) if isinstance(peak, (int, float)) and not isinstance(peak, bool) \
+        and math.isfinite(peak) and peak > 0 else None
+
+
 def run_show(args: argparse.Namespace) -> int:
     from lrkit.schedules import load, plot, preview
 
@@ -210,7 +230,13 @@ def run_show(args: argparse.Namespace) -> int:
     units = _units(args)
     schedule = load(args.spec)
     compare = [load(spec) for spec in args.compare]
-    note = _lr_note(args, [schedule, *compare])
+    recipe_note = None
+    if args.lr is None:
+        peak = _recipe_peak_lr(args.spec)
+        if peak is not None:  # a recipe's file: its schedule multiplies its peak rate
+            args.lr = peak
+            recipe_note = f"note: shown at the recipe's peak_lr {peak:g} (--lr to change it)"
+    note = _lr_note(args, [schedule, *compare]) or recipe_note
     steps = _run_steps(args, schedule, units["steps_per_epoch"])
     main = preview(schedule, steps, lr=args.lr, **units)
     others = [preview(c, steps, lr=args.lr, **units) for c in compare]
