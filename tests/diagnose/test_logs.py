@@ -230,3 +230,14 @@ def test_a_monitor_run_that_crashed_is_not_mixed_with_the_next_run(tmp_path):
     assert len(log.losses) == 100 and "the last of 2 runs" in log.source
     assert log.losses == pytest.approx([float(v) for v in healthy.losses])
     assert log.diagnose().verdict == verdict == "healthy"
+
+
+def test_tensorboards_own_csv_export_of_a_tag_is_read(tmp_path):
+    # "Wall time,Step,Value": what TensorBoard's download button writes for one scalar tag
+    path = tmp_path / "run-.-tag-train_loss.csv"
+    values = _values()
+    path.write_text("Wall time,Step,Value\n" + "".join(
+        f"{1.7e9 + i},{10 * i},{v}\n" for i, v in enumerate(values)))
+    log = read_log(path)  # (before: "no loss column in the header")
+    assert log.losses == pytest.approx(list(values)) and log.steps[:3] == [0, 10, 20]
+    assert "column 'Value'" in log.source

@@ -256,6 +256,10 @@ def _read_csv(path: str | os.PathLike, column: str | None = None) -> LossLog:
                     f"{name} line 1: no column {column!r}; " + _column_hint(header))
         loss_col = column.strip() if column is not None else _train_loss_key(
             header, f"{name} line 1", "columns", _column_hint(header))
+        if loss_col is None and [h.lower() for h in header] == ["wall time", "step", "value"]:
+            # TensorBoard's own CSV export of one scalar tag (the download under a chart): its
+            # values are the tag's, the curve the user chose to export
+            loss_col = header[2]
         if loss_col is None:
             raise LrkitError(f"{name} line 1: no loss column in the header {header}; name "
                              "it 'loss' (optional: step, lr, val_loss)")
