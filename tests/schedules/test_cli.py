@@ -208,6 +208,12 @@ def test_show_draws_a_saved_recipe_at_its_peak_rate(suffix, capsys, tmp_path):
                     "peak_lr: 0.002\nschedule: warmup(10, start=0.01) >> cosine(90)\n")
     assert main(["schedule", "show", str(path)]) == 0
     out = capsys.readouterr().out
-    assert "peak: 0.002 at step 10" in out and "recipe's peak_lr 0.002" in out
+    assert "peak: 0.002 at step 10" in out and "at its peak_lr 0.002" in out
     assert main(["schedule", "show", str(path), "--lr", "0.1"]) == 0  # --lr still wins
     assert "peak: 0.1 at step 10" in capsys.readouterr().out
+    other = tmp_path / f"other.{suffix}"  # compared: each recipe at its own peak
+    other.write_text(path.read_text().replace("0.002", "0.5"))
+    for first, second in ((path, other), (other, path)):
+        assert main(["schedule", "show", str(first), "--compare", str(second)]) == 0
+        out = capsys.readouterr().out
+        assert "peak: 0.002 at step 10" in out and "peak: 0.5 at step 10" in out

@@ -228,18 +228,23 @@ def run_show(args: argparse.Namespace) -> int:
 
     _check_options(args)
     units = _units(args)
-    schedule = load(args.spec)
-    compare = [load(spec) for spec in args.compare]
-    recipe_note = None
-    if args.lr is None:
-        peak = _recipe_peak_lr(args.spec)
-        if peak is not None:  # a recipe's file: its schedule multiplies its peak rate
-            args.lr = peak
-            recipe_note = f"note: shown at the recipe's peak_lr {peak:g} (--lr to change it)"
-    note = _lr_note(args, [schedule, *compare]) or recipe_note
+    specs = [args.spec, *args.compare]
+    schedules = [load(spec) for spec in specs]
+    schedule, compare = schedules[0], schedules[1:]
+    # a recipe saved as JSON/YAML is drawn at its own peak_lr, which its relative schedule
+    # multiplies (unless --lr is given); the others as --lr says
+    peaks = [None if args.lr is not None or s.is_absolute else _recipe_peak_lr(spec)
+             for spec, s in zip(specs, schedules)]
+    plain = [s for s, peak in zip(schedules, peaks) if peak is None]
+    note = _lr_note(args, plain) if plain else None
+    recipes = [f"{spec} at its peak_lr {peak:g}" for spec, peak in zip(specs, peaks)
+               if peak is not None]
+    if recipes:
+        note = "\n".join(filter(None, [note, f"note: {', '.join(recipes)} (a recipe; --lr to "
+                                              "draw it at another)"]))
     steps = _run_steps(args, schedule, units["steps_per_epoch"])
-    main = preview(schedule, steps, lr=args.lr, **units)
-    others = [preview(c, steps, lr=args.lr, **units) for c in compare]
+    main, *others = [preview(s, steps, lr=peak if peak is not None else args.lr, **units)
+                     for s, peak in zip(schedules, peaks)]
 
     if args.json:
         data = main.to_dict()
