@@ -241,3 +241,31 @@ def test_tensorboards_own_csv_export_of_a_tag_is_read(tmp_path):
     log = read_log(path)  # (before: "no loss column in the header")
     assert log.losses == pytest.approx(list(values)) and log.steps[:3] == [0, 10, 20]
     assert "column 'Value'" in log.source
+
+
+def test_a_validation_loss_of_an_earlier_step_does_not_start_another_run(tmp_path):
+    # the step count going back starts another run only on lines with a training loss: a
+    # checkpoint's validation loss, logged for its own (earlier) step, cut the run in two
+    import math
+
+    import lrkit
+
+    path = tmp_path / "run.jsonl"
+    monitor = lrkit.Monitor(log_file=path, report_every=100)
+    for step in range(300):
+        monitor.update(2.0 * math.exp(-step / 80) + 0.1, lr=0.01)
+        if step == 149:
+            monitor.update_val(0.9, step=100)
+    verdict = monitor.close().verdict
+    log = read_log(path)
+    assert len(log.losses) == 300 and log.source == "jsonl" and (100, 0.9) in log.val_losses
+    assert log.diagnose().verdict == verdict
+
+
+def test_lightnings_per_step_rate_column_is_the_rate(tmp_path):
+    # self.log("lr", ..., on_step=True, on_epoch=True) writes lr_step and lr_epoch
+    path = tmp_path / "metrics.csv"
+    values = _values()
+    path.write_text("step,loss,lr_epoch,lr_step\n" + "".join(
+        f"{i},{v},0.5,0.01\n" for i, v in enumerate(values)))
+    assert read_log(path).lrs == [0.01] * len(values)

@@ -70,9 +70,10 @@ _NOT_RATE = ("-momentum", "-weight_decay", "-beta1", "-beta2")
 
 
 #: a rate's name beyond LR_KEYS: a LearningRateMonitor's ``lr-<optimizer>`` (and ``/pg<i>``),
-#: ``lr/<group>``, ``lr_pg1``, ``lr_0``, ``lr_group_1`` -- not ``lr_warmup_steps``, ``lr_scheduler``
-#: or other settings named after the rate
-_RATE_NAME = re.compile(r"lr(?:[-/].+|_?(?:pg|group|param_group)?_?\d+)")
+#: ``lr/<group>``, ``lr_pg1``, ``lr_0``, ``lr_group_1``, Lightning's ``lr_step`` (``self.log("lr",
+#: on_step=True, on_epoch=True)``) -- not ``lr_warmup_steps``, ``lr_scheduler`` or other settings
+#: named after the rate
+_RATE_NAME = re.compile(r"lr(?:[-/].+|_?(?:pg|group|param_group)?_?\d+|_step|_epoch)")
 
 
 def _rate_column(keys: list[str]) -> str | None:
@@ -81,8 +82,11 @@ def _rate_column(keys: list[str]) -> str | None:
     it (``lr-AdamW-momentum``)."""
     found = _find(keys, LR_KEYS)
     if found is None:
-        found = next((k for k in keys if _RATE_NAME.fullmatch(k.strip().lower())
-                      and not k.strip().lower().endswith(_NOT_RATE)), None)
+        named = [k for k in keys if _RATE_NAME.fullmatch(k.strip().lower())
+                 and not k.strip().lower().endswith(_NOT_RATE)]
+        # the per-step one before Lightning's per-epoch twin, as for the loss
+        found = next((k for k in named if not k.strip().lower().endswith("_epoch")),
+                     named[0] if named else None)
     return found
 
 
@@ -368,6 +372,10 @@ def _read_jsonl(path: str | os.PathLike, column: str | None = None) -> LossLog:
                 continue
             step = record.get("step")
             step = step if isinstance(step, (int, float)) and not isinstance(step, bool) else None
+            has_loss = (column in record if column is not None
+                        else bool(_loss_column(list(record)) or _loss_like(list(record))))
+            if not has_loss:
+                step = None  # a validation loss's own line (of an earlier step: a checkpoint's)
             # a Monitor's steps going back: a run that ended without its final report (it
             # crashed, or was stopped) and the next one, which counts from 0 again
             restarted = monitor and None not in (step, last_step) and step < last_step
