@@ -835,3 +835,25 @@ def test_a_lone_non_finite_loss_rolls_back_at_the_same_rate():
     guard.step(_closure(model, optimizer, bad, y))  # a second within 20 steps: the rate's
     assert guard.interventions[-1].reason == "nonfinite_loss"
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.05)
+
+
+def test_a_gradient_check_switched_on_mid_run_applies_at_the_next_step():
+    # the short path through step() is closed when check_grads changes (it ignored the switch
+    # for up to 25 steps, and an inf gradient reached the weights: code review)
+    model, optimizer, guard = _setup(confirm_spikes=20)
+    x, y = torch.randn(16, 4), torch.randn(16, 1)
+    for _ in range(31):
+        guard.step(_closure(model, optimizer, x, y))
+    assert guard._fast  # the short path is open
+
+    def bad_grad():
+        optimizer.zero_grad()
+        loss = nn.functional.mse_loss(model(x), y)
+        loss.backward()
+        model[0].weight.grad[0, 0] = float("inf")
+        return loss
+
+    guard.check_grads = True
+    guard.step(bad_grad)
+    assert guard.skipped and guard.interventions[-1].reason == "nonfinite_grad_rolled_back"
+    assert all(torch.isfinite(p).all() for p in model.parameters())

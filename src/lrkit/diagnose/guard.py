@@ -295,6 +295,26 @@ class Guard:
         #: made during the probe is kept); without one they show the next probe rate
         self._probe_follows = scheduler is not None and not hasattr(scheduler, "scale_rates")
 
+    # settings the short path through step() depends on: changing one closes it until the full
+    # checks have looked again (a gradient check switched on mid-run applies at the next step)
+    @property
+    def check_grads(self) -> bool:
+        return self._check_grads
+
+    @check_grads.setter
+    def check_grads(self, value: bool) -> None:
+        self._check_grads = bool(value)
+        self._fast = False
+
+    @property
+    def scaler(self) -> Any:
+        return self._scaler
+
+    @scaler.setter
+    def scaler(self, value: Any) -> None:
+        self._scaler = value
+        self._fast = False
+
     # -- snapshots ----------------------------------------------------------------------------
     def take_snapshot(self) -> None:
         """Snapshot the current state now (also done automatically every ``snapshot_every``;
