@@ -232,3 +232,34 @@ def test_the_log_of_a_monitor_told_of_a_guard_reads_back_to_its_verdict(tmp_path
     assert log.steps[0] == 60 and "the guard's last cut" in log.source
     read_back = log.diagnose()
     assert read_back.verdict == said.verdict == "healthy"
+
+
+def test_a_batch_the_guard_rolled_back_at_the_same_rate_is_left_out(tmp_path):
+    # one corrupt sample: the guard rolls back at the same rate, and its monitor said
+    # "unstable, x0.3: 1 non-finite loss, then it recovered" for that batch (code review)
+    from lrkit.adapters.torch import cycle_batches
+
+    problem = examples.build("digits-mlp", seed=0, lr=0.01)
+    guard = lrkit.Guard(problem.model, problem.optimizer)
+    monitor = lrkit.Monitor(guard=guard, report_every=0, log_file=tmp_path / "run.jsonl")
+    batches = cycle_batches(problem.train_loader)
+    torch.manual_seed(0)
+    for step in range(400):
+        x, y = next(batches)
+        if step == 200:
+            x = x.clone()
+            x[0, 0] = float("nan")
+
+        def closure():
+            problem.optimizer.zero_grad()
+            loss = problem.criterion(problem.model(x), y)
+            loss.backward()
+            return loss
+
+        monitor.update(guard.step(closure), lr=problem.optimizer.param_groups[0]["lr"])
+    assert [i.reason for i in guard.interventions] == ["nonfinite_loss_rolled_back"]
+    result = monitor.close()
+    assert result.verdict == "healthy" and result.evidence["guard_rolled_back_at"] == [200]
+    log = read_log(tmp_path / "run.jsonl")  # the file reads the same
+    assert 200 not in log.steps and len(log.losses) == 399
+    assert log.diagnose().verdict == "healthy"

@@ -350,6 +350,7 @@ def _read_jsonl(path: str | os.PathLike, column: str | None = None) -> LossLog:
     last_step = None  # the latest step of the run being read
     runs = 1
     cut_at = None  # the step of a guard's last cut, from the run's latest Monitor report
+    rolled_back: list = []  # the steps whose batch the guard rolled back (ditto)
     with open(path, encoding="utf-8-sig") as handle:
         for line, text in enumerate(handle, start=1):
             text = text.strip()
@@ -369,6 +370,7 @@ def _read_jsonl(path: str | os.PathLike, column: str | None = None) -> LossLog:
                 evidence = record.get("evidence")
                 if record.get("event") == "report" and isinstance(evidence, dict):
                     cut_at = evidence.get("guard_cut_at")
+                    rolled_back = evidence.get("guard_rolled_back_at") or []
                 continue
             step = record.get("step")
             step = step if isinstance(step, (int, float)) and not isinstance(step, bool) else None
@@ -385,12 +387,22 @@ def _read_jsonl(path: str | os.PathLike, column: str | None = None) -> LossLog:
                 collector = _Collector(name)
                 ended = False
                 runs += 1
-                cut_at = None
+                cut_at, rolled_back = None, []
             last_step = step if step is not None else last_step
             seen_column |= _add_record(collector, record, column, f"line {line}")
     _require_seen(seen_column, name, column)
     kind = "jsonl" if runs == 1 else f"jsonl (the last of {runs} runs in the file)"
     log = collector.result(kind + (f", key {column!r}" if column is not None else ""))
+    if isinstance(rolled_back, list) and rolled_back:
+        # a Monitor told of a guard left out the batches it rolled back at the same rate (a
+        # lone NaN: a bad batch): so does the file, else "unstable x0.3" for that one batch
+        skip = set(rolled_back)
+        keep = [i for i, step in enumerate(log.steps) if step not in skip]
+        if keep and len(keep) < len(log.steps):
+            log = LossLog([log.steps[i] for i in keep], [log.losses[i] for i in keep],
+                          [log.lrs[i] for i in keep] if log.lrs else None, log.val_losses,
+                          f"{log.source}, without the {len(log.steps) - len(keep)} batch(es) "
+                          "the guard rolled back")
     if isinstance(cut_at, (int, float)) and not isinstance(cut_at, bool):
         # a Monitor told of a guard diagnosed the steps since the guard's last cut (before it:
         # the rate that failed, and the probe's undone steps): so does the file, else it gave

@@ -174,15 +174,24 @@ class Monitor:
                 "not_enough_data", 1.0, {"points": 0}, None,
                 "No loss has been recorded yet: call monitor.update(loss) once per step.")
         lrs = np.asarray(self._lrs[first:], dtype=float)
-        lrs_arg = None if np.isnan(lrs).any() else _downsample(lrs, self.max_points)
-        val = [(at, v) for at, v in self._val if at >= first] or None
         # each point named by its step in the run (a bin by its first step)
         steps = np.arange(first, first + len(losses))
+        dropped = self._guard_rolled_back(first)
+        if dropped:
+            # the batches the guard rolled back at the same rate (a lone NaN: a bad batch, not
+            # the rate's doing) are left out, as the guard left them out of training
+            keep = ~np.isin(steps, dropped)
+            losses, lrs, steps = losses[keep], lrs[keep], steps[keep]
+        lrs_arg = None if np.isnan(lrs).any() else _downsample(lrs, self.max_points)
+        val = [(at, v) for at, v in self._val if at >= first] or None
         if len(losses) > self.max_points:
-            steps = first + np.linspace(0, len(losses), self.max_points + 1).astype(int)[:-1]
+            steps = steps[np.linspace(0, len(losses), self.max_points + 1).astype(int)[:-1]]
             losses = _downsample(losses, self.max_points)
         result = diagnose(losses, lrs_arg, val_losses=val, min_points=self.min_points,
                           steps=steps)
+        if dropped:
+            result = dataclasses.replace(
+                result, evidence={**result.evidence, "guard_rolled_back_at": dropped})
         if cut is not None:
             result = self._since_cut(result, cut, lrs)
         elif self.guard is not None and getattr(self.guard, "probing", False):
@@ -190,6 +199,14 @@ class Monitor:
                 " The guard is measuring a new rate right now (a short range test whose steps "
                 "it undoes): judge the rate after it has gone on."))
         return result
+
+    def _guard_rolled_back(self, first: int) -> list[int]:
+        """The monitor's steps (from ``first`` on) whose batch the guard rolled back at the same
+        rate (``*_rolled_back``: a lone non-finite loss or gradient)."""
+        if self.guard is None:
+            return []
+        return [r.step - 1 for r in self.guard.interventions
+                if r.reason.endswith("_rolled_back") and first <= r.step - 1 < len(self._losses)]
 
     def _guard_cut(self) -> Any:
         """The guard's last change of rate that training went on at: not the start of a probe
