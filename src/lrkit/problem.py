@@ -192,7 +192,7 @@ def _seed_generators(seed: int) -> None:
     import numpy as np
     import torch
 
-    torch.manual_seed(seed)
+    torch.manual_seed(seed % 2**63)
     np.random.seed(seed % 2**32)
     random.seed(seed)
 

@@ -248,9 +248,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise  # lrkit's own: the traceback is the report
         text = " ".join(str(exc).split()) or "(no message)"
         print(f"lrkit {args.command}: error: {where} raised {type(exc).__name__}: {text}; the "
-              "recipe's model, data and loss do not fit together (the batches' dtype, device or "
-              "shape against the model's and the loss's); to see where, build the recipe in "
-              "Python and run one batch through its model and loss", file=sys.stderr)
+              "error is in the recipe's model, data or loss (a dtype, device or shape that does "
+              "not fit, most often); to see where, build the recipe in Python and run one batch "
+              "through its model and loss", file=sys.stderr)
         return 2
 
 

@@ -18,9 +18,9 @@ the unscaled loss): the guard then steps through ``scaler.step`` and ``scaler.up
 Each step it checks the loss (one host sync; with ``check_grads=True`` the gradient norm too, in
 the same sync). A lone spike only skips its batch: the next batches test the same parameters, and
 a bad batch passes where bad parameters spike again. A lone non-finite loss or gradient (one bad
-batch, most often) rolls back to the last snapshot at the same rate. A second spike, or a
-non-finite value, within ``confirm_spikes`` steps of a spike or non-finite value (see
-:class:`Guard`) is an incident:
+batch, most often) rolls back to the last snapshot at the same rate. A spike within
+``confirm_spikes`` steps of another spike, and a non-finite value within that many steps of a
+spike or another non-finite value (see :class:`Guard`), is an incident:
 the guard restores the last good snapshot of the model and optimizer (an exact
 :class:`lrkit.state.Snapshot`, RNG included), skips the batch and returns. On the first incident
 it then measures the rate to go on with: the next ``probe_steps`` steps are a short range test up
@@ -76,7 +76,9 @@ class Intervention:
     step: int  #: the guard's step count when it happened
     #: "nonfinite_loss", "nonfinite_grad" (also: a GradScaler whose scale collapsed, every step
     #: skipped), "spike", "spike_skipped" (a lone spike: its batch left out; the forward pass ran,
-    #: so BatchNorm statistics keep it), "progress_lost" (the recent median back at the start
+    #: so BatchNorm statistics keep it), "nonfinite_loss_rolled_back", "nonfinite_grad_rolled_back"
+    #: (a lone one: back to the last snapshot at the same rate), "progress_lost" (the recent
+    #: median back at the start
     #: level), "diagnosed_unstable", "diagnosed_diverged", "probe" (the probe's verdict) or
     #: "probe_cut_short" (a probe ended by ``close()``)
     reason: str
@@ -796,6 +798,9 @@ class Guard:
         self._retries += 1
         self._restore(self._snapshots.rollback_target())
         self._forget_recent()
+        # the course check starts afresh too: the restored state's losses, above those of the
+        # undone steps, would read as a rebound
+        self._reset_history()
         self.interventions.append(Intervention(self.steps, f"{reason}_rolled_back", loss,
                                                reference, grad_norm, lrs, lrs,
                                                self._snapshots.latest_step))
@@ -825,8 +830,8 @@ class Guard:
             self.interventions.append(record)
             raise GuardError(
                 f"training is still failing ({reason.replace('_', ' ')}, loss {loss:.4g}) after "
-                f"{self.max_retries} rollbacks and rate cuts to {lr_before[0]:.3g} since step "
-                f"{self._snapshots.latest_step}; the problem is probably not the rate alone "
+                f"{self.max_retries} rollbacks (with any rate cuts, to {lr_before[0]:.3g}) since "
+                f"step {self._snapshots.latest_step}; the problem is probably not the rate alone "
                 "(check the data, the loss and the model) -- or raise max_retries. Interventions: "
                 + ", ".join(f"step {i.step} {i.reason}" for i in self.interventions[-6:]))
         self._retries += 1
