@@ -193,3 +193,25 @@ def test_a_moved_recipe_file_continues_its_study(journal, tmp_path, capsys):
     assert [t["loss"] for t in again["trials"]] == [t["loss"] for t in first["trials"]]
     assert main(moved[:2] + ["--storage", journal, "--study-name", first["study_name"],
                              "--report"]) == 0  # and reported under its new path
+
+
+def test_a_study_stored_before_the_source_was_kept_resumes_and_records_it(journal, tmp_path,
+                                                                          capsys):
+    import optuna
+
+    from lrkit.sweep.optuna_engine import SETTINGS_ATTR, StorageHandle
+
+    target = _recipe_file(tmp_path / "recipe.py", 4)
+    command = ["sweep", target, *SMALL, "--storage", journal, "--json"]
+    assert main(command) == 0
+    first = json.loads(capsys.readouterr().out)
+    study = optuna.load_study(study_name=first["study_name"],
+                              storage=StorageHandle(journal).open())
+    old = {k: v for k, v in study.user_attrs[SETTINGS_ATTR].items() if k != "problem_source"}
+    study.set_user_attr(SETTINGS_ATTR, old)  # as an earlier lrkit stored it
+    assert main(command) == 0  # resumed as it was (it needed --continue after the upgrade)
+    again = json.loads(capsys.readouterr().out)
+    assert [t["loss"] for t in again["trials"]] == [t["loss"] for t in first["trials"]]
+    study = optuna.load_study(study_name=first["study_name"],
+                              storage=StorageHandle(journal).open())
+    assert "problem_source" in study.user_attrs[SETTINGS_ATTR]  # recorded from now on

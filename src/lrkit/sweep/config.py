@@ -150,3 +150,12 @@ def another_recipe(stored: dict, wanted: dict) -> bool:
         return stored["problem_source"] != wanted.get("problem_source")
     return not (isinstance(old, str) and isinstance(new, str) and ".py:" in old
                 and ".py:" in new and old.rpartition(":")[2] == new.rpartition(":")[2])
+
+
+def comparable(stored: dict[str, Any], wanted: dict[str, Any]) -> dict[str, Any]:
+    """``wanted`` as a study stored before lrkit kept the recipe's source would hold it: without
+    ``problem_source`` when ``stored`` has none (such a study resumes as it did; the source is
+    recorded from then on)."""
+    if "problem_source" in stored or "problem_source" not in wanted:
+        return wanted
+    return {key: value for key, value in wanted.items() if key != "problem_source"}

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from lrkit.errors import LrkitError
-from lrkit.sweep.config import SweepSpec, another_recipe, setting_differences
+from lrkit.sweep.config import SweepSpec, another_recipe, comparable, setting_differences
 from lrkit.sweep.strategy import (DIVERGED, FAILED, FINISHED, PRUNED, RUNNING, WAITING,
                                   Observation, Point)
 from lrkit.sweep.trial import run_trial
@@ -558,7 +558,10 @@ def open_study(handle: StorageHandle, study_name: str, spec: SweepSpec, *, creat
                 if stored is None:
                     study.set_user_attr(SETTINGS_ATTR, wanted)
                     study.set_user_attr("lrkit_problem", spec.problem_label)
-                elif stored != wanted:
+                elif stored == comparable(stored, wanted):
+                    if stored != wanted:  # a study from before the source was kept: record it
+                        study.set_user_attr(SETTINGS_ATTR, wanted)
+                else:
                     if another_recipe(stored, wanted):
                         # no trial of another recipe "matches": its trials trained other models
                         raise LrkitError(_other_problem_message(study_name, handle, stored,

@@ -53,7 +53,7 @@ import sys
 from typing import Any, Iterator
 
 from lrkit.errors import LrkitError, require
-from lrkit.sweep.config import SweepSpec, setting_differences
+from lrkit.sweep.config import SweepSpec, comparable, setting_differences
 from lrkit.sweep.results import SweepResult, TrialRecord
 from lrkit.sweep.space import lr_key
 from lrkit.sweep.strategy import (DIVERGED, FAILED, FINISHED, PRUNED, RUNNING, WAITING,
@@ -329,7 +329,8 @@ class Planner:
         return {"settings": self.settings, "trials": self.trials, "count": self.count}
 
     def load(self, state: dict[str, Any]) -> None:
-        if state.get("settings") != self.settings:  # pragma: no cover - checked before restore
+        if state.get("settings") != comparable(state.get("settings") or {},
+                                               self.settings):  # pragma: no cover - checked before
             raise LrkitError("the stored Ray sweep has other settings")
         self.trials = state["trials"]
         self.count = state["count"]
@@ -681,8 +682,8 @@ def run(spec: SweepSpec, study_name: str, location: str, *, ray_address: str | N
 def _check_stored(stored: dict[str, Any], marker: dict[str, Any], where: str) -> None:
     """Refuse to resume a Ray sweep with other settings, or with another number of workers or
     threads (a restored Tune experiment keeps those it started with)."""
-    differences = setting_differences(stored.get("lrkit_settings") or {},
-                                      marker["lrkit_settings"])
+    old = stored.get("lrkit_settings") or {}
+    differences = setting_differences(old, comparable(old, marker["lrkit_settings"]))
     if differences:
         raise LrkitError(f"{where} was started with other settings ({'; '.join(differences)}). "
                          "A Ray sweep resumes only with its own settings: give another "
