@@ -42,3 +42,17 @@ def broken(seed: int = 0):
 
     problem.loss_fn = loss_fn
     return problem
+
+
+def broken_above(seed: int = 0):
+    """wine-logreg whose training raises at rates above 0.05 (a trial that fails at some
+    rates only, while the others go on)."""
+    problem = examples.build("wine-logreg", seed=seed)
+
+    def loss_fn(model, batch):
+        if problem.optimizer.param_groups[0]["lr"] > 0.05:
+            raise RuntimeError("boom above 0.05")
+        return problem.criterion(model(batch[0]), batch[1])
+
+    problem.loss_fn = loss_fn
+    return problem

@@ -215,3 +215,28 @@ def test_a_study_stored_before_the_source_was_kept_resumes_and_records_it(journa
     study = optuna.load_study(study_name=first["study_name"],
                               storage=StorageHandle(journal).open())
     assert "problem_source" in study.user_attrs[SETTINGS_ATTR]  # recorded from now on
+
+
+def test_a_script_function_is_the_same_study_from_the_cli_and_from_python(journal, tmp_path,
+                                                                           capsys):
+    # lrkit sweep script.py:make and lrkit.sweep(make) inside script.py name the same study:
+    # they had different source digests (the file's, the function's) and refused each other
+    import subprocess
+    import sys
+
+    from tests.sweep.helpers import subprocess_env
+
+    script = tmp_path / "script.py"
+    _recipe_file(script, 4)
+    script.write_text(script.read_text() + (
+        "\nif __name__ == '__main__':\n"
+        "    import lrkit, sys\n"
+        f"    r = lrkit.sweep(make, lrs='1e-3:1', points_per_decade=4, budget=60,\n"
+        f"                    storage={journal!r}, progress=False)\n"
+        "    print(r.study_name, len(r.records))\n"))
+    assert main(["sweep", f"{script}:make", *SMALL, "--storage", journal, "--json"]) == 0
+    first = json.loads(capsys.readouterr().out)
+    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         env=subprocess_env(), timeout=300, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == [first["study_name"], str(len(first["trials"]))]

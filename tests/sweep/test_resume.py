@@ -143,3 +143,44 @@ def test_sigkill_of_a_multi_worker_sweep_kills_its_workers_too(tmp_path, workers
     assert resumed.returncode == 0, resumed.stderr
     keys = finished_keys(load(storage, "multi"))
     assert len(keys) == len(set(keys))
+
+
+def _forked_workers(pid):
+    """The worker processes a ``--workers N`` sweep forked (same command line as its parent)."""
+    with open(f"/proc/{pid}/cmdline", "rb") as handle:
+        command = handle.read()
+    with open(f"/proc/{pid}/task/{pid}/children") as handle:
+        children = [int(c) for c in handle.read().split()]
+    found = []
+    for child in children:
+        with open(f"/proc/{child}/cmdline", "rb") as handle:
+            if handle.read() == command:
+                found.append(child)
+    return found
+
+
+def test_a_worker_killed_mid_sweep_leaves_the_sweep_complete_and_reported(tmp_path):
+    # the others run its trial again and finish the plan: the command prints the result and
+    # exits 0, with a warning (it said "1 of 1 worker processes failed ... see their errors
+    # above", exit 2, and wrote no --json: a review)
+    storage = str(tmp_path / "sweeps.journal")
+    out = tmp_path / "result.json"
+    command = lrkit_command("sweep", f"{RECIPES}:slow_wine", *SETTINGS, "--storage", storage,
+                            "--study-name", "lost", "--workers", "2", "--no-progress",
+                            "--json", str(out))
+    env = subprocess_env(LRKIT_TEST_DELAY="0.006")
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        wait_for_a_running_trial(proc, storage, "lost")
+        (worker,) = _forked_workers(proc.pid)
+        os.kill(worker, signal.SIGKILL)
+        _, err = proc.communicate(timeout=300)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 0, err
+    assert "stopped by a signal" in err and "the sweep is complete" in err
+    assert out.exists() and lrkit.sweep.load(storage, "lost").best is not None
+    keys = finished_keys(load(storage, "lost"))
+    assert len(keys) == len(set(keys))

@@ -171,3 +171,19 @@ def test_a_problem_without_validation_data_is_scored_on_its_training_loss(journa
                          progress=False)
     assert result.best_lr is not None
     assert any(r.status == "finished" for r in result.records)
+
+
+def test_a_failing_trial_is_not_retried_by_another_worker_in_the_same_run(journal):
+    # the sweep stops with the error and the next run retries it: with two workers the other
+    # one claimed the retry at once, and a run spent two of the rate's attempts (a review)
+    import optuna
+
+    from lrkit.sweep.optuna_engine import StorageHandle
+
+    with pytest.raises(LrkitError, match="boom above 0.05|worker processes failed"):
+        lrkit.sweep(f"{RECIPES}:broken_above", storage=journal, study_name="twice", workers=2,
+                    lrs="1e-3:1", points_per_decade=4, budget=60, progress=False)
+    study = optuna.load_study(study_name="twice", storage=StorageHandle(journal).open())
+    errors = [(t.user_attrs.get("optimizer"), t.user_attrs.get("lr"))
+              for t in study.get_trials(deepcopy=False) if "error" in t.user_attrs]
+    assert errors and len(errors) == len(set(errors))  # one attempt per rate in this run

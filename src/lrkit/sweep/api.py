@@ -35,17 +35,20 @@ def _recipe_file(problem: Any) -> tuple[str, str] | None:
 
 
 def problem_source(problem: Any) -> str | None:
-    """A digest of what defines the recipe: the file's content for ``file.py:function``, a
-    callable's own source code (not its whole script: editing the lines after the sweep call
-    does not count); None for a built-in example or a recipe whose source cannot be read."""
-    if isinstance(problem, str):
-        if ".py:" not in problem:
-            return None
+    """A digest of what defines the recipe: the file's content for a recipe file (given as
+    ``file.py:function``, or as a function of the running script or of a file lrkit loaded: the
+    same study either way, so the same digest; a model class edited beside the function counts),
+    an importable callable's own source code; None for a built-in example or a recipe whose
+    source cannot be read."""
+    found = _recipe_file(problem)
+    if found is not None:
         try:
-            with open(problem.rpartition(":")[0], "rb") as handle:
+            with open(found[0], "rb") as handle:
                 data = handle.read()
         except OSError:
             return None
+    elif isinstance(problem, str):
+        return None
     else:
         try:
             data = inspect.getsource(problem).encode("utf-8", "surrogateescape")

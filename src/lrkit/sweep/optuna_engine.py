@@ -20,8 +20,11 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import datetime
 import errno
 import json
+import logging
 import math
 import os
 import re
@@ -599,12 +602,16 @@ def _other_problem_message(name: str, handle: StorageHandle, stored: dict,
 
 
 # -- one worker ----------------------------------------------------------------------------------
-def _claim(study, spec: SweepSpec, liveness: Liveness, speculate: bool = True):
+def _claim(study, spec: SweepSpec, liveness: Liveness, speculate: bool = True,
+           since: datetime.datetime | None = None):
     """Under the planning lock: recover stale trials, plan, and claim one trial to run: a queued
     retry first, else the plan's next trial, else (``speculate``, while the plan waits for
     other workers) a trial that the plan is likely to need next.
 
-    Returns ``(trial, plan)``; ``trial`` is None when there is nothing to run right now.
+    Returns ``(trial, plan)``; ``trial`` is None when there is nothing to run right now. A trial
+    that raised an error since ``since`` (another worker's, in this run) stops the sweep: the
+    plan comes back done, and the next run retries it (here, another worker retried it at once,
+    and one run spent two of its ``max_retries + 1`` attempts).
     """
     from optuna.trial import TrialState
 
@@ -613,6 +620,11 @@ def _claim(study, spec: SweepSpec, liveness: Liveness, speculate: bool = True):
     plan = spec.strategy().plan(observe(trials, spec))
     if plan.done:
         return None, plan
+    if since is not None and any(
+            t.state == TrialState.FAIL and "error" in t.user_attrs
+            and t.datetime_complete is not None and t.datetime_complete >= since
+            for t in trials):
+        return None, dataclasses.replace(plan, done=True)
     waiting = [t for t in trials if t.state == TrialState.WAITING
                and spec.point_of(t.user_attrs) is not None]
     if not waiting:
@@ -693,11 +705,12 @@ def run_worker(handle: StorageHandle, study_name: str, spec: SweepSpec, *,
     study = open_study(handle, study_name, spec, create=False)
     lock = handle.planning_lock(study_name)
     ran = 0
+    started = datetime.datetime.now()  # Optuna's own clock for datetime_complete
     try:
         with handle.liveness() as liveness:
             while max_trials is None or ran < max_trials:
                 with lock:
-                    trial, plan = _claim(study, spec, liveness, speculate)
+                    trial, plan = _claim(study, spec, liveness, speculate, since=started)
                 if plan.done:
                     break
                 if trial is None:
@@ -802,7 +815,14 @@ def run_workers(handle: StorageHandle, study_name: str, spec: SweepSpec, workers
             p.join(timeout=10)
         raise
     failed = [p for p in processes if p.exitcode not in (0, None)]
-    if failed:
-        codes = ", ".join(f"{p.name} exit {p.exitcode}" for p in failed)
+    codes = ", ".join(f"{p.name} exit {p.exitcode}" for p in failed)
+    if any(p.exitcode > 0 for p in failed):  # a worker's trial raised: it printed the error
         raise LrkitError(f"{len(failed)} of {workers - 1} worker processes failed ({codes}); "
                          "see their errors above. Rerun the same command to resume.")
+    if failed:
+        # killed by a signal (the OOM killer, kill -9): this process recovered their trials and
+        # ran them again, and has seen the plan done; the sweep is complete, the result valid
+        logging.getLogger("lrkit.sweep").warning(
+            "lrkit sweep: %d of %d worker processes were stopped by a signal (%s); their trials "
+            "were run again by the others, and the sweep is complete", len(failed), workers - 1,
+            codes)

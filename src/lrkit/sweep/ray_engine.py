@@ -685,8 +685,11 @@ def _check_stored(stored: dict[str, Any], marker: dict[str, Any], where: str) ->
     old = stored.get("lrkit_settings") or {}
     differences = setting_differences(old, comparable(old, marker["lrkit_settings"]))
     if differences:
-        raise LrkitError(f"{where} was started with other settings ({'; '.join(differences)}). "
-                         "A Ray sweep resumes only with its own settings: give another "
+        edited = (" The recipe's source changed since then, so its stored trials trained the "
+                  "earlier version." if old.get("problem_source") not in (
+                      None, marker["lrkit_settings"].get("problem_source")) else "")
+        raise LrkitError(f"{where} was started with other settings ({'; '.join(differences)})."
+                         f"{edited} A Ray sweep resumes only with its own settings: give another "
                          "study_name or storage")
     for key in ("workers", "threads", "max_retries"):
         was, now = stored.get(key), marker[key]
