@@ -87,6 +87,8 @@ def test_the_guard_acts_alike_on_every_rank_and_replicas_stay_identical(ranks):
 
 
 RECIPE = '''
+import atexit
+
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
@@ -94,6 +96,9 @@ from torch.nn.parallel import DistributedDataParallel
 
 def make(seed=0):
     dist.init_process_group("gloo")  # from torchrun's environment
+    # torn down before the interpreter exits: left to the exit, gloo's threads sometimes
+    # aborted a rank ("terminate called without an active exception", exit -6) after its work
+    atexit.register(dist.destroy_process_group)
     g = torch.Generator().manual_seed(100 + dist.get_rank())  # each rank its own data
     x = torch.randn(256, 10, generator=g)
     y = x.sum(dim=1, keepdim=True) + 0.1 * torch.randn(256, 1, generator=g)
