@@ -297,7 +297,8 @@ def test_an_error_in_the_recipes_model_is_one_line_with_exit_code_2(command, tmp
     code = main([command[0], f"{recipe}:make", *command[1:], "--no-progress"])
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1
-    assert "the forward pass" in err and "RuntimeError: mat1 and mat2 must have the same dtype" in err
+    assert "the forward pass" in err
+    assert "RuntimeError: mat1 and mat2 must have the same dtype" in err
 
 
 def test_in_python_the_users_own_exception_comes_through_as_it_was(tmp_path):

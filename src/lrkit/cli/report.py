@@ -15,8 +15,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="lrkit-report", metavar="DIR",
                    help="output directory for index.html, created when missing; an index.html "
                         "already there is replaced (default: lrkit-report)")
-    p.add_argument("--title", default=None, help="page title (default: 'lrkit report'; 'lrkit demo' for the summary "
-                        "of lrkit demo alone)")
+    p.add_argument("--title", default=None,
+                   help="page title (default: 'lrkit report'; 'lrkit demo' for the summary of "
+                        "lrkit demo alone)")
     p.set_defaults(func=run)
 
 
