@@ -37,6 +37,17 @@ def _closure(model, optimizer, x, y, poison=None):
     return closure
 
 
+def _inf_gradient(model, optimizer, x, y):
+    """A closure whose loss is finite and whose gradient holds an inf (in the first layer)."""
+    def closure():
+        optimizer.zero_grad()
+        loss = nn.functional.mse_loss(model(x), y)
+        loss.backward()
+        model[0].weight.grad[0, 0] = float("inf")
+        return loss
+    return closure
+
+
 def _state(model, optimizer):
     return ({k: v.clone() for k, v in model.state_dict().items()},
             {k: {n: t.clone() if torch.is_tensor(t) else t for n, t in s.items()}
@@ -78,20 +89,14 @@ def test_nonfinite_gradient_and_spike():
     x, y = torch.randn(16, 4), torch.randn(16, 1)
     for _ in range(6):
         guard.step(_closure(model, optimizer, x, y))
-
-    def bad_grad():
-        optimizer.zero_grad()
-        loss = nn.functional.mse_loss(model(x), y)
-        loss.backward()
-        model[0].weight.grad[0, 0] = float("inf")
-        return loss
-
-    guard.step(bad_grad)  # a lone one: back to the snapshot, the rate as it was
+    # a lone one: back to the snapshot, the rate as it was
+    guard.step(_inf_gradient(model, optimizer, x, y))
     assert guard.interventions[-1].reason == "nonfinite_grad_rolled_back"
     assert optimizer.param_groups[0]["lr"] == 0.1
     for _ in range(6):
         guard.step(_closure(model, optimizer, x, y))
-    guard.step(bad_grad)  # a second within confirm_spikes steps: the rate's
+    # a second within confirm_spikes steps: the rate's
+    guard.step(_inf_gradient(model, optimizer, x, y))
     assert guard.interventions[-1].reason == "nonfinite_grad"
     before = {k: v.clone() for k, v in model.named_parameters()}
     # a lone spike: the batch is skipped, the parameters and the rate stay as they were
@@ -438,15 +443,8 @@ def test_a_snapshot_taken_after_an_update_that_broke_the_parameters_is_not_resto
     initial = {k: v.clone() for k, v in model.named_parameters()}
     for _ in range(4):
         guard.step(_closure(model, optimizer, x, y))
-
-    def poisoned_gradient():  # a finite loss, an infinite gradient: the update breaks the model
-        optimizer.zero_grad()
-        loss = nn.functional.mse_loss(model(x), y)
-        loss.backward()
-        model[0].weight.grad[0, 0] = float("inf")
-        return loss
-
-    guard.step(poisoned_gradient)  # the fifth good step: the snapshot after it is broken
+    # a finite loss, an infinite gradient: the update breaks the model
+    guard.step(_inf_gradient(model, optimizer, x, y))  # the fifth good step: its snapshot broken
     assert not torch.isfinite(model[0].weight).all()
     assert guard._snapshots.latest_step == 5 and not guard._snapshots.latest.parameters_finite()
     value = guard.step(_closure(model, optimizer, x, y))
@@ -845,15 +843,7 @@ def test_a_gradient_check_switched_on_mid_run_applies_at_the_next_step():
     for _ in range(31):
         guard.step(_closure(model, optimizer, x, y))
     assert guard._fast  # the short path is open
-
-    def bad_grad():
-        optimizer.zero_grad()
-        loss = nn.functional.mse_loss(model(x), y)
-        loss.backward()
-        model[0].weight.grad[0, 0] = float("inf")
-        return loss
-
     guard.check_grads = True
-    guard.step(bad_grad)
+    guard.step(_inf_gradient(model, optimizer, x, y))
     assert guard.skipped and guard.interventions[-1].reason == "nonfinite_grad_rolled_back"
     assert all(torch.isfinite(p).all() for p in model.parameters())

@@ -206,18 +206,11 @@ def _json_safe(value: Any) -> Any:
 def _recipe_peak_lr(spec: str) -> float | None:
     """The ``peak_lr`` of a recipe saved as JSON or YAML (``lrkit recommend --json/--yaml``),
     whose ``schedule`` is relative to it; None for any other spec."""
-    if not str(spec).endswith((".json", ".yaml", ".yml")):
-        return None
-    try:
-        with open(spec, encoding="utf-8") as fh:
-            if str(spec).endswith(".json"):
-                data = json.load(fh)
-            else:
-                import yaml
+    from lrkit.schedules.spec import is_config_file, read_config_file
 
-                data = yaml.safe_load(fh)
-    except Exception:  # noqa: BLE001 - load() already read it, and names any problem
+    if not is_config_file(spec):
         return None
+    data = read_config_file(str(spec))  # (load() has read it: no error here)
     peak = data.get("peak_lr") if isinstance(data, dict) and "schedule" in data else None
     return float(peak) if isinstance(peak, (int, float)) and not isinstance(peak, bool) \
         and math.isfinite(peak) and peak > 0 else None

@@ -318,8 +318,8 @@ def _decide(ev: dict, vev: dict | None) -> tuple[str, float, list[str]]:
     # of 500 sits 3.5 widths up, and 4 made such curves "diverged" at 0.97 (1 in 3)
     noise_peak = math.sqrt(2.0 * math.log(max(n, 2))) + 2.0
     # single losses (a batch, the start) against the batches' own scatter about their level too
-    batch = max(ev["noise"], ev.get("batch_noise", 0.0))
-    blowup = max(BLOWUP_LOG, PEAK_NOISE_WIDTHS * max(ev["noise"], ev.get("smooth_noise", 0.0)))
+    batch = max(ev["noise"], ev["batch_noise"])
+    blowup = max(BLOWUP_LOG, PEAK_NOISE_WIDTHS * max(ev["noise"], ev["smooth_noise"]))
     raw_blowup = max(BLOWUP_LOG, max(PEAK_NOISE_WIDTHS, noise_peak) * batch)
     peak = max(ev["raw_peak_log"] * blowup / raw_blowup, ev["overshoot_log"])  # on one scale
     tolerance = END_ABOVE_START_LOG
@@ -369,8 +369,7 @@ def _decide(ev: dict, vev: dict | None) -> tuple[str, float, list[str]]:
                          f"best {ev['best']:.4g} (at {at(ev['best_at'])})"))
     if (ev["max_rebound"] >= REBOUND_SHARE
             and ev["progress_log"] >= max(STALL_HIGH_LOG, 2.0 * batch)
-            and ev.get("rebound_log", math.inf)
-            >= REBOUND_NOISE_WIDTHS * ev.get("coarse_noise", 0.0)):
+            and ev["rebound_log"] >= REBOUND_NOISE_WIDTHS * ev["coarse_noise"]):
         unstable.append((ev["max_rebound"] / REBOUND_SHARE - 1,
                          f"after falling, the loss bounced back up by {ev['max_rebound']:.0%} of "
                          f"its progress (at step {ev['rebound_at']})"))

@@ -25,7 +25,7 @@ import math
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from lrkit.errors import LrkitError, require
 
@@ -44,6 +44,17 @@ class LossLog:
     lrs: list[float] | None
     val_losses: list[tuple[float, float]]
     source: str
+
+    def only(self, keep: Callable[[float], bool], note: str, *, val_too: bool = False) -> LossLog:
+        """The log of the steps ``keep`` accepts (and of the validation losses too, with
+        ``val_too``), its source followed by ``note``; itself when it keeps all or none."""
+        kept = [i for i, step in enumerate(self.steps) if keep(step)]
+        if not kept or len(kept) == len(self.steps):
+            return self
+        return LossLog([self.steps[i] for i in kept], [self.losses[i] for i in kept],
+                       [self.lrs[i] for i in kept] if self.lrs else None,
+                       [(at, v) for at, v in self.val_losses if keep(at)] if val_too
+                       else self.val_losses, f"{self.source}, {note}")
 
     def diagnose(self, **options: Any):
         from lrkit.diagnose.classify import diagnose
@@ -313,10 +324,10 @@ def _record_columns(record: dict, column: str | None, where: str) -> dict | None
     return columns
 
 
-def _add_record(collector: _Collector, record: dict, column: str | None, where: str) -> bool:
-    """Add one JSON record (``where``: "line 3", "item 3"); whether it held the loss. A record
-    without the given ``column`` nor a validation loss is another metric's, and is passed by."""
-    columns = _record_columns(record, column, f"{collector.path} {where}")
+def _add_record(collector: _Collector, record: dict, columns: dict | None, where: str) -> bool:
+    """Add one JSON record (``where``: "line 3", "item 3") whose keys to read are ``columns``
+    (:func:`_record_columns`); whether it held the loss. A record without the given column nor
+    a validation loss (``columns`` None) is another metric's, and is passed by."""
     if columns is None:
         return False
     pick = lambda key: record[columns[key]] if columns[key] else None  # noqa: E731
@@ -372,12 +383,11 @@ def _read_jsonl(path: str | os.PathLike, column: str | None = None) -> LossLog:
                     cut_at = evidence.get("guard_cut_at")
                     rolled_back = evidence.get("guard_rolled_back_at") or []
                 continue
-            step = record.get("step")
+            columns = _record_columns(record, column, f"{name} line {line}")
+            # the step of a line with a training loss (a validation loss's own line may name an
+            # earlier step: a checkpoint's)
+            step = record.get("step") if columns is not None and columns["loss"] else None
             step = step if isinstance(step, (int, float)) and not isinstance(step, bool) else None
-            has_loss = (column in record if column is not None
-                        else bool(_loss_column(list(record)) or _loss_like(list(record))))
-            if not has_loss:
-                step = None  # a validation loss's own line (of an earlier step: a checkpoint's)
             # a Monitor's steps going back: a run that ended without its final report (it
             # crashed, or was stopped) and the next one, which counts from 0 again
             restarted = monitor and None not in (step, last_step) and step < last_step
@@ -389,7 +399,7 @@ def _read_jsonl(path: str | os.PathLike, column: str | None = None) -> LossLog:
                 runs += 1
                 cut_at, rolled_back = None, []
             last_step = step if step is not None else last_step
-            seen_column |= _add_record(collector, record, column, f"line {line}")
+            seen_column |= _add_record(collector, record, columns, f"line {line}")
     _require_seen(seen_column, name, column)
     kind = "jsonl" if runs == 1 else f"jsonl (the last of {runs} runs in the file)"
     log = collector.result(kind + (f", key {column!r}" if column is not None else ""))
@@ -397,22 +407,14 @@ def _read_jsonl(path: str | os.PathLike, column: str | None = None) -> LossLog:
         # a Monitor told of a guard left out the batches it rolled back at the same rate (a
         # lone NaN: a bad batch): so does the file, else "unstable x0.3" for that one batch
         skip = set(rolled_back)
-        keep = [i for i, step in enumerate(log.steps) if step not in skip]
-        if keep and len(keep) < len(log.steps):
-            log = LossLog([log.steps[i] for i in keep], [log.losses[i] for i in keep],
-                          [log.lrs[i] for i in keep] if log.lrs else None, log.val_losses,
-                          f"{log.source}, without the {len(log.steps) - len(keep)} batch(es) "
-                          "the guard rolled back")
+        log = log.only(lambda step: step not in skip,
+                       f"without the {len(skip)} batch(es) the guard rolled back")
     if isinstance(cut_at, (int, float)) and not isinstance(cut_at, bool):
         # a Monitor told of a guard diagnosed the steps since the guard's last cut (before it:
         # the rate that failed, and the probe's undone steps): so does the file, else it gave
         # "unstable x0.1" where the monitor said "healthy, keep"
-        keep = [i for i, step in enumerate(log.steps) if step >= cut_at]
-        if len(keep) < len(log.steps) and keep:
-            log = LossLog([log.steps[i] for i in keep], [log.losses[i] for i in keep],
-                          [log.lrs[i] for i in keep] if log.lrs else None,
-                          [(at, v) for at, v in log.val_losses if at >= cut_at],
-                          f"{log.source}, from step {cut_at:g}: the guard's last cut")
+        log = log.only(lambda step: step >= cut_at, f"from step {cut_at:g}: the guard's last cut",
+                       val_too=True)
     return log
 
 
@@ -459,7 +461,8 @@ def _read_records(records: list, name: str, column: str | None = None) -> LossLo
         if not isinstance(record, dict):
             raise LrkitError(f"{name} {where}: expected a JSON object, got "
                              f"{type(record).__name__}")
-        seen_column |= _add_record(collector, record, column, where)
+        seen_column |= _add_record(collector, record,
+                                   _record_columns(record, column, f"{name} {where}"), where)
     _require_seen(seen_column, name, column)
     return collector.result("json" + (f", key {column!r}" if column is not None else ""))
 

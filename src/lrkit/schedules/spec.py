@@ -442,31 +442,46 @@ def load(source: Any) -> Schedule:
     """
     import os
 
-    if isinstance(source, (str, os.PathLike)) and str(source).endswith((".json", ".yaml", ".yml")):
+    if is_config_file(source):
         path = os.fspath(source)
-        require(os.path.exists(path), f"schedule file {path!r} does not exist")
-        require(not os.path.isdir(path), f"schedule file {path!r} is a directory, not a file")
-        try:
-            with open(path, encoding="utf-8") as fh:
-                text = fh.read()
-        except UnicodeDecodeError as exc:
-            raise LrkitError(f"schedule file {path!r} is not UTF-8 text ({exc.reason} at byte "
-                             f"{exc.start})") from None
-        except OSError as exc:
-            raise LrkitError(f"schedule file {path!r} cannot be read: "
-                             f"{exc.strerror or exc}") from None
-        if path.endswith(".json"):
-            try:
-                data = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise LrkitError(f"schedule file {path!r} is not valid JSON: {exc.msg} at line "
-                                 f"{exc.lineno}, column {exc.colno}") from None
-        else:
-            data = _yaml_load(text, path)
+        data = read_config_file(path)
         if isinstance(data, dict) and "schedule" in data and "type" not in data:
             data = data["schedule"]
         return from_config(data, where=path)
     return from_config(source)
+
+
+def is_config_file(source: Any) -> bool:
+    """Whether ``source`` names a ``.json``/``.yaml`` schedule file (not a spec string)."""
+    import os
+
+    return isinstance(source, (str, os.PathLike)) and str(source).endswith(
+        (".json", ".yaml", ".yml"))
+
+
+def read_config_file(path: str) -> Any:
+    """The parsed content of a ``.json`` or ``.yaml`` file; an :class:`LrkitError` names the
+    file (and the line) when it cannot be read or parsed."""
+    import os
+
+    require(os.path.exists(path), f"schedule file {path!r} does not exist")
+    require(not os.path.isdir(path), f"schedule file {path!r} is a directory, not a file")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except UnicodeDecodeError as exc:
+        raise LrkitError(f"schedule file {path!r} is not UTF-8 text ({exc.reason} at byte "
+                         f"{exc.start})") from None
+    except OSError as exc:
+        raise LrkitError(f"schedule file {path!r} cannot be read: "
+                         f"{exc.strerror or exc}") from None
+    if not path.endswith(".json"):
+        return _yaml_load(text, path)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise LrkitError(f"schedule file {path!r} is not valid JSON: {exc.msg} at line "
+                         f"{exc.lineno}, column {exc.colno}") from None
 
 
 def _yaml_load(text: str, path: str) -> Any:
