@@ -228,3 +228,84 @@ def test_a_tensor_rate_keeps_its_identity_through_a_restore():
     assert optimizer.param_groups[0]["lr"] is lr and lr.item() == pytest.approx(0.01)
     lr.fill_(0.001)  # the user's handle still steers the optimizer
     assert optimizer.param_groups[0]["lr"].item() == pytest.approx(0.001)
+
+
+@pytest.mark.parametrize("where", ["cpu", "disk"])
+def test_every_object_a_group_holds_keeps_its_identity_and_its_value(where, tmp_path):
+    """Tensor betas, a user's dict and list, a function: the user's own objects after a
+    restore (load_state_dict deep-copies the groups), with the values they had."""
+    model = nn.Linear(4, 2)
+    b1, b2 = torch.tensor(0.9), torch.tensor(0.999)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01, betas=(b1, b2))
+    group = optimizer.param_groups[0]
+    meta, tags, clip = {"name": "body", "scale": torch.tensor([1.0, 2.0])}, ["a"], lambda g: g
+    group.update(meta=meta, tags=tags, clip=clip)
+    snapshot = Snapshot(model, optimizer, where=where, directory=tmp_path)
+    b1.fill_(0.5)
+    meta["scale"].mul_(3)
+    meta["name"] = "changed"
+    tags.append("b")
+    snapshot.restore(last=True)
+    group = optimizer.param_groups[0]
+    assert group["betas"][0] is b1 and group["betas"][1] is b2 and b1.item() == pytest.approx(0.9)
+    assert group["meta"] is meta and meta["name"] == "body"
+    assert torch.equal(meta["scale"], torch.tensor([1.0, 2.0]))
+    assert group["tags"] is tags and tags == ["a"]
+    assert group["clip"] is clip
+    b1.fill_(0.8)  # the user's handle still steers the optimizer
+    assert optimizer.param_groups[0]["betas"][0].item() == pytest.approx(0.8)
+
+
+def test_a_disk_snapshot_keeps_unpicklable_group_values_in_memory(tmp_path):
+    """A lambda in a group: the disk snapshot works (the groups stay in memory) and restores."""
+    import threading
+    model = nn.Linear(4, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    lock = threading.Lock()
+    optimizer.param_groups[0].update(clip=lambda g: g, lock=lock)
+    before = _state_of(model, optimizer)
+    snapshot = Snapshot(model, optimizer, where="disk", directory=tmp_path)
+    model(torch.randn(3, 4)).sum().backward()
+    optimizer.step()
+    optimizer.param_groups[0]["lr"] = 1.0
+    snapshot.restore(last=True)
+    _assert_state_is(model, optimizer, before)
+    assert optimizer.param_groups[0]["lr"] == 0.1 and optimizer.param_groups[0]["lock"] is lock
+    assert list(tmp_path.iterdir()) == []
+
+
+class _KeepsAFunction(torch.optim.SGD):
+    """An optimizer whose per-parameter state holds what pickle cannot write."""
+
+    def step(self, closure=None):
+        for group in self.param_groups:
+            for param in group["params"]:
+                self.state[param]["hook"] = lambda g: g
+        return super().step(closure)
+
+
+def test_a_disk_snapshot_that_cannot_be_written_says_so_and_leaves_no_file(tmp_path):
+    from lrkit.errors import LrkitError
+    model = nn.Linear(4, 2)
+    optimizer = _KeepsAFunction(model.parameters(), lr=0.1)
+    model(torch.randn(3, 4)).sum().backward()
+    optimizer.step()
+    with pytest.raises(LrkitError, match="cannot be written to disk.*snapshot='cpu'"):
+        Snapshot(model, optimizer, where="disk", directory=tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_full_disk_gives_one_clear_error_and_leaves_no_partial_file(tmp_path, monkeypatch):
+    import errno
+    from lrkit.errors import LrkitError
+    model = nn.Linear(4, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+
+    def full_disk(payload, handle):
+        handle.write(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(LrkitError, match="No space left on device.*snapshot='cpu'"):
+        Snapshot(model, optimizer, where="disk", directory=tmp_path)
+    assert list(tmp_path.iterdir()) == []

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import pickle
 import random
 import tempfile
 from pathlib import Path
@@ -188,6 +189,76 @@ def _keep_state_dtypes(optimizer: torch.optim.Optimizer, saved: dict, *, copy: b
                 state[key] = value.to(current.device, copy=copy)
 
 
+def _group_objects(optimizer: torch.optim.Optimizer | None) -> list[tuple[int, str, Any]]:
+    """``(group index, key, value)`` for every value in the optimizer's groups that is an
+    object a user may hold (anything but a number, a string or None), ``params`` aside."""
+    if optimizer is None:
+        return []
+    return [(i, key, value) for i, group in enumerate(optimizer.param_groups)
+            for key, value in group.items()
+            if key != "params" and not isinstance(value, (int, float, str, bool, type(None)))]
+
+
+_HOLDERS = (torch.Tensor, list, tuple, dict)
+
+
+def _refill(target: Any, saved: Any) -> bool:
+    """Put the snapshot's values ``saved`` back into the user's object ``target`` in place (a
+    tensor copied into, a list's or dict's items set again, their own objects kept where they
+    can be refilled in turn); False where that cannot be done (another shape, a tuple whose
+    items changed), and a copy of ``saved`` takes its place."""
+    if isinstance(target, torch.Tensor):
+        if isinstance(saved, torch.Tensor) and saved.shape == target.shape:
+            target.copy_(saved)
+            return True
+        return False
+    if isinstance(target, tuple):
+        return (isinstance(saved, tuple) and len(saved) == len(target)
+                and all(_refill(t, v) for t, v in zip(target, saved)))
+    if isinstance(target, list) and isinstance(saved, list):
+        target[:] = [_refilled(target[j] if j < len(target) else None, value)
+                     for j, value in enumerate(saved)]
+        return True
+    if isinstance(target, dict) and isinstance(saved, dict):
+        items = {key: _refilled(target.get(key), value) for key, value in saved.items()}
+        target.clear()
+        target.update(items)
+        return True
+    # a plain value, or another object (a user's function, a lock: the snapshot kept it as it is)
+    return target is saved or (isinstance(target, (int, float, str)) and target == saved)
+
+
+def _refilled(target: Any, saved: Any) -> Any:
+    """``target`` refilled with ``saved``, or a copy of ``saved`` where it cannot be."""
+    if isinstance(target, _HOLDERS) and _refill(target, saved):
+        return target
+    return _copy_into(saved, None, [], on_device=True)
+
+
+def _without_held(groups: list[dict], held: list[tuple[int, str, Any]]) -> list[dict]:
+    """The saved groups for ``load_state_dict`` with the held objects left out: it deep-copies
+    the groups, which fails on what cannot be copied (a lock) and is undone by the relink."""
+    groups = [dict(group) for group in groups]
+    for i, key, _ in held:
+        if i < len(groups) and key in groups[i]:
+            groups[i][key] = None
+    return groups
+
+
+def _relink_group_objects(optimizer: torch.optim.Optimizer, saved_groups: list[dict],
+                          held: list[tuple[int, str, Any]]) -> None:
+    """After ``load_state_dict``: the groups hold the user's own objects again (a tensor rate
+    the user fills later, tensor betas annealed in place, a dict of their own), refilled with
+    the snapshot's values, rather than copies."""
+    groups = optimizer.param_groups
+    with torch.no_grad():
+        for i, key, value in held:
+            if i >= len(groups) or i >= len(saved_groups) or key not in saved_groups[i]:
+                continue
+            saved = saved_groups[i][key]
+            groups[i][key] = value if _refill(value, saved) else _refilled(None, saved)
+
+
 def capture_rng(*, torch_only: bool = False) -> dict[str, Any]:
     """The state of every generator a training step may draw from. ``torch_only``: torch's
     generators alone (what the model draws from: dropout, initialisation), without numpy's and
@@ -285,6 +356,10 @@ class Snapshot:
                 grad = getattr(tensor, "grad", None)
                 payload["grads"][name] = (None if grad is None else _copy_into(
                     grad, old["grads"].get(name), pairs, on_device=on_device))
+        #: the objects the groups held (a tensor rate, tensor betas, a user's dict), put back
+        #: after a restore: load_state_dict swaps in the snapshot's copies
+        self._held = _group_objects(optimizer)
+        self._groups: list[dict] | None = None
         if optimizer is not None:
             state = optimizer.state_dict()
             arena = _Arena(_tensors_in(state.get("state"))) if fresh else None
@@ -296,6 +371,13 @@ class Snapshot:
         _copy_pairs(pairs)
         self._rng = capture_rng(torch_only=torch_rng_only)
         if where == "disk":
+            # the groups' hyperparameters stay in memory (small, and they may hold what pickle
+            # cannot write: a user's function or lock in a group); the tensors go to the file
+            optimizer_payload = payload["optimizer"]
+            if optimizer_payload is not None:
+                self._groups = optimizer_payload.get("param_groups")
+                payload["optimizer"] = {key: value for key, value in optimizer_payload.items()
+                                        if key != "param_groups"}
             self._path = self._write(payload, directory)
             self._payload = None
         else:
@@ -321,8 +403,21 @@ class Snapshot:
                 f"cannot write the state snapshot in {str(directory)!r} ({exc.strerror}); "
                 "pass a writable snapshot directory or keep the snapshot in memory"
             ) from exc
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(payload, handle)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                torch.save(payload, handle)
+        except BaseException as exc:  # a full disk, an unpicklable value, Ctrl-C: no file left
+            Path(name).unlink(missing_ok=True)
+            if isinstance(exc, OSError):
+                raise LrkitError(
+                    f"cannot write the state snapshot in {str(directory)!r} ({exc.strerror or exc}); "
+                    "free some space, pass another snapshot directory or keep the snapshot in "
+                    "memory (snapshot='cpu')") from exc
+            if isinstance(exc, (pickle.PicklingError, TypeError, AttributeError)):
+                raise LrkitError(
+                    f"the optimizer's state holds a value that cannot be written to disk ({exc}); "
+                    "keep the snapshot in memory (snapshot='cpu')") from exc
+            raise
         return Path(name)
 
     def restore(self, *, last: bool = False) -> None:
@@ -369,23 +464,16 @@ class Snapshot:
             # load_state_dict keeps tensors that are already on the right device and dtype, and
             # the optimizer's in-place updates would then change the snapshot itself
             saved = payload["optimizer"]
-            # a tensor rate (or other hyperparameter) keeps its identity: the user may hold it,
-            # to fill it later, and load_state_dict would swap in the snapshot's copy
-            held = [(i, key, value) for i, group in enumerate(self._optimizer.param_groups)
-                    for key, value in group.items()
-                    if key != "params" and isinstance(value, torch.Tensor)]
+            if from_disk:  # the file holds the state; the groups stayed in memory (_write)
+                saved = {**saved, "param_groups": self._groups}
+            saved_groups = saved.get("param_groups") or []
+            loadable = {**saved, "param_groups": _without_held(saved_groups, self._held)}
             self._optimizer.load_state_dict(
-                saved if last or from_disk
-                else _copy_into(saved, None, [], on_device=self._on_device))
+                loadable if last or from_disk
+                else _copy_into(loadable, None, [], on_device=self._on_device))
             _keep_state_dtypes(self._optimizer, saved.get("state", {}),
                                copy=not (last or from_disk))
-            groups = self._optimizer.param_groups
-            with torch.no_grad():
-                for i, key, tensor in held:
-                    loaded = groups[i].get(key) if i < len(groups) else None
-                    if isinstance(loaded, torch.Tensor) and loaded.shape == tensor.shape:
-                        tensor.copy_(loaded)
-                        groups[i][key] = tensor
+            _relink_group_objects(self._optimizer, saved_groups, self._held)
         restore_rng(self._rng)
         if last:
             self.discard()
