@@ -181,3 +181,19 @@ def test_two_low_first_batches_do_not_hide_a_fall_of_a_third():
     flat = np.ones(n) * (1 + 0.3 * rng.standard_normal(n))
     flat[:2] = 0.3
     assert not suggest.prepare(lrs, flat).fell
+
+
+def test_a_dip_on_the_flat_start_is_no_fall():
+    """A trained model's noisy curve (a review's pre-warmed RMSprop, its 30 losses) whose
+    lowest point is in the first tenth, before the rate acts: no suggestion of the start rate
+    (it was 1e-7), and it says why; the same curve with its start cut off falls, and suggests."""
+    losses = [0.34, 0.196, 0.537, 0.699, 0.65, 0.935, 0.831, 0.789, 0.471, 0.687, 1.264, 0.297,
+              0.407, 0.385, 1.345, 0.331, 0.309, 0.176, 0.458, 0.534, 0.407, 0.582, 0.595, 0.18,
+              0.228, 0.625, 0.351, 1.71, 2.882, 10.118]
+    lrs = np.geomspace(1e-7, 0.1, 30)
+    analysis = suggest.analyse(lrs, losses)
+    assert analysis.curve.lowest_at_start and not analysis.curve.fell
+    assert analysis.suggested_lr is None
+    assert "lowest at the start of the sweep" in analysis.unreadable
+    later = suggest.analyse(lrs[2:], losses[2:])
+    assert not later.curve.lowest_at_start and later.suggested_lr is not None

@@ -59,6 +59,11 @@ class Curve:
         on batches of 8 two low first losses put it under the whole flat start, so that a curve
         falling by a third "never fell" (regression-mlp/b8 in benchmarks/finder_quality.py).
         """
+        return self._drop_stands_out and not self.lowest_at_start
+
+    @functools.cached_property
+    def _drop_stands_out(self) -> bool:
+        """The drop from the start to the minimum is larger than the noise (see ``fell``)."""
         if self.n < 5:
             return False
         start = max(float(self.smooth[0]), float(np.median(self.smooth[: max(3, self.n // 10)])))
@@ -67,6 +72,15 @@ class Curve:
         # (a model whose output ignores its parameters) never fell
         level = max(abs(start), abs(float(self.smooth[self.min_index])))
         return bool(drop > 3 * self.smooth_noise and drop > FLAT_TOLERANCE * level and drop > 0)
+
+    @functools.cached_property
+    def lowest_at_start(self) -> bool:
+        """Whether the loss dipped below its starting level only in the curve's first tenth (the
+        flat start, whose median is that level), and never again: there the rate has not acted
+        yet, and such a dip is the noise's (a trained model, or a start_lr already too high),
+        not a fall. None of the 480 curves of benchmarks/finder_quality.py has its minimum
+        there."""
+        return self._drop_stands_out and self.min_index < max(3, self.n // 10)
 
     @functools.cached_property
     def smooth_noise(self) -> float:
@@ -297,6 +311,10 @@ def analyse(lrs, losses, *, method: str = "auto", smooth_window: float | None = 
     if curve.n < MIN_POINTS:
         unreadable = (f"only {curve.n} usable points in the curve: too few to suggest a rate; "
                       "use more steps or a lower start_lr")
+    elif curve.lowest_at_start:
+        unreadable = ("the loss was lowest at the start of the sweep and never fell below it: "
+                      "the model may be trained already, or start_lr is too high for it; lower "
+                      "start_lr, or check the model and data")
     elif not curve.fell:
         unreadable = ("the loss never fell over the swept range: check the model and data, "
                       "or widen the range (lower start_lr, higher end_lr)")
