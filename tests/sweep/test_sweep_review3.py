@@ -112,3 +112,18 @@ def test_a_pruned_trial_gets_its_verdict_but_no_advice():
     result = SweepResult([pruned, finished], settings={})
     assert result.records[0].diagnosis == "plateaued (76%, pruned: no advice)"
     assert result.records[1].diagnosis == "plateaued (x3, 76%)"
+
+
+def test_a_trials_diagnosis_does_not_depend_on_the_strategys_rungs():
+    """The same trial (rate, seed, losses bit for bit) under refine's rungs and grid's none gets
+    the same verdict (a review: too_slow x3 under refine, healthy under grid)."""
+    from lrkit.sweep.space import OptimizerSpec
+    from lrkit.sweep.trial import TrialConfig, run_trial
+
+    base = dict(problem="wine-logreg", optimizer=OptimizerSpec("recipe", "recipe"), lr=0.01,
+                seed=0, budget=400)
+    refine = run_trial(TrialConfig(**base, eval_steps=(44, 133)))
+    grid = run_trial(TrialConfig(**base))
+    assert [p for p in refine.curve] == [p for p in grid.curve]
+    assert len(refine.eval_curve) == 3 and len(grid.eval_curve) == 1
+    assert refine.diagnosis == grid.diagnosis
