@@ -39,7 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--val-every", type=int, default=None, metavar="K",
                    help="evaluate a fixed validation subset every K >= 1 steps and use that curve "
                         "(needs a val_loader in the recipe)")
-    p.add_argument("--val-batches", type=int, default=5, help="batches in the validation subset")
+    p.add_argument("--val-batches", type=int, default=5, help="batches in the validation subset (default 5)")
     p.add_argument("--method", default="auto",
                    help="suggestion method: auto (= edge), edge, steepest, valley, minimum (default auto)")
     p.add_argument("--budget-steps", type=int, default=None,
@@ -67,6 +67,7 @@ OPTION_NAMES = {
     "val_every": "--val-every", "val_batches": "--val-batches",
     "accumulation_steps": "--accumulation-steps", "budget_steps": "--budget-steps",
     "max_grad_norm": "--max-grad-norm", "noise_batches": "--noise-batches",
+    "method": "--method",
 }
 
 

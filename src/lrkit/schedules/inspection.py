@@ -11,7 +11,7 @@ code               what it means
 =================  ==========================================================================
 zero-start         the rate is 0 at step 0, so the first optimizer step does nothing
 join-jump          a join switches to a piece that does not start where the last one ended
-warmup-too-long    a warmup ends at or after the last step of the run
+warmup-too-long    a warmup ends at or after the end of the run (the peak is never reached)
 short-horizon      the schedule ends before the run does and holds its last value
 long-horizon       the run ends before the schedule does, so it never reaches its end value
 floor-above-peak   a floor is above the peak it is meant to sit under
