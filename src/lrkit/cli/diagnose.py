@@ -58,6 +58,9 @@ def run(args: argparse.Namespace) -> int:
             raise LrkitError("--tag names a TensorBoard scalar of a loss log FILE; --example "
                              "trains its own runs: drop --tag")
         return _demo(args)
+    if args.steps is not None:  # silently ignored, it would look as if it had been used
+        raise LrkitError("--steps sets the length of --example's training runs; a loss log FILE "
+                         "is diagnosed as logged: drop --steps")
     if not args.file:
         raise LrkitError("give a loss log FILE (CSV, JSONL, trainer_state.json or TensorBoard; "
                          "or the directory holding it), or --example")

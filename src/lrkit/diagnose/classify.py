@@ -189,9 +189,18 @@ def _keyed(mapping: Mapping, name: str) -> tuple[np.ndarray, list, np.ndarray]:
     return (np.asarray(steps, dtype=float)[order], [values[i] for i in order], order)
 
 
+def _not_real(name: str, what: str) -> LrkitError:
+    return LrkitError(f"{name} holds {what}; pass real numbers, one per step (a complex loss "
+                      "loses its imaginary part, and True/False are no loss)")
+
+
 def _to_numpy(values: Any, name: str) -> np.ndarray:
     if _is_tensor(values):  # any dtype (bfloat16 has no numpy twin), with or without grad
+        if values.is_complex() or str(values.dtype) == "torch.bool":
+            raise _not_real(name, f"a tensor of dtype {values.dtype}")
         values = values.detach().cpu().double().numpy()
+    if isinstance(values, np.ndarray) and values.dtype.kind in "cb":
+        raise _not_real(name, f"an array of dtype {values.dtype}")
     if isinstance(values, Mapping):  # {step: loss}: the values in the order of their steps
         values = [v for _, v in _by_step(values, name)]
     if isinstance(values, (str, bytes)) or not isinstance(values, (Iterable, np.ndarray)):
@@ -202,7 +211,11 @@ def _to_numpy(values: Any, name: str) -> np.ndarray:
             if item is None:
                 raise LrkitError(f"{name}[{i}] is None; pass one number per step (a step "
                                  "without a loss can be NaN, or left out)")
+            if isinstance(item, (bool, np.bool_, complex, np.complexfloating)):
+                raise _not_real(f"{name}[{i}]", repr(item))
             if _is_tensor(item):
+                if item.is_complex() or str(item.dtype) == "torch.bool":
+                    raise _not_real(f"{name}[{i}]", f"a tensor of dtype {item.dtype}")
                 try:
                     values[i] = float(item.detach().cpu().double())
                 except (RuntimeError, ValueError, TypeError):
@@ -252,6 +265,27 @@ def _validation(values: Any, n_train: int) -> tuple[np.ndarray, np.ndarray | Non
         order = np.argsort(steps, kind="stable")
         return losses[order], steps[order]
     return _to_numpy(values, "val_losses"), None
+
+
+def _check_within_training(val_steps: np.ndarray, train_steps: np.ndarray | None,
+                           n_train: int) -> None:
+    """Refuse validation points outside the training history (give or take one logging
+    interval, for an evaluation at the end of an epoch): the measures read the validation
+    curve as this run's, and a run of 20 steps given a validation curve to step 199 was told
+    it was bending over, from the other curve's shape."""
+    steps = train_steps if train_steps is not None else np.arange(n_train, dtype=float)
+    finite = steps[np.isfinite(steps)]
+    lo, hi = float(finite.min()), float(finite.max())
+    interval = float(np.median(np.diff(finite))) if len(finite) > 1 else 1.0
+    margin = max(interval, 1.0)
+    outside = val_steps[(val_steps < lo - margin) | (val_steps > hi + margin)]
+    if len(outside):
+        where = ("" if train_steps is not None else
+                 " (their positions: pass steps= when they were logged at other steps)")
+        raise LrkitError(
+            f"val_losses has a point at step {float(outside[0]):g}, outside the training "
+            f"losses' steps {lo:g}..{hi:g}{where}; give the validation points of the same run "
+            "(or plain numbers, spread evenly over the run)")
 
 
 # -- the rules --------------------------------------------------------------------------------
@@ -540,7 +574,7 @@ def diagnose(
     if lrs is not None:
         if isinstance(lrs, (int, float, np.floating, np.integer)) or (
                 _is_tensor(lrs) and lrs.dim() == 0):
-            rates = np.full(len(values), float(lrs))
+            rates = np.full(len(values), float(lrs.detach() if _is_tensor(lrs) else lrs))
         elif keyed_steps is not None and isinstance(lrs, Mapping):
             # {step: rate} with the losses' steps, matched by step
             lr_steps, lr_values, _ = _keyed(lrs, "lrs")
@@ -576,6 +610,22 @@ def diagnose(
         if len(step_of) != len(values):
             raise LrkitError(f"steps has {len(step_of)} values but losses has {len(values)}; "
                              "give one step number per loss")
+        if len(step_of) > 1 and (np.diff(step_of) < 0).any():
+            # in the order of their steps, as a {step: loss} dict's are (a log appended out of
+            # order, read as it comes, is another curve); but steps that go back to a step
+            # already seen are a second run logged into the same history (losses logged at
+            # one step in a row, as under gradient accumulation, are kept as they are)
+            order = np.argsort(step_of, kind="stable")
+            back = int(np.flatnonzero(np.diff(step_of) < 0)[0]) + 1
+            if step_of[back] in set(step_of[:back].tolist()):
+                raise LrkitError(
+                    f"steps go back to step {step_of[back]:g} at position {back}, a step seen "
+                    "before: two runs logged into one history; diagnose each run on its own "
+                    "(the last: losses[" + f"{back}" + ":])")
+            step_of = step_of[order]
+            values = values[order]
+            if rates is not None:
+                rates = rates[order]
     ev = measure(values, min_points=min_points)
     ev["min_points"] = min_points
     finite = values[np.isfinite(values)]
@@ -585,6 +635,8 @@ def diagnose(
     vev = None
     if val_losses is not None:
         val, val_steps = _validation(val_losses, len(values))
+        if val_steps is not None and len(val_steps):
+            _check_within_training(val_steps, step_of, len(values))
         if len(val):
             vev = measure_validation(val, train_start=ev.get("start"))
             if val_steps is not None and vev.get("val_best") is not None:

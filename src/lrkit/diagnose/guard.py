@@ -45,7 +45,7 @@ import torch
 from lrkit.adapters.distributed import mean_over_ranks, should_sync
 from lrkit.diagnose.probe import RateProbe
 from lrkit.diagnose.snapshots import SnapshotKeeper
-from lrkit.errors import LrkitError, plain_int, require
+from lrkit.errors import LrkitError, is_real, plain_int, require
 from lrkit.state import Snapshot
 
 LOGGER = logging.getLogger("lrkit.diagnose")
@@ -220,6 +220,17 @@ class Guard:
                 f"probe_steps must be 0 (no probe) or an integer >= 10, got {probe_steps!r}")
         require(isinstance(probe_decades, (int, float)) and 0.5 <= probe_decades <= 8,
                 f"probe_decades must be between 0.5 and 8, got {probe_decades!r}")
+        require(is_real(min_confidence) and 0 <= min_confidence <= 1,
+                f"min_confidence must be between 0 and 1 (the diagnosis's confidence needed "
+                f"for a cut), got {min_confidence!r}")
+        require(is_real(min_lr_scale) and 0 < min_lr_scale <= 1,
+                f"min_lr_scale must be in (0, 1] (the lowest share of the starting rate the "
+                f"guard's cuts may reach), got {min_lr_scale!r}")
+        require(scheduler is None or (callable(getattr(scheduler, "step", None))
+                                      and getattr(scheduler, "optimizer", None) is optimizer),
+                f"scheduler must be the torch scheduler that sets this optimizer's rates (a "
+                f"torch.optim.lr_scheduler object, or lrkit.schedules.to_torch(optimizer, "
+                f"...)), built on the same optimizer, or None; got {scheduler!r}")
         require(scaler is None or all(hasattr(scaler, name) for name in
                                       ("scale", "step", "update", "unscale_")),
                 f"scaler must be a torch.amp.GradScaler (or None), got {type(scaler).__name__}")
@@ -482,6 +493,9 @@ class Guard:
                         self._periodic()
                     return value
             return self._judge(loss)
+        if not callable(closure):
+            raise LrkitError(f"guard.step needs the closure that runs one step (zero_grad, "
+                             f"forward, backward, return the loss), got {closure!r}")
         if self._snapshots.latest is None:
             self.take_snapshot()
             if self._snapshots.latest is None:

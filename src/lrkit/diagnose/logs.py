@@ -187,8 +187,27 @@ class _Collector:
         self.lrs: list[float | None] = []
         self.val: list[tuple[float, float]] = []
         self.rates: list[tuple[float, float]] = []  # (step, rate) wherever a rate was logged
+        self._seen: set[float] = set()  # the steps with a training loss
+        self.restarts: list[float] = []  # where the steps went back to a step seen before
+        self.null: list[str | None] = []  # per loss: where, when a JSON record's was null
 
-    def add(self, where: str, step: Any, loss: Any, lr: Any, val: Any, columns: dict) -> None:
+    def _restart(self, at: float) -> None:
+        """The steps went back to ``at``, which had a loss already: the run was resumed from a
+        checkpoint, or run again into the same file. What it logs from ``at`` on replaces what
+        the file had from there (as TensorBoard purges orphaned data); read interleaved by
+        step, two runs made one curve that jumped between them."""
+        keep = [i for i, step in enumerate(self.steps) if step < at]
+        self.steps = [self.steps[i] for i in keep]
+        self.losses = [self.losses[i] for i in keep]
+        self.lrs = [self.lrs[i] for i in keep]
+        self.null = [self.null[i] for i in keep]
+        self.val = [item for item in self.val if item[0] < at]
+        self.rates = [item for item in self.rates if item[0] < at]
+        self._seen = set(self.steps)
+        self.restarts.append(at)
+
+    def add(self, where: str, step: Any, loss: Any, lr: Any, val: Any, columns: dict,
+            *, null: bool = False) -> None:
         loss_v = _number(loss, self.path, where, columns["loss"]) if loss is not None else None
         step_v = _number(step, self.path, where, columns.get("step") or "step") \
             if step is not None else None
@@ -196,16 +215,48 @@ class _Collector:
             if val is not None else None
         lr_v = _number(lr, self.path, where, columns.get("lr") or "lr") if lr is not None else None
         at = step_v if step_v is not None else float(len(self.losses))
+        if loss_v is not None and step_v is not None and self.steps and at < self.steps[-1] \
+                and at in self._seen:
+            self._restart(at)
         if loss_v is not None:
+            self._seen.add(at)
             self.steps.append(at)
             self.losses.append(loss_v)
             self.lrs.append(lr_v)
+            self.null.append(where if null else None)
         if val_v is not None:
             self.val.append((at, val_v))
         if lr_v is not None:
             self.rates.append((at, lr_v))
 
+    def _drop_inner_nulls(self) -> str:
+        """Null losses (JSON's NaN, see :func:`_add_record`) that run to the end of the log are
+        a divergence, kept as NaN; one with real losses after it is a step that logged none
+        (pandas writes a missing value as null too), left out. Returns a note for the source."""
+        nulls = [i for i, where in enumerate(self.null) if where is not None]
+        if not nulls:
+            return ""
+        real = [self.steps[i] for i, where in enumerate(self.null) if where is None]
+        last = max(real) if real else -math.inf
+        inner = [i for i in nulls if self.steps[i] < last]
+        note = ""
+        if len(inner) < len(nulls):
+            first = next(self.null[i] for i in nulls if self.steps[i] >= last)
+            note += (f", {len(nulls) - len(inner)} null loss(es) at the end read as NaN (JSON "
+                     f"has no NaN), from {first}")
+        if inner:
+            note += (f", {len(inner)} null loss(es) with losses after them left out "
+                     f"({self.null[inner[0]]}" + (" ..." if len(inner) > 1 else "") + ")")
+            drop = set(inner)
+            keep = [i for i in range(len(self.losses)) if i not in drop]
+            self.steps = [self.steps[i] for i in keep]
+            self.losses = [self.losses[i] for i in keep]
+            self.lrs = [self.lrs[i] for i in keep]
+            self.null = [self.null[i] for i in keep]
+        return note
+
     def result(self, source: str) -> LossLog:
+        source += self._drop_inner_nulls()
         if not self.losses:
             raise LrkitError(f"{self.path}: no training loss values found; the log needs a "
                              f"'loss' column/key (or one of {', '.join(LOSS_KEYS[1:])})")
@@ -220,6 +271,10 @@ class _Collector:
             lrs = _held_rates(self.steps, sorted(self.rates, key=lambda item: item[0]))
         # keep the order of the steps (logs are sometimes appended out of order)
         order = sorted(range(len(self.losses)), key=lambda i: self.steps[i])
+        if self.restarts:
+            where = ", ".join(f"{step:g}" for step in self.restarts[:3])
+            source += (f", the rows from step {where} on logged again (a restart): the later "
+                       "ones kept")
         return LossLog([self.steps[i] for i in order], [self.losses[i] for i in order],
                        [lrs[i] for i in order] if lrs else None, sorted(self.val), source)
 
@@ -280,6 +335,7 @@ def _read_csv(path: str | os.PathLike, column: str | None = None) -> LossLog:
                              "it 'loss' (optional: step, lr, val_loss)")
         columns = {"loss": loss_col, "step": _find(header, STEP_KEYS),
                    "lr": _rate_column(header), "val": _val_column(header)}
+        _not_step_or_rate(columns, f"{name} line 1", "column")
         index = {k: header.index(v) for k, v in columns.items() if v is not None}
         collector = _Collector(name)
         for line, row in enumerate(reader, start=2):
@@ -306,6 +362,16 @@ def _csv_source(columns: dict) -> str:
             + (f", steps {columns['step']!r}" if columns["step"] else ""))
 
 
+def _not_step_or_rate(columns: dict, where: str, noun: str) -> None:
+    """A loss column named (--tag) that is also the steps' or the rate's: read as the loss, the
+    step numbers "diverged" and a constant rate "had not moved"."""
+    for role in ("step", "lr"):
+        if columns["loss"] is not None and columns["loss"] == columns[role]:
+            what = {"step": "the step numbers", "lr": "the learning rate"}[role]
+            raise LrkitError(f"{where}: the {noun} {columns['loss']!r} holds {what}, not the "
+                             f"training loss; give the training loss's {noun} with --tag")
+
+
 def _record_columns(record: dict, column: str | None, where: str) -> dict | None:
     """The keys to read of one JSON record: the loss (``column`` when given, else found by
     name), step, rate and validation loss; None for a record without the given column nor a
@@ -316,6 +382,7 @@ def _record_columns(record: dict, column: str | None, where: str) -> dict | None
                 else column if column in record else None)
     columns = {"loss": loss_key, "step": _find(keys, STEP_KEYS), "lr": _rate_column(keys),
                "val": _val_column(keys)}
+    _not_step_or_rate(columns, where, "key")
     if columns["loss"] is None and columns["val"] is None:
         if column is not None:
             return None
@@ -333,8 +400,14 @@ def _add_record(collector: _Collector, record: dict, columns: dict | None, where
     pick = lambda key: record[columns[key]] if columns[key] else None  # noqa: E731
     loss = pick("loss")
     held = columns["loss"] is not None
+    # a null loss in a record of its own: JSON has no NaN, and strict writers (pandas'
+    # to_json, JavaScript) write a NaN as null; dropped, a run's divergence vanished from its
+    # log (see _Collector._drop_inner_nulls; a record that holds a validation loss is that
+    # loss's, with no training loss)
+    null = held and loss is None and pick("val") is None
     columns["loss"] = columns["loss"] or "loss"  # (names the column in an error)
-    collector.add(where, pick("step"), loss, pick("lr"), pick("val"), columns)
+    collector.add(where, pick("step"), math.nan if null else loss, pick("lr"), pick("val"),
+                  columns, null=null)
     return held
 
 
@@ -775,6 +848,13 @@ def _read_log(p: Path, path: str | os.PathLike, tag: str | None) -> LossLog:
         if tag is not None and (event_files(p) or event_runs(p)):
             return read_tensorboard(p, tag)  # a tag picks a TensorBoard scalar first
         return _read_dir(p, path, tag)
+    with open(p, "rb") as handle:
+        magic = handle.read(6)
+    for start, kind, tool in ((b"\x1f\x8b", "gzip", "gunzip"), (b"PK\x03\x04", "zip", "unzip"),
+                              (b"\xfd7zXZ", "xz", "unxz"), (b"BZh", "bzip2", "bunzip2")):
+        if magic.startswith(start):  # (read as text, it said "not a TensorBoard event file")
+            raise LrkitError(f"{str(path)!r} is {kind}-compressed; the log is read as it was "
+                             f"written: decompress it first ({tool} {p.name})")
     if "tfevents" in p.name:
         return read_tensorboard(p, tag)
     # a tag names the training loss's column (CSV) or key (JSON, JSONL) there

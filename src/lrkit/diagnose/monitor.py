@@ -75,6 +75,9 @@ class Monitor:
         self.level = level
         self.min_points = min_points
         self.max_points = max_points
+        require(on_report is None or callable(on_report),
+                f"on_report must be a function called with each Diagnosis (or None), got "
+                f"{on_report!r}")
         self.on_report = on_report
         self.name = name
         require(guard is None or hasattr(guard, "interventions"),
@@ -182,7 +185,9 @@ class Monitor:
             # the rate's doing) are left out, as the guard left them out of training
             keep = ~np.isin(steps, dropped)
             losses, lrs, steps = losses[keep], lrs[keep], steps[keep]
-        lrs_arg = None if np.isnan(lrs).any() else _downsample(lrs, self.max_points)
+        lrs_arg = _held(lrs)
+        if lrs_arg is not None:
+            lrs_arg = _downsample(lrs_arg, self.max_points)
         val = [(at, v) for at, v in self._val if at >= first] or None
         if len(losses) > self.max_points:
             steps = steps[np.linspace(0, len(losses), self.max_points + 1).astype(int)[:-1]]
@@ -335,6 +340,21 @@ def _number(value: Any, where: str, what: str) -> float:
     raise LrkitError(f"{where} needs the {what} as one number, got {value!r}")
 
 
+def _held(lrs: np.ndarray) -> np.ndarray | None:
+    """The rates with the steps given none (``lr=None``) holding the latest rate before them
+    (the first known, before it), as the log reader reads the JSONL file; None when no step
+    gave one. Before, one step without a rate dropped the rates of the whole history, and the
+    diagnosis named no rate where the file's did."""
+    known = ~np.isnan(lrs)
+    if known.all():
+        return lrs
+    if not known.any():
+        return None
+    latest = np.maximum.accumulate(np.where(known, np.arange(len(lrs)), -1))
+    latest[latest < 0] = int(np.argmax(known))
+    return lrs[latest]
+
+
 def _rate(lr: Any) -> float:
     """One step's rate as a float (NaN when not given): a number, a scalar tensor, or a list of
     per-group rates (``scheduler.get_last_lr()``), of which the first group's."""
@@ -347,7 +367,9 @@ def _rate(lr: Any) -> float:
             raise LrkitError("monitor.update got an empty list as lr; pass the step's rate")
         lr = lr[0]
     try:
-        rate = float(lr)
+        if isinstance(lr, (str, bytes)):
+            raise TypeError
+        rate = float(lr.detach()) if hasattr(lr, "detach") else float(lr)
     except (TypeError, ValueError, RuntimeError):
         raise LrkitError(f"monitor.update needs the step's rate as a number, got {lr!r}") from None
     # refused here, not at the next report (where the diagnosis refuses the whole history, and
