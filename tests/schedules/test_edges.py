@@ -224,3 +224,17 @@ def test_counting_calls_warns_like_torch_when_step_comes_before_the_optimizer():
             opt.step()
             sched.step()
         assert opt.param_groups[0]["lr"] == pytest.approx(0.05)
+
+
+def test_a_float_tensor_step_is_a_step_as_the_float_is():
+    # cosine(10)(torch.tensor(5.)) said "step must be a number >= 0, got tensor(5.)"
+    s = warmup(4) >> cosine(10)
+    assert s(torch.tensor(5.0)) == s(5.0) == s(torch.tensor(5))
+    assert s(torch.tensor(6.5)) == s(6.5) and s(np.array(6.5)) == s(6.5)
+    assert s(torch.tensor(5.0, dtype=torch.bfloat16)) == s(5.0)
+    with pytest.raises(LrkitError, match="step must be a number >= 0, got -1.0"):
+        s(torch.tensor(-1.0))
+    with pytest.raises(LrkitError, match="step must be finite"):
+        s(torch.tensor(float("inf")))
+    with pytest.raises(LrkitError, match=r"step must be a number >= 0, got tensor\(\[1\., 2\.\]\)"):
+        s(torch.tensor([1.0, 2.0]))

@@ -1,7 +1,9 @@
 """Preview, key points, every lint rule, plots, and batch-size rescaling."""
 import json
 import math
+import re
 
+import numpy as np
 import pytest
 import torch
 from torch.optim import lr_scheduler as L
@@ -140,7 +142,7 @@ def test_rescale_absolute_plateau_wsd_and_epoch_warmups():
     assert rescale(constant(), 8, 8) == constant()
     with pytest.raises(LrkitError, match="rule='cube' is not allowed"):
         rescale(constant(), 8, 16, rule="cube")
-    with pytest.raises(LrkitError, match="batch must be a positive number"):
+    with pytest.raises(LrkitError, match="batch must be a positive finite number"):
         rescale(constant(), 8, 0)
     with pytest.raises(LrkitError, match="warmup='epochs' is not allowed"):
         rescale(constant(), 8, 16, warmup="epochs")
@@ -276,3 +278,27 @@ def test_lint_names_relative_rates_as_multiples_of_lr_not_of_the_peak():
     (warning,) = [w for w in lint("warmup(200, start=0.01) >> cosine(100)", 150)
                   if w.code == "long-horizon"]
     assert "0.7476x lr" in warning.message and "x peak" not in warning.message
+
+
+@pytest.mark.parametrize("rule", [linear_rule, sqrt_rule])
+@pytest.mark.parametrize("args, words", [
+    ((float("nan"), 256, 1024), "lr must be a positive finite number, got nan"),
+    ((-0.1, 256, 1024), "lr must be a positive finite number, got -0.1"),
+    ((0.0, 256, 1024), "lr must be a positive finite number, got 0.0"),
+    (("0.1", 256, 1024), "lr must be a positive finite number, got '0.1'"),
+    ((None, 256, 1024), "lr must be a positive finite number, got None"),
+    ((0.1, 256, float("inf")), "batch must be a positive finite number, got inf"),
+    ((0.1, float("inf"), 1024), "base_batch must be a positive finite number, got inf"),
+    ((0.1, 256, float("nan")), "batch must be a positive finite number, got nan"),
+    ((0.1, True, 1024), "base_batch must be a positive finite number, got True"),
+])
+def test_rules_refuse_a_bad_rate_or_batch(rule, args, words):
+    # nan gave nan, -0.1 gave -0.4, '0.1' and None a TypeError from inside, inf batches 0 or inf
+    with pytest.raises(LrkitError, match=re.escape(words)):
+        rule(*args)
+
+
+def test_rules_take_numpy_numbers_and_refuse_infinite_batches_as_rescale_does():
+    assert linear_rule(np.float64(0.1), np.int64(256), 1024) == pytest.approx(0.4)
+    with pytest.raises(LrkitError, match="batch must be a positive finite number, got inf"):
+        rescale(peak(cosine(10), 0.1), 256, float("inf"))

@@ -267,3 +267,26 @@ def test_linear_ends_above_the_peak_are_refused_like_every_familys(spec, name):
 def test_a_spec_that_is_no_schedule_is_named_as_written(spec, kind):
     with pytest.raises(LrkitError, match=f"it is a {kind}, not a schedule"):
         parse(spec)
+
+
+def test_a_large_whole_number_of_steps_is_whole_and_past_the_limit_too_large():
+    # "cosine(9999999999999999999999)" said "steps must be a whole number of steps" (the int is
+    # whole; only its nearest float differs): lengths are whole up to 2**1000 steps, the largest
+    # step a schedule evaluates, and too large beyond
+    s = parse("cosine(9999999999999999999999)")
+    assert s == cosine(9999999999999999999999) and s.steps == 9999999999999999999999
+    assert parse(to_spec(s)) == s and from_config(to_config(s)) == s and s(5) == 1.0
+    assert cosine(2 ** 1000).steps == 2 ** 1000
+    for bad in (2 ** 1000 + 1, 10 ** 400):  # 10**400 was an OverflowError from inside
+        with pytest.raises(LrkitError, match=r"cosine\(\): steps is too large, got \d{6}\.\.\. "
+                                             r"\(\d+ digits\): a length is at most 2\*\*1000 steps"):
+            cosine(bad)
+    with pytest.raises(LrkitError, match=r"bad schedule spec .*cosine\(\): steps is too large, got "
+                                         r"999999\.\.\. \(400 digits\)"):
+        parse("cosine(" + "9" * 400 + ")")
+    with pytest.raises(LrkitError, match=r"warmup\(\): steps must be > 0 steps, got "
+                                         r"-100000\.\.\. \(401 digits\)"):
+        warmup(-10 ** 400)
+    with pytest.raises(LrkitError, match=r"cosine\(\): floor is too large for a float"):
+        cosine(10, floor=10 ** 400)
+    assert plateau(cosine(10), patience=10 ** 30).patience == 10 ** 30

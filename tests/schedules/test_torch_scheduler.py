@@ -307,3 +307,67 @@ def test_torch_recursive_exponential_drifts_from_its_closed_form_lrkit_is_exact(
         opt2.step()
         ours.step()
     assert got == closed  # bit for bit the closed form, at every step
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -0.1], ids=["nan", "inf", "negative"])
+def test_a_group_rate_that_is_not_finite_or_is_negative_is_refused_naming_the_group(bad):
+    # it used to warn that the NaN rate "was changed outside this ScheduleLR" and yield NaN rates
+    opt = torch.optim.SGD([{"params": [nn.Parameter(torch.zeros(1))]},
+                           {"params": [nn.Parameter(torch.zeros(1))]}], lr=0.1)
+    opt.param_groups[1]["lr"] = bad
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(LrkitError, match=rf"parameter group 1 has learning rate {bad!r}; "
+                                             r".*finite number >= 0"):
+            to_torch(opt, "cosine(10)")
+        opt.param_groups[1]["lr"] = 0.05  # fixed, the next scheduler takes it up
+        sched = to_torch(opt, "cosine(10)")
+        assert sched.get_last_lr() == [0.1, 0.05]
+    opt.add_param_group({"params": [nn.Parameter(torch.zeros(1))], "lr": bad})
+    with pytest.raises(LrkitError, match=rf"parameter group 2 has learning rate {bad!r}"):
+        opt.step()
+
+
+def test_a_nan_group_rate_in_a_state_dict_is_refused():
+    sched = to_torch(torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1), "cosine(10)")
+    state = sched.state_dict()
+    state["base_lrs"] = [float("nan")]
+    with pytest.raises(LrkitError, match=r"state_dict base_lrs\[0\] must be a finite number"):
+        sched.load_state_dict(state)
+
+
+def test_a_nan_rate_alone_is_no_change_from_outside():
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
+    sched = to_torch(opt, "cosine(10)")
+    sched._last_lr = [float("nan")]  # NaN != NaN: the check must not take it for another writer
+    opt.param_groups[0]["lr"] = float("nan")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sched.step()
+    opt.param_groups[0]["lr"] = 0.5  # a real change from outside still warns
+    with pytest.warns(UserWarning, match="changed outside"):
+        sched.step()
+
+
+@pytest.mark.parametrize("count", ["optimizer", "calls"])
+def test_step_with_an_epoch_or_a_wrong_type_says_so_not_plateau_advice(count):
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
+    sched = to_torch(opt, "cosine(10)", count=count)
+    counted = "applied optimizer steps" if count == "optimizer" else r"its step\(\) calls"
+    for epoch in (3, 2.0, torch.tensor(3)):
+        with pytest.raises(LrkitError, match=rf"step\(\) takes no epoch, got .*counts {counted} "
+                                             r"by itself.*call step\(\) with no argument"):
+            sched.step(epoch)
+    with pytest.raises(LrkitError, match=r"step\(\) takes no epoch, got epoch=3"):
+        sched.step(epoch=3)
+    with pytest.raises(LrkitError, match=r"step\(\) takes no argument here, got str 'x'"):
+        sched.step("x")
+    assert sched.current_step == 0  # nothing counted by the refused calls
+    # a plateau schedule still takes its metric, as a number of any kind
+    sched = to_torch(opt, plateau(constant(), factor=0.5, patience=0))
+    sched.step(1.0)
+    sched.step(torch.tensor(2.0))
+    assert sched.plateau_scale == [0.5]
+    with pytest.raises(LrkitError, match=r"step\(\) needs one number \(the validation metric\), "
+                                         r"got str 'x'"):
+        sched.step("x")

@@ -13,20 +13,24 @@ and to word error messages that name the bad parameter and what is allowed.
 from __future__ import annotations
 
 import math
+import numbers
+import sys
 from bisect import bisect_right
 from dataclasses import MISSING, dataclass, field, fields, replace
 from functools import cached_property
 from typing import Any, Callable, ClassVar, Iterator, Sequence
 
 from lrkit.errors import LrkitError, is_real, plain_int, require
-from lrkit.schedules.units import (Length, as_length, resolve_length,
+from lrkit.schedules.units import (MAX_STEPS, Length, _int_text, as_length, resolve_length,
                                    steps_per_epoch_from)
 
 __all__ = ["Schedule", "Wrapping", "param", "REGISTRY", "Warmup", "Join", "Scale", "Floor",
            "Peak", "chain", "map_schedule", "WARMUP_SHAPES"]
 
 #: the largest step a schedule evaluates: any formula stays inside float range up to it
-_MAX_STEP = 2 ** 1000
+_MAX_STEP = MAX_STEPS
+#: the largest int that has a float (the largest float, a whole number)
+_MAX_FLOAT_INT = int(sys.float_info.max)
 
 #: spec name -> schedule class, filled in as families are defined
 REGISTRY: dict[str, type["Schedule"]] = {}
@@ -83,9 +87,15 @@ def _coerce(kind: str, value: Any, where: str, meta: dict) -> Any:
         return out
     if kind in ("float", "int"):
         require(is_real(value), f"{where} must be a number, got {value!r}")
-        require(math.isfinite(value), f"{where} must be finite, got {value!r}")
+        if isinstance(value, numbers.Integral) and kind == "float":
+            # an int past float range has no float (math.isfinite would raise OverflowError)
+            require(abs(value) <= _MAX_FLOAT_INT,
+                    f"{where} is too large for a float, got {_int_text(int(value))}")
+        require(isinstance(value, numbers.Integral) or math.isfinite(value),
+                f"{where} must be finite, got {value!r}")
         if kind == "int":
-            require(float(value).is_integer(), f"{where} must be a whole number, got {value!r}")
+            require(isinstance(value, numbers.Integral) or float(value).is_integer(),
+                    f"{where} must be a whole number, got {value!r}")
             value = int(value)
         else:
             value = float(value) + 0.0  # -0.0 -> 0.0 so that equal specs print equally
@@ -188,6 +198,9 @@ class Schedule:
                 f"{self!r} has lengths in epochs or fractions of the run; call "
                 ".resolve(total_steps=..., steps_per_epoch=...) before evaluating it")
         step = plain_int(step)  # numpy's and 0-dim tensors' integers are steps too
+        if not is_real(step) and getattr(step, "shape", None) == () \
+                and callable(getattr(step, "item", None)):
+            step = step.item()  # a 0-dim float tensor or array: a step, as the float 5.0 is
         if not (is_real(step) and step >= 0):
             raise LrkitError(f"step must be a number >= 0, got {step!r}")
         if not isinstance(step, int):

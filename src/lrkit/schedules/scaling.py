@@ -15,7 +15,7 @@ from bisect import bisect_right
 from dataclasses import replace
 from typing import Any
 
-from lrkit.errors import require
+from lrkit.errors import is_real, plain_int, require
 from lrkit.schedules.base import (Join, Peak, Scale, Schedule, Warmup, Wrapping, _add_lengths,
                                   map_schedule)
 from lrkit.schedules.families.plateau import Plateau
@@ -27,28 +27,45 @@ __all__ = ["linear_rule", "sqrt_rule", "batch_factor", "rescale"]
 _RULES = ("linear", "sqrt")
 
 
-def _check_batches(base_batch: int, batch: int) -> None:
-    for name, value in (("base_batch", base_batch), ("batch", batch)):
-        require(isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0,
-                f"{name} must be a positive number, got {value!r}")
+def _positive_finite(name: str, value: Any) -> float:
+    """``value`` as a float when it is a positive finite real number (numpy's scalars and 0-dim
+    integer tensors included; a bool, a string or None is not), else a clear error."""
+    value = plain_int(value)
+    require(is_real(value) and 0 < float(value) < math.inf,
+            f"{name} must be a positive finite number, got {value!r}")
+    return float(value)
+
+
+def _check_batches(base_batch: int, batch: int) -> tuple[float, float]:
+    return _positive_finite("base_batch", base_batch), _positive_finite("batch", batch)
 
 
 def batch_factor(base_batch: int, batch: int, rule: str = "linear") -> float:
     """The learning-rate factor for going from ``base_batch`` to ``batch``."""
-    _check_batches(base_batch, batch)
+    base_batch, batch = _check_batches(base_batch, batch)
     require(rule in _RULES, f"rule={rule!r} is not allowed; allowed values: 'linear', 'sqrt'")
     ratio = batch / base_batch
+    require(0 < ratio < math.inf, f"batch / base_batch = {batch!r} / {base_batch!r} is outside "
+                                  "the range of floats; give batch sizes of a sensible size")
     return ratio if rule == "linear" else math.sqrt(ratio)
+
+
+def _rule(lr: float, base_batch: int, batch: int, rule: str) -> float:
+    lr = _positive_finite("lr", lr)
+    out = lr * batch_factor(base_batch, batch, rule)
+    require(0 < out < math.inf, f"lr={lr!r} moved from batch {base_batch!r} to {batch!r} "
+                                f"({rule} rule) is outside the range of floats")
+    return out
 
 
 def linear_rule(lr: float, base_batch: int, batch: int) -> float:
     """``lr * batch / base_batch``."""
-    return lr * batch_factor(base_batch, batch, "linear")
+    return _rule(lr, base_batch, batch, "linear")
 
 
 def sqrt_rule(lr: float, base_batch: int, batch: int) -> float:
     """``lr * sqrt(batch / base_batch)``."""
-    return lr * batch_factor(base_batch, batch, "sqrt")
+    return _rule(lr, base_batch, batch, "sqrt")
 
 
 def _scale_steps(value: Any, ratio: float, allow_zero: bool) -> Any:

@@ -15,16 +15,17 @@ schedules gives one schedule per parameter group.
 """
 from __future__ import annotations
 
-import weakref
 import contextlib
+import math
 import warnings
+import weakref
 from typing import Any, Callable, Iterator, Sequence
 
 import torch
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
-from lrkit.errors import LrkitError, is_real, require
+from lrkit.errors import LrkitError, is_real, one_number, require
 from lrkit.schedules.base import Peak, Schedule
 from lrkit.schedules.families.plateau import Plateau, PlateauState
 from lrkit.schedules.spec import from_config
@@ -47,6 +48,33 @@ def _unwrap(schedule: Schedule) -> tuple[Schedule, float | None, Plateau | None]
     if isinstance(schedule, Plateau):
         plateau, schedule = schedule, schedule.schedule
     return schedule, peak, plateau
+
+
+def _check_group_rate(i: int, group: dict[str, Any]) -> None:
+    """Refuse a group whose rate the schedule would multiply into NaN or inf rates at every step
+    (NaN or inf), or into steps uphill (negative); checked before torch's ``LRScheduler`` copies
+    it to ``initial_lr``, so that a fixed rate is taken up by the next scheduler."""
+    key = "initial_lr" if "initial_lr" in group else "lr"
+    value = group[key]
+    try:
+        number = float(value)
+    except (TypeError, ValueError, RuntimeError):
+        number = math.nan
+    if math.isfinite(number) and number >= 0 and not isinstance(value, bool):
+        return
+    shown = number if isinstance(value, _Tensor) and value.numel() == 1 else value
+    if key == "lr":
+        raise LrkitError(f"parameter group {i} has learning rate {shown!r}; the schedule "
+                         "multiplies it, so it must be a finite number >= 0: give the group a "
+                         "finite rate (lr=0.1 in the optimizer, or in add_param_group)")
+    raise LrkitError(f"parameter group {i} has initial_lr={shown!r} (left there by an earlier "
+                     "scheduler; it is the rate the schedule multiplies), which must be a finite "
+                     "number >= 0: set group['initial_lr'] to a finite rate, or delete it")
+
+
+def _same_rate(a: Any, b: Any) -> bool:
+    """``a == b``, with NaN the same as NaN (a NaN rate is not a rate changed by someone else)."""
+    return bool(a == b) or (a != a and b != b)
 
 
 class _OnOptimizerStep:
@@ -105,6 +133,8 @@ class ScheduleLR(LRScheduler):
             if not s.is_resolved:
                 raise LrkitError(f"{s!r} has lengths in epochs or fractions of the run; pass "
                                  "total_steps=/steps_per_epoch= to to_torch() to resolve them")
+        for i, group in enumerate(optimizer.param_groups):
+            _check_group_rate(i, group)
         self._schedules = tuple(schedules)
         self._per_group = per_group
         self.count = count
@@ -170,6 +200,8 @@ class ScheduleLR(LRScheduler):
                 "scheduler with one schedule per group (or one schedule for all)")
         require(len(groups) > known, f"the optimizer has {len(groups)} parameter groups, fewer "
                                      f"than the {known} this scheduler was set up for")
+        for i, group in enumerate(groups[known:], start=known):
+            _check_group_rate(i, group)
         for group in groups[known:]:
             initial = group["lr"]
             group.setdefault("initial_lr", initial.clone() if isinstance(initial, _Tensor)
@@ -231,7 +263,8 @@ class ScheduleLR(LRScheduler):
             return
         for i, (group, last) in enumerate(zip(self.optimizer.param_groups, self._last_lr)):
             cur = group["lr"]
-            if not isinstance(cur, _Tensor) and not isinstance(last, _Tensor) and cur != last:
+            if not isinstance(cur, _Tensor) and not isinstance(last, _Tensor) \
+                    and not _same_rate(cur, last):
                 self._warned_owner = True
                 warnings.warn(f"the learning rate of parameter group {i} was changed outside this "
                               f"ScheduleLR (it set {last!r}, the group has {cur!r}); it owns the "
@@ -245,15 +278,29 @@ class ScheduleLR(LRScheduler):
         """The rates for the current step (no side effects)."""
         return self._rates(self._t)
 
-    def step(self, metrics: float | None = None) -> None:  # type: ignore[override]
-        """Sync the rates with the step count; with ``metrics``, also :meth:`report` it.
+    def step(self, metrics: float | None = None,  # type: ignore[override]
+             epoch: Any = None) -> None:
+        """Sync the rates with the step count; with ``metrics`` (a ``plateau(...)`` schedule
+        only), also :meth:`report` it.
 
         Under ``count="optimizer"`` the count follows applied optimizer steps, so calling this
         after ``optimizer.step()`` (or ``scaler.step(optimizer)``) is correct and harmless.
+        torch's deprecated ``step(epoch)`` form is refused: the scheduler keeps its own count.
         """
+        if epoch is not None:
+            raise LrkitError(self._no_epoch(f"epoch={epoch!r}"))
+        if metrics is not None and all(p is None for p in self._plateaus):
+            # not a plateau schedule: step(3) is torch's step(epoch), not a metric to report
+            if one_number(metrics) is None:
+                raise LrkitError(f"step() takes no argument here, got {type(metrics).__name__} "
+                                 f"{metrics!r}: this scheduler counts {self._counted()} by "
+                                 "itself; call step() with no argument (a validation metric "
+                                 "goes to report(metric), for a schedule wrapped in "
+                                 "plateau(...))")
+            raise LrkitError(self._no_epoch(repr(metrics)))
         self._check_owner()
         if metrics is not None:
-            self.report(metrics)
+            self._report(metrics, "step")
         if (self.count == "calls" and self._step_count == 1
                 and not getattr(self.optimizer, "_opt_called", False)):
             # torch's own warning: counting calls, this one skips the schedule's first value
@@ -267,16 +314,28 @@ class ScheduleLR(LRScheduler):
         if self._applied != self._t or len(self.optimizer.param_groups) != len(self._mults):
             self._apply()
 
+    def _counted(self) -> str:
+        return "applied optimizer steps" if self.count == "optimizer" else "its step() calls"
+
+    def _no_epoch(self, given: str) -> str:
+        return (f"step() takes no epoch, got {given}: this scheduler counts {self._counted()} by "
+                "itself, so torch's deprecated step(epoch) form does not apply; call step() "
+                "with no argument (a validation metric goes to report(metric), for a schedule "
+                "wrapped in plateau(...))")
+
     def report(self, metric: float) -> None:
         """Feed a validation metric to the schedule's ``plateau(...)`` and apply the new scale."""
+        self._report(metric, "report")
+
+    def _report(self, metric: Any, caller: str) -> None:
         if all(p is None for p in self._plateaus):
             raise LrkitError("this schedule has no plateau(); wrap it, e.g. "
                              "plateau(warmup(500) >> cosine(10000), factor=0.5, patience=3)")
         try:
             value = float(metric)
         except (TypeError, ValueError, RuntimeError):
-            raise LrkitError(f"report() needs one number (the validation metric), got "
-                             f"{metric!r}") from None
+            raise LrkitError(f"{caller}() needs one number (the validation metric), got "
+                             f"{type(metric).__name__} {metric!r}") from None
         self._plateau = [p.update(st, value) if p is not None and st is not None else st
                          for p, st in zip(self._plateaus, self._plateau)]
         self._apply()
@@ -343,6 +402,9 @@ class ScheduleLR(LRScheduler):
                           f"saved with count={saved_count!r}: step {step} is taken as a step of "
                           "this count; pass the same count= to to_torch() to resume exactly",
                           stacklevel=2)
+        for i, b in enumerate(base_lrs):
+            require(is_real(b) and math.isfinite(b) and b >= 0,
+                    f"state_dict base_lrs[{i}] must be a finite number >= 0, got {b!r}")
         self.base_lrs = [float(b) for b in base_lrs]
         self._t = step
         scale = state_dict.get("scale", 1.0)

@@ -14,6 +14,7 @@ per-step evaluation O(1) and means a checkpoint only needs to store the step.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Union
 
@@ -22,6 +23,22 @@ from lrkit.errors import LrkitError, is_real, plain_int, require
 __all__ = ["Duration", "Length", "epoch", "total", "as_length", "is_resolved_length",
            "steps_per_epoch_from", "resolve_length"]
 
+#: the longest length in steps, and the largest step a schedule evaluates: every formula stays
+#: inside float range up to it
+MAX_STEPS = 2 ** 1000
+_MAX_STEPS_TEXT = "2**1000"
+
+
+def _int_text(steps: int) -> str:
+    text = str(steps)
+    if len(text) > 40:  # a number of hundreds of digits says nothing more than its size
+        text = f"{text[:7 if steps < 0 else 6]}... ({len(text.lstrip('-'))} digits)"
+    return text
+
+
+def _too_long(where: str, steps: int) -> str:
+    return (f"{where} is too large, got {_int_text(steps)}: a length is at most "
+            f"{_MAX_STEPS_TEXT} steps (the largest step a schedule evaluates)")
 
 
 @dataclass(frozen=True)
@@ -166,14 +183,18 @@ def as_length(value: object, where: str, *, allow_zero: bool = False) -> Length:
         raise LrkitError(
             f"{where} must be a length: whole steps (500), epochs (2*epoch) or a fraction of the "
             f"run (0.1*total); got {value!r}")
-    if not math.isfinite(value) or float(value) != math.floor(value):
+    # an integer is whole as it is: compared with its float it may differ (10**22 - 1), and
+    # one past float range has no float at all
+    if not isinstance(value, numbers.Integral) and (
+            not math.isfinite(value) or float(value) != math.floor(value)):
         hint = f" (for a fraction of the run write {value!r}*total)" if 0 < value < 1 else ""
         raise LrkitError(f"{where} must be a whole number of steps, got {value!r}{hint}")
     steps = int(value)
     if allow_zero:
-        require(steps >= 0, f"{where} must be >= 0 steps, got {steps}")
+        require(steps >= 0, f"{where} must be >= 0 steps, got {_int_text(steps)}")
     else:
-        require(steps > 0, f"{where} must be > 0 steps, got {steps}")
+        require(steps > 0, f"{where} must be > 0 steps, got {_int_text(steps)}")
+    require(steps <= MAX_STEPS, _too_long(where, steps))
     return steps
 
 
@@ -204,4 +225,5 @@ def resolve_length(value: Length, where: str, steps_per_epoch: float | None,
         require(steps >= 0, f"{where}={value.to_spec()} resolves to {steps} steps; it must be >= 0")
     else:
         require(steps > 0, f"{where}={value.to_spec()} resolves to {steps} steps; it must be > 0")
+    require(steps <= MAX_STEPS, _too_long(f"{where}={value.to_spec()}", steps))
     return steps
