@@ -240,3 +240,34 @@ def test_a_script_function_is_the_same_study_from_the_cli_and_from_python(journa
                          env=subprocess_env(), timeout=300, cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     assert run.stdout.split() == [first["study_name"], str(len(first["trials"]))]
+
+
+@pytest.mark.parametrize("args, words", [
+    # argparse took -1:1 for an option: "argument --lrs: expected one argument"
+    (["--lrs", "-1:1"], "--lrs '-1:1': the range's low end must be a positive finite learning "
+                        "rate, got '-1'"),
+    (["--lrs", "-1e-4:1", "--seeds", "2"], "--lrs '-1e-4:1': the range's low end must be a "
+                                           "positive finite learning rate"),
+    (["--lrs", "-0.1,0.2"], "--lrs '-0.1,0.2': rate 1 must be a positive finite learning rate"),
+    (["--lrs=-1:1"], "--lrs '-1:1': the range's low end must be a positive"),
+    # empty items were dropped without a word
+    (["--lrs", "0.1,,0.2"], "--lrs '0.1,,0.2' has an empty item (item 2 of 3)"),
+    (["--optimizers", "sgd,,adam"], "--optimizers 'sgd,,adam' has an empty item (item 2 of 3); "
+                                    "give the optimizer names separated by single commas"),
+])
+def test_negative_rates_and_empty_items_reach_lrkits_own_checks(args, words, journal, capsys):
+    base = ["sweep", "wine-logreg", "--storage", journal, "--no-progress"]
+    assert main(base + args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("lrkit sweep: error: ") and words in err and err.count("\n") == 1
+    assert "expected one argument" not in err
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--study-name", "--lrs"], "argument --study-name: expected one argument"),
+    (["-x"], "unrecognized arguments: -x"),
+])
+def test_options_that_do_not_start_with_a_digit_are_still_options(args, words, journal, capsys):
+    with pytest.raises(SystemExit) as stop:  # argparse's own refusal
+        main(["sweep", "wine-logreg", "--storage", journal, *args])
+    assert stop.value.code == 2 and words in capsys.readouterr().err

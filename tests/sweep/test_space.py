@@ -1,4 +1,6 @@
 """Rates and optimizer specs: parsing, the shared lattice, errors that name the bad value."""
+import re
+
 import pytest
 import torch
 
@@ -120,3 +122,26 @@ def test_an_alias_default_does_not_override_a_no_decay_group(spec):
     assert written.implied == ()
     assert [g["weight_decay"] for g in rebuild_optimizer(original, written, lr=1e-3).param_groups] \
         == [0.2, 0.2]
+
+
+@pytest.mark.parametrize("spec, words", [
+    ("0.1,,0.2", "lrs '0.1,,0.2' has an empty item (item 2 of 3)"),
+    ("0.1,0.2,", "lrs '0.1,0.2,' has an empty item (item 3 of 3)"),
+    (",", "lrs ',' has an empty item (items 1, 2 of 2)"),
+    ("-0.1,0.2", "lrs '-0.1,0.2': rate 1 must be a positive finite learning rate, got '-0.1'"),
+])
+def test_an_empty_or_bad_item_in_a_rate_list_is_refused_naming_the_text(spec, words):
+    # "0.1,,0.2" used to sweep 0.1 and 0.2 without a word
+    with pytest.raises(LrkitError, match=re.escape(words)):
+        parse_rates(spec)
+
+
+@pytest.mark.parametrize("spec, words", [
+    ("sgd,,adam", "optimizers 'sgd,,adam' has an empty item (item 2 of 3)"),
+    (",sgd", "optimizers ',sgd' has an empty item (item 1 of 2)"),
+    ("adamw(betas=(0.9, 0.99)),", "has an empty item (item 2 of 2)"),
+    ("  ", "optimizers '' is empty"),
+])
+def test_an_empty_item_in_an_optimizer_list_is_refused_naming_the_text(spec, words):
+    with pytest.raises(LrkitError, match=re.escape(words)):
+        parse_optimizers(spec)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 
 
@@ -20,6 +21,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                "  lrkit sweep train.py:recipe --storage postgresql://u:p@db/lrkit  # each machine\n"
                "  lrkit sweep train.py:recipe --engine ray --ray-address auto  # a Ray cluster",
         formatter_class=argparse.RawDescriptionHelpFormatter)
+    # a value that starts with '-' and a digit (--lrs -1:1, --lrs -0.1,0.2) is a value, not an
+    # option, so that lrkit's own check says what is wrong with it: argparse does so from Python
+    # 3.13 on (this is its pattern there); before, it took only -1 and -0.5 for values and
+    # answered "--lrs: expected one argument". No option of this command starts with -<digit>.
+    p._negative_number_matcher = re.compile(r"-\.?\d")
     p.add_argument("target", help="example name or path/to/file.py:function")
     p.add_argument("--lrs", default="1e-4:1",
                    help="rates: LOW:HIGH (log range), LOW:HIGH:PER_DECADE, or a list a,b,c "
@@ -76,6 +82,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 #: the library's parameter names, as this command's options (for its error messages)
 OPTION_NAMES = {"points_per_decade": "--points-per-decade", "repeat_top": "--repeat-top",
                 "study_name": "--study-name", "continue_study": "--continue", "lrs": "--lrs",
+                "optimizers": "--optimizers",
                 "ray_address": "--ray-address", "workers": "--workers", "threads": "--threads"}
 
 

@@ -91,6 +91,17 @@ def _positive_float(text: Any, what: str) -> float:
     return value
 
 
+def _require_no_empty_item(items: Sequence[str], name: str, text: str, what: str,
+                           example: str) -> None:
+    """Refuse ``a,,b`` (or a comma at either end) rather than drop the empty item: a value
+    left out by mistake would be swept without a word."""
+    empty = [i + 1 for i, item in enumerate(items) if not item]
+    if empty:
+        which = f"item {empty[0]}" if len(empty) == 1 else f"items {', '.join(map(str, empty))}"
+        raise LrkitError(f"{name} {text!r} has an empty item ({which} of {len(items)}); give the "
+                         f"{what} separated by single commas, e.g. {example!r}")
+
+
 def log_lattice(low: float, high: float, points_per_decade: int) -> list[float]:
     """The lattice rates ``10 ** (k / points_per_decade)`` within ``[low, high]`` (both ends are
     included when they lie on the lattice up to rounding)."""
@@ -164,8 +175,12 @@ def parse_rates(spec: Any, points_per_decade: int | None = None) -> RateSpace:
                                    "third part)", text)
             return _rate_range(parts[0], parts[1], points_per_decade, "raise points_per_decade",
                                text)
-        return parse_rates([p for p in text.split(",") if p.strip()],
-                           points_per_decade if given else None)
+        items = [p.strip() for p in text.split(",")]
+        _require_no_empty_item(items, "lrs", text, "rates", "0.001,0.01,0.1")
+        for i, item in enumerate(items):  # the errors name the text the user wrote
+            _positive_float(item, f"lrs {text!r}: rate {i + 1}" if len(items) > 1
+                            else f"lrs {text!r}: the rate")
+        return parse_rates(items, points_per_decade if given else None)
     if is_real(spec) or (getattr(spec, "shape", None) == () and hasattr(spec, "item")):
         # a single rate (a number, a numpy scalar or a 0-dim array/tensor)
         return parse_rates([spec], points_per_decade if given else None)
@@ -243,6 +258,7 @@ def _literal(node: ast.AST, text: str) -> Any:
 
 
 def _split_top_level(text: str) -> list[str]:
+    """``text`` split at its commas outside brackets, each item stripped; empty items stay."""
     parts, depth, current = [], 0, []
     for char in text:
         if char in "([{":
@@ -255,7 +271,7 @@ def _split_top_level(text: str) -> list[str]:
         else:
             current.append(char)
     parts.append("".join(current))
-    return [p.strip() for p in parts if p.strip()]
+    return [p.strip() for p in parts]
 
 
 def _dotted(node: ast.AST) -> str | None:
@@ -380,7 +396,8 @@ def parse_optimizers(spec: Any) -> list[OptimizerSpec]:
     if spec is None:
         return [OptimizerSpec(RECIPE, RECIPE)]
     if isinstance(spec, str):
-        items: Sequence[Any] = _split_top_level(spec)
+        items: Sequence[Any] = _split_top_level(spec) if spec.strip() else []
+        _require_no_empty_item(items, "optimizers", spec.strip(), "optimizer names", "sgd,adam")
     elif isinstance(spec, (type, OptimizerSpec)) or (
             isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[1], dict)):
         items = [spec]
@@ -389,7 +406,9 @@ def parse_optimizers(spec: Any) -> list[OptimizerSpec]:
     else:
         raise LrkitError("optimizers must be a name or spec such as 'sgd,adam', a torch.optim "
                          f"class, a (class, options) pair or a list of these, got {spec!r}")
-    require(len(items) >= 1, "the list of optimizers is empty")
+    shown = spec.strip() if isinstance(spec, str) else spec
+    require(len(items) >= 1, f"optimizers {shown!r} is empty; give at least one optimizer, e.g. "
+                             "'sgd,adam'")
     parsed = [parse_optimizer(item) for item in items]
     keys = [p.key() for p in parsed]
     duplicates = sorted({p.label for p, k in zip(parsed, keys) if keys.count(k) > 1})
