@@ -30,6 +30,8 @@ def plain_int(value: object) -> object:
         return value if isinstance(value, int) else int(value)
     if getattr(value, "shape", ()) != ():  # an array or tensor of several numbers
         return value
+    if "bool" in str(getattr(value, "dtype", "")):  # torch.tensor(True), np.bool_: no count
+        return value
     try:
         return operator.index(value)  # a 0-dim integer tensor; floats and strings refuse
     except TypeError:

@@ -238,3 +238,10 @@ def test_a_float_tensor_step_is_a_step_as_the_float_is():
         s(torch.tensor(float("inf")))
     with pytest.raises(LrkitError, match=r"step must be a number >= 0, got tensor\(\[1\., 2\.\]\)"):
         s(torch.tensor([1.0, 2.0]))
+
+
+@pytest.mark.parametrize("flag", [torch.tensor(True), np.bool_(True), True])
+def test_a_boolean_is_no_step(flag):
+    """torch.tensor(True) was read as step 1 (an integer tensor to operator.index)."""
+    with pytest.raises(LrkitError, match="step must be a number >= 0"):
+        parse("cosine(10)")(flag)
