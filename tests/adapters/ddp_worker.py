@@ -159,6 +159,9 @@ def main(rank: int, directory: str) -> None:
             guard.step(closure)
         out["guard"] = {"interventions": [(i.step, i.reason) for i in guard.interventions],
                         "parameters": [p.detach().clone() for p in model.parameters()]}
+        # every rank done with every collective before any tears its connections down (a rank
+        # destroyed while the other still exchanged sometimes aborted it: SIGABRT)
+        torch.distributed.barrier()
     finally:
         torch.save(out, os.path.join(directory, f"rank{rank}.pt"))
         torch.distributed.destroy_process_group()

@@ -94,11 +94,17 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 
+def _tear_down():
+    # every rank done with every collective before any tears its connections down: left to the
+    # exit, or destroyed while the other rank still exchanged, gloo's threads sometimes aborted
+    # a rank ("terminate called without an active exception", exit -6) after its work
+    dist.barrier()
+    dist.destroy_process_group()
+
+
 def make(seed=0):
     dist.init_process_group("gloo")  # from torchrun's environment
-    # torn down before the interpreter exits: left to the exit, gloo's threads sometimes
-    # aborted a rank ("terminate called without an active exception", exit -6) after its work
-    atexit.register(dist.destroy_process_group)
+    atexit.register(_tear_down)
     g = torch.Generator().manual_seed(100 + dist.get_rank())  # each rank its own data
     x = torch.randn(256, 10, generator=g)
     y = x.sum(dim=1, keepdim=True) + 0.1 * torch.randn(256, 1, generator=g)
