@@ -7,6 +7,7 @@ curve holds no usable information (too short, or the loss never fell).
 """
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import functools
 import math
@@ -159,18 +160,25 @@ def fastai_valley(curve: Curve) -> float | None:
     # longest decreasing subsequence ending at each point, in fastai's order of updates: the run's
     # start is fixed when the running length first exceeds the previous best (fastai compares
     # after every j, so later j cannot move it)
-    lds = [1] * n
+    # fastai's double loop (O(n^2): 12 s at 20,000 steps) gives each point the length of the
+    # longest strictly decreasing run of points ending there; a new longest run ends at i, and
+    # starts at i - its length, where that length first exceeds the best so far (fastai fixes the
+    # start when the running length first passes the best; the best is the longest run, so it
+    # passes it by one, to this same length). Patience sorting on the negated losses gives the
+    # same lengths in O(n log n): ``tails[k]``, the lowest end of a run of length k + 1
+    tails: list[float] = []
+    best = 0
     max_start = max_end = 0
-    for i in range(1, n):
-        current, longest, threshold, first = losses[i], 1, lds[max_end], 0
-        for j in range(i):
-            if losses[j] > current and lds[j] >= longest:
-                longest = lds[j] + 1
-                if not first and longest > threshold:
-                    first = longest
-        lds[i] = longest
-        if first:
-            max_end, max_start = i, i - first
+    for i, value in enumerate(losses):
+        k = bisect.bisect_left(tails, -value)
+        if k == len(tails):
+            tails.append(-value)
+        else:
+            tails[k] = -value
+        if k + 1 > best:
+            if i > 0:
+                max_end, max_start = i, i - (k + 1)
+            best = k + 1
     sections = (max_end - max_start) / 3
     idx = max_start + int(sections) + int(sections / 2)
     return float(curve.lrs[part][min(max(idx, 0), n - 1)])
