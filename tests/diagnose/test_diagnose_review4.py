@@ -194,3 +194,22 @@ def test_a_compressed_log_is_named_as_such(tmp_path, capsys, suffix):
     path.write_bytes(gzip.compress(b"step,loss\n0,1.0\n"))
     assert main(["diagnose", str(path)]) == 2
     assert "is gzip-compressed" in capsys.readouterr().err
+
+
+def test_a_log_resumed_many_times_keeps_each_steps_last_row(tmp_path):
+    """A run preempted every 100 steps and resumed 30 steps back, 60 times: each step's loss is
+    the one logged last (the reader cut at every restart: minutes for 1,000 restarts)."""
+    rows, last, step, done = ["step,loss"], {}, 0, 0
+    while step < 3000:
+        value = 1.0 + step / 1000 + done * 1e-6  # which row of a step it was, in the value
+        rows.append(f"{step},{value!r}")
+        last[step] = value
+        step, done = step + 1, done + 1
+        if done % 100 == 0:
+            step -= 30
+    path = tmp_path / "resumed.csv"
+    path.write_text("\n".join(rows) + "\n")
+    log = lrkit.diagnose.read_log(path)
+    assert log.steps == [float(s) for s in range(3000)]
+    assert log.losses == [last[s] for s in range(3000)]
+    assert "restarts)" in log.source

@@ -187,24 +187,15 @@ class _Collector:
         self.lrs: list[float | None] = []
         self.val: list[tuple[float, float]] = []
         self.rates: list[tuple[float, float]] = []  # (step, rate) wherever a rate was logged
-        self._seen: set[float] = set()  # the steps with a training loss
-        self.restarts: list[float] = []  # where the steps went back to a step seen before
         self.null: list[str | None] = []  # per loss: where, when a JSON record's was null
-
-    def _restart(self, at: float) -> None:
-        """The steps went back to ``at``, which had a loss already: the run was resumed from a
-        checkpoint, or run again into the same file. What it logs from ``at`` on replaces what
-        the file had from there (as TensorBoard purges orphaned data); read interleaved by
-        step, two runs made one curve that jumped between them."""
-        keep = [i for i, step in enumerate(self.steps) if step < at]
-        self.steps = [self.steps[i] for i in keep]
-        self.losses = [self.losses[i] for i in keep]
-        self.lrs = [self.lrs[i] for i in keep]
-        self.null = [self.null[i] for i in keep]
-        self.val = [item for item in self.val if item[0] < at]
-        self.rates = [item for item in self.rates if item[0] < at]
-        self._seen = set(self.steps)
-        self.restarts.append(at)
+        # the record each loss, validation loss and rate came from (counted from 0)
+        self._record = 0
+        self._loss_records: list[int] = []
+        self._val_records: list[int] = []
+        self._rate_records: list[int] = []
+        self._seen: set[float] = set()  # the steps with a training loss
+        #: (record, step) where the steps went back to a step seen before (see _restart)
+        self.restarts: list[tuple[int, float]] = []
 
     def add(self, where: str, step: Any, loss: Any, lr: Any, val: Any, columns: dict,
             *, null: bool = False) -> None:
@@ -215,19 +206,58 @@ class _Collector:
             if val is not None else None
         lr_v = _number(lr, self.path, where, columns.get("lr") or "lr") if lr is not None else None
         at = step_v if step_v is not None else float(len(self.losses))
+        record = self._record
+        self._record += 1
         if loss_v is not None and step_v is not None and self.steps and at < self.steps[-1] \
                 and at in self._seen:
-            self._restart(at)
+            # the steps went back to a step that had a loss already: the run was resumed from
+            # a checkpoint, or run again into the same file; what it logs from here replaces
+            # what the file had from ``at`` on (as TensorBoard purges orphaned data), cut once
+            # at the end (_apply_restarts: a cut at each restart made a log resumed a thousand
+            # times read in minutes). Read interleaved by step, two runs made one curve that
+            # jumped between them
+            self.restarts.append((record, at))
         if loss_v is not None:
             self._seen.add(at)
             self.steps.append(at)
             self.losses.append(loss_v)
             self.lrs.append(lr_v)
             self.null.append(where if null else None)
+            self._loss_records.append(record)
         if val_v is not None:
             self.val.append((at, val_v))
+            self._val_records.append(record)
         if lr_v is not None:
             self.rates.append((at, lr_v))
+            self._rate_records.append(record)
+
+    def _apply_restarts(self) -> None:
+        """Drop what a later restart logged again: an entry of record ``q`` at step ``s`` goes
+        when a restart at a later record is at step ``s`` or below. One pass over each list,
+        with the restarts' suffix minimum."""
+        if not self.restarts:
+            return
+        records = [r for r, _ in self.restarts]
+        lowest = [at for _, at in self.restarts]
+        for k in range(len(lowest) - 2, -1, -1):
+            lowest[k] = min(lowest[k], lowest[k + 1])
+
+        def kept(entries_records: list[int], steps: list[float]) -> list[int]:
+            out, k = [], 0
+            for i, (q, step) in enumerate(zip(entries_records, steps)):
+                while k < len(records) and records[k] <= q:
+                    k += 1
+                if k == len(records) or step < lowest[k]:
+                    out.append(i)
+            return out
+
+        keep = kept(self._loss_records, self.steps)
+        self.steps = [self.steps[i] for i in keep]
+        self.losses = [self.losses[i] for i in keep]
+        self.lrs = [self.lrs[i] for i in keep]
+        self.null = [self.null[i] for i in keep]
+        self.val = [self.val[i] for i in kept(self._val_records, [v[0] for v in self.val])]
+        self.rates = [self.rates[i] for i in kept(self._rate_records, [r[0] for r in self.rates])]
 
     def _drop_inner_nulls(self) -> str:
         """Null losses (JSON's NaN, see :func:`_add_record`) that run to the end of the log are
@@ -256,6 +286,7 @@ class _Collector:
         return note
 
     def result(self, source: str) -> LossLog:
+        self._apply_restarts()
         source += self._drop_inner_nulls()
         if not self.losses:
             raise LrkitError(f"{self.path}: no training loss values found; the log needs a "
@@ -272,7 +303,8 @@ class _Collector:
         # keep the order of the steps (logs are sometimes appended out of order)
         order = sorted(range(len(self.losses)), key=lambda i: self.steps[i])
         if self.restarts:
-            where = ", ".join(f"{step:g}" for step in self.restarts[:3])
+            where = ", ".join(f"{step:g}" for _, step in self.restarts[:3]) + (
+                f" ({len(self.restarts)} restarts)" if len(self.restarts) > 3 else "")
             source += (f", the rows from step {where} on logged again (a restart): the later "
                        "ones kept")
         return LossLog([self.steps[i] for i in order], [self.losses[i] for i in order],
