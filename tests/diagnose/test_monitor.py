@@ -60,7 +60,7 @@ def test_tensor_losses_stay_on_device_until_a_report():
     for i, v in enumerate(values[:39]):
         monitor.update(torch.tensor(v, requires_grad=False) * 1.0)
     # nothing copied to the host yet: the values wait as tensors
-    assert len(monitor._pending) == 39 and monitor._losses == []
+    assert len(monitor._pending) == 39 and len(monitor._losses) == 0
     monitor.update(torch.tensor(values[39]))
     assert monitor._pending == [] and len(monitor._losses) == 40
     for v in values[40:]:
@@ -263,3 +263,36 @@ def test_a_batch_the_guard_rolled_back_at_the_same_rate_is_left_out(tmp_path):
     log = read_log(tmp_path / "run.jsonl")  # the file reads the same
     assert 200 not in log.steps and len(log.losses) == 399
     assert log.diagnose().verdict == "healthy"
+
+
+def test_tensor_losses_with_no_report_until_the_end_are_stacked_as_they_come():
+    """A run with report_every=0 held one tensor object per step until close() (570 bytes a
+    step); they are stacked every PENDING_CHUNK steps, where they are, and read once."""
+    from lrkit.diagnose.monitor import PENDING_CHUNK
+
+    monitor = lrkit.Monitor(report_every=0)
+    values = np.random.default_rng(0).random(2 * PENDING_CHUNK + 5)
+    for i, v in enumerate(values):
+        monitor.update(torch.tensor(v, dtype=torch.float64) if i % 3 else float(v))
+    assert len(monitor._pending) < PENDING_CHUNK
+    assert monitor.losses == values.tolist()  # order and float64 values kept
+    monitor = lrkit.Monitor(report_every=0)
+    for v in values:
+        monitor.update(torch.tensor(v, dtype=torch.float64))
+    assert len(monitor._chunks) == 2 and len(monitor._pending) == 5
+    assert monitor.losses == values.tolist()
+
+
+def test_the_monitors_history_is_an_array_read_without_copying_the_run_again():
+    """A report converted the whole run's Python floats (O(steps) each: quadratic over a run);
+    the history now moves into an array as it is read, and a report reads a view of it."""
+    from lrkit.diagnose.monitor import _Series
+
+    series = _Series()
+    for i in range(3000):
+        series.tail.append(float(i))
+        if i % 700 == 0:
+            assert series.view(i).tolist() == [float(i)]  # what was appended, moved once
+    series.extend(np.arange(3000, 3100, dtype=float))
+    assert len(series) == 3100 and series.view().tolist() == [float(i) for i in range(3100)]
+    assert series.view(10, 13).tolist() == [10.0, 11.0, 12.0] and series.tail == []

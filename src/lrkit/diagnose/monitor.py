@@ -33,6 +33,51 @@ def _downsample(values: np.ndarray, max_points: int) -> np.ndarray:
     return np.add.reduceat(values, edges[:-1]) / np.diff(edges)
 
 
+class _Series:
+    """A float history that grows by one value a step: appended to ``tail``, a list (the
+    cheapest thing per step), and moved into a float64 array when read. Why: a report that
+    converted the whole run's Python floats again cost O(steps) (36 ms at 1e6 steps), so a
+    run's reports cost O(steps²) (17 s over 1e6 steps with a report every 1000); and an array
+    holds a value in 8 bytes, a list of floats in 32."""
+
+    def __init__(self) -> None:
+        self.tail: list[float] = []
+        self._array = np.empty(1024)
+        self._n = 0
+
+    def __len__(self) -> int:
+        return self._n + len(self.tail)
+
+    def _room(self, extra: int) -> None:
+        if self._n + extra > len(self._array):
+            grown = np.empty(max(2 * len(self._array), self._n + extra))
+            grown[:self._n] = self._array[:self._n]
+            self._array = grown
+
+    def extend(self, values: np.ndarray) -> None:
+        self._settle()
+        self._room(len(values))
+        self._array[self._n:self._n + len(values)] = values
+        self._n += len(values)
+
+    def _settle(self) -> None:
+        if self.tail:
+            values = np.asarray(self.tail, dtype=float)
+            self.tail.clear()  # the same list: update() holds it
+            self.extend(values)
+
+    def view(self, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """The values ``start:stop`` (a view: copy it before changing it)."""
+        self._settle()
+        return self._array[start:self._n if stop is None else min(stop, self._n)]
+
+
+#: tensor losses waiting for the host are stacked into one tensor (on their device: no sync)
+#: every this many steps, so that a run with no report until its end does not hold a tensor
+#: object per step (570 bytes a step: 570 MB over 1e6 steps)
+PENDING_CHUNK = 1024
+
+
 class Monitor:
     """Diagnose a run as it trains.
 
@@ -83,9 +128,11 @@ class Monitor:
         require(guard is None or hasattr(guard, "interventions"),
                 f"guard must be an lrkit.Guard (or None), got {type(guard).__name__}")
         self.guard = guard
-        self._losses: list[float] = []
-        self._lrs: list[float] = []
+        self._losses = _Series()
+        self._lrs = _Series()
+        self._loss_tail, self._lr_tail = self._losses.tail, self._lrs.tail  # (per step)
         self._pending: list[Any] = []  # tensors not yet copied to the host
+        self._chunks: list[Any] = []  # ... and earlier ones, stacked (PENDING_CHUNK)
         self._val: list[tuple[int, float]] = []
         self._step = 0
         self._since_report = 0
@@ -117,12 +164,16 @@ class Monitor:
             if loss.numel() != 1:
                 raise LrkitError(f"monitor.update needs the scalar loss of the step, got a tensor "
                                  f"of shape {tuple(loss.shape)}; reduce it (e.g. loss.mean())")
-            self._pending.append(loss.detach())
+            pending = self._pending
+            pending.append(loss.detach())
+            if len(pending) >= PENDING_CHUNK:
+                self._stack_pending()
         else:
             value = loss if type(loss) is float else _number(loss, "monitor.update", "loss")
-            self._flush_pending()
-            self._losses.append(value)
-        self._lrs.append(rate)
+            if self._pending or self._chunks:
+                self._flush_pending()
+            self._loss_tail.append(value)
+        self._lr_tail.append(rate)
         self._step += 1
         self._since_report += 1
         if self.report_every and self._since_report >= self.report_every:
@@ -139,9 +190,8 @@ class Monitor:
             self._write_steps()  # the steps before it first, in order
             self._file.write(json.dumps({"step": at, "val_loss": _finite_or_str(value)}) + "\n")
 
-    def _flush_pending(self) -> None:
-        if not self._pending:
-            return
+    def _stack_pending(self) -> None:
+        """The pending tensor losses as one tensor, where they are (no host sync)."""
         pending, self._pending = self._pending, []
         import torch  # only reached when tensors were given, so torch is there
 
@@ -149,17 +199,31 @@ class Monitor:
             stacked = torch.stack(pending)  # scalars of one dtype and device: the usual case
         except RuntimeError:
             stacked = torch.stack([p.reshape(()).float().cpu() for p in pending])
-        self._losses.extend(stacked.reshape(-1).float().cpu().tolist())  # the one host sync
+        self._chunks.append(stacked.reshape(-1))
+
+    def _flush_pending(self) -> None:
+        if self._pending:
+            self._stack_pending()
+        if not self._chunks:
+            return
+        import torch
+
+        chunks, self._chunks = self._chunks, []
+        try:
+            values = torch.cat(chunks) if len(chunks) > 1 else chunks[0]
+        except RuntimeError:  # chunks of different dtypes or devices
+            values = torch.cat([c.double().cpu() for c in chunks])
+        self._losses.extend(values.double().cpu().numpy())  # the one host sync
 
     # -- reports ------------------------------------------------------------------------------
     @property
     def losses(self) -> list[float]:
         self._flush_pending()
-        return list(self._losses)
+        return self._losses.view().tolist()
 
     @property
     def lrs(self) -> list[float]:
-        return list(self._lrs)
+        return self._lrs.view().tolist()
 
     @property
     def step(self) -> int:
@@ -171,12 +235,12 @@ class Monitor:
         self._flush_pending()
         cut = self._guard_cut() if self.guard is not None else None
         first = cut.step if cut is not None else 0
-        losses = np.asarray(self._losses[first:], dtype=float)
+        losses = self._losses.view(first).copy()
         if len(self._losses) == 0:
             return Diagnosis(
                 "not_enough_data", 1.0, {"points": 0}, None,
                 "No loss has been recorded yet: call monitor.update(loss) once per step.")
-        lrs = np.asarray(self._lrs[first:], dtype=float)
+        lrs = self._lrs.view(first).copy()
         # each point named by its step in the run (a bin by its first step)
         steps = np.arange(first, first + len(losses))
         dropped = self._guard_rolled_back(first)
@@ -269,14 +333,17 @@ class Monitor:
         if not self.log_steps or self._file is None:
             return
         lines = []
-        for i in range(self._written, len(self._losses)):
-            row: dict[str, Any] = {"step": i, "loss": _finite_or_str(self._losses[i])}
-            if not math.isnan(self._lrs[i]):
-                row["lr"] = self._lrs[i]
+        start = self._written
+        losses = self._losses.view(start).tolist()
+        lrs = self._lrs.view(start, start + len(losses)).tolist()
+        for i, (loss, lr) in enumerate(zip(losses, lrs), start=start):
+            row: dict[str, Any] = {"step": i, "loss": _finite_or_str(loss)}
+            if not math.isnan(lr):
+                row["lr"] = lr
             lines.append(json.dumps(row))
         if lines:
             self._file.write("\n".join(lines) + "\n")
-        self._written = len(self._losses)
+        self._written = start + len(losses)
 
     def close(self) -> Diagnosis:
         """The final report; closes the JSONL file. Safe to call twice."""
