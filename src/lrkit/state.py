@@ -259,6 +259,24 @@ def _relink_group_objects(optimizer: torch.optim.Optimizer, saved_groups: list[d
             groups[i][key] = value if _refill(value, saved) else _refilled(None, saved)
 
 
+def group_values(optimizer: torch.optim.Optimizer) -> list[dict[str, tuple[Any, Any]]]:
+    """Each group's hyperparameters as they are now: the object and a copy of its value (for
+    :func:`put_group_values`, around a restore that must keep them: a guard's rollback undoes
+    the steps, not the schedule's rates or the user's objects)."""
+    return [{key: (value, _copy_into(value, None, [], on_device=True))
+             for key, value in group.items() if key != "params"}
+            for group in optimizer.param_groups]
+
+
+def put_group_values(optimizer: torch.optim.Optimizer,
+                     kept: list[dict[str, tuple[Any, Any]]]) -> None:
+    """The groups hold the objects of :func:`group_values` again, with the values they had."""
+    with torch.no_grad():
+        for group, values in zip(optimizer.param_groups, kept):
+            for key, (value, copy) in values.items():
+                group[key] = value if _refill(value, copy) else copy
+
+
 def capture_rng(*, torch_only: bool = False) -> dict[str, Any]:
     """The state of every generator a training step may draw from. ``torch_only``: torch's
     generators alone (what the model draws from: dropout, initialisation), without numpy's and

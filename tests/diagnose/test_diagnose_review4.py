@@ -213,3 +213,63 @@ def test_a_log_resumed_many_times_keeps_each_steps_last_row(tmp_path):
     assert log.steps == [float(s) for s in range(3000)]
     assert log.losses == [last[s] for s in range(3000)]
     assert "restarts)" in log.source
+
+
+def test_a_pandas_style_log_with_null_metric_columns_is_not_diverged(tmp_path):
+    """pandas writes every column on every row, null where the row logged none: Lightning's
+    epoch rows (train_loss_epoch set, train_loss_step null) at the last step read as a NaN
+    divergence ("diverged x0.1" for a healthy run; a code review)."""
+    import json
+    lines, step = [], 0
+    losses = _healthy(300)
+    for epoch in range(3):
+        for _ in range(100):
+            lines.append({"step": step, "epoch": epoch, "train_loss_step": float(losses[step]),
+                          "val_loss": None, "train_loss_epoch": None})
+            step += 1
+        lines.append({"step": step - 1, "epoch": epoch, "train_loss_step": None,
+                      "val_loss": 0.5, "train_loss_epoch": None})
+        lines.append({"step": step - 1, "epoch": epoch, "train_loss_step": None,
+                      "val_loss": None, "train_loss_epoch": 0.4})
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    log = lrkit.diagnose.read_log(path)
+    assert len(log.losses) == 300 and "null" not in log.source
+    assert log.diagnose().verdict == "healthy"
+
+
+@pytest.mark.parametrize("steps", [1500, 3100])
+def test_a_monitors_validation_at_the_end_fits_its_binned_history(steps):
+    """Past max_points the history is in bins whose last starts before the last step: a
+    validation loss at the end was refused as outside the run (a code review)."""
+    monitor = lrkit.Monitor(report_every=0)
+    for value in _healthy(steps):
+        monitor.update(float(value), lr=0.1)
+    monitor.update_val(0.3)
+    assert monitor.close().verdict == "healthy"
+    with pytest.raises(LrkitError, match="step=5000.*0..0"):
+        lrkit.Monitor().update_val(0.3, step=5000)
+
+
+def test_a_guard_rollback_keeps_the_groups_current_objects_and_values():
+    """Tensor betas annealed in place after the snapshot: a rollback puts the current values
+    back in the same objects (the snapshot's restore refills the objects it saw)."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 1)
+    b1 = torch.tensor(0.9)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01, betas=(b1, torch.tensor(0.999)))
+    guard = lrkit.Guard(model, optimizer, confirm_spikes=0)
+    x, y = torch.randn(8, 3), torch.randn(8, 1)
+
+    def closure(scale=1.0):
+        optimizer.zero_grad()
+        loss = torch.nn.functional.mse_loss(model(x), y) * scale
+        loss.backward()
+        return loss
+
+    for _ in range(30):
+        guard.step(closure)
+    b1.fill_(0.5)  # the user anneals beta1 after the last snapshot
+    guard.step(lambda: closure(float("nan")))
+    assert guard.interventions and optimizer.param_groups[0]["betas"][0] is b1
+    assert b1.item() == pytest.approx(0.5)

@@ -268,16 +268,20 @@ def _validation(values: Any, n_train: int) -> tuple[np.ndarray, np.ndarray | Non
 
 
 def _check_within_training(val_steps: np.ndarray, train_steps: np.ndarray | None,
-                           n_train: int) -> None:
-    """Refuse validation points outside the training history (give or take one logging
+                           n_train: int, span: tuple[float, float] | None = None) -> None:
+    """Refuse validation points outside the training history (give or take its widest logging
     interval, for an evaluation at the end of an epoch): the measures read the validation
     curve as this run's, and a run of 20 steps given a validation curve to step 199 was told
     it was bending over, from the other curve's shape."""
-    steps = train_steps if train_steps is not None else np.arange(n_train, dtype=float)
-    finite = steps[np.isfinite(steps)]
-    lo, hi = float(finite.min()), float(finite.max())
-    interval = float(np.median(np.diff(finite))) if len(finite) > 1 else 1.0
-    margin = max(interval, 1.0)
+    if span is not None:
+        lo, hi, margin = float(span[0]), float(span[1]), 0.0
+    else:
+        steps = train_steps if train_steps is not None else np.arange(n_train, dtype=float)
+        finite = steps[np.isfinite(steps)]
+        lo, hi = float(finite.min()), float(finite.max())
+        # the widest gap: a log written every k steps evaluates at most k steps past its last
+        interval = float(np.max(np.diff(np.sort(finite)))) if len(finite) > 1 else 1.0
+        margin = max(interval, 1.0)
     outside = val_steps[(val_steps < lo - margin) | (val_steps > hi + margin)]
     if len(outside):
         where = ("" if train_steps is not None else
@@ -543,6 +547,7 @@ def diagnose(
     val_losses: Any = None,
     min_points: int = MIN_POINTS,
     steps: Any = None,
+    span: tuple[float, float] | None = None,
 ) -> Diagnosis:
     """Classify a loss history as diverged, unstable, too_slow, plateaued or healthy.
 
@@ -557,7 +562,10 @@ def diagnose(
     ``lrs`` is a ``{step: rate}`` dict with the same keys or a list in the dict's item order.
     Returns a :class:`Diagnosis` with the verdict, a confidence, the evidence in numbers, the
     recommended factor for the rate and a plain-words explanation; never guesses from fewer than
-    ``min_points`` finite values (verdict ``not_enough_data``).
+    ``min_points`` finite values (verdict ``not_enough_data``). ``span``: the first and last
+    step of the run, when the losses leave some out (bin means, batches a guard dropped); the
+    validation points must lie in it (default: within the losses' steps, give or take their
+    widest gap).
     """
     min_points = plain_int(min_points)
     if not isinstance(min_points, int) or min_points < 3:
@@ -636,7 +644,7 @@ def diagnose(
     if val_losses is not None:
         val, val_steps = _validation(val_losses, len(values))
         if val_steps is not None and len(val_steps):
-            _check_within_training(val_steps, step_of, len(values))
+            _check_within_training(val_steps, step_of, len(values), span)
         if len(val):
             vev = measure_validation(val, train_start=ev.get("start"))
             if val_steps is not None and vev.get("val_best") is not None:

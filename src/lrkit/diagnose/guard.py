@@ -46,7 +46,7 @@ from lrkit.adapters.distributed import mean_over_ranks, should_sync
 from lrkit.diagnose.probe import RateProbe
 from lrkit.diagnose.snapshots import SnapshotKeeper
 from lrkit.errors import LrkitError, is_real, plain_int, require
-from lrkit.state import Snapshot
+from lrkit.state import Snapshot, group_values, put_group_values
 
 LOGGER = logging.getLogger("lrkit.diagnose")
 _isfinite = math.isfinite
@@ -230,7 +230,8 @@ class Guard:
                                       and getattr(scheduler, "optimizer", None) is optimizer),
                 f"scheduler must be the torch scheduler that sets this optimizer's rates (a "
                 f"torch.optim.lr_scheduler object, or lrkit.schedules.to_torch(optimizer, "
-                f"...)), built on the same optimizer, or None; got {scheduler!r}")
+                f"...)), built on the same optimizer, or None (a wrapper such as accelerate's "
+                f"AcceleratedScheduler: pass its .scheduler); got {scheduler!r}")
         require(scaler is None or all(hasattr(scaler, name) for name in
                                       ("scale", "step", "update", "unscale_")),
                 f"scaler must be a torch.amp.GradScaler (or None), got {type(scaler).__name__}")
@@ -387,23 +388,13 @@ class Guard:
         """Restore ``snapshot`` but keep the parameter groups' hyperparameters as they are now:
         a rollback undoes the steps, not the schedule's position or the guard's own cuts (the
         rate, and what a scheduler keeps in the groups: OneCycleLR's peak and momentum)."""
-        kept = [{key: value.clone() if isinstance(value, torch.Tensor) else value
-                 for key, value in group.items() if key != "params"}
-                for group in self.optimizer.param_groups]
+        kept = group_values(self.optimizer)
         snapshot.restore()
         scaler_state = getattr(snapshot, "extra", None)
         if self.scaler is not None and scaler_state:
             # the scale with the state it was taken with (all the rest as it is now)
             self.scaler.load_state_dict({**self.scaler.state_dict(), **scaler_state})
-        with torch.no_grad():
-            for group, values in zip(self.optimizer.param_groups, kept):
-                for key, value in values.items():
-                    current = group.get(key)
-                    if (isinstance(current, torch.Tensor) and isinstance(value, torch.Tensor)
-                            and current.shape == value.shape):
-                        current.copy_(value)  # a tensor rate keeps its identity
-                    else:
-                        group[key] = value
+        put_group_values(self.optimizer, kept)  # the same objects (a tensor rate), as they were
 
     def _cut(self, factor: float, restore: Snapshot | None) -> list[float]:
         """Restore ``restore`` (if given), then set every rate to ``factor`` x its value before."""

@@ -423,6 +423,11 @@ def _record_columns(record: dict, column: str | None, where: str) -> dict | None
     return columns
 
 
+#: keys that say when a record was written, not what was measured (see _add_record)
+_NOT_METRICS = frozenset({"epoch", "step", "global_step", "time", "timestamp", "wall_time",
+                          "walltime", "created_at", "_runtime", "_timestamp", "_step"})
+
+
 def _add_record(collector: _Collector, record: dict, columns: dict | None, where: str) -> bool:
     """Add one JSON record (``where``: "line 3", "item 3") whose keys to read are ``columns``
     (:func:`_record_columns`); whether it held the loss. A record without the given column nor
@@ -434,9 +439,13 @@ def _add_record(collector: _Collector, record: dict, columns: dict | None, where
     held = columns["loss"] is not None
     # a null loss in a record of its own: JSON has no NaN, and strict writers (pandas'
     # to_json, JavaScript) write a NaN as null; dropped, a run's divergence vanished from its
-    # log (see _Collector._drop_inner_nulls; a record that holds a validation loss is that
-    # loss's, with no training loss)
-    null = held and loss is None and pick("val") is None
+    # log (see _Collector._drop_inner_nulls). A record holding another metric (a validation
+    # loss, Lightning's epoch row with train_loss_epoch) is that metric's: pandas writes every
+    # column on every row, null where the row logged none
+    null = (held and loss is None and pick("val") is None
+            and not any(value is not None for key, value in record.items()
+                        if key not in (columns["loss"], columns["step"], columns["lr"])
+                        and key.strip().lower() not in _NOT_METRICS))
     columns["loss"] = columns["loss"] or "loss"  # (names the column in an error)
     collector.add(where, pick("step"), math.nan if null else loss, pick("lr"), pick("val"),
                   columns, null=null)

@@ -185,6 +185,10 @@ class Monitor:
         JSONL file too (``{"step", "val_loss"}``), so the file diagnoses as the monitor does."""
         value = _number(val_loss, "monitor.update_val", "validation loss")
         at = self._step if step is None else int(step)
+        if not 0 <= at <= self._step:  # (refused here, not by the next report, inside update)
+            raise LrkitError(f"monitor.update_val got step={step!r}; a validation loss belongs to "
+                             f"a step of this run so far, 0..{self._step} (default: the current "
+                             "step)")
         self._val.append((at, value))
         if self.log_steps and self._file is not None:
             self._write_steps()  # the steps before it first, in order
@@ -256,8 +260,9 @@ class Monitor:
         if len(losses) > self.max_points:
             steps = steps[np.linspace(0, len(losses), self.max_points + 1).astype(int)[:-1]]
             losses = _downsample(losses, self.max_points)
+        # the run's own span: its bins and the batches a guard rolled back leave steps out
         result = diagnose(losses, lrs_arg, val_losses=val, min_points=self.min_points,
-                          steps=steps)
+                          steps=steps, span=(first, self._step))
         if dropped:
             result = dataclasses.replace(
                 result, evidence={**result.evidence, "guard_rolled_back_at": dropped})
@@ -436,7 +441,8 @@ def _rate(lr: Any) -> float:
     try:
         if isinstance(lr, (str, bytes)):
             raise TypeError
-        rate = float(lr.detach()) if hasattr(lr, "detach") else float(lr)
+        # (detach only where it must: it doubled the cost of a tensor rate's update)
+        rate = float(lr.detach()) if getattr(lr, "requires_grad", False) else float(lr)
     except (TypeError, ValueError, RuntimeError):
         raise LrkitError(f"monitor.update needs the step's rate as a number, got {lr!r}") from None
     # refused here, not at the next report (where the diagnosis refuses the whole history, and

@@ -167,10 +167,10 @@ def run_trial(config: TrialConfig,
     finished = status == FINISHED
     if finished and has_val:
         eval_curve.append([steps, float(objective)])
-    # the losses and the last validation point, which every strategy has: a strategy's rungs
-    # (refine evaluates at budget/9 and budget/3 as well, grid does not) must not change the
-    # verdict of the same trial
-    diagnosis = (diagnose_curve(list(run.losses), config.lr, eval_curve[-1:])
+    # the training losses alone: the validation points are a strategy's rungs (refine
+    # evaluates at budget/9 and budget/3 and the end, grid at the end), and they must not
+    # change the verdict of the same trial (one point alone says nothing to the diagnosis)
+    diagnosis = (diagnose_curve(list(run.losses), config.lr)
                  if config.diagnose and status != DIVERGED else None)
     return TrialOutcome(
         status=status,
