@@ -273,3 +273,59 @@ def test_a_guard_rollback_keeps_the_groups_current_objects_and_values():
     guard.step(lambda: closure(float("nan")))
     assert guard.interventions and optimizer.param_groups[0]["betas"][0] is b1
     assert b1.item() == pytest.approx(0.5)
+
+
+# -- real framework logs (a review that wrote them with Lightning, Transformers, TensorBoard) ----
+
+#: a Trainer at rate 3 (3x too high, clipped): it learned for 50 steps, then went back to the
+#: chance level (ln 10 = 2.303) for good; logged every 10 steps
+_THROWN_BACK = [2.442, 2.44, 2.185, 2.131, 2.116, 2.245, 2.382, 2.308, 2.329, 2.336, 2.342,
+                2.328, 2.358, 2.338, 2.329, 2.315, 2.334, 2.328, 2.343, 2.328, 2.337, 2.303,
+                2.324, 2.333, 2.326, 2.331, 2.333, 2.333, 2.346, 2.359, 2.326, 2.341, 2.309,
+                2.329, 2.334, 2.334, 2.344, 2.33, 2.337, 2.331, 2.328, 2.323, 2.334, 2.333]
+
+
+def test_a_small_fall_undone_far_out_of_the_noise_is_a_rate_too_high():
+    """It was "too_slow, x10 -> 30" ("the loss has not moved"): a rate too high that threw the
+    model back to where it started."""
+    d = diagnose(_THROWN_BACK, lrs=3.0)
+    assert d.verdict == "unstable" and d.lr_factor < 1
+    assert "bounced back up" in " ".join(d.reasons)
+    # the same level without the fall is still a loss that has not moved
+    assert diagnose(_THROWN_BACK[6:], lrs=3.0).verdict == "too_slow"
+
+
+def test_a_monitors_validation_lines_come_after_its_tensor_losses(tmp_path):
+    """Tensor losses wait on their device until a report, and update_val wrote its line before
+    them: in a second run appended to the file, the validation lines of steps 40 and 80 came
+    before step 0, and the reader took the step going back for a third run, losing them."""
+    path = tmp_path / "run.jsonl"
+    for seed in (0, 1):
+        with lrkit.Monitor(report_every=100, log_file=path) as monitor:
+            for i, value in enumerate(_healthy(200, seed=seed)):
+                monitor.update(torch.tensor(float(value)), lr=0.1)
+                if (i + 1) % 40 == 0:
+                    monitor.update_val(float(value) + 0.1)
+    log = lrkit.diagnose.read_log(path)
+    assert "the last of 2 runs" in log.source
+    assert len(log.losses) == 200 and [s for s, _ in log.val_losses] == [40, 80, 120, 160, 200]
+
+
+def test_a_checkpoint_further_than_the_output_directorys_state_is_read(tmp_path):
+    """A resumed Trainer run that saved checkpoints, not yet its final state: the output
+    directory's own trainer_state.json (step 250) was read over checkpoint-440's."""
+    import json
+
+    def state(steps):
+        history = [{"step": s, "loss": 2.0 * math.exp(-s / 200), "learning_rate": 0.1}
+                   for s in range(10, steps + 1, 10)]
+        return json.dumps({"global_step": steps, "log_history": history})
+
+    (tmp_path / "trainer_state.json").write_text(state(250))
+    for steps in (200, 440):
+        (tmp_path / f"checkpoint-{steps}").mkdir()
+        (tmp_path / f"checkpoint-{steps}" / "trainer_state.json").write_text(state(steps))
+    log = lrkit.diagnose.read_log(tmp_path)
+    assert len(log.losses) == 44 and "checkpoint-440" in log.source
+    (tmp_path / "trainer_state.json").write_text(state(500))  # the directory's own is further
+    assert len(lrkit.diagnose.read_log(tmp_path).losses) == 50

@@ -73,6 +73,11 @@ COLLAPSE_EARLY_PEAK_LOG = math.log(2.0)  #: early jump before a stall near the s
 #: 11-20x, then stalled far above the good rate's loss, and was called healthy
 EARLY_BLOWUP_LOG = math.log(5.0)
 NO_PROGRESS_LOG = 0.05  #: improved less than this (log): the loss has not moved
+#: a fall of that much (and 4 batch widths), then this share of it undone by this many coarse noise widths: the
+#: rate threw the model back (a Trainer at 3x too high a rate, back at the chance level, was
+#: called too_slow, x10)
+COLLAPSE_REBOUND_SHARE = 0.5
+COLLAPSE_NOISE_WIDTHS = 10.0
 LATE_SHARE_SLOW = 0.12  #: the last 30% made this share of the improvement: still falling
 STALL_HIGH_LOG = math.log(1.35)  #: improved less than this (log, ~26%): stalled high
 TREND_T = 2.0  #: |t| below this: no significant trend
@@ -406,8 +411,13 @@ def _decide(ev: dict, vev: dict | None) -> tuple[str, float, list[str]]:
                          f"it ended at {ev['end']:.4g}, {_above(ev['end_vs_best_log'], log)} above its "
                          f"best {ev['best']:.4g} (at {at(ev['best_at'])})"))
     if (ev["max_rebound"] >= REBOUND_SHARE
-            and ev["progress_log"] >= max(STALL_HIGH_LOG, 2.0 * batch)
-            and ev["rebound_log"] >= REBOUND_NOISE_WIDTHS * ev["coarse_noise"]):
+            and ev["rebound_log"] >= REBOUND_NOISE_WIDTHS * ev["coarse_noise"]
+            and (ev["progress_log"] >= max(STALL_HIGH_LOG, 2.0 * batch)
+                 # a small fall, mostly undone, far out of the noise: a rate too high that threw
+                 # the model back to where it started (to the chance level), not a slow one
+                 or (ev["max_rebound"] >= COLLAPSE_REBOUND_SHARE
+                     and ev["progress_log"] >= max(NO_PROGRESS_LOG, 4.0 * batch)
+                     and ev["rebound_log"] >= COLLAPSE_NOISE_WIDTHS * ev["coarse_noise"]))):
         unstable.append((ev["max_rebound"] / REBOUND_SHARE - 1,
                          f"after falling, the loss bounced back up by {ev['max_rebound']:.0%} of "
                          f"its progress (at step {ev['rebound_at']})"))

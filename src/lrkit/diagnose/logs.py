@@ -11,7 +11,8 @@ Lightning's CSVLogger writes them), add to the validation curve or give the rate
 the next. JSONL lines with an ``"event"`` key (the Monitor's reports) are skipped.
 
 A directory is read as the log in it: ``trainer_state.json``, TensorBoard event files,
-``metrics.csv`` (Lightning's CSVLogger), else the latest ``checkpoint-N/trainer_state.json``;
+``metrics.csv`` (Lightning's CSVLogger), else the latest ``checkpoint-N/trainer_state.json``
+(also over the directory's own when it is further);
 or as the one run below it (several: an error that lists them).
 """
 from __future__ import annotations
@@ -972,12 +973,32 @@ def _several_runs(path: Any, names: list[str], what: str, example: Path) -> Lrki
                       f"e.g. {str(example)!r}")
 
 
+def _global_step(state: Path) -> float:
+    """A trainer_state.json's ``global_step`` (-1 when it cannot be read)."""
+    try:
+        value = json.loads(state.read_text(encoding="utf-8")).get("global_step", -1)
+    except (OSError, ValueError, AttributeError):
+        return -1.0
+    return float(value) if isinstance(value, (int, float)) else -1.0
+
+
 def _read_dir(p: Path, path: str | os.PathLike, column: str | None = None) -> LossLog:
-    """A directory: the log in it (a Trainer's trainer_state.json, TensorBoard event files, a
-    Lightning metrics.csv, in that order; else the latest checkpoint-N/trainer_state.json),
-    or the one run below it. ``column``: the loss's column of a metrics.csv."""
+    """A directory: the log in it (a Trainer's trainer_state.json, or a checkpoint's when that
+    one is further; TensorBoard event files; a Lightning metrics.csv, in that order; else the
+    latest checkpoint-N/trainer_state.json), or the one run below it. ``column``: the loss's column of a metrics.csv."""
     if (p / "trainer_state.json").is_file():
-        return read_json(p / "trainer_state.json", column=column)
+        log = read_json(p / "trainer_state.json", column=column)
+        states = _checkpoint_states(p)
+        if states and _global_step(states[-1]) > _global_step(p / "trainer_state.json"):
+            # a resumed run that saved checkpoints but not yet its final state (it crashed, or
+            # runs still): the output directory's own file is the older, shorter history
+            newer = read_json(states[-1], column=column)
+            newer.source = (f"{states[-1].parent.name}/trainer_state.json, further than the "
+                            f"output directory's own (step {_global_step(states[-1]):g} against "
+                            f"{_global_step(p / 'trainer_state.json'):g}): "
+                            + newer.source.removeprefix("trainer_state.json, "))
+            return newer
+        return log
     if event_files(p):
         return read_tensorboard(p, column)
     if (p / "metrics.csv").is_file():

@@ -191,7 +191,12 @@ class Monitor:
                              "step)")
         self._val.append((at, value))
         if self.log_steps and self._file is not None:
-            self._write_steps()  # the steps before it first, in order
+            # the steps before it first, in order: tensor losses still on their device too (a
+            # validation pass has waited for the device already); written after them, a second
+            # run's first validation lines came before its losses, and the reader took the
+            # step going back for a third run and lost them
+            self._flush_pending()
+            self._write_steps()
             self._file.write(json.dumps({"step": at, "val_loss": _finite_or_str(value)}) + "\n")
 
     def _stack_pending(self) -> None:
