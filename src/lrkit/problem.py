@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from lrkit.errors import LrkitError
+from lrkit.errors import LrkitError, plain_int
 
 
 @dataclasses.dataclass
@@ -66,6 +66,19 @@ _TUPLE_FIELDS = ("model", "optimizer", "train_loader", "criterion", "val_loader"
 def as_problem(value: Any, *, name: str = "custom") -> Problem:
     """Normalise what a user's recipe function returned: a Problem, a dict or a tuple
     ``(model, optimizer, train_loader, criterion[, val_loader])``."""
+    problem = _as_problem(value, name=name)
+    # checked here, for every command alike (recommend took '1000', find refused it)
+    budget = plain_int(problem.budget_steps)
+    if budget is not None and not (isinstance(budget, int) and not isinstance(budget, bool)
+                                   and budget >= 1):
+        raise LrkitError(f"the recipe's 'budget_steps' (the planned training length) must be a "
+                         f"whole number of steps >= 1, or None; got {problem.budget_steps!r}")
+    if budget is not problem.budget_steps:
+        problem = dataclasses.replace(problem, budget_steps=budget)
+    return problem
+
+
+def _as_problem(value: Any, *, name: str = "custom") -> Problem:
     if isinstance(value, Problem):
         return value
     if isinstance(value, dict):
@@ -152,7 +165,10 @@ def call_recipe(func: Callable[..., Any], *, seed: int = 0, label: str | None = 
         parameters = inspect.signature(func).parameters
     except (TypeError, ValueError):
         parameters = {}
-    accepts_seed = "seed" in parameters
+    seed_param = parameters.get("seed")
+    accepts_seed = seed_param is not None
+    # a positional-only seed (def make(seed, /)) takes the seed by position
+    seed_by_position = seed_param is not None and seed_param.kind == seed_param.POSITIONAL_ONLY
     required = [p.name for p in parameters.values()
                 if p.default is inspect.Parameter.empty and p.name != "seed"
                 and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
@@ -164,7 +180,7 @@ def call_recipe(func: Callable[..., Any], *, seed: int = 0, label: str | None = 
             "without arguments")
     _seed_generators(seed)
     try:
-        value = func(seed=seed) if accepts_seed else func()
+        value = (func(seed) if seed_by_position else func(seed=seed)) if accepts_seed else func()
     except Exception as exc:  # noqa: BLE001 - the user's code: name it and its error
         if label is None:
             raise

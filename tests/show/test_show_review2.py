@@ -128,7 +128,7 @@ def test_from_dict_round_trips_validation_nan():
     ({"losses": [1.0, 2.0]}, "losses has 2 values but lrs has 5"),
     ({"lrs": "abc"}, "lrs must be a list of numbers"),
     ({"smoothed": ["x"] * 5}, "smoothed must be a list of numbers"),
-    ({"suggested_lr": "0.1"}, "suggested_lr must be a number or null"),
+    ({"suggested_lr": "0.1"}, "suggested_lr must be a positive number or null"),
     ({"suggestions": [1, 2]}, "suggestions must map method names to rates"),
     ({"val_steps": [0, 7], "val_losses": [1.0, 2.0]}, "val_steps must be step indices"),
 ])

@@ -396,6 +396,13 @@ class TorchTrainable:
         self._train_loader = train_loader
         self._batches: Iterator[Any] | None = None
         self._move: bool | None = None  #: whether batches need moving to the device
+        if val_loader is not None and not isinstance(val_loader, Iterable):
+            # a map-style Dataset: iter() walks it sample by sample, and "5 batches" were 5
+            # samples, silently (as train_loader, it is refused)
+            hint = (": wrap the dataset in a DataLoader, DataLoader(val_set, batch_size=...)"
+                    if isinstance(val_loader, torch.utils.data.Dataset) else "")
+            raise LrkitError(f"val_loader must be iterable (a DataLoader or any iterable of "
+                             f"batches), got {type(val_loader).__name__}{hint}")
         self._val_loader = val_loader
         self._val_batches = val_batches
         self._val_cache: list[Any] | None = None

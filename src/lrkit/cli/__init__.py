@@ -172,7 +172,9 @@ def check_target(target: Any) -> None:
 def _option_message(message: str, names: Mapping[str, str]) -> str:
     """``message`` with the library's parameter names replaced by the command's options."""
     for name, option in names.items():
-        message = re.sub(rf"(?<![\w\-.]){re.escape(name)}(?![\w])", option, message)
+        # not a key quoted or listed (a recipe dict's own keys: 'budget_steps', {'amp': ..},
+        # "its keys: accumulation_steps, amp"), which is what the recipe must say
+        message = re.sub(rf"(?<![\w\-.'\"{{]){re.escape(name)}(?![\w'\"])", option, message)
     # a message for both audiences ("--continue / continue_study=True", "points_per_decade
     # (--points-per-decade)") names the option once
     return re.sub(r"(--[\w-]+) (?:/ \1(?:=[^\s,;.)]*)?|\(\1\))", r"\1", message)
@@ -244,6 +246,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except Exception as exc:  # the user's model, loss or data raised it: one line, as bad input
         where = getattr(exc, USER_CODE, None)
+        if where is None and isinstance(exc, OSError):
+            # a file the command reads or writes (a directory where its output file goes, a
+            # folder it cannot create): the paths given are to fix, not lrkit
+            print(f"lrkit {args.command}: error: cannot read or write a file: {exc}; check the "
+                  "paths given (--out, --plot, --json, the input files)", file=sys.stderr)
+            return 2
         if where is None:
             raise  # lrkit's own: the traceback is the report
         text = " ".join(str(exc).split()) or "(no message)"

@@ -87,7 +87,7 @@ def _recipe_step_options(problem, target: str) -> dict:
     unknown = sorted(k for k in options if k not in STEP_OPTIONS)
     if unknown:
         raise LrkitError(f"{target}'s step_options has {unknown[0]!r}, which a range test does "
-                         f"not take; its keys: {', '.join(STEP_OPTIONS)}")
+                         f"not take; its keys: {', '.join(map(repr, STEP_OPTIONS))}")
     return dict(options)
 
 

@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
                 raise
             raise LrkitError(f"--batch-size {args.batch_size}: the recipe cannot be rescaled, "
                              "because the batch size it was measured at is unknown (the train "
-                             "loader has no batch_size)") from None
+                             "loader has no batch size)") from None
     written = []
     if args.yaml:
         recipe.to_yaml(args.yaml)

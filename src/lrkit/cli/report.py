@@ -22,10 +22,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from lrkit.cli import check_output_dir
+    from lrkit.errors import LrkitError
     from lrkit.show.report import load_result, report
 
     check_output_dir(args.out, "--out")
+    page_file = (Path(args.out) / "index.html").resolve()
+    for path in args.results:  # the page would replace the result it is made from
+        if Path(path).resolve() == page_file:
+            raise LrkitError(f"{path} is the page this report would write ({page_file}); give "
+                             "another --out, or move the result out of that folder")
     kinds = [(path, load_result(path)[0]) for path in args.results]  # every file checked first
     for path, kind in kinds:
         print(f"{path}: {kind}")

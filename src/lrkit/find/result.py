@@ -106,10 +106,11 @@ class FinderResult:
         kwargs["val_steps"] = [int(i) for i in steps]
         kwargs["val_losses"] = _numbers(val, "val_losses")
         suggested, suggestions = kwargs.get("suggested_lr"), kwargs.get("suggestions") or {}
-        require(suggested is None or is_real(suggested),
-                f"suggested_lr must be a number or null, got {suggested!r:.60}")
+        require(suggested is None or (is_real(suggested) and 0 < suggested < math.inf),
+                f"suggested_lr must be a positive number or null, got {suggested!r:.60}")
         require(isinstance(suggestions, dict)
-                and all(v is None or is_real(v) for v in suggestions.values()),
+                and all(v is None or (is_real(v) and 0 < v < math.inf)
+                        for v in suggestions.values()),
                 f"suggestions must map method names to rates (numbers or null), got "
                 f"{suggestions!r:.60}")
         kwargs["suggested_lr"] = None if suggested is None else float(suggested)
@@ -126,8 +127,13 @@ class FinderResult:
         kwargs["group_ratios"] = [float(r) for r in ratios]
         kwargs["stop_reason"] = str(kwargs.get("stop_reason") or "unknown")
         warnings = kwargs.get("warnings") or []
-        kwargs["warnings"] = [warnings] if isinstance(warnings, str) else list(warnings)
-        kwargs["settings"] = dict(kwargs.get("settings") or {})
+        require(isinstance(warnings, (str, list, tuple)),
+                f"warnings must be a list of texts, got {warnings!r:.60}")
+        kwargs["warnings"] = [warnings] if isinstance(warnings, str) else [str(w) for w in warnings]
+        settings = kwargs.get("settings") or {}
+        require(isinstance(settings, dict),
+                f"settings must be an object of the test's settings, got {settings!r:.60}")
+        kwargs["settings"] = dict(settings)
         from lrkit.find.noise import from_json
 
         noise = from_json(kwargs.get("gradient_noise"))

@@ -286,9 +286,15 @@ class Recipe:
         from lrkit.schedules import parse, rescale
         from lrkit.schedules.scaling import batch_factor
 
-        old = self.batch_size if old is None else plain_int(old)
+        known = self.batch_size
+        old = known if old is None else plain_int(old)
         new = plain_int(new)
         require(old is not None, "the recipe does not know its batch size: pass old=...")
+        # the recipe was measured at its own batch size: another old= would scale from a batch
+        # it never trained with (old=16 on a batch-32 recipe scaled by 4 instead of 2, silently)
+        require(known is None or old == known,
+                f"old={old!r}, but this recipe was measured at batch size {known}; leave old= "
+                "out (it is the recipe's own), or rescale a recipe measured at that batch size")
         for label, value in (("new", new), ("old", old)):
             require(isinstance(value, int) and not isinstance(value, bool) and value >= 1,
                     f"batch size {label} must be a positive integer, got {value!r}")

@@ -69,7 +69,47 @@ def check_fields(kind: str, data: dict) -> None:
                          "--json FILE)")
 
 
+def _positive(value: Any) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and 0 < value < float("inf"))
+
+
+def check_values(kind: str, data: dict) -> None:
+    """Refuse the values a section shows in its headline when they cannot be lrkit's (a file
+    edited by hand: "Suggested learning rate: -0.1", "Verdict: 5" were shown as they were)."""
+    from lrkit.diagnose.classify import VERDICTS
+
+    problem = None
+    if kind == FINDER and data.get("suggested_lr") is not None \
+            and not _positive(data["suggested_lr"]):
+        problem = f"suggested_lr is {data['suggested_lr']!r}, not a positive number or null"
+    elif kind == RECIPE:
+        fields = data["recipe"] if "peak_lr" not in data else data
+        if not _positive(fields.get("peak_lr")):
+            problem = f"peak_lr is {fields.get('peak_lr')!r}, not a positive number"
+        elif not isinstance(fields.get("schedule"), (str, dict)):
+            problem = f"schedule is {fields.get('schedule')!r}, not a schedule"
+    elif kind == DIAGNOSIS:
+        confidence = data.get("confidence")
+        if data.get("verdict") not in VERDICTS:
+            problem = (f"verdict is {data.get('verdict')!r}, not one of "
+                       f"{', '.join(VERDICTS)}")
+        elif not (isinstance(confidence, (int, float)) and 0 <= confidence <= 1):
+            problem = f"confidence is {confidence!r}, not a number from 0 to 1"
+    if problem:
+        raise LrkitError(f"says it is a {kind} result, but its {problem}: it was edited or not "
+                         "written by lrkit; save it again (e.g. with --json FILE)")
+
+
 def detect_kind(data: Any) -> str:
+    """The kind of a saved result (:func:`_detect_kind`), its headline values checked
+    (:func:`check_values`)."""
+    kind = _detect_kind(data)
+    check_values(kind, data)
+    return kind
+
+
+def _detect_kind(data: Any) -> str:
     """The kind of a saved result: its ``"kind"`` key, or what its keys show it to be; a result
     whose ``"kind"`` names a kind but lacks that kind's keys (:data:`REQUIRED`) is refused."""
     if not isinstance(data, dict):
@@ -117,6 +157,9 @@ def load_result(path: str | Path) -> tuple[str, dict]:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise LrkitError(f"{str(path)!r} is not JSON: {exc}") from None
+    except RecursionError:  # nested deeper than the parser goes: no result lrkit saved
+        raise LrkitError(f"{str(path)!r} is not a result lrkit saved: its JSON is nested too "
+                         "deeply to read") from None
     try:
         return detect_kind(data), data
     except LrkitError as exc:
