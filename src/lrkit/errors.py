@@ -3,6 +3,7 @@ and the few checks of plain values that every part shares."""
 
 from __future__ import annotations
 
+import math
 import numbers
 import operator
 
@@ -54,6 +55,8 @@ def one_number(value: object) -> float | None:
             return None
     try:
         return float(value)  # type: ignore[arg-type]
+    except OverflowError:  # an integer past float's range (10**400): a loss as large as any
+        return math.inf if value > 0 else -math.inf  # type: ignore[operator]
     except (TypeError, ValueError):
         return None
 
@@ -67,9 +70,31 @@ def require_folder(path: object, what: str) -> None:
 
     if not isinstance(path, (str, os.PathLike)):
         return
+    require(str(path).strip() != "" and not Path(path).is_dir(),
+            f"cannot save {what} to {str(path)!r}: give a file name (a path that is not a "
+            "directory)")
     folder = Path(path).parent
     require(folder.is_dir(), f"cannot save {what} to {str(path)!r}: {str(folder)!r} is not an "
                              "existing directory; create it first or pick another path")
+
+
+def require_plot_path(path: object) -> None:
+    """:func:`require_folder` for a plot, and an image format matplotlib writes: it saves a name
+    without a suffix as name.png, and refused '.txt' after the figure was drawn, from deep
+    inside."""
+    import os
+    from pathlib import Path
+
+    require_folder(path, "the plot")
+    if isinstance(path, (str, os.PathLike)):
+        from matplotlib.backend_bases import FigureCanvasBase
+
+        formats = FigureCanvasBase.get_supported_filetypes()
+        suffix = Path(path).suffix.lower().lstrip(".")
+        require(suffix in formats,
+                f"cannot save the plot to {str(path)!r}: "
+                + (f"'.{suffix}' is not an image format" if suffix else "it has no file extension")
+                + f"; use one of {', '.join('.' + f for f in sorted(formats))}")
 
 
 #: the attribute that names, on an exception the user's own code raised inside lrkit, which part

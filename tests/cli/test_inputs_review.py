@@ -141,3 +141,35 @@ def test_a_recipe_rescaled_from_another_batch_than_its_own_is_refused():
     assert recipe.for_batch_size(64).batch_size == 64
     with pytest.raises(LrkitError, match="old=16, but this recipe was measured at batch size 32"):
         recipe.for_batch_size(64, old=16)
+
+
+@pytest.mark.parametrize("name,message", [
+    ("", "give a file name"), ("plots", "give a file name"), ("x", "no file extension"),
+    ("x.txt", "'.txt' is not an image format"),
+])
+def test_plot_paths_that_cannot_be_an_image_are_refused_before_drawing(tmp_path, name, message):
+    """plot('x') wrote x.png, plot('a folder') wrote 'a folder.png', '.txt' failed in
+    matplotlib after the figure was drawn."""
+    (tmp_path / "plots").mkdir()
+    with pytest.raises(LrkitError, match=message):
+        finder().plot(str(tmp_path / name) if name else "")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plots"]
+    with pytest.raises(LrkitError, match="give a file name"):
+        finder().to_json(tmp_path / "plots")
+
+
+def test_a_step_function_that_takes_no_rate_is_named():
+    with pytest.raises(LrkitError, match=r"step_fn must take the step's rate.*\(\) cannot"):
+        lrkit.FunctionTrainable(lambda: 1.0)
+    huge = lrkit.range_test(lrkit.FunctionTrainable(lambda lr: 10 ** 400 if lr > 1e-3 else 1.0),
+                            start_lr=1e-5, end_lr=1.0, num_steps=20, progress=False)
+    # an integer past float's range is an infinite loss (it was an OverflowError from inside)
+    assert huge.stop_reason.startswith("loss became inf") and huge.losses[-1] == float("inf")
+
+
+def test_a_val_loader_without_val_every_is_said():
+    model, loader, criterion = tiny_problem()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    result = lrkit.find_lr(model, optimizer, loader, criterion, val_loader=loader,
+                           num_steps=20, noise_batches=0, progress=False)
+    assert any("without val_every" in w for w in result.warnings)

@@ -8,6 +8,7 @@ optionally, a function that measures the gradient's noise-to-signal ratio (see
 from __future__ import annotations
 
 import contextlib
+import inspect
 import math
 from typing import Any, Callable, Iterator, Sequence
 
@@ -39,6 +40,9 @@ class FunctionTrainable:
         from lrkit.find.suggest import OPTIMIZER_FAMILIES
 
         require(callable(step_fn), f"step_fn must be callable, got {type(step_fn).__name__}")
+        require(_takes_one(step_fn),
+                f"step_fn must take the step's rate, step_fn(lr) -> loss; "
+                f"{getattr(step_fn, '__name__', 'it')}{_signature(step_fn)} cannot")
         require(eval_fn is None or callable(eval_fn),
                 f"eval_fn must be callable or None, got {type(eval_fn).__name__}")
         require((save_fn is None) == (load_fn is None), "give both save_fn and load_fn, or neither")
@@ -108,3 +112,22 @@ def _loss_number(value: Any, name: str) -> float:
             + (f" of shape {tuple(value.shape)}" if hasattr(value, "shape") else "")
             + "; return the loss of the step, e.g. loss.item()")
     return number
+
+
+def _signature(fn: Any) -> str:
+    try:
+        return str(inspect.signature(fn))
+    except (TypeError, ValueError):
+        return "(...)"
+
+
+def _takes_one(fn: Any) -> bool:
+    """Whether ``fn`` can be called with one positional argument (True when its signature
+    cannot be read: a builtin, which the first step will then try)."""
+    try:
+        inspect.signature(fn).bind(0.1)
+    except TypeError:
+        return False
+    except ValueError:
+        return True
+    return True

@@ -105,6 +105,11 @@ def find_lr(
                              time.perf_counter() - started)
     if advice:
         result.warnings.append(advice)
+    if val_loader is not None and val_every is None:
+        # the validation data was given, and the curve is the training loss's all the same
+        result.warnings.append("a val_loader was given without val_every, so no validation "
+                               "loss was measured and the curve is the training loss; pass "
+                               "val_every=K to evaluate the validation subset every K steps")
     # how each step was taken, for the record (JSON export, reports)
     result.settings.update(accumulation_steps=trainable.accumulation_steps,
                            amp=trainable.precision,

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from lrkit.errors import LrkitError, is_real, require, require_folder
+from lrkit.errors import LrkitError, is_real, require, require_folder, require_plot_path
 
 
 @dataclasses.dataclass
@@ -194,7 +194,7 @@ class FinderResult:
         from lrkit.show.plots import finder_figure
 
         if isinstance(path, (str, os.PathLike)):  # not a file object
-            require_folder(path, "the plot")
+            require_plot_path(path)
         fig = finder_figure(self, ax=ax, show_methods=show_methods)
         if path is not None:
             fig.savefig(path, dpi=120, bbox_inches="tight")

@@ -25,7 +25,7 @@ from bisect import bisect_left
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
-from lrkit.errors import LrkitError, is_real, plain_int, require, require_folder
+from lrkit.errors import LrkitError, is_real, plain_int, require, require_plot_path
 from lrkit.schedules.base import Floor, Join, Peak, Schedule, Warmup
 from lrkit.schedules.families import (WSD, Cosine, Cyclic, Linear, MultiStep, OneCycle,
                                       Plateau, Polynomial, Restarts, Step)
@@ -583,7 +583,7 @@ def plot(previews: Preview | Sequence[Preview], path: str, *, title: str | None 
 
     items = [previews] if isinstance(previews, Preview) else list(previews)
     require(len(items) > 0, "plot() needs at least one preview")
-    require_folder(path, "the plot")
+    require_plot_path(path)
     fig = Figure(figsize=(9, 4.8), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()

@@ -11,7 +11,7 @@ import statistics
 from pathlib import Path
 from typing import Any, Iterable
 
-from lrkit.errors import LrkitError, require_folder
+from lrkit.errors import LrkitError, require_folder, require_plot_path
 
 FINISHED, PRUNED, DIVERGED = "finished", "pruned", "diverged"
 _RANK = {FINISHED: 0, PRUNED: 1, DIVERGED: 2, "failed": 3, "running": 4, "waiting": 5}
@@ -368,7 +368,7 @@ class SweepResult:
         """Loss against rate per optimizer (log x; pruned as open markers; the diverged region
         shaded) and, with ``curves``, every trial's training curve coloured by rate."""
         if path is not None:
-            require_folder(path, "the plot")
+            require_plot_path(path)
         # matplotlib's object API, not pyplot: no display needed, and a figure returned to the
         # caller is not also kept in pyplot's list of open figures (20 sweeps plotted in a
         # notebook warned, and kept every figure alive)
