@@ -173,3 +173,19 @@ def test_a_val_loader_without_val_every_is_said():
     result = lrkit.find_lr(model, optimizer, loader, criterion, val_loader=loader,
                            num_steps=20, noise_batches=0, progress=False)
     assert any("without val_every" in w for w in result.warnings)
+
+
+def test_an_early_stop_without_smoothing_names_the_smoothing():
+    """smoothing=0: batch noise tripped the stop rule after 9 steps, and the advice was "lower
+    start_lr" and "check the model and data"."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    noisy = lrkit.FunctionTrainable(lambda lr: float(np.exp(rng.normal(0, 0.8))))
+    result = lrkit.range_test(noisy, num_steps=100, smoothing=0.0, progress=False)
+    assert result.steps < 20  # (7 with this seed)
+    assert any("smoothing=0" in w for w in result.warnings)
+    assert not any("is probably already too high" in w for w in result.warnings)
+    smooth = lrkit.range_test(lrkit.FunctionTrainable(lambda lr: float(np.exp(rng.normal(0, 0.8)))),
+                              num_steps=100, progress=False)
+    assert not any("smoothing=" in w for w in smooth.warnings)

@@ -149,9 +149,17 @@ def range_test(
             "and the model's initialisation), not the learning rate")
         warnings.append(unreadable)
     elif stop_reason != "completed" and len(lrs) < 0.2 * num_steps:
-        warnings.append(
-            f"the test stopped after {len(lrs)} of {num_steps} steps: start_lr={start_lr:g} "
-            "is probably already too high; lower it")
+        if smoothing < 0.5 and all(map(math.isfinite, losses)):
+            # little smoothing: the stop rule reads single batches, and their noise tripped it
+            warnings.append(
+                f"the test stopped after {len(lrs)} of {num_steps} steps with "
+                f"smoothing={smoothing:g}: the stop rule then reads single batches, and their "
+                "noise can trip it; raise smoothing (default 0.9) or diverge_threshold, or "
+                "lower start_lr if the loss truly blew up")
+        else:
+            warnings.append(
+                f"the test stopped after {len(lrs)} of {num_steps} steps: start_lr={start_lr:g} "
+                "is probably already too high; lower it")
     if (unreadable is not None and not first_loss_bad and analysis.curve.n >= suggest.MIN_POINTS
             and not analysis.curve.fell and gradient_noise is not None and gradient_noise >= 1):
         # a fall hidden in the loss's own noise (small batches): more steps average more batches
