@@ -147,6 +147,9 @@ def test_a_resumed_run_replaces_the_steps_it_logged_again(tmp_path):
     assert log.steps == [float(s) for s in range(200)]
     assert log.losses == [5.0] * 80 + [1.0] * 120
     assert "2 event files" in log.source
+    # and it says so (a second run from step 0 in the same folder replaced the first unsaid)
+    assert "a later event file logs from step 80 again: its values replace 20 earlier ones" \
+        in log.source
 
 
 def test_a_run_continued_in_a_second_file_keeps_both(tmp_path):

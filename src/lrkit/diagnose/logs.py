@@ -773,17 +773,21 @@ def _read_event_file(file: Path) -> tuple[dict[str, list[tuple[float, float]]], 
     return scalars, others, seen_event
 
 
-def _merge_runs(parts: list[list[tuple[float, float]]]) -> list[tuple[float, float]]:
+def _merge_runs(parts: list[list[tuple[float, float]]],
+                restarts: list[tuple[float, int]] | None = None) -> list[tuple[float, float]]:
     """One tag's values across a run's event files, in file order. A file whose steps start
     below the steps already read is a restart (a run resumed from a checkpoint): what it logs
     again replaces what the earlier files had from that step on, as TensorBoard's own purge of
-    orphaned data does."""
+    orphaned data does. ``restarts`` gets (the step, how many values it replaced) of each."""
     merged: list[tuple[float, float]] = []
     for part in parts:
         if part and merged:
             first = part[0][0]
             if first < merged[-1][0]:
-                merged = [item for item in merged if item[0] < first]
+                kept = [item for item in merged if item[0] < first]
+                if restarts is not None:
+                    restarts.append((first, len(merged) - len(kept)))
+                merged = kept
         merged.extend(part)
     merged.sort(key=lambda item: item[0])  # stable: equal steps keep their order
     return merged
@@ -858,7 +862,8 @@ def read_tensorboard(path: str | os.PathLike, tag: str | None = None) -> LossLog
         loss_tag = tag
     else:
         loss_tag = _loss_tag(tags, where)
-    loss = _merge_runs(by_tag[loss_tag])
+    restarts: list[tuple[float, int]] = []
+    loss = _merge_runs(by_tag[loss_tag], restarts)
     if not loss:
         raise LrkitError(f"{where}: the tag {loss_tag!r} holds no values")
     hidden = 0
@@ -882,6 +887,11 @@ def read_tensorboard(path: str | os.PathLike, tag: str | None = None) -> LossLog
         source += f", validation {val_tag!r}"
     if len(files) > 1:
         source += f", {len(files)} event files"
+    for step, replaced in restarts:
+        # said, as for CSV and JSONL: a second run written into the same folder from step 0
+        # replaces the first whole, and the output should not pass it over
+        source += (f"; a later event file logs from step {step:g} again: its values replace "
+                   f"{replaced} earlier one{'s' if replaced != 1 else ''}")
     if unreadable:
         source += f"; skipped {', '.join(unreadable)}"
     if hidden:
