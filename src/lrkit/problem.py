@@ -69,6 +69,8 @@ def as_problem(value: Any, *, name: str = "custom") -> Problem:
     problem = _as_problem(value, name=name)
     # checked here, for every command alike (recommend took '1000', find refused it)
     budget = plain_int(problem.budget_steps)
+    if isinstance(budget, float) and budget.is_integer():  # 1000.0 (a computed length)
+        budget = int(budget)
     if budget is not None and not (isinstance(budget, int) and not isinstance(budget, bool)
                                    and budget >= 1):
         raise LrkitError(f"the recipe's 'budget_steps' (the planned training length) must be a "

@@ -413,7 +413,7 @@ class Snapshot:
     def _write(payload: dict, directory: str | os.PathLike | None) -> Path:
         directory = Path(directory) if directory is not None else Path(tempfile.gettempdir())
         try:
-            directory.mkdir(exist_ok=True)  # the folder itself, not a missing tree (a typo)
+            directory.mkdir(parents=True, exist_ok=True)
             # a unique private file: no collisions between concurrent runs (fastai #1751, #3240)
             fd, name = tempfile.mkstemp(prefix="lrkit-snapshot-", suffix=".pt", dir=directory)
         except OSError as exc:

@@ -189,3 +189,32 @@ def test_an_early_stop_without_smoothing_names_the_smoothing():
     smooth = lrkit.range_test(lrkit.FunctionTrainable(lambda lr: float(np.exp(rng.normal(0, 0.8)))),
                               num_steps=100, progress=False)
     assert not any("smoothing=" in w for w in smooth.warnings)
+
+
+def test_a_data_loaders_file_error_is_the_recipes_not_a_path_given(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "recipe.py").write_text(RECIPES + '''
+
+class _Missing:
+    batch_size = 16
+
+    def __iter__(self):
+        raise FileNotFoundError(2, "No such file or directory", "data/img_0003.jpg")
+
+
+def missing_file():
+    model, optimizer, _ = _parts()
+    return model, optimizer, _Missing(), torch.nn.MSELoss()
+
+
+def float_budget():
+    model, optimizer, loader = _parts()
+    return dict(model=model, optimizer=optimizer, train_loader=loader,
+                criterion=torch.nn.MSELoss(), budget_steps=1000.0)
+''')
+    assert main(["find", "recipe.py:missing_file", "--steps", "20", "--noise-batches", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "the data loader (train_loader) raised FileNotFoundError" in err
+    assert "check the paths given" not in err
+    from lrkit.problem import load_problem
+    assert load_problem("recipe.py:float_budget").budget_steps == 1000  # a whole float is fine

@@ -329,3 +329,35 @@ def test_a_checkpoint_further_than_the_output_directorys_state_is_read(tmp_path)
     assert len(log.losses) == 44 and "checkpoint-440" in log.source
     (tmp_path / "trainer_state.json").write_text(state(500))  # the directory's own is further
     assert len(lrkit.diagnose.read_log(tmp_path).losses) == 50
+
+
+def test_null_losses_beside_a_loggers_prefixed_bookkeeping_still_read_as_nan(tmp_path):
+    """W&B's export writes train/epoch and train/global_step on every row: those are no metric,
+    and the run's null losses at the end are its divergence (a code review: 'too_slow')."""
+    import json
+    rows = [{"_step": i, "train/loss": float(v) if i < 60 else None, "train/epoch": i / 20,
+             "train/global_step": i, "train/learning_rate": 0.1}
+            for i, v in enumerate(_healthy(65))]
+    path = tmp_path / "wandb.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    log = lrkit.diagnose.read_log(path)
+    assert sum(math.isnan(v) for v in log.losses) == 5 and log.diagnose().verdict == "diverged"
+
+
+def test_a_checkpoint_an_earlier_run_left_behind_is_not_read(tmp_path):
+    """Its global_step is higher, but it was written before the output directory's own state:
+    an output directory reused by a shorter run (a code review)."""
+    import json
+    import os
+
+    def state(steps, start):
+        return json.dumps({"global_step": steps, "log_history": [
+            {"step": s, "loss": start * math.exp(-s / 200)} for s in range(10, steps + 1, 10)]})
+
+    (tmp_path / "checkpoint-1000").mkdir()
+    old = tmp_path / "checkpoint-1000" / "trainer_state.json"
+    old.write_text(state(1000, 9.0))
+    os.utime(old, (1_000_000, 1_000_000))
+    (tmp_path / "trainer_state.json").write_text(state(500, 2.0))
+    log = lrkit.diagnose.read_log(tmp_path)
+    assert len(log.losses) == 50 and log.losses[0] < 2.0

@@ -503,7 +503,13 @@ class TorchTrainable:
         """Forward and backward of one micro-batch; its loss as a float (averaged over the ranks
         when synced; negated for an optimizer that maximizes). A non-finite loss is not
         backpropagated, except under DDP (below)."""
-        batch = next(self._batches)
+        try:
+            batch = next(self._batches)
+        except LrkitError:
+            raise
+        except Exception as exc:  # the user's data pipeline (a missing file, a bad sample)
+            blame_user_code(exc, "the data loader (train_loader)")
+            raise
         if self._move is None:  # decided on the first batch: loaders keep their device
             self._move = not on_device(batch, self.device)
         if self._move:
@@ -583,7 +589,12 @@ class TorchTrainable:
     def _validation_subset(self) -> list[Any]:
         if self._val_cache is None:
             assert self._val_loader is not None
-            self._val_cache = list(itertools.islice(iter(self._val_loader), self._val_batches))
+            try:
+                self._val_cache = list(itertools.islice(iter(self._val_loader),
+                                                        self._val_batches))
+            except Exception as exc:  # the user's validation data
+                blame_user_code(exc, "the data loader (val_loader)")
+                raise
             if not self._val_cache:
                 raise LrkitError("val_loader is empty: it yielded no batch")
         return self._val_cache

@@ -246,7 +246,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except Exception as exc:  # the user's model, loss or data raised it: one line, as bad input
         where = getattr(exc, USER_CODE, None)
-        if where is None and isinstance(exc, OSError):
+        if where is None and isinstance(exc, OSError) and exc.filename is not None:
             # a file the command reads or writes (a directory where its output file goes, a
             # folder it cannot create): the paths given are to fix, not lrkit
             print(f"lrkit {args.command}: error: cannot read or write a file: {exc}; check the "

@@ -429,6 +429,16 @@ _NOT_METRICS = frozenset({"epoch", "step", "global_step", "time", "timestamp", "
                           "walltime", "created_at", "_runtime", "_timestamp", "_step"})
 
 
+def _is_metric(key: str) -> bool:
+    """Whether a record's key is a measurement (not when or at what rate the record was
+    written): by its last part, so that a logger's prefixes (W&B's ``train/epoch``,
+    ``train/global_step``) are read as the plain names are."""
+    name = key.strip().lower()
+    last = re.split(r"[/.]", name)[-1]
+    return not (last in _NOT_METRICS or name in _NOT_METRICS or last in ("lr", "learning_rate")
+                or _RATE_NAME.fullmatch(name) or _RATE_NAME.fullmatch(last))
+
+
 def _add_record(collector: _Collector, record: dict, columns: dict | None, where: str) -> bool:
     """Add one JSON record (``where``: "line 3", "item 3") whose keys to read are ``columns``
     (:func:`_record_columns`); whether it held the loss. A record without the given column nor
@@ -444,9 +454,8 @@ def _add_record(collector: _Collector, record: dict, columns: dict | None, where
     # loss, Lightning's epoch row with train_loss_epoch) is that metric's: pandas writes every
     # column on every row, null where the row logged none
     null = (held and loss is None and pick("val") is None
-            and not any(value is not None for key, value in record.items()
-                        if key not in (columns["loss"], columns["step"], columns["lr"])
-                        and key.strip().lower() not in _NOT_METRICS))
+            and not any(value is not None and _is_metric(key) for key, value in record.items()
+                        if key not in (columns["loss"], columns["step"], columns["lr"])))
     columns["loss"] = columns["loss"] or "loss"  # (names the column in an error)
     collector.add(where, pick("step"), math.nan if null else loss, pick("lr"), pick("val"),
                   columns, null=null)
@@ -999,7 +1008,10 @@ def _read_dir(p: Path, path: str | os.PathLike, column: str | None = None) -> Lo
     if (p / "trainer_state.json").is_file():
         log = read_json(p / "trainer_state.json", column=column)
         states = _checkpoint_states(p)
-        if states and _global_step(states[-1]) > _global_step(p / "trainer_state.json"):
+        if (states and _global_step(states[-1]) > _global_step(p / "trainer_state.json")
+                and states[-1].stat().st_mtime > (p / "trainer_state.json").stat().st_mtime):
+            # (written later, too: a checkpoint an earlier, longer run left in a reused output
+            # directory is not this run's)
             # a resumed run that saved checkpoints but not yet its final state (it crashed, or
             # runs still): the output directory's own file is the older, shorter history
             newer = read_json(states[-1], column=column)

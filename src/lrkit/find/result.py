@@ -111,7 +111,7 @@ class FinderResult:
         require(isinstance(suggestions, dict)
                 and all(v is None or (is_real(v) and 0 < v < math.inf)
                         for v in suggestions.values()),
-                f"suggestions must map method names to rates (numbers or null), got "
+                f"suggestions must map method names to rates (positive numbers or null), got "
                 f"{suggestions!r:.60}")
         kwargs["suggested_lr"] = None if suggested is None else float(suggested)
         kwargs["suggestions"] = {str(k): None if v is None else float(v)
