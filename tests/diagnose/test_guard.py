@@ -302,8 +302,11 @@ def test_the_rate_is_never_cut_below_min_lr_scale():
     guard.step(_closure(model, optimizer, x, y, poison=float("nan")))
     guard.step(_closure(model, optimizer, x, y, poison=float("nan")))
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.025)
-    with pytest.raises(GuardError, match="below 0.2 x the rate it started with"):
+    with pytest.raises(GuardError, match="below 0.2 x the rate it started with") as raised:
         guard.step(_closure(model, optimizer, x, y, poison=float("nan")))
+    # without a scheduler it says where cuts undone by one go (a first-time user's case: the
+    # README's to_torch scheduler put each cut back, and the error blamed the data)
+    assert "pass it as Guard(scheduler=...)" in str(raised.value)
 
 
 def test_a_run_that_stays_unstable_is_slowed_down_by_the_course_check():

@@ -140,7 +140,11 @@ def test_find_lr_records_the_family_and_the_fraction_it_took():
         suggest.edge_fraction(short.gradient_noise, "adam", 60)
     noisy = FinderResult.from_dict({**result.to_dict(), "gradient_noise": 2.0,
                                     "settings": {**result.settings, "edge_fraction": 0.15}})
-    assert "edge takes 0.15x the loss minimum's rate (Adam at this noise" in noisy.summary()
+    # the loss minimum's own rate is printed (the table's "minimum" is fastai's tenth of it)
+    edge = noisy.suggestions["edge"]
+    assert (f"edge takes 0.15x the loss minimum's rate of {edge / 0.15:.3g} (Adam at this noise"
+            in noisy.summary())
+    assert "minimum/10" in noisy.summary()
     assert "(Adam at this noise" not in FinderResult.from_dict(
         {**result.to_dict(), "gradient_noise": 0.5}).summary()
 

@@ -411,7 +411,11 @@ class Guard:
                 f"{self.min_lr_scale:g} x the rate it started with (its cuts would multiply the "
                 f"rate by {self._cut_scale * factor:.3g} in all), and the loss still misbehaves: "
                 "the problem is probably not the rate (check the data, the loss and the model), "
-                "or lower min_lr_scale. Interventions: "
+                "or lower min_lr_scale"
+                + ("" if self.scheduler is not None else
+                   "; if a scheduler sets the rate each step, pass it as Guard(scheduler=...): "
+                   "it undid the guard's cuts")
+                + ". Interventions: "
                 + ", ".join(f"step {i.step} {i.reason}" for i in self.interventions[-6:]))
         self._cut_scale *= factor
         self._set_lrs([lr * factor for lr in lr_before])

@@ -168,15 +168,21 @@ class FinderResult:
             adam = (self.settings.get("optimizer_family") == "adam"
                     and self.gradient_noise >= ADAM_NOISY
                     and fraction == ADAM_NOISY_FRACTION)
+            edge = self.suggestions.get("edge")
+            # the rate at the loss minimum itself (the table's "minimum" is fastai's, a tenth)
+            at_minimum = (f" of {edge / fraction:.3g}" if edge and fraction
+                          and self.lrs and edge > min(self.lrs) else "")
             lines.append(noise[0].upper() + noise[1:] + (
-                f"; edge takes {fraction:.2g}x the loss minimum's rate" if fraction else "")
+                f"; edge takes {fraction:.2g}x the loss minimum's rate{at_minimum}"
+                if fraction else "")
                 + (" (Adam at this noise: docs/find.md)" if adam else ""))
         lines.append("")
         width = max([12, *(len(str(name)) for name in self.suggestions)])  # columns stay aligned
         lines.append(f"{'method':<{width}} {'rate':>10}")
         for name, lr in self.suggestions.items():
             mark = " *" if name == self.method else ""
-            lines.append(f"{name:<{width}} {'-' if lr is None else format(lr, '.3g'):>10}{mark}")
+            label = "minimum/10" if name == "minimum" else name  # fastai's: a tenth of it
+            lines.append(f"{label:<{width}} {'-' if lr is None else format(lr, '.3g'):>10}{mark}")
         for warning in self.warnings:
             lines.append(f"warning: {warning}")
         return "\n".join(lines)

@@ -270,7 +270,8 @@ class ScheduleLR(LRScheduler):
                               f"ScheduleLR (it set {last!r}, the group has {cur!r}); it owns the "
                               "rates and overwrites such changes: don't run another scheduler on "
                               "this optimizer or wrap it in SequentialLR/ChainedScheduler (compose "
-                              "schedules with >>), and lower the rates with scale_rates()",
+                              "schedules with >>), and lower the rates with scale_rates() (an "
+                              "lrkit.Guard does that when given Guard(scheduler=this one))",
                               UserWarning, stacklevel=3)
                 return
 
