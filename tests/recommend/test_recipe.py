@@ -260,3 +260,18 @@ def test_from_dict_rejects_unknown_and_missing_keys():
         Recipe.from_dict(data)
     with pytest.raises(LrkitError, match="not a JSON recipe"):
         Recipe.from_json("{nope")
+
+
+def test_a_peak_outside_the_range_tests_range_says_so_on_its_line():
+    """A first-time user read "peak lr 0.015 (range test's good constant rates 0.0179 .. 0.0834)"
+    as a contradiction: the line now says the peak is below (or above) that range."""
+    from lrkit.recommend.recipe import Recipe
+    from tests.show.test_report import recipe_dict
+
+    def peak_line(peak):
+        text = Recipe.from_dict(dict(recipe_dict(), peak_lr=peak)).summary()
+        return next(line for line in text.splitlines() if "peak lr" in line)
+
+    assert "(range test's good constant rates 0.01 .. 0.1)" in peak_line(0.05)
+    assert "(below the range test's good constant rates" in peak_line(0.005)
+    assert "(above the range test's good constant rates" in peak_line(0.5)

@@ -460,9 +460,10 @@ class Recipe:
                  f"  optimizer  {self.optimizer}({options})" if options else
                  f"  optimizer  {self.optimizer}",
                  f"  peak lr    {self.peak_lr:.3g}"
-                 # the range test's, for a constant rate: a scheduled peak may sit outside it
-                 + (f"   (range test's good constant rates {self.good_range[0]:.3g} .. "
-                    f"{self.good_range[1]:.3g})"
+                 # the range test's, for a constant rate: a scheduled peak may sit outside it,
+                 # and then the line says so (it read as a contradiction; the notes say why)
+                 + (f"   ({_beside(self.peak_lr, self.good_range)}range test's good constant "
+                    f"rates {self.good_range[0]:.3g} .. {self.good_range[1]:.3g})"
                     if self.good_range else ""),
                  f"  warmup     {steps_text(self.warmup_steps)}",
                  f"  schedule   {self.schedule}"]
@@ -630,3 +631,9 @@ def _scale_lengths(schedule, ratio: float):
         return dataclasses.replace(node, **changes) if changes else None
 
     return map_schedule(schedule, fix)
+
+
+def _beside(peak: float, good_range: tuple[float, float]) -> str:
+    """"below the " / "above the " when a recipe's peak sits outside the range test's range."""
+    low, high = good_range
+    return "below the " if peak < low else "above the " if peak > high else ""
