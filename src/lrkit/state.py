@@ -196,7 +196,7 @@ def _group_objects(optimizer: torch.optim.Optimizer | None) -> list[tuple[int, s
         return []
     return [(i, key, value) for i, group in enumerate(optimizer.param_groups)
             for key, value in group.items()
-            if key != "params" and not isinstance(value, (int, float, str, bool, type(None)))]
+            if key != "params" and not isinstance(value, (int, float, str, type(None)))]
 
 
 _HOLDERS = (torch.Tensor, list, tuple, dict)
@@ -255,8 +255,7 @@ def _relink_group_objects(optimizer: torch.optim.Optimizer, saved_groups: list[d
         for i, key, value in held:
             if i >= len(groups) or i >= len(saved_groups) or key not in saved_groups[i]:
                 continue
-            saved = saved_groups[i][key]
-            groups[i][key] = value if _refill(value, saved) else _refilled(None, saved)
+            groups[i][key] = _refilled(value, saved_groups[i][key])
 
 
 def group_values(optimizer: torch.optim.Optimizer) -> list[dict[str, tuple[Any, Any]]]:

@@ -199,9 +199,14 @@ def _not_real(name: str, what: str) -> LrkitError:
                       "loses its imaginary part, and True/False are no loss)")
 
 
+def _unreal_tensor(tensor: Any) -> bool:
+    """A complex or boolean tensor (recognised without importing torch)."""
+    return tensor.is_complex() or str(tensor.dtype) == "torch.bool"
+
+
 def _to_numpy(values: Any, name: str) -> np.ndarray:
     if _is_tensor(values):  # any dtype (bfloat16 has no numpy twin), with or without grad
-        if values.is_complex() or str(values.dtype) == "torch.bool":
+        if _unreal_tensor(values):
             raise _not_real(name, f"a tensor of dtype {values.dtype}")
         values = values.detach().cpu().double().numpy()
     if isinstance(values, np.ndarray) and values.dtype.kind in "cb":
@@ -219,7 +224,7 @@ def _to_numpy(values: Any, name: str) -> np.ndarray:
             if isinstance(item, (bool, np.bool_, complex, np.complexfloating)):
                 raise _not_real(f"{name}[{i}]", repr(item))
             if _is_tensor(item):
-                if item.is_complex() or str(item.dtype) == "torch.bool":
+                if _unreal_tensor(item):
                     raise _not_real(f"{name}[{i}]", f"a tensor of dtype {item.dtype}")
                 try:
                     values[i] = float(item.detach().cpu().double())

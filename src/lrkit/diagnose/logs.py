@@ -232,6 +232,12 @@ class _Collector:
             self.rates.append((at, lr_v))
             self._rate_records.append(record)
 
+    def _keep_losses(self, keep: list[int]) -> None:
+        """Keep the losses at the indices ``keep`` (with their steps, rates, marks, records)."""
+        for name in ("steps", "losses", "lrs", "null", "_loss_records"):
+            values = getattr(self, name)
+            setattr(self, name, [values[i] for i in keep])
+
     def _apply_restarts(self) -> None:
         """Drop what a later restart logged again: an entry of record ``q`` at step ``s`` goes
         when a restart at a later record is at step ``s`` or below. One pass over each list,
@@ -252,11 +258,7 @@ class _Collector:
                     out.append(i)
             return out
 
-        keep = kept(self._loss_records, self.steps)
-        self.steps = [self.steps[i] for i in keep]
-        self.losses = [self.losses[i] for i in keep]
-        self.lrs = [self.lrs[i] for i in keep]
-        self.null = [self.null[i] for i in keep]
+        self._keep_losses(kept(self._loss_records, self.steps))
         self.val = [self.val[i] for i in kept(self._val_records, [v[0] for v in self.val])]
         self.rates = [self.rates[i] for i in kept(self._rate_records, [r[0] for r in self.rates])]
 
@@ -279,11 +281,7 @@ class _Collector:
             note += (f", {len(inner)} null loss(es) with losses after them left out "
                      f"({self.null[inner[0]]}" + (" ..." if len(inner) > 1 else "") + ")")
             drop = set(inner)
-            keep = [i for i in range(len(self.losses)) if i not in drop]
-            self.steps = [self.steps[i] for i in keep]
-            self.losses = [self.losses[i] for i in keep]
-            self.lrs = [self.lrs[i] for i in keep]
-            self.null = [self.null[i] for i in keep]
+            self._keep_losses([i for i in range(len(self.losses)) if i not in drop])
         return note
 
     def result(self, source: str) -> LossLog:
@@ -1004,23 +1002,25 @@ def _global_step(state: Path) -> float:
 def _read_dir(p: Path, path: str | os.PathLike, column: str | None = None) -> LossLog:
     """A directory: the log in it (a Trainer's trainer_state.json, or a checkpoint's when that
     one is further; TensorBoard event files; a Lightning metrics.csv, in that order; else the
-    latest checkpoint-N/trainer_state.json), or the one run below it. ``column``: the loss's column of a metrics.csv."""
-    if (p / "trainer_state.json").is_file():
-        log = read_json(p / "trainer_state.json", column=column)
+    latest checkpoint-N/trainer_state.json), or the one run below it. ``column``: the loss's
+    column of a metrics.csv."""
+    own = p / "trainer_state.json"
+    if own.is_file():
         states = _checkpoint_states(p)
-        if (states and _global_step(states[-1]) > _global_step(p / "trainer_state.json")
-                and states[-1].stat().st_mtime > (p / "trainer_state.json").stat().st_mtime):
-            # (written later, too: a checkpoint an earlier, longer run left in a reused output
-            # directory is not this run's)
-            # a resumed run that saved checkpoints but not yet its final state (it crashed, or
-            # runs still): the output directory's own file is the older, shorter history
-            newer = read_json(states[-1], column=column)
-            newer.source = (f"{states[-1].parent.name}/trainer_state.json, further than the "
-                            f"output directory's own (step {_global_step(states[-1]):g} against "
-                            f"{_global_step(p / 'trainer_state.json'):g}): "
-                            + newer.source.removeprefix("trainer_state.json, "))
-            return newer
-        return log
+        # a resumed run that saved checkpoints but not yet its final state (it crashed, or runs
+        # still): the output directory's own file is the older, shorter history. Written later
+        # too: a checkpoint an earlier, longer run left in a reused output directory is not
+        # this run's
+        if states and states[-1].stat().st_mtime > own.stat().st_mtime:
+            latest, own_step = _global_step(states[-1]), _global_step(own)
+            if latest > own_step:
+                newer = read_json(states[-1], column=column)
+                newer.source = (f"{states[-1].parent.name}/trainer_state.json, further than the "
+                                f"output directory's own (step {latest:g} against "
+                                f"{own_step:g}): "
+                                + newer.source.removeprefix("trainer_state.json, "))
+                return newer
+        return read_json(own, column=column)
     if event_files(p):
         return read_tensorboard(p, column)
     if (p / "metrics.csv").is_file():
