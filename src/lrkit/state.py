@@ -12,6 +12,7 @@ import os
 import pickle
 import random
 import tempfile
+import weakref
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -299,6 +300,11 @@ def restore_rng(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def _layout(optimizer: torch.optim.Optimizer | None) -> list[int] | None:
+    """The number of parameters in each of the optimizer's groups."""
+    return None if optimizer is None else [len(g["params"]) for g in optimizer.param_groups]
+
+
 #: where a snapshot can live (see :class:`Snapshot`)
 LOCATIONS = ("cpu", "disk", "device")
 
@@ -376,6 +382,8 @@ class Snapshot:
         #: the objects the groups held (a tensor rate, tensor betas, a user's dict), put back
         #: after a restore: load_state_dict swaps in the snapshot's copies
         self._held = _group_objects(optimizer)
+        #: how many parameters each group held: a snapshot restores into the same layout only
+        self.layout = _layout(optimizer)
         self._groups: list[dict] | None = None
         if optimizer is not None:
             state = optimizer.state_dict()
@@ -396,6 +404,9 @@ class Snapshot:
                 payload["optimizer"] = {key: value for key, value in optimizer_payload.items()
                                         if key != "param_groups"}
             self._path = self._write(payload, directory)
+            # the file goes with the snapshot, also when its owner never discards it (a guard
+            # the user did not close, one that raised): at garbage collection or exit
+            self._remove_file = weakref.finalize(self, self._path.unlink, True)
             self._payload = None
         else:
             self._payload = payload
@@ -441,6 +452,14 @@ class Snapshot:
         """Put everything back. The snapshot stays valid and can be restored again, unless
         ``last``: then its optimizer tensors are handed over rather than copied (no transient
         extra copy) and the snapshot is discarded."""
+        if self._optimizer is not None and _layout(self._optimizer) != self.layout:
+            # checked before anything is put back: a model restored and an optimizer not would
+            # be out of step
+            raise LrkitError(
+                f"the optimizer's parameter groups changed since the snapshot (parameters per "
+                f"group: {self.layout} then, {_layout(self._optimizer)} now: add_param_group or "
+                "a changed group), so its state cannot be restored into it; take a new snapshot "
+                "after changing the groups")
         payload = self._payload
         from_disk = payload is None  # a fresh copy, read from the file
         if payload is None and self._path is not None:
@@ -550,5 +569,5 @@ class Snapshot:
         self._payload = None
         self._attributes = []
         if self._path is not None:
-            self._path.unlink(missing_ok=True)
+            self._remove_file()
             self._path = None

@@ -198,7 +198,9 @@ def test_min_lr_scale_holds_for_a_warmup_from_zero():
         for _ in range(20):
             guard.step(_closure(model, optimizer, x, y, float("nan")))
             scheduler.step()
-    assert len(guard.interventions) == 6  # 0.5 ** 6 = 0.016; a 7th cut would pass 0.01
+    # 0.5 ** 6 = 0.016; a 7th cut would pass 0.01: refused, and recorded with the rate unchanged
+    assert len(guard.interventions) == 7
+    assert guard.interventions[-1].lr_after == guard.interventions[-1].lr_before
 
 
 def test_closing_a_probe_keeps_the_decay_a_scheduler_made_meanwhile():

@@ -133,8 +133,9 @@ class Guard:
     :class:`GuardError` rather than let its own cuts (all of them together) take the rate below
     this share of where it started (a scheduler's decay does not count).
     ``scheduler``: an LR scheduler that keeps the guard's cuts: lrkit's through ``scale_rates``,
-    torch's through its ``base_lrs`` (and CyclicLR's ``max_lrs``, OneCycleLR's rates in the
-    parameter groups, the schedulers a SequentialLR or ChainedScheduler runs); while the probe
+    torch's through its ``base_lrs`` (and CyclicLR's ``max_lrs``, a cosine's ``eta_min``,
+    OneCycleLR's rates in the parameter groups, the schedulers a SequentialLR or
+    ChainedScheduler runs); while the probe
     runs, the groups show this scheduler's rate between steps, so that a decay it makes then is
     kept. ``probe_steps``: length of the probe (a range test from
     ``10**-probe_decades`` x the failed rate up to it) that the first incident, or the first
@@ -287,6 +288,7 @@ class Guard:
         self._recent: collections.deque[float] = collections.deque(maxlen=window)
         self._snapshots = SnapshotKeeper(model, optimizer, where=snapshot,
                                          directory=snapshot_dir, keep_best=keep_best)
+        self._n_groups = len(optimizer.param_groups)  #: at the last snapshot
         self._since_snapshot = 0
         self._retries = 0
         self._start: float | None = None  #: the first good loss: the level training started at
@@ -304,6 +306,7 @@ class Guard:
         #: the product of the guard's own cuts so far (what min_lr_scale bounds: a scheduler's
         #: decay, a warmup from 0 or a plateau rule's cuts are not the guard's)
         self._cut_scale = 1.0
+        self._guard_lrs: list[float] | None = None  #: the rates as the guard's last cut set them
         #: while probing, a torch scheduler's rate is the "live" one the probe scales each step:
         #: the groups show it between steps, so that the scheduler's step() works on it (a decay
         #: made during the probe is kept); without one they show the next probe rate
@@ -340,14 +343,18 @@ class Guard:
         if self._parameters_finite():
             self._store_snapshot()
 
-    def _store_snapshot(self, scaler_state: dict | None = None) -> None:
+    def _store_snapshot(self, scaler_state: dict | None = None,
+                        level: float | None = None) -> None:
         """Snapshot the current state, unchecked (see :mod:`lrkit.diagnose.snapshots`), with
-        the scaler's scale (``scaler_state``: already read)."""
+        the scaler's scale (``scaler_state``: already read) and its level (default: the median
+        of the last few good losses)."""
         # the state's own level: the median of its last few losses (a longer window lags, and
         # would rank a state that is already sliding by the better ones before it)
         last = sorted(itertools.islice(reversed(self._recent), LEVEL_WINDOW))
-        self._snapshots.take(self.steps, last[len(last) // 2] if last else math.inf,
-                             extra=scaler_state or self._scaler_state())
+        if level is None:
+            level = last[len(last) // 2] if last else math.inf
+        self._snapshots.take(self.steps, level, extra=scaler_state or self._scaler_state())
+        self._n_groups = len(self.optimizer.param_groups)
         self._since_snapshot = 0
         self._retries = 0
 
@@ -390,14 +397,17 @@ class Guard:
         rate, and what a scheduler keeps in the groups: OneCycleLR's peak and momentum)."""
         kept = group_values(self.optimizer)
         snapshot.restore()
+        self._since_snapshot = 0  # the steps since the snapshot are undone
         scaler_state = getattr(snapshot, "extra", None)
         if self.scaler is not None and scaler_state:
             # the scale with the state it was taken with (all the rest as it is now)
             self.scaler.load_state_dict({**self.scaler.state_dict(), **scaler_state})
         put_group_values(self.optimizer, kept)  # the same objects (a tensor rate), as they were
 
-    def _cut(self, factor: float, restore: Snapshot | None) -> list[float]:
-        """Restore ``restore`` (if given), then set every rate to ``factor`` x its value before."""
+    def _cut(self, factor: float, restore: Snapshot | None, *, reason: str, loss: float,
+             reference: float | None = None, grad_norm: float | None = None) -> list[float]:
+        """Restore ``restore`` (if given), then set every rate to ``factor`` x its value before
+        (the incident that asks for it: ``reason`` ... ``grad_norm``, recorded if it raises)."""
         lr_before = self.lrs
         if restore is not None:
             # first back to a good state, so that the model is sound even when this raises
@@ -406,19 +416,28 @@ class Guard:
             # them the restored model's ordinary losses would look like spikes
             self._forget_recent()
         if self._cut_scale * factor < self.min_lr_scale:
+            self.interventions.append(Intervention(
+                self.steps, reason, loss, reference, grad_norm, lr_before, lr_before,
+                self._snapshots.latest_step if restore is not None else -1))
+            # a rate other than the guard's own last one: something set it since (without a
+            # scheduler to keep them, a scheduler's step undoes every cut)
+            undone = (self.scheduler is None and self._guard_lrs is not None
+                      and any(not math.isclose(a, b, rel_tol=1e-9)
+                              for a, b in zip(lr_before, self._guard_lrs)))
             raise GuardError(
                 f"the guard would cut the rate to {lr_before[0] * factor:.3g}, below "
                 f"{self.min_lr_scale:g} x the rate it started with (its cuts would multiply the "
                 f"rate by {self._cut_scale * factor:.3g} in all), and the loss still misbehaves: "
                 "the problem is probably not the rate (check the data, the loss and the model), "
                 "or lower min_lr_scale"
-                + ("" if self.scheduler is not None else
-                   "; if a scheduler sets the rate each step, pass it as Guard(scheduler=...): "
-                   "it undid the guard's cuts")
+                + ("; the rate was not the guard's own: if a scheduler sets the rate each step, "
+                   "pass it as Guard(scheduler=...), or it undoes the guard's cuts" if undone
+                   else "")
                 + ". Interventions: "
                 + ", ".join(f"step {i.step} {i.reason}" for i in self.interventions[-6:]))
         self._cut_scale *= factor
         self._set_lrs([lr * factor for lr in lr_before])
+        self._guard_lrs = self.lrs
         if self.scheduler is not None:
             _scale_schedule(self.scheduler, factor, self.optimizer)
         self.optimizer.zero_grad(set_to_none=True)
@@ -469,7 +488,7 @@ class Guard:
         """Run ``closure`` (zero_grad, forward, backward, return the loss), check the loss and the
         gradients, and take the optimizer step or roll back. Returns the loss as a float (the
         offending value when the step was skipped; see ``skipped``)."""
-        if self._fast:
+        if self._fast and len(self.optimizer.param_groups) == self._n_groups:
             # the common case in few lines (on a 0.07 ms step every line of Python shows): a
             # scalar tensor loss, finite and under the spike threshold; anything else goes on
             # through the full checks, from the same point
@@ -491,7 +510,9 @@ class Guard:
         if not callable(closure):
             raise LrkitError(f"guard.step needs the closure that runs one step (zero_grad, "
                              f"forward, backward, return the loss), got {closure!r}")
-        if self._snapshots.latest is None:
+        if self._snapshots.latest is None or len(self.optimizer.param_groups) != self._n_groups:
+            # (a group added since the last snapshot, as gradual unfreezing does: a snapshot
+            # without it could not be restored into this optimizer)
             self.take_snapshot()
             if self._snapshots.latest is None:
                 raise LrkitError(
@@ -517,8 +538,10 @@ class Guard:
         if isinstance(loss, torch.Tensor):
             if self.check_grads:
                 norms = self._grad_norms()  # unscaled first when there is a scaler
-                total = (torch.stack([n.float().to(loss.device) for n in norms]).sum() if norms
-                         else torch.zeros((), device=loss.device))
+                # the global L2 norm (what clip_grad_norm_ reports), not a sum of norms
+                total = (torch.linalg.vector_norm(torch.stack(
+                    [n.float().to(loss.device) for n in norms])) if norms
+                    else torch.zeros((), device=loss.device))
                 stacked = torch.stack([loss.detach().reshape(()).float(), total])
                 host = (mean_over_ranks(stacked) if self._sync else stacked).cpu().tolist()
                 loss_value, grad_norm = host  # one sync for both
@@ -531,7 +554,7 @@ class Guard:
                 loss_value = mean_over_ranks(torch.tensor([loss_value]), self._device).item()
             if self.check_grads:
                 norms = self._grad_norms()
-                grad_norm = (math.fsum(torch.stack([n.float() for n in norms]).cpu().tolist())
+                grad_norm = (math.hypot(*torch.stack([n.float().cpu() for n in norms]).tolist())
                              if norms else 0.0)
 
         if self._probe is not None:
@@ -772,11 +795,14 @@ class Guard:
             self._snapshots.fall_back()
             self._start_probe(reason, history[-1], None, None)
             return
-        # a run that diverged goes back to its best snapshot; an unstable one just slows down
-        best = self._snapshots.best
-        restore = best if result.verdict == "diverged" and best is not None else None
-        lr_before = self._cut(result.lr_factor, restore)
-        restored_to = self._snapshots.best_step if restore is not None else -1
+        # a run that diverged goes back to its best snapshot, which is the rollback target from
+        # then on (the latest is of the diverging stretch); an unstable one just slows down
+        restore = None
+        if result.verdict == "diverged" and self._snapshots.best is not None:
+            self._snapshots.fall_back()
+            restore = self._snapshots.latest
+        lr_before = self._cut(result.lr_factor, restore, reason=reason, loss=history[-1])
+        restored_to = self._snapshots.latest_step if restore is not None else -1
         self.interventions.append(Intervention(self.steps, reason, history[-1], None, None,
                                                lr_before, self.lrs, restored_to))
         self.logger.warning("lrkit guard step %d: the last %d losses look %s (%s); %srate %s -> %s",
@@ -849,7 +875,8 @@ class Guard:
         if self.probe_steps and not self._probed:
             self._start_probe(reason, loss, reference, grad_norm)
             return
-        self._cut(self.lr_factor, self._snapshots.rollback_target())
+        self._cut(self.lr_factor, self._snapshots.rollback_target(), reason=reason, loss=loss,
+                  reference=reference, grad_norm=grad_norm)
         record = Intervention(self.steps, reason, loss, reference, grad_norm, lr_before, self.lrs,
                               self._snapshots.latest_step)
         self.interventions.append(record)
@@ -922,13 +949,18 @@ class Guard:
         factor = min(scale, self.lr_factor)
         keep = probe.still_falling  # the probe's last state is its best: go on from it
         self._set_lrs(self._probe_base)
-        lr_before = self._cut(factor, None if keep else self._snapshots.latest)
+        lr_before = self._cut(factor, None if keep else self._snapshots.latest, reason="probe",
+                              loss=probe.losses[-1])
         self._forget_recent()  # losses from before the probe, at the rate that failed
         self.interventions.append(Intervention(self.steps, "probe", probe.losses[-1], None, None,
                                                lr_before, self.lrs,
                                                -1 if keep else self._snapshots.latest_step))
         if keep:
-            self.take_snapshot()
+            # its level: the probe's last losses (the recent good losses were just forgotten,
+            # and an unknown level could never become the best snapshot)
+            last = sorted(probe.losses[-LEVEL_WINDOW:])
+            if self._parameters_finite():
+                self._store_snapshot(level=last[len(last) // 2])
         self.logger.warning(
             "lrkit guard step %d: the probe's range test (%d steps) %s; rate %s -> %s, %s",
             self.steps, len(probe.losses),
@@ -957,7 +989,8 @@ class Guard:
                 self._resume_schedules()
                 if not self._probe_follows:  # (else the groups hold the scheduler's rate now)
                     self._set_lrs(self._probe_base)
-                lr_before = self._cut(self.lr_factor, self._snapshots.latest)
+                lr_before = self._cut(self.lr_factor, self._snapshots.latest,
+                                      reason="probe_cut_short", loss=math.nan)
                 self.interventions.append(Intervention(
                     self.steps, "probe_cut_short", math.nan, None, None, lr_before, self.lrs,
                     self._snapshots.latest_step))
@@ -966,11 +999,17 @@ class Guard:
             self._resume_schedules()
             self._snapshots.close()
 
+    def __enter__(self) -> Guard:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
 
 def _scale_schedule(scheduler: Any, factor: float, optimizer: torch.optim.Optimizer) -> None:
     """Make ``scheduler`` keep a cut of every rate by ``factor``: wherever it keeps the rates it
-    sets from (``base_lrs``; CyclicLR's ``max_lrs``; OneCycleLR's peak, start and end rates in the
-    parameter groups), in the schedulers a SequentialLR or ChainedScheduler runs too (else the
+    sets from (``base_lrs``; CyclicLR's ``max_lrs``; a cosine's floor ``eta_min``; OneCycleLR's
+    peak, start and end rates in the parameter groups), in the schedulers a SequentialLR or ChainedScheduler runs too (else the
     cut is undone at a milestone, or at once)."""
     if hasattr(scheduler, "scale_rates"):
         scheduler.scale_rates(factor)  # lrkit's own: its rates are fixed at setup
@@ -988,6 +1027,11 @@ def _scale_schedule(scheduler: Any, factor: float, optimizer: torch.optim.Optimi
             values = getattr(item, name, None)
             if isinstance(values, list):
                 setattr(item, name, [value * factor for value in values])
+        # CosineAnnealingLR's and ...WarmRestarts' floor: a cut of the whole curve (else the
+        # rate drifts back from the cut up to the unguarded schedule as it nears the floor)
+        eta_min = getattr(item, "eta_min", None)
+        if isinstance(eta_min, (int, float)) and not isinstance(eta_min, bool):
+            item.eta_min = eta_min * factor
         for phase in getattr(item, "_schedule_phases", None) or ():
             keys.update(phase[k] for k in ("start_lr", "end_lr")
                         if isinstance(phase, dict) and isinstance(phase.get(k), str))

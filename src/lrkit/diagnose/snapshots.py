@@ -44,6 +44,12 @@ class SnapshotKeeper:
         the best, or its buffers take the new copy. ``extra``: kept with the snapshot, as its
         ``extra`` attribute (the guard's GradScaler state)."""
         prev, retired = self.latest, None
+        layout = getattr(prev, "layout", None)
+        if prev is not None and layout != [len(g["params"]) for g in self._optimizer.param_groups]:
+            # the optimizer's groups changed (add_param_group): the older copies cannot be
+            # restored into it, and this one starts afresh, as the first did
+            self.close()
+            prev = None
         if prev is not None and prev is not self.best:
             if self.best is None or not self.keep_best or self._latest_level <= self._best_level:
                 retired = self.best
