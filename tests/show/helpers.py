@@ -1,10 +1,12 @@
 """Shared by the report, browser and demo tests: one quick demo per test session."""
 from __future__ import annotations
 
+import atexit
 import functools
 import json
 import math
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -16,10 +18,12 @@ TIMING_KEYS = {"seconds", "elapsed", "elapsed_s", "wall_s", "time_s"}
 
 @functools.lru_cache(maxsize=None)
 def quick_demo_dir() -> Path:
-    """``lrkit demo --quick`` once per session, in a private directory (kept until exit)."""
+    """``lrkit demo --quick`` once per session, in a private directory (removed at exit)."""
     from lrkit.cli import main
 
-    out = Path(tempfile.mkdtemp(prefix="lrkit-demo-test-")) / "demo"
+    root = tempfile.mkdtemp(prefix="lrkit-demo-test-")
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    out = Path(root) / "demo"
     assert main(["demo", "--quick", "--no-progress", "--out", str(out)]) == 0
     return out
 
