@@ -6,11 +6,20 @@
    the seeds is lowest; grid 10^-4 ... 10^-0.5, half-decade steps), with the best grid run of
    that seed (the minimum of eight noisy runs: a stricter, optimistic yardstick) and with the
    example's default rate.
-2. Overhead: time per optimizer step of a plain loop (zero_grad, forward, backward, step) against
+2. False alarms: every example at its good rate (the lowest mean loss of the finder
+   benchmark's grid, ``results/finder_grid_s12.json``) and at its default rate, trained for 3x
+   its budget (near convergence, where batch losses turn heavy-tailed), with the training loader
+   as built and with a ragged last batch (``drop_last=False``: a batch of a few samples each
+   epoch); the guarded run against the plain one, per seed: interventions, rate cuts, final
+   validation loss. And a user's script from a review (``user_script_runs``): an MLP on
+   breast-cancer with AdamW, a shuffled ``DataLoader`` of batch 32 over 450 samples (a last batch
+   of 2), warmup + cosine over 1,500 steps at the range test's suggestion and at recommend's
+   peak, where batch losses 50x the median came once an epoch near convergence.
+3. Overhead: time per optimizer step of a plain loop (zero_grad, forward, backward, step) against
    the same loop through ``guard.step(closure)`` at a healthy rate (no incidents), interleaved
    blocks, median per-step time.
 
-    python benchmarks/diagnose_guard.py              # about 3 minutes on one core
+    python benchmarks/diagnose_guard.py              # about 12 minutes on one core
     python benchmarks/diagnose_guard.py --skip-rescue --examples digits-mlp
 """
 from __future__ import annotations
@@ -22,12 +31,14 @@ import math
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import torch
 
 from lrkit import examples
 from lrkit.adapters.torch import cycle_batches
 from lrkit.diagnose import Guard
+from lrkit.examples.data import ShuffledBatches
 from lrkit.training import evaluate, train
 from paired_blocks import interleave, print_medians  # benchmarks/, the script's own folder
 
@@ -36,8 +47,19 @@ RESCUE_CASES = [("friedman-deep", 0.3), ("friedman-deep", 1.0), ("regression-mlp
 GRID = [10 ** (k / 2) for k in range(-8, 0)]
 
 
-def guarded_run(name: str, lr: float, seed: int, steps: int, **options) -> tuple[float, Guard]:
+def build(name: str, seed: int, lr: float, ragged: bool = False):
+    """An example; ``ragged``: its training loader keeps the last, smaller batch of each pass."""
     problem = examples.build(name, seed=seed, lr=lr)
+    if ragged:
+        loader = problem.train_loader
+        problem.train_loader = ShuffledBatches(*loader.tensors, batch_size=loader.batch_size,
+                                               seed=loader.seed, drop_last=False)
+    return problem
+
+
+def guarded_run(name: str, lr: float, seed: int, steps: int, ragged: bool = False,
+                **options) -> tuple[float, Guard]:
+    problem = build(name, seed, lr, ragged)
     guard = Guard(problem.model, problem.optimizer, **options)
     batches = cycle_batches(problem.train_loader)
     torch.manual_seed(seed)
@@ -86,6 +108,91 @@ def rescue(seeds: list[int], cases: list[tuple[str, float]] | None = None,
                   f"val {r['best_grid_val']:.4g} at {best_lr:.3g}; default-rate val {default:.4g}",
                   flush=True)
         _add_good_rate([r for r in rows if r["example"] == name and r["lr"] == bad_lr])
+    return rows
+
+
+def false_alarms(seeds: list[int], names: list[str], length: float = 3.0,
+                 **options) -> list[dict]:
+    """Guarded against plain runs at rates where nothing goes wrong (see the docstring)."""
+    grid = json.loads((Path(__file__).parent / "results" / "finder_grid_s12.json").read_text())
+    rows = []
+    for name in names:
+        ex = examples.get(name)
+        losses = grid[name]
+        good = float(min(losses, key=lambda k: statistics.fmean(losses[k])))
+        steps = int(length * ex.budget_steps)
+        for lr in dict.fromkeys((good, ex.default_lr)):
+            for ragged in (False, True):
+                for seed in seeds:
+                    plain = train(build(name, seed, lr, ragged), lr=lr, steps=steps,
+                                  seed=seed).val_loss
+                    val, guard = guarded_run(name, lr, seed, steps, ragged, **options)
+                    reasons = [i.reason for i in guard.interventions]
+                    rows.append({"example": name, "lr": lr, "ragged": ragged, "seed": seed,
+                                 "plain_val": plain, "guard_val": val, "interventions": reasons,
+                                 "rate_scale": guard.lrs[0] / lr})
+                    if reasons:
+                        print(f"  {name:<16} lr {lr:<8.3g} {'ragged' if ragged else 'as built'}"
+                              f" seed {seed}: {len(reasons)} interventions "
+                              f"({', '.join(sorted(set(reasons)))}), rate x{rows[-1]['rate_scale']:.3g},"
+                              f" val x{val / plain:.3f} of the plain run", flush=True)
+    return rows
+
+
+def user_script_runs(seeds: list[int], **options) -> list[dict]:
+    """The review's breast-cancer script (see the module docstring), plain and guarded."""
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.preprocessing import StandardScaler
+
+    from lrkit.schedules import parse, to_torch
+
+    x, y = load_breast_cancer(return_X_y=True)
+    x = torch.tensor(StandardScaler().fit_transform(x), dtype=torch.float32)
+    y = torch.tensor(y)
+    train_set = torch.utils.data.TensorDataset(x[:450], y[:450])
+    x_val, y_val = x[450:], y[450:]
+    total = 1500
+
+    def run(lr: float, seed: int, guarded: bool) -> tuple[float, Guard | None]:
+        torch.manual_seed(seed)
+        model = torch.nn.Sequential(torch.nn.Linear(30, 64), torch.nn.ReLU(),
+                                    torch.nn.Linear(64, 2))
+        optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+        loader = torch.utils.data.DataLoader(train_set, batch_size=32, shuffle=True)
+        scheduler = to_torch(optimizer, parse(f"warmup(30, start=0.01) >> cosine({total - 30}, "
+                                              "floor=0.1)"))
+        guard = Guard(model, optimizer, scheduler=scheduler, **options) if guarded else None
+        criterion = torch.nn.CrossEntropyLoss()
+        while scheduler.last_epoch < total:
+            for xb, yb in loader:
+                def closure(xb=xb, yb=yb):
+                    optimizer.zero_grad()
+                    loss = criterion(model(xb), yb)
+                    loss.backward()
+                    return loss
+                if guard is None:
+                    closure()
+                    optimizer.step()
+                else:
+                    guard.step(closure)
+                scheduler.step()
+                if scheduler.last_epoch >= total:
+                    break
+        with torch.no_grad():
+            return criterion(model(x_val), y_val).item(), guard
+
+    rows = []
+    for lr in (0.0031, 0.00453):  # recommend's peak and the range test's suggestion there
+        for seed in seeds:
+            plain, _ = run(lr, seed, False)
+            val, guard = run(lr, seed, True)
+            reasons = [i.reason for i in guard.interventions]
+            rows.append({"example": "user-script", "lr": lr, "ragged": True, "seed": seed,
+                         "plain_val": plain, "guard_val": val, "interventions": reasons,
+                         "rate_scale": guard._cut_scale})
+            print(f"  user script lr {lr:g} seed {seed}: {len(reasons)} interventions "
+                  f"({', '.join(sorted(set(reasons))) or '-'}), the guard's cuts "
+                  f"x{guard._cut_scale:.3g}, val x{val / plain:.3f} of the plain run", flush=True)
     return rows
 
 
@@ -175,6 +282,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cases", nargs="*", default=None, metavar="EXAMPLE:LR",
                         help="rescue cases other than the benchmark's (a held-out check)")
     parser.add_argument("--skip-overhead", action="store_true")
+    parser.add_argument("--skip-false-alarms", action="store_true")
+    parser.add_argument("--false-alarm-seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--lr-factor", type=float, default=None, help="Guard's lr_factor")
     parser.add_argument("--check-grads", action="store_true", help="Guard(check_grads=True)")
     parser.add_argument("--confirm-spikes", type=int, default=None, help="Guard's confirm_spikes")
@@ -211,6 +320,21 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  all {len(ratios)} runs vs {label}: median x{statistics.median(ratios):.3f}, "
                   f"within 5% {sum(v <= 1.05 for v in ratios)}, within 10% "
                   f"{sum(v <= 1.10 for v in ratios)}, worst x{ratios[-1]:.2f}")
+    if not args.skip_false_alarms:
+        print("\nfalse alarms: healthy runs (good and default rates, 3x the budget), guarded "
+              "against plain")
+        rows = false_alarms(args.false_alarm_seeds, args.examples or examples.names(), **options)
+        user = user_script_runs(list(range(5)), **options)
+        figures["false_alarms"] = rows + user
+        for label, part in (("loaders as built", [r for r in rows if not r["ragged"]]),
+                            ("ragged last batch", [r for r in rows if r["ragged"]]),
+                            ("user script", user)):
+            ratios = sorted(r["guard_val"] / r["plain_val"] for r in part)
+            print(f"  {label}: {len(part)} runs, "
+                  f"{sum(bool(r['interventions']) for r in part)} with interventions, "
+                  f"{sum(r['rate_scale'] < 0.999 for r in part)} with the rate cut; val vs plain "
+                  f"median x{statistics.median(ratios):.4f}, within 5% "
+                  f"{sum(v <= 1.05 for v in ratios)}, worst x{ratios[-1]:.2f}")
     if args.skip_overhead:
         _write(args.out, figures)
         return 0

@@ -133,6 +133,48 @@ def test_a_lone_spike_is_skipped_and_training_goes_on():
     assert optimizer.param_groups[0]["lr"] == 0.1
 
 
+def _levels_guard():
+    """A guard fed chosen losses (each closure returns its level; the gradients are real)."""
+    model, optimizer, guard = _setup(confirm_spikes=20, warmup=10)
+    x, y = torch.randn(16, 4), torch.randn(16, 1)
+    noise = np.random.default_rng(0)
+
+    def step(level):
+        def closure():
+            optimizer.zero_grad()
+            nn.functional.mse_loss(model(x), y).backward()
+            return torch.tensor(float(level))
+        return guard.step(closure)
+
+    for _ in range(60):
+        step(0.05 * (1 + 0.2 * noise.standard_normal()))
+    return guard, step, noise
+
+
+@pytest.mark.parametrize("between, confirmed", [(14, False), (3, True)])
+def test_a_second_spike_after_ordinary_batches_is_another_lone_one(between, confirmed):
+    # a small last batch of each epoch, confidently wrong near convergence, spiked once an epoch
+    # (15 steps): two spikes 15 steps apart were "confirmed", and the rate was cut 8x on a
+    # healthy run; the ordinary batches between them cleared the parameters
+    guard, step, noise = _levels_guard()
+    step(1.0)
+    for _ in range(between):
+        step(0.05 * (1 + 0.2 * noise.standard_normal()))
+    step(1.0)
+    reasons = [i.reason for i in guard.interventions]
+    assert reasons == (["spike_skipped", "spike"] if confirmed else ["spike_skipped"] * 2)
+
+
+def test_a_second_spike_after_raised_losses_confirms_the_first():
+    # the parameters the first spike was skipped with are bad: the losses after it stay high
+    guard, step, noise = _levels_guard()
+    step(1.0)
+    for _ in range(10):
+        step(0.12 * (1 + 0.1 * noise.standard_normal()))
+    step(1.0)
+    assert [i.reason for i in guard.interventions] == ["spike_skipped", "spike"]
+
+
 def test_confirm_spikes_zero_acts_on_the_first_spike():
     _, optimizer, guard, _, _ = _spike_after_warmup(confirm_spikes=0)
     assert guard.interventions[-1].reason == "spike"

@@ -62,6 +62,12 @@ PROGRESS_KEPT = 0.1
 #: was lower) has been halved by overflows at nearly every step since: the gradients are
 #: non-finite in themselves, and every step is skipped while the guard saw finite losses
 SCALE_COLLAPSED = 2.0 ** -10
+#: a spike confirms an earlier one (two make an incident) unless at least this many good steps
+#: came between them with ordinary losses (their median no higher than the window's upper
+#: quartile): the parameters the first spike was skipped with passed that many batches, and the
+#: second is another outlier batch (a small last batch of an epoch, confidently wrong near
+#: convergence), not the rate's
+SPIKE_CLEARED_STEPS = 5
 #: the course check's cheap look: a recent median 30% above the lowest median is "off course"
 #: only when it is also this many noise widths (interquartile range / sqrt(losses)) above it
 LEVEL_NOISE = 2.0
@@ -112,7 +118,8 @@ class Guard:
     after the first ``snapshot_every``), so a course check can come up to that many steps after
     ``diagnose_every``. ``max_retries``: incidents
     allowed since the last snapshot. ``confirm_spikes``: a spike is skipped (its batch's update
-    left out, nothing else changed) unless another came within this many steps; a non-finite loss
+    left out, nothing else changed) unless another came within this many steps without
+    ``SPIKE_CLEARED_STEPS`` (5) good steps of ordinary losses between them; a non-finite loss
     or gradient only rolls back to the last snapshot, at the same rate, unless a spike or another
     non-finite value came within this many steps; 0: every spike and non-finite value is an
     incident.
@@ -252,6 +259,7 @@ class Guard:
         self.max_retries = max_retries
         self.confirm_spikes = confirm_spikes
         self._last_spike = -math.inf  #: the step of the last spike (skipped or acted on)
+        self._good_at_spike = 0  #: the good steps before it
         self._last_nonfinite = -math.inf  #: ... of the last non-finite loss or gradient
         self.check_grads = check_grads
         require(diagnose_every is None
@@ -581,11 +589,12 @@ class Guard:
                     reason = "spike"
         if reason is not None:
             window = self.confirm_spikes
+            last_spike = -math.inf if self._spike_cleared() else self._last_spike
             if reason == "spike":
-                lone = window and self.steps - self._last_spike > window
-                self._last_spike = self.steps
+                lone = window and self.steps - last_spike > window
+                self._last_spike, self._good_at_spike = self.steps, self.good_steps
             else:  # lone: no spike and no other non-finite value just before it
-                lone = window and self.steps - max(self._last_spike, self._last_nonfinite) > window
+                lone = window and self.steps - max(last_spike, self._last_nonfinite) > window
                 self._last_nonfinite = self.steps
             if lone and reason == "spike":
                 # a lone spike: skip the batch and test the same parameters on the next ones; a
@@ -610,6 +619,18 @@ class Guard:
             self._periodic()
         self._fast = self._fast_path_holds()
         return loss_value
+
+    def _spike_cleared(self) -> bool:
+        """Whether the good steps since the last spike cleared the parameters it was skipped
+        with (see ``SPIKE_CLEARED_STEPS``): read only at the next incident, never per step."""
+        count = self.good_steps - self._good_at_spike
+        if count < SPIKE_CLEARED_STEPS or len(self._recent) < self.warmup:
+            return False
+        since = sorted(itertools.islice(reversed(self._recent), count))
+        if len(since) < SPIKE_CLEARED_STEPS:  # a rollback came between: not a test of them
+            return False
+        window = sorted(self._recent)
+        return since[len(since) // 2] <= window[(3 * len(window)) // 4]
 
     def _fast_path_holds(self) -> bool:
         """Whether the next good step can take ``step``'s short path: no scaler, gradient check
