@@ -391,3 +391,27 @@ def test_find_lr_again_after_trainer_fit_skips_self_log():
     result = find_lr(module, progress=False)
     assert result.suggested_lr is not None
     assert module.trainer is trainer
+
+
+@pytest.mark.parametrize("error", [RuntimeError("out of memory"), KeyboardInterrupt()])
+def test_monitor_callback_reports_when_the_fit_is_stopped(tmp_path, error):
+    # without on_exception the monitor stayed open: no final report, and the log lacked every
+    # step since the last report (all of them with report_every=0)
+    from lrkit.diagnose.lightning import MonitorCallback
+
+    class Failing(Regressor):
+        def training_step(self, batch, batch_idx):
+            if self.global_step == 30:
+                raise error
+            return super().training_step(batch, batch_idx)
+
+    callback = MonitorCallback(report_every=0, log_file=tmp_path / "lit.jsonl")
+    trainer = L.Trainer(max_steps=100, callbacks=[callback], logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False)
+    with pytest.raises(BaseException):
+        trainer.fit(Failing(lr=0.01))
+    assert callback.monitor.closed and callback.diagnosis is not None
+    from lrkit.diagnose.logs import read_log
+
+    assert len(read_log(tmp_path / "lit.jsonl").losses) == 30

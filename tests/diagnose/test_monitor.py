@@ -1,6 +1,7 @@
 """lrkit.Monitor: floats and tensors, report interval, logging, JSONL, real short runs."""
 import json
 import logging
+import math
 
 import numpy as np
 import pytest
@@ -296,3 +297,46 @@ def test_the_monitors_history_is_an_array_read_without_copying_the_run_again():
     series.extend(np.arange(3000, 3100, dtype=float))
     assert len(series) == 3100 and series.view().tolist() == [float(i) for i in range(3100)]
     assert series.view(10, 13).tolist() == [10.0, 11.0, 12.0] and series.tail == []
+
+
+def test_lone_nan_batches_in_a_binned_history_are_not_read_as_a_share_of_the_bins():
+    # one NaN batch in 150 over 20,000 steps: each made its whole bin NaN, 13% of the bins, and
+    # the report said "diverged, non-finite at step 100 (13% of the steps)"
+    rng = np.random.default_rng(1)
+    steps = np.arange(20000)
+    losses = (0.3 + 2.0 * np.exp(-steps / 3000)) * np.exp(rng.normal(0, 0.1, len(steps)))
+    losses[100::150] = np.nan
+    monitor = lrkit.Monitor(report_every=0)
+    for value in losses:
+        monitor.update(float(value), lr=0.01)
+    result = monitor.close()
+    assert result.verdict != "diverged"
+    assert result.evidence["nonfinite_steps"] == 133 and result.evidence["first_nonfinite_step"] == 100
+    assert result.evidence["steps_per_point"] == 20
+    assert "133 step(s) had a non-finite loss" in result.explanation
+
+
+def test_a_binned_history_that_blows_up_is_still_diverged():
+    losses = list(_healthy(15000)) + [math.nan] * 5000
+    monitor = lrkit.Monitor(report_every=0)
+    for value in losses:
+        monitor.update(value, lr=0.01)
+    result = monitor.close()
+    assert result.verdict == "diverged"
+    assert result.evidence["nonfinite_steps"] == 5000
+
+
+def test_a_loss_tensor_the_loop_reuses_is_recorded_as_it_was_at_each_step():
+    # gradient accumulation's running loss, zeroed after each step: kept by reference, every
+    # recorded loss read 0.0 at report time ("the loss never changed")
+    monitor = lrkit.Monitor(report_every=0)
+    running = torch.zeros(())
+    truth = []
+    for step in range(200):
+        running += 2.0 * math.exp(-step / 50) + 0.1
+        truth.append(running.item())
+        monitor.update(running, lr=0.01)
+        running.zero_()
+    result = monitor.close()
+    assert monitor.losses == pytest.approx(truth)
+    assert result.verdict != "not_enough_data"

@@ -90,6 +90,12 @@ class MonitorHooks(MonitorRuns):
     def on_train_end(self, trainer: Any, pl_module: Any) -> None:
         self._end_run()
 
+    def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
+        # a fit stopped by Ctrl-C or an error: the final report, and the steps since the last
+        # one written to the log (the moment a user most wants the diagnosis)
+        if not self.monitor.closed:
+            self._end_run()
+
 
 _CLASS: type | None = None
 
