@@ -372,6 +372,12 @@ class Snapshot:
             # back as it was
             self._devices = {name: tensor.device for name, tensor in named}
             self._non_persistent = _non_persistent_buffers(model)
+            # buffers registered as None (a cache filled on first use): named_buffers skips
+            # them, and one filled by the steps was removed by the restore, name and all
+            self._none_buffers = ({f"buffer:{prefix}{'.' if prefix else ''}{leaf}"
+                                   for prefix, module in model.named_modules()
+                                   for leaf, value in module._buffers.items() if value is None}
+                                  if model is not None else set())
             arena = _Arena(t for _, t in named) if fresh else None
             for name, tensor in named:
                 payload["tensors"][name] = _copy_into(tensor, old["tensors"].get(name), pairs,
@@ -550,6 +556,9 @@ class Snapshot:
         owner = self._owner(name) if name.startswith("buffer:") else None
         if owner is not None:
             module, leaf = owner
+            if name in getattr(self, "_none_buffers", ()):
+                module._buffers[leaf] = None  # registered, as None, as it was
+                return
             module._buffers.pop(leaf, None)
             module._non_persistent_buffers_set.discard(leaf)
 

@@ -332,3 +332,55 @@ def test_amp_chooses_the_precision_and_refuses_others():
     json.loads(result.to_json())  # the setting is plain JSON
     trainable = TorchTrainable(model, optimizer, loader, torch.nn.CrossEntropyLoss(), amp="fp16")
     assert trainable._amp_dtype == torch.float16 and trainable._scaler is not None
+
+
+def test_a_coarse_ramp_does_not_also_say_the_loss_never_fell():
+    # "too coarse: use more steps" beside "the loss never fell: check the model and data", both
+    # read from the same 12 points
+    torch.manual_seed(0)
+    x = torch.randn(256, 8)
+    y = x @ torch.randn(8, 1) + 0.1 * torch.randn(256, 1)
+    batches = [(x[i:i + 32], y[i:i + 32]) for i in range(0, 256, 32)]
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 1))
+    opt = torch.optim.SGD(model.parameters(), lr=1e-2)
+    result = lrkit.find_lr(model, opt, batches, nn.MSELoss(), num_steps=12, progress=False)
+    assert result.warnings[0].startswith("only 1.5 steps per decade")
+    assert not any("never fell" in w or "check the model" in w for w in result.warnings)
+
+
+@pytest.mark.skipif(not hasattr(torch.optim, "Adafactor"), reason="torch without Adafactor")
+def test_adafactor_is_refused_past_its_rate_cap_and_taken_below_it():
+    # torch's Adafactor steps at min(lr, 1/sqrt(step)): the rates above the cap trained bit for
+    # bit the same, and the suggestion (3.3) read the step count, not the rate
+    torch.manual_seed(0)
+    model = nn.Linear(4, 1)
+    batches = [(torch.randn(16, 4), torch.randn(16, 1)) for _ in range(8)]
+    opt = torch.optim.Adafactor(model.parameters(), lr=0.01)
+    with pytest.raises(LrkitError, match=r"min\(lr, 1/sqrt\(step\)\).*end_lr=0.1 or lower"):
+        lrkit.find_lr(model, opt, batches, nn.MSELoss(), progress=False)
+    result = lrkit.find_lr(model, opt, batches, nn.MSELoss(), end_lr=0.1, progress=False)
+    assert result.lrs[-1] <= 0.1
+
+
+def test_a_buffer_registered_as_none_is_none_again_after_the_test():
+    # a cache registered as None and filled on first use (rotary embeddings, masks) was removed,
+    # name and all, and the next forward failed with an AttributeError
+    class Cached(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(4, 1)
+            self.register_buffer("cache", None, persistent=False)
+
+        def forward(self, x):
+            if self.cache is None:
+                self.cache = torch.arange(x.shape[0], dtype=x.dtype)
+            return self.lin(x) + 0 * self.cache.sum()
+
+    torch.manual_seed(0)
+    model = Cached()
+    batches = [(torch.randn(8, 4), torch.randn(8, 1)) for _ in range(4)]
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    lrkit.find_lr(model, opt, batches, nn.MSELoss(), num_steps=30, progress=False)
+    assert "cache" in model._buffers and model.cache is None
+    model(torch.randn(8, 4))  # and the module works as before

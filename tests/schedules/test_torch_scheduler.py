@@ -1,5 +1,6 @@
 """to_torch: a real LRScheduler that counts applied optimizer steps and resumes exactly."""
 import io
+import math
 import pickle
 import warnings
 
@@ -371,3 +372,30 @@ def test_step_with_an_epoch_or_a_wrong_type_says_so_not_plateau_advice(count):
     with pytest.raises(LrkitError, match=r"step\(\) needs one number \(the validation metric\), "
                                          r"got str 'x'"):
         sched.step("x")
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_a_step_the_scaler_skips_does_not_move_the_schedule_with_a_fused_optimizer(fused):
+    # a fused Adam gets the scaler's overflow flag and skips the update inside its kernel, but
+    # its step() runs: the post-step hook counted it, and the schedule moved on a skipped step
+    import warnings
+
+    model = torch.nn.Linear(2, 1)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.1, fused=fused)
+    scheduler = to_torch(optimizer, "warmup(4, start=0.1) >> cosine(10)")
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 4)
+    counts, applied = [], []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for step in range(4):
+            optimizer.zero_grad()
+            before = model.weight.detach().clone()
+            x = torch.ones(1, 2) * (math.inf if step == 1 else 1.0)
+            scaler.scale(model(x).sum()).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            applied.append(not torch.equal(before, model.weight))
+            counts.append(scheduler.current_step)
+    assert applied == [True, False, True, True]
+    assert counts == [1, 1, 2, 3]

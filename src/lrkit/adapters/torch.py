@@ -227,9 +227,22 @@ def _check_optimizer(optimizer: Any) -> None:
         )
 
 
-def check_rate_is_swept(optimizer: Any) -> None:
+def check_rate_is_swept(optimizer: Any, *, end_lr: float | None = None,
+                        num_steps: int | None = None) -> None:
     """Refuse, for a range test, an optimizer on which changing ``lr`` between steps changes
-    nothing (training runs at one rate, as a sweep's, are fine)."""
+    nothing (training runs at one rate, as a sweep's, are fine), or changes nothing past a
+    cap the test's ``end_lr`` would cross in ``num_steps`` steps."""
+    adafactor = getattr(torch.optim, "Adafactor", None)
+    if (adafactor is not None and isinstance(optimizer, adafactor) and end_lr is not None
+            and num_steps and end_lr > 1 / math.sqrt(num_steps)):
+        # torch's Adafactor steps at min(lr, 1/sqrt(step)): every rate above the cap trains
+        # the same, and the curve's end would measure the step count, not the rate
+        cap = 1 / math.sqrt(num_steps)
+        raise LrkitError(
+            f"torch.optim.Adafactor uses min(lr, 1/sqrt(step)) as its rate, so the test's rates "
+            f"above {cap:.3g} (1/sqrt of its {num_steps} steps) would all train the same and the "
+            f"curve would not show where the rate is too high; pass end_lr={cap:.3g} or lower "
+            f"(lrkit find --end-lr {cap:.3g})")
     if isinstance(optimizer, torch.optim.Rprop):
         # Rprop reads 'lr' once, as each weight's first step size, then adapts the step sizes
         # from the gradients' signs: a rate set later changes nothing, the curve would not

@@ -85,7 +85,7 @@ def find_lr(
             "both a criterion and a loss_fn were given, and only one computes the loss: pass "
             "criterion for (inputs, targets) batches, criterion(model(inputs), targets), or "
             "loss_fn(model, batch) for any other batch format, not both")
-    check_rate_is_swept(optimizer)
+    check_rate_is_swept(optimizer, end_lr=end_lr, num_steps=num_steps)
     trainable = TorchTrainable(
         model, optimizer, train_loader, criterion, loss_fn=loss_fn, val_loader=val_loader,
         val_batches=val_batches, accumulation_steps=accumulation_steps, amp=amp,

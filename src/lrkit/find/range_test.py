@@ -198,8 +198,9 @@ def range_test(
             "narrower range")
         # every method read the same coarse curve: none of their rates is shown as an answer
         # (nor the advice read from them: "raise end_lr", "the methods disagree")
-        warnings = [coarse] + [w for w in warnings
-                               if w not in (still_falling, disagreement)]
+        # (and the "never fell" read from the same few points, unless the first loss was bad)
+        dropped = (still_falling, disagreement) + (() if first_loss_bad else (unreadable,))
+        warnings = [coarse] + [w for w in warnings if w not in dropped]
         # the coarse ramp is the reason (a "never fell" read from 10 points means nothing), unless
         # the very first loss was already non-finite
         unreadable = unreadable if first_loss_bad else coarse

@@ -86,6 +86,12 @@ class _OnOptimizerStep:
     def __call__(self, optimizer: Optimizer, args: Any, kwargs: Any) -> None:
         scheduler = self.ref()
         if scheduler is not None and not getattr(optimizer, _PAUSED, 0):
+            found_inf = getattr(optimizer, "found_inf", None)
+            if found_inf is not None and bool(found_inf):
+                # a fused optimizer under a GradScaler: the scaler hands it the overflow flag
+                # and the kernel skips the update itself, but step() still runs; a skipped step
+                # does not move the schedule (one read-back, on that path only)
+                return
             scheduler._check_owner()
             scheduler._t += 1
             scheduler._apply()
