@@ -384,3 +384,22 @@ def test_a_buffer_registered_as_none_is_none_again_after_the_test():
     lrkit.find_lr(model, opt, batches, nn.MSELoss(), num_steps=30, progress=False)
     assert "cache" in model._buffers and model.cache is None
     model(torch.randn(8, 4))  # and the module works as before
+
+
+def test_a_blow_ups_last_losses_do_not_hide_a_clear_fall():
+    # 30 steps over 8 decades: the loss fell from 6.1 to 0.61, then the last steps before the
+    # divergence stop read 2, 18 and 3387, which the centred smoother spread back over the
+    # fall: "the loss never fell ... check the model and data", and no suggestion
+    torch.manual_seed(0)
+    x = torch.randn(256, 8)
+    y = x @ torch.randn(8, 1) + 0.1 * torch.randn(256, 1)
+    batches = [(x[i:i + 32], y[i:i + 32]) for i in range(0, 256, 32)]
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 1))
+    opt = torch.optim.SGD(model.parameters(), lr=1e-2)
+    result = lrkit.find_lr(model, opt, batches, nn.MSELoss(), num_steps=30, progress=False)
+    assert max(result.losses) > 1000 * min(result.losses)  # the blow-up is in the curve
+    assert result.suggested_lr is not None
+    assert not any("never fell" in w for w in result.warnings)
+    lowest = result.lrs[int(np.argmin(result.losses))]
+    assert lowest / 10 < result.suggested_lr < lowest

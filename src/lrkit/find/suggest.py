@@ -115,9 +115,28 @@ def prepare(lrs, losses, window: float | None = None,
     end = int(np.argmax(bad)) if bad.any() else len(losses)
     lrs, raw = lrs[:end], losses[:end]
     window = auto_window(len(raw)) if window is None else window
-    smooth = centred(raw, window)
+    smooth = centred(_capped_tail(raw), window)
     return Curve(lrs, raw, smooth, np.log10(lrs) if len(lrs) else lrs, window, gradient_noise,
                  optimizer_family, budget_steps)
+
+
+#: losses after the lowest one, above it by more than this many times the fall to it (from the
+#: highest loss before it), are capped there before smoothing (see :func:`_capped_tail`)
+TAIL_CAP = 10.0
+
+
+def _capped_tail(raw: np.ndarray) -> np.ndarray:
+    """The losses with a blow-up's extreme values capped. Why: the last losses before the
+    divergence stop (3387 where the loss had fallen from 6.1 to 0.61) leak into a centred
+    smoother's points before the minimum, and hid a clear fall ("the loss never fell") or
+    moved the suggestion down. The cap sits far above the curve's own levels, so that only such
+    a tail is touched (7 of the finder benchmark's 480 curves)."""
+    if len(raw) < 2:
+        return raw
+    low = int(np.argmin(raw))
+    # measured from the minimum, in the curve's own fall: the same for any shift of the loss
+    cap = float(raw[low]) + TAIL_CAP * (float(np.max(raw[: low + 1])) - float(raw[low]))
+    return np.minimum(raw, cap) if (raw > cap).any() else raw
 
 
 def _trim(curve: Curve, start_fraction: float = 0.1, end_points: int = 5) -> slice:
