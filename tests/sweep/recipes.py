@@ -56,3 +56,10 @@ def broken_above(seed: int = 0):
 
     problem.loss_fn = loss_fn
     return problem
+
+
+def seed_one_fails(seed: int = 0):
+    """wine-logreg, except that the recipe raises for seed 1 (the seeds stage fails)."""
+    if seed == 1:
+        raise RuntimeError("seed 1 data missing")
+    return examples.build("wine-logreg", seed=seed)

@@ -156,3 +156,36 @@ def test_unimodal_curves_are_solved_exactly(argmin, slopes, stride):
     observations, _ = simulate(strategy, lambda p: Simulated(values[p.index]))
     assert best_index(observations) == argmin
     assert len(observations) <= 33
+
+
+def test_a_speculative_refine_candidate_carries_the_reference_the_refine_stage_gives_it():
+    # speculated with the walk's best as its reference, and stopped where the refine stage
+    # (no reference: refine candidates run to the end) never stops it
+    strategy = Strategy(33, budget=300)
+    obs = [Observation(Point(0, 16), FINISHED, 0.5, {33: 1.0, 100: 0.7}),
+           Observation(Point(0, 20), FINISHED, 0.4, {33: 0.9, 100: 0.6}),
+           Observation(Point(0, 24), RUNNING)]
+    speculative = {p.point.index: p.ref for p in strategy.plan(obs).speculative}
+    obs[2] = Observation(Point(0, 24), FINISHED, 0.45, {33: 0.8, 100: 0.65})
+    planned = {p.point.index: p.ref for p in strategy.plan(obs).proposals}
+    assert planned  # the refine stage's candidates
+    for index, ref in planned.items():
+        if index in speculative:
+            assert speculative[index] == ref
+    assert all(ref is None for index, ref in speculative.items()
+               if index not in (24, 28))  # the walk's own next step keeps its reference
+
+
+def test_a_finished_trial_that_trails_its_reference_is_read_as_stopped():
+    # a speculative trial started while its reference ran found no reference value at the
+    # rungs and ran to the end; one worker would have stopped it: the plan reads it as stopped,
+    # so that the walk does not depend on the number of workers or on timing
+    strategy = Strategy(33, budget=300, tolerance=0.02)
+    middle = coarse_indices(33, 4)[len(coarse_indices(33, 4)) // 2]
+    up = middle + 4
+    ref = Observation(Point(0, middle), FINISHED, 0.5, {33: 1.0, 100: 0.7})
+    trailing = Observation(Point(0, up), FINISHED, 0.3, {33: 1.5, 100: 0.9})  # ends lower
+    stopped = Observation(Point(0, up), PRUNED, None, {33: 1.5})
+    both = [strategy.plan([ref, o]).proposals for o in (trailing, stopped)]
+    assert [p.point for p in both[0]] == [p.point for p in both[1]]
+

@@ -609,9 +609,9 @@ def _claim(study, spec: SweepSpec, liveness: Liveness, speculate: bool = True,
     other workers) a trial that the plan is likely to need next.
 
     Returns ``(trial, plan)``; ``trial`` is None when there is nothing to run right now. A trial
-    that raised an error since ``since`` (another worker's, in this run) stops the sweep: the
-    plan comes back done, and the next run retries it (here, another worker retried it at once,
-    and one run spent two of its ``max_retries + 1`` attempts).
+    that raised an error since ``since`` (another worker's, in this run) stops the sweep: this
+    worker raises an :class:`LrkitError` naming it, and the next run retries it (here, another
+    worker retried it at once, and one run spent two of its ``max_retries + 1`` attempts).
     """
     from optuna.trial import TrialState
 
@@ -620,11 +620,16 @@ def _claim(study, spec: SweepSpec, liveness: Liveness, speculate: bool = True,
     plan = spec.strategy().plan(observe(trials, spec))
     if plan.done:
         return None, plan
-    if since is not None and any(
-            t.state == TrialState.FAIL and "error" in t.user_attrs
-            and t.datetime_complete is not None and t.datetime_complete >= since
-            for t in trials):
-        return None, dataclasses.replace(plan, done=True)
+    failed = [t for t in trials if since is not None and t.state == TrialState.FAIL
+              and "error" in t.user_attrs and t.datetime_complete is not None
+              and t.datetime_complete >= since]
+    if failed:
+        # not a finished sweep: said as the worker whose trial failed says it, so that no
+        # process prints a partial table as the sweep's result (with exit code 0)
+        raise LrkitError(
+            f"the sweep stopped: trial {failed[0].number}, run by another worker, failed "
+            f"({failed[0].user_attrs['error']}); it is recorded as failed; fix the cause and "
+            "run the same command again to retry it and finish the sweep")
     waiting = [t for t in trials if t.state == TrialState.WAITING
                and spec.point_of(t.user_attrs) is not None]
     if not waiting:

@@ -296,6 +296,16 @@ class SweepResult:
                 elif p.lr == min(rates):
                     lines.append(f"  {opt}: the best rate is the lowest tried; the range may be "
                                  "too high (widen --lrs downwards)")
+            for opt, p in self.best_by_optimizer().items():
+                higher = [q for q in self.points() if q.optimizer == opt and q.lr > p.lr]
+                nearest = min(higher, key=lambda q: q.lr) if higher else None
+                if nearest is not None and nearest.status == PRUNED:
+                    # early stopping judged it at a rung: on a short budget a higher rate that
+                    # trails early can still end best (a review's wine-logreg at budget 90)
+                    lines.append(
+                        f"  {opt}: the next higher rate tried, {nearest.lr:.3g}, was stopped early "
+                        "(it trailed a lower rate mid-run), so whether it would have ended "
+                        "better is not known; --strategy grid (no early stopping) checks it")
         per_opt = self.best_by_optimizer()
         if len(per_opt) > 1:
             for opt, p in per_opt.items():

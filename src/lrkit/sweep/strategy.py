@@ -240,6 +240,8 @@ class _GroupPlan:
         self.repeat_limit = min(repeats) if repeats and not grid else None
         self.proposals: list[Proposal] = []
         self.speculative: list[Proposal] = []
+        #: finished trials that the plan stops as if pruned (see :meth:`_would_prune`)
+        self.stopped: set[int] = set()
         self.done = False
         self.coarse = coarse_indices(strategy.n, strategy.stride)
         levels = len(refine_steps(strategy.stride))
@@ -253,7 +255,22 @@ class _GroupPlan:
         limit = self.limit if seed == 0 else self.repeat_limit
         return 0 <= index < self.s.n and (limit is None or index <= limit)
 
+    def _would_prune(self, o: Observation, ref: int | None) -> bool:
+        """Whether a finished trial trails ``ref`` at a rung, as :meth:`Strategy.should_prune`
+        reads it. Why: a trial started speculatively, while its reference was still running,
+        found no value of it at the rungs and ran to the end, where one worker would have
+        stopped it; the plan then depended on the number of workers and on timing."""
+        if not self.s.rungs or ref is None or o.point.seed != 0 or ref >= o.point.index:
+            return False
+        r = self.obs.get(Point(self.group, ref, 0))
+        return r is not None and any(
+            step in o.rungs and step in r.rungs
+            and trails(o.rungs[step], r.rungs[step], self.s.tolerance)
+            for step in self.s.rung_steps)
+
     def value(self, index: int, seed: int = 0) -> float | None:
+        if seed == 0 and index in self.stopped:
+            return None
         o = self.obs.get(Point(self.group, index, seed))
         if (o is not None and o.status == FINISHED and o.value is not None
                 and math.isfinite(o.value)):
@@ -276,6 +293,8 @@ class _GroupPlan:
                     missing.append(Proposal(point, self.order(stage, rank), phase, ref))
             elif not o.done:
                 running = True
+            elif o.status == FINISHED and self._would_prune(o, ref):
+                self.stopped.add(index)
         if missing or running:
             self.proposals.extend(missing)
             for rank, (index, ref) in enumerate(speculate):
@@ -347,7 +366,11 @@ class _GroupPlan:
             ahead = nxt + direction
             spec = ([(coarse[ahead], coarse[nxt] if direction > 0 else None)]
                     if 0 <= ahead < len(coarse) else [])
-            spec += [(coarse[cur] + h, coarse[cur]) for h in refine_steps(self.s.stride)[:1]]
+            # a refine candidate with the reference the refine stage will give it (none, unless
+            # prune_refine): else a speculative run was stopped where the planned one never is,
+            # and the sweep's answer depended on the number of workers and on timing
+            up_ref = coarse[cur] if self.s.prune_refine else None
+            spec += [(coarse[cur] + h, up_ref) for h in refine_steps(self.s.stride)[:1]]
             spec += [(coarse[cur] - h, None) for h in refine_steps(self.s.stride)[:1]]
             visit(nxt, ref, spec)
             if not self.better(coarse[nxt], coarse[cur]):
@@ -367,7 +390,8 @@ class _GroupPlan:
             spec = []
             if nxt is not None:
                 for centre in (best, best - h, best + h):
-                    spec += [(centre - nxt, None), (centre + nxt, centre)]
+                    spec += [(centre - nxt, None),
+                             (centre + nxt, centre if self.s.prune_refine else None)]
             self.need([(i, r) for i, r in candidates if 0 <= i < self.s.n],
                       REFINE_STAGE + level, f"refine-{level + 1}", speculate=spec)
             path.update(i for i, _ in candidates if 0 <= i < self.s.n)
