@@ -334,9 +334,8 @@ def test_amp_chooses_the_precision_and_refuses_others():
     assert trainable._amp_dtype == torch.float16 and trainable._scaler is not None
 
 
-def test_a_coarse_ramp_does_not_also_say_the_loss_never_fell():
-    # "too coarse: use more steps" beside "the loss never fell: check the model and data", both
-    # read from the same 12 points
+def _small_regression():
+    """A review's tanh MLP on 256 linear samples, SGD: (model, optimizer, batches)."""
     torch.manual_seed(0)
     x = torch.randn(256, 8)
     y = x @ torch.randn(8, 1) + 0.1 * torch.randn(256, 1)
@@ -344,6 +343,13 @@ def test_a_coarse_ramp_does_not_also_say_the_loss_never_fell():
     torch.manual_seed(1)
     model = nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 1))
     opt = torch.optim.SGD(model.parameters(), lr=1e-2)
+    return model, opt, batches
+
+
+def test_a_coarse_ramp_does_not_also_say_the_loss_never_fell():
+    # "too coarse: use more steps" beside "the loss never fell: check the model and data", both
+    # read from the same 12 points
+    model, opt, batches = _small_regression()
     result = lrkit.find_lr(model, opt, batches, nn.MSELoss(), num_steps=12, progress=False)
     assert result.warnings[0].startswith("only 1.5 steps per decade")
     assert not any("never fell" in w or "check the model" in w for w in result.warnings)
@@ -390,13 +396,7 @@ def test_a_blow_ups_last_losses_do_not_hide_a_clear_fall():
     # 30 steps over 8 decades: the loss fell from 6.1 to 0.61, then the last steps before the
     # divergence stop read 2, 18 and 3387, which the centred smoother spread back over the
     # fall: "the loss never fell ... check the model and data", and no suggestion
-    torch.manual_seed(0)
-    x = torch.randn(256, 8)
-    y = x @ torch.randn(8, 1) + 0.1 * torch.randn(256, 1)
-    batches = [(x[i:i + 32], y[i:i + 32]) for i in range(0, 256, 32)]
-    torch.manual_seed(1)
-    model = nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 1))
-    opt = torch.optim.SGD(model.parameters(), lr=1e-2)
+    model, opt, batches = _small_regression()
     result = lrkit.find_lr(model, opt, batches, nn.MSELoss(), num_steps=30, progress=False)
     assert max(result.losses) > 1000 * min(result.losses)  # the blow-up is in the curve
     assert result.suggested_lr is not None

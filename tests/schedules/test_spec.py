@@ -290,3 +290,12 @@ def test_a_large_whole_number_of_steps_is_whole_and_past_the_limit_too_large():
     with pytest.raises(LrkitError, match=r"cosine\(\): floor is too large for a float"):
         cosine(10, floor=10 ** 400)
     assert plateau(cosine(10), patience=10 ** 30).patience == 10 ** 30
+
+
+@pytest.mark.parametrize("text", ["0.5 * warmup(500) >> cosine(10000)",
+                                  "floor(warmup(500, start=0.01), 0.05) >> cosine(10000)"])
+def test_a_wrapped_bare_warmup_before_a_join_names_the_brackets(text):
+    # '*' binds tighter than '>>': the error said the warmup "never ends" and pointed at join()
+    with pytest.raises(LrkitError, match=r"put the whole chain in brackets"):
+        parse(text)
+    parse("0.5 * (warmup(500) >> cosine(10000))")  # the bracketed form is fine

@@ -542,6 +542,17 @@ def chain(left: Schedule, right: Schedule) -> Schedule:
         return _attach(left, right)
     end = left.length
     if end is None:
+        inner = left
+        while isinstance(inner, Wrapping):
+            inner = inner.schedule
+        if inner is not left and _open_end(inner):
+            # 0.5 * warmup(500) >> cosine(...) reads as (0.5 * warmup(500)) >> cosine(...):
+            # Python's * binds tighter than >>, and the wrapped warmup has nothing to ramp into
+            raise LrkitError(
+                f"{left!r} is a warmup with nothing to ramp into, wrapped before '>>' joined "
+                f"{right!r} to it: '*' and function calls bind tighter than '>>', so put the "
+                "whole chain in brackets, e.g. 0.5 * (warmup(500) >> cosine(10000)) or "
+                "floor(warmup(500) >> cosine(10000), 0.1)")
         raise LrkitError(
             f"{left!r} never ends, so there is no step where {right!r} could start; "
             f"use join([a, b], [step]) to cut it at a given step")
