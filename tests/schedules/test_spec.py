@@ -284,7 +284,7 @@ def test_a_large_whole_number_of_steps_is_whole_and_past_the_limit_too_large():
     with pytest.raises(LrkitError, match=r"bad schedule spec .*cosine\(\): steps is too large, got "
                                          r"999999\.\.\. \(400 digits\)"):
         parse("cosine(" + "9" * 400 + ")")
-    with pytest.raises(LrkitError, match=r"warmup\(\): steps must be > 0 steps, got "
+    with pytest.raises(LrkitError, match=r"warmup\(\): steps must be >= 0 steps, got "
                                          r"-100000\.\.\. \(401 digits\)"):
         warmup(-10 ** 400)
     with pytest.raises(LrkitError, match=r"cosine\(\): floor is too large for a float"):
@@ -299,3 +299,16 @@ def test_a_wrapped_bare_warmup_before_a_join_names_the_brackets(text):
     with pytest.raises(LrkitError, match=r"put the whole chain in brackets"):
         parse(text)
     parse("0.5 * (warmup(500) >> cosine(10000))")  # the bracketed form is fine
+
+
+def test_a_warmup_that_resolves_to_no_steps_is_the_schedule_after_it():
+    # warmup(0.01*total) worked at 10,000 steps and raised "resolves to 0 steps" on a 40-step
+    # smoke run; transformers takes num_warmup_steps=0 too
+    spec = "warmup(0.01*total) >> cosine(total - 0.01*total)"
+    short = parse(spec).resolve(total_steps=40)
+    plain = cosine(40)
+    assert [short(t) for t in range(41)] == [plain(t) for t in range(41)]
+    assert parse("warmup(0)")(0) == 1.0
+    assert parse("warmup(0) >> cosine(10)").bounds() == cosine(10).bounds()
+    with pytest.raises(LrkitError, match="steps must be >= 0"):
+        parse("warmup(-1) >> cosine(10)")

@@ -401,7 +401,9 @@ class Warmup(Schedule):
 
     name: ClassVar[str] = "warmup"
 
-    steps: Length = param("length", doc="warmup length")
+    # 0 allowed: warmup(0.01*total) on a short smoke run resolves to none (transformers takes
+    # num_warmup_steps=0 too); a warmup of 0 steps is the schedule after it
+    steps: Length = param("length0", doc="warmup length")
     start: float = param("float", 0.0, lo=0.0, hi=1.0, doc="first value, as a fraction of the target")
     shape: str = param("choice", "linear", choices=WARMUP_SHAPES, doc="ramp shape")
     then: Schedule | None = param("schedule?", None, doc="the schedule that follows (via >>)")
@@ -433,6 +435,8 @@ class Warmup(Schedule):
         return None if rest is None else as_length(self.steps + rest, "warmup length")
 
     def bounds(self) -> tuple[float, float]:
+        if self.steps == 0:  # no ramp: never at start x the target
+            return (1.0, 1.0) if self.then is None else self.then.bounds()
         if self.then is None:
             return (self.start, 1.0)
         lo, hi = self.then.bounds()
