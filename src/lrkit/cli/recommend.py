@@ -70,10 +70,13 @@ def run(args: argparse.Namespace) -> int:
     from lrkit.cli import recipe_output_to_stderr
 
     target = examples.DEFAULT if args.target is None else args.target
-    with recipe_output_to_stderr(args.json):  # with --json -, stdout holds the JSON alone
+    # with --json - or --code, stdout holds the JSON or the code alone (redirected into a file,
+    # a recipe's own prints made the pasted code a SyntaxError)
+    quiet_stdout = args.json == "-" or bool(getattr(args, "code", False))
+    with recipe_output_to_stderr("-" if quiet_stdout else args.json):
         recipe = recommend(target, steps=args.steps, epochs=args.epochs, seed=args.seed,
                            confirm=not args.no_confirm,
-                           progress=False if args.no_progress or args.json == "-" else None)
+                           progress=False if args.no_progress or quiet_stdout else None)
     from lrkit.adapters.distributed import is_main
 
     if not is_main():  # under torchrun every rank tuned alike; rank 0 alone reports

@@ -1,6 +1,8 @@
 """``lrkit.recommend(...)``: measure, then turn the measurements into a :class:`Recipe`."""
 from __future__ import annotations
 
+import inspect
+
 import math
 import statistics
 import time
@@ -68,8 +70,19 @@ def optimizer_options(optimizer: Any, group: int = 0) -> dict:
         baseline = cls([torch.zeros(1, requires_grad=True)], lr=float(group["lr"]) or 1e-3).defaults
     except Exception:  # an optimizer that needs more to build: keep every option
         baseline = {}
+    # only what the constructor takes: a schedule-free optimizer keeps its bookkeeping
+    # (train_mode, k, weight_sum, ...) in its defaults, and a recipe holding them could not be
+    # built (TypeError: unexpected keyword argument 'train_mode')
+    try:
+        takes = inspect.signature(cls.__init__).parameters
+        accepts = (None if any(p.kind is p.VAR_KEYWORD for p in takes.values())
+                   else set(takes))
+    except (TypeError, ValueError):
+        accepts = None
     options = {}
     for key, value in group.items():
+        if accepts is not None and key not in accepts:
+            continue
         # a tensor or numpy option (Adam's betas may be tensors) as the number it holds: its
         # repr (tensor(0.9000)) is no Python that the recipe's code could run
         value = plain_option(value)

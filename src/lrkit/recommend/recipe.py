@@ -226,7 +226,18 @@ class Recipe:
 
     @property
     def is_sgd_like(self) -> bool:
-        return self.optimizer.rpartition(".")[2] in LINEAR_RULE_OPTIMIZERS
+        """SGD, ASGD, or a class derived from them (a user's ``MySGD(torch.optim.SGD)`` was
+        rescaled by the square-root rule, read from its name)."""
+        import torch
+
+        name = self.optimizer.rpartition(".")[2]
+        if name in LINEAR_RULE_OPTIMIZERS or name.startswith("SGD"):  # (schedulefree's too)
+            return True
+        try:
+            cls = resolve_optimizer(self.optimizer)
+        except LrkitError:
+            return False
+        return issubclass(cls, tuple(getattr(torch.optim, n) for n in LINEAR_RULE_OPTIMIZERS))
 
     @property
     def batch_rule(self) -> str:
@@ -635,5 +646,7 @@ def _scale_lengths(schedule, ratio: float):
 
 def _beside(peak: float, good_range: tuple[float, float]) -> str:
     """"below the " / "above the " when a recipe's peak sits outside the range test's range."""
-    low, high = good_range
+    # compared as printed (3 significant digits): 0.307 "above" a range printed as
+    # 0.0658 .. 0.307 read as a contradiction
+    peak, low, high = (float(f"{v:.3g}") for v in (peak, *good_range))
     return "below the " if peak < low else "above the " if peak > high else ""
