@@ -1,5 +1,6 @@
 """lrkit.problem: recipes are built the same for the same seed, whatever ran before."""
 import random
+import sys
 
 import numpy as np
 import torch
@@ -63,3 +64,27 @@ def test_a_recipe_file_without_seed_is_reproducible(tmp_path):
     two = load_problem(f"{path}:make", seed=0)
     assert torch.equal(one.model.weight, two.model.weight)
     assert torch.equal(one.train_loader[0][0], two.train_loader[0][0])
+
+
+def test_a_recipe_that_puts_its_project_on_sys_path_keeps_it(tmp_path, monkeypatch):
+    # lrkit took its own folder entry back with sys.path.pop(0), which removed the recipe's
+    # project folder instead: the recipe's lazy import failed with ModuleNotFoundError
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib" / "project_models_xyz.py").write_text(
+        "import torch\n"
+        "from lrkit import examples\n"
+        "def build(seed=0):\n"
+        "    return examples.build('logreg', seed=seed)\n")
+    (tmp_path / "recipes").mkdir()
+    (tmp_path / "recipes" / "recipe.py").write_text(
+        "import os, sys\n"
+        "sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'lib'))\n"
+        "def make(seed=0):\n"
+        "    import project_models_xyz\n"
+        "    return project_models_xyz.build(seed)\n")
+    before = list(sys.path)
+    problem = load_problem(f"{tmp_path / 'recipes' / 'recipe.py'}:make")
+    assert problem.model is not None
+    added = [entry for entry in sys.path if entry not in before]
+    assert len(added) == 1 and added[0].endswith("lib")  # the recipe's, not lrkit's own

@@ -2,6 +2,7 @@
 from a ``file.py:function`` on the command line, and how a fresh copy is built for each trial."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.util
 import inspect
@@ -125,7 +126,8 @@ def _load_function(spec: str) -> Callable[..., Any]:
         raise LrkitError(f"cannot import {path_text!r} as a Python file")
     module = importlib.util.module_from_spec(module_spec)
     sys.modules[module_name] = module  # so that pickling by reference works for worker processes
-    sys.path.insert(0, str(path.resolve().parent))
+    folder = str(path.resolve().parent)
+    sys.path.insert(0, folder)
     try:
         module_spec.loader.exec_module(module)
     except SyntaxError as exc:
@@ -137,7 +139,10 @@ def _load_function(spec: str) -> Callable[..., Any]:
         sys.modules.pop(module_name, None)
         raise LrkitError(f"cannot import recipe file {path_text!r}: {_cause(exc)}") from exc
     finally:
-        sys.path.pop(0)
+        # by value: a recipe that puts its own project folder first on sys.path when imported
+        # lost that entry to a pop(0), and its lazy imports failed
+        with contextlib.suppress(ValueError):
+            sys.path.remove(folder)
     func = getattr(module, func_name, None)
     if not callable(func):
         available = sorted(n for n, v in vars(module).items()

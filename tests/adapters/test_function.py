@@ -130,3 +130,17 @@ def test_validation_asked_of_a_trainable_without_validation_data_says_so():
     assert result.settings["curve"] == "train"
     assert any("no validation data (its eval_loss() returned None)" in w for w in result.warnings)
     assert not any("fewer than the" in w for w in result.warnings)
+
+
+def test_a_function_without_save_and_load_is_said_to_be_left_as_the_ramp_left_it():
+    state = {"w": 5.0}
+
+    def step(lr):
+        state["w"] -= lr * 2 * state["w"]
+        return state["w"] ** 2
+
+    result = _test(lrkit.FunctionTrainable(step))
+    assert any("nothing was restored" in w and "save_fn" in w for w in result.warnings)
+    kept = _test(lrkit.FunctionTrainable(
+        step, save_fn=lambda: dict(state), load_fn=lambda saved: state.update(saved)))
+    assert not any("nothing was restored" in w for w in kept.warnings)

@@ -415,3 +415,46 @@ def test_monitor_callback_reports_when_the_fit_is_stopped(tmp_path, error):
     from lrkit.diagnose.logs import read_log
 
     assert len(read_log(tmp_path / "lit.jsonl").losses) == 30
+
+
+class _TwoGroups(L.LightningModule):
+    """A backbone at lr / 10 and a head at lr, optionally behind a warmup from 0."""
+
+    def __init__(self, warmup: bool) -> None:
+        super().__init__()
+        self.lr, self.warmup = 1e-3, warmup
+        self.backbone, self.head = torch.nn.Linear(8, 16), torch.nn.Linear(16, 1)
+
+    def training_step(self, batch, batch_idx):
+        return torch.nn.functional.mse_loss(self.head(torch.relu(self.backbone(batch[0]))),
+                                            batch[1])
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.AdamW([{"params": self.backbone.parameters(), "lr": self.lr / 10},
+                                       {"params": self.head.parameters(), "lr": self.lr}])
+        if not self.warmup:
+            return optimizer
+        warmup = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, step / 10))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": warmup, "interval": "step"}}
+
+
+def test_a_warmup_from_zero_keeps_the_groups_ratio_and_update_attr_their_rates():
+    # the warmup's constructor set every rate to 0: the test ran both groups at one rate
+    # (suggested_lrs [0.035, 0.035]) and update_attr gave the head 3x its suggestion
+    results = {}
+    for warmup in (False, True):
+        torch.manual_seed(0)
+        module = _TwoGroups(warmup)
+        result = find_lr(module, loader(), num_steps=50, progress=False, update_attr=True)
+        results[warmup] = (result.suggested_lrs, module.lr)
+    (plain, plain_attr), (warmed, warmed_attr) = results[False], results[True]
+    assert warmed == pytest.approx(plain) and warmed[1] == pytest.approx(10 * warmed[0])
+    assert warmed_attr == pytest.approx(plain_attr)
+
+
+def test_combined_train_loaders_have_a_length_before_they_are_iterated():
+    # len() raised Lightning's "Please call iter(combined_loader) first" inside recommend(epochs=)
+    from lrkit.adapters.lightning import from_lightning
+
+    problem = from_lightning(Regressor(), [loader(), loader()])
+    assert len(problem.train_loader) == 8

@@ -90,6 +90,11 @@ class FunctionTrainable:
                 f"or None when it cannot be measured, got {value!r}")
         return ratio
 
+    @property
+    def restores_state(self) -> bool:
+        """Whether the range test can put the state back (``save_fn`` and ``load_fn`` given)."""
+        return self._save_fn is not None
+
     @contextlib.contextmanager
     def preserved(self) -> Iterator[None]:
         state = self._save_fn() if self._save_fn else None

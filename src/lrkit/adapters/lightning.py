@@ -142,6 +142,9 @@ class _CombinedBatches:
             yield batch
 
     def __len__(self) -> int:
+        # Lightning's CombinedLoader knows its length only once iterated ("Please call
+        # iter(combined_loader) first"): an epoch's length for recommend(epochs=...)
+        iter(self._combined)
         return len(self._combined)
 
 
@@ -254,10 +257,27 @@ def find_lr(
                 "val_dataloaders=..., or a datamodule or module with val_dataloader()")
     target = _attribute_to_update(module, update_attr) if update_attr else None
     old_lrs = [_base_rate(g) for g in problem.optimizer.param_groups]
-    with _metrics_preserved(module):
-        result = lrkit.find_lr(problem.model, problem.optimizer, problem.train_loader,
-                               loss_fn=problem.loss_fn, val_loader=val_loader,
-                               budget_steps=problem.budget_steps, **finder_options)
+    # a scheduler built by configure_optimizers has moved the rates already (a warmup from 0
+    # set them all to 0, and the test then ran every group at one rate, their ratios lost):
+    # the test runs at the base rates (initial_lr, which fit's scheduler starts from), and
+    # the scheduled rates are put back after, as the Hugging Face adapter does
+    groups = problem.optimizer.param_groups
+    spent = [g["lr"] for g in groups]
+    if all(isinstance(g.get("initial_lr"), (int, float)) for g in groups) \
+            and any(g["initial_lr"] > 0 for g in groups):
+        for group in groups:
+            group["lr"] = group["initial_lr"]
+    else:
+        spent = None
+    try:
+        with _metrics_preserved(module):
+            result = lrkit.find_lr(problem.model, problem.optimizer, problem.train_loader,
+                                   loss_fn=problem.loss_fn, val_loader=val_loader,
+                                   budget_steps=problem.budget_steps, **finder_options)
+    finally:
+        if spent is not None:  # (the restore loaded a state_dict: write to the new groups)
+            for group, lr in zip(problem.optimizer.param_groups, spent):
+                group["lr"] = lr
     if target is not None and result.suggested_lr is not None:
         old_value = _get_attribute(module, target)
         response = _rate_response(module, target, old_value, old_lrs)

@@ -120,6 +120,12 @@ def range_test(
                                gradient_noise=gradient_noise, optimizer_family=family,
                                budget_steps=budget_steps)
     warnings = list(analysis.warnings)
+    if getattr(trainable, "restores_state", True) is False:
+        # a plain function's state is its own: without save_fn/load_fn nothing was put back
+        warnings.append(
+            "nothing was restored after the test: the training function's state (its weights, "
+            "its optimizer) is where the ramp left it; pass save_fn= and load_fn= to "
+            "FunctionTrainable to have it put back, or rebuild it before training")
     unreadable = analysis.unreadable  # why no suggestion can be made, when none can
     no_val_data = bool(val_steps) and val_losses[0] is None
     if val_every and no_val_data:
