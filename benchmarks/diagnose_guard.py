@@ -134,8 +134,9 @@ def false_alarms(seeds: list[int], names: list[str], length: float = 3.0,
                     if reasons:
                         print(f"  {name:<16} lr {lr:<8.3g} {'ragged' if ragged else 'as built'}"
                               f" seed {seed}: {len(reasons)} interventions "
-                              f"({', '.join(sorted(set(reasons)))}), rate x{rows[-1]['rate_scale']:.3g},"
-                              f" val x{val / plain:.3f} of the plain run", flush=True)
+                              f"({', '.join(sorted(set(reasons)))}), "
+                              f"rate x{rows[-1]['rate_scale']:.3g}, "
+                              f"val x{val / plain:.3f} of the plain run", flush=True)
     return rows
 
 

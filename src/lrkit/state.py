@@ -300,8 +300,9 @@ def restore_rng(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _layout(optimizer: torch.optim.Optimizer | None) -> list[int] | None:
-    """The number of parameters in each of the optimizer's groups."""
+def group_layout(optimizer: torch.optim.Optimizer | None) -> list[int] | None:
+    """The number of parameters in each of the optimizer's groups (what a snapshot restores
+    into)."""
     return None if optimizer is None else [len(g["params"]) for g in optimizer.param_groups]
 
 
@@ -389,7 +390,7 @@ class Snapshot:
         #: after a restore: load_state_dict swaps in the snapshot's copies
         self._held = _group_objects(optimizer)
         #: how many parameters each group held: a snapshot restores into the same layout only
-        self.layout = _layout(optimizer)
+        self.layout = group_layout(optimizer)
         self._groups: list[dict] | None = None
         if optimizer is not None:
             state = optimizer.state_dict()
@@ -458,12 +459,12 @@ class Snapshot:
         """Put everything back. The snapshot stays valid and can be restored again, unless
         ``last``: then its optimizer tensors are handed over rather than copied (no transient
         extra copy) and the snapshot is discarded."""
-        if self._optimizer is not None and _layout(self._optimizer) != self.layout:
+        if self._optimizer is not None and group_layout(self._optimizer) != self.layout:
             # checked before anything is put back: a model restored and an optimizer not would
             # be out of step
             raise LrkitError(
                 f"the optimizer's parameter groups changed since the snapshot (parameters per "
-                f"group: {self.layout} then, {_layout(self._optimizer)} now: add_param_group or "
+                f"group: {self.layout} then, {group_layout(self._optimizer)} now: add_param_group or "
                 "a changed group), so its state cannot be restored into it; take a new snapshot "
                 "after changing the groups")
         payload = self._payload

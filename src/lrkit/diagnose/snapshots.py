@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from lrkit.state import Snapshot
+from lrkit.state import Snapshot, group_layout
 
 
 class SnapshotKeeper:
@@ -44,8 +44,7 @@ class SnapshotKeeper:
         the best, or its buffers take the new copy. ``extra``: kept with the snapshot, as its
         ``extra`` attribute (the guard's GradScaler state)."""
         prev, retired = self.latest, None
-        layout = getattr(prev, "layout", None)
-        if prev is not None and layout != [len(g["params"]) for g in self._optimizer.param_groups]:
+        if prev is not None and prev.layout != group_layout(self._optimizer):
             # the optimizer's groups changed (add_param_group): the older copies cannot be
             # restored into it, and this one starts afresh, as the first did
             self.close()
