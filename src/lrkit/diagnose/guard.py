@@ -1030,8 +1030,8 @@ class Guard:
 def _scale_schedule(scheduler: Any, factor: float, optimizer: torch.optim.Optimizer) -> None:
     """Make ``scheduler`` keep a cut of every rate by ``factor``: wherever it keeps the rates it
     sets from (``base_lrs``; CyclicLR's ``max_lrs``; a cosine's floor ``eta_min``; OneCycleLR's
-    peak, start and end rates in the parameter groups), in the schedulers a SequentialLR or ChainedScheduler runs too (else the
-    cut is undone at a milestone, or at once)."""
+    peak, start and end rates in the parameter groups), in the schedulers a SequentialLR or
+    ChainedScheduler runs too (else the cut is undone at a milestone, or at once)."""
     if hasattr(scheduler, "scale_rates"):
         scheduler.scale_rates(factor)  # lrkit's own: its rates are fixed at setup
         return
