@@ -183,8 +183,9 @@ def test_a_detached_scheduler_stays_detached_in_its_copies():
 def test_a_resolved_chain_starts_each_piece_where_the_last_one_ends():
     # rounded on its own, the boundary 0.5*epoch + 2.5*epoch = 1173 steps at 391 steps an epoch,
     # but the pieces round to 196 + 978 = 1174: the cosine was cut a step before its end
+    # (a warmup and the piece it ramps into end where their sum rounds to: 3 epochs, 1173)
     s = parse("warmup(0.5*epoch) >> cosine(2.5*epoch) >> constant(0.1)").resolve(steps_per_epoch=391)
-    assert s == parse("warmup(196) >> cosine(978) >> constant(0.1)")
+    assert s == parse("warmup(196) >> cosine(977) >> constant(0.1)")
     s = parse("cosine(0.25*total) >> linear(0.35*total, start=0, end=1) >> constant()").resolve(total_steps=10)
     assert s == parse("cosine(3) >> linear(4, start=0, end=1) >> constant()")
     assert s(6) == pytest.approx(0.75)  # the linear still ramps at step 6 (it was cut there)
@@ -245,3 +246,16 @@ def test_a_boolean_is_no_step(flag):
     """torch.tensor(True) was read as step 1 (an integer tensor to operator.index)."""
     with pytest.raises(LrkitError, match="step must be a number >= 0"):
         parse("cosine(10)")(flag)
+
+
+@pytest.mark.parametrize("total", [1000, 1005, 45, 333])
+def test_a_warmup_chain_written_to_fill_the_run_fills_it_exactly(total):
+    # each half rounded up on its own: 101 + 905 = 1006 steps for a 1005-step run, and the
+    # linter called the spec too long (lrkit schedule show --strict failed)
+    spec = "warmup(0.1*total) >> cosine(total - 0.1*total)"
+    s = parse(spec).resolve(total_steps=total)
+    assert s.length == total
+    assert s.then.steps == total - s.steps
+    s = parse("warmup(2*epoch) >> cosine(total - 2*epoch)").resolve(steps_per_epoch=100.25,
+                                                                      epochs=10)
+    assert s.length == 1003  # the run: 10 epochs of 100.25 steps, rounded half up

@@ -427,6 +427,28 @@ class Warmup(Schedule):
             f = (1000.0 ** x - 1.0) / 999.0
         return self._target * (self.start + (1.0 - self.start) * f)
 
+    def _resolve(self, spe: float | None, total_steps: int | None) -> "Schedule":
+        """Resolve as any schedule, then round the end of ``warmup(a) >> s`` as a whole when
+        ``s`` is a single piece of one length: rounded on their own, both halves of a spec that
+        fills the run could round up (``warmup(0.1*total) >> cosine(total - 0.1*total)`` at
+        1005 steps was 101 + 905 = 1006 steps, and the linter flagged the spec as too long)."""
+        if self.is_resolved:
+            return self
+        done = super()._resolve(spe, total_steps)
+        then = self.then
+        whole = _add_lengths(self.steps, then.length) if then is not None else None
+        if whole is None or isinstance(whole, int):
+            return done
+        lengths = [f.name for f in fields(then)
+                   if f.metadata.get("kind") in ("length", "length0", "length?")
+                   and getattr(then, f.name) is not None]
+        if len(lengths) != 1 or getattr(then, lengths[0]) != then.length:
+            return done
+        rest = resolve_length(whole, f"{self.name}(): length", spe, total_steps) - done.steps
+        if rest <= 0 or rest == getattr(done.then, lengths[0]):
+            return done
+        return replace(done, then=replace(done.then, **{lengths[0]: rest}))
+
     @property
     def length(self) -> Length | None:
         if self.then is None:  # a bare warmup holds the peak: like warmup(n) >> constant()
