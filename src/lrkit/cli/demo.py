@@ -28,11 +28,18 @@ def run(args: argparse.Namespace) -> int:
     import torch
     from tqdm.auto import tqdm
 
+    from pathlib import Path
+
     from lrkit.cli import check_output_dir
+    from lrkit.errors import LrkitError
     from lrkit.show.demo import check_seed, run_demo, write_demo
 
     check_seed(args.seed, "--seed")
     check_output_dir(args.out, "--out")
+    for name in ("index.html", "summary.json", "overview.png"):  # refused before the training
+        if (Path(args.out) / name).is_dir():
+            raise LrkitError(f"--out {str(args.out)!r}: {name} there is a directory; the demo "
+                             "writes a file by that name: give another --out or move it")
     torch.set_num_threads(1)  # tiny models: threads only add contention
     start = time.perf_counter()
     print(f"lrkit demo: {'quick run, ' if args.quick else ''}seed {args.seed}", flush=True)

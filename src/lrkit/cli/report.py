@@ -36,7 +36,13 @@ def run(args: argparse.Namespace) -> int:
                              "another --out, or move the result out of that folder")
     kinds = [(path, load_result(path)[0]) for path in args.results]  # every file checked first
     for path, kind in kinds:
-        print(f"{path}: {kind}")
+        print(f"{_shown(path)}: {kind}")
     page = report(args.results, args.out, title=args.title)
-    print(f"page: {page}")
+    print(f"page: {_shown(page)}")
     return 0
+
+
+def _shown(path: object) -> str:
+    """A path as text any stream can print: a file name that is not UTF-8 (lone surrogates in
+    Python) with its bytes escaped."""
+    return str(path).encode("utf-8", "backslashreplace").decode("utf-8")

@@ -306,12 +306,12 @@ def _story(finder: Any, comparison: dict, recipe: Any, versus: dict | None) -> l
 def write_demo(summary: dict, out_dir: str | Path = DEFAULT_OUT, *, overview: bool = True
                ) -> dict[str, Path]:
     """Write ``summary.json``, ``index.html`` and (with ``overview``) ``overview.png``."""
-    from lrkit.show.report import overview_figure, render_page, write_page
+    from lrkit.show.report import overview_figure, render_page, write_atomically, write_page
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"summary": out / "summary.json"}
-    paths["summary"].write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
+    write_atomically(paths["summary"], json.dumps(summary, indent=1) + "\n")
     subtitle = (f"{summary['example']}: {summary['budget_steps']} steps per run, seed "
                 f"{summary['seed']}" + (", quick mode" if summary.get("quick") else ""))
     paths["page"] = write_page(render_page([(None, summary)], title="lrkit demo",

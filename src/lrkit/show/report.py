@@ -15,6 +15,7 @@ import html
 import io
 import json
 import math
+import os
 import textwrap
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -658,10 +659,12 @@ def recipe_body(data: dict, ids: Ids, *, plot: bool = True) -> str:
             ["batch size", esc(data.get("batch_size")) if data.get("batch_size") else "&ndash;"]]
     parts.append(table(["", ""], rows, "narrow fields"))
     recipe = _recipe_object(data)
-    rates = _recipe_rates(data, recipe) if plot else []
+    steps, rates = _recipe_rates(data, recipe) if plot else ([], [])
     if rates:
         fig, (ax,) = figure(7.5, 3.4)
-        ax.plot(range(len(rates)), rates, color="C1", linewidth=1.6)
+        # the steps the rates were read at (every stride-th of a long run): plotted against
+        # their positions, a 20,000-step recipe's axis ended at 1999 and its warmup read 10x short
+        ax.plot(steps, rates, color="C1", linewidth=1.6)
         ax.set_ylim(bottom=0)
         ax.set_xlabel("optimizer step")
         ax.set_ylabel("learning rate")
@@ -707,24 +710,25 @@ def _recipe_object(data: dict):
         return None
 
 
-def _recipe_rates(data: dict, recipe: Any, limit: int = 2000) -> list[float]:
+def _recipe_rates(data: dict, recipe: Any, limit: int = 2000) -> tuple[list[int], list[float]]:
+    """``(steps, rates)``: the recipe's rate at every ``total_steps // limit``-th step."""
     total = data.get("total_steps")
     if not isinstance(total, int) or total < 1:
-        return []
+        return [], []
     stride = max(1, total // limit)
-    steps = range(0, total, stride)
+    steps = list(range(0, total, stride))
     if recipe is not None:
         try:
-            return [float(recipe.lr_at(t)) for t in steps]
+            return steps, [float(recipe.lr_at(t)) for t in steps]
         except Exception:  # noqa: BLE001
             pass
     try:
         from lrkit.schedules import preview
 
         p = preview(data["schedule"], total, lr=float(data["peak_lr"]))
-        return [p.rates[t] for t in steps]
+        return steps, [p.rates[t] for t in steps]
     except Exception:  # noqa: BLE001 - no plot for a schedule this version cannot read
-        return []
+        return [], []
 
 
 def versus_body(data: dict, ids: Ids) -> str:
@@ -802,15 +806,16 @@ def demo_sections(summary: dict, ids: Ids, source: str | None) -> list[Section]:
         f"<strong>{esc(summary.get('budget_steps'))}</strong> optimizer steps and seed "
         f"{esc(summary.get('seed'))}." + (" (Quick mode: shortened runs.)" if summary.get("quick")
                                           else "") + "</p>"
-        + _story(summary), "why", source)]
+        + _story(summary), ids.new("why"), source)]
     sections.append(Section("1. Find it: the range test", "<p>The range test trains for a few "
                             "steps while raising the rate exponentially, records the loss at "
                             "each rate and picks a rate where the loss falls fastest before it "
-                            "blows up.</p>" + finder_body(summary["finder"], ids), "find"))
+                            "blows up.</p>" + finder_body(summary["finder"], ids),
+                            ids.new("find")))
     sections.append(Section("2. Why it matters: three rates, same budget",
-                            comparison_body(summary["comparison"], ids), "compare"))
+                            comparison_body(summary["comparison"], ids), ids.new("compare")))
     sections.append(Section("3. Schedule it: previews", schedules_body(summary["schedules"], ids),
-                            "schedules"))
+                            ids.new("schedules")))
     recipe = summary.get("recipe")
     body = []
     if recipe:
@@ -825,7 +830,8 @@ def demo_sections(summary: dict, ids: Ids, source: str | None) -> list[Section]:
     if summary.get("recipe_vs_default"):
         body.append("<h3>The recipe against the untuned default</h3>")
         body.append(versus_body(summary["recipe_vs_default"], ids))
-    sections.append(Section("4. Use it: the recommended recipe", "".join(body), "recipe"))
+    sections.append(Section("4. Use it: the recommended recipe", "".join(body),
+                            ids.new("recipe")))
     return sections
 
 
@@ -952,8 +958,25 @@ def write_page(html_text: str, out_dir: str | Path) -> Path:
                          "for index.html (created when missing)")
     out.mkdir(parents=True, exist_ok=True)
     path = out / "index.html"
-    path.write_text(html_text, encoding="utf-8")
+    write_atomically(path, html_text)
     return path
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` whole or not at all (a temporary file renamed over it), as
+    UTF-8 with what cannot be encoded replaced: a file name that is not UTF-8 (kept by Python as
+    lone surrogates) raised UnicodeEncodeError half-way and left an empty page where the last
+    good one had been."""
+    import tempfile
+
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", errors="replace") as handle:
+            handle.write(text)
+        os.replace(name, path)
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
+        raise
 
 
 def report(paths: Sequence[str | Path], out_dir: str | Path = "lrkit-report", *,
