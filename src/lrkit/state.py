@@ -7,6 +7,7 @@ kept on the CPU (never a second copy on the accelerator) or, when asked, in a pr
 """
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
 import pickle
@@ -304,6 +305,28 @@ def group_layout(optimizer: torch.optim.Optimizer | None) -> list[int] | None:
     """The number of parameters in each of the optimizer's groups (what a snapshot restores
     into)."""
     return None if optimizer is None else [len(g["params"]) for g in optimizer.param_groups]
+
+
+@contextlib.contextmanager
+def at_base_rates(optimizer: torch.optim.Optimizer) -> Iterator[None]:
+    """Inside, every group's ``lr`` is its base rate (``initial_lr``) when a scheduler built on
+    the optimizer has moved the rates (a warmup from 0 sets them all to 0, a finished schedule
+    leaves them at its floor), so a range test runs at the groups' ratios and is measured
+    against the rates training starts from; the scheduled rates are put back after (into the
+    groups as they are then: a restore loads a state_dict, with new group dicts)."""
+    groups = optimizer.param_groups
+    moved = (all(isinstance(g.get("initial_lr"), (int, float)) for g in groups)
+             and any(g["initial_lr"] > 0 for g in groups))
+    spent = [g["lr"] for g in groups]
+    if moved:
+        for group in groups:
+            group["lr"] = group["initial_lr"]
+    try:
+        yield
+    finally:
+        if moved:
+            for group, lr in zip(optimizer.param_groups, spent):
+                group["lr"] = lr
 
 
 #: where a snapshot can live (see :class:`Snapshot`)

@@ -155,6 +155,7 @@ def find_lr(trainer: Any, *, update_args: bool = False, eval_key: str | None = N
     rates each get their own suggestion, and an optimizer the Trainer already holds has its
     groups (``lr``, ``initial_lr``, and its scheduler's base rates) set too."""
     import lrkit
+    from lrkit.state import at_base_rates
 
     problem = from_trainer(trainer, budget_steps=finder_options.pop("budget_steps", None),
                            eval_key=eval_key)
@@ -164,34 +165,21 @@ def find_lr(trainer: Any, *, update_args: bool = False, eval_key: str | None = N
     val_loader = problem.val_loader if finder_options.get("val_every") is not None else None
     if finder_options.get("val_every") is not None and val_loader is None:
         raise LrkitError("val_every needs validation data: build the Trainer with eval_dataset=...")
-    groups = optimizer.param_groups
-    # a scheduler moved the rates (a train() whose schedule ran out left them at 0, or at a
-    # floor; a warmup starts them at 0): the rates train() starts from are the groups' base
-    # rates (initial_lr, which its next scheduler keeps), so the test runs at their ratios and
-    # the suggestion is measured against them; the scheduled rates are put back after
-    spent = [g["lr"] for g in groups]
-    if all(isinstance(g.get("initial_lr"), (int, float)) for g in groups) \
-            and any(g["initial_lr"] > 0 for g in groups):
-        for group in groups:
-            group["lr"] = group["initial_lr"]
-    else:
-        spent = None
-    old_lrs = [float(g["lr"]) for g in groups]
     # schedule-free optimizers step only in train mode (Trainer.training_step switches them)
     was_eval = _schedule_free_mode(optimizer) is False
     if callable(getattr(optimizer, "train", None)):
         optimizer.train()
+    # a scheduler moved the rates (a train() whose schedule ran out, a warmup from 0): the test
+    # runs at the rates train() starts from, and the suggestion is measured against them
     try:
-        result = lrkit.find_lr(problem.model, optimizer, problem.train_loader,
-                               loss_fn=problem.loss_fn, val_loader=val_loader,
-                               budget_steps=problem.budget_steps, **finder_options)
+        with at_base_rates(optimizer):
+            old_lrs = [float(g["lr"]) for g in optimizer.param_groups]
+            result = lrkit.find_lr(problem.model, optimizer, problem.train_loader,
+                                   loss_fn=problem.loss_fn, val_loader=val_loader,
+                                   budget_steps=problem.budget_steps, **finder_options)
     finally:
         if was_eval:
             optimizer.eval()
-        if spent is not None:
-            # the range test's restore loads a state_dict: new group dicts, so write to those
-            for group, lr in zip(optimizer.param_groups, spent):
-                group["lr"] = lr
     # measured on the first group with a rate (one held still at 0 keeps its 0)
     reference = next((i for i, lr in enumerate(old_lrs) if lr > 0), None)
     # (the range test measures every group's ratio against that same group: its rate is

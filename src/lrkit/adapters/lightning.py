@@ -142,10 +142,10 @@ class _CombinedBatches:
             yield batch
 
     def __len__(self) -> int:
-        # Lightning's CombinedLoader knows its length only once iterated ("Please call
-        # iter(combined_loader) first"): an epoch's length for recommend(epochs=...)
-        iter(self._combined)
-        return len(self._combined)
+        # the longest loader's, as "max_size_cycle" runs; Lightning's own len() needs the
+        # CombinedLoader iterated first ("Please call iter(combined_loader) first"), which
+        # would start every loader's iterator (and DataLoader workers) for a length
+        return max(len(loader) for loader in self._combined.flattened)
 
 
 def _data(module: Any, datamodule: Any, loaders: Any, kind: str) -> Any:
@@ -241,6 +241,7 @@ def find_lr(
     own suggestion; otherwise it gets the first group's. torchmetrics states updated by
     ``training_step`` during the test are restored with the module."""
     import lrkit
+    from lrkit.state import at_base_rates
 
     if "val_loader" in finder_options:
         raise LrkitError("for a LightningModule pass validation data as val_dataloaders=... "
@@ -258,26 +259,12 @@ def find_lr(
     target = _attribute_to_update(module, update_attr) if update_attr else None
     old_lrs = [_base_rate(g) for g in problem.optimizer.param_groups]
     # a scheduler built by configure_optimizers has moved the rates already (a warmup from 0
-    # set them all to 0, and the test then ran every group at one rate, their ratios lost):
-    # the test runs at the base rates (initial_lr, which fit's scheduler starts from), and
-    # the scheduled rates are put back after, as the Hugging Face adapter does
-    groups = problem.optimizer.param_groups
-    spent = [g["lr"] for g in groups]
-    if all(isinstance(g.get("initial_lr"), (int, float)) for g in groups) \
-            and any(g["initial_lr"] > 0 for g in groups):
-        for group in groups:
-            group["lr"] = group["initial_lr"]
-    else:
-        spent = None
-    try:
-        with _metrics_preserved(module):
-            result = lrkit.find_lr(problem.model, problem.optimizer, problem.train_loader,
-                                   loss_fn=problem.loss_fn, val_loader=val_loader,
-                                   budget_steps=problem.budget_steps, **finder_options)
-    finally:
-        if spent is not None:  # (the restore loaded a state_dict: write to the new groups)
-            for group, lr in zip(problem.optimizer.param_groups, spent):
-                group["lr"] = lr
+    # set them all to 0, and the test ran every group at one rate, their ratios lost): the
+    # test runs at the base rates, which fit's scheduler starts from
+    with at_base_rates(problem.optimizer), _metrics_preserved(module):
+        result = lrkit.find_lr(problem.model, problem.optimizer, problem.train_loader,
+                               loss_fn=problem.loss_fn, val_loader=val_loader,
+                               budget_steps=problem.budget_steps, **finder_options)
     if target is not None and result.suggested_lr is not None:
         old_value = _get_attribute(module, target)
         response = _rate_response(module, target, old_value, old_lrs)

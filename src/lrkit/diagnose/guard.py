@@ -356,10 +356,10 @@ class Guard:
         """Snapshot the current state, unchecked (see :mod:`lrkit.diagnose.snapshots`), with
         the scaler's scale (``scaler_state``: already read) and its level (default: the median
         of the last few good losses)."""
-        # the state's own level: the median of its last few losses (a longer window lags, and
-        # would rank a state that is already sliding by the better ones before it)
-        last = sorted(itertools.islice(reversed(self._recent), LEVEL_WINDOW))
         if level is None:
+            # the state's own level: the median of its last few losses (a longer window lags,
+            # and would rank a state that is already sliding by the better ones before it)
+            last = sorted(itertools.islice(reversed(self._recent), LEVEL_WINDOW))
             level = last[len(last) // 2] if last else math.inf
         self._snapshots.take(self.steps, level, extra=scaler_state or self._scaler_state())
         self._n_groups = len(self.optimizer.param_groups)

@@ -260,13 +260,9 @@ class _GroupPlan:
         reads it. Why: a trial started speculatively, while its reference was still running,
         found no value of it at the rungs and ran to the end, where one worker would have
         stopped it; the plan then depended on the number of workers and on timing."""
-        if not self.s.rungs or ref is None or o.point.seed != 0 or ref >= o.point.index:
-            return False
-        r = self.obs.get(Point(self.group, ref, 0))
-        return r is not None and any(
-            step in o.rungs and step in r.rungs
-            and trails(o.rungs[step], r.rungs[step], self.s.tolerance)
-            for step in self.s.rung_steps)
+        r = self.obs.get(Point(self.group, ref, 0)) if ref is not None else None
+        return r is not None and any(self.s.should_prune(o.point, ref, step, value, [r])
+                                     for step, value in o.rungs.items())
 
     def value(self, index: int, seed: int = 0) -> float | None:
         if seed == 0 and index in self.stopped:
