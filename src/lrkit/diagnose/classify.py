@@ -7,17 +7,17 @@ Verdicts, checked in this order (the first that holds wins):
     loss that never changed (every value the same, all finite): no learning happened at all, the
     curve says nothing about the rate, and the explanation names the likely causes.
 ``diverged``
-    the loss went non-finite and stayed there (or more than 10% of it is non-finite), or it ended
-    no lower than it started after blowing up (a peak at least 2x the start) or after losing the
-    progress it had made. Rate x0.1.
+    the loss went non-finite and stayed there (or more than 10% of it is non-finite), or its last
+    losses blew up far above the rest of the run, or it ended no lower than it started after
+    blowing up (a peak at least 2x the start) or after losing the progress it had made. Rate x0.1.
 ``unstable``
     the rate is too high but the run survived: it ended at least 2x above its best; or it has
-    spikes (at least 3 single steps that undo a quarter or more of the progress, or one that undoes
-    all of it); or isolated non-finite losses; or the validation loss ended 25% or more above its
-    best; or it jumped early and then stalled near its start (a collapse). Rate x0.3.
+    spikes (at least 3 single steps that undo half or more of the progress, or two, the largest
+    undoing all of it); or isolated non-finite losses; or the validation loss ended 25% or more
+    above its best; or it jumped early and then stalled near its start (a collapse). Rate x0.3.
 ``too_slow``
     the rate is too low: the loss has not moved (less than 5% below its start), or it is still
-    falling steadily at the end: the last 30% of the run made 15% or more of the total improvement
+    falling steadily at the end: the last 30% of the run made 12% or more of the total improvement
     (measured on the loss itself; on the validation curve when there is one), or it stalled high
     (less than ~26% below its start) while still creeping down. Rate x3 (x10 if it has not moved).
 ``plateaued``
@@ -215,6 +215,11 @@ def _to_numpy(values: Any, name: str) -> np.ndarray:
         values = [v for _, v in _by_step(values, name)]
     if isinstance(values, (str, bytes)) or not isinstance(values, (Iterable, np.ndarray)):
         raise LrkitError(f"{name} must be a sequence of numbers, got {type(values).__name__}")
+    if isinstance(values, (set, frozenset)):  # no order: another curve each time
+        raise LrkitError(f"{name} is a set, which has no order; pass the values in the order of "
+                         "their steps (a list or an array)")
+    if isinstance(values, np.ndarray) and values.dtype == object:
+        values = values.tolist()  # its items checked one by one, as a list's (a None was NaN)
     if not isinstance(values, np.ndarray):
         values = list(values)
         for i, item in enumerate(values):
@@ -223,6 +228,9 @@ def _to_numpy(values: Any, name: str) -> np.ndarray:
                                  "without a loss can be NaN, or left out)")
             if isinstance(item, (bool, np.bool_, complex, np.complexfloating)):
                 raise _not_real(f"{name}[{i}]", repr(item))
+            if isinstance(item, (str, bytes)):  # "2.3" from a CSV read as text
+                raise LrkitError(f"{name}[{i}] = {item!r} is a string; pass numbers (convert "
+                                 "values read from a text file with float())")
             if _is_tensor(item):
                 if _unreal_tensor(item):
                     raise _not_real(f"{name}[{i}]", f"a tensor of dtype {item.dtype}")
@@ -233,6 +241,9 @@ def _to_numpy(values: Any, name: str) -> np.ndarray:
                                      "one number (a scalar loss) per step") from None
     try:
         array = np.asarray(values, dtype=float)
+    except OverflowError:  # an integer past float range (10**400)
+        raise LrkitError(f"{name} holds a number too large for a float (beyond 1.8e308); pass "
+                         "the losses as floats (inf is allowed)") from None
     except (TypeError, ValueError):
         for i, item in enumerate(values):
             try:
@@ -252,7 +263,7 @@ def _validation(values: Any, n_train: int) -> tuple[np.ndarray, np.ndarray | Non
     """Validation values and their steps (``None`` when not given as ``(step, value)`` pairs)."""
     if isinstance(values, Mapping):
         items = _by_step(values, "val_losses")
-        steps = _to_numpy([k for k, _ in items], "val_losses steps")
+        steps = _finite_steps(_to_numpy([k for k, _ in items], "val_losses steps"))
         return _to_numpy([v for _, v in items], "val_losses"), steps
     if _is_tensor(values):
         values = values.detach().cpu().double().numpy()
@@ -269,12 +280,36 @@ def _validation(values: Any, n_train: int) -> tuple[np.ndarray, np.ndarray | Non
             if not pair(item):
                 raise LrkitError(f"val_losses[{i}] = {item!r}: give all entries as (step, loss) "
                                  "pairs, or all as plain numbers")
-        steps = _to_numpy([s for s, _ in values], "val_losses steps")
+        steps = _finite_steps(_to_numpy([s for s, _ in values], "val_losses steps"))
         losses = _to_numpy([v for _, v in values], "val_losses")
         # in the order of their steps, as a dict's are: the measures read the curve in order
         order = np.argsort(steps, kind="stable")
         return losses[order], steps[order]
     return _to_numpy(values, "val_losses"), None
+
+
+def _finite_steps(steps: np.ndarray) -> np.ndarray:
+    """Validation steps, all finite (a NaN step failed deep inside, converted to an index)."""
+    bad = np.flatnonzero(~np.isfinite(steps))
+    if len(bad):
+        raise LrkitError(f"val_losses has the step {steps[bad[0]]} (entry {int(bad[0])}): "
+                         "validation points need finite step numbers")
+    return steps
+
+
+def _span(span: Any) -> tuple[float, float] | None:
+    """``span`` as two finite numbers, first <= last (or None)."""
+    if span is None:
+        return None
+    try:
+        lo, hi = (float(v) for v in span)
+    except (TypeError, ValueError):
+        lo = hi = math.nan
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi) or isinstance(
+            span, (str, bytes)) or any(isinstance(v, (bool, np.bool_)) for v in span):
+        raise LrkitError(f"span must be (first step, last step) of the run, two finite numbers "
+                         f"with first <= last, got {span!r}")
+    return lo, hi
 
 
 def _check_within_training(val_steps: np.ndarray, train_steps: np.ndarray | None,
@@ -316,27 +351,42 @@ def _pct(log_ratio: float) -> str:
     return f"{(math.exp(log_ratio) - 1) * 100:.0f}%"
 
 
-def _above(change: float, log_scale: bool) -> str:
+def _above(change: float, log_scale: bool | float) -> str:
     """How far above, in words: a percentage on the log scale, a difference in the loss's units
-    on the linear one (a loss that goes negative has no meaningful ratios)."""
-    return _pct(change) if log_scale else f"{change:.3g}"
+    on the linear one (a loss that goes negative has no meaningful ratios). ``log_scale``: True,
+    or the linear scale's unit (the evidence's ``scale``) that ``change`` is measured in."""
+    return _pct(change) if log_scale is True else f"{change * log_scale:.3g}"
 
 
-def _below(drop: float, log_scale: bool) -> str:
+def _below(drop: float, log_scale: bool | float) -> str:
     """How far below (``drop`` > 0 is a fall); ``_pct(-drop)`` read "only -19% below"."""
-    return f"{(1.0 - math.exp(-drop)) * 100:.0f}%" if log_scale else f"{drop:.3g}"
+    return (f"{(1.0 - math.exp(-drop)) * 100:.0f}%" if log_scale is True
+            else f"{drop * log_scale:.3g}")
 
 
-def _times(change: float, log_scale: bool) -> str:
+def _times(change: float, log_scale: bool | float) -> str:
     """A rise against the start: "2.5x its start", or "its start + 3" on the linear scale."""
-    return f"{math.exp(change):.3g}x its start" if log_scale else f"its start + {change:.3g}"
+    return (f"{math.exp(change):.3g}x its start" if log_scale is True
+            else f"its start + {change * log_scale:.3g}")
 
 
 def _decide(ev: dict, vev: dict | None) -> tuple[str, float, list[str]]:
+    verdict, confidence, reasons = _rules(ev, vev)
+    if vev and vev.get("val_ends_nonfinite") and not ev["nonfinite_points"]:
+        # every training loss finite, so the parameters are: the evaluation failed (0/0 over
+        # an empty validation loader), which says nothing about the rate (it was "diverged")
+        reasons.append("the last validation loss is not finite while every training loss is: "
+                       "check the evaluation (an empty validation loader gives 0/0); it was "
+                       "left out")
+    return verdict, confidence, reasons
+
+
+def _rules(ev: dict, vev: dict | None) -> tuple[str, float, list[str]]:
     n = ev["finite_points"]
     reasons: list[str] = []
     at = lambda i: f"step {i}"  # noqa: E731
-    log = ev.get("log_scale", True)
+    # True, or the linear scale's unit: what the helpers that word a change need
+    log = True if ev.get("log_scale", True) else float(ev.get("scale", 1.0))
 
     # diverged: non-finite and not recovered, or a high share of it
     if ev["nonfinite_points"]:
@@ -345,7 +395,7 @@ def _decide(ev: dict, vev: dict | None) -> tuple[str, float, list[str]]:
             reasons.append(f"the loss became non-finite at {at(ev['first_nonfinite_at'])}"
                            + ("" if ev["ends_nonfinite"] else f" ({share:.0%} of the steps)"))
             return "diverged", 0.98, reasons
-    if vev and vev.get("val_ends_nonfinite"):
+    if vev and vev.get("val_ends_nonfinite") and ev["nonfinite_points"]:
         reasons.append("the validation loss became non-finite")
         return "diverged", 0.95, reasons
     if n < ev.get("min_points", MIN_POINTS):
@@ -384,6 +434,16 @@ def _decide(ev: dict, vev: dict | None) -> tuple[str, float, list[str]]:
     # needs the end above the first tenth's level too, or a margin of two noise widths
     ended_high = end_vs_start >= ENDED_HIGH_LOG and (
         ev["end_vs_early_log"] >= climb_noise or end_vs_start >= 2.0 * batch)
+    if (ev.get("last_vs_start_log", -math.inf) >= raw_blowup
+            and ev["last_vs_start_log"] >= ev["end_vs_start_log"] + BLOWUP_LOG):
+        # the last losses blew up, far above the rest of the run: divergence under way (a
+        # Monitor's report as it starts), not a run that "survives" (the last tenth's median
+        # still read the good stretch before it)
+        reasons.append(f"the loss blew up at the end of the run: its last losses reached "
+                       f"{_times(ev['last_vs_start_log'], log)}")
+        reasons.append(f"it ended at {ev['last']:.4g}, no lower than its start {ev['start']:.4g}")
+        return "diverged", _confidence(ev["last_vs_start_log"] / raw_blowup - 1, base=0.7,
+                                       points=n), reasons
     if ended_high or climbing or (end_vs_start >= tolerance and (
             peak >= blowup or ev["progress_log"] >= max(LOST_PROGRESS_LOG, 2.0 * batch))):
         if (ended_high or climbing) and peak < blowup:
@@ -429,9 +489,10 @@ def _decide(ev: dict, vev: dict | None) -> tuple[str, float, list[str]]:
     if ev["noise"] >= NOISE_UNSTABLE_LOG:
         unstable.append((ev["noise"] / NOISE_UNSTABLE_LOG - 1,
                          f"the loss jumps by "
-                         + (f"{math.exp(ev['noise']):.2g}x" if log else f"{ev['noise']:.2g}")
+                         + (f"{math.exp(ev['noise']):.2g}x" if log is True
+                            else f"{ev['noise'] * log:.2g}")
                          + " from one step to the next (typical wiggle"
-                         + (", log scale)" if log else ")")))
+                         + (", log scale)" if log is True else ")")))
     if ev["late_peak_log"] >= max(LATE_PEAK_LOG, PEAK_NOISE_WIDTHS * ev["noise"],
                                   noise_peak * batch):
         unstable.append((ev["late_peak_log"] / LATE_PEAK_LOG - 1,
@@ -467,7 +528,9 @@ def _decide(ev: dict, vev: dict | None) -> tuple[str, float, list[str]]:
     if improvement < NO_PROGRESS_LOG and ev["early_peak_log"] < COLLAPSE_EARLY_PEAK_LOG:
         reasons.append(f"the loss has not moved: {ev['start']:.4g} at the start, {ev['end']:.4g} "
                        "at the end")
-        return "too_slow", _confidence(1 - improvement / NO_PROGRESS_LOG, points=n), reasons
+        # surest for a loss that stayed put; a rise within the band (a loss that went up a
+        # little) is no strong case for a tenfold higher rate (it was the surest of all)
+        return "too_slow", _confidence(1 - abs(improvement) / NO_PROGRESS_LOG, points=n), reasons
 
     stalled_high = improvement < STALL_HIGH_LOG
     # a collapse's jump must stand out of the batches' scatter too: on flat log-normal noise
@@ -546,8 +609,8 @@ _EXPLAIN = {
         "about three times higher (x3){suggest}; if that does not help, the limit is the model, "
         "the data or the features rather than the rate."),
     "healthy": (
-        "The rate looks right: the loss fell quickly, bent over and settled without spikes or "
-        "oscillation{where}. Keep it. {decay}"),
+        "The rate looks right: the loss fell quickly, bent over and settled{settled}{where}. "
+        "Keep it. {decay}"),
     "not_enough_data": (
         "There are too few loss values to tell a too-high rate from a too-low one: a short "
         "history is dominated by the first steps and by batch noise. Log more steps (at least "
@@ -582,6 +645,7 @@ def diagnose(
     validation points must lie in it (default: within the losses' steps, give or take their
     widest gap).
     """
+    span = _span(span)
     min_points = plain_int(min_points)
     if not isinstance(min_points, int) or min_points < 3:
         raise LrkitError(f"min_points must be an integer >= 3, got {min_points!r}")
@@ -595,8 +659,11 @@ def diagnose(
         raise LrkitError("losses is empty: pass the loss of each step (or epoch) so far")
     rates = None
     if lrs is not None:
+        if isinstance(lrs, (bool, np.bool_)):
+            raise LrkitError(f"lrs must be a rate or one rate per loss, got {lrs!r}")
         if isinstance(lrs, (int, float, np.floating, np.integer)) or (
-                _is_tensor(lrs) and lrs.dim() == 0):
+                _is_tensor(lrs) and lrs.dim() == 0) or (
+                isinstance(lrs, np.ndarray) and lrs.ndim == 0 and lrs.dtype.kind in "iuf"):
             rates = np.full(len(values), float(lrs.detach() if _is_tensor(lrs) else lrs))
         elif keyed_steps is not None and isinstance(lrs, Mapping):
             # {step: rate} with the losses' steps, matched by step
@@ -639,8 +706,13 @@ def diagnose(
             # already seen are a second run logged into the same history (losses logged at
             # one step in a row, as under gradient accumulation, are kept as they are)
             order = np.argsort(step_of, kind="stable")
-            back = int(np.flatnonzero(np.diff(step_of) < 0)[0]) + 1
-            if step_of[back] in set(step_of[:back].tolist()):
+            backs = np.flatnonzero(np.diff(step_of) < 0) + 1  # every one, not the first
+            unique, inverse = np.unique(step_of, return_inverse=True)
+            first = np.full(len(unique), len(step_of))
+            np.minimum.at(first, inverse, np.arange(len(step_of)))  # each step's first position
+            repeated = backs[first[inverse[backs]] < backs]
+            if len(repeated):
+                back = int(repeated[0])
                 raise LrkitError(
                     f"steps go back to step {step_of[back]:g} at position {back}, a step seen "
                     "before: two runs logged into one history; diagnose each run on its own "
@@ -723,8 +795,12 @@ def diagnose(
     # "falling steadily but slowly" was said of a loss that had not moved at all (the x10 case)
     trend = ("the loss has barely moved from where it started" if factor == 10.0 else
              "the loss is falling steadily but slowly and has not bent over")
+    lone = int(ev.get("spikes") or 0) + int(ev.get("early_spikes") or 0)
+    settled = (" without spikes or oscillation" if not lone else
+               f", with {lone} lone spike{'s' if lone > 1 else ''} too few to matter "
+               "(single batches far above the level)")
     explanation = _EXPLAIN[verdict].format(where=where, suggest=suggest, min_points=min_points,
-                                           how=how, decay=decay, trend=trend)
+                                           how=how, decay=decay, trend=trend, settled=settled)
     if rates is not None and float(rates.max()) == 0.0 and verdict in ("too_slow", "plateaued"):
         # a rate of 0 moves nothing: no factor of it can help, whatever the curve looks like
         explanation += " " + _ZERO_RATE

@@ -95,16 +95,35 @@ class Prepared:
     raw: np.ndarray  #: every value as given (NaN/inf kept)
     steps: np.ndarray  #: indices of the finite values
     x: np.ndarray  #: the finite values
-    y: np.ndarray  #: transformed finite values (log with a floor, or linear)
+    y: np.ndarray  #: transformed finite values (log with a floor, or linear over ``scale``)
     log_scale: bool
     floor: float
+    scale: float = 1.0  #: on the linear scale, the loss's own unit (see :func:`linear_scale`)
 
     def to_y(self, value: float) -> float:
-        return math.log(max(value, 0.0) + self.floor) if self.log_scale else value
+        return math.log(max(value, 0.0) + self.floor) if self.log_scale else value / self.scale
 
     def to_x(self, value: float) -> float:
         # max: exp(log(floor)) - floor is -3e-18, not the 0 the loss reached
-        return max(math.exp(value) - self.floor, 0.0) if self.log_scale else value
+        return max(math.exp(value) - self.floor, 0.0) if self.log_scale else value * self.scale
+
+
+def linear_scale(x: np.ndarray) -> float:
+    """The unit a curve that goes negative is measured in: the larger of its fall (the start
+    down to the lowest level of a running median) and two widths of its step-to-step noise.
+    Why: the rules' thresholds are ratios on the log scale; a negative log-likelihood has no
+    ratios, and read in its own units the same healthy curve was "unstable" summed over 784
+    dimensions and "has not moved" per dimension. Over this unit the measures do not change
+    when the loss is shifted or multiplied by a positive number."""
+    n = len(x)
+    start = min(float(x[0]), float(np.median(x[:3])))
+    level = rolling_median(x, _odd(int(np.clip(n // 10, 3, 101)))) if n >= 3 else x
+    fall = start - float(np.min(level))
+    noise = robust_sigma(np.diff(x)) / math.sqrt(2.0) if n >= 3 else 0.0
+    scale = max(fall, 2.0 * noise)
+    if not (scale > 0 and math.isfinite(scale)):
+        scale = float(np.max(np.abs(x))) if n else 0.0
+    return scale if scale > 0 and math.isfinite(scale) else 1.0
 
 
 def prepare(values: np.ndarray) -> Prepared:
@@ -112,14 +131,19 @@ def prepare(values: np.ndarray) -> Prepared:
     finite = np.isfinite(raw)
     steps = np.flatnonzero(finite)
     x = raw[finite]
-    if x.size and float(x.min()) >= 0.0:
+    if x.size:
         # the floor is 1% of the starting level (not of the first steps' median: those may have
         # blown up already); losses below it are all "done" and their wiggles are not noise
         scale = min(float(x[0]), float(np.median(x[:3]))) or float(np.max(np.abs(x))) or 1.0
         # relative only (a fixed 1e-12 flattened a loss of 1e-13 into "has not moved")
         floor = max(1e-2 * scale, np.finfo(float).tiny)
-        return Prepared(raw, steps, x, np.log(x + floor), True, floor)
-    return Prepared(raw, steps, x, x.copy(), False, 0.0)
+        # a positive loss with values a little below 0 (an estimate such as a sampled KL, a
+        # rounding) is the positive loss it is: values under the floor are all "done" (it fell
+        # to the linear scale, and "has not moved" from 0.02 to 0.001)
+        if scale > 0 and float(x.min()) >= -floor:
+            return Prepared(raw, steps, x, np.log(np.maximum(x, 0.0) + floor), True, floor)
+    unit = linear_scale(x) if x.size else 1.0
+    return Prepared(raw, steps, x, x / unit, False, 0.0, unit)
 
 
 def measure(values, *, min_points: int = MIN_POINTS) -> dict:
@@ -139,6 +163,7 @@ def measure(values, *, min_points: int = MIN_POINTS) -> dict:
         "first_nonfinite_at": int(nonfinite[0]) if len(nonfinite) else None,
         "ends_nonfinite": bool(n_total and not np.isfinite(p.raw[-1])),
         "log_scale": p.log_scale,
+        "scale": p.scale,
     }
     n = len(p.x)
     if n < min_points:
@@ -156,6 +181,9 @@ def measure(values, *, min_points: int = MIN_POINTS) -> dict:
     # falls fast from its first point, which is then the start)
     init = min(float(y[0]), float(np.median(y[:3]))) if n >= 50 else float(y[0])
     end = float(np.median(y[-k1:]))
+    # the very end: the last loss of a short (per-epoch) curve, the median of the last three of
+    # a long one (a blow-up over the last 2-5% of a run hides in the last tenth's median)
+    very_end = float(y[-1]) if n < 50 else float(np.median(y[-3:]))
     best_i = int(np.argmin(coarse))
     best = float(coarse[best_i])
     peak_i = int(np.argmax(smooth))
@@ -192,13 +220,15 @@ def measure(values, *, min_points: int = MIN_POINTS) -> dict:
     early_level = float(np.median(y[: max(3, n // 10)]))
     # spikes: single points far above the local level, large against the noise and against the
     # progress made (so that a 0.003 -> 0.03 blip at the end of a run that fell from 2.3 is not one)
+    # (on the linear scale, all in its unit: y)
+    lin_x = p.x if p.log_scale else y
     lin_smooth = np.exp(smooth) - p.floor if p.log_scale else smooth
-    lin_init = p.to_x(init)
-    lin_best = p.to_x(best)
+    lin_init = p.to_x(init) if p.log_scale else init
+    lin_best = p.to_x(best) if p.log_scale else best
     # "nothing" on the loss's own scale, relative to it (a fixed 1e-12 is all of a 1e-13 loss)
-    eps = 1e-12 * max(float(np.max(np.abs(p.x))), np.finfo(float).tiny)
+    eps = 1e-12 * max(float(np.max(np.abs(lin_x))), np.finfo(float).tiny)
     progress_lin = max(lin_init - lin_best, eps)
-    height_lin = p.x - lin_smooth
+    height_lin = lin_x - lin_smooth
     relative_height = height_lin / max(progress_lin, abs(lin_init) * 0.05, eps)
     is_spike = (resid > max(5.0 * noise, SPIKE_BATCH_WIDTHS * batch_noise,
                             math.log(2.0) if p.log_scale else 0.0)) & (
@@ -237,7 +267,7 @@ def measure(values, *, min_points: int = MIN_POINTS) -> dict:
     # and faster), a healthy one bends over; the log scale exaggerates the tail of a healthy run
     lin_coarse = np.exp(coarse) - p.floor if p.log_scale else coarse
     lin_slope_end, _ = _slope(frac[last], lin_coarse[last])
-    lin_end = p.to_x(end)
+    lin_end = p.to_x(end) if p.log_scale else end
     late_share_linear = ((-lin_slope_end * 0.3) / (lin_init - lin_end)
                          if lin_init - lin_end > eps else None)
     # an early blow-up: the 3-point median in the first fifth of the run against the start
@@ -260,6 +290,8 @@ def measure(values, *, min_points: int = MIN_POINTS) -> dict:
         "improvement_log": improvement,
         "progress_log": progress,
         "end_vs_start_log": end - init,
+        "last": p.to_x(very_end),
+        "last_vs_start_log": very_end - init,
         "end_vs_early_log": end - early_level,
         "end_vs_best_log": end - best,
         "overshoot_log": peak - init,
