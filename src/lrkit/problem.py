@@ -2,10 +2,11 @@
 from a ``file.py:function`` on the command line, and how a fresh copy is built for each trial."""
 from __future__ import annotations
 
-import contextlib
 import dataclasses
+import hashlib
 import importlib.util
 import inspect
+import keyword
 import sys
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -78,7 +79,30 @@ def as_problem(value: Any, *, name: str = "custom") -> Problem:
                          f"whole number of steps >= 1, or None; got {problem.budget_steps!r}")
     if budget is not problem.budget_steps:
         problem = dataclasses.replace(problem, budget_steps=budget)
+    options = _step_options(problem.step_options)
+    if options is not problem.step_options:
+        problem = dataclasses.replace(problem, step_options=options)
     return problem
+
+
+#: what a recipe's step_options may say (how its training takes one step, and where)
+STEP_OPTIONS = ("accumulation_steps", "amp", "max_grad_norm", "device")
+
+
+def _step_options(options: Any) -> dict[str, Any]:
+    """A recipe's ``step_options`` checked for every command alike (find refused what recommend
+    and train then failed on deep inside): ``None`` is none, anything but a dict of the known
+    keys is refused by name."""
+    if options is None:
+        return {}
+    if not isinstance(options, dict):
+        raise LrkitError(f"the recipe's step_options must be a dict such as "
+                         f"{{'accumulation_steps': 2}}, got {type(options).__name__}")
+    unknown = sorted(str(k) for k in options if k not in STEP_OPTIONS)
+    if unknown:
+        raise LrkitError(f"the recipe's step_options has {unknown[0]!r}, which a training step "
+                         f"does not take; its keys: {', '.join(map(repr, STEP_OPTIONS))}")
+    return options
 
 
 def _as_problem(value: Any, *, name: str = "custom") -> Problem:
@@ -120,14 +144,20 @@ def _load_function(spec: str) -> Callable[..., Any]:
     path = Path(path_text)
     if not path.is_file():
         raise LrkitError(f"recipe file {path_text!r} does not exist; give path/to/file.py:function")
-    module_name = f"lrkit_recipe_{abs(hash(str(path.resolve())))}"
+    module_name = _module_name(path)
     module_spec = importlib.util.spec_from_file_location(module_name, path)
     if module_spec is None or module_spec.loader is None:
         raise LrkitError(f"cannot import {path_text!r} as a Python file")
     module = importlib.util.module_from_spec(module_spec)
-    sys.modules[module_name] = module  # so that pickling by reference works for worker processes
+    # registered under its own name, with its folder on sys.path for the rest of the command (as
+    # `python recipe.py` has it): imports inside its functions (a sibling module imported in the
+    # recipe function or in forward) find their files, and DataLoader workers started by spawn
+    # (macOS and Windows) import the recipe again by that name to unpickle its classes
+    sys.modules[module_name] = module
+    module.__lrkit_recipe_file__ = True  # type: ignore[attr-defined]  # see is_recipe_module
     folder = str(path.resolve().parent)
-    sys.path.insert(0, folder)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
     try:
         module_spec.loader.exec_module(module)
     except SyntaxError as exc:
@@ -135,14 +165,15 @@ def _load_function(spec: str) -> Callable[..., Any]:
         where = f" at line {exc.lineno}" if exc.lineno else ""
         raise LrkitError(f"recipe file {path_text!r} has a syntax error{where}: {exc.msg}; "
                          "fix it (python -m py_compile shows it too)") from None
+    except SystemExit as exc:  # argparse or sys.exit() at import time: the recipe's, named
+        sys.modules.pop(module_name, None)
+        raise LrkitError(f"recipe file {path_text!r} called sys.exit({exc.code!r}) while being "
+                         "imported (argument parsing at the top of the file?); move that under "
+                         "if __name__ == '__main__':") from None
     except Exception as exc:  # noqa: BLE001 - whatever the user's module raises while importing
         sys.modules.pop(module_name, None)
-        raise LrkitError(f"cannot import recipe file {path_text!r}: {_cause(exc)}") from exc
-    finally:
-        # by value: a recipe that puts its own project folder first on sys.path when imported
-        # lost that entry to a pop(0), and its lazy imports failed
-        with contextlib.suppress(ValueError):
-            sys.path.remove(folder)
+        raise _quoting(LrkitError(f"cannot import recipe file {path_text!r}: {_cause(exc)}"),
+                       exc) from exc
     func = getattr(module, func_name, None)
     if not callable(func):
         available = sorted(n for n, v in vars(module).items()
@@ -152,6 +183,36 @@ def _load_function(spec: str) -> Callable[..., Any]:
             f"{path_text!r} has no function {func_name!r}; functions defined there: {available}"
         )
     return func
+
+
+def is_recipe_module(module_name: str) -> bool:
+    """Whether ``module_name`` is a recipe file that lrkit imported (``file.py:function``)."""
+    return module_name.startswith("lrkit_recipe_") or bool(
+        getattr(sys.modules.get(module_name), "__lrkit_recipe_file__", False))
+
+
+def _module_name(path: Path) -> str:
+    """The recipe's module name: its file's stem, as `python recipe.py` would import it, unless
+    that is not an identifier or names another module already loaded (then a name made from
+    its path, the same in every process: spawned workers import it again by it)."""
+    stem = path.stem
+    if stem.isidentifier() and not keyword.iskeyword(stem):
+        try:  # another module of that name (the standard library's csv, an installed package)
+            found = importlib.util.find_spec(stem)
+        except (ImportError, ValueError):
+            found = None
+        origin = getattr(found, "origin", None)
+        if found is None or (origin and Path(origin).resolve() == path.resolve()):
+            return stem
+    digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:12]
+    return f"lrkit_recipe_{digest}"
+
+
+def _quoting(error: LrkitError, exc: BaseException) -> LrkitError:
+    """``error``, marked as quoting the user's own exception text: the CLI words lrkit's
+    parameter names as its options (num_steps as --steps), never inside the user's words."""
+    error.quoted = _cause(exc)  # type: ignore[attr-defined]
+    return error
 
 
 def _cause(exc: BaseException) -> str:
@@ -191,7 +252,7 @@ def call_recipe(func: Callable[..., Any], *, seed: int = 0, label: str | None = 
     except Exception as exc:  # noqa: BLE001 - the user's code: name it and its error
         if label is None:
             raise
-        raise LrkitError(f"{label} raised {_cause(exc)}") from exc
+        raise _quoting(LrkitError(f"{label} raised {_cause(exc)}"), exc) from exc
     try:
         problem = as_problem(value, name=getattr(func, "__name__", "custom"))
     except LrkitError as exc:
@@ -299,4 +360,8 @@ def load_problem(spec: str, *, seed: int = 0) -> Problem:
         return call_recipe(_load_function(spec), seed=seed, label=spec)
     if spec.endswith(".py"):
         raise LrkitError(f"name the function too: {spec}:function_name")
+    examples.get(spec)  # an unknown name is refused before anything is seeded
+    # as for a recipe: an example with dropout draws its masks from torch's generator, and the
+    # same seed gave another curve after anything else had drawn from it in the process
+    _seed_generators(seed)
     return examples.build(spec, seed=seed)

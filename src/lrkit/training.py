@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable, Mapping
 
 import torch
 
 from lrkit.adapters.torch import batch_loss, maximizes, move_to
-from lrkit.errors import plain_int, require
+from lrkit.errors import LrkitError, plain_int, require
 from lrkit.problem import Problem
 
 
@@ -48,15 +48,38 @@ def evaluate(problem: Problem, loader: Iterable | None = None) -> float:
     model.eval()
     device = next(model.parameters()).device
     total = count = 0.0
+    batches = 0
     try:
         for batch in loader:
             value = float(batch_loss(model, move_to(batch, device), problem.criterion, problem.loss_fn))
-            total += value
-            count += 1
+            # each batch's mean weighted by its samples: the mean over the validation set (a
+            # last batch of 1 sample weighed as much as 64, and 65 samples read 50 for 1.54)
+            size = _batch_size(batch)
+            total += value * size
+            count += size
+            batches += 1
     finally:
         for module, training in modes:
             module.training = training
-    return sign * total / count if count else math.nan
+    if not batches:
+        raise LrkitError("the validation loader yielded no batch (empty, or smaller than one "
+                         "batch with drop_last=True), so there is no validation loss; give it "
+                         "data or leave val_loader out")
+    return sign * total / count
+
+
+def _batch_size(batch: Any) -> int:
+    """Samples in a batch: the first dimension of its first tensor (inputs, a dict's first
+    value); 1 when it holds none."""
+    while True:
+        if isinstance(batch, torch.Tensor):
+            return int(batch.shape[0]) if batch.dim() else 1
+        if isinstance(batch, Mapping) and batch:
+            batch = next(iter(batch.values()))
+        elif isinstance(batch, (list, tuple)) and batch:
+            batch = batch[0]
+        else:
+            return 1
 
 
 def tail_mean(losses: list[float], share: float = 0.05) -> float:

@@ -238,7 +238,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         return _stdout_gone()
     except LrkitError as exc:
-        message = _option_message(str(exc), getattr(args, "option_names", None) or {})
+        names = getattr(args, "option_names", None) or {}
+        message = str(exc)
+        quoted = getattr(exc, "quoted", None)  # the user's own words, kept as they are
+        if quoted and quoted in message:
+            head, _, tail = message.partition(quoted)
+            message = _option_message(head, names) + quoted + _option_message(tail, names)
+        else:
+            message = _option_message(message, names)
         print(f"lrkit {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -11,7 +11,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "find", help="learning-rate range test: suggest a rate",
         description="Run a learning-rate range test and suggest a rate. TARGET is a built-in "
                     "example name (see --list-examples) or path/to/file.py:function returning the "
-                    "model, optimizer, data and loss (an lrkit.Problem, a dict or a tuple).")
+                    "model, optimizer, data and loss (an lrkit.Problem, a dict or a tuple). "
+                    "Exit status: 0 with a suggestion, 1 when the curve gave none (the warnings "
+                    "say why), 2 for bad input.")
     p.add_argument("target", nargs="?", default=None,
                    help="example name or file.py:function (default: the default example)")
     p.add_argument("--list-examples", action="store_true", help="list the built-in examples and exit")
@@ -71,32 +73,36 @@ OPTION_NAMES = {
 }
 
 
-#: what a recipe's step_options may say (how its training takes one step, and where)
-STEP_OPTIONS = ("accumulation_steps", "amp", "max_grad_norm", "device")
-
-
 def _recipe_step_options(problem, target: str) -> dict:
-    """The recipe's step_options (how its training takes a step); anything else is refused by
-    name, not a TypeError from inside find_lr, nor dropped in silence."""
+    """The recipe's step_options (checked when the problem was built), its device checked as
+    --device is (a recipe's 'cuda' on a machine without one failed deep inside the test)."""
+    from lrkit.cli import check_device
     from lrkit.errors import LrkitError
 
-    options = problem.step_options or {}
-    if not isinstance(options, dict):
-        raise LrkitError(f"{target}'s step_options must be a dict such as "
-                         f"{{'accumulation_steps': 2}}, got {type(options).__name__}")
-    unknown = sorted(k for k in options if k not in STEP_OPTIONS)
-    if unknown:
-        raise LrkitError(f"{target}'s step_options has {unknown[0]!r}, which a range test does "
-                         f"not take; its keys: {', '.join(map(repr, STEP_OPTIONS))}")
-    return dict(options)
+    options = dict(problem.step_options or {})
+    if options.get("device") is not None:
+        try:
+            check_device(options["device"])
+        except LrkitError as exc:
+            raise LrkitError(f"{target}'s step_options: {str(exc).replace('--device', 'device')}"
+                             ) from None
+    return options
 
 
 def check_args(args: argparse.Namespace) -> None:
     """Refuse bad options before the problem is built or anything trains."""
+    from lrkit import examples
     from lrkit.cli import (check_device, check_output_path, check_positive_int, check_target)
     from lrkit.errors import LrkitError
 
     check_target(args.target)
+    if args.target is None and args.json not in (None, "-") and (
+            ".py:" in args.json or args.json in examples.names()):
+        # `--json wine-logreg`: the option took the target as its file, and the default example
+        # ran in its place
+        raise LrkitError(f"--json took {args.json!r} as the file to write, leaving no target to "
+                         f"run: put the target first (lrkit find {args.json} --json), or write "
+                         "--json=FILE")
     for option, value in (("--start-lr", args.start_lr), ("--end-lr", args.end_lr)):
         if not (math.isfinite(value) and value > 0):
             raise LrkitError(f"{option} must be a positive finite number, got {value:g}")
@@ -159,23 +165,37 @@ def run(args: argparse.Namespace) -> int:
 
     if not is_main():  # under torchrun every rank ran the test; rank 0 alone reports it
         return 0 if result.suggested_lr is not None else 1
-    if args.plot:
-        result.plot(args.plot)
     code = 0 if result.suggested_lr is not None else 1  # the same with or without --json
+    # the result first, the plot last: a plot that fails (pgf without TeX) loses nothing
     if args.json == "-":
         print(result.to_json())
-        return code
-    if args.json:
-        result.to_json(args.json)
-    print(f"lrkit find: {target}")
-    print(result.summary())
-    print()
-    print(curve_table(result))
+    else:
+        if args.json:
+            result.to_json(args.json)
+        print(f"lrkit find: {target}")
+        print(result.summary())
+        print()
+        print(curve_table(result))
+        if args.json:
+            print(f"result written to {args.json}")
     if args.plot:
-        print(f"\nplot written to {args.plot}")
-    if args.json:
-        print(f"result written to {args.json}")
+        _save_plot(result, args.plot)
+        if args.json != "-":
+            print(f"plot written to {args.plot}")
     return code
+
+
+def _save_plot(result, path: str) -> None:
+    from lrkit.errors import LrkitError
+
+    try:
+        result.plot(path)
+    except LrkitError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - matplotlib's backends (pgf needs a TeX engine)
+        raise LrkitError(f"the result is above, but the plot could not be written to {path!r} "
+                         f"({type(exc).__name__}: {' '.join(str(exc).split())}); use .png, "
+                         ".svg or .pdf") from None
 
 
 def _find(args: argparse.Namespace, target: str) -> Any:

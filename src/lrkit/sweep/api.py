@@ -26,7 +26,9 @@ def _recipe_file(problem: Any) -> tuple[str, str] | None:
         path, _, func = problem.rpartition(":")
         return os.path.realpath(path), func
     module_name = getattr(problem, "__module__", None) or ""
-    if module_name == "__main__" or module_name.startswith("lrkit_recipe_"):
+    from lrkit.problem import is_recipe_module
+
+    if module_name == "__main__" or is_recipe_module(module_name):
         file = getattr(sys.modules.get(module_name), "__file__", None)
         if file:
             return (os.path.realpath(file),
