@@ -125,7 +125,15 @@ def setting_differences(stored: dict[str, Any], wanted: dict[str, Any]) -> list[
     refuses to mix them; the optimizers' labels only when the optimizers themselves agree."""
     def shown(key: str, value: Any) -> Any:
         if key == "rates" and value:
-            return f"{len(value['values'])} rates {value['values'][0]}..{value['values'][-1]}"
+            text = f"{len(value['values'])} rates {value['values'][0]}..{value['values'][-1]}"
+            other = wanted if value is stored.get("rates") else stored
+            other_values = set((other.get("rates") or {}).get("values") or [])
+            only = [v for v in value["values"] if v not in other_values]
+            # the rates only this side has: two lists of one count and the same ends read
+            # the same ("3 rates 0.001..0.1" both)
+            return text + (f" (only here: {', '.join(str(v) for v in only[:5])}"
+                           + (", ..." if len(only) > 5 else "") + ")" if only else
+                           f" as a {value.get('kind')}")
         return value
 
     differences = []
@@ -156,6 +164,11 @@ def comparable(stored: dict[str, Any], wanted: dict[str, Any]) -> dict[str, Any]
     """``wanted`` as a study stored before lrkit kept the recipe's source would hold it: without
     ``problem_source`` when ``stored`` has none (such a study resumes as it did; the source is
     recorded from then on)."""
+    if stored.get("optimizers") == wanted.get("optimizers") and (
+            stored.get("optimizer_labels") != wanted.get("optimizer_labels")):
+        # the same optimizers written otherwise ('nadam' for 'NAdam', a class for its name):
+        # the same trials, not other settings (it was refused)
+        wanted = {**wanted, "optimizer_labels": stored.get("optimizer_labels")}
     if "problem_source" in stored or "problem_source" not in wanted:
         return wanted
     return {key: value for key, value in wanted.items() if key != "problem_source"}

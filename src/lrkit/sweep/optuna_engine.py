@@ -259,6 +259,13 @@ class StorageHandle:
                              f"path (only the default {DEFAULT_STORAGE} is created)")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
+            if not _looks_like_journal(str(path)):
+                # checked before anything is written: a SQLite database given as a plain path
+                # lost its last bytes to the torn-line repair, and got a lock file beside it
+                raise LrkitError(
+                    f"{self.location!r} is not an Optuna journal file (its first line is not a "
+                    "journal record), and it is left as it is; for a database give its URL "
+                    "(sqlite:///FILE), else a new journal file path")
             _repair_journal(str(path))
         except OSError as exc:
             raise LrkitError(f"cannot use journal file {self.location!r}: {exc}") from None
@@ -333,8 +340,25 @@ class StorageHandle:
         return JournalLiveness(self.location + ".workers")
 
 
+def _looks_like_journal(path: str) -> bool:
+    """Whether ``path`` is missing, empty or starts as an Optuna journal does: a JSON record
+    with an ``op_code`` (a first record cut short by ``kill -9`` counts, when it begins so)."""
+    if not os.path.exists(path) or os.path.getsize(path) == 0:
+        return True
+    with open(path, "rb") as f:
+        first = f.readline(1 << 20)
+    if not first.endswith(b"\n"):  # the only line, cut short: a torn first record, or another file
+        return first.lstrip().startswith(b'{"op_code"')
+    try:
+        record = json.loads(first)
+    except (ValueError, UnicodeDecodeError):
+        return False
+    return isinstance(record, dict) and "op_code" in record
+
+
 def _repair_journal(path: str) -> None:
-    """Drop a torn last line (a write cut by ``kill -9``) so that the journal stays readable."""
+    """Drop a torn last line (a write cut by ``kill -9``) so that the journal stays readable.
+    Only called on a file that :func:`_looks_like_journal`."""
     if not os.path.exists(path) or os.path.getsize(path) == 0:
         return
     with open(path, "rb+") as f:

@@ -11,7 +11,7 @@ import statistics
 from pathlib import Path
 from typing import Any, Iterable
 
-from lrkit.errors import LrkitError, require_folder, require_plot_path
+from lrkit.errors import LrkitError, is_real, require, require_folder, require_plot_path
 
 FINISHED, PRUNED, DIVERGED = "finished", "pruned", "diverged"
 _RANK = {FINISHED: 0, PRUNED: 1, DIVERGED: 2, "failed": 3, "running": 4, "waiting": 5}
@@ -100,7 +100,11 @@ class SweepResult:
     def __init__(self, records: Iterable[TrialRecord], *, settings: dict[str, Any],
                  study_name: str = "", storage: str = "", strategy: str = "",
                  band_tolerance: float = 0.02, diagnose: bool = True) -> None:
-        self.records = sorted(records, key=lambda r: r.number)
+        require(is_real(band_tolerance) and band_tolerance >= 0,
+                f"band_tolerance must be a number >= 0, got {band_tolerance!r}")
+        band_tolerance = float(band_tolerance)
+        # copies: diagnoses are filled in or cleared here, not in the caller's records
+        self.records = sorted((dataclasses.replace(r) for r in records), key=lambda r: r.number)
         self.settings = settings
         self.study_name = study_name
         self.storage = storage
@@ -275,9 +279,25 @@ class SweepResult:
         lines = [f"sweep {self.study_name!r}: {len(self.completed())} trials ("
                  + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
                  + f"), {self.total_steps} training steps"]
+        unfinished = counts.get("running", 0) + counts.get("waiting", 0)
         if best is None:
-            lines.append("no trial finished: every rate diverged or failed; lower the range")
+            # from the counts: a sweep killed during its first trial was told "every rate
+            # diverged or failed; lower the range"
+            if counts.get(DIVERGED) or counts.get(PRUNED):
+                lines.append("no trial finished: every rate diverged or was stopped early; "
+                             "lower the range")
+            elif counts.get("failed"):
+                lines.append("no trial finished: the trials failed (an error in the training, "
+                             "not the rate); see their errors")
+            if unfinished:
+                lines.append(f"the sweep is not finished ({unfinished} trial(s) running or "
+                             "waiting, or cut off by a crash): run the same command again to "
+                             "resume it")
             return "\n".join(lines)
+        if unfinished:
+            lines.append(f"the sweep is not finished ({unfinished} trial(s) running or waiting, "
+                         "or cut off by a crash): the best so far is below; run the same command "
+                         "again to resume it")
         band = self.band()
         lines.append(f"best: lr={best.lr:.3g} with {best.optimizer} (loss {best.loss:.4f}"
                      + (f" +/- {best.loss_sd:.4f} over {best.seeds} seeds" if best.loss_sd else "")

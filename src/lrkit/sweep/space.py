@@ -155,6 +155,16 @@ def parse_rates(spec: Any, points_per_decade: int | None = None) -> RateSpace:
             and 1 <= points_per_decade <= 100,
             f"points_per_decade must be an integer between 1 and 100, got {points_per_decade!r}")
     if isinstance(spec, RateSpace):
+        # built by hand (the class is public): its values checked as a list's are, and its
+        # points per decade as a range's (a negative or descending one failed inside Optuna)
+        require(spec.kind in ("range", "list"),
+                f"RateSpace kind must be 'range' or 'list', got {spec.kind!r}")
+        values = tuple(float(v) for v in _checked_rates(spec.values))
+        require(values == tuple(sorted(set(values))),
+                f"a RateSpace's values must be ascending and distinct, got {spec.values!r}")
+        require(not given or spec.points_per_decade == points_per_decade,
+                f"points_per_decade (--points-per-decade) {points_per_decade} and the RateSpace's "
+                f"own ({spec.points_per_decade}) differ: give it once")
         return spec
     if isinstance(spec, str):
         text = spec.strip()
@@ -249,10 +259,18 @@ def _import_class(path: str) -> type:
         raise LrkitError(f"cannot import optimizer class {path!r}: {exc}") from None
 
 
+def _checked_rates(values: Any) -> list[float]:
+    """Each a positive finite rate (a RateSpace's values), at least one."""
+    rates = [_positive_float(v, "rate") for v in (values or ())]
+    require(len(rates) >= 1, "the list of rates is empty; give at least one rate")
+    return rates
+
+
 def _literal(node: ast.AST, text: str) -> Any:
     try:
         return ast.literal_eval(node)
-    except ValueError:
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        # (a dict keyed by a list: TypeError, unhashable)
         raise LrkitError(f"optimizer option in {text!r} must be a Python literal "
                          f"(number, string, True/False/None, tuple)") from None
 
@@ -327,6 +345,8 @@ def parse_optimizer(spec: Any) -> OptimizerSpec:
         name = head
         for keyword in call.keywords:
             require(keyword.arg is not None, f"cannot use ** in optimizer spec {text!r}")
+            require(keyword.arg not in options,  # Python refuses it too; the last one won
+                    f"optimizer spec {text!r} gives {keyword.arg!r} twice; give it once")
             options[keyword.arg] = _literal(keyword.value, text)
     lowered = name.lower()
     if lowered == RECIPE:
