@@ -151,6 +151,7 @@ class Preview:
 
     def to_dict(self, max_points: int = 500) -> dict[str, Any]:
         n = self.steps
+        _check_max_points(max_points)
         stride = max(1, math.ceil(n / max_points))
         picks = sorted(set(range(0, n, stride)) | {n - 1} | {k.step for k in self.key_points})
         return {
@@ -320,9 +321,13 @@ def key_points(schedule: Schedule, rates: Sequence[float]) -> list[KeyPoint]:
 # lint
 # ------------------------------------------------------------------------------------------
 
-def _fmt_rate(value: float, lr: float) -> str:
-    # a relative schedule's value multiplies the optimizer's lr ("x peak" would clash with the
-    # table's column, relative to the highest rate the run reaches)
+def _fmt_rate(value: float, lr: float | None) -> str:
+    """A rate as lint words it: ``lr`` None for an absolute schedule (its values are the rates:
+    "0.0001x lr" read as a multiplier of 0.0001); a relative schedule's value multiplies the
+    optimizer's lr ("x peak" would clash with the table's column, relative to the highest rate
+    the run reaches)."""
+    if lr is None:
+        return f"{value:.4g}"
     return f"{value * lr:.4g}" if lr != 1.0 else f"{value:.4g}x lr"
 
 
@@ -339,9 +344,10 @@ def lint(schedule: Any, steps: int | None = None, *, lr: float = 1.0,
     require(is_real(lr) and math.isfinite(lr) and lr > 0,
             f"lr must be a finite number > 0, got {lr!r}")
     s = from_config(schedule)
+    _check_units(units)
     if not s.is_resolved:
         s = s.resolve(total_steps=units.pop("total_steps", steps), **units)
-    scale = 1.0 if s.is_absolute else lr
+    scale = None if s.is_absolute else lr
     out: list[LintWarning] = []
 
     if s(0) == 0.0:
@@ -356,7 +362,12 @@ def lint(schedule: Any, steps: int | None = None, *, lr: float = 1.0,
                 prev, nxt = node.schedules[i], node.schedules[i + 1]
                 left, right = prev._at(b - starts[i]), nxt._at(0)
                 big = max(abs(left), abs(right))
-                if big > 1e-12 and abs(left - right) > _JUMP_RTOL * big:
+                # and the run's own rates jump there too: a floor() or clamp around the join
+                # can take the jump away ("0x lr to 0.5x lr" where the rate stays 0.5)
+                before, after = s._at(max(off + b - 1, 0)), s._at(off + b)
+                seen = max(abs(before), abs(after))
+                if (big > 1e-12 and abs(left - right) > _JUMP_RTOL * big
+                        and seen > 1e-12 and abs(after - before) > _JUMP_RTOL * seen):
                     ratio = f" (x{right / left:.3g})" if left else ""
                     out.append(LintWarning(
                         "join-jump",
@@ -424,14 +435,43 @@ def _floor_findings(node: Schedule, off: int, steps: int | None) -> list[LintWar
 # preview
 # ------------------------------------------------------------------------------------------
 
+#: the unit options preview and lint take (Schedule.resolve's)
+_UNITS = ("total_steps", "steps_per_epoch", "batches_per_epoch", "grad_accum", "epochs")
+
+
+def _check_units(units: dict[str, Any]) -> None:
+    """Unknown unit options named (a misspelled one raised a TypeError from resolve, or was
+    ignored when the schedule needed no resolving)."""
+    unknown = sorted(k for k in units if k not in _UNITS)
+    if unknown:
+        raise LrkitError(f"unknown option {unknown[0]!r}; the unit options are "
+                         f"{', '.join(_UNITS)}")
+
+
+def _check_max_points(max_points: Any) -> None:
+    require(isinstance(max_points, int) and not isinstance(max_points, bool) and max_points >= 1,
+            f"max_points must be an integer >= 1 (the points kept of the curve), got "
+            f"{max_points!r}")
+
+
 def _metric_map(metrics: Any) -> dict[int, float]:
     if metrics is None:
         return {}
     items = metrics.items() if isinstance(metrics, Mapping) else metrics
     out = {}
-    for step, value in items:
-        require(isinstance(step, int) and step >= 0, f"metrics: step {step!r} must be an int >= 0")
-        out[step] = float(value)
+    for item in items:
+        require(isinstance(item, (tuple, list)) and len(item) == 2,
+                f"metrics: {item!r} is not a (step, value) pair; give {{step: value}} or "
+                "[(step, value), ...]")
+        step, value = item
+        step = plain_int(step)  # numpy integers are the steps they stand for; True is not one
+        require(isinstance(step, int) and not isinstance(step, bool) and step >= 0,
+                f"metrics: step {item[0]!r} must be an int >= 0")
+        try:
+            out[step] = float(value)
+        except (TypeError, ValueError):
+            raise LrkitError(f"metrics: the value at step {step} is {value!r}, not a number"
+                             ) from None
     return out
 
 
@@ -473,6 +513,7 @@ def preview(schedule: Any, steps: int, *, lr: float | None = None, metrics: Any 
         return _preview_torch(schedule, steps, lr=1.0 if lr is None else float(lr),
                               reports=reports, label=label)
     s = from_config(schedule)
+    _check_units(units)
     if not s.is_resolved:
         s = s.resolve(total_steps=units.pop("total_steps", steps), **units)
     base = 1.0 if (lr is None or s.is_absolute) else float(lr)
@@ -589,6 +630,7 @@ def plot(previews: Preview | Sequence[Preview], path: str, *, title: str | None 
     ax = fig.add_subplot()
     for i, p in enumerate(items):
         n = p.steps
+        _check_max_points(max_points)
         stride = max(1, math.ceil(n / max_points))
         xs = sorted(set(range(0, n, stride)) | {n - 1} | {k.step for k in p.key_points}
                     | {max(k.step - 1, 0) for k in p.key_points}

@@ -95,7 +95,8 @@ def rescale(schedule: Any, base_batch: int, batch: int, *, rule: str = "linear",
         if warmup == "steps":
             return None
         if isinstance(node, Warmup):
-            return replace(node, steps=_scale_steps(node.steps, ratio, False))
+            # (a warmup of 0 steps stays 0: it was 1, and the run started at rate 0)
+            return replace(node, steps=_scale_steps(node.steps, ratio, True))
         if isinstance(node, WSD) and node.warmup != 0:
             return replace(node, warmup=_scale_steps(node.warmup, ratio, True))
         return None

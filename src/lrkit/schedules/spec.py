@@ -178,6 +178,8 @@ def parse(text: str) -> Schedule:
     require(len(text) <= _MAX_SPEC, f"the schedule spec is longer than {_MAX_SPEC} characters")
     try:
         tree = ast.parse(text, mode="eval")
+    except (RecursionError, MemoryError):  # "1+1+...+1" 3,000 times: Python's own parser
+        raise LrkitError("bad schedule spec: nested too deeply") from None
     except SyntaxError as exc:
         col = (exc.offset or 1) - 1
         pointer = text[max(col - 10, 0): col + 10]
@@ -187,6 +189,9 @@ def parse(text: str) -> Schedule:
         value = _Evaluator(text).eval(tree.body)
     except RecursionError:
         raise LrkitError(f"bad schedule spec: nested too deeply") from None
+    except OverflowError:  # 10**400 * 1.0, an integer past float range in arithmetic
+        raise LrkitError(f"bad schedule spec: a number in it is too large for a float "
+                         "(beyond 1.8e308)") from None
     if not isinstance(value, Schedule):
         # named as written: the evaluator keeps lists as tuples
         kind = "list" if isinstance(tree.body, ast.List) else type(value).__name__
@@ -197,8 +202,16 @@ def parse(text: str) -> Schedule:
 
 def _parse_value(text: str) -> Any:
     """A value (number, length, schedule) written as text inside a config."""
-    tree = ast.parse(text, mode="eval")
-    return _Evaluator(text).eval(tree.body)
+    require(len(text) <= _MAX_SPEC, f"a value in the schedule config is longer than "
+                                    f"{_MAX_SPEC} characters")
+    try:
+        tree = ast.parse(text, mode="eval")
+        return _Evaluator(text).eval(tree.body)
+    except (RecursionError, MemoryError):
+        raise LrkitError(f"bad value in the schedule config: nested too deeply") from None
+    except OverflowError:
+        raise LrkitError(f"bad value in the schedule config: a number in it is too large for "
+                         "a float (beyond 1.8e308)") from None
 
 
 # ------------------------------------------------------------------------------------------

@@ -56,8 +56,12 @@ class Duration:
     def __post_init__(self) -> None:
         for name in ("steps", "epochs", "fraction"):
             value = getattr(self, name)
-            require(is_real(value) and math.isfinite(value),
-                    f"duration: {name} must be a finite number, got {value!r}")
+            try:  # an integer past float range (10**400) overflows math.isfinite itself
+                finite = is_real(value) and math.isfinite(value)
+            except OverflowError:
+                finite = False
+            require(finite, f"duration: {name} must be a finite number (a length past "
+                            f"{_MAX_STEPS_TEXT} steps is too large), got {_int_text(value)}")
             # normalise 2 and 2.0 to one representation so equal durations compare equal
             object.__setattr__(self, name, float(value) + 0.0)
 
@@ -89,7 +93,10 @@ class Duration:
     def __mul__(self, factor: object) -> "Duration":
         if not is_real(factor):
             return NotImplemented
-        return Duration(self.steps * factor, self.epochs * factor, self.fraction * factor)
+        try:
+            return Duration(self.steps * factor, self.epochs * factor, self.fraction * factor)
+        except OverflowError:
+            raise LrkitError(f"the length {self.to_spec()} x {factor!r} is too large") from None
 
     __rmul__ = __mul__
 
@@ -137,6 +144,8 @@ class Duration:
                     f"the length {self.to_spec()} is a fraction of the run: give total_steps "
                     "(or epochs with steps_per_epoch) to resolve it")
             value += self.fraction * total_steps
+        require(math.isfinite(value), f"the length {self.to_spec()} is too large: it resolves "
+                                      f"past {_MAX_STEPS_TEXT} steps")
         return int(math.floor(value + 0.5))
 
 
@@ -209,9 +218,10 @@ def steps_per_epoch_from(batches_per_epoch: int, grad_accum: int = 1) -> int:
     Trainer and Lightning do), hence the ceiling.
     """
     batches_per_epoch, grad_accum = plain_int(batches_per_epoch), plain_int(grad_accum)
-    require(isinstance(batches_per_epoch, int) and batches_per_epoch > 0,
+    require(isinstance(batches_per_epoch, int) and not isinstance(batches_per_epoch, bool)
+            and batches_per_epoch > 0,
             f"batches_per_epoch must be a positive integer, got {batches_per_epoch!r}")
-    require(isinstance(grad_accum, int) and grad_accum > 0,
+    require(isinstance(grad_accum, int) and not isinstance(grad_accum, bool) and grad_accum > 0,
             f"grad_accum must be a positive integer, got {grad_accum!r}")
     return -(-batches_per_epoch // grad_accum)
 
