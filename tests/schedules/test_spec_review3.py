@@ -80,3 +80,15 @@ def test_max_points_and_unit_options_are_checked():
     for call in (preview, lint):
         with pytest.raises(LrkitError, match="unknown option 'step_per_epoch'"):
             call("cosine(100)", 100, step_per_epoch=10)
+
+
+def test_restarts_key_points_are_where_the_rate_restarts():
+    s = parse("restarts(100, mult=1.1)")
+    assert s(330) < 0.01 and s(331) == pytest.approx(1.0)  # cycle 2 began at 332
+    points = [p for p in preview(s, 400).key_points if "restart" in p.label]
+    assert [p.step for p in points] == [100, 210, 331]
+
+
+def test_the_restarts_floor_lint_names_the_first_cycle_below_the_floor():
+    (warning,) = lint("restarts(100, decay=0.5, floor=0.25)", 1000)
+    assert "from cycle 3" in warning.message  # cycle 2 peaks at 0.25: flat at the floor

@@ -280,12 +280,9 @@ def _events(schedule: Schedule, steps: int) -> list[tuple[int, str]]:
         elif isinstance(node, Step):
             for k in range(1, 11):
                 out.append((off + k * node.every, f"x{node.gamma:g} (step)"))
-        elif isinstance(node, Restarts):
-            start, length = 0.0, float(node.period)
-            for _ in range(10):
-                start += length
-                length *= node.mult
-                out.append((off + int(math.ceil(start)), "restart"))
+        elif isinstance(node, Restarts):  # the cycle starts the schedule itself uses
+            for k in range(1, 11):
+                out.append((off + int(math.ceil(node.cycle_start(k))), "restart"))
         elif isinstance(node, (Cosine, Polynomial, OneCycle, Linear)):
             length = node.length
             if isinstance(length, int):
@@ -411,8 +408,10 @@ def _floor_findings(node: Schedule, off: int, steps: int | None) -> list[LintWar
     # when the schedule is built; what is left to find is a floor above what it sits under
     if isinstance(node, Restarts):
         if node.decay < 1.0 and node.floor > 0.0:
-            k = math.ceil(math.log(node.floor) / math.log(node.decay))
-            start = node.period * (k if node.mult == 1.0 else (node.mult ** k - 1) / (node.mult - 1))
+            # the first cycle whose peak is strictly below the floor (decay**k == floor is a
+            # flat cycle at the floor, not one that rises to it)
+            k = math.floor(math.log(node.floor) / math.log(node.decay) + 1e-9) + 1
+            start = node.cycle_start(k)
             if steps is None or off + start < steps:
                 return [LintWarning(
                     "floor-above-peak",

@@ -71,16 +71,25 @@ class Restarts(Schedule):
             i = int(t // p)
             return i, t - i * p, p
         mi = int(m) if m.is_integer() else m  # integers keep the cycle starts exact
-
-        def start(k: int) -> float:
-            return p * (mi ** k - 1) // (mi - 1) if isinstance(mi, int) else p * (mi ** k - 1) / (mi - 1)
-
+        start = self.cycle_start
         i = int(math.log(t / p * (m - 1.0) + 1.0, m)) if t > 0 else 0
         while i > 0 and start(i) > t:
             i -= 1
         while start(i + 1) <= t:
             i += 1
         return i, t - start(i), p * mi ** i
+
+    def cycle_start(self, k: int) -> float:
+        """The step where cycle ``k`` starts: ``period * (mult**k - 1) / (mult - 1)``, exact for
+        an integer ``mult``, else rounded to 1e-9 of a step (100 * (1.1**2 - 1) / 0.1 is
+        331.00000000000006, and cycle 2 began a step late, at 332)."""
+        p, m = self.period, self.mult
+        if m == 1.0:
+            return p * k
+        if m.is_integer():
+            mi = int(m)
+            return p * (mi ** k - 1) // (mi - 1)
+        return round(p * (m ** k - 1) / (m - 1), 9)
 
     def _at(self, t: float) -> float:
         i, t_cur, t_i = self._cycle(t)
