@@ -90,8 +90,8 @@ def test_the_demo_refuses_a_tag_it_would_ignore(capsys):
 
 
 def test_the_demo_note_claims_the_three_cases_only_when_they_are_there():
-    demo = cli.demo_runs(steps=40)  # too short for a healthy run with either optimizer
+    demo = cli.demo_runs(steps=20)  # too short for a healthy run with either optimizer
     verdicts = {r["diagnosis"].verdict for t in demo["tables"] for r in t["results"]}
     assert "healthy" not in verdicts
     assert "together the two show" not in demo["note"]
-    assert "neither shows a too-high, a right and a too-low rate at 40 steps" in demo["note"]
+    assert "neither shows a too-high, a right and a too-low rate at 20 steps" in demo["note"]

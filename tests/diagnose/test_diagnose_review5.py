@@ -139,3 +139,18 @@ def test_two_runs_in_one_history_are_refused_after_an_earlier_out_of_order_row()
         lrkit.diagnose(losses, steps=steps)
     # one row out of order alone is sorted, as before
     assert lrkit.diagnose(losses[:100], steps=steps[:100]).verdict == "healthy"
+
+
+def test_a_loss_that_keeps_bouncing_back_is_unstable_and_a_noisy_healthy_one_is_not():
+    # from 20% of the run on, back up to half the start every 15% of the run: "healthy,
+    # settled without spikes or oscillation" (the 10%-of-the-run median averaged it away)
+    t = np.linspace(0, 1, 500)
+    base = 0.1 + 2.2 * np.exp(-t / 0.08)
+    swing = np.clip(np.sin(2 * np.pi * t / 0.15), 0, None) ** 2
+    rng = np.random.default_rng(0)
+    curve = np.where(t > 0.2, base + (1.2 - base) * swing, base) * np.exp(rng.normal(0, 0.05, 500))
+    d = lrkit.diagnose(curve)
+    assert d.verdict == "unstable" and d.evidence["bounces"] >= 3
+    assert any("bounced back up" in r for r in d.reasons)
+    noisy = _healthy(500, noise=0.4)
+    assert lrkit.diagnose(noisy).verdict == "healthy"

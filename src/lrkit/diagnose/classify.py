@@ -60,6 +60,7 @@ REBOUND_SHARE = 0.35  #: the smoothed loss climbing back this share of its progr
 #: ... by this many noise widths of the coarse curve (a flat, noisy curve's coarse median wanders)
 REBOUND_NOISE_WIDTHS = 4.0
 NOISE_UNSTABLE_LOG = 1.0  #: step-to-step wiggles of e (2.7x) and more: unstable
+BOUNCES_MIN = 3  #: the smoothed loss bouncing back this many separate times: unstable
 ENDED_HIGH_LOG = math.log(1.5)  #: ended 1.5x above its start: diverged, whatever the peak
 CLIMB_LOG = math.log(1.1)  #: ended 10% above its first tenth (and not below its start): climbing
 SPIKES_MIN = 3  #: this many spikes make a run unstable
@@ -486,6 +487,11 @@ def _rules(ev: dict, vev: dict | None) -> tuple[str, float, list[str]]:
         unstable.append((ev["max_rebound"] / REBOUND_SHARE - 1,
                          f"after falling, the loss bounced back up by {ev['max_rebound']:.0%} of "
                          f"its progress (at step {ev['rebound_at']})"))
+    if ev.get("bounces", 0) >= BOUNCES_MIN and ev["progress_log"] >= max(STALL_HIGH_LOG,
+                                                                           2.0 * batch):
+        unstable.append((ev["bounces"] / BOUNCES_MIN - 1 + 0.3,
+                         f"after falling, the loss bounced back up {ev['bounces']} times, each "
+                         "by over a third of its progress"))
     if ev["noise"] >= NOISE_UNSTABLE_LOG:
         unstable.append((ev["noise"] / NOISE_UNSTABLE_LOG - 1,
                          f"the loss jumps by "

@@ -20,6 +20,10 @@ MIN_POINTS = 8
 SPIKE_UNDO = 0.5
 #: a spike stands this many of the batches' own noise widths (``batch_noise``) above its level
 SPIKE_BATCH_WIDTHS = 5.0
+#: a bounce: the smoothed curve back up by this share of the progress ...
+BOUNCE_SHARE = 0.35
+#: ... and by this many of its own noise widths (and by 1.5x on the log scale)
+BOUNCE_NOISE_WIDTHS = 6.0
 
 
 def _odd(k: int) -> int:
@@ -253,6 +257,16 @@ def measure(values, *, min_points: int = MIN_POINTS) -> dict:
     rebound_log = float(coarse[rebound_i] - np.minimum.accumulate(coarse)[rebound_i])
     coarse_noise = 1.2533 * batch_noise / math.sqrt(coarse_w)
     smooth_noise = 1.2533 * batch_noise / math.sqrt(w)  # the same for the smoothed curve
+    # bounces: separate stretches where the smoothed curve (a window of ~4% of the run, which a
+    # single batch does not move) climbs back by BOUNCE_SHARE of the progress and by
+    # BOUNCE_NOISE_WIDTHS of its noise; the coarse curve (10%) averages swings of a period of
+    # 5-20% of the run away, and such runs read "healthy, settled"
+    bounce_lin = lin_smooth - np.minimum.accumulate(lin_smooth)
+    bounce_log = smooth - np.minimum.accumulate(smooth)
+    high = (bounce_lin >= BOUNCE_SHARE * progress_lin) & (
+        bounce_log >= max(BOUNCE_NOISE_WIDTHS * smooth_noise, math.log(1.5) if p.log_scale
+                          else 0.0))
+    bounces = int(np.count_nonzero(high[1:] & ~high[:-1]) + (1 if len(high) and high[0] else 0))
     # trends on the coarse curve in units of "log change per whole run"
     frac = (t - t[0]) / max(t[-1] - t[0], 1.0)
     last = frac >= 0.7
@@ -308,6 +322,7 @@ def measure(values, *, min_points: int = MIN_POINTS) -> dict:
         "trend_start_t": t_start,
         "late_share": late_share,
         "max_rebound": max_rebound,
+        "bounces": bounces,
         "rebound_at": int(p.steps[rebound_i]),
         "rebound_log": rebound_log,
         "batch_noise": batch_noise,
