@@ -2,6 +2,7 @@
 from a ``file.py:function`` on the command line, and how a fresh copy is built for each trial."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import importlib.util
@@ -38,6 +39,11 @@ class Problem:
     metric_fn: Callable | None = None
     metric_name: str | None = None
     step_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # checked however the problem was made (a recipe's dict, a Problem passed directly):
+        # None is none, another type or key is refused by name
+        self.step_options = _step_options(self.step_options)
 
     def trainable(self, **options: Any):
         """A :class:`lrkit.adapters.torch.TorchTrainable` over this problem."""
@@ -79,9 +85,6 @@ def as_problem(value: Any, *, name: str = "custom") -> Problem:
                          f"whole number of steps >= 1, or None; got {problem.budget_steps!r}")
     if budget is not problem.budget_steps:
         problem = dataclasses.replace(problem, budget_steps=budget)
-    options = _step_options(problem.step_options)
-    if options is not problem.step_options:
-        problem = dataclasses.replace(problem, step_options=options)
     return problem
 
 
@@ -156,8 +159,9 @@ def _load_function(spec: str) -> Callable[..., Any]:
     sys.modules[module_name] = module
     module.__lrkit_recipe_file__ = True  # type: ignore[attr-defined]  # see is_recipe_module
     folder = str(path.resolve().parent)
-    if folder not in sys.path:
-        sys.path.insert(0, folder)
+    with contextlib.suppress(ValueError):  # first, also when an earlier recipe put it further
+        sys.path.remove(folder)             # down: a worker finds this file's name here first
+    sys.path.insert(0, folder)
     try:
         module_spec.loader.exec_module(module)
     except SyntaxError as exc:
@@ -193,16 +197,21 @@ def is_recipe_module(module_name: str) -> bool:
 
 def _module_name(path: Path) -> str:
     """The recipe's module name: its file's stem, as `python recipe.py` would import it, unless
-    that is not an identifier or names another module already loaded (then a name made from
-    its path, the same in every process: spawned workers import it again by it)."""
+    that is not an identifier or names another module (the standard library's, an installed
+    package's, another recipe file's of the same name, ``__main__``): then a private name made
+    from its path, which DataLoader workers started by spawn cannot import (rename the file)."""
     stem = path.stem
-    if stem.isidentifier() and not keyword.iskeyword(stem):
-        try:  # another module of that name (the standard library's csv, an installed package)
-            found = importlib.util.find_spec(stem)
+    if stem.isidentifier() and not keyword.iskeyword(stem) and not stem.startswith("__"):
+        loaded = sys.modules.get(stem)
+        try:  # another module of that name (the standard library's csv, an installed package,
+            # another recipe file of the same name loaded before: a/train.py, b/train.py)
+            found = None if loaded is not None else importlib.util.find_spec(stem)
         except (ImportError, ValueError):
-            found = None
-        origin = getattr(found, "origin", None)
-        if found is None or (origin and Path(origin).resolve() == path.resolve()):
+            found = False  # a name find_spec cannot place: taken
+        origin = (getattr(loaded, "__file__", None) if loaded is not None
+                  else getattr(found, "origin", None))
+        if (loaded is None and found is None) or (
+                found is not False and origin and Path(origin).resolve() == path.resolve()):
             return stem
     digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:12]
     return f"lrkit_recipe_{digest}"

@@ -173,3 +173,55 @@ def test_evaluate_is_the_mean_over_samples_and_refuses_an_empty_loader():
     with pytest.raises(LrkitError, match="validation loader yielded no batch"):
         evaluate(problem)
     assert math.isfinite(evaluate(problem, loader))
+
+
+def test_device_overrides_a_recipes_device(project, capsys):
+    assert main(["find", "lazy_recipe_xyz.py:on_cuda", "--steps", "30", "--device", "cpu",
+                 "--noise-batches", "0", "--no-progress"]) in (0, 1)
+    assert "step_options" not in capsys.readouterr().err
+
+
+def test_two_recipe_files_of_one_name_are_two_modules(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    for folder, value in (("a", 1.0), ("b", 2.0)):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "train_xyz_review.py").write_text(PARTS + f'''
+
+VALUE = {value}
+
+
+def make():
+    model, optimizer, loader = parts()
+    return model, optimizer, loader, torch.nn.MSELoss()
+''')
+    sys.modules.pop("train_xyz_review", None)
+    try:
+        first = load_problem(f"{tmp_path / 'a' / 'train_xyz_review.py'}:make")
+        second = load_problem(f"{tmp_path / 'b' / 'train_xyz_review.py'}:make")
+        assert sys.modules["train_xyz_review"].VALUE == 1.0  # b took another name
+        assert first.model is not second.model
+        load_problem(f"{tmp_path / 'a' / 'train_xyz_review.py'}:make")
+        assert sys.path[0] == str((tmp_path / "a").resolve())  # a worker finds a's file first
+    finally:
+        sys.modules.pop("train_xyz_review", None)
+
+
+def test_a_recipe_named_main_does_not_replace_the_running_program(tmp_path):
+    (tmp_path / "__main__.py").write_text(PARTS + '''
+
+def make():
+    model, optimizer, loader = parts()
+    return model, optimizer, loader, torch.nn.MSELoss()
+''')
+    main_module = sys.modules["__main__"]
+    load_problem(f"{tmp_path / '__main__.py'}:make")
+    assert sys.modules["__main__"] is main_module
+
+
+def test_step_options_of_a_problem_made_directly_are_checked():
+    model = torch.nn.Linear(1, 1)
+    problem = Problem(model, torch.optim.SGD(model.parameters(), lr=0.1), [], step_options=None)
+    assert problem.step_options == {} and problem.accumulation_steps == 1
+    with pytest.raises(LrkitError, match="step_options has 'accum'"):
+        Problem(model, torch.optim.SGD(model.parameters(), lr=0.1), [],
+                step_options={"accum": 2})

@@ -92,3 +92,8 @@ def test_restarts_key_points_are_where_the_rate_restarts():
 def test_the_restarts_floor_lint_names_the_first_cycle_below_the_floor():
     (warning,) = lint("restarts(100, decay=0.5, floor=0.25)", 1000)
     assert "from cycle 3" in warning.message  # cycle 2 peaks at 0.25: flat at the floor
+
+
+def test_max_points_takes_numpy_integers():
+    shown = preview("cosine(100)", 100)
+    assert shown.to_dict(max_points=np.int64(50)) == shown.to_dict(max_points=50)

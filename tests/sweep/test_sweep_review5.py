@@ -89,3 +89,26 @@ def test_a_result_checks_its_band_tolerance_and_leaves_the_callers_records_alone
     for bad in (-1, float("nan"), "5%"):
         with pytest.raises(LrkitError, match="band_tolerance"):
             SweepResult(records, settings={}, band_tolerance=bad)
+
+
+@pytest.mark.parametrize("spec", ["adam,adam(weight_decay=0)",
+                                  "sgd(momentum=0.9),sgd(momentum=0.9, nesterov=False)"])
+def test_an_optimizer_given_again_with_its_class_defaults_is_a_duplicate(spec):
+    # swept as two rows with identical losses
+    with pytest.raises(LrkitError, match="given twice"):
+        parse_optimizers(spec)
+    assert len(parse_optimizers("adam,adam(weight_decay=0.1)")) == 2
+
+
+def test_a_retry_running_after_a_failure_is_reported_unfinished():
+    summary = SweepResult([_record(0, "failed"), _record(1, "running")], settings={}).summary()
+    assert "not finished" in summary  # completed() ranks the failure first
+
+
+def test_a_rate_space_of_a_numpy_array_and_its_points_per_decade():
+    import numpy as np
+
+    space = parse_rates(RateSpace(np.array([1e-3, 1e-2, 1e-1]), "list"))
+    assert space.values == (1e-3, 1e-2, 1e-1)
+    with pytest.raises(LrkitError, match="points_per_decade"):
+        parse_rates(RateSpace((1e-3, 1e-2, 1e-1), "range", -4))

@@ -73,14 +73,15 @@ OPTION_NAMES = {
 }
 
 
-def _recipe_step_options(problem, target: str) -> dict:
+def _recipe_step_options(problem, target: str, device_given: bool) -> dict:
     """The recipe's step_options (checked when the problem was built), its device checked as
-    --device is (a recipe's 'cuda' on a machine without one failed deep inside the test)."""
+    --device is (a recipe's 'cuda' on a machine without one failed deep inside the test),
+    unless --device overrides it."""
     from lrkit.cli import check_device
     from lrkit.errors import LrkitError
 
     options = dict(problem.step_options or {})
-    if options.get("device") is not None:
+    if options.get("device") is not None and not device_given:
         try:
             check_device(options["device"])
         except LrkitError as exc:
@@ -222,7 +223,7 @@ def _find(args: argparse.Namespace, target: str) -> Any:
         progress=False if args.no_progress else None)
     given = {"accumulation_steps": args.accumulation_steps, "amp": args.amp,
              "max_grad_norm": args.max_grad_norm, "device": args.device}
-    recipe_options = _recipe_step_options(problem, target)
+    recipe_options = _recipe_step_options(problem, target, args.device is not None)
     options = {**recipe_options, **{k: v for k, v in given.items() if v is not None}}
     from_recipe = {k for k in recipe_options if given.get(k) is None}
     # a bad value from the recipe is not a bad flag: its message names the recipe instead

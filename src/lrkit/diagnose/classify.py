@@ -372,17 +372,6 @@ def _times(change: float, log_scale: bool | float) -> str:
 
 
 def _decide(ev: dict, vev: dict | None) -> tuple[str, float, list[str]]:
-    verdict, confidence, reasons = _rules(ev, vev)
-    if vev and vev.get("val_ends_nonfinite") and not ev["nonfinite_points"]:
-        # every training loss finite, so the parameters are: the evaluation failed (0/0 over
-        # an empty validation loader), which says nothing about the rate (it was "diverged")
-        reasons.append("the last validation loss is not finite while every training loss is: "
-                       "check the evaluation (an empty validation loader gives 0/0); it was "
-                       "left out")
-    return verdict, confidence, reasons
-
-
-def _rules(ev: dict, vev: dict | None) -> tuple[str, float, list[str]]:
     n = ev["finite_points"]
     reasons: list[str] = []
     at = lambda i: f"step {i}"  # noqa: E731
@@ -396,9 +385,16 @@ def _rules(ev: dict, vev: dict | None) -> tuple[str, float, list[str]]:
             reasons.append(f"the loss became non-finite at {at(ev['first_nonfinite_at'])}"
                            + ("" if ev["ends_nonfinite"] else f" ({share:.0%} of the steps)"))
             return "diverged", 0.98, reasons
-    if vev and vev.get("val_ends_nonfinite") and ev["nonfinite_points"]:
+    if vev and vev.get("val_ends_nonfinite"):
         reasons.append("the validation loss became non-finite")
-        return "diverged", 0.95, reasons
+        if ev["nonfinite_points"]:
+            return "diverged", 0.95, reasons
+        # every training loss finite: either the last update broke the model (no training loss
+        # was logged after it), or the evaluation failed (0/0 over an empty loader); less sure
+        reasons.append("every training loss is finite: the last update may have broken the "
+                       "model, or the evaluation failed (an empty validation loader gives 0/0); "
+                       "check the evaluation")
+        return "diverged", 0.6, reasons
     if n < ev.get("min_points", MIN_POINTS):
         reasons.append(f"only {n} finite loss values; at least {ev.get('min_points', MIN_POINTS)} "
                        "are needed")
@@ -436,7 +432,10 @@ def _rules(ev: dict, vev: dict | None) -> tuple[str, float, list[str]]:
     ended_high = end_vs_start >= ENDED_HIGH_LOG and (
         ev["end_vs_early_log"] >= climb_noise or end_vs_start >= 2.0 * batch)
     if (ev.get("last_vs_start_log", -math.inf) >= raw_blowup
-            and ev["last_vs_start_log"] >= ev["end_vs_start_log"] + BLOWUP_LOG):
+            and ev["last_vs_start_log"] >= ev["end_vs_start_log"] + BLOWUP_LOG
+            # and past every loss before them by as much as a blown-up batch stands above the
+            # start: the last of a few noisy points is the highest one time in n
+            and ev.get("last_vs_before_log", -math.inf) >= raw_blowup):
         # the last losses blew up, far above the rest of the run: divergence under way (a
         # Monitor's report as it starts), not a run that "survives" (the last tenth's median
         # still read the good stretch before it)

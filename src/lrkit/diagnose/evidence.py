@@ -114,17 +114,19 @@ class Prepared:
 
 def linear_scale(x: np.ndarray) -> float:
     """The unit a curve that goes negative is measured in: the larger of its fall (the start
-    down to the lowest level of a running median) and two widths of its step-to-step noise.
+    down to the lowest level of a running median) and ten widths of its step-to-step noise.
     Why: the rules' thresholds are ratios on the log scale; a negative log-likelihood has no
     ratios, and read in its own units the same healthy curve was "unstable" summed over 784
     dimensions and "has not moved" per dimension. Over this unit the measures do not change
-    when the loss is shifted or multiplied by a positive number."""
+    when the loss is shifted or multiplied by a positive number. Ten noise widths: a flat, noisy
+    curve then reads as a flat positive one does (has not moved; "diverged" 2.7% of the time,
+    as for log-normal noise; at two widths a 2x "blow-up" was 1.4 noise widths, and 15%)."""
     n = len(x)
     start = min(float(x[0]), float(np.median(x[:3])))
     level = rolling_median(x, _odd(int(np.clip(n // 10, 3, 101)))) if n >= 3 else x
     fall = start - float(np.min(level))
     noise = robust_sigma(np.diff(x)) / math.sqrt(2.0) if n >= 3 else 0.0
-    scale = max(fall, 2.0 * noise)
+    scale = max(fall, 10.0 * noise)
     if not (scale > 0 and math.isfinite(scale)):
         scale = float(np.max(np.abs(x))) if n else 0.0
     return scale if scale > 0 and math.isfinite(scale) else 1.0
@@ -188,6 +190,8 @@ def measure(values, *, min_points: int = MIN_POINTS) -> dict:
     # the very end: the last loss of a short (per-epoch) curve, the median of the last three of
     # a long one (a blow-up over the last 2-5% of a run hides in the last tenth's median)
     very_end = float(y[-1]) if n < 50 else float(np.median(y[-3:]))
+    # the highest loss before those last points: a blow-up at the end goes past all of it
+    before_end = float(y[: -1 if n < 50 else -3].max())
     best_i = int(np.argmin(coarse))
     best = float(coarse[best_i])
     peak_i = int(np.argmax(smooth))
@@ -233,7 +237,9 @@ def measure(values, *, min_points: int = MIN_POINTS) -> dict:
     eps = 1e-12 * max(float(np.max(np.abs(lin_x))), np.finfo(float).tiny)
     progress_lin = max(lin_init - lin_best, eps)
     height_lin = lin_x - lin_smooth
-    relative_height = height_lin / max(progress_lin, abs(lin_init) * 0.05, eps)
+    # (on the linear scale 5% of its unit: the start's own size depends on where its zero is)
+    relative_height = height_lin / max(progress_lin,
+                                       abs(lin_init) * 0.05 if p.log_scale else 0.05, eps)
     is_spike = (resid > max(5.0 * noise, SPIKE_BATCH_WIDTHS * batch_noise,
                             math.log(2.0) if p.log_scale else 0.0)) & (
         relative_height > SPIKE_UNDO)
@@ -306,6 +312,7 @@ def measure(values, *, min_points: int = MIN_POINTS) -> dict:
         "end_vs_start_log": end - init,
         "last": p.to_x(very_end),
         "last_vs_start_log": very_end - init,
+        "last_vs_before_log": very_end - before_end,
         "end_vs_early_log": end - early_level,
         "end_vs_best_log": end - best,
         "overshoot_log": peak - init,

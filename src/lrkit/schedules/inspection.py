@@ -151,7 +151,7 @@ class Preview:
 
     def to_dict(self, max_points: int = 500) -> dict[str, Any]:
         n = self.steps
-        _check_max_points(max_points)
+        max_points = _check_max_points(max_points)
         stride = max(1, math.ceil(n / max_points))
         picks = sorted(set(range(0, n, stride)) | {n - 1} | {k.step for k in self.key_points})
         return {
@@ -447,10 +447,12 @@ def _check_units(units: dict[str, Any]) -> None:
                          f"{', '.join(_UNITS)}")
 
 
-def _check_max_points(max_points: Any) -> None:
-    require(isinstance(max_points, int) and not isinstance(max_points, bool) and max_points >= 1,
+def _check_max_points(max_points: Any) -> int:
+    value = plain_int(max_points)  # numpy integers are the numbers they stand for
+    require(isinstance(value, int) and not isinstance(value, bool) and value >= 1,
             f"max_points must be an integer >= 1 (the points kept of the curve), got "
             f"{max_points!r}")
+    return value
 
 
 def _metric_map(metrics: Any) -> dict[int, float]:
@@ -629,7 +631,7 @@ def plot(previews: Preview | Sequence[Preview], path: str, *, title: str | None 
     ax = fig.add_subplot()
     for i, p in enumerate(items):
         n = p.steps
-        _check_max_points(max_points)
+        max_points = _check_max_points(max_points)
         stride = max(1, math.ceil(n / max_points))
         xs = sorted(set(range(0, n, stride)) | {n - 1} | {k.step for k in p.key_points}
                     | {max(k.step - 1, 0) for k in p.key_points}

@@ -279,7 +279,14 @@ class SweepResult:
         lines = [f"sweep {self.study_name!r}: {len(self.completed())} trials ("
                  + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
                  + f"), {self.total_steps} training steps"]
-        unfinished = counts.get("running", 0) + counts.get("waiting", 0)
+        # points with no final attempt but one running or waiting (a retry after a failure
+        # counts: completed() ranks the failure first)
+        states: dict[tuple, set[str]] = {}
+        for r in self.records:
+            states.setdefault((r.optimizer, r.lr, r.seed), set()).add(r.status)
+        unfinished = sum(1 for found in states.values()
+                         if found & {"running", "waiting"}
+                         and not found & {FINISHED, PRUNED, DIVERGED})
         if best is None:
             # from the counts: a sweep killed during its first trial was told "every rate
             # diverged or failed; lower the range"

@@ -159,13 +159,20 @@ def parse_rates(spec: Any, points_per_decade: int | None = None) -> RateSpace:
         # points per decade as a range's (a negative or descending one failed inside Optuna)
         require(spec.kind in ("range", "list"),
                 f"RateSpace kind must be 'range' or 'list', got {spec.kind!r}")
+        per = spec.points_per_decade
+        require(per is None if spec.kind == "list" else (
+                    isinstance(per, int) and not isinstance(per, bool) and 1 <= per <= 100),
+                f"a RateSpace {spec.kind}'s points_per_decade must be "
+                + ("None" if spec.kind == "list" else "an integer from 1 to 100")
+                + f", got {per!r}")
         values = tuple(float(v) for v in _checked_rates(spec.values))
         require(values == tuple(sorted(set(values))),
-                f"a RateSpace's values must be ascending and distinct, got {spec.values!r}")
+                f"a RateSpace's values must be ascending and distinct, got {values!r}")
         require(not given or spec.points_per_decade == points_per_decade,
                 f"points_per_decade (--points-per-decade) {points_per_decade} and the RateSpace's "
                 f"own ({spec.points_per_decade}) differ: give it once")
-        return spec
+        same = isinstance(spec.values, tuple) and spec.values == values
+        return spec if same else dataclasses.replace(spec, values=values)
     if isinstance(spec, str):
         text = spec.strip()
         require(bool(text), "the rate range is empty; give LOW:HIGH (e.g. 1e-4:1) or a list a,b,c")
@@ -261,7 +268,7 @@ def _import_class(path: str) -> type:
 
 def _checked_rates(values: Any) -> list[float]:
     """Each a positive finite rate (a RateSpace's values), at least one."""
-    rates = [_positive_float(v, "rate") for v in (values or ())]
+    rates = [_positive_float(v, "rate") for v in (() if values is None else values)]
     require(len(rates) >= 1, "the list of rates is empty; give at least one rate")
     return rates
 
@@ -430,10 +437,34 @@ def parse_optimizers(spec: Any) -> list[OptimizerSpec]:
     require(len(items) >= 1, f"optimizers {shown!r} is empty; give at least one optimizer, e.g. "
                              "'sgd,adam'")
     parsed = [parse_optimizer(item) for item in items]
-    keys = [p.key() for p in parsed]
+    keys = [_same_training(p) for p in parsed]
     duplicates = sorted({p.label for p, k in zip(parsed, keys) if keys.count(k) > 1})
-    require(not duplicates, f"optimizer(s) {duplicates} given twice")
+    require(not duplicates, f"optimizer(s) {duplicates} given twice (the same class and the same "
+                            "options, counting the class's own defaults)")
     return parsed
+
+
+def _same_training(spec: OptimizerSpec) -> str:
+    """``spec``'s key without the options its class takes by default: ``adam`` and
+    ``adam(weight_decay=0)`` train alike, and were swept as two optimizers."""
+    import inspect
+
+    if spec.target == RECIPE:
+        return spec.key()
+    try:
+        params = inspect.signature(_import_class(spec.target).__init__).parameters
+    except (LrkitError, TypeError, ValueError):
+        return spec.key()
+    kept = []
+    for name, value in spec.options:
+        default = params[name].default if name in params else inspect.Parameter.empty
+        try:
+            same = default is not inspect.Parameter.empty and bool(default == value)
+        except Exception:  # noqa: BLE001 - a tensor default, an odd type: not the same
+            same = False
+        if not same:
+            kept.append((name, value))
+    return OptimizerSpec(spec.label, spec.target, tuple(kept)).key()
 
 
 def rebuild_optimizer(optimizer: Any, spec: OptimizerSpec, lr: float):
