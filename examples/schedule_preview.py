@@ -21,7 +21,8 @@ def main() -> None:
 
     schedule = schedules.parse(args.spec)
     preview = schedules.preview(schedule, args.steps, lr=args.lr)
-    print(preview)  # key points and lint warnings (a warmup longer than 10%, a horizon too short)
+    print(preview)  # key points and lint warnings (a warmup that never reaches its peak, a horizon
+    # too short or too long for the run, a rate of 0 at step 0)
     print("plot:", schedules.plot(preview, args.out))
 
     model = torch.nn.Linear(4, 1)

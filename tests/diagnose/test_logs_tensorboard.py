@@ -381,3 +381,10 @@ def test_curves_written_with_add_scalars_are_read_with_the_run(tmp_path):
         assert log.losses == pytest.approx(list(loss), rel=1e-6)
         assert log.lrs == [0.05] * 120 and len(log.val_losses) == 6
         assert "tag 'Loss_train'" in log.source and "validation 'Loss_val'" in log.source
+
+
+def test_a_tag_that_holds_the_rate_is_refused_as_a_csv_rate_column_is(tmp_path):
+    # "--tag lr" read the rate as the loss: "the loss is exactly 0.1 at all 300 steps"
+    run = _write_run(tmp_path / "run")
+    with pytest.raises(LrkitError, match="'lr' holds the learning rate"):
+        read_log(run, tag="lr")

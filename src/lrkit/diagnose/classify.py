@@ -619,7 +619,7 @@ _EXPLAIN = {
     "not_enough_data": (
         "There are too few loss values to tell a too-high rate from a too-low one: a short "
         "history is dominated by the first steps and by batch noise. Log more steps (at least "
-        "{min_points}, better a few hundred steps or a dozen epochs) and ask again."),
+        "{min_points}{better}) and ask again."),
 }
 
 
@@ -804,8 +804,11 @@ def diagnose(
     settled = (" without spikes or oscillation" if not lone else
                f", with {lone} lone spike{'s' if lone > 1 else ''} too few to matter "
                "(single batches far above the level)")
+    # (a min_points of 1000 read "at least 1000, better a few hundred steps")
+    better = ", better a few hundred steps or a dozen epochs" if min_points < 100 else ""
     explanation = _EXPLAIN[verdict].format(where=where, suggest=suggest, min_points=min_points,
-                                           how=how, decay=decay, trend=trend, settled=settled)
+                                           how=how, decay=decay, trend=trend, settled=settled,
+                                           better=better)
     if rates is not None and float(rates.max()) == 0.0 and verdict in ("too_slow", "plateaued"):
         # a rate of 0 moves nothing: no factor of it can help, whatever the curve looks like
         explanation += " " + _ZERO_RATE

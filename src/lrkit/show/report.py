@@ -971,6 +971,11 @@ def write_atomically(path: Path, text: str) -> None:
 
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
+        # mkstemp's file is private (0600): the mode a plain open() gives, by the umask, so that
+        # a web server or another user can read the page as they could before
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(name, 0o666 & ~umask)
         with os.fdopen(fd, "w", encoding="utf-8", errors="replace") as handle:
             handle.write(text)
         os.replace(name, path)
