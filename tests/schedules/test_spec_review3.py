@@ -97,3 +97,13 @@ def test_the_restarts_floor_lint_names_the_first_cycle_below_the_floor():
 def test_max_points_takes_numpy_integers():
     shown = preview("cosine(100)", 100)
     assert shown.to_dict(max_points=np.int64(50)) == shown.to_dict(max_points=50)
+
+
+@pytest.mark.parametrize("spec", [
+    "linear(0.1*total, start=0.1, end=1) >> linear(0.3*total, start=1, end=1) >> "
+    "cosine(total - 0.4*total)",
+    "warmup(0.1*total) >> linear(0.3*total, start=1, end=1) >> cosine(total - 0.4*total)"])
+def test_a_chain_of_three_fills_the_run_it_was_written_for(spec):
+    # each piece rounded on its own: 101 + 302 + 603 = 1006 for a 1005-step run
+    assert parse(spec).resolve(total_steps=1005).length == 1005
+    assert [w.code for w in lint(spec, 1005) if w.code == "long-horizon"] == []

@@ -497,22 +497,34 @@ class Join(Schedule):
         step before its end.)"""
         if self.is_resolved:
             return self
-        pieces = tuple(c._resolve(spe, total_steps) for c in self.schedules)
+        pieces = [c._resolve(spe, total_steps) for c in self.schedules]
         out: list[int] = []
         start: Any = 0
-        for b, piece, done in zip(self.boundaries, self.schedules, pieces):
+        for i, (b, piece) in enumerate(zip(self.boundaries, self.schedules)):
+            done, prev = pieces[i], (out[-1] if out else 0)
             end = _add_lengths(start, piece.length)
             if end is not None and end == b and isinstance(done.length, int):
-                out.append((out[-1] if out else 0) + done.length)
+                # a >> b: the boundary is a's end. A symbolic one is rounded as a whole and a
+                # piece of one length takes the difference (each piece rounded on its own, the
+                # errors added up: three pieces filling 1005 steps made 1006)
+                field = _sole_length(piece)
+                at = (resolve_length(b, f"{self.name}(): boundaries", spe, total_steps,
+                                     allow_zero=True) if field and not isinstance(b, int)
+                      else None)
+                if at is not None and at - prev >= (0 if field[1] == "length0" else 1):
+                    pieces[i] = replace(done, **{field[0]: at - prev})
+                    out.append(at)
+                else:
+                    out.append(prev + done.length)
             else:
                 out.append(resolve_length(b, f"{self.name}(): boundaries", spe, total_steps,
                                           allow_zero=True))
             start = b
-        if len(pieces) == 2:  # a >> b: its end rounded as a whole, as warmup(a) >> b's
-            last = _rounded_as_whole(self.boundaries[0], self.schedules[1], out[0], pieces[1],
-                                     spe, total_steps, f"{self.name}(): length")
-            pieces = (pieces[0], last)
-        return replace(self, schedules=pieces, boundaries=tuple(out))
+        if out:  # the end rounded as a whole too, as warmup(a) >> b's
+            pieces[-1] = _rounded_as_whole(self.boundaries[-1], self.schedules[-1], out[-1],
+                                           pieces[-1], spe, total_steps,
+                                           f"{self.name}(): length")
+        return replace(self, schedules=tuple(pieces), boundaries=tuple(out))
 
     def _at(self, t: float) -> float:
         b = self.boundaries
@@ -533,6 +545,17 @@ class Join(Schedule):
         return (min(b[0] for b in bs), max(b[1] for b in bs))
 
 
+def _sole_length(schedule: Schedule) -> tuple[str, str] | None:
+    """``(field, kind)`` of a schedule whose length is one length field of its own (cosine(n),
+    linear(n, ...)); None for others (a warmup with a piece after it, wsd, a join)."""
+    found = [(f.name, f.metadata.get("kind")) for f in fields(schedule)
+             if f.metadata.get("kind") in ("length", "length0", "length?")
+             and getattr(schedule, f.name) is not None]
+    if len(found) != 1 or getattr(schedule, found[0][0]) != schedule.length:
+        return None
+    return found[0]
+
+
 def _rounded_as_whole(first: Length, then: Schedule, first_done: int, then_done: Schedule,
                       spe: float | None, total_steps: int | None, what: str) -> Schedule:
     """``then_done`` (the resolved second piece of ``first >> then``), its length set so that
@@ -541,17 +564,13 @@ def _rounded_as_whole(first: Length, then: Schedule, first_done: int, then_done:
     (``warmup(0.1*total) >> cosine(total - 0.1*total)``, or ``linear(...)`` in front, at 1005
     steps was 101 + 905 = 1006 steps, and the linter flagged the spec as too long)."""
     whole = _add_lengths(first, then.length)
-    if whole is None or isinstance(whole, int):
-        return then_done
-    lengths = [f.name for f in fields(then)
-               if f.metadata.get("kind") in ("length", "length0", "length?")
-               and getattr(then, f.name) is not None]
-    if len(lengths) != 1 or getattr(then, lengths[0]) != then.length:
+    field = _sole_length(then)
+    if whole is None or isinstance(whole, int) or field is None:
         return then_done
     rest = resolve_length(whole, what, spe, total_steps) - first_done
-    if rest <= 0 or rest == getattr(then_done, lengths[0]):
+    if rest <= 0 or rest == getattr(then_done, field[0]):
         return then_done
-    return replace(then_done, **{lengths[0]: rest})
+    return replace(then_done, **{field[0]: rest})
 
 
 def _add_lengths(a: Length, b: Length | None) -> Length | None:
