@@ -14,19 +14,8 @@ from lrkit.errors import LrkitError
 from lrkit.find.result import FinderResult
 from lrkit.problem import Problem, as_problem, load_problem
 from lrkit.training import evaluate, train
+from tests.cli.test_inputs_review import RECIPES as PARTS  # defines _parts()
 
-PARTS = '''
-import torch
-
-
-def parts():
-    torch.manual_seed(0)
-    x = torch.randn(64, 4)
-    y = x.sum(dim=1, keepdim=True)
-    model = torch.nn.Linear(4, 1)
-    loader = [(x[i:i + 16], y[i:i + 16]) for i in range(0, 64, 16)]
-    return model, torch.optim.SGD(model.parameters(), lr=0.01), loader
-'''
 
 
 @pytest.fixture
@@ -47,8 +36,8 @@ class Pairs(torch.utils.data.Dataset):  # a class of the recipe's own, pickled f
 
 
 def make(seed=0):
-    from helpers_xyz_review import parts  # imported inside the function, as projects do
-    model, optimizer, loader = parts()
+    from helpers_xyz_review import _parts  # imported inside the function, as projects do
+    model, optimizer, loader = _parts()
     return model, optimizer, loader, torch.nn.MSELoss()
 
 
@@ -94,7 +83,7 @@ def test_a_recipe_named_like_a_standard_module_does_not_shadow_it(tmp_path, monk
     (tmp_path / "csv.py").write_text(PARTS + '''
 
 def make():
-    model, optimizer, loader = parts()
+    model, optimizer, loader = _parts()
     return model, optimizer, loader, torch.nn.MSELoss()
 ''')
     import csv
@@ -191,7 +180,7 @@ VALUE = {value}
 
 
 def make():
-    model, optimizer, loader = parts()
+    model, optimizer, loader = _parts()
     return model, optimizer, loader, torch.nn.MSELoss()
 ''')
     sys.modules.pop("train_xyz_review", None)
@@ -210,7 +199,7 @@ def test_a_recipe_named_main_does_not_replace_the_running_program(tmp_path):
     (tmp_path / "__main__.py").write_text(PARTS + '''
 
 def make():
-    model, optimizer, loader = parts()
+    model, optimizer, loader = _parts()
     return model, optimizer, loader, torch.nn.MSELoss()
 ''')
     main_module = sys.modules["__main__"]
