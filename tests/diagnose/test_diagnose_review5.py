@@ -176,10 +176,34 @@ def test_a_shifted_negative_curve_keeps_its_spikes():
     assert verdicts == {"unstable"}  # shifted by -100 it had no spikes and was "healthy"
 
 
-def test_flat_negative_noise_is_rarely_a_blow_up():
-    # in a unit of two noise widths, a 2x "blow-up" was 1.4 noise widths: 15% of flat, noisy
-    # negative curves were "diverged"; ten widths read them as flat positive ones are read
+def test_flat_negative_noise_is_no_blow_up_at_the_end_and_a_small_fall_stays_healthy():
+    # in a unit of two noise widths read against a running median's residuals (a quarter of the
+    # scatter on short curves), a flat, noisy negative loss's last batch "blew up at the end"
     rng = np.random.default_rng(1)
-    verdicts = [lrkit.diagnose(-2 + 0.24 * rng.standard_normal(int(rng.integers(8, 300)))).verdict
-                for _ in range(200)]
-    assert verdicts.count("diverged") <= 10 and verdicts.count("too_slow") >= 120
+    diagnoses = [lrkit.diagnose(-2 + 0.24 * rng.standard_normal(int(rng.integers(8, 300))))
+                 for _ in range(200)]
+    assert not [d for d in diagnoses if any("end of the run" in r for r in d.reasons)]
+    # a fall of a few noise widths that levels off: healthy below 0 as above it (ten noise
+    # widths as the unit read it "stalled, x3" in 22 of 40 seeds)
+    t = np.linspace(0, 1, 300)
+    healthy = 0
+    for seed in range(20):
+        noise = np.random.default_rng(seed).normal(0, 0.05, 300)
+        curve = 0.15 * np.exp(-t / 0.1) + noise - 1.0
+        healthy += lrkit.diagnose(curve).verdict == "healthy"
+    assert healthy >= 16
+
+
+@pytest.mark.parametrize("growth", [1.3, 1.4])
+def test_a_blow_up_growing_a_third_a_step_over_the_last_steps_is_diverged(growth):
+    curve = _healthy(500)
+    curve[-20:] = curve[-21] * growth ** np.arange(1, 21)
+    assert lrkit.diagnose(curve).verdict == "diverged"  # it read "unstable"
+
+
+def test_a_non_finite_last_validation_loss_names_the_last_rate_not_the_first():
+    train = _healthy(300)
+    rates = np.linspace(2.5e-5, 1e-3, 300)  # a warmup
+    d = lrkit.diagnose(train, lrs=rates, val_losses=[1.0, 0.5, 0.3, 0.25, float("nan")])
+    assert d.suggested_lr == pytest.approx(1e-4)  # it was 2.5e-06, from the warmup's first rate
+    assert "grows instead of falling" not in d.explanation and "evaluation" in d.explanation

@@ -388,3 +388,8 @@ def test_a_tag_that_holds_the_rate_is_refused_as_a_csv_rate_column_is(tmp_path):
     run = _write_run(tmp_path / "run")
     with pytest.raises(LrkitError, match="'lr' holds the learning rate"):
         read_log(run, tag="lr")
+
+
+def test_a_loss_tag_under_a_group_named_like_a_rate_is_read(tmp_path):
+    run = _write_run(tmp_path / "run", loss_tag="lr-finder/loss", lr_tag="lr-finder/lr")
+    assert len(read_log(run, tag="lr-finder/loss").losses) == 300

@@ -107,3 +107,8 @@ def test_a_chain_of_three_fills_the_run_it_was_written_for(spec):
     # each piece rounded on its own: 101 + 302 + 603 = 1006 for a 1005-step run
     assert parse(spec).resolve(total_steps=1005).length == 1005
     assert [w.code for w in lint(spec, 1005) if w.code == "long-horizon"] == []
+
+
+def test_a_chain_whose_piece_refuses_the_rounded_length_resolves_as_before():
+    s = parse("cosine(0.25*total) >> onecycle(0.35*total) >> cosine(0.4*total)")
+    assert s.resolve(total_steps=10).length == 10  # LrkitError: pct*steps = 0.9 must be > 1

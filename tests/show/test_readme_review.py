@@ -32,3 +32,22 @@ def test_not_enough_data_does_not_say_a_few_hundred_are_better_than_a_thousand()
     d = lrkit.diagnose([1.0, 0.9, 0.8], min_points=1000)
     assert "at least 1000)" in d.explanation and "better a few hundred" not in d.explanation
     assert "better a few hundred" in lrkit.diagnose([1.0, 0.9, 0.8]).explanation
+
+
+def test_a_page_is_written_where_the_file_system_refuses_modes(tmp_path, monkeypatch):
+    def refuse(*args):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "fchmod", refuse)
+    path = tmp_path / "index.html"
+    write_atomically(path, "<html></html>")
+    assert path.read_text() == "<html></html>"
+
+
+def test_a_linear_ramp_from_a_high_start_names_start_lr():
+    model, loader, criterion = tiny_problem()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    result = lrkit.find_lr(model, optimizer, loader, criterion, ramp="linear", start_lr=5e3,
+                           end_lr=1e4, num_steps=50, noise_batches=0, progress=False)
+    (warning,) = [w for w in result.warnings if "stopped after" in w]
+    assert "start_lr" in warning and "lower end_lr" not in warning

@@ -112,3 +112,10 @@ def test_a_rate_space_of_a_numpy_array_and_its_points_per_decade():
     assert space.values == (1e-3, 1e-2, 1e-1)
     with pytest.raises(LrkitError, match="points_per_decade"):
         parse_rates(RateSpace((1e-3, 1e-2, 1e-1), "range", -4))
+
+
+def test_a_rate_space_takes_a_numpy_integer_points_per_decade():
+    import numpy as np
+
+    space = parse_rates(RateSpace((1e-3, 1e-2, 1e-1), "range", np.int64(1)))
+    assert space.points_per_decade == 1 and type(space.points_per_decade) is int

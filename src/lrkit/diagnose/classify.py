@@ -746,6 +746,9 @@ def diagnose(
 
     # the rules and the rates read positions; the reasons and the evidence name steps
     verdict, confidence, reasons = _decide(_at_steps(ev, step_of), vev)
+    if verdict == "diverged" and vev and vev.get("val_ends_nonfinite") and not ev.get(
+            "nonfinite_points"):
+        ev["validation_only"] = True  # the trouble is at the end, and the wording its own
     factor = FACTORS[verdict]
     if verdict == "too_slow" and ev.get("improvement_log", 1.0) < NO_PROGRESS_LOG:
         factor = 10.0
@@ -763,7 +766,9 @@ def diagnose(
         ev["lr_end"] = float(rates[-1])
         ev["lr_min"], ev["lr_max"] = float(rates.min()), float(rates.max())
         trouble = None
-        if verdict == "diverged":
+        if verdict == "diverged" and ev.get("validation_only"):
+            trouble = len(rates) - 1  # the last update, if any: the training curve held up
+        elif verdict == "diverged":
             trouble = ev.get("first_nonfinite_at")
             if trouble is None:  # where the growth began, not where it ended
                 trouble = ev.get("blowup_at")
@@ -814,6 +819,14 @@ def diagnose(
         explanation += " " + _ZERO_RATE
     if ev.get("constant_loss") is not None and verdict == "not_enough_data":
         explanation = _constant_explanation(ev["constant_loss"], len(values), rates)
+    if ev.get("validation_only"):
+        # not "the loss grows instead of falling": the training loss did not
+        explanation = (
+            "The last validation loss is not finite while every training loss is. Either the "
+            "last update broke the model (a rate far too high shows first there: lower it about "
+            f"tenfold{suggest}), or the evaluation itself failed (0/0 over an empty validation "
+            "loader, a log of 0): check the evaluation first; if it is sound, the rate is the "
+            "cause.")
     return Diagnosis(verdict, confidence, _jsonable(_at_steps(ev, step_of)), factor, explanation,
                      suggested, reasons)
 

@@ -118,15 +118,16 @@ def linear_scale(x: np.ndarray) -> float:
     Why: the rules' thresholds are ratios on the log scale; a negative log-likelihood has no
     ratios, and read in its own units the same healthy curve was "unstable" summed over 784
     dimensions and "has not moved" per dimension. Over this unit the measures do not change
-    when the loss is shifted or multiplied by a positive number. Ten noise widths: a flat, noisy
-    curve then reads as a flat positive one does (has not moved; "diverged" 2.7% of the time,
-    as for log-normal noise; at two widths a 2x "blow-up" was 1.4 noise widths, and 15%)."""
+    when the loss is shifted or multiplied by a positive number. (Ten noise widths read a fall of
+    three noise widths as "stalled, x3"; the batches' noise on this scale is read from the
+    step-to-step changes instead, see :func:`measure`, so that a flat, noisy curve's highest
+    batch is no blow-up.)"""
     n = len(x)
     start = min(float(x[0]), float(np.median(x[:3])))
     level = rolling_median(x, _odd(int(np.clip(n // 10, 3, 101)))) if n >= 3 else x
     fall = start - float(np.min(level))
     noise = robust_sigma(np.diff(x)) / math.sqrt(2.0) if n >= 3 else 0.0
-    scale = max(fall, 10.0 * noise)
+    scale = max(fall, 2.0 * noise)
     if not (scale > 0 and math.isfinite(scale)):
         scale = float(np.max(np.abs(x))) if n else 0.0
     return scale if scale > 0 and math.isfinite(scale) else 1.0
@@ -190,8 +191,10 @@ def measure(values, *, min_points: int = MIN_POINTS) -> dict:
     # the very end: the last loss of a short (per-epoch) curve, the median of the last three of
     # a long one (a blow-up over the last 2-5% of a run hides in the last tenth's median)
     very_end = float(y[-1]) if n < 50 else float(np.median(y[-3:]))
-    # the highest loss before those last points: a blow-up at the end goes past all of it
-    before_end = float(y[: -1 if n < 50 else -3].max())
+    # the highest loss before the last tenth (before the last point of a short curve): a
+    # blow-up at the end goes past all of it (compared with the losses just before the last
+    # three, a blow-up growing under 41% a step read as no blow-up: its own points were there)
+    before_end = float(y[: -1 if n < 50 else -k1].max())
     best_i = int(np.argmin(coarse))
     best = float(coarse[best_i])
     peak_i = int(np.argmax(smooth))
@@ -215,6 +218,11 @@ def measure(values, *, min_points: int = MIN_POINTS) -> dict:
     # the noise, so ``noise`` reads 0.2 where flat batch losses spread 0.5 (log) about their
     # level; peaks of single batches and wanders of the coarse curve are weighed against this
     batch_noise = robust_sigma(y - coarse)
+    if not p.log_scale and n >= 3:
+        # on the linear scale, in its unit: the step-to-step changes' spread as well (a short
+        # curve's residuals about a running median read a quarter of the scatter, and a flat,
+        # noisy negative loss's highest batch became a 2x "blow-up" 15% of the time)
+        batch_noise = max(batch_noise, robust_sigma(np.diff(y)) / math.sqrt(2.0))
     # lag-1 autocorrelation of the residuals: about 0 for batch noise, towards -1 for a zig-zag
     # (the loss bouncing from one side of a valley to the other on alternate steps)
     if n >= 6 and float(np.std(resid)) > 0:

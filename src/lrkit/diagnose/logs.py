@@ -866,7 +866,8 @@ def read_tensorboard(path: str | os.PathLike, tag: str | None = None) -> LossLog
     if tag is not None:
         if tag not in by_tag:
             raise LrkitError(f"{where}: no scalar tag {tag!r}; " + _tag_hint(tags))
-        if _lr_tag([tag]) == tag:  # refused as a CSV's rate column is (it read "the loss is
+        leaf = tag.rsplit("/", 1)[-1]  # (its own name: 'lr-finder/loss' is a loss)
+        if _lr_tag([leaf]) == leaf:  # refused as a CSV's rate column is (it read "the loss is
             # exactly 0.1 at all 200 steps")
             raise LrkitError(f"{where}: the tag {tag!r} holds the learning rate, not the "
                              "training loss; give the training loss's tag with --tag")

@@ -162,15 +162,15 @@ def range_test(
                 f"smoothing={smoothing:g}: the stop rule then reads single batches, and their "
                 "noise can trip it; raise smoothing (default 0.9) or diverge_threshold, or "
                 "lower start_lr if the loss truly blew up")
-        elif ramp == "linear":
-            # a linear ramp's second rate is already end_lr / num_steps: start_lr is not what
-            # was too high (lowering it changed nothing)
+        elif ramp == "linear" and len(lrs) > 1 and start_lr < 0.5 * lrs[1]:
+            # a linear ramp's second rate is already about end_lr / num_steps: start_lr is not
+            # what was too high (lowering it changed nothing)
             warnings.append(
                 f"the test stopped after {len(lrs)} of {num_steps} steps: a linear ramp is "
-                f"already at {lrs[1] if len(lrs) > 1 else start_lr:.3g} on its second step "
-                f"(end_lr / num_steps), and that was too high; lower end_lr={end_lr:g}, or use "
-                "the exponential ramp (ramp='exp', --ramp exp), which spends its steps evenly "
-                "over the decades")
+                f"already at {lrs[1]:.3g} on its second step (its steps are "
+                f"{(end_lr - start_lr) / max(num_steps - 1, 1):.3g} apart), and the rates that "
+                f"followed were too high; lower end_lr={end_lr:g}, or use the exponential ramp "
+                "(ramp='exp', --ramp exp), which spends its steps evenly over the decades")
         else:
             warnings.append(
                 f"the test stopped after {len(lrs)} of {num_steps} steps: start_lr={start_lr:g} "

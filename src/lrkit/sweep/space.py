@@ -159,7 +159,7 @@ def parse_rates(spec: Any, points_per_decade: int | None = None) -> RateSpace:
         # points per decade as a range's (a negative or descending one failed inside Optuna)
         require(spec.kind in ("range", "list"),
                 f"RateSpace kind must be 'range' or 'list', got {spec.kind!r}")
-        per = spec.points_per_decade
+        per = plain_int(spec.points_per_decade)  # numpy integers are the numbers they are
         require(per is None if spec.kind == "list" else (
                     isinstance(per, int) and not isinstance(per, bool) and 1 <= per <= 100),
                 f"a RateSpace {spec.kind}'s points_per_decade must be "
@@ -171,8 +171,9 @@ def parse_rates(spec: Any, points_per_decade: int | None = None) -> RateSpace:
         require(not given or spec.points_per_decade == points_per_decade,
                 f"points_per_decade (--points-per-decade) {points_per_decade} and the RateSpace's "
                 f"own ({spec.points_per_decade}) differ: give it once")
-        same = isinstance(spec.values, tuple) and spec.values == values
-        return spec if same else dataclasses.replace(spec, values=values)
+        same = (isinstance(spec.values, tuple) and spec.values == values
+                and spec.points_per_decade is per)
+        return spec if same else dataclasses.replace(spec, values=values, points_per_decade=per)
     if isinstance(spec, str):
         text = spec.strip()
         require(bool(text), "the rate range is empty; give LOW:HIGH (e.g. 1e-4:1) or a list a,b,c")
