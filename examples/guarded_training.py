@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 
 import torch
 
@@ -48,9 +49,14 @@ def main() -> None:
         else:
             loss = guard.step(closure)
         monitor.update(loss, lr=optimizer.param_groups[0]["lr"])
+        if guard is None and not math.isfinite(float(loss)):
+            # the run is lost: NaN arithmetic only makes the remaining steps slow
+            print(f"the loss is {float(loss)} at step {monitor.step}: the run is lost "
+                  "(a guard would have rolled back and lowered the rate)")
+            break
     diagnosis = monitor.close()
     val = evaluate(problem)
-    print(f"\nafter {args.steps} steps: validation loss {val:.4g}")
+    print(f"\nafter {monitor.step} steps: validation loss {val:.4g}")
     print(diagnosis)
     if guard is not None:
         print(f"guard: {len(guard.interventions)} interventions, rate now {guard.lrs[0]:.3g}")
