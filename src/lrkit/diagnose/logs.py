@@ -8,7 +8,8 @@ Columns (CSV header names or JSONL keys, case-insensitive): ``loss`` (or ``train
 and ``val_loss`` (or ``valid_loss``, ``validation_loss``, ``val/loss``, ``eval_loss``, each also
 as ``*_epoch``) are optional. Rows that carry only a validation loss, or only the rate (as
 Lightning's CSVLogger writes them), add to the validation curve or give the rate in force until
-the next. JSONL lines with an ``"event"`` key (the Monitor's reports) are skipped.
+the next. JSONL lines with ``"event": "report"`` (the Monitor's reports) are skipped; the
+training loss's key is the first record's, and records with another one are other metrics.
 
 A directory is read as the log in it: ``trainer_state.json``, TensorBoard event files,
 ``metrics.csv`` (Lightning's CSVLogger), else the latest ``checkpoint-N/trainer_state.json``
@@ -350,7 +351,8 @@ def _read_csv(path: str | os.PathLike, column: str | None = None) -> LossLog:
         if not first:
             raise LrkitError(f"{name} is empty; give a CSV with a header row such as "
                              "step,loss,lr,val_loss")
-        reader = csv.reader(itertools.chain([first], handle), delimiter=_delimiter(first, path))
+        delimiter = _delimiter(first, path)
+        reader = csv.reader(itertools.chain([first], handle), delimiter=delimiter)
         header = [h.strip() for h in next(reader)]
         if column is not None:
             require(column.strip() in header,
@@ -359,7 +361,18 @@ def _read_csv(path: str | os.PathLike, column: str | None = None) -> LossLog:
             header, f"{name} line 1", "columns", _column_hint(header))
         if loss_col is None and [h.lower() for h in header] == ["wall time", "step", "value"]:
             # TensorBoard's own CSV export of one scalar tag (the download under a chart): its
-            # values are the tag's, the curve the user chose to export
+            # values are the tag's, the curve the user chose to export -- unless its file name
+            # (run-<run>-tag-<tag>.csv) says the tag is a rate, an accuracy or a validation loss
+            # (an exported accuracy read "diverged, the loss blew up to 9.25x its start")
+            exported = re.search(r"-tag-(.+)\.csv$", Path(name).name, re.IGNORECASE)
+            tag = exported.group(1).replace("_", "/").lower() if exported else ""
+            leaf = re.split(r"[/]", exported.group(1).lower())[-1] if exported else ""
+            if exported and (_RATE_NAME.fullmatch(leaf) or leaf in ("lr", "learning_rate")
+                             or "acc" in leaf or leaf.startswith(("val", "eval", "test"))
+                             or "val" in tag.split("/")[0]):
+                raise LrkitError(
+                    f"{name}: a TensorBoard export of the tag {exported.group(1)!r}, which is "
+                    "not the training loss; export the training loss's tag (train/loss, loss)")
             loss_col = header[2]
         if loss_col is None:
             raise LrkitError(f"{name} line 1: no loss column in the header {header}; name "
@@ -376,9 +389,20 @@ def _read_csv(path: str | os.PathLike, column: str | None = None) -> LossLog:
                 raise LrkitError(f"{name} line {line}: {len(row)} fields, but the header has "
                                  f"{len(header)}; fix or remove that line")
             get = lambda key: row[index[key]] if key in index else None  # noqa: E731
+            if delimiter != ",":
+                # where the fields are split by ';' or tabs, a comma is the decimal mark (as
+                # Excel writes CSV in such locales): '2,08' is 2.08 (it was "not a number")
+                get = lambda key: (_decimal_point(row[index[key]]) if key in index  # noqa: E731
+                                   else None)
             collector.add(f"line {line}", get("step"), get("loss"), get("lr"), get("val"),
                           columns)
     return collector.result(_csv_source(columns))
+
+
+def _decimal_point(cell: str) -> str:
+    """A cell written with a decimal comma ('2,08', '-1,5e-3') as Python reads numbers."""
+    return cell.replace(",", ".", 1) if re.fullmatch(r"\s*[-+]?\d+,\d*([eE][-+]?\d+)?\s*",
+                                                       cell) else cell
 
 
 def _csv_source(columns: dict) -> str:
@@ -484,6 +508,7 @@ def _read_jsonl(path: str | os.PathLike, column: str | None = None) -> LossLog:
     runs = 1
     cut_at = None  # the step of a guard's last cut, from the run's latest Monitor report
     rolled_back: list = []  # the steps whose batch the guard rolled back (ditto)
+    file_key = None  # the training loss's key, from the first record that has one
     with open(path, encoding="utf-8-sig") as handle:
         for line, text in enumerate(handle, start=1):
             text = text.strip()
@@ -497,7 +522,9 @@ def _read_jsonl(path: str | os.PathLike, column: str | None = None) -> LossLog:
             if not isinstance(record, dict):
                 raise LrkitError(f"{name} line {line}: expected a JSON object, got "
                                  f"{type(record).__name__}")
-            if "event" in record:
+            if record.get("event") == "report":  # a Monitor's report; other "event" keys
+                # (a user's own structured logs) are data, and the validation records among
+                # them were lost
                 monitor = True
                 ended = ended or (record.get("event") == "report" and record.get("final") is True)
                 evidence = record.get("evidence")
@@ -505,7 +532,12 @@ def _read_jsonl(path: str | os.PathLike, column: str | None = None) -> LossLog:
                     cut_at = evidence.get("guard_cut_at")
                     rolled_back = evidence.get("guard_rolled_back_at") or []
                 continue
-            columns = _record_columns(record, column, f"{name} line {line}")
+            columns = _record_columns(record, column or file_key, f"{name} line {line}")
+            if column is None and file_key is None and columns is not None and columns["loss"]:
+                # the loss key is the file's, found once: a per-epoch summary record's own
+                # (train_loss beside the steps' loss) is another metric, not a second curve
+                # interleaved with the first (or, read as a restart, the only one left)
+                file_key = columns["loss"]
             # the step of a line with a training loss (a validation loss's own line may name an
             # earlier step: a checkpoint's)
             step = record.get("step") if columns is not None and columns["loss"] else None

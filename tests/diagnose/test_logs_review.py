@@ -1,0 +1,58 @@
+"""A review of the log readers: records and files each read wrongly without an error."""
+import json
+
+import numpy as np
+import pytest
+
+from lrkit.diagnose.logs import read_log
+from lrkit.errors import LrkitError
+
+
+def _losses(n=400):
+    rng = np.random.default_rng(0)
+    return 0.2 + 2.0 * np.exp(-np.arange(n) / 60) * np.exp(rng.normal(0, 0.05, n))
+
+
+def _jsonl(path, records):
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def test_per_epoch_summary_records_are_another_metric_not_the_curve(tmp_path):
+    losses = _losses()
+    records = []
+    for step, loss in enumerate(losses):
+        records.append({"step": step, "loss": float(loss)})
+        if step % 50 == 49:  # an epoch summary: its own loss key and a validation loss
+            records.append({"epoch": step // 50, "train_loss": float(loss), "val_loss": 0.5})
+    log = read_log(_jsonl(tmp_path / "run.jsonl", records))
+    assert len(log.losses) == 400  # it kept the 8 epoch means alone ("8 restarts")
+    assert len(log.val_losses) == 8
+
+
+def test_a_users_own_event_records_are_data(tmp_path):
+    losses = _losses(100)
+    records = [{"event": "train", "step": i, "loss": float(v)} for i, v in enumerate(losses)]
+    records += [{"event": "eval", "step": 99, "val_loss": 0.4}]
+    log = read_log(_jsonl(tmp_path / "structlog.jsonl", records))
+    assert len(log.losses) == 100 and len(log.val_losses) == 1  # "needs a 'loss' column"
+
+
+@pytest.mark.parametrize("tag", ["epoch_accuracy", "learning_rate", "val_loss"])
+def test_a_tensorboard_export_of_another_tag_is_refused(tmp_path, tag):
+    path = tmp_path / f"run-train-tag-{tag}.csv"
+    path.write_text("Wall time,Step,Value\n" + "".join(f"1.0,{i},{0.1 + i * 0.01}\n"
+                                                       for i in range(20)))
+    with pytest.raises(LrkitError, match="not the training loss"):
+        read_log(path)
+    loss = tmp_path / "run-train-tag-epoch_loss.csv"
+    loss.write_text(path.read_text())
+    assert len(read_log(loss).losses) == 20
+
+
+def test_a_semicolon_csv_with_decimal_commas_is_read(tmp_path):
+    path = tmp_path / "excel.csv"
+    path.write_text("step;loss\n" + "".join(f"{i};{str(round(float(v), 4)).replace('.', ',')}\n"
+                                            for i, v in enumerate(_losses(40))))
+    log = read_log(path)
+    assert log.losses[0] == pytest.approx(round(float(_losses(40)[0]), 4))
