@@ -78,6 +78,20 @@ def require_folder(path: object, what: str) -> None:
                              "existing directory; create it first or pick another path")
 
 
+def plot_formats() -> list[str]:
+    """The file extensions matplotlib can save a figure as here (png, svg, pdf, ...): ``.pgf``
+    only with its TeX engine installed (without, it failed after the work was done)."""
+    import shutil
+
+    import matplotlib
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    formats = set(FigureCanvasBase.get_supported_filetypes())
+    if not shutil.which(str(matplotlib.rcParams.get("pgf.texsystem", "xelatex"))):
+        formats.discard("pgf")
+    return sorted(formats)
+
+
 def require_plot_path(path: object) -> None:
     """:func:`require_folder` for a plot, and an image format matplotlib writes: it saves a name
     without a suffix as name.png, and refused '.txt' after the figure was drawn, from deep
@@ -87,13 +101,13 @@ def require_plot_path(path: object) -> None:
 
     require_folder(path, "the plot")
     if isinstance(path, (str, os.PathLike)):
-        from matplotlib.backend_bases import FigureCanvasBase
-
-        formats = FigureCanvasBase.get_supported_filetypes()
+        formats = plot_formats()
         suffix = Path(path).suffix.lower().lstrip(".")
         require(suffix in formats,
                 f"cannot save the plot to {str(path)!r}: "
-                + (f"'.{suffix}' is not an image format" if suffix else "it has no file extension")
+                + (f"'.{suffix}' is not an image format" + (" (.pgf needs a TeX engine, not "
+                   "installed here)" if suffix == "pgf" else "") if suffix
+                   else "it has no file extension")
                 + f"; use one of {', '.join('.' + f for f in sorted(formats))}")
 
 

@@ -45,10 +45,26 @@ BROKEN_PIPE_EXIT = 141
 # ------------------------------------------------------------------------------------------------
 
 def plot_formats() -> list[str]:
-    """The file extensions matplotlib can save a figure as (png, svg, pdf, ...)."""
-    from matplotlib.backend_bases import FigureCanvasBase
+    """The file extensions a figure can be saved as (see :func:`lrkit.errors.plot_formats`)."""
+    from lrkit.errors import plot_formats as formats
 
-    return sorted(FigureCanvasBase.get_supported_filetypes())
+    return formats()
+
+
+def save_plot(result: Any, path: str) -> None:
+    """``result.plot(path)`` after the result was written and shown: a plot that fails (a
+    backend's own limits) is one line, and loses nothing."""
+    from lrkit.errors import LrkitError
+
+    try:
+        result.plot(path)
+    except LrkitError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - matplotlib's backends (pgf needs a TeX engine)
+        raise LrkitError(f"the result was written and shown, but the plot could not be written to "
+                         f"{path!r} "
+                         f"({type(exc).__name__}: {' '.join(str(exc).split())}); use .png, "
+                         ".svg or .pdf") from None
 
 
 def recipe_output_to_stderr(json_to: Any) -> contextlib.AbstractContextManager:

@@ -187,16 +187,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _save_plot(result, path: str) -> None:
-    from lrkit.errors import LrkitError
+    from lrkit.cli import save_plot
 
-    try:
-        result.plot(path)
-    except LrkitError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - matplotlib's backends (pgf needs a TeX engine)
-        raise LrkitError(f"the result is above, but the plot could not be written to {path!r} "
-                         f"({type(exc).__name__}: {' '.join(str(exc).split())}); use .png, "
-                         ".svg or .pdf") from None
+    save_plot(result, path)
 
 
 def _find(args: argparse.Namespace, target: str) -> Any:

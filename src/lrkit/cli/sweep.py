@@ -152,14 +152,15 @@ def run(args: argparse.Namespace) -> int:
                 repeat_top=args.repeat_top, threads=args.threads,
                 progress=False if args.no_progress else None, engine=args.engine,
                 ray_address=args.ray_address)
-    if args.plot:
-        result.plot(args.plot)
+    # the results first, the plot last: a plot that fails loses neither
     if args.csv:
         result.to_csv(args.csv)
     if args.json and args.json != "-":
         result.to_json(args.json)
     if args.json == "-":
         print(result.to_json())
+        if args.plot:
+            _save_plot(result, args.plot)
         return 0
     print(result.table())
     print()
@@ -168,9 +169,18 @@ def run(args: argparse.Namespace) -> int:
         print(f"{result.storage} (Tuner.restore and TensorBoard can open it)")
     else:
         print(f"study {result.study_name!r} in {result.storage} (optuna-dashboard can open it)")
-    for what, path in (("plot", args.plot), ("CSV", args.csv),
+    for what, path in (("CSV", args.csv),
                        ("JSON", args.json if args.json not in (None, "-") else None)):
         if path:
             print(f"{what} written to {path}")
+    if args.plot:
+        _save_plot(result, args.plot)
+        print(f"plot written to {args.plot}")
     sys.stdout.flush()
     return 0
+
+
+def _save_plot(result, path: str) -> None:
+    from lrkit.cli import save_plot
+
+    save_plot(result, path)

@@ -134,8 +134,11 @@ def _capped_tail(raw: np.ndarray) -> np.ndarray:
     if len(raw) < 2:
         return raw
     low = int(np.argmin(raw))
+    fall = float(np.max(raw[: low + 1])) - float(raw[low])
+    if fall <= 0:  # lowest at the start: no fall to protect (the cap flattened the whole curve)
+        return raw
     # measured from the minimum, in the curve's own fall: the same for any shift of the loss
-    cap = float(raw[low]) + TAIL_CAP * (float(np.max(raw[: low + 1])) - float(raw[low]))
+    cap = float(raw[low]) + TAIL_CAP * fall
     return np.minimum(raw, cap) if (raw > cap).any() else raw
 
 

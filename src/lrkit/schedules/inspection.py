@@ -625,10 +625,16 @@ def plot(previews: Preview | Sequence[Preview], path: str, *, title: str | None 
 
     items = [previews] if isinstance(previews, Preview) else list(previews)
     require(len(items) > 0, "plot() needs at least one preview")
+    require(path is not None, "plot() needs a file to write, such as 'schedule.png'")
     require_plot_path(path)
     fig = Figure(figsize=(9, 4.8), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
+    def relative(p: Preview) -> bool:  # its values multiply the optimizer's lr
+        return p.lr == 1.0 and not (p.schedule is not None and p.schedule.is_absolute)
+
+    mixed = len({relative(p) for p in items}) > 1
+    drawn: list[float] = []
     for i, p in enumerate(items):
         n = p.steps
         max_points = _check_max_points(max_points)
@@ -636,15 +642,22 @@ def plot(previews: Preview | Sequence[Preview], path: str, *, title: str | None 
         xs = sorted(set(range(0, n, stride)) | {n - 1} | {k.step for k in p.key_points}
                     | {max(k.step - 1, 0) for k in p.key_points}
                     | set(p.rates.points if isinstance(p.rates, SampledRates) else ()))
-        ax.plot(xs, [p.rates[t] for t in xs], label=plain(p.label), linewidth=1.6 if i == 0 else 1.2,
+        ys = [p.rates[t] for t in xs]
+        drawn.extend(ys)
+        label = plain(p.label) + (" (x optimizer lr)" if mixed and relative(p) else "")
+        ax.plot(xs, ys, label=label, linewidth=1.6 if i == 0 else 1.2,
                 linestyle="-" if i == 0 else "--")
     first = items[0]
     for k in first.key_points:
         ax.plot([k.step], [k.rate], marker="o", markersize=3.5, color="black")
     if log:
+        # (no rate above 0: matplotlib drew an empty axis from 1 to 10 with a warning)
+        require(any(v > 0 for v in drawn), "a log scale needs a rate above 0, and every rate "
+                                           "drawn is 0 or below; drop the log scale (--log)")
         ax.set_yscale("log")
     ax.set_xlabel("optimizer step")
-    ax.set_ylabel("learning rate" if first.lr != 1.0 or (first.schedule is not None and first.schedule.is_absolute)
+    # true of every curve drawn: a relative one's legend says so when they mix
+    ax.set_ylabel("learning rate" if mixed or not relative(first)
                   else "learning rate (x optimizer lr)")
     ax.set_title(plain(title or (first.label if len(items) == 1 else "learning-rate schedules")),
                  fontsize=10)

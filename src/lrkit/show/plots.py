@@ -60,8 +60,10 @@ def finder_figure(result, ax=None, show_methods: bool = True):
     if show_methods:
         for i, (name, lr) in enumerate(result.suggestions.items()):
             if _rate(lr) and name != result.method:
+                # (named as the summary names it: the line is at a tenth of the minimum's rate)
+                shown_name = "minimum/10" if name == "minimum" else plain(name)
                 ax.axvline(lr, color=f"C{3 + i}", linestyle=":", linewidth=1,
-                           label=f"{plain(name)}: {lr:.2g}")
+                           label=f"{shown_name}: {lr:.2g}")
     if _rate(result.suggested_lr):
         # on the curve the suggestion was read from: the validation curve when it was (the
         # marker sat on the training curve, far from the point it was chosen on), else the
@@ -86,6 +88,9 @@ def finder_figure(result, ax=None, show_methods: bool = True):
         # show the validation curve, which may lie wholly above or below the training loss
         lo = min(shown.min(), val.min()) if len(val) else shown.min()
         hi = max(shown[0], val[0]) if len(val) else shown[0]
+        if hi - lo <= 1e-9 * max(abs(hi), 1.0):
+            # lowest at the start (a loss that only rose): the whole curve, not a sliver of 1e-12
+            hi = max(shown.max(), val.max()) if len(val) else shown.max()
         span = max(hi - lo, 1e-12)
         ax.set_ylim(lo - 0.2 * span, hi + 0.6 * span)
     ax.grid(True, which="both", alpha=0.3)
