@@ -56,3 +56,16 @@ def test_a_semicolon_csv_with_decimal_commas_is_read(tmp_path):
                                             for i, v in enumerate(_losses(40))))
     log = read_log(path)
     assert log.losses[0] == pytest.approx(round(float(_losses(40)[0]), 4))
+
+
+def test_a_batch_index_logged_as_the_step_is_refused_but_runs_started_again_are_read(tmp_path):
+    losses = _losses(400)
+    rows = "".join(f"{i % 100},{v}\n" for i, v in enumerate(losses))  # epochs of 100 batches
+    path = tmp_path / "batchidx.csv"
+    path.write_text("step,loss\n" + rows)
+    with pytest.raises(LrkitError, match="batch index within each epoch"):
+        read_log(path)  # it kept the last epoch alone: "too_slow, x10"
+    again = tmp_path / "reruns.csv"  # the same script run three times into one file
+    again.write_text("step,loss\n" + "".join(f"{i},{v}\n" for i, v in enumerate(losses[:100])) * 3)
+    log = read_log(again)
+    assert len(log.losses) == 100 and "restart" in log.source

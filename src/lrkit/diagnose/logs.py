@@ -285,7 +285,38 @@ class _Collector:
             self._keep_losses([i for i in range(len(self.losses)) if i not in drop])
         return note
 
+    def _batch_index_steps(self) -> None:
+        """Refuse steps that count the batches of each epoch from 0 again (the batch index
+        logged as the step): read as restarts, all but the last epoch were dropped, and the
+        last one's slow fall read "too slow, x10". Told apart from a run started again into the
+        same file by where each restart's loss is: near the loss just before it (training went
+        on), not near the file's first loss (a fresh start)."""
+        if len(self.restarts) < 2 or not self.steps:
+            return
+        first_step = self.steps[0]
+        if any(at != first_step for _, at in self.restarts):
+            return
+        index = {record: i for i, record in enumerate(self._loss_records)}
+        start = self.losses[0]
+        went_on = 0
+        for record, _ in self.restarts:
+            i = index.get(record)
+            if i is None or i == 0:
+                return
+            here, before = self.losses[i], self.losses[i - 1]
+            if math.isfinite(here) and math.isfinite(before) and (
+                    abs(here - before) < abs(here - start)):
+                went_on += 1
+        if went_on >= 0.75 * len(self.restarts):
+            raise LrkitError(
+                f"{self.path}: the steps go back to {first_step:g} {len(self.restarts)} times, "
+                "and the loss goes on from where it was each time: the step column looks like "
+                "the batch index within each epoch, not the run's step; log the global step "
+                "(epoch * batches_per_epoch + batch), or leave the step column out (each row "
+                "is then one step, in order)")
+
     def result(self, source: str) -> LossLog:
+        self._batch_index_steps()
         self._apply_restarts()
         source += self._drop_inner_nulls()
         if not self.losses:
