@@ -69,3 +69,22 @@ def test_a_batch_index_logged_as_the_step_is_refused_but_runs_started_again_are_
     again.write_text("step,loss\n" + "".join(f"{i},{v}\n" for i, v in enumerate(losses[:100])) * 3)
     log = read_log(again)
     assert len(log.losses) == 100 and "restart" in log.source
+
+
+def test_prefixed_step_rate_and_validation_names_are_read_in_csv_and_jsonl(tmp_path):
+    losses = _losses(40)
+    csv_path = tmp_path / "wandb.csv"
+    csv_path.write_text("train/global_step,train/loss,train/learning_rate,eval/loss\n" + "".join(
+        f"{100 * i},{v},0.1,{'' if i % 10 else 0.5}\n" for i, v in enumerate(losses)))
+    log = read_log(csv_path)
+    assert log.steps[-1] == 3900 and log.lrs[0] == 0.1 and len(log.val_losses) == 4
+    jsonl = _jsonl(tmp_path / "wandb.jsonl", [{"train/global_step": 10 * i, "train/loss": float(v)}
+                                              for i, v in enumerate(losses)])
+    assert read_log(jsonl).steps[-1] == 390  # the rows' positions were the steps
+
+
+def test_a_numpy_savetxt_header_is_read(tmp_path):
+    path = tmp_path / "np.csv"
+    path.write_text("# step,loss\n" + "".join(f"{100 * i},{v}\n"
+                                              for i, v in enumerate(_losses(40))))
+    assert read_log(path).steps[-1] == 3900

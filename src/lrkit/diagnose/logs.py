@@ -89,6 +89,17 @@ _NOT_RATE = ("-momentum", "-weight_decay", "-beta1", "-beta2")
 _RATE_NAME = re.compile(r"lr(?:[-/].+|_?(?:pg|group|param_group)?_?\d+|_step|_epoch)")
 
 
+def _step_column(keys: list[str]) -> str | None:
+    """The steps' column or key: a known name, else one whose last part is one (W&B's and
+    Lightning's ``train/global_step``, ``trainer/global_step``: the rows' positions were
+    taken, and a spike at step 2000 was named at step 200)."""
+    found = _find(keys, STEP_KEYS)
+    if found is None:
+        found = next((k for k in keys
+                      if re.split(r"[/.]", k.strip().lower())[-1] in STEP_KEYS), None)
+    return found
+
+
 def _rate_column(keys: list[str]) -> str | None:
     """The rate's column or tag: a known name, else the first one named as a rate
     (``_RATE_NAME``) that is not the momentum or weight decay a LearningRateMonitor logs beside
@@ -385,6 +396,8 @@ def _read_csv(path: str | os.PathLike, column: str | None = None) -> LossLog:
         delimiter = _delimiter(first, path)
         reader = csv.reader(itertools.chain([first], handle), delimiter=delimiter)
         header = [h.strip() for h in next(reader)]
+        if header and header[0].startswith("#"):  # np.savetxt(header="step,loss") writes "# step"
+            header[0] = header[0].lstrip("#").strip()
         if column is not None:
             require(column.strip() in header,
                     f"{name} line 1: no column {column!r}; " + _column_hint(header))
@@ -408,8 +421,8 @@ def _read_csv(path: str | os.PathLike, column: str | None = None) -> LossLog:
         if loss_col is None:
             raise LrkitError(f"{name} line 1: no loss column in the header {header}; name "
                              "it 'loss' (optional: step, lr, val_loss)")
-        columns = {"loss": loss_col, "step": _find(header, STEP_KEYS),
-                   "lr": _rate_column(header), "val": _val_column(header)}
+        columns = {"loss": loss_col, "step": _step_column(header),
+                   "lr": _lr_tag(header), "val": _val_column(header, TB_VAL_KEYS)}
         _not_step_or_rate(columns, f"{name} line 1", "column")
         index = {k: header.index(v) for k, v in columns.items() if v is not None}
         collector = _Collector(name)
@@ -466,8 +479,8 @@ def _record_columns(record: dict, column: str | None, where: str) -> dict | None
     loss_key = (_train_loss_key(keys, where, "keys", "pick the training loss with --tag KEY (in "
                                 "Python: read_log(path, tag=KEY))") if column is None
                 else column if column in record else None)
-    columns = {"loss": loss_key, "step": _find(keys, STEP_KEYS), "lr": _rate_column(keys),
-               "val": _val_column(keys)}
+    columns = {"loss": loss_key, "step": _step_column(keys), "lr": _lr_tag(keys),
+               "val": _val_column(keys, TB_VAL_KEYS)}
     _not_step_or_rate(columns, where, "key")
     if columns["loss"] is None and columns["val"] is None:
         if column is not None:
