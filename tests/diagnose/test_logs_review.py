@@ -88,3 +88,14 @@ def test_a_numpy_savetxt_header_is_read(tmp_path):
     path.write_text("# step,loss\n" + "".join(f"{100 * i},{v}\n"
                                               for i, v in enumerate(_losses(40))))
     assert read_log(path).steps[-1] == 3900
+
+
+def test_pandas_rate_rows_with_a_null_loss_are_rates_not_a_divergence(tmp_path):
+    records = []
+    for i, v in enumerate(_losses(100)):
+        records.append({"step": i, "loss": float(v), "lr": None})
+        if i % 25 == 24:  # the rate logged in rows of its own; pandas writes loss: null there
+            records.append({"step": i, "loss": None, "lr": 0.1})
+    log = read_log(_jsonl(tmp_path / "pandas.jsonl", records))
+    assert len(log.losses) == 100 and all(np.isfinite(log.losses))  # a last NaN: "diverged"
+    assert log.lrs is not None and log.lrs[-1] == 0.1

@@ -281,6 +281,16 @@ class _Collector:
         nulls = [i for i, where in enumerate(self.null) if where is not None]
         if not nulls:
             return ""
+        if not any(self.lrs[i] is not None for i, where in enumerate(self.null) if where is None):
+            # the loss rows carry no rate and these null-loss rows do: pandas' every-column
+            # rows of a rate logged apart (a last one read as a NaN loss: "diverged, x0.1");
+            # their rates are kept as rates
+            rate_rows = {i for i in nulls if self.lrs[i] is not None}
+            if rate_rows:
+                self._keep_losses([i for i in range(len(self.losses)) if i not in rate_rows])
+                nulls = [i for i, where in enumerate(self.null) if where is not None]
+                if not nulls:
+                    return ""
         real = [self.steps[i] for i, where in enumerate(self.null) if where is None]
         last = max(real) if real else -math.inf
         inner = [i for i in nulls if self.steps[i] < last]
