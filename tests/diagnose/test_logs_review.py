@@ -99,3 +99,20 @@ def test_pandas_rate_rows_with_a_null_loss_are_rates_not_a_divergence(tmp_path):
     log = read_log(_jsonl(tmp_path / "pandas.jsonl", records))
     assert len(log.losses) == 100 and all(np.isfinite(log.losses))  # a last NaN: "diverged"
     assert log.lrs is not None and log.lrs[-1] == 0.1
+
+
+def test_rows_without_a_step_in_a_log_with_steps(tmp_path):
+    losses = _losses(50)
+    path = tmp_path / "gap.csv"
+    rows = [f"{100 * i},{v}" for i, v in enumerate(losses)]
+    rows[20] = f",{losses[20]}"  # one empty step cell: its position, 20, sat among the steps
+    path.write_text("step,loss\n" + "\n".join(rows) + "\n")
+    with pytest.raises(LrkitError, match="line 22: a loss without a step"):
+        read_log(path)
+    records = []
+    for i, v in enumerate(losses):
+        records.append({"step": 10 * i, "epoch": i // 10, "loss": float(v)})
+        if i % 10 == 9:  # a validation record holding its epoch only
+            records.append({"epoch": i // 10, "val_loss": 0.5})
+    log = read_log(_jsonl(tmp_path / "val.jsonl", records))
+    assert [at for at, _ in log.val_losses][:2] == [90, 190]  # it was epochs 0, 1

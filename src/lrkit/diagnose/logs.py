@@ -207,6 +207,7 @@ class _Collector:
         self._val_records: list[int] = []
         self._rate_records: list[int] = []
         self._seen: set[float] = set()  # the steps with a training loss
+        self._stepped = False  # a row with a step was read
         #: (record, step) where the steps went back to a step seen before (see _restart)
         self.restarts: list[tuple[int, float]] = []
 
@@ -218,6 +219,16 @@ class _Collector:
         val_v = _number(val, self.path, where, columns.get("val") or "val_loss") \
             if val is not None else None
         lr_v = _number(lr, self.path, where, columns.get("lr") or "lr") if lr is not None else None
+        if step_v is not None:
+            self._stepped = True
+        elif self._stepped:
+            # a row without a step in a log whose rows before it had one: its position mixed
+            # with the steps (steps 0, 20, 100, 200; a validation point "at step 250" for 2490)
+            if loss_v is not None:
+                raise LrkitError(f"{self.path} {where}: a loss without a step, while the rows "
+                                 "before it have one; give every loss row its step, or leave "
+                                 "the step column out (each row is then one step, in order)")
+            step_v = self.steps[-1] if self.steps else 0.0  # after the last loss logged
         at = step_v if step_v is not None else float(len(self.losses))
         record = self._record
         self._record += 1
@@ -563,6 +574,7 @@ def _read_jsonl(path: str | os.PathLike, column: str | None = None) -> LossLog:
     cut_at = None  # the step of a guard's last cut, from the run's latest Monitor report
     rolled_back: list = []  # the steps whose batch the guard rolled back (ditto)
     file_key = None  # the training loss's key, from the first record that has one
+    file_step = None  # the steps' key, from the first loss record that has one
     with open(path, encoding="utf-8-sig") as handle:
         for line, text in enumerate(handle, start=1):
             text = text.strip()
@@ -587,11 +599,17 @@ def _read_jsonl(path: str | os.PathLike, column: str | None = None) -> LossLog:
                     rolled_back = evidence.get("guard_rolled_back_at") or []
                 continue
             columns = _record_columns(record, column or file_key, f"{name} line {line}")
+            if file_step is not None and columns is not None:
+                # the steps' key is the file's too: a validation record holding only its
+                # epoch is at the step of the loss before it, not at step "3"
+                columns["step"] = file_step if file_step in record else None
             if column is None and file_key is None and columns is not None and columns["loss"]:
                 # the loss key is the file's, found once: a per-epoch summary record's own
                 # (train_loss beside the steps' loss) is another metric, not a second curve
                 # interleaved with the first (or, read as a restart, the only one left)
                 file_key = columns["loss"]
+            if file_step is None and columns is not None and columns["loss"] and columns["step"]:
+                file_step = columns["step"]
             # the step of a line with a training loss (a validation loss's own line may name an
             # earlier step: a checkpoint's)
             step = record.get("step") if columns is not None and columns["loss"] else None
