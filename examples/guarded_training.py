@@ -49,9 +49,10 @@ def main() -> None:
         else:
             loss = guard.step(closure)
         monitor.update(loss, lr=optimizer.param_groups[0]["lr"])
-        if guard is None and not math.isfinite(float(loss)):
+        value = loss.detach().item() if isinstance(loss, torch.Tensor) else float(loss)
+        if guard is None and not math.isfinite(value):
             # the run is lost: NaN arithmetic only makes the remaining steps slow
-            print(f"the loss is {float(loss)} at step {monitor.step}: the run is lost "
+            print(f"the loss is {value} at step {monitor.step - 1}: the run is lost "
                   "(a guard would have rolled back and lowered the rate)")
             break
     diagnosis = monitor.close()

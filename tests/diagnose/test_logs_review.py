@@ -116,3 +116,53 @@ def test_rows_without_a_step_in_a_log_with_steps(tmp_path):
             records.append({"epoch": i // 10, "val_loss": 0.5})
     log = read_log(_jsonl(tmp_path / "val.jsonl", records))
     assert [at for at, _ in log.val_losses][:2] == [90, 190]  # it was epochs 0, 1
+
+
+def test_a_tab_separated_log_keeps_its_thousands_separators_an_error(tmp_path):
+    path = tmp_path / "us.tsv"  # '1,000' is a thousand there, never 1.0
+    path.write_text("step\tloss\n" + "".join(f"{i * 10:,}\t{v}\n" for i, v in enumerate(_losses(200))))
+    with pytest.raises(LrkitError, match="'1,000' is not a number"):
+        read_log(path)
+
+
+def test_event_records_beside_the_steps_are_passed_by_and_a_start_record_too(tmp_path):
+    losses = _losses()
+    records = [{"event": "start", "config": {"lr": 0.1}}]
+    for step, loss in enumerate(losses):
+        records.append({"step": step, "loss": float(loss)})
+        if step % 50 == 49:
+            records.append({"event": "epoch_end", "epoch": step // 50, "loss": 1.0,
+                            "val_loss": 0.5})
+    log = read_log(_jsonl(tmp_path / "events.jsonl", records))
+    assert len(log.losses) == 400  # read as restarts at the epoch numbers: 9 left; then refused
+
+
+@pytest.mark.parametrize("first", [{"epoch": 0, "train_loss": 2.5, "val_loss": 2.4},
+                                   {"step": 0, "loss_scale": 65536}])
+def test_the_files_keys_are_its_commonest_not_its_first_records(tmp_path, first):
+    records = [first] + [{"step": 10 * i, "loss": float(v)} for i, v in enumerate(_losses())]
+    log = read_log(_jsonl(tmp_path / "first.jsonl", records))
+    assert len(log.losses) >= 399 and max(log.losses) < 10  # the loss scale read as the loss
+
+
+def test_a_global_step_wins_over_an_epoch_named_either_way(tmp_path):
+    records = [{"train/epoch": round(i / 400, 2), "train/global_step": 10 * i,
+                "train/loss": float(v)} for i, v in enumerate(_losses())]
+    assert read_log(_jsonl(tmp_path / "wandb.jsonl", records)).steps[-1] == 3990
+
+
+def test_a_flat_run_started_again_is_read_as_restarts_not_refused(tmp_path):
+    rng = np.random.default_rng(0)
+    rows = "".join(f"{i},{2.3 + 0.01 * rng.standard_normal()}\n" for i in range(100))
+    path = tmp_path / "rerun.csv"
+    path.write_text("step,loss\n" + rows * 3)
+    assert len(read_log(path).losses) == 100
+
+
+@pytest.mark.parametrize("tag", ["train_learning_rate", "Loss_val", "optimizer_lr"])
+def test_tensorboard_exports_of_rate_and_validation_tags_by_their_words(tmp_path, tag):
+    path = tmp_path / f"run-x-tag-{tag}.csv"
+    path.write_text("Wall time,Step,Value\n" + "".join(f"1.0,{i},{0.1 + i * 0.01}\n"
+                                                       for i in range(20)))
+    with pytest.raises(LrkitError, match="not the training loss"):
+        read_log(path)

@@ -66,3 +66,12 @@ def test_a_sweep_whose_plot_fails_keeps_its_json_and_csv(tmp_path, monkeypatch, 
                  "--csv", str(tmp_path / "s.csv"), "--plot", str(tmp_path / "s.png")])
     assert code == 2 and "plot could not be written" in capsys.readouterr().err
     assert json.loads((tmp_path / "s.json").read_text()) and (tmp_path / "s.csv").exists()
+
+
+def test_a_curve_lowest_near_its_start_is_shown_whole_too():
+    result = _rising()
+    result.losses = result.smoothed = [1.2, 1.0, 0.99] + list(np.linspace(1.1, 8.8, 37))
+    low, high = result.plot().axes[0].get_ylim()
+    assert high >= 8.8
+    raw = np.array(result.losses)
+    assert np.array_equal(suggest._capped_tail(raw), raw)

@@ -93,11 +93,12 @@ def _step_column(keys: list[str]) -> str | None:
     """The steps' column or key: a known name, else one whose last part is one (W&B's and
     Lightning's ``train/global_step``, ``trainer/global_step``: the rows' positions were
     taken, and a spike at step 2000 was named at step 200)."""
-    found = _find(keys, STEP_KEYS)
-    if found is None:
-        found = next((k for k in keys
-                      if re.split(r"[/.]", k.strip().lower())[-1] in STEP_KEYS), None)
-    return found
+    for name in STEP_KEYS:  # by priority: a global step before an epoch, named either way
+        found = next((k for k in keys if k.strip().lower() == name), None) or next(
+            (k for k in keys if re.split(r"[/.]", k.strip().lower())[-1] == name), None)
+        if found is not None:
+            return found
+    return None
 
 
 def _rate_column(keys: list[str]) -> str | None:
@@ -330,20 +331,26 @@ class _Collector:
             return
         index = {record: i for i, record in enumerate(self._loss_records)}
         start = self.losses[0]
+        finite = [v for v in self.losses if math.isfinite(v)]
+        changes = sorted(abs(b - a) for a, b in zip(finite, finite[1:]))
+        noise = changes[len(changes) // 2] if changes else 0.0  # a step-to-step change
         went_on = 0
         for record, _ in self.restarts:
             i = index.get(record)
             if i is None or i == 0:
                 return
             here, before = self.losses[i], self.losses[i - 1]
+            # the loss had fallen clearly by then, and goes on from there (a flat run started
+            # again looks alike: it is read as restarts, as before)
             if math.isfinite(here) and math.isfinite(before) and (
-                    abs(here - before) < abs(here - start)):
+                    abs(here - before) < abs(here - start)) and start - before > 5 * noise:
                 went_on += 1
         if went_on >= 0.75 * len(self.restarts):
             raise LrkitError(
                 f"{self.path}: the steps go back to {first_step:g} {len(self.restarts)} times, "
                 "and the loss goes on from where it was each time: the step column looks like "
-                "the batch index within each epoch, not the run's step; log the global step "
+                "the batch index within each epoch (or a step counter that restarts on resume), "
+                "not the run's step; log the global step "
                 "(epoch * batches_per_epoch + batch), or leave the step column out (each row "
                 "is then one step, in order)")
 
@@ -430,11 +437,11 @@ def _read_csv(path: str | os.PathLike, column: str | None = None) -> LossLog:
             # (run-<run>-tag-<tag>.csv) says the tag is a rate, an accuracy or a validation loss
             # (an exported accuracy read "diverged, the loss blew up to 9.25x its start")
             exported = re.search(r"-tag-(.+)\.csv$", Path(name).name, re.IGNORECASE)
-            tag = exported.group(1).replace("_", "/").lower() if exported else ""
-            leaf = re.split(r"[/]", exported.group(1).lower())[-1] if exported else ""
-            if exported and (_RATE_NAME.fullmatch(leaf) or leaf in ("lr", "learning_rate")
-                             or "acc" in leaf or leaf.startswith(("val", "eval", "test"))
-                             or "val" in tag.split("/")[0]):
+            # the tag's words (TensorBoard writes its '/' as '_' in the file name)
+            words = [w for w in re.split(r"[^a-z0-9]+", exported.group(1).lower()) if w] \
+                if exported else []
+            if words and (set(words) & set(_NOT_TRAIN) or any(w.startswith("acc") for w in words)
+                          or words[-1] == "lr" or words[-2:] == ["learning", "rate"]):
                 raise LrkitError(
                     f"{name}: a TensorBoard export of the tag {exported.group(1)!r}, which is "
                     "not the training loss; export the training loss's tag (train/loss, loss)")
@@ -454,11 +461,13 @@ def _read_csv(path: str | os.PathLike, column: str | None = None) -> LossLog:
                 raise LrkitError(f"{name} line {line}: {len(row)} fields, but the header has "
                                  f"{len(header)}; fix or remove that line")
             get = lambda key: row[index[key]] if key in index else None  # noqa: E731
-            if delimiter != ",":
-                # where the fields are split by ';' or tabs, a comma is the decimal mark (as
-                # Excel writes CSV in such locales): '2,08' is 2.08 (it was "not a number")
-                get = lambda key: (_decimal_point(row[index[key]]) if key in index  # noqa: E731
-                                   else None)
+            if delimiter == ";":
+                # where the fields are split by ';', a comma is the decimal mark (as Excel
+                # writes CSV in such locales): '2,08' is 2.08 (it was "not a number"); not in
+                # a tab-separated file, where '1,000' is a thousand, nor in the step column
+                get = lambda key: ((row[index[key]] if key == "step"  # noqa: E731
+                                    else _decimal_point(row[index[key]]))
+                                   if key in index else None)
             collector.add(f"line {line}", get("step"), get("loss"), get("lr"), get("val"),
                           columns)
     return collector.result(_csv_source(columns))
@@ -573,8 +582,11 @@ def _read_jsonl(path: str | os.PathLike, column: str | None = None) -> LossLog:
     runs = 1
     cut_at = None  # the step of a guard's last cut, from the run's latest Monitor report
     rolled_back: list = []  # the steps whose batch the guard rolled back (ditto)
-    file_key = None  # the training loss's key, from the first record that has one
-    file_step = None  # the steps' key, from the first loss record that has one
+    # the training loss's key and the steps' key: the file's, the commonest among its first
+    # records (a per-epoch summary's train_loss beside the steps' loss is another metric, not
+    # a second curve interleaved with the first; a first record's loss_scale is not the loss)
+    file_key, file_step, events_are_data = (_jsonl_keys(path, column) if column is None
+                                            else (None, None, False))
     with open(path, encoding="utf-8-sig") as handle:
         for line, text in enumerate(handle, start=1):
             text = text.strip()
@@ -588,9 +600,14 @@ def _read_jsonl(path: str | os.PathLike, column: str | None = None) -> LossLog:
             if not isinstance(record, dict):
                 raise LrkitError(f"{name} line {line}: expected a JSON object, got "
                                  f"{type(record).__name__}")
-            if record.get("event") == "report":  # a Monitor's report; other "event" keys
-                # (a user's own structured logs) are data, and the validation records among
-                # them were lost
+            if "event" in record and record.get("event") != "report" and not events_are_data:
+                # a user's own event record: read for a validation loss it holds alone (an
+                # evaluation's record; it was lost), passed by otherwise (a run's start, an
+                # epoch's summary, which beside the steps' own losses is another metric)
+                keys = list(record)
+                if _val_column(keys, TB_VAL_KEYS) is None or (file_key or "loss") in record:
+                    continue
+            if record.get("event") == "report":  # a Monitor's report
                 monitor = True
                 ended = ended or (record.get("event") == "report" and record.get("final") is True)
                 evidence = record.get("evidence")
@@ -603,13 +620,6 @@ def _read_jsonl(path: str | os.PathLike, column: str | None = None) -> LossLog:
                 # the steps' key is the file's too: a validation record holding only its
                 # epoch is at the step of the loss before it, not at step "3"
                 columns["step"] = file_step if file_step in record else None
-            if column is None and file_key is None and columns is not None and columns["loss"]:
-                # the loss key is the file's, found once: a per-epoch summary record's own
-                # (train_loss beside the steps' loss) is another metric, not a second curve
-                # interleaved with the first (or, read as a restart, the only one left)
-                file_key = columns["loss"]
-            if file_step is None and columns is not None and columns["loss"] and columns["step"]:
-                file_step = columns["step"]
             # the step of a line with a training loss (a validation loss's own line may name an
             # earlier step: a checkpoint's)
             step = record.get("step") if columns is not None and columns["loss"] else None
@@ -642,6 +652,57 @@ def _read_jsonl(path: str | os.PathLike, column: str | None = None) -> LossLog:
         log = log.only(lambda step: step >= cut_at, f"from step {cut_at:g}: the guard's last cut",
                        val_too=True)
     return log
+
+
+#: records read to choose a JSONL file's loss and step keys
+KEY_SCAN_RECORDS = 200
+
+
+def _jsonl_keys(path: str | os.PathLike,
+                column: str | None) -> tuple[str | None, str | None, bool]:
+    """The commonest training-loss key and step key among the first loss records of a JSONL
+    file (ties: the names' own priority), from its records without an ``"event"`` key, else
+    (a structured log whose every line is an event) from its events other than the Monitor's
+    reports, which are then its data (the third value); ``None`` where none is found."""
+    found = _scan_keys(path, column, events=False)
+    if found[0] is None:
+        events = _scan_keys(path, column, events=True)
+        if events[0] is not None:
+            return events[0], events[1], True
+    return found[0], found[1], False
+
+
+def _scan_keys(path: str | os.PathLike, column: str | None,
+               events: bool) -> tuple[str | None, str | None]:
+    import collections
+
+    losses: collections.Counter = collections.Counter()
+    steps: collections.Counter = collections.Counter()
+    with open(path, encoding="utf-8-sig") as handle:
+        for text in itertools.islice((t for t in handle if t.strip()), KEY_SCAN_RECORDS):
+            try:
+                record = json.loads(text)
+            except json.JSONDecodeError:
+                continue
+            if not isinstance(record, dict) or record.get("event") == "report" or (
+                    "event" in record) is not events:
+                continue
+            try:
+                columns = _record_columns(record, column, "scan")
+            except LrkitError:
+                continue
+            if columns is not None and columns["loss"]:
+                losses[columns["loss"]] += 1
+                if columns["step"]:
+                    steps[columns["step"]] += 1
+
+    def top(counts: collections.Counter, order: tuple[str, ...]) -> str | None:
+        if not counts:
+            return None
+        rank = {name: i for i, name in enumerate(order)}
+        return max(counts, key=lambda k: (counts[k], -rank.get(k.strip().lower(), len(order))))
+
+    return top(losses, LOSS_KEYS), top(steps, STEP_KEYS)
 
 
 def read_json(path: str | os.PathLike, *, column: str | None = None) -> LossLog:

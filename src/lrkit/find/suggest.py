@@ -135,7 +135,8 @@ def _capped_tail(raw: np.ndarray) -> np.ndarray:
         return raw
     low = int(np.argmin(raw))
     fall = float(np.max(raw[: low + 1])) - float(raw[low])
-    if fall <= 0:  # lowest at the start: no fall to protect (the cap flattened the whole curve)
+    if fall <= 0 or low < max(2, len(raw) // 10):
+        # lowest at or near the start: no fall to protect (the cap flattened the whole curve)
         return raw
     # measured from the minimum, in the curve's own fall: the same for any shift of the loss
     cap = float(raw[low]) + TAIL_CAP * fall

@@ -88,9 +88,11 @@ def finder_figure(result, ax=None, show_methods: bool = True):
         # show the validation curve, which may lie wholly above or below the training loss
         lo = min(shown.min(), val.min()) if len(val) else shown.min()
         hi = max(shown[0], val[0]) if len(val) else shown[0]
-        if hi - lo <= 1e-9 * max(abs(hi), 1.0):
-            # lowest at the start (a loss that only rose): the whole curve, not a sliver of 1e-12
-            hi = max(shown.max(), val.max()) if len(val) else shown.max()
+        top = max(shown.max(), val.max()) if len(val) else shown.max()
+        if hi - lo <= 0.05 * (top - lo):
+            # lowest at or near the start (a loss that only rose): the whole curve, not a
+            # sliver of 1e-12 around the first points
+            hi = top
         span = max(hi - lo, 1e-12)
         ax.set_ylim(lo - 0.2 * span, hi + 0.6 * span)
     ax.grid(True, which="both", alpha=0.3)
