@@ -159,3 +159,13 @@ def test_a_flat_run_started_again_is_read_as_restarts_not_refused(tmp_path):
     path = tmp_path / "rerun.csv"
     path.write_text("step,loss\n" + rows * 3)
     assert len(read_log(path).losses) == 100
+
+
+def test_a_rate_in_records_of_its_own_is_read_beside_the_losses(tmp_path):
+    records = []
+    for i, v in enumerate(_losses(100)):
+        if i % 25 == 0:
+            records.append({"step": i, "lr": 0.1 / (1 + i // 25)})
+        records.append({"step": i, "loss": float(v)})
+    log = read_log(_jsonl(tmp_path / "lr_apart.jsonl", records))
+    assert log.lrs is not None and log.lrs[0] == 0.1 and log.lrs[-1] == pytest.approx(0.025)

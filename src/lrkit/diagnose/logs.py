@@ -514,7 +514,9 @@ def _record_columns(record: dict, column: str | None, where: str) -> dict | None
     _not_step_or_rate(columns, where, "key")
     if columns["loss"] is None and columns["val"] is None:
         if column is not None:
-            return None
+            # another metric's record, passed by; a rate in a record of its own is the rate
+            # (Lightning's LearningRateMonitor writes it so): it was lost
+            return columns if columns["lr"] else None
         raise LrkitError(f"{where}: no 'loss' (or 'val_loss') key in {sorted(keys)}; name the "
                          "training loss's key with --tag KEY (in Python: read_log(path, tag=KEY))")
     return columns
