@@ -202,16 +202,21 @@ def _module_name(path: Path) -> str:
     from its path, which DataLoader workers started by spawn cannot import (rename the file)."""
     stem = path.stem
     if stem.isidentifier() and not keyword.iskeyword(stem) and not stem.startswith("__"):
-        loaded = sys.modules.get(stem)
-        try:  # another module of that name (the standard library's csv, an installed package,
-            # another recipe file of the same name loaded before: a/train.py, b/train.py)
-            found = None if loaded is not None else importlib.util.find_spec(stem)
-        except (ImportError, ValueError):
-            found = False  # a name find_spec cannot place: taken
-        origin = (getattr(loaded, "__file__", None) if loaded is not None
-                  else getattr(found, "origin", None))
+        # the file that name stands for now, if any: a module loaded (another recipe file of
+        # the same name: a/train.py, b/train.py) or one Python would find (the standard
+        # library's csv, an installed package)
+        loaded, found = sys.modules.get(stem), None
+        if loaded is not None:
+            origin = getattr(loaded, "__file__", None)
+        else:
+            try:
+                found = importlib.util.find_spec(stem)
+            except (ImportError, ValueError):  # a name find_spec cannot place: taken
+                found, origin = True, None
+            else:
+                origin = getattr(found, "origin", None)
         if (loaded is None and found is None) or (
-                found is not False and origin and Path(origin).resolve() == path.resolve()):
+                origin and Path(origin).resolve() == path.resolve()):
             return stem
     digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:12]
     return f"lrkit_recipe_{digest}"

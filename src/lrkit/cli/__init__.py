@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from lrkit.errors import USER_CODE, LrkitError
+from lrkit.errors import LrkitError, USER_CODE, plot_formats
 
 #: sub-command modules, in the order ``lrkit --help`` lists them
 COMMANDS = [
@@ -43,13 +43,6 @@ BROKEN_PIPE_EXIT = 141
 # ------------------------------------------------------------------------------------------------
 # shared checks
 # ------------------------------------------------------------------------------------------------
-
-def plot_formats() -> list[str]:
-    """The file extensions a figure can be saved as (see :func:`lrkit.errors.plot_formats`)."""
-    from lrkit.errors import plot_formats as formats
-
-    return formats()
-
 
 def save_plot(result: Any, path: str) -> None:
     """``result.plot(path)`` after the result was written and shown: a plot that fails (a

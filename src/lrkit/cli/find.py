@@ -167,6 +167,8 @@ def run(args: argparse.Namespace) -> int:
     if not is_main():  # under torchrun every rank ran the test; rank 0 alone reports it
         return 0 if result.suggested_lr is not None else 1
     code = 0 if result.suggested_lr is not None else 1  # the same with or without --json
+    from lrkit.cli import save_plot
+
     # the result first, the plot last: a plot that fails (pgf without TeX) loses nothing
     if args.json == "-":
         print(result.to_json())
@@ -180,16 +182,10 @@ def run(args: argparse.Namespace) -> int:
         if args.json:
             print(f"result written to {args.json}")
     if args.plot:
-        _save_plot(result, args.plot)
+        save_plot(result, args.plot)
         if args.json != "-":
             print(f"plot written to {args.plot}")
     return code
-
-
-def _save_plot(result, path: str) -> None:
-    from lrkit.cli import save_plot
-
-    save_plot(result, path)
 
 
 def _find(args: argparse.Namespace, target: str) -> Any:

@@ -152,6 +152,8 @@ def run(args: argparse.Namespace) -> int:
                 repeat_top=args.repeat_top, threads=args.threads,
                 progress=False if args.no_progress else None, engine=args.engine,
                 ray_address=args.ray_address)
+    from lrkit.cli import save_plot
+
     # the results first, the plot last: a plot that fails loses neither
     if args.csv:
         result.to_csv(args.csv)
@@ -160,7 +162,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json == "-":
         print(result.to_json())
         if args.plot:
-            _save_plot(result, args.plot)
+            save_plot(result, args.plot)
         return 0
     print(result.table())
     print()
@@ -174,13 +176,7 @@ def run(args: argparse.Namespace) -> int:
         if path:
             print(f"{what} written to {path}")
     if args.plot:
-        _save_plot(result, args.plot)
+        save_plot(result, args.plot)
         print(f"plot written to {args.plot}")
     sys.stdout.flush()
     return 0
-
-
-def _save_plot(result, path: str) -> None:
-    from lrkit.cli import save_plot
-
-    save_plot(result, path)

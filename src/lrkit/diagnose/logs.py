@@ -454,20 +454,19 @@ def _read_csv(path: str | os.PathLike, column: str | None = None) -> LossLog:
         _not_step_or_rate(columns, f"{name} line 1", "column")
         index = {k: header.index(v) for k, v in columns.items() if v is not None}
         collector = _Collector(name)
+        # where the fields are split by ';', a comma is the decimal mark (as Excel writes CSV
+        # in such locales): '2,08' is 2.08 (it was "not a number"); not in a tab-separated
+        # file, where '1,000' is a thousand, nor in the step column
+        comma = delimiter == ";"
         for line, row in enumerate(reader, start=2):
             if not row or all(not cell.strip() for cell in row):
                 continue
             if len(row) != len(header):
                 raise LrkitError(f"{name} line {line}: {len(row)} fields, but the header has "
                                  f"{len(header)}; fix or remove that line")
-            get = lambda key: row[index[key]] if key in index else None  # noqa: E731
-            if delimiter == ";":
-                # where the fields are split by ';', a comma is the decimal mark (as Excel
-                # writes CSV in such locales): '2,08' is 2.08 (it was "not a number"); not in
-                # a tab-separated file, where '1,000' is a thousand, nor in the step column
-                get = lambda key: ((row[index[key]] if key == "step"  # noqa: E731
-                                    else _decimal_point(row[index[key]]))
-                                   if key in index else None)
+            get = lambda key: (None if key not in index  # noqa: E731
+                               else _decimal_point(row[index[key]]) if comma and key != "step"
+                               else row[index[key]])
             collector.add(f"line {line}", get("step"), get("loss"), get("lr"), get("val"),
                           columns)
     return collector.result(_csv_source(columns))
@@ -686,8 +685,9 @@ def _scan_keys(path: str | os.PathLike, column: str | None,
                 record = json.loads(text)
             except json.JSONDecodeError:
                 continue
-            if not isinstance(record, dict) or record.get("event") == "report" or (
-                    "event" in record) is not events:
+            # (the Monitor's reports never; a user's events in the second pass only)
+            if (not isinstance(record, dict) or record.get("event") == "report"
+                    or ("event" in record) != events):
                 continue
             try:
                 columns = _record_columns(record, column, "scan")

@@ -635,9 +635,9 @@ def plot(previews: Preview | Sequence[Preview], path: str, *, title: str | None 
 
     mixed = len({relative(p) for p in items}) > 1
     drawn: list[float] = []
+    max_points = _check_max_points(max_points)
     for i, p in enumerate(items):
         n = p.steps
-        max_points = _check_max_points(max_points)
         stride = max(1, math.ceil(n / max_points))
         xs = sorted(set(range(0, n, stride)) | {n - 1} | {k.step for k in p.key_points}
                     | {max(k.step - 1, 0) for k in p.key_points}
