@@ -174,3 +174,60 @@ def test_numpy_numbers_are_accepted_and_none_is_named():
         lrkit.find_lr(model, opt, loader, criterion, smoothing=None, progress=False)
     with pytest.raises(LrkitError, match="start_lr and end_lr are both 1"):
         lrkit.find_lr(model, opt, loader, criterion, start_lr=1.0, end_lr=1.0, progress=False)
+
+
+@pytest.mark.parametrize("options,fragment", [
+    ({"num_steps": -5}, "num_steps must be an integer >= 10"),
+    ({"num_steps": "100"}, "num_steps must be an integer >= 10"),
+    ({"end_lr": "1"}, "end_lr must be a positive finite number"),
+])
+def test_bad_ranges_are_named_before_an_optimizers_own_checks(setup, options, fragment):
+    """Adafactor's cap check did arithmetic on them first: "math domain error", "'>' not
+    supported"."""
+    model, _, loader, criterion = setup
+    opt = torch.optim.Adafactor(model.parameters(), lr=0.01)
+    with pytest.raises(LrkitError, match=fragment):
+        lrkit.find_lr(model, opt, loader, criterion, progress=False, **options)
+
+
+def test_a_loader_whose_iter_rewinds_itself_is_cycled(setup):
+    """``__iter__`` resets the position and returns self: re-iterable, as every epoch loop over it
+    shows; it was refused as "a one-shot iterator" when the test needed a second pass."""
+    model, opt, loader, criterion = setup
+    batches = list(loader)
+
+    class Rewinding:
+        def __init__(self):
+            self.position = 0
+
+        def __iter__(self):
+            self.position = 0
+            return self
+
+        def __next__(self):
+            if self.position == len(batches):
+                raise StopIteration
+            self.position += 1
+            return batches[self.position - 1]
+
+    result = lrkit.find_lr(model, opt, Rewinding(), criterion, num_steps=3 * len(batches),
+                           noise_batches=0, diverge_threshold=1e12, progress=False)
+    assert result.steps == 3 * len(batches)
+
+
+def test_a_short_dataloader_is_iterated_once_a_pass(setup):
+    """An extra iter() after every pass (to test ``iter(loader) is loader``) started a
+    DataLoader's worker processes again each time, and drew a base seed."""
+    model, opt, loader, criterion = setup
+    calls = []
+
+    class Counting(torch.utils.data.DataLoader):
+        def __iter__(self):
+            calls.append(1)
+            return super().__iter__()
+
+    data = Counting(list(loader), batch_size=None)
+    steps = 5 * len(data)
+    lrkit.find_lr(model, opt, data, criterion, num_steps=steps, noise_batches=0,
+                  diverge_threshold=1e12, progress=False)
+    assert len(calls) == 5

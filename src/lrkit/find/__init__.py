@@ -8,6 +8,7 @@ import time
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from lrkit.errors import LrkitError
+from lrkit.find.ramp import check_range
 from lrkit.find.range_test import NOISE_BATCHES, range_test
 from lrkit.find.result import FinderResult
 from lrkit.find.suggest import METHODS, analyse
@@ -85,6 +86,7 @@ def find_lr(
             "both a criterion and a loss_fn were given, and only one computes the loss: pass "
             "criterion for (inputs, targets) batches, criterion(model(inputs), targets), or "
             "loss_fn(model, batch) for any other batch format, not both")
+    check_range(start_lr, end_lr, num_steps, ramp)  # before any arithmetic on them
     check_rate_is_swept(optimizer, end_lr=end_lr, num_steps=num_steps)
     trainable = TorchTrainable(
         model, optimizer, train_loader, criterion, loss_fn=loss_fn, val_loader=val_loader,
