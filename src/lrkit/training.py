@@ -8,7 +8,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 import torch
 
-from lrkit.adapters.torch import batch_loss, maximizes, move_to
+from lrkit.adapters.torch import batch_loss, maximizes, move_to, moves_batches
 from lrkit.errors import LrkitError, plain_int, require
 from lrkit.problem import Problem
 
@@ -50,8 +50,10 @@ def evaluate(problem: Problem, loader: Iterable | None = None) -> float:
     total = count = 0.0
     batches = 0
     try:
+        move = not moves_batches(problem.loss_fn)
         for batch in loader:
-            value = float(batch_loss(model, move_to(batch, device), problem.criterion, problem.loss_fn))
+            moved = move_to(batch, device) if move else batch
+            value = float(batch_loss(model, moved, problem.criterion, problem.loss_fn))
             # each batch's mean weighted by its samples: the mean over the validation set (a
             # last batch of 1 sample weighed as much as 64, and 65 samples read 50 for 1.54)
             size = _batch_size(batch)

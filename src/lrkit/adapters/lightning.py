@@ -97,22 +97,45 @@ def _single_optimizer(config: Any) -> Any:
         "optimizer=... to from_lightning")
 
 
-def _training_loss(module: Any) -> Callable[[Any, Any], Any]:
-    """``loss_fn(model, batch)`` that calls the module's ``training_step`` (with a running
-    ``batch_idx`` when it takes one)."""
+#: the data hooks a LightningDataModule can take over from the module, in the order
+#: ``Trainer.fit`` calls them on every batch
+BATCH_HOOKS = ("on_before_batch_transfer", "transfer_batch_to_device", "on_after_batch_transfer")
+
+
+def _overridden(owner: Any, hook: str) -> bool:
+    """Whether ``owner`` defines ``hook`` itself rather than inheriting Lightning's default."""
+    if hook in vars(owner):
+        return True
+    for cls in type(owner).__mro__:
+        if hook in vars(cls):
+            return not cls.__module__.startswith(("lightning.", "pytorch_lightning."))
+    return False
+
+
+def _batch_hooks(module: Any, datamodule: Any) -> list[Callable]:
+    """The batch hooks as ``Trainer.fit`` picks them: the datamodule's where it overrides one,
+    otherwise the module's."""
+    return [getattr(datamodule if datamodule is not None and _overridden(datamodule, hook)
+                    else module, hook) for hook in BATCH_HOOKS]
+
+
+def _training_loss(module: Any, datamodule: Any = None) -> Callable[[Any, Any], Any]:
+    """``loss_fn(model, batch)`` that prepares the batch as ``Trainer.fit`` does (the batch
+    hooks, and the move to the module's device between them) and calls the module's
+    ``training_step`` (with a running ``batch_idx`` when it takes one)."""
     try:
         takes_index = len(inspect.signature(module.training_step).parameters) >= 2
     except (TypeError, ValueError):
         takes_index = True
     counter = [0]
+    before, transfer, after = _batch_hooks(module, datamodule)
 
     def loss_fn(model: Any, batch: Any) -> Any:
         index = counter[0]
         counter[0] += 1
         try:
             with _no_trainer_warnings(), _without_trainer(model):
-                # the batch hooks Trainer.fit applies around moving a batch to the device
-                batch = model.on_after_batch_transfer(model.on_before_batch_transfer(batch, 0), 0)
+                batch = after(transfer(before(batch, 0), model.device, 0), 0)
                 loss = (model.training_step(batch, index) if takes_index
                         else model.training_step(batch))
         except RuntimeError as error:
@@ -125,32 +148,49 @@ def _training_loss(module: Any) -> Callable[[Any, Any], Any]:
                 "of one batch) to from_lightning, or skip such batches in the data")
         return loss
 
+    loss_fn.moves_batches = True  # the range test leaves the batch as the loader gave it
     return loss_fn
 
 
-class _CombinedBatches:
-    """Several train loaders as Lightning combines them for ``training_step`` (one batch from
-    each, the shorter ones cycled), re-iterable like a DataLoader."""
+#: how a CombinedLoader's length follows its loaders' in each of its modes
+_COMBINED_LENGTH = {"max_size_cycle": max, "max_size": max, "min_size": min, "sequential": sum}
 
-    def __init__(self, loaders: Any) -> None:
+
+class _CombinedBatches:
+    """Several loaders as Lightning combines them, re-iterable like a DataLoader and yielding
+    what ``training_step`` gets: for training one batch from each (the shorter ones cycled),
+    for validation one loader after the other. A ``CombinedLoader`` the user built is taken as
+    it is (its iterator yields ``(batch, batch_idx, dataloader_idx)``; the step gets ``batch``)."""
+
+    def __init__(self, loaders: Any, mode: str = "max_size_cycle") -> None:
         from lightning.pytorch.utilities import CombinedLoader
 
-        self._combined = CombinedLoader(loaders, "max_size_cycle")
+        self._combined = (loaders if isinstance(loaders, CombinedLoader)
+                          else CombinedLoader(loaders, mode))
 
     def __iter__(self):
         for batch, *_ in self._combined:
             yield batch
 
     def __len__(self) -> int:
-        # the longest loader's, as "max_size_cycle" runs; Lightning's own len() needs the
-        # CombinedLoader iterated first ("Please call iter(combined_loader) first"), which
-        # would start every loader's iterator (and DataLoader workers) for a length
-        return max(len(loader) for loader in self._combined.flattened)
+        # from the loaders' own lengths: Lightning's len() needs the CombinedLoader iterated
+        # first ("Please call iter(combined_loader) first"), which would start every loader's
+        # iterator (and DataLoader workers) for a length
+        length = _COMBINED_LENGTH.get(getattr(self._combined, "_mode", None), max)
+        return length(len(loader) for loader in self._combined.flattened)
+
+
+def _combined(loaders: Any) -> bool:
+    return type(loaders).__name__ == "CombinedLoader" and type(loaders).__module__.startswith(
+        ("lightning.", "pytorch_lightning."))
 
 
 def _data(module: Any, datamodule: Any, loaders: Any, kind: str) -> Any:
     if loaders is not None:
-        return _CombinedBatches(loaders) if isinstance(loaders, (list, tuple, dict)) else loaders
+        if isinstance(loaders, (list, tuple, dict)):
+            # several validation loaders run one after another in Trainer.fit
+            return _CombinedBatches(loaders, "sequential" if kind == "val" else "max_size_cycle")
+        return _CombinedBatches(loaders) if _combined(loaders) else loaders
     source = datamodule if datamodule is not None else module
     method = getattr(source, f"{kind}_dataloader", None)
     if method is None:
@@ -184,8 +224,10 @@ def from_lightning(
     ``configure_optimizers`` the optimizer (or ``optimizer=``), and its data the
     ``train_dataloaders`` given (a list or dict of loaders is combined as Lightning does), the
     ``datamodule``'s or the module's own ``train_dataloader()``. ``prepare_data()`` and
-    ``setup("fit")`` are called on both, as ``Trainer.fit`` does, and the batch hooks
-    ``on_before_batch_transfer``/``on_after_batch_transfer`` are applied to every batch."""
+    ``setup("fit")`` are called on both, as ``Trainer.fit`` does, and every batch goes through
+    ``on_before_batch_transfer``, ``transfer_batch_to_device`` and ``on_after_batch_transfer``
+    (the datamodule's where it overrides them). Several validation loaders run one after
+    another, as in ``Trainer.fit``."""
     import torch
 
     if not isinstance(module, torch.nn.Module) or not hasattr(module, "training_step"):
@@ -218,7 +260,7 @@ def from_lightning(
             raise (_needs_trainer(error, "configure_optimizers", "pass optimizer=...")
                    or error) from error
     return Problem(model=module, optimizer=optimizer, train_loader=train,
-                   loss_fn=loss_fn or _training_loss(module), val_loader=val,
+                   loss_fn=loss_fn or _training_loss(module, datamodule), val_loader=val,
                    name=name or type(module).__name__, budget_steps=budget_steps)
 
 
@@ -268,10 +310,14 @@ def find_lr(
     if target is not None and result.suggested_lr is not None:
         old_value = _get_attribute(module, target)
         response = _rate_response(module, target, old_value, old_lrs)
-        if response == "proportional" and old_lrs[0] > 0:
+        # the first group with a rate: one held at 0 (a frozen stem) moves by no factor, and
+        # suggested_lr is that first group's suggestion
+        reference = next((i for i, lr in enumerate(old_lrs) if lr > 0), None)
+        if response == "proportional" and reference is not None:
             # configure_optimizers scales every group's rate with the attribute (a backbone at
             # lr/10, say): the attribute moves by the factor the groups move by together
-            _set_attribute(module, target, old_value * result.suggested_lrs[0] / old_lrs[0])
+            _set_attribute(module, target,
+                           old_value * result.suggested_lrs[reference] / old_lrs[reference])
         else:
             _set_attribute(module, target, result.suggested_lr)
         if response == "none":

@@ -150,6 +150,12 @@ def batch_loss(
     return extract_loss(output)
 
 
+def moves_batches(loss_fn: Any) -> bool:
+    """Whether ``loss_fn`` moves its batch to the device itself (an adapter's loss function
+    marked ``loss_fn.moves_batches = True``), so that nothing moves it before."""
+    return bool(getattr(loss_fn, "moves_batches", False))
+
+
 def cycle_batches(loader: Iterable, name: str = "train_loader") -> Iterator[Any]:
     """Iterate ``loader`` forever, starting a new pass when one ends; refuse an empty loader."""
     if not isinstance(loader, Iterable):
@@ -164,24 +170,21 @@ def cycle_batches(loader: Iterable, name: str = "train_loader") -> Iterator[Any]
             empty = False
             yield batch
         if empty and passes:
-            # it gave batches once: a stream that cannot be read again, not an empty loader
+            # it gave batches once: a one-shot iterator or a stream that cannot be read again,
+            # not an empty loader. (Told by this empty pass, not by iter(loader) is loader: a
+            # loader whose __iter__ rewinds itself and returns self is re-iterable, and every
+            # extra iter() of a DataLoader starts its workers again)
             raise LrkitError(
-                f"{name} yielded no batch on its pass {passes + 1}: it cannot be iterated again "
-                "(a stream read once); pass a re-iterable loader (a DataLoader over a map-style "
-                "dataset or a list of batches), or one with at least num_steps x "
-                "accumulation_steps batches (a range test reads noise_batches, 16 by default, "
-                "more before its ramp; noise_batches=0 skips them)"
+                f"{name} yielded no batch on its pass {passes + 1}: it cannot be iterated "
+                "again (a one-shot iterator or a stream read once ran out); pass a re-iterable "
+                "loader (a DataLoader over a map-style "
+                "dataset or a list of batches), or one with a batch for every micro-batch (a "
+                "range test reads num_steps x accumulation_steps, and noise_batches, 16 by "
+                "default, more before its ramp; noise_batches=0 skips them)"
             )
         if empty:
             raise LrkitError(f"{name} is empty: it yielded no batch; give it at least one batch")
         passes += 1
-        if iter(loader) is loader:  # a one-shot iterator cannot be restarted: cycle what we saw
-            raise LrkitError(
-                f"{name} is a one-shot iterator and ran out; pass a re-iterable loader "
-                "(a DataLoader or a list of batches), or one with a batch for every micro-batch "
-                "(a range test reads num_steps x accumulation_steps, and noise_batches, 16 by "
-                "default, more before its ramp; noise_batches=0 skips them)"
-            )
 
 
 @functools.lru_cache(maxsize=None)  # inspect.signature costs ~40 us a call
@@ -408,7 +411,10 @@ class TorchTrainable:
                 "(or none, to take the model's)")
         self._train_loader = train_loader
         self._batches: Iterator[Any] | None = None
-        self._move: bool | None = None  #: whether batches need moving to the device
+        #: whether batches need moving to the device (decided on the first batch); never for
+        #: a loss_fn that moves its batch itself (``loss_fn.moves_batches``: Lightning's, whose
+        #: hooks run before and after the move)
+        self._move: bool | None = False if moves_batches(loss_fn) else None
         if val_loader is not None and not isinstance(val_loader, Iterable):
             # a map-style Dataset: iter() walks it sample by sample, and "5 batches" were 5
             # samples, silently (as train_loader, it is refused)
@@ -626,7 +632,9 @@ class TorchTrainable:
             for batch in self._validation_subset():
                 try:
                     with self._autocast():
-                        losses.append(float(self._loss(move_to(batch, self.device))))
+                        if self._move is not False:
+                            batch = move_to(batch, self.device)
+                        losses.append(float(self._loss(batch)))
                 except Exception as exc:
                     blame_user_code(exc, "the validation pass (the model and the loss on a "
                                          "validation batch)")
