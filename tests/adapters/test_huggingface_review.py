@@ -179,3 +179,30 @@ def test_recommend_on_a_trainer_steps_as_the_trainer_does(tmp_path):
     assert recipe.total_steps == 6  # 3 epochs x ceil(8 batches / 4)
     assert recipe.batch_size == 64 and recipe.evidence["epochs"] == pytest.approx(3)
     assert len(calls) == 4 * len(recipe.evidence["finder"]["lrs"])  # 4 batches a test step
+
+
+@pytest.mark.parametrize("option", ["loss_fn", "criterion", "val_loader"])
+def test_options_the_trainer_provides_are_refused_with_where_to_give_them(tmp_path, option):
+    """They reached lrkit.find_lr twice: "got multiple values for keyword argument"."""
+    from lrkit.errors import LrkitError
+
+    trainer = make_trainer(tmp_path)
+    with pytest.raises(LrkitError, match=f"instead of {option}=..., pass "):
+        find_lr(trainer, num_steps=20, progress=False, **{option: object()})
+
+
+def test_a_schedule_free_optimizer_left_in_eval_mode_comes_back_bit_for_bit(tmp_path):
+    """After train() and evaluate() the optimizer holds the eval-mode weights; the test switches
+    it to train mode and back, and eval() after train() is not the identity in floating point:
+    4 of 25 tensors came back changed by rounding."""
+    trainer = make_trainer(tmp_path, max_steps=8, optim="schedule_free_adamw",
+                           eval_strategy="no")
+    trainer.eval_dataset = Tokens(32, vocab=50, length=8)
+    trainer.train()
+    trainer.evaluate()
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    find_lr(trainer, num_steps=20, progress=False)
+    after = trainer.model.state_dict()
+    assert [k for k in before if not torch.equal(before[k], after[k])] == []
+    optimizer = getattr(trainer.optimizer, "optimizer", trainer.optimizer)
+    assert optimizer.param_groups[0]["train_mode"] is False

@@ -154,9 +154,18 @@ def find_lr(trainer: Any, *, update_args: bool = False, eval_key: str | None = N
     the factor the parameter groups' base rates moved by, so that groups built at different
     rates each get their own suggestion, and an optimizer the Trainer already holds has its
     groups (``lr``, ``initial_lr``, and its scheduler's base rates) set too."""
+    import torch
+
     import lrkit
     from lrkit.state import at_base_rates
 
+    for name, instead in (("loss_fn", "compute_loss_func=... to the Trainer (or override "
+                                      "its compute_loss)"),
+                          ("criterion", "compute_loss_func=... to the Trainer"),
+                          ("val_loader", "eval_dataset=... to the Trainer, and val_every=K here")):
+        if name in finder_options:
+            raise LrkitError(f"find_lr(trainer) takes the Trainer's own {name.replace('_', ' ')}"
+                             f": instead of {name}=..., pass {instead}")
     problem = from_trainer(trainer, budget_steps=finder_options.pop("budget_steps", None),
                            eval_key=eval_key)
     args = trainer.args
@@ -167,6 +176,11 @@ def find_lr(trainer: Any, *, update_args: bool = False, eval_key: str | None = N
         raise LrkitError("val_every needs validation data: build the Trainer with eval_dataset=...")
     # schedule-free optimizers step only in train mode (Trainer.training_step switches them)
     was_eval = _schedule_free_mode(optimizer) is False
+    # its eval() after train() is not the identity in floating point (each interpolates the
+    # weights with z): the eval-mode weights are kept, to come back bit for bit (a copy of the
+    # parameters, in this case only)
+    params = [p for g in optimizer.param_groups for p in g["params"]] if was_eval else []
+    kept = [p.detach().clone() for p in params]
     if callable(getattr(optimizer, "train", None)):
         optimizer.train()
     # a scheduler moved the rates (a train() whose schedule ran out, a warmup from 0): the test
@@ -180,6 +194,9 @@ def find_lr(trainer: Any, *, update_args: bool = False, eval_key: str | None = N
     finally:
         if was_eval:
             optimizer.eval()
+            with torch.no_grad():
+                for param, value in zip(params, kept):
+                    param.copy_(value)
     # measured on the first group with a rate (one held still at 0 keeps its 0)
     reference = next((i for i, lr in enumerate(old_lrs) if lr > 0), None)
     # (the range test measures every group's ratio against that same group: its rate is
