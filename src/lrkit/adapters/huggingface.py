@@ -261,8 +261,9 @@ class _MonitorHooks(MonitorRuns):
         super().__init__(val_key=val_key, **monitor_options)
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        """Each ``train()`` (a hyperparameter-search trial, say) gets a Monitor of its own."""
-        self._start_run()
+        """Each ``train()`` (a hyperparameter-search trial, say) gets a Monitor of its own;
+        under several processes only the main one writes the log file and logs."""
+        self._start_run(main=bool(getattr(state, "is_world_process_zero", True)))
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None,
                **kwargs: Any) -> None:

@@ -41,7 +41,8 @@ class MonitorHooks(MonitorRuns):
         super().__init__(val_key=val_key, **monitor_options)
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
-        self._start_run()  # each fit() gets a Monitor of its own
+        # each fit() gets a Monitor of its own; under DDP only rank zero writes and logs
+        self._start_run(main=bool(getattr(trainer, "is_global_zero", True)))
         self._batch_lr: float | None = None
 
     def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any,
@@ -93,8 +94,7 @@ class MonitorHooks(MonitorRuns):
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
         # a fit stopped by Ctrl-C or an error: the final report, and the steps since the last
         # one written to the log (the moment a user most wants the diagnosis)
-        if not self.monitor.closed:
-            self._end_run()
+        self._end_run()
 
 
 _CLASS: type | None = None

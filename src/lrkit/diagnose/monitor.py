@@ -91,7 +91,8 @@ class Monitor:
     """Diagnose a run as it trains.
 
     ``report_every``: steps between diagnoses (0: only at the end). ``log_file``: a JSONL path
-    (appended to). ``logger``: a :class:`logging.Logger` or a name (default ``lrkit.diagnose``).
+    (appended to). ``logger``: a :class:`logging.Logger`, a name (default ``lrkit.diagnose``),
+    or ``False`` to log nothing; ``level``: its level, a number or a name (``"INFO"``).
     ``max_points``: longer histories are diagnosed from this many bin means, which keeps a report
     cheap at any length (the means of each bin's finite losses: they smooth out single batches,
     spikes and lone non-finite ones alike, so a long run's verdict can differ from
@@ -107,8 +108,8 @@ class Monitor:
         report_every: int = 1000,
         log_file: str | os.PathLike | None = None,
         log_steps: bool = True,
-        logger: logging.Logger | str | None = None,
-        level: int = logging.INFO,
+        logger: logging.Logger | str | bool | None = None,
+        level: int | str = logging.INFO,
         min_points: int = 8,
         max_points: int = 1000,
         on_report: Callable[[Diagnosis], Any] | None = None,
@@ -125,11 +126,8 @@ class Monitor:
                 f"min_points must be an integer >= 3, got {min_points!r}")
         self.report_every = report_every
         self.log_steps = log_steps
-        self.logger = logging.getLogger(logger) if isinstance(logger, str) or logger is None \
-            else logger
-        if logger is None:
-            self.logger = LOGGER
-        self.level = level
+        self.logger = _logger(logger)
+        self.level = _level(level)
         self.min_points = min_points
         self.max_points = max_points
         require(on_report is None or callable(on_report),
@@ -154,12 +152,7 @@ class Monitor:
         self.last: Diagnosis | None = None
         self.closed = False
         if log_file is not None:
-            try:
-                self._file = open(log_file, "a", encoding="utf-8")  # noqa: SIM115
-            except OSError as exc:
-                raise LrkitError(
-                    f"cannot open the monitor log {str(log_file)!r} for writing "
-                    f"({exc.strerror}); pass a writable path or log_file=None") from exc
+            self._file = open_log(log_file)
 
     # -- per step -----------------------------------------------------------------------------
     def update(self, loss: Any, lr: float | None = None) -> Diagnosis | None:
@@ -359,9 +352,10 @@ class Monitor:
         self.reports.append((self._step, result))
         tag = "final" if final else f"step {self._step}"
         reason = result.reasons[0] if result.reasons else ""
-        self.logger.log(self.level, "lrkit %s %s: %s (confidence %.0f%%), rate %s%s",
-                        self.name, tag, result.verdict, 100 * result.confidence,
-                        result.recommendation, f" -- {reason}" if reason else "")
+        if self.logger is not None:
+            self.logger.log(self.level, "lrkit %s %s: %s (confidence %.0f%%), rate %s%s",
+                            self.name, tag, result.verdict, 100 * result.confidence,
+                            result.recommendation, f" -- {reason}" if reason else "")
         if self._file is not None:
             self._write_steps()
             record = {"event": "report", "step": self._step, "final": final,
@@ -415,24 +409,79 @@ class MonitorRuns:
     """What a framework's Monitor callback (Lightning, Hugging Face) shares: a Monitor made from
     the callback's options, a fresh one for each training run (a second ``fit()`` or ``train()``
     must not report the first one's history, or write to a log the first one closed), closed at
-    the run's end, and the last diagnosis."""
+    the run's end, and the last diagnosis.
+
+    Under several processes (DDP) only the main one writes the log file and logs: every rank
+    appended its own copy of the steps to one file, which then read as several runs. The others
+    still diagnose their own losses (``diagnosis``). The file is opened when a run starts, so
+    the callback can be pickled before it (``strategy="ddp_spawn"``)."""
 
     def __init__(self, *, val_key: str, **monitor_options: Any) -> None:
         self.val_key = val_key
         self._options = dict(monitor_options)
-        self.monitor = Monitor(**monitor_options)
+        log_file = self._options.get("log_file")
+        if log_file is not None:
+            open_log(log_file).close()  # an unwritable path is named now, not at fit()
+        self._monitor = Monitor(**{**self._options, "log_file": None})  # checks the options
+        self._running = False
 
-    def _start_run(self) -> None:
-        if self.monitor.step or self.monitor.closed:
-            self.monitor.close()
-            self.monitor = Monitor(**self._options)
+    @property
+    def monitor(self) -> Monitor:
+        """The current run's Monitor (a run starts at the first hook, if no start hook came)."""
+        if not self._running:
+            self._start_run()
+        return self._monitor
+
+    def _start_run(self, main: bool = True) -> None:
+        if self._running and not self._monitor.closed:
+            self._monitor.close()  # a run that did not end (no end hook): its final report
+        options = self._options if main else {**self._options, "log_file": None, "logger": False}
+        self._monitor = Monitor(**options)
+        self._running = True
 
     def _end_run(self) -> None:
-        self.monitor.close()
+        if self._running:  # (closing twice is safe)
+            self._monitor.close()
 
     @property
     def diagnosis(self) -> Diagnosis | None:
-        return self.monitor.last
+        return self._monitor.last
+
+
+def open_log(log_file: str | os.PathLike) -> Any:
+    """The JSONL log opened for appending, or a clear error naming the path."""
+    try:
+        return open(log_file, "a", encoding="utf-8")  # noqa: SIM115
+    except OSError as exc:
+        raise LrkitError(
+            f"cannot open the monitor log {str(log_file)!r} for writing "
+            f"({exc.strerror}); pass a writable path or log_file=None") from exc
+
+
+def _logger(logger: Any) -> logging.Logger | None:
+    if logger is None:
+        return LOGGER
+    if logger is False:
+        return None
+    if isinstance(logger, str):
+        return logging.getLogger(logger)
+    require(isinstance(logger, (logging.Logger, logging.LoggerAdapter)),
+            f"logger must be a logging.Logger, a logger's name or False (no logging), got "
+            f"{logger!r}")
+    return logger
+
+
+def _level(level: Any) -> int:
+    """A logging level from a number or a name, as ``Logger.setLevel`` takes it."""
+    if isinstance(level, str):
+        number = logging.getLevelName(level.upper())
+        require(isinstance(number, int),
+                f"level must be a logging level (a number, or a name such as 'INFO' or "
+                f"'WARNING'), got {level!r}")
+        return number
+    require(isinstance(level, int) and not isinstance(level, bool) and level >= 0,
+            f"level must be a logging level (a number, or a name such as 'INFO'), got {level!r}")
+    return level
 
 
 def _finite_or_str(value: float) -> float | str:
