@@ -191,7 +191,7 @@ class Guard:
         sync_ranks: bool | None = None,
         watch_progress: bool = True,
         scaler: Any = None,
-        logger: logging.Logger | None = None,
+        logger: logging.Logger | str | None = None,
     ) -> None:
         if not isinstance(model, torch.nn.Module):
             raise LrkitError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -226,7 +226,7 @@ class Guard:
                 f"snapshot must be 'cpu', 'disk' or 'device', got {snapshot!r}")
         require(isinstance(probe_steps, int) and (probe_steps == 0 or probe_steps >= 10),
                 f"probe_steps must be 0 (no probe) or an integer >= 10, got {probe_steps!r}")
-        require(isinstance(probe_decades, (int, float)) and 0.5 <= probe_decades <= 8,
+        require(is_real(probe_decades) and 0.5 <= probe_decades <= 8,
                 f"probe_decades must be between 0.5 and 8, got {probe_decades!r}")
         require(is_real(min_confidence) and 0 <= min_confidence <= 1,
                 f"min_confidence must be between 0 and 1 (the diagnosis's confidence needed "
@@ -288,7 +288,7 @@ class Guard:
         self._sync = should_sync(sync_ranks, model)
         first = next(model.parameters(), None)
         self._device = first.device if first is not None else torch.device("cpu")
-        self.logger = logger or LOGGER
+        self.logger = logging.getLogger(logger) if isinstance(logger, str) else logger or LOGGER
         self.interventions: list[Intervention] = []
         self.steps = 0  #: steps attempted
         self.good_steps = 0
@@ -463,7 +463,10 @@ class Guard:
             self._unscaled = True
         grads = [p.grad for g in self.optimizer.param_groups for p in g["params"]
                  if p.grad is not None]
-        return list(torch._foreach_norm(grads)) if grads else []
+        dense = [g for g in grads if not g.is_sparse]
+        # a sparse gradient (an Embedding(sparse=True)): the norm of its values
+        sparse = [torch.linalg.vector_norm(g.coalesce().values()) for g in grads if g.is_sparse]
+        return (list(torch._foreach_norm(dense)) if dense else []) + sparse
 
     # -- the step -----------------------------------------------------------------------------
     def _optimizer_step(self) -> None:
@@ -533,7 +536,16 @@ class Guard:
                 self._probe_base = self.lrs
             self._set_lrs([lr * self._probe.current_scale for lr in self._probe_base])
         self._unscaled = False
-        return self._judge(closure())
+        try:
+            loss = closure()
+        except BaseException:
+            if self._probe is not None and self._probe_follows:
+                # the groups hold the probe's scaled rate: the next step would read it as the
+                # scheduler's and scale it again (a loop that skips a failing batch ran on
+                # ~300x too slow)
+                self._set_lrs(self._probe_base)
+            raise
+        return self._judge(loss)
 
     def _judge(self, loss: Any) -> float:
         """Check what the closure returned (and the gradients), then step, skip or roll back."""
