@@ -218,7 +218,7 @@ def test_batch_rescaling_bad_input():
     ({"warmup_steps": -1}, "warmup_steps must be"),
     ({"optimizer": "Adamm"}, "unknown optimizer 'Adamm'"),
     ({"optimizer": "adamw"}, "did you mean 'AdamW'"),
-    ({"optimizer": "nowhere.Opt"}, "cannot import 'nowhere'"),
+    ({"optimizer": "my-task.Opt"}, "is not an importable 'package.module.Class' path"),
     ({"peak_lr": 0.0}, "peak_lr must be a positive finite number"),
     ({"peak_lr": math.nan}, "peak_lr must be a positive finite number"),
     ({"schedule": "cosine(100, flor=0.1)"}, "flor"),

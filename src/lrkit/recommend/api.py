@@ -11,7 +11,7 @@ from typing import Any, Callable
 from lrkit.errors import LrkitError, is_real, plain_int, require
 from lrkit.problem import Problem, build_problem
 from lrkit.recommend import policy
-from lrkit.recommend.recipe import Recipe, optimizer_name, plain_option, steps_text
+from lrkit.recommend.recipe import Recipe, importable_name, plain_option, steps_text
 
 __all__ = ["recommend"]
 
@@ -255,7 +255,7 @@ def _recommend(target: Any, *, steps: int | None, epochs: float | None, seed: in
             f"the problem's optimizer must be a torch.optim.Optimizer, got "
             f"{type(problem.optimizer).__name__}")
     total, length_text = _total_steps(problem, steps, epochs)
-    name = optimizer_name(type(problem.optimizer))
+    name = importable_name(type(problem.optimizer))
     rates = [float(g["lr"]) for g in problem.optimizer.param_groups]
     # the range test and the short runs set the first group with a rate (the others keep their
     # ratios to it): peak_lr is that group's rate, and the recipe takes that group's options

@@ -22,6 +22,20 @@ LINEAR_RULE_OPTIMIZERS = ("SGD", "ASGD")
 _KEEP = ("samples", "steps")
 
 
+def check_optimizer_name(name: Any) -> None:
+    """Refuse a name no class can have, without importing anything: a ``torch.optim`` class is
+    looked up (a typo gets its "did you mean"), a dotted path is imported only when the recipe
+    builds an optimizer (a report of someone's recipe file must not run the modules it names,
+    nor lose the code when their package is not installed here)."""
+    require(isinstance(name, str) and name.strip() != "",
+            f"optimizer must be a name such as 'SGD' or 'AdamW', got {name!r}")
+    if "." not in name:
+        resolve_optimizer(name)
+        return
+    require(all(part.isidentifier() for part in name.split(".")),
+            f"optimizer {name!r} is not an importable 'package.module.Class' path")
+
+
 def resolve_optimizer(name: Any) -> type:
     """The optimizer class for a recipe's ``optimizer`` name: a ``torch.optim`` class name
     (``"SGD"``, ``"AdamW"``) or an importable dotted path (``"prodigyopt.Prodigy"``)."""
@@ -85,6 +99,48 @@ def optimizer_name(cls: type) -> str:
     if getattr(torch.optim, cls.__name__, None) is cls:
         return cls.__name__
     return f"{_file_module_name(cls.__module__)}.{cls.__qualname__}"
+
+
+def importable_name(cls: type) -> str:
+    """:func:`optimizer_name`, refused before any measuring where a training script could not
+    import the class by it (a recipe names its optimizer for one): a class defined inside a
+    function or nested in a class, or from a recipe file lrkit imported under a private name
+    (``my-task.py``, or a file named like another module). Before, recommend measured for
+    minutes and then failed, or wrote code that could not be pasted."""
+    name = optimizer_name(cls)
+    module = cls.__module__
+    where = None
+    if "<locals>" in cls.__qualname__:
+        where = "is defined inside a function"
+    elif "." in cls.__qualname__:
+        where = f"is nested in the class {cls.__qualname__.rpartition('.')[0]}"
+    elif module.startswith(_RECIPE_FILE_MODULE):
+        path = getattr(sys.modules.get(module), "__file__", None) or "its recipe file"
+        where = (f"comes from {path}, whose name is not a module name a script can import "
+                 f"(or another module has it)")
+    if where is not None:
+        raise LrkitError(
+            f"the optimizer class {cls.__name__} {where}, so a training script cannot import it "
+            f"by name, and a recipe names it for one: define it at the top level of a file "
+            f"named as a module (my_task.py), or import it from a package")
+    return name
+
+
+_NONFINITE = {"inf": math.inf, "-inf": -math.inf, "nan": math.nan}
+
+
+def _nonfinite_as_text(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        return [_nonfinite_as_text(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
+
+
+def _nonfinite_from_text(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_nonfinite_from_text(v) for v in value]
+    return _NONFINITE.get(value, value) if isinstance(value, str) else value
 
 
 def _plain(value: Any) -> Any:
@@ -167,7 +223,7 @@ class Recipe:
     def __post_init__(self) -> None:
         from lrkit.schedules import Peak, parse
 
-        resolve_optimizer(self.optimizer)
+        check_optimizer_name(self.optimizer)
         require(isinstance(self.optimizer_options, dict),
                 f"optimizer_options must be a dict, got {type(self.optimizer_options).__name__}")
         require("lr" not in self.optimizer_options,
@@ -328,10 +384,11 @@ class Recipe:
                 schedule = _fit_length(schedule, total)
         # a rescale that shrinks the run below a few steps is refused (a recipe that short to
         # begin with is left as short as it is)
-        require(total >= min(MIN_STEPS, self.total_steps),
+        fewest = min(MIN_STEPS, self.total_steps)
+        require(total >= fewest,
                 f"moving from batch {old} to {new} with the same number of samples leaves "
                 f"{total} optimizer step{'s' if total != 1 else ''} of the recipe's "
-                f"{self.total_steps}, fewer than {MIN_STEPS}: not a training run; use a smaller "
+                f"{self.total_steps}, fewer than {fewest}: not a training run; use a smaller "
                 "batch size or a longer run, or keep='steps' to keep the number of steps")
         warmup = _round_steps(self.warmup_steps, ratio) if self.warmup_steps else 0
         require(keep == "samples" or warmup < total,
@@ -375,6 +432,10 @@ class Recipe:
     # -- serialisation ---------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         data = {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        # an option of inf or NaN (ASGD's t0=inf) as a string: JSON has no such number, and
+        # the null it became was built as None
+        data["optimizer_options"] = {k: _plain(_nonfinite_as_text(v))
+                                     for k, v in self.optimizer_options.items()}
         data["kind"] = "lrkit.recipe"
         return data
 
@@ -395,6 +456,9 @@ class Recipe:
         kwargs.setdefault("optimizer_options", {})
         if kwargs.get("optimizer_options") is None:
             kwargs["optimizer_options"] = {}
+        if isinstance(kwargs["optimizer_options"], dict):
+            kwargs["optimizer_options"] = {k: _nonfinite_from_text(v)
+                                           for k, v in kwargs["optimizer_options"].items()}
         if kwargs.get("good_range") is not None:
             require(isinstance(kwargs["good_range"], (list, tuple)),
                     f"good_range must be two rates (low, high) or None, got "
