@@ -11,7 +11,7 @@ import sys
 from typing import Any, Callable
 
 from lrkit.errors import LrkitError, is_real, plain_int, require
-from lrkit.sweep.config import SweepSpec
+from lrkit.sweep.config import StoredPoints, SweepSpec
 from lrkit.sweep.results import SweepResult, TrialRecord
 from lrkit.sweep.space import RECIPE, lr_key, parse_optimizers, parse_rates, rebuild_optimizer
 
@@ -305,7 +305,7 @@ def sweep(problem: Any, *, lrs: Any = "1e-4:1",
         restore_rng(rng)
     return collect(study, spec.settings(), study_name=name, storage=handle.describe(),
                    strategy=spec.strategy().describe(), band_tolerance=band_tolerance,
-                   diagnose=diagnose)
+                   diagnose=diagnose, max_retries=spec.max_retries)
 
 
 def _sweep_ray(problem: Any, options: dict[str, Any], *, storage: str | None,
@@ -382,13 +382,16 @@ class _Progress:
         counts: dict[str, int] = {}
         for o in done:
             counts[o.status] = counts.get(o.status, 0) + 1
-        self.bar.total = max(plan.expected_total, len(obs), len(done))
+        # (the plan's estimate of the total, until it is done: then what ran, and the bar
+        # ends at 100%)
+        self.bar.total = len(done) if plan.done else max(plan.expected_total, len(obs), len(done))
         self.bar.n = len(done)
         finished = [o for o in done if o.value is not None]
         postfix = " ".join(f"{k}={v}" for k, v in sorted(counts.items()))
         if finished:
+            # one trial's, not the result's best (a mean over seeds, repeated rates first)
             best = min(finished, key=lambda o: o.value)
-            postfix += (f" best lr={self.spec.rates.values[best.point.index]:.3g}"
+            postfix += (f" best trial lr={self.spec.rates.values[best.point.index]:.3g}"
                         f" ({self.spec.optimizers[best.point.group].label}) loss={best.value:.4f}")
         running = sum(1 for o in obs if o.status == "running")
         if running:
@@ -402,10 +405,12 @@ class _Progress:
 
 
 def collect(study, settings: dict[str, Any], *, study_name: str = "", storage: str = "",
-            strategy: str = "", band_tolerance: float = 0.02, diagnose: bool = True
-            ) -> SweepResult:
-    """The :class:`SweepResult` of the stored trials that match ``settings``."""
-    from lrkit.sweep.optuna_engine import trial_status
+            strategy: str = "", band_tolerance: float = 0.02, diagnose: bool = True,
+            max_retries: int | None = None) -> SweepResult:
+    """The :class:`SweepResult` of the stored trials that match ``settings``; whether the
+    sweep is complete is the strategy's plan over them (``max_retries``: the sweep's, by
+    default the one its last run stored)."""
+    from lrkit.sweep.optuna_engine import MAX_RETRIES_ATTR, observe, trial_status
 
     keys = settings["optimizers"]
     labels = settings.get("optimizer_labels", keys)
@@ -439,8 +444,14 @@ def collect(study, settings: dict[str, Any], *, study_name: str = "", storage: s
             retry_of=t.system_attrs.get("failed_trial"), error=error,
             curve=result.get("curve") or [], eval_curve=result.get("eval_curve") or [],
             diagnosis_detail=result.get("diagnosis")))
+    if max_retries is None:
+        max_retries = study.user_attrs.get(MAX_RETRIES_ATTR, 3)
+    plan_strategy = stored_strategy(settings)
+    complete = (None if plan_strategy is None else
+                plan_strategy.plan(observe(trials, StoredPoints(settings, max_retries))).done)
     return SweepResult(records, settings=settings, study_name=study_name, storage=storage,
-                       strategy=strategy, band_tolerance=band_tolerance, diagnose=diagnose)
+                       strategy=strategy, band_tolerance=band_tolerance, diagnose=diagnose,
+                       complete=complete)
 
 
 def load(storage: str | None = None, study_name: str | None = None, *,
@@ -473,9 +484,9 @@ def load(storage: str | None = None, study_name: str | None = None, *,
                    diagnose=diagnose)
 
 
-def describe_strategy(settings: dict[str, Any]) -> str:
-    """The strategy's description (as a live sweep reports it) rebuilt from stored settings;
-    '' when they do not hold it."""
+def stored_strategy(settings: dict[str, Any]):
+    """The sweep's :class:`~lrkit.sweep.strategy.Strategy` rebuilt from stored settings; None
+    when they do not hold it."""
     from lrkit.sweep.strategy import Strategy
 
     try:
@@ -485,9 +496,16 @@ def describe_strategy(settings: dict[str, Any]) -> str:
                  if k in options}
         return Strategy(len(settings["rates"]["values"]), len(settings["optimizers"]),
                         budget=int(settings["budget"]), seeds=int(settings["seeds"]), mode=mode,
-                        **known).describe()
+                        **known)
     except (KeyError, TypeError, ValueError, ZeroDivisionError):
-        return ""
+        return None
+
+
+def describe_strategy(settings: dict[str, Any]) -> str:
+    """The strategy's description (as a live sweep reports it) rebuilt from stored settings;
+    '' when they do not hold it."""
+    strategy = stored_strategy(settings)
+    return "" if strategy is None else strategy.describe()
 
 
 __all__ = ["sweep", "load", "build_spec", "collect", "default_study_name", "lr_key"]

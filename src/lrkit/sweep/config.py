@@ -85,16 +85,8 @@ class SweepSpec:
 
     def point_of(self, attrs: dict[str, Any]) -> Point | None:
         """The point of a stored trial, or None when it does not belong to these settings."""
-        lookup = self._lookup()
-        if attrs.get("budget") != self.budget:
-            return None
-        group = lookup[0].get(attrs.get("optimizer"))
-        index = lookup[1].get(attrs.get("lr"))
-        seed = attrs.get("seed")
-        if (group is None or index is None or not isinstance(seed, int)
-                or not 0 <= seed < self.seeds):
-            return None
-        return Point(group, index, seed)
+        groups, index = self._lookup()
+        return point_from(attrs, groups, index, self.budget, self.seeds)
 
     def _lookup(self):
         cached = self.__dict__.get("_lookup_cache")
@@ -158,6 +150,35 @@ def another_recipe(stored: dict, wanted: dict) -> bool:
         return stored["problem_source"] != wanted.get("problem_source")
     return not (isinstance(old, str) and isinstance(new, str) and ".py:" in old
                 and ".py:" in new and old.rpartition(":")[2] == new.rpartition(":")[2])
+
+
+def point_from(attrs: dict[str, Any], groups: dict[str, int], index: dict[str, int],
+               budget: int, seeds: int) -> Point | None:
+    """The point of a stored trial's attributes (``groups``: optimizer key -> group, ``index``:
+    rate key -> index), or None when it does not belong to these settings."""
+    if attrs.get("budget") != budget:
+        return None
+    group = groups.get(attrs.get("optimizer"))
+    rate = index.get(attrs.get("lr"))
+    seed = attrs.get("seed")
+    if group is None or rate is None or not isinstance(seed, int) or not 0 <= seed < seeds:
+        return None
+    return Point(group, rate, seed)
+
+
+class StoredPoints:
+    """The points of a stored sweep's settings, as :func:`observe` reads its trials: a
+    :class:`SweepSpec` without the problem, for reading a sweep back."""
+
+    def __init__(self, settings: dict[str, Any], max_retries: int) -> None:
+        self.budget = settings["budget"]
+        self.seeds = int(settings["seeds"])
+        self.max_retries = max_retries
+        self._groups = {key: g for g, key in enumerate(settings["optimizers"])}
+        self._index = {lr_key(v): i for i, v in enumerate(settings["rates"]["values"])}
+
+    def point_of(self, attrs: dict[str, Any]) -> Point | None:
+        return point_from(attrs, self._groups, self._index, self.budget, self.seeds)
 
 
 def comparable(stored: dict[str, Any], wanted: dict[str, Any]) -> dict[str, Any]:

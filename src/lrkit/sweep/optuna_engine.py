@@ -43,6 +43,9 @@ from lrkit.sweep.strategy import (DIVERGED, FAILED, FINISHED, PRUNED, RUNNING, W
 from lrkit.sweep.trial import run_trial
 
 SETTINGS_ATTR = "lrkit_settings"
+#: the max_retries of the study's last run (a run option, not a setting: a rerun may change it),
+#: which tells a sweep read back whether a failed point is still to be retried
+MAX_RETRIES_ATTR = "lrkit_max_retries"
 WORKER_ATTR = "lrkit_worker"
 DEFAULT_STORAGE = os.path.join(".lrkit", "sweeps.journal")
 HEARTBEAT_INTERVAL = 5
@@ -596,6 +599,8 @@ def open_study(handle: StorageHandle, study_name: str, spec: SweepSpec, *, creat
                     if not continue_study:
                         raise LrkitError(_mismatch_message(study_name, handle, stored, wanted))
                     study.set_user_attr(SETTINGS_ATTR, wanted)
+                if study.user_attrs.get(MAX_RETRIES_ATTR) != spec.max_retries:
+                    study.set_user_attr(MAX_RETRIES_ATTR, spec.max_retries)
             else:
                 study = optuna.load_study(study_name=study_name, storage=storage, sampler=sampler,
                                           pruner=pruner)

@@ -68,6 +68,10 @@ class PointSummary:
         return dataclasses.asdict(self)
 
 
+_STOPPED = ("the sweep is not finished (the strategy has trials left to run: a trial failed, "
+            "or the sweep was stopped between trials)")
+
+
 def _clean(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
@@ -99,7 +103,8 @@ class SweepResult:
 
     def __init__(self, records: Iterable[TrialRecord], *, settings: dict[str, Any],
                  study_name: str = "", storage: str = "", strategy: str = "",
-                 band_tolerance: float = 0.02, diagnose: bool = True) -> None:
+                 band_tolerance: float = 0.02, diagnose: bool = True,
+                 complete: bool | None = None) -> None:
         require(is_real(band_tolerance) and band_tolerance >= 0,
                 f"band_tolerance must be a number >= 0, got {band_tolerance!r}")
         band_tolerance = float(band_tolerance)
@@ -110,6 +115,10 @@ class SweepResult:
         self.storage = storage
         self.strategy = strategy
         self.band_tolerance = band_tolerance
+        #: whether the strategy has nothing left to run (None: not known). A sweep stopped by a
+        #: trial's error, Ctrl-C or a kill between trials has no trial running or waiting, and
+        #: read as complete
+        self.complete = complete
         self._points: list[PointSummary] | None = None
         for record in self.records:
             if not diagnose:
@@ -170,11 +179,24 @@ class SweepResult:
         return sorted(rows, key=lambda p: (_RANK[p.status], -p.seeds,
                                            p.loss if p.loss is not None else math.inf, -p.lr))
 
+    def _eligible(self, p: PointSummary) -> bool:
+        """Finished, and below the rates the strategy marks infeasible: those from the lowest at
+        which a first-seed (walk) trial of its optimizer diverged. One that finished there (a
+        trial started beside a lower one that then diverged, under several workers) became the
+        best: the answer hung on the number of workers. (A rate that diverged only on a repeat
+        seed is never best itself, its status being diverged, and leaves higher ones alone.)"""
+        if p.status != FINISHED or p.loss is None:
+            return False
+        walk = [r.lr for r in self.records
+                if r.optimizer == p.optimizer and r.status == DIVERGED and r.seed == 0]
+        return not walk or p.lr < min(walk)
+
     @property
     def best(self) -> PointSummary | None:
         """The finished point with the lowest loss; with seeds, the lowest mean loss among the
-        rates repeated over the most seeds (the top candidates)."""
-        finished = [p for p in self.points() if p.status == FINISHED and p.loss is not None]
+        rates repeated over the most seeds (the top candidates). Rates at or above one where
+        the optimizer diverged are never best."""
+        finished = [p for p in self.points() if self._eligible(p)]
         return finished[0] if finished else None
 
     @property
@@ -184,7 +206,7 @@ class SweepResult:
     def best_by_optimizer(self) -> dict[str, PointSummary]:
         out: dict[str, PointSummary] = {}
         for p in self.points():
-            if p.status == FINISHED and p.loss is not None and p.optimizer not in out:
+            if self._eligible(p) and p.optimizer not in out:
                 out[p.optimizer] = p
         return out
 
@@ -219,7 +241,7 @@ class SweepResult:
         relative = tolerance * abs(best.loss)
 
         def near(p: PointSummary) -> bool:
-            if p.status != FINISHED or p.loss is None:
+            if not self._eligible(p):
                 return False
             se = self.noise(best, p)
             return p.loss - best.loss <= max(relative, 2 * se if se is not None else 0.0)
@@ -236,7 +258,7 @@ class SweepResult:
         """Best against runner-up (the next finished point repeated over seeds, of any
         optimizer) over their seeds: whether the difference of mean losses exceeds twice its
         standard error from seed noise."""
-        ranked = [p for p in self.points() if p.status == FINISHED and p.seeds >= 2]
+        ranked = [p for p in self.points() if self._eligible(p) and p.seeds >= 2]
         if len(ranked) < 2:
             return None
         first, second = ranked[0], ranked[1]
@@ -287,6 +309,7 @@ class SweepResult:
         unfinished = sum(1 for found in states.values()
                          if found & {"running", "waiting"}
                          and not found & {FINISHED, PRUNED, DIVERGED})
+        stopped = not unfinished and self.complete is False  # between trials, or by an error
         if best is None:
             # from the counts: a sweep killed during its first trial was told "every rate
             # diverged or failed; lower the range"
@@ -300,11 +323,16 @@ class SweepResult:
                 lines.append(f"the sweep is not finished ({unfinished} trial(s) running or "
                              "waiting, or cut off by a crash): run the same command again to "
                              "resume it")
+            elif stopped:
+                lines.append(_STOPPED + ": run the same command again to resume it")
             return "\n".join(lines)
         if unfinished:
             lines.append(f"the sweep is not finished ({unfinished} trial(s) running or waiting, "
                          "or cut off by a crash): the best so far is below; run the same command "
                          "again to resume it")
+        elif stopped:
+            lines.append(_STOPPED + ": the best so far is below; run the same command again to "
+                                    "resume it")
         band = self.band()
         lines.append(f"best: lr={best.lr:.3g} with {best.optimizer} (loss {best.loss:.4f}"
                      + (f" +/- {best.loss_sd:.4f} over {best.seeds} seeds" if best.loss_sd else "")
@@ -324,15 +352,16 @@ class SweepResult:
                     lines.append(f"  {opt}: the best rate is the lowest tried; the range may be "
                                  "too high (widen --lrs downwards)")
             for opt, p in self.best_by_optimizer().items():
-                higher = [q for q in self.points() if q.optimizer == opt and q.lr > p.lr]
-                nearest = min(higher, key=lambda q: q.lr) if higher else None
-                if nearest is not None and nearest.status == PRUNED:
+                pruned = self._pruned_above(p)
+                if pruned is not None:
                     # early stopping judged it at a rung: on a short budget a higher rate that
-                    # trails early can still end best (a review's wine-logreg at budget 90)
+                    # trails early can still end best (a review's wine-logreg at budget 90).
+                    # Not only the next rate: the refine steps finish between the best and it
                     lines.append(
-                        f"  {opt}: the next higher rate tried, {nearest.lr:.3g}, was stopped early "
-                        "(it trailed a lower rate mid-run), so whether it would have ended "
-                        "better is not known; --strategy grid (no early stopping) checks it")
+                        f"  {opt}: a higher rate, {pruned.lr:.3g}, was stopped early (it "
+                        "trailed a lower rate mid-run) with only worse finished rates between it "
+                        "and the best, so whether it would have ended better is not known; "
+                        "--strategy grid (no early stopping) checks it")
         per_opt = self.best_by_optimizer()
         if len(per_opt) > 1:
             for opt, p in per_opt.items():
@@ -352,6 +381,19 @@ class SweepResult:
                          f"standard error {cmp['standard_error']:.4f})")
         return "\n".join(lines)
 
+    def _pruned_above(self, best: PointSummary) -> PointSummary | None:
+        """The lowest rate above ``best`` stopped early, when every rate between finished (a
+        diverged one ends the search: above it, nothing is feasible)."""
+        higher = sorted((q for q in self.points()
+                         if q.optimizer == best.optimizer and q.lr > best.lr),
+                        key=lambda q: q.lr)
+        for q in higher:
+            if q.status == PRUNED:
+                return q
+            if q.status != FINISHED:
+                return None
+        return None
+
     def __repr__(self) -> str:
         best = self.best
         tail = f"best lr={best.lr:.3g} ({best.optimizer})" if best else "no finished trial"
@@ -370,6 +412,7 @@ class SweepResult:
             "bands_by_optimizer": {k: list(self.band(k)) for k in self.best_by_optimizer()},
             "diverged_from": {o: self.diverged_from(o) for o in self.optimizers},
             "seed_comparison": self.seed_comparison(),
+            "complete": self.complete,
             "total_steps": self.total_steps,
             "points": [p.to_dict() for p in self.points()],
             "trials": [r.to_dict() for r in self.records],
