@@ -1,6 +1,6 @@
 """The Ray Tune engine (``lrkit.sweep(..., engine="ray")``) on a real local Ray with 2 CPUs.
 
-One sweep of the built-in ``logreg`` example (two optimizers, 60 steps a trial) runs through
+One sweep of the built-in ``logreg`` example (two optimizers, 90 steps a trial) runs through
 Ray Tune and through Optuna; the rest reuses it (a finished Ray sweep is restored, not rerun)
 or refuses bad input before anything trains. The resume test kills a driver process that
 joined this Ray cluster (``ray_address``) in the middle of a trial and runs the same call again.
@@ -26,10 +26,10 @@ from tests.sweep.helpers import subprocess_env
 
 #: one trial at a time, as the Optuna engine's one worker: the same trials in the same order
 #: (with more at once, both engines add speculative trials while a walk waits)
-SETTINGS = dict(lrs="1e-3:1e3", points_per_decade=2, optimizers="sgd,adam", budget=60,
+SETTINGS = dict(lrs="1e-3:1e3", points_per_decade=2, optimizers="sgd,adam", budget=90,
                 progress=False, workers=1)
 CLI_SETTINGS = ["--lrs", "1e-3:1e3", "--points-per-decade", "2", "--optimizers", "sgd,adam",
-                "--budget", "60", "--no-progress", "--workers", "1"]
+                "--budget", "90", "--no-progress", "--workers", "1"]
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +67,7 @@ def test_ray_engine_picks_the_optuna_engines_rate(swept, reference, tmp_path):
         assert ours[key].loss == record.loss and ours[key].steps == record.steps, key
         assert ours[key].phase == record.phase, key
     finished = [r for r in result.records if r.status == "finished"]
-    assert finished and all(r.curve and r.eval_curve and r.steps == 60 for r in finished)
+    assert finished and all(r.curve and r.eval_curve and r.steps == 90 for r in finished)
     assert sorted(r.number for r in result.records) == list(range(1, len(result.records) + 1))
     # the SweepResult works as the Optuna engine's does
     assert "rank" in result.table() and "best: lr=" in result.summary()
@@ -84,7 +84,7 @@ def test_diverged_and_pruned_trials_are_recorded(swept):
     records = by_key(result)
     diverged = [r for r in result.records if r.status == "diverged"]
     assert [(r.optimizer, r.lr) for r in diverged] == [("adam", 31.6227766017)]
-    assert diverged[0].loss is None and 1 <= diverged[0].diverged_step < 60
+    assert diverged[0].loss is None and 1 <= diverged[0].diverged_step < 90
     # the rates above it are never started (the strategy marks them infeasible)
     assert not [r for r in result.records if r.optimizer == "adam" and r.lr > 31.6227766017]
     row = [p for p in result.points() if p.optimizer == "adam" and p.status == "diverged"]
@@ -93,7 +93,7 @@ def test_diverged_and_pruned_trials_are_recorded(swept):
     # coarse rate below, 1.0) by more than the tolerance: the strategy's own rule
     pruned = [r for r in result.records if r.status == "pruned"]
     assert [(r.optimizer, r.lr) for r in pruned] == [("sgd", 31.6227766017)]
-    step = rung_steps(60, 3, 2)[0]
+    step = rung_steps(90, 3, 2)[0]
     assert pruned[0].steps == step and pruned[0].eval_curve[-1][0] == step
     reference = dict(map(tuple, records[("sgd", 1.0, 0)].eval_curve))[step]
     assert trails(pruned[0].eval_curve[-1][1], reference, 0.1)
@@ -162,8 +162,8 @@ def test_bad_input_gives_clear_errors(swept, tmp_path, monkeypatch):
     with pytest.raises(LrkitError, match="Ray is already initialised"):
         lrkit.sweep("logreg", engine="ray", ray_address="auto", storage=storage, **SETTINGS)
     # the stored sweep with other settings, or other workers, is refused before any trial
-    other = dict(SETTINGS, budget=90)
-    with pytest.raises(LrkitError, match=r"other settings \(budget: stored 60, now 90\)"):
+    other = dict(SETTINGS, budget=120)
+    with pytest.raises(LrkitError, match=r"other settings \(budget: stored 90, now 120\)"):
         lrkit.sweep("logreg", engine="ray", storage=storage, **other)
     with pytest.raises(LrkitError, match="started with workers=1, now workers=2"):
         lrkit.sweep("logreg", engine="ray", storage=storage, **dict(SETTINGS, workers=2))

@@ -103,10 +103,16 @@ class Plan:
         return not self.done and not self.proposals
 
 
+#: no trial is judged before this many steps: a comparison after one or two steps is the noise
+#: of a few batches (at a budget of 12 a review's best rate was stopped at step 1)
+MIN_RUNG_STEPS = 10
+
+
 def rung_steps(budget: int, eta: int, rungs: int) -> list[int]:
-    """The steps at which trials are compared: ``budget / eta**r``, r = rungs..1."""
+    """The steps at which trials are compared: ``budget / eta**r``, r = rungs..1, those of
+    ``MIN_RUNG_STEPS`` steps or more."""
     steps = {int(round(budget / eta ** r)) for r in range(1, rungs + 1)}
-    return sorted(s for s in steps if 1 <= s < budget)
+    return sorted(s for s in steps if MIN_RUNG_STEPS <= s < budget)
 
 
 def trails(value: float, reference: float, tolerance: float = 0.0) -> bool:
