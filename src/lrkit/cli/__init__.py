@@ -62,10 +62,30 @@ def save_plot(result: Any, path: str) -> None:
 
 def recipe_output_to_stderr(json_to: Any) -> contextlib.AbstractContextManager:
     """With ``--json -`` (the JSON on stdout), what a recipe prints while it is loaded and
-    trained goes to stderr, so that stdout holds the JSON alone."""
+    trained goes to stderr, so that stdout holds the JSON alone: Python's ``print`` and, through
+    file descriptor 1, what its subprocesses, C libraries and forked workers write."""
     if json_to == "-":
-        return contextlib.redirect_stdout(sys.stderr)
+        return _stdout_to_stderr()
     return contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr():
+    sys.stdout.flush()
+    try:
+        saved = os.dup(1)
+    except OSError:  # no file descriptor 1 (an embedding host): Python's own output only
+        saved = None
+    try:
+        if saved is not None:
+            os.dup2(2, 1)
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        if saved is not None:
+            sys.stderr.flush()
+            os.dup2(saved, 1)
+            os.close(saved)
 
 
 def check_output_path(path: Any, option: str, *, plot: bool = False) -> None:

@@ -83,7 +83,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 OPTION_NAMES = {"points_per_decade": "--points-per-decade", "repeat_top": "--repeat-top",
                 "study_name": "--study-name", "continue_study": "--continue", "lrs": "--lrs",
                 "optimizers": "--optimizers",
-                "ray_address": "--ray-address", "workers": "--workers", "threads": "--threads"}
+                "ray_address": "--ray-address", "workers": "--workers", "threads": "--threads",
+                # words also used in prose ("give the budget in steps"): named only as the
+                # subject of a check
+                "seeds must": "--seeds must", "budget must": "--budget must",
+                "epochs must": "--epochs must", "stride must": "--stride must"}
 
 
 #: options that say how to run a sweep, which --report (reading the stored one) does not use
