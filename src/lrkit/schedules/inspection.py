@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from lrkit.errors import LrkitError, is_real, plain_int, require, require_plot_path
 from lrkit.schedules.base import Floor, Join, Peak, Schedule, Warmup
-from lrkit.schedules.families import (WSD, Cosine, Cyclic, Linear, MultiStep, OneCycle,
+from lrkit.schedules.families import (WSD, Cosine, Cyclic, Exponential, Linear, MultiStep, OneCycle,
                                       Plateau, Polynomial, Restarts, Step)
 from lrkit.schedules.spec import from_config
 
@@ -342,8 +342,9 @@ def lint(schedule: Any, steps: int | None = None, *, lr: float = 1.0,
             f"lr must be a finite number > 0, got {lr!r}")
     s = from_config(schedule)
     _check_units(units)
-    if not s.is_resolved:
-        s = s.resolve(total_steps=units.pop("total_steps", steps), **units)
+    # (a spec in steps too: resolve() refuses options that contradict each other, or that would
+    # be ignored, as the CLI does)
+    s = s.resolve(total_steps=units.pop("total_steps", steps), **units)
     scale = None if s.is_absolute else lr
     out: list[LintWarning] = []
 
@@ -384,6 +385,8 @@ def lint(schedule: Any, steps: int | None = None, *, lr: float = 1.0,
                 f"only {steps} steps", off))
         out.extend(_floor_findings(node, off, steps))
 
+    if steps is not None:
+        out.extend(_collapse_findings(s, steps, scale))
     length = s.length
     if steps is not None and isinstance(length, int):
         if length < steps:
@@ -401,6 +404,36 @@ def lint(schedule: Any, steps: int | None = None, *, lr: float = 1.0,
                     f"{_fmt_rate(stop, scale)} instead of {_fmt_rate(final, scale)}; shorten the "
                     "schedule to the run", steps - 1))
     return out
+
+
+#: a rate this far below the schedule's highest, in the first half of the run, trains nothing
+_COLLAPSE = 1e-6
+
+
+def _collapse_findings(s: Schedule, steps: int, scale: float | None) -> list[LintWarning]:
+    """The rate falling below a millionth of its highest in the first half of the run: most
+    often a per-epoch decay written per step (``exponential(0.9)`` at 390 steps an epoch is
+    1e-18 after one epoch, and exactly 0 from step 7073)."""
+    half = steps // 2
+    points = sorted({int(i * half / 2000) for i in range(2001)})  # every step of short runs
+    first, top = None, 0.0
+    for t in points:  # falling: below a millionth of the highest so far (a warmup from 0 rises)
+        value = abs(s._at(t))
+        if value < _COLLAPSE * top:
+            first = t
+            break
+        top = max(top, value)
+    if first is None or (isinstance(s.length, int) and first >= s.length):
+        return []  # (a schedule ending early at 0 is the short-horizon warning's)
+    hint = ""
+    if any(isinstance(node, Exponential) and node.every == 1 for node, _ in _walk(s)):
+        hint = (" (exponential's gamma is per step; a decay per epoch is "
+                "exponential(gamma, every=1*epoch))")
+    return [LintWarning(
+        "collapse",
+        f"the rate falls below a millionth of its highest by step {first} of {steps} "
+        f"({_fmt_rate(s._at(first), scale)}), so the rest of the run trains at almost nothing; "
+        f"check the decay's rate or length{hint}", first)]
 
 
 def _floor_findings(node: Schedule, off: int, steps: int | None) -> list[LintWarning]:
@@ -515,8 +548,9 @@ def preview(schedule: Any, steps: int, *, lr: float | None = None, metrics: Any 
                               reports=reports, label=label)
     s = from_config(schedule)
     _check_units(units)
-    if not s.is_resolved:
-        s = s.resolve(total_steps=units.pop("total_steps", steps), **units)
+    # (a spec in steps too: resolve() refuses options that contradict each other, or that would
+    # be ignored, as the CLI does)
+    s = s.resolve(total_steps=units.pop("total_steps", steps), **units)
     base = 1.0 if (lr is None or s.is_absolute) else float(lr)
     value = _plateau_values(s, reports, steps) if reports else s._at
     if steps <= DENSE_STEPS:

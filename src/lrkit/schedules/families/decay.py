@@ -79,15 +79,18 @@ class MultiStep(Schedule):
 
 @dataclass(frozen=True, repr=False)
 class Exponential(Schedule):
-    """``gamma ** t`` per step, never below ``floor`` (``ExponentialLR`` plus a floor)."""
+    """``gamma ** (t / every)``, never below ``floor`` (``ExponentialLR`` plus a floor): a
+    smooth decay by ``gamma`` every ``every`` steps, so "10% a epoch" is
+    ``exponential(0.9, every=1*epoch)`` (``step(1*epoch, gamma=0.9)`` is its staircase)."""
 
     name: ClassVar[str] = "exponential"
 
-    gamma: float = param("float", lo=0.0, hi=1.0, lo_open=True, doc="decay per step")
+    gamma: float = param("float", lo=0.0, hi=1.0, lo_open=True, doc="decay per `every` steps")
     floor: float = param("float", 0.0, lo=0.0, hi=1.0, doc="lowest value, as a fraction of the peak")
+    every: Length = param("length", 1, doc="steps over which the rate falls by gamma")
 
     def _at(self, t: float) -> float:
-        v = self.gamma ** t
+        v = self.gamma ** (t / self.every) if self.every != 1 else self.gamma ** t
         return v if v > self.floor else self.floor
 
     def bounds(self) -> tuple[float, float]:
