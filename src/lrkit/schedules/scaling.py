@@ -98,7 +98,13 @@ def rescale(schedule: Any, base_batch: int, batch: int, *, rule: str = "linear",
             # (a warmup of 0 steps stays 0: it was 1, and the run started at rate 0)
             return replace(node, steps=_scale_steps(node.steps, ratio, True))
         if isinstance(node, WSD) and node.warmup != 0:
-            return replace(node, warmup=_scale_steps(node.warmup, ratio, True))
+            warm = _scale_steps(node.warmup, ratio, True)
+            require(not isinstance(node.steps, int) or warm + node.decay <= node.steps,
+                    f"rescale from batch {base_batch} to {batch} keeps the warmup's samples: "
+                    f"{node!r} would warm up for {warm} steps, which with its decay of "
+                    f"{node.decay} no longer fits its {node.steps} steps; pass warmup='steps' "
+                    "(keep the warmup's steps) or lengthen the schedule")
+            return replace(node, warmup=warm)
         return None
 
     # a join's boundaries move with its pieces: in warmup(500) >> cosine(10000) >> constant(0.1)

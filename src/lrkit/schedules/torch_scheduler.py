@@ -115,6 +115,16 @@ def paused(optimizer: Optimizer) -> Iterator[None]:
             delattr(optimizer, _PAUSED)
 
 
+def _innermost(optimizer: Any) -> Any:
+    """The torch optimizer inside a wrapper that forwards to it (Accelerate's
+    ``AcceleratedOptimizer``, which never ran ``Optimizer.__init__``): its step hooks are the
+    ones that fire, and only on the steps it actually takes."""
+    while (isinstance(optimizer, Optimizer) and "_optimizer_step_post_hooks" not in vars(optimizer)
+           and isinstance(getattr(optimizer, "optimizer", None), Optimizer)):
+        optimizer = optimizer.optimizer
+    return optimizer
+
+
 class ScheduleLR(LRScheduler):
     """Learning rates from lrkit schedules, one per parameter group (or one for all).
 
@@ -125,6 +135,7 @@ class ScheduleLR(LRScheduler):
 
     def __init__(self, optimizer: Optimizer, schedules: Sequence[Schedule], *,
                  per_group: bool = False, count: str = "optimizer") -> None:
+        optimizer = _innermost(optimizer)
         if not isinstance(optimizer, Optimizer):
             raise LrkitError(f"to_torch() needs a torch.optim.Optimizer, got {type(optimizer).__name__}")
         require(count in _COUNTS, f"count={count!r} is not allowed; allowed values: 'optimizer', 'calls'")
@@ -477,10 +488,9 @@ def to_torch(optimizer: Optimizer, schedule: Any, *, total_steps: int | None = N
     require(len(items) > 0, "to_torch() needs at least one schedule")
     resolved = []
     for item in items:
-        s = from_config(item)
-        if not s.is_resolved:
-            s = s.resolve(total_steps=total_steps, steps_per_epoch=steps_per_epoch,
-                          batches_per_epoch=batches_per_epoch, grad_accum=grad_accum,
-                          epochs=epochs)
-        resolved.append(s)
+        # (a spec in steps too: resolve() refuses options that contradict each other, or that
+        # would be ignored)
+        resolved.append(from_config(item).resolve(
+            total_steps=total_steps, steps_per_epoch=steps_per_epoch,
+            batches_per_epoch=batches_per_epoch, grad_accum=grad_accum, epochs=epochs))
     return ScheduleLR(optimizer, resolved, per_group=per_group, count=count)
