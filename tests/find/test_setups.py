@@ -403,3 +403,24 @@ def test_a_blow_ups_last_losses_do_not_hide_a_clear_fall():
     assert not any("never fell" in w for w in result.warnings)
     lowest = result.lrs[int(np.argmin(result.losses))]
     assert lowest / 10 < result.suggested_lr < lowest
+
+
+def test_every_validation_batch_is_moved_to_the_models_device(monkeypatch):
+    """Whether a validation batch was moved hung on the first *train* batch: train batches
+    already on the device left every validation batch where its loader put it (on a GPU, a
+    device mismatch)."""
+    import lrkit.adapters.torch as adapter
+
+    model, loader, criterion = tiny_problem(batch_norm=False)
+    moved = []
+    real = adapter.move_to
+
+    def counting(batch, device, non_blocking=False):
+        moved.append(1)
+        return real(batch, device, non_blocking)
+
+    monkeypatch.setattr(adapter, "move_to", counting)
+    result = lrkit.find_lr(model, torch.optim.SGD(model.parameters(), lr=0.1), loader, criterion,
+                           val_loader=loader, val_every=5, val_batches=2, num_steps=20,
+                           noise_batches=0, progress=False)
+    assert len(result.val_steps) == 4 and len(moved) >= 4 * 2

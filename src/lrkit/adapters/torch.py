@@ -414,7 +414,8 @@ class TorchTrainable:
         #: whether batches need moving to the device (decided on the first batch); never for
         #: a loss_fn that moves its batch itself (``loss_fn.moves_batches``: Lightning's, whose
         #: hooks run before and after the move)
-        self._move: bool | None = False if moves_batches(loss_fn) else None
+        self._loss_moves = moves_batches(loss_fn)
+        self._move: bool | None = False if self._loss_moves else None
         if val_loader is not None and not isinstance(val_loader, Iterable):
             # a map-style Dataset: iter() walks it sample by sample, and "5 batches" were 5
             # samples, silently (as train_loader, it is refused)
@@ -632,7 +633,8 @@ class TorchTrainable:
             for batch in self._validation_subset():
                 try:
                     with self._autocast():
-                        if self._move is not False:
+                        # (every batch: the validation loader may sit elsewhere than train's)
+                        if not self._loss_moves:
                             batch = move_to(batch, self.device)
                         losses.append(float(self._loss(batch)))
                 except Exception as exc:
