@@ -130,3 +130,43 @@ def test_an_unwritable_log_is_named_when_the_callback_is_made(tmp_path):
 
     with pytest.raises(LrkitError, match="cannot open the monitor log"):
         MonitorCallback(log_file=tmp_path / "no" / "such" / "dir.jsonl")
+
+
+def test_reading_the_callbacks_monitor_before_fit_starts_nothing(tmp_path):
+    """Reading callback.monitor before fit opened the log, and the start hook then closed that
+    empty run: two reports in the file ("the last of 2 runs"), and a file left open that
+    could not be pickled."""
+    from lrkit.adapters.huggingface import MonitorCallback
+
+    log = tmp_path / "hf.jsonl"
+    callback = MonitorCallback(log_file=log, report_every=0)
+    assert callback.monitor.report_every == 0 and callback.diagnosis is None
+    pickle.dumps(callback)
+    state = types.SimpleNamespace(is_world_process_zero=True)
+    callback.on_train_begin(None, state, None)
+    for step in range(10):
+        callback.on_log(None, state, None, logs={"loss": 2.0 - 0.1 * step})
+    callback.on_train_end(None, state, None)
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    assert sum(r.get("event") == "report" for r in rows) == 1
+
+
+def test_a_validation_before_fit_stays_in_the_run_and_off_other_ranks_logs(tmp_path):
+    """evaluate() before train() on rank 1 wrote its val_loss and an empty report to the shared
+    file; on rank zero the point belongs to the run that follows."""
+    from lrkit.adapters.huggingface import MonitorCallback
+
+    log = tmp_path / "hf.jsonl"
+    for main in (False, True):
+        callback = MonitorCallback(log_file=log, report_every=0)
+        state = types.SimpleNamespace(is_world_process_zero=main)
+        callback.on_log(None, state, None, logs={"eval_loss": 2.5})  # evaluate() before train
+        callback.on_train_begin(None, state, None)
+        for step in range(10):
+            callback.on_log(None, state, None, logs={"loss": 2.0 - 0.1 * step})
+        callback.on_train_end(None, state, None)
+        if not main:
+            assert not log.exists() or log.read_text() == ""
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [r for r in rows if "val_loss" in r] == [{"step": 0, "val_loss": 2.5}]
+    assert sum(r.get("event") == "report" for r in rows) == 1

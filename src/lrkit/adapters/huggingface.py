@@ -254,6 +254,11 @@ def _apply(trainer: Any, optimizer: Any, factor: float) -> None:
             scheduler.base_lrs = [float(lr * factor) for lr in scheduler.base_lrs]
 
 
+def _world_zero(state: Any) -> bool:
+    """Whether this is the main process, which alone writes the log and logs."""
+    return bool(getattr(state, "is_world_process_zero", True))
+
+
 class _MonitorHooks(MonitorRuns):
     """The callback's behaviour, independent of transformers' base class."""
 
@@ -263,7 +268,7 @@ class _MonitorHooks(MonitorRuns):
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         """Each ``train()`` (a hyperparameter-search trial, say) gets a Monitor of its own;
         under several processes only the main one writes the log file and logs."""
-        self._start_run(main=bool(getattr(state, "is_world_process_zero", True)))
+        self._start_run(_world_zero(state))
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None,
                **kwargs: Any) -> None:
@@ -281,9 +286,9 @@ class _MonitorHooks(MonitorRuns):
                 scaler = getattr(kwargs.get("optimizer"), "scaler", None)
                 if scaler is None or loss == 0.0:
                     loss = math.nan
-            self.monitor.update(loss, lr=logs.get("learning_rate"))
+            self._current(_world_zero(state)).update(loss, lr=logs.get("learning_rate"))
         if self.val_key in logs:
-            self.monitor.update_val(float(logs[self.val_key]))
+            self._current(_world_zero(state)).update_val(float(logs[self.val_key]))
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self._end_run()

@@ -42,7 +42,7 @@ class MonitorHooks(MonitorRuns):
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
         # each fit() gets a Monitor of its own; under DDP only rank zero writes and logs
-        self._start_run(main=bool(getattr(trainer, "is_global_zero", True)))
+        self._start_run(_main(trainer))
         self._batch_lr: float | None = None
 
     def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any,
@@ -78,7 +78,7 @@ class MonitorHooks(MonitorRuns):
         if scale != 1 and getattr(pl_module, "automatic_optimization", True):
             loss = loss * scale
         lr = getattr(self, "_batch_lr", None)
-        self.monitor.update(loss, lr=lr if lr is not None else self._lr(trainer))
+        self._current(_main(trainer)).update(loss, lr=lr if lr is not None else self._lr(trainer))
 
     def on_validation_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         if getattr(trainer, "sanity_checking", False):
@@ -86,7 +86,8 @@ class MonitorHooks(MonitorRuns):
         metrics = getattr(trainer, "callback_metrics", {}) or {}
         value = metrics.get(self.val_key)
         if value is not None:
-            self.monitor.update_val(value, step=self.monitor.step)
+            monitor = self._current(_main(trainer))
+            monitor.update_val(value, step=monitor.step)
 
     def on_train_end(self, trainer: Any, pl_module: Any) -> None:
         self._end_run()
@@ -95,6 +96,11 @@ class MonitorHooks(MonitorRuns):
         # a fit stopped by Ctrl-C or an error: the final report, and the steps since the last
         # one written to the log (the moment a user most wants the diagnosis)
         self._end_run()
+
+
+def _main(trainer: Any) -> bool:
+    """Whether this is the main process (rank zero), which alone writes the log and logs."""
+    return bool(getattr(trainer, "is_global_zero", True))
 
 
 _CLASS: type | None = None

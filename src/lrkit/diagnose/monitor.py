@@ -424,20 +424,30 @@ class MonitorRuns:
             open_log(log_file).close()  # an unwritable path is named now, not at fit()
         self._monitor = Monitor(**{**self._options, "log_file": None})  # checks the options
         self._running = False
+        self._main = True
 
     @property
     def monitor(self) -> Monitor:
-        """The current run's Monitor (a run starts at the first hook, if no start hook came)."""
+        """The current run's Monitor (before any run, one with no file that records nothing)."""
+        return self._monitor
+
+    def _current(self, main: bool = True) -> Monitor:
+        """The run's Monitor for a hook; a hook before any start hook starts the run (a
+        validation before fit, a loop that calls the hooks itself)."""
         if not self._running:
-            self._start_run()
+            self._start_run(main)
         return self._monitor
 
     def _start_run(self, main: bool = True) -> None:
-        if self._running and not self._monitor.closed:
-            self._monitor.close()  # a run that did not end (no end hook): its final report
+        current = self._monitor
+        if self._running and not current.closed:
+            if current.step == 0 and main == self._main:
+                return  # nothing trained yet (a validation before fit): the run goes on
+            current.close()  # a run that did not end (no end hook): its final report
         options = self._options if main else {**self._options, "log_file": None, "logger": False}
         self._monitor = Monitor(**options)
         self._running = True
+        self._main = main
 
     def _end_run(self) -> None:
         if self._running:  # (closing twice is safe)
