@@ -52,7 +52,7 @@ def by_key(result):
 
 def test_ray_engine_picks_the_optuna_engines_rate(swept, reference, tmp_path):
     result, storage = swept
-    assert isinstance(result, lrkit.SweepResult)
+    assert isinstance(result, lrkit.SweepResult) and result.complete is True
     assert result.best_lr == reference.best_lr
     assert result.best.optimizer == reference.best.optimizer
     assert result.best_by_optimizer().keys() == {"sgd", "adam"}

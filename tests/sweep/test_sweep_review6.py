@@ -128,3 +128,30 @@ def test_prose_about_the_budget_is_left_as_prose(capsys, tmp_path, monkeypatch):
     err = capsys.readouterr().err
     assert "give a training budget" in err
     assert "give a training --budget" not in err
+
+
+def test_the_full_grid_is_the_reference_and_marks_nothing_infeasible():
+    """The walk's rule (nothing above a seed-0 divergence is best) took the grid's lowest loss
+    away from it: best 0.03 where the grid's 0.3 was lowest."""
+    records = [_record(0, 0.01, "finished", 0.6), _record(1, 0.1, "diverged"),
+               _record(2, 0.03, "finished", 0.5), _record(3, 0.3, "finished", 0.4)]
+    grid = SweepResult(records, settings=dict(SETTINGS, strategy={"mode": "grid"}))
+    assert grid.best.lr == 0.3 and grid.points()[0].lr == 0.3
+
+
+def test_an_infeasible_rate_ranks_after_the_feasible_ones():
+    """The table and the JSON's points ranked 0.3 first, above the best (0.03)."""
+    records = [_record(0, 0.01, "finished", 0.6), _record(1, 0.1, "diverged"),
+               _record(2, 0.03, "finished", 0.5), _record(3, 0.3, "finished", 0.4)]
+    result = SweepResult(records, settings=SETTINGS)
+    assert [p.lr for p in result.points()][:3] == [0.03, 0.01, 0.3]
+    assert json.loads(result.to_json())["points"][0]["lr"] == 0.03
+
+
+def test_a_repeat_seeds_divergence_does_not_put_the_best_in_a_diverged_region():
+    """"best: lr=0.3" beside "diverged at lr >= 0.1", where only a repeat seed of 0.1 diverged."""
+    records = [_record(0, 0.1, "finished", 0.3), _record(1, 0.3, "finished", 0.2),
+               _record(2, 0.1, "diverged", seed=1), _record(3, 0.3, "finished", 0.21, seed=1)]
+    result = SweepResult(records, settings=dict(SETTINGS, seeds=2))
+    assert result.best.lr == 0.3 and result.diverged_from("sgd") is None
+    assert "diverged at" not in result.summary()

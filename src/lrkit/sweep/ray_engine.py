@@ -676,6 +676,7 @@ def run(spec: SweepSpec, study_name: str, location: str, *, ray_address: str | N
                      strategy=spec.strategy().describe(), band_tolerance=band_tolerance,
                      diagnose=diagnose)
     _check_complete(spec, result, where)
+    result.complete = True  # (else _check_complete raised: the call is run again to resume)
     return result
 
 

@@ -176,7 +176,9 @@ class SweepResult:
                 diagnosis=next((r.diagnosis for r in recs if r.diagnosis), None)))
         # rates repeated over more seeds rank first: a mean over seeds is not compared with the
         # single run of a rate that was not among the top candidates
-        return sorted(rows, key=lambda p: (_RANK[p.status], -p.seeds,
+        # (and a finished rate in the infeasible region after the feasible ones: ranked first,
+        # it stood above the best in the table and the JSON)
+        return sorted(rows, key=lambda p: (_RANK[p.status], not self._eligible(p), -p.seeds,
                                            p.loss if p.loss is not None else math.inf, -p.lr))
 
     def _eligible(self, p: PointSummary) -> bool:
@@ -187,9 +189,10 @@ class SweepResult:
         seed is never best itself, its status being diverged, and leaves higher ones alone.)"""
         if p.status != FINISHED or p.loss is None:
             return False
-        walk = [r.lr for r in self.records
-                if r.optimizer == p.optimizer and r.status == DIVERGED and r.seed == 0]
-        return not walk or p.lr < min(walk)
+        if (self.settings.get("strategy") or {}).get("mode") == "grid":
+            return True  # the full grid marks nothing infeasible: it is the reference
+        limit = self.diverged_from(p.optimizer)
+        return limit is None or p.lr < limit
 
     @property
     def best(self) -> PointSummary | None:
@@ -211,8 +214,12 @@ class SweepResult:
         return out
 
     def diverged_from(self, optimizer: str) -> float | None:
-        """The lowest rate at which ``optimizer`` diverged: the region above is infeasible."""
-        lrs = [r.lr for r in self.records if r.optimizer == optimizer and r.status == DIVERGED]
+        """The lowest rate at which a first-seed (walk) trial of ``optimizer`` diverged: the
+        region the strategy marks infeasible. A repeat seed's divergence marks its own rate
+        diverged (in the table) and leaves the rates above alone: the summary said "diverged at
+        lr >= 0.1" beside a best of 0.3 that no seed of it diverged at."""
+        lrs = [r.lr for r in self.records
+               if r.optimizer == optimizer and r.status == DIVERGED and r.seed == 0]
         return min(lrs) if lrs else None
 
     @staticmethod
