@@ -71,7 +71,8 @@ def recipe_output_to_stderr(json_to: Any) -> contextlib.AbstractContextManager:
 
 @contextlib.contextmanager
 def _stdout_to_stderr():
-    sys.stdout.flush()
+    if sys.stdout is not None:
+        sys.stdout.flush()
     try:
         saved = os.dup(1)
     except OSError:  # no file descriptor 1 (an embedding host): Python's own output only
