@@ -159,6 +159,52 @@ def main(rank: int, directory: str) -> None:
             guard.step(closure)
         out["guard"] = {"interventions": [(i.step, i.reason) for i in guard.interventions],
                         "parameters": [p.detach().clone() for p in model.parameters()]}
+
+        # 4. a fresh DDP(static_graph=True): its first backward must be synced; the noise
+        # measurement and accumulation ran it under no_sync, which broke its reducer for good
+        from torch.nn.parallel import DistributedDataParallel
+
+        static = {}
+        for options in ({}, {"accumulation_steps": 2, "noise_batches": 0}):
+            torch.manual_seed(0)
+            plain = torch.nn.Sequential(torch.nn.Linear(10, 32), torch.nn.ReLU(),
+                                        torch.nn.Linear(32, 1))
+            model = DistributedDataParallel(plain, static_graph=True)
+            optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+            result = lrkit.find_lr(model, optimizer, _batches(rank), torch.nn.MSELoss(),
+                                   num_steps=30, progress=False, **options)
+            inputs, targets = _batches(rank)[0]
+            torch.nn.MSELoss()(model(inputs), targets).backward()  # trains afterwards
+            optimizer.step()
+            static[str(sorted(options))] = {"steps": len(result.lrs),
+                                           "noise": result.gradient_noise}
+        out["static_graph"] = static
+
+        # 5. a DDP model over a sub-group (each rank its own group here): its loss is averaged
+        # over that group, not over every process of the job (both ranks read one mixed curve)
+        own = [torch.distributed.new_group([0]), torch.distributed.new_group([1])][rank]
+        torch.manual_seed(0)
+        plain = torch.nn.Linear(10, 1)
+        model = DistributedDataParallel(plain, process_group=own)
+        x, y = _data(rank)
+        scaled = [(x[i:i + 32], (1 + 99 * rank) * y[i:i + 32]) for i in range(0, 256, 32)]
+        result = lrkit.find_lr(model, torch.optim.SGD(model.parameters(), lr=0.01), scaled,
+                               torch.nn.MSELoss(), num_steps=30, noise_batches=0,
+                               progress=False)
+        torch.manual_seed(0)
+        alone = torch.nn.Linear(10, 1)
+        reference = lrkit.find_lr(alone, torch.optim.SGD(alone.parameters(), lr=0.01), scaled,
+                                  torch.nn.MSELoss(), num_steps=30, noise_batches=0,
+                                  progress=False)
+        out["subgroup"] = result.losses == reference.losses
+
+        # 6. a recipe from loaders of different lengths (150 batches on rank 0, 100 on rank 1):
+        # every rank plans from the shortest, so every rank reaches the same recipe
+        model, optimizer = _model_and_optimizer()
+        loader = _batches(rank)[:150 - 50 * rank]
+        problem = lrkit.Problem(model, optimizer, loader, torch.nn.MSELoss())
+        recipe = lrkit.recommend(problem, epochs=2, progress=False)
+        out["recipe"] = {"peak_lr": recipe.peak_lr, "total_steps": recipe.total_steps}
         # every rank done with every collective before any tears its connections down (a rank
         # destroyed while the other still exchanged sometimes aborted it: SIGABRT)
         torch.distributed.barrier()

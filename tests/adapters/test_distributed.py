@@ -140,3 +140,25 @@ def test_cli_recommend_under_torchrun_reports_once(tmp_path):
     done = _torchrun(tmp_path, "recommend", "recipe.py:make", "--steps", "2000", "--no-progress")
     assert done.stdout.count("Recipe for recipe.py:make") == 1  # named as find names it
     assert "peak lr" in done.stdout
+
+
+def test_a_fresh_static_graph_model_is_tested_and_trains_afterwards(ranks):
+    """DDP(static_graph=True) needs its first backward synced: the noise passes and
+    accumulation ran it under no_sync ("expect_autograd_hooks_ INTERNAL ASSERT FAILED"), and the
+    model could not train afterwards."""
+    for rank in ranks:
+        runs = rank["static_graph"]
+        assert all(run["steps"] >= 20 for run in runs.values())
+        assert all(run["noise"] is None for run in runs.values())  # not measurable there
+    assert ranks[0]["static_graph"] == ranks[1]["static_graph"]
+
+
+def test_a_model_over_a_sub_group_averages_its_loss_over_that_group(ranks):
+    """Two one-rank DDP models read one curve mixed from both (the default group's mean)."""
+    assert ranks[0]["subgroup"] and ranks[1]["subgroup"]
+
+
+def test_ranks_with_loaders_of_different_lengths_reach_the_same_recipe(ranks):
+    """Each rank planned from its own len(loader): different peaks, or run lengths and a hang."""
+    assert ranks[0]["recipe"] == ranks[1]["recipe"]
+    assert ranks[0]["recipe"]["total_steps"] == 2 * 100

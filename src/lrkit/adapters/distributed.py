@@ -19,9 +19,18 @@ def _in_use() -> bool:
     return torch.distributed.is_available() and torch.distributed.is_initialized()
 
 
-def world_size() -> int:
-    """Processes in the default process group; 1 when torch.distributed is not in use."""
-    return torch.distributed.get_world_size() if _in_use() else 1
+def world_size(group: Any = None) -> int:
+    """Processes in ``group`` (default: the default process group); 1 when torch.distributed is
+    not in use."""
+    return torch.distributed.get_world_size(group) if _in_use() else 1
+
+
+def group_of(model: Any) -> Any:
+    """The process group ``model`` synchronises its gradients over (DDP's and FSDP's
+    ``process_group``; None, the default group, otherwise): a DDP model over a sub-group must
+    average its loss over that group, not over every process of the job (it mixed two models'
+    curves, and a sub-group's finder waited for ranks outside it)."""
+    return getattr(model, "process_group", None)
 
 
 def rank() -> int:
@@ -42,24 +51,33 @@ def is_data_parallel(model: Any) -> bool:
     return hasattr(model, "no_sync") or hasattr(model, "set_requires_gradient_sync")
 
 
+def static_graph(model: Any) -> bool:
+    """Whether ``model`` is ``DistributedDataParallel(static_graph=True)``, whose first backward
+    pass must be synced: ``no_sync`` before it fails inside DDP's reducer and leaves the model
+    unable to train."""
+    return bool(getattr(model, "static_graph", False))
+
+
 def should_sync(sync_ranks: bool | None, model: Any = None) -> bool:
-    """``sync_ranks`` resolved: ``None`` means "when there is more than one rank and the model is
-    a data-parallel replica" (:func:`is_data_parallel`); ``True`` forces it with several ranks."""
+    """``sync_ranks`` resolved: ``None`` means "when the model's group (:func:`group_of`) has
+    more than one rank and the model is a data-parallel replica" (:func:`is_data_parallel`);
+    ``True`` forces it with several ranks."""
+    size = world_size(group_of(model))
     if sync_ranks is None:
-        return world_size() > 1 and is_data_parallel(model)
-    return bool(sync_ranks) and world_size() > 1
+        return size > 1 and is_data_parallel(model)
+    return bool(sync_ranks) and size > 1
 
 
-def start_mean_over_ranks(values: torch.Tensor,
-                          device: torch.device | None = None) -> Callable[[], torch.Tensor]:
+def start_mean_over_ranks(values: torch.Tensor, device: torch.device | None = None,
+                          group: Any = None) -> Callable[[], torch.Tensor]:
     """Start :func:`mean_over_ranks` without waiting for it; the returned function waits and
     gives the mean. The finder overlaps it with the backward pass (which queues DDP's gradient
     all-reduces after it, in the same order on every rank): a scalar all-reduce costs ~0.3 ms
     over gloo on one machine, as much as a whole step of a small model."""
     dist = torch.distributed
-    reduced = _collective_copy(values, device)
-    work = dist.all_reduce(reduced, op=dist.ReduceOp.SUM, async_op=True)
-    size = dist.get_world_size()
+    reduced = _collective_copy(values, device, group)
+    work = dist.all_reduce(reduced, op=dist.ReduceOp.SUM, group=group, async_op=True)
+    size = dist.get_world_size(group)
 
     def wait() -> torch.Tensor:
         work.wait()
@@ -68,11 +86,12 @@ def start_mean_over_ranks(values: torch.Tensor,
     return wait
 
 
-def _collective_copy(values: torch.Tensor, device: torch.device | None) -> torch.Tensor:
-    """A flat float copy of ``values`` on a device the default group's backend supports (for
-    NCCL a CPU value goes to ``device``, the model's, else to the current CUDA device)."""
+def _collective_copy(values: torch.Tensor, device: torch.device | None,
+                     group: Any = None) -> torch.Tensor:
+    """A flat float copy of ``values`` on a device the group's backend supports (for NCCL a CPU
+    value goes to ``device``, the model's, else to the current CUDA device)."""
     reduced = values.detach().float().reshape(-1).clone()
-    backend = torch.distributed.get_backend()
+    backend = torch.distributed.get_backend(group)
     if backend == "nccl" and reduced.device.type != "cuda":
         target = device if device is not None and device.type == "cuda" else \
             torch.device("cuda", torch.cuda.current_device())
@@ -82,11 +101,25 @@ def _collective_copy(values: torch.Tensor, device: torch.device | None) -> torch
     return reduced
 
 
-def mean_over_ranks(values: torch.Tensor, device: torch.device | None = None) -> torch.Tensor:
-    """The element-wise mean of ``values`` over all ranks (a new float tensor; NaN or inf on any
-    rank makes the mean non-finite on every rank). The collective runs on a device the backend
-    supports: the tensor's own, or for NCCL ``device`` (the model's) or the current CUDA one."""
+def mean_over_ranks(values: torch.Tensor, device: torch.device | None = None,
+                    group: Any = None) -> torch.Tensor:
+    """The element-wise mean of ``values`` over the ranks of ``group`` (default: all; a new
+    float tensor; NaN or inf on any rank makes the mean non-finite on every rank). The
+    collective runs on a device the backend supports: the tensor's own, or for NCCL ``device``
+    (the model's) or the current CUDA one."""
     dist = torch.distributed
-    reduced = _collective_copy(values, device)
-    dist.all_reduce(reduced, op=dist.ReduceOp.SUM)
-    return reduced / dist.get_world_size()
+    reduced = _collective_copy(values, device, group)
+    dist.all_reduce(reduced, op=dist.ReduceOp.SUM, group=group)
+    return reduced / dist.get_world_size(group)
+
+
+def min_over_ranks(value: int, group: Any = None) -> int:
+    """The smallest of an integer over the ranks of ``group``: what every rank can agree to
+    plan with (a recipe planned from each rank's own loader length ran its confirmation runs
+    at different rates on different ranks, or for different lengths, until a rank hung)."""
+    dist = torch.distributed
+    device = (torch.device("cuda", torch.cuda.current_device())
+              if dist.get_backend(group) == "nccl" else torch.device("cpu"))
+    tensor = torch.tensor([int(value)], dtype=torch.int64, device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MIN, group=group)
+    return int(tensor.item())

@@ -28,7 +28,8 @@ from typing import Any, Callable, Iterable, Iterator
 import torch
 from torch.nn.utils.rnn import PackedSequence
 
-from lrkit.adapters.distributed import mean_over_ranks, should_sync, start_mean_over_ranks
+from lrkit.adapters.distributed import (group_of, mean_over_ranks, should_sync,
+                                        start_mean_over_ranks, static_graph)
 from lrkit.errors import LrkitError, blame_user_code, is_real, plain_int, require
 from lrkit.state import Snapshot
 
@@ -427,8 +428,13 @@ class TorchTrainable:
         self._val_batches = val_batches
         self._val_cache: list[Any] | None = None
         self._sync = should_sync(sync_ranks, model)
+        self._group = group_of(model)  #: the ranks the model syncs with (None: all)
         #: DDP's no_sync() for the micro-batches before the last one
-        self._no_sync = getattr(model, "no_sync", None) if accumulation_steps > 1 else None
+        # (not for DDP(static_graph=True): its first backward must be synced, and no_sync then
+        # broke its reducer for the rest of the run; syncing every micro-batch gives the same
+        # gradient, at the cost of the all-reduces no_sync saves)
+        self._no_sync = (getattr(model, "no_sync", None)
+                         if accumulation_steps > 1 and not static_graph(model) else None)
 
         base = [float(g["lr"]) for g in optimizer.param_groups]
         reference = next((lr for lr in base if lr > 0), 0.0)
@@ -557,7 +563,7 @@ class TorchTrainable:
             # every rank backpropagates, a non-finite loss too (one that skipped it would leave
             # the others waiting in DDP's gradient all-reduce); the loss's own all-reduce runs
             # meanwhile, and train_step drops the update when the mean is not finite
-            mean = start_mean_over_ranks(loss, self.device)
+            mean = start_mean_over_ranks(loss, self.device, self._group)
             self._backward(scaled)
             return self._sign * mean().item()
         value = loss.item()
@@ -643,7 +649,8 @@ class TorchTrainable:
                     raise
             local = self._sign * sum(losses) / len(losses)
             if self._sync:  # every rank scores its own subset: the mean over all of them
-                return float(mean_over_ranks(torch.tensor([local], device=self.device)).item())
+                return float(mean_over_ranks(torch.tensor([local], device=self.device),
+                                             group=self._group).item())
             return local
         finally:
             for module, training in modes:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from lrkit.adapters.distributed import mean_over_ranks, world_size
+from lrkit.adapters.distributed import mean_over_ranks, static_graph, world_size
 from lrkit.find.noise import noise_ratio
 
 if TYPE_CHECKING:
@@ -31,6 +31,8 @@ def measurable(trainable: TorchTrainable) -> list[torch.Tensor] | None:
     if not params:
         return None
     if type(trainable.model).__name__ == "FullyShardedDataParallel":
+        return None
+    if static_graph(trainable.model):  # its passes would run under no_sync, which it refuses
         return None
     for p in params:
         if type(p.detach()) is not torch.Tensor or p.is_complex() or not p.is_floating_point():
@@ -153,7 +155,7 @@ def gradient_noise(trainable: TorchTrainable, batches: int) -> float | None:
         """Whether the first batch's gradient norms are finite, on every rank (one read)."""
         total = total_squares()
         if trainable._sync:
-            total = mean_over_ranks(total.reshape(1), device)
+            total = mean_over_ranks(total.reshape(1), device, trainable._group)
         return bool(torch.isfinite(total).all())
 
     scaler = trainable._scaler
@@ -210,10 +212,11 @@ def gradient_noise(trainable: TorchTrainable, batches: int) -> float | None:
                                      dtype=torch.float64,
                                      device=device)])
     if trainable._sync:  # every rank gets the same ratio, so the same suggestion
-        sums = mean_over_ranks(sums, device)
+        sums = mean_over_ranks(sums, device, trainable._group)
     square, cross, flag = sums.cpu().tolist()
     ratio = noise_ratio(square, cross, batches) if math.isfinite(flag) else None
     if ratio is None:
         return None
     # one step averages accumulation_steps micro-batches on each of the ranks
-    return ratio / (trainable.accumulation_steps * (world_size() if trainable._sync else 1))
+    return ratio / (trainable.accumulation_steps
+                    * (world_size(trainable._group) if trainable._sync else 1))

@@ -42,7 +42,7 @@ from typing import Any, Callable
 
 import torch
 
-from lrkit.adapters.distributed import mean_over_ranks, should_sync
+from lrkit.adapters.distributed import group_of, mean_over_ranks, should_sync
 from lrkit.diagnose.probe import RateProbe
 from lrkit.diagnose.snapshots import SnapshotKeeper
 from lrkit.errors import LrkitError, is_real, plain_int, require
@@ -286,6 +286,7 @@ class Guard:
         self._reset_history()
         self.scheduler = scheduler
         self._sync = should_sync(sync_ranks, model)
+        self._group = group_of(model)  #: the ranks the model syncs with (None: all)
         first = next(model.parameters(), None)
         self._device = first.device if first is not None else torch.device("cpu")
         self.logger = logging.getLogger(logger) if isinstance(logger, str) else logger or LOGGER
@@ -563,15 +564,18 @@ class Guard:
                     [n.float().to(loss.device) for n in norms])) if norms
                     else torch.zeros((), device=loss.device))
                 stacked = torch.stack([loss.detach().reshape(()).float(), total])
-                host = (mean_over_ranks(stacked) if self._sync else stacked).cpu().tolist()
+                host = (mean_over_ranks(stacked, group=self._group) if self._sync
+                        else stacked).cpu().tolist()
                 loss_value, grad_norm = host  # one sync for both
             else:
                 # the one sync (item: no detached copy, half the cost)
-                loss_value = mean_over_ranks(loss).item() if self._sync else loss.item()
+                loss_value = (mean_over_ranks(loss, group=self._group).item() if self._sync
+                              else loss.item())
         else:
             loss_value = float(loss)
             if self._sync:
-                loss_value = mean_over_ranks(torch.tensor([loss_value]), self._device).item()
+                loss_value = mean_over_ranks(torch.tensor([loss_value]), self._device,
+                                             self._group).item()
             if self.check_grads:
                 norms = self._grad_norms()
                 grad_norm = (math.hypot(*torch.stack([n.float().cpu() for n in norms]).tolist())
