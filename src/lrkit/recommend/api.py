@@ -41,11 +41,10 @@ def _total_steps(problem: Problem, steps: Any, epochs: Any) -> tuple[int, str]:
                 f"epochs must be a positive number, got {epochs!r}")
         epochs = plain_int(epochs)  # numpy's numbers as Python's (the notes print them)
         epochs = epochs if isinstance(epochs, int) else float(epochs)
-        try:
-            per_epoch = len(problem.train_loader)  # type: ignore[arg-type]
-        except TypeError:
+        per_epoch = _batches_per_epoch(problem)
+        if per_epoch is None:
             raise LrkitError("epochs= needs a train_loader with a length (len(loader) batches per "
-                             "epoch); give steps= instead") from None
+                             "epoch); give steps= instead")
         require(per_epoch >= 1, "the train_loader is empty (0 batches per epoch)")
         from lrkit.schedules.units import steps_per_epoch_from
 
@@ -153,13 +152,29 @@ def _batch_size(loader: Any) -> int | None:
     return size if isinstance(size, int) and size >= 1 else None
 
 
-def _epochs(loader: Any, total: int, accumulation: int = 1) -> float | None:
+def _batches_per_epoch(problem: Problem) -> int | None:
+    """``len(train_loader)``, None without one; under DistributedDataParallel the smallest over
+    the ranks, so that every rank plans the same recipe (a rank with 250 batches and one with
+    200 chose different peaks, or different run lengths, and one hung)."""
+    from lrkit.adapters.distributed import group_of, min_over_ranks, should_sync
+
+    try:
+        length = len(problem.train_loader)  # type: ignore[arg-type]
+    except TypeError:
+        length = None
+    if should_sync(None, problem.model):
+        # (-1 for no length: a rank without one makes every rank plan without)
+        agreed = min_over_ranks(-1 if length is None else length, group_of(problem.model))
+        length = None if agreed < 0 else agreed
+    return length
+
+
+def _epochs(per_epoch_batches: int | None, total: int, accumulation: int = 1) -> float | None:
     """How many passes over the training data ``total`` optimizer steps make, at
     ``accumulation`` batches a step (None without a length)."""
-    try:
-        per_epoch = math.ceil(len(loader) / accumulation)
-    except TypeError:
+    if per_epoch_batches is None:
         return None
+    per_epoch = math.ceil(per_epoch_batches / accumulation)
     return total / per_epoch if per_epoch else None
 
 
@@ -277,7 +292,8 @@ def _recommend(target: Any, *, steps: int | None, epochs: float | None, seed: in
                          noise_batches=0, progress=progress, **problem.step_options)
     plan = policy.plan(finder, total_steps=total, optimizer=name,
                        current_lr=rates[reference] if rates else None, confirm=confirm,
-                       epochs=_epochs(problem.train_loader, total, problem.accumulation_steps))
+                       epochs=_epochs(_batches_per_epoch(problem), total,
+                                      problem.accumulation_steps))
     confirmations = []
     for candidate in plan.candidates if plan.confirm_steps else []:
         schedule = policy.short_schedule(plan, candidate)
