@@ -211,6 +211,10 @@ class _Collector:
         self._stepped = False  # a row with a step was read
         #: (record, step) where the steps went back to a step seen before (see _restart)
         self.restarts: list[tuple[int, float]] = []
+        #: what a log without a loss value had, for its error: the loss column its header
+        #: named (a CSV), and whether it held no record at all (JSONL; None: not told)
+        self.loss_column: str | None = None
+        self.empty: bool | None = None
 
     def add(self, where: str, step: Any, loss: Any, lr: Any, val: Any, columns: dict,
             *, null: bool = False) -> None:
@@ -359,6 +363,13 @@ class _Collector:
         self._apply_restarts()
         source += self._drop_inner_nulls()
         if not self.losses:
+            if self.loss_column is not None:  # a header and no row: nothing logged yet
+                raise LrkitError(f"{self.path} has a {self.loss_column!r} column but no row "
+                                 "with a loss: the run has logged nothing yet; diagnose it "
+                                 "once it has (a few dozen steps at least)")
+            if self.empty:
+                raise LrkitError(f"{self.path} is empty: it holds no record; give a log with "
+                                 'one object a line, such as {"step": 1, "loss": 0.5}')
             raise LrkitError(f"{self.path}: no training loss values found; the log needs a "
                              f"'loss' column/key (or one of {', '.join(LOSS_KEYS[1:])})")
         lrs = None
@@ -454,6 +465,7 @@ def _read_csv(path: str | os.PathLike, column: str | None = None) -> LossLog:
         _not_step_or_rate(columns, f"{name} line 1", "column")
         index = {k: header.index(v) for k, v in columns.items() if v is not None}
         collector = _Collector(name)
+        collector.loss_column = loss_col
         # where the fields are split by ';', a comma is the decimal mark (as Excel writes CSV
         # in such locales): '2,08' is 2.08 (it was "not a number"); not in a tab-separated
         # file, where '1,000' is a thousand, nor in the step column
@@ -588,11 +600,13 @@ def _read_jsonl(path: str | os.PathLike, column: str | None = None) -> LossLog:
     # a second curve interleaved with the first; a first record's loss_scale is not the loss)
     file_key, file_step, events_are_data = (_jsonl_keys(path, column) if column is None
                                             else (None, None, False))
+    collector.empty = True
     with open(path, encoding="utf-8-sig") as handle:
         for line, text in enumerate(handle, start=1):
             text = text.strip()
             if not text:
                 continue
+            collector.empty = False
             try:
                 record = json.loads(text)
             except json.JSONDecodeError as exc:
@@ -737,13 +751,44 @@ def read_json(path: str | os.PathLike, *, column: str | None = None) -> LossLog:
     if isinstance(document, list):
         return _read_records(document, name, column)
     if isinstance(document, dict):
-        return read_jsonl(path, column=column)  # a single record, on one line or several
+        return _read_object(document, name, column)
     raise LrkitError(f"{name}: a JSON {type(document).__name__}, not a loss log; give JSONL (one "
                      'object a line, such as {"step": 1, "loss": 0.5}) or a trainer_state.json')
 
 
+def _scalar(value: Any) -> bool:
+    return value is None or isinstance(value, (bool, int, float, str))
+
+
+def _read_object(document: dict, name: str, column: str | None) -> LossLog:
+    """One JSON object (on one line or several): a single record, or columns of equal length
+    (``{"step": [...], "loss": [...]}``). It went to the JSONL reader, which read its first
+    line, ``{``, as "not valid JSON"."""
+    kind = document.get("kind")
+    if isinstance(kind, str) and kind.startswith("lrkit."):
+        raise LrkitError(
+            f"{name} is lrkit's own {kind} result, not a training run's loss log (a range "
+            "test ramps the rate: its curve is not a run to diagnose); give the training log "
+            "(CSV, JSONL, TensorBoard), or show this result with lrkit report")
+    if all(_scalar(value) for value in document.values()):
+        return _read_records([document], name, column)
+    columns = {key: value for key, value in document.items() if isinstance(value, list)}
+    lengths = {len(value) for value in columns.values()}
+    if (len(lengths) == 1 and lengths != {0}
+            and all(_scalar(v) for value in columns.values() for v in value)):
+        (length,) = lengths
+        records = [{key: value[i] for key, value in columns.items()} for i in range(length)]
+        return _read_records(records, name, column)
+    keys = ", ".join(sorted(map(str, document))[:8])
+    raise LrkitError(
+        f"{name}: a JSON object with keys {keys}, which is neither one record nor columns of "
+        'equal length; give JSONL (one object a line, such as {"step": 1, "loss": 0.5}), a JSON '
+        'list of such objects, columns ({"step": [...], "loss": [...]}) or a trainer_state.json')
+
+
 def _read_records(records: list, name: str, column: str | None = None) -> LossLog:
     collector = _Collector(name)
+    collector.empty = not records
     seen_column = column is None
     for i, record in enumerate(records):
         where = f"item {i}"
