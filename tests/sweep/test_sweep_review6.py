@@ -155,3 +155,10 @@ def test_a_repeat_seeds_divergence_does_not_put_the_best_in_a_diverged_region():
     result = SweepResult(records, settings=dict(SETTINGS, seeds=2))
     assert result.best.lr == 0.3 and result.diverged_from("sgd") is None
     assert "diverged at" not in result.summary()
+
+
+@pytest.mark.parametrize("text", ["1e-3..1", "1e-3-1", "1e-3 to 1"])
+def test_a_range_written_otherwise_says_how_to_write_one(text, capsys, tmp_path):
+    assert main(["sweep", "wine-logreg", "--lrs", text, "--no-progress",
+                 "--storage", str(tmp_path / "s.journal")]) == 2
+    assert "give a range LOW:HIGH (e.g. 1e-3:1)" in capsys.readouterr().err

@@ -195,6 +195,13 @@ def parse_rates(spec: Any, points_per_decade: int | None = None) -> RateSpace:
                                text)
         items = [p.strip() for p in text.split(",")]
         _require_no_empty_item(items, "lrs", text, "rates", "0.001,0.01,0.1")
+        if len(items) == 1:
+            try:
+                float(items[0])
+            except ValueError:  # one item that is no number: most often a range written otherwise
+                raise LrkitError(
+                    f"lrs {text!r} is neither a rate nor a range: give a range LOW:HIGH (e.g. "
+                    "1e-3:1), LOW:HIGH:N (N rates per decade) or a list of rates a,b,c") from None
         for i, item in enumerate(items):  # the errors name the text the user wrote
             _positive_float(item, f"lrs {text!r}: rate {i + 1}" if len(items) > 1
                             else f"lrs {text!r}: the rate")
