@@ -67,3 +67,16 @@ def test_a_wsd_warmup_that_no_longer_fits_after_a_rescale_names_the_rescale():
                                          "samples.*warmup='steps'"):
         rescale("wsd(1000, decay=200, warmup=500)", 1024, 256)
     assert "warmup=400" in str(rescale("wsd(1000, decay=200, warmup=100)", 1024, 256))
+
+
+def test_schedule_list_shows_each_familys_whole_first_paragraph(capsys):
+    from lrkit.cli import main
+
+    assert main(["schedule", "list"]) == 0
+    assert 'exponential(0.9, every=1*epoch)' in capsys.readouterr().out
+
+
+def test_a_comparison_for_then_says_to_write_then():
+    """ "Compare is not allowed": Python's class name for the '>' the user typed."""
+    with pytest.raises(LrkitError, match="write '>>'"):
+        parse("warmup(100) > cosine(900)")

@@ -272,7 +272,8 @@ def run_list(args: argparse.Namespace) -> int:
 
     for name in sorted(REGISTRY):
         cls = REGISTRY[name]
-        doc = (cls.__doc__ or "").strip().splitlines()[0]
+        # the first paragraph: a first line alone cut exponential's off at "...: a"
+        doc = " ".join((cls.__doc__ or "").strip().split("\n\n")[0].split())
         doc = re.sub(r"``(.+?)``", r"\1", doc)  # reStructuredText literals, as plain text
         print(f"{cls.signature()}\n    {doc}")
     return 0

@@ -46,6 +46,13 @@ def _allowed_names() -> str:
 # parsing
 # ------------------------------------------------------------------------------------------
 
+#: Python's syntax, as a user calls it (an error said "Compare", "ListComp")
+_NODE_WORDS = {"Lambda": "a lambda", "ListComp": "a list comprehension", "Subscript":
+               "indexing ([...])", "Attribute": "an attribute (a.b)", "BoolOp": "and/or",
+               "IfExp": "if/else", "Dict": "a dict", "Set": "a set", "Starred": "*",
+               "NamedExpr": ":=", "JoinedStr": "an f-string"}
+
+
 class _Evaluator:
     def __init__(self, text: str) -> None:
         self.text = text
@@ -59,7 +66,10 @@ class _Evaluator:
     def eval(self, node: ast.AST) -> Any:
         method = getattr(self, "visit_" + type(node).__name__, None)
         if method is None:
-            what = type(node).__name__
+            if isinstance(node, ast.Compare):  # "warmup(100) > cosine(900)": '>>' meant
+                raise self.fail(node, "a comparison (<, >, ==) is not allowed; to run one "
+                                      "schedule after another, write '>>' (a >> b)")
+            what = _NODE_WORDS.get(type(node).__name__, type(node).__name__)
             raise self.fail(node, f"{what} is not allowed; a spec may only call schedules "
                                   f"({_allowed_names()}) and use {_OPERATORS}")
         return method(node)

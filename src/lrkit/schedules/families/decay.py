@@ -79,9 +79,9 @@ class MultiStep(Schedule):
 
 @dataclass(frozen=True, repr=False)
 class Exponential(Schedule):
-    """``gamma ** (t / every)``, never below ``floor`` (``ExponentialLR`` plus a floor): a
-    smooth decay by ``gamma`` every ``every`` steps, so "10% a epoch" is
-    ``exponential(0.9, every=1*epoch)`` (``step(1*epoch, gamma=0.9)`` is its staircase)."""
+    """``gamma ** (t / every)``, never below ``floor``: a smooth decay by ``gamma`` over each
+    ``every`` steps (``ExponentialLR`` plus a floor); "10% a epoch" is
+    ``exponential(0.9, every=1*epoch)``, and ``step(1*epoch, gamma=0.9)`` its staircase."""
 
     name: ClassVar[str] = "exponential"
 
