@@ -93,6 +93,8 @@ class Curve:
 
 
 MIN_POINTS = 8
+#: a curve shorter than this that did not fall clearly may just be too short to show it
+SHORT_CURVE = 20
 #: a fall smaller than this share of the loss's level is float32 rounding, not a fall
 FLAT_TOLERANCE = 1e-6
 
@@ -346,6 +348,12 @@ def analyse(lrs, losses, *, method: str = "auto", smooth_window: float | None = 
         unreadable = ("the loss was lowest at the start of the sweep and never fell below it: "
                       "the model may be trained already, or start_lr is too high for it; lower "
                       "start_lr, or check the model and data")
+    elif not curve.fell and curve.n < SHORT_CURVE:
+        # (a validation curve of 10 points that fell from 2.0 to 0.7 read "never fell ... widen
+        # the range": its points were too few to tell the fall from their noise)
+        unreadable = (f"the loss did not fall clearly over the curve's {curve.n} points, too few "
+                      "to tell a fall from the noise: use more steps (on the validation curve, "
+                      "a smaller val_every) before widening the range")
     elif not curve.fell:
         unreadable = ("the loss never fell over the swept range: check the model and data, "
                       "or widen the range (lower start_lr, higher end_lr)")
