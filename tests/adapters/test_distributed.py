@@ -162,3 +162,11 @@ def test_ranks_with_loaders_of_different_lengths_reach_the_same_recipe(ranks):
     """Each rank planned from its own len(loader): different peaks, or run lengths and a hang."""
     assert ranks[0]["recipe"] == ranks[1]["recipe"]
     assert ranks[0]["recipe"]["total_steps"] == 2 * 100
+
+
+def test_a_plain_models_fields_named_like_ddps_change_nothing():
+    """A model with a `process_group` field crashed the finder in a distributed job, and one
+    with `static_graph = True` lost its noise measurement."""
+    model = torch.nn.Linear(2, 1)
+    model.process_group, model.static_graph = "tensor", True
+    assert distributed.group_of(model) is None and not distributed.static_graph(model)

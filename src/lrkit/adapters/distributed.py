@@ -26,11 +26,18 @@ def world_size(group: Any = None) -> int:
 
 
 def group_of(model: Any) -> Any:
-    """The process group ``model`` synchronises its gradients over (DDP's and FSDP's
-    ``process_group``; None, the default group, otherwise): a DDP model over a sub-group must
-    average its loss over that group, not over every process of the job (it mixed two models'
-    curves, and a sub-group's finder waited for ranks outside it)."""
-    return getattr(model, "process_group", None)
+    """The process group a DistributedDataParallel ``model`` averages its gradients over (its
+    ``process_group``); None, the default group, for anything else. A DDP model over a
+    sub-group must average its loss over that group, not over every process of the job (it
+    mixed two models' curves, and a sub-group's finder waited for ranks outside it). Not FSDP's
+    ``process_group``: under hybrid sharding that is the node's shard group, while gradients
+    are averaged over every rank."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    if not isinstance(model, DistributedDataParallel):
+        return None
+    group = getattr(model, "process_group", None)
+    return group if isinstance(group, torch.distributed.ProcessGroup) else None
 
 
 def rank() -> int:
@@ -55,7 +62,10 @@ def static_graph(model: Any) -> bool:
     """Whether ``model`` is ``DistributedDataParallel(static_graph=True)``, whose first backward
     pass must be synced: ``no_sync`` before it fails inside DDP's reducer and leaves the model
     unable to train."""
-    return bool(getattr(model, "static_graph", False))
+    from torch.nn.parallel import DistributedDataParallel
+
+    return isinstance(model, DistributedDataParallel) and bool(getattr(model, "static_graph",
+                                                                       False))
 
 
 def should_sync(sync_ranks: bool | None, model: Any = None) -> bool:
@@ -113,13 +123,12 @@ def mean_over_ranks(values: torch.Tensor, device: torch.device | None = None,
     return reduced / dist.get_world_size(group)
 
 
-def min_over_ranks(value: int, group: Any = None) -> int:
+def min_over_ranks(value: int, device: torch.device | None = None, group: Any = None) -> int:
     """The smallest of an integer over the ranks of ``group``: what every rank can agree to
     plan with (a recipe planned from each rank's own loader length ran its confirmation runs
-    at different rates on different ranks, or for different lengths, until a rank hung)."""
+    at different rates on different ranks, or for different lengths, until a rank hung). The
+    collective runs where :func:`mean_over_ranks`'s does (for NCCL, ``device``, the model's)."""
     dist = torch.distributed
-    device = (torch.device("cuda", torch.cuda.current_device())
-              if dist.get_backend(group) == "nccl" else torch.device("cpu"))
-    tensor = torch.tensor([int(value)], dtype=torch.int64, device=device)
+    tensor = _collective_copy(torch.tensor([float(value)]), device, group)
     dist.all_reduce(tensor, op=dist.ReduceOp.MIN, group=group)
     return int(tensor.item())

@@ -164,7 +164,9 @@ def _batches_per_epoch(problem: Problem) -> int | None:
         length = None
     if should_sync(None, problem.model):
         # (-1 for no length: a rank without one makes every rank plan without)
-        agreed = min_over_ranks(-1 if length is None else length, group_of(problem.model))
+        first = next(problem.model.parameters(), None)
+        agreed = min_over_ranks(-1 if length is None else length,
+                                None if first is None else first.device, group_of(problem.model))
         length = None if agreed < 0 else agreed
     return length
 
