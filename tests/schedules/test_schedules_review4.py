@@ -80,3 +80,43 @@ def test_a_comparison_for_then_says_to_write_then():
     """ "Compare is not allowed": Python's class name for the '>' the user typed."""
     with pytest.raises(LrkitError, match="write '>>'"):
         parse("warmup(100) > cosine(900)")
+
+
+@pytest.mark.parametrize("spec, steps", [("restarts(1800)", 4000), ("cyclic(1000, low=0.0)", 6000),
+                                         ("warmup(100) >> restarts(2000)", 7000),
+                                         ("cosine(5000)", 10000),
+                                         ("polynomial(4000, power=2)", 10000)])
+def test_a_rate_that_comes_back_or_ends_the_schedule_is_no_collapse(spec, steps):
+    """A cosine restart's last step before the restart, or cyclic's low of 0, read "the rest of
+    the run trains at almost nothing"; a decay to an early end was also short-horizon's."""
+    assert "collapse" not in [w.code for w in lint(spec, steps)]
+
+
+def test_a_collapse_behind_a_warmup_is_found_on_long_runs():
+    """Sampled every 25,000 steps, the peak after a warmup from 0 was never seen."""
+    assert "collapse" in [w.code for w in lint("warmup(1000) >> exponential(0.9)", 10 ** 8)]
+
+
+def test_a_wsd_with_lengths_in_epochs_rescales_as_before():
+    """TypeError: '<=' not supported between 'Duration' and 'int'."""
+    assert "warmup=50" in str(rescale("wsd(1000, decay=0.1*total, warmup=100)", 32, 64))
+    assert "warmup=200" in str(rescale("wsd(1000, decay=2*epoch, warmup=100)", 64, 32))
+
+
+def test_pausing_an_accelerate_wrapped_optimizer_pauses_its_scheduler():
+    """The scheduler follows the optimizer inside; the pause marked the wrapper: a range test
+    moved the user's schedule on by its steps."""
+    import accelerate
+
+    from lrkit.schedules.torch_scheduler import paused
+
+    accelerator = accelerate.Accelerator(cpu=True)
+    model = torch.nn.Linear(2, 1)
+    model, optimizer = accelerator.prepare(model, torch.optim.SGD(model.parameters(), lr=0.1))
+    scheduler = to_torch(optimizer, "cosine(1000)")
+    with paused(optimizer):
+        for _ in range(5):
+            accelerator.backward(model(torch.ones(4, 2)).sum())
+            optimizer.step()
+            optimizer.zero_grad()
+    assert scheduler.state_dict()["step"] == 0

@@ -19,6 +19,7 @@ floor-above-peak   a floor is above the peak it is meant to sit under
 """
 from __future__ import annotations
 
+import itertools
 import math
 import operator
 from bisect import bisect_left
@@ -415,16 +416,28 @@ def _collapse_findings(s: Schedule, steps: int, scale: float | None) -> list[Lin
     often a per-epoch decay written per step (``exponential(0.9)`` at 390 steps an epoch is
     1e-18 after one epoch, and exactly 0 from step 7073)."""
     half = steps // 2
-    points = sorted({int(i * half / 2000) for i in range(2001)})  # every step of short runs
+    points = {int(i * half / 2000) for i in range(2001)}  # every step of short runs
+    for node, off in _walk(s):  # and where pieces meet (the peak after a warmup)
+        if isinstance(node, Join):
+            points.update(off + b + d for b in node.boundaries for d in (-1, 0))
+        if isinstance(node, Warmup):
+            points.add(off + node.steps)
+    points = sorted(t for t in points if 0 <= t <= half)
+    values = [abs(s._at(t)) for t in points]
+    later = list(itertools.accumulate(reversed(values), max))[::-1]  # the highest from here on
     first, top = None, 0.0
-    for t in points:  # falling: below a millionth of the highest so far (a warmup from 0 rises)
-        value = abs(s._at(t))
-        if value < _COLLAPSE * top:
+    for i, (t, value) in enumerate(zip(points, values)):
+        # falling below a millionth of the highest so far (a warmup from 0 rises) and staying
+        # there (a cosine restart, a cyclic low of 0, come back up)
+        if later[i] < _COLLAPSE * top:
             first = t
             break
         top = max(top, value)
-    if first is None or (isinstance(s.length, int) and first >= s.length):
-        return []  # (a schedule ending early at 0 is the short-horizon warning's)
+    if first is None:
+        return []
+    length = s.length
+    if isinstance(length, int) and length < steps and first >= 0.9 * length:
+        return []  # a schedule decaying to its early end: the short-horizon warning's
     hint = ""
     if any(isinstance(node, Exponential) and node.every == 1 for node, _ in _walk(s)):
         hint = (" (exponential's gamma is per step; a decay per epoch is "

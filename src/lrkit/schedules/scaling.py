@@ -99,7 +99,8 @@ def rescale(schedule: Any, base_batch: int, batch: int, *, rule: str = "linear",
             return replace(node, steps=_scale_steps(node.steps, ratio, True))
         if isinstance(node, WSD) and node.warmup != 0:
             warm = _scale_steps(node.warmup, ratio, True)
-            require(not isinstance(node.steps, int) or warm + node.decay <= node.steps,
+            lengths = (warm, node.decay, node.steps)  # (in epochs or fractions: not known yet)
+            require(not all(isinstance(n, int) for n in lengths) or warm + node.decay <= node.steps,
                     f"rescale from batch {base_batch} to {batch} keeps the warmup's samples: "
                     f"{node!r} would warm up for {warm} steps, which with its decay of "
                     f"{node.decay} no longer fits its {node.steps} steps; pass warmup='steps' "

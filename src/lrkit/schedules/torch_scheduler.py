@@ -103,7 +103,8 @@ def paused(optimizer: Optimizer) -> Iterator[None]:
     that are undone afterwards (a range test, a recipe's short runs, a guard's probe), which
     must not move a user's schedule on. Other step hooks run as usual; schedulers created or
     detached meanwhile are treated alike (the pause is a mark on the optimizer, not a removal
-    of hooks)."""
+    of hooks). An optimizer Accelerate has wrapped is paused inside, where they follow it."""
+    optimizer = _innermost(optimizer)
     depth = getattr(optimizer, _PAUSED, 0)
     setattr(optimizer, _PAUSED, depth + 1)
     try:
