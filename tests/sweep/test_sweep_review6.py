@@ -162,3 +162,15 @@ def test_a_range_written_otherwise_says_how_to_write_one(text, capsys, tmp_path)
     assert main(["sweep", "wine-logreg", "--lrs", text, "--no-progress",
                  "--storage", str(tmp_path / "s.journal")]) == 2
     assert "give a range LOW:HIGH (e.g. 1e-3:1)" in capsys.readouterr().err
+
+
+def test_a_grid_reports_diverged_only_where_every_higher_rate_diverged():
+    """"best: lr=0.3" beside "diverged at lr >= 0.1": the grid marks nothing infeasible."""
+    grid = dict(SETTINGS, strategy={"mode": "grid"})
+    records = [_record(0, 0.01, "finished", 0.6), _record(1, 0.1, "diverged"),
+               _record(2, 0.03, "finished", 0.5), _record(3, 0.3, "finished", 0.4)]
+    result = SweepResult(records, settings=grid)
+    assert result.diverged_from("sgd") is None and "diverged at" not in result.summary()
+    records[3] = _record(3, 0.3, "diverged")
+    result = SweepResult(records + [_record(4, 1.0, "diverged")], settings=grid)
+    assert result.diverged_from("sgd") == 0.1 and result.best.lr == 0.03  # 0.1 and above

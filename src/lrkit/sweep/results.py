@@ -189,8 +189,6 @@ class SweepResult:
         seed is never best itself, its status being diverged, and leaves higher ones alone.)"""
         if p.status != FINISHED or p.loss is None:
             return False
-        if (self.settings.get("strategy") or {}).get("mode") == "grid":
-            return True  # the full grid marks nothing infeasible: it is the reference
         limit = self.diverged_from(p.optimizer)
         return limit is None or p.lr < limit
 
@@ -218,6 +216,20 @@ class SweepResult:
         region the strategy marks infeasible. A repeat seed's divergence marks its own rate
         diverged (in the table) and leaves the rates above alone: the summary said "diverged at
         lr >= 0.1" beside a best of 0.3 that no seed of it diverged at."""
+        if (self.settings.get("strategy") or {}).get("mode") == "grid":
+            # the full grid runs every rate and marks nothing infeasible (it is the reference):
+            # the region is the rates from which every one tried diverged ("diverged at lr >=
+            # 0.1" stood beside a best of 0.3 that finished)
+            statuses: dict[float, set[str]] = {}
+            for r in self.records:
+                if r.optimizer == optimizer:
+                    statuses.setdefault(r.lr, set()).add(r.status)
+            region = None
+            for lr in sorted(statuses, reverse=True):  # (a rate diverged with any seed)
+                if DIVERGED not in statuses[lr]:
+                    break
+                region = lr
+            return region
         lrs = [r.lr for r in self.records
                if r.optimizer == optimizer and r.status == DIVERGED and r.seed == 0]
         return min(lrs) if lrs else None
