@@ -676,6 +676,11 @@ class TorchTrainable:
         generators = _loader_generators(self._train_loader, self._val_loader)
         generators += _module_generators(generators, self.model, self.criterion, self.loss_fn)
         generator_states = [g.get_state() for g in generators]
+        # and a loader that keeps its own place (state_dict/load_state_dict: torchdata's
+        # StatefulDataLoader, the built-in examples' loader): its pass count drew each pass's
+        # order, and after a test the next run read other batches than a fresh build's
+        loaders = _stateful_loaders(self._train_loader, self._val_loader)
+        loader_states = [copy.deepcopy(loader.state_dict()) for loader in loaders]
         self.copy_seconds = time.perf_counter() - start  #: snapshot and restore, together
         try:
             with paused(self.optimizer):  # lrkit schedulers do not count these steps
@@ -688,6 +693,8 @@ class TorchTrainable:
                 snapshot.discard()
                 for generator, state in zip(generators, generator_states):
                     generator.set_state(state)
+                for loader, state in zip(loaders, loader_states):
+                    loader.load_state_dict(state)
                 self._batches = None
                 self.copy_seconds += time.perf_counter() - start
 
@@ -701,6 +708,17 @@ def _loader_generators(*loaders: Any) -> list[torch.Generator]:
             generator = getattr(owner, "generator", None)
             if isinstance(generator, torch.Generator):
                 found.setdefault(id(generator), generator)
+    return list(found.values())
+
+
+def _stateful_loaders(*loaders: Any) -> list[Any]:
+    """The distinct loaders that save and load their own position (``state_dict`` and
+    ``load_state_dict``)."""
+    found: dict[int, Any] = {}
+    for loader in loaders:
+        if callable(getattr(loader, "state_dict", None)) and \
+                callable(getattr(loader, "load_state_dict", None)):
+            found.setdefault(id(loader), loader)
     return list(found.values())
 
 

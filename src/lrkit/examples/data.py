@@ -25,6 +25,13 @@ class ShuffledBatches:
         self.drop_last = drop_last
         self._pass = 0
 
+    def state_dict(self) -> dict:
+        """Its place (the passes begun), which a range test saves and puts back."""
+        return {"pass": self._pass}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._pass = int(state["pass"])
+
     def __len__(self) -> int:
         n = len(self.tensors[0])
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
