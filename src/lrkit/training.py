@@ -3,13 +3,14 @@ diagnosis examples and recipe checks, so that every part trains the same way."""
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from typing import Any, Callable, Iterable, Mapping
 
 import torch
 
 from lrkit.adapters.torch import batch_loss, maximizes, move_to, moves_batches
-from lrkit.errors import LrkitError, plain_int, require
+from lrkit.errors import LrkitError, is_real, plain_int, require
 from lrkit.problem import Problem
 
 
@@ -46,7 +47,9 @@ def evaluate(problem: Problem, loader: Iterable | None = None) -> float:
     sign = -1.0 if problem.optimizer is not None and maximizes(problem.optimizer) else 1.0
     modes = [(module, module.training) for module in model.modules()]
     model.eval()
-    device = next(model.parameters()).device
+    # (the trainable's rule: a model whose learned tensor sits outside it has no parameters)
+    first = next(itertools.chain(model.parameters(), model.buffers()), None)
+    device = first.device if first is not None else torch.device("cpu")
     total = count = 0.0
     batches = 0
     try:
@@ -71,14 +74,27 @@ def evaluate(problem: Problem, loader: Iterable | None = None) -> float:
 
 
 def _batch_size(batch: Any) -> int:
-    """Samples in a batch: the first dimension of its first tensor (inputs, a dict's first
-    value); 1 when it holds none."""
+    """Samples in a batch: for ``(inputs, ..., targets)`` the targets' first dimension; else the
+    first dimension of its first tensor (a dict's or a dataclass's first field, walked down); a
+    list of plain items (strings, ids) holds one sample an item; 1 when nothing tells. (The
+    walk went into the first sequence of a list of sequences and took its length, and weighed a
+    batch of strings or a dataclass as one sample.)"""
+    if (isinstance(batch, (list, tuple)) and len(batch) >= 2
+            and isinstance(batch[-1], torch.Tensor) and batch[-1].dim()):
+        return int(batch[-1].shape[0])
     while True:
         if isinstance(batch, torch.Tensor):
             return int(batch.shape[0]) if batch.dim() else 1
         if isinstance(batch, Mapping) and batch:
             batch = next(iter(batch.values()))
+        elif dataclasses.is_dataclass(batch) and not isinstance(batch, type):
+            fields = dataclasses.fields(batch)
+            if not fields:
+                return 1
+            batch = getattr(batch, fields[0].name)
         elif isinstance(batch, (list, tuple)) and batch:
+            if all(isinstance(item, (str, bytes, int, float)) for item in batch):
+                return len(batch)
             batch = batch[0]
         else:
             return 1
@@ -118,7 +134,11 @@ def train(
     val_curve: list[tuple[int, float]] = []
     diverged = False
     for step in range(steps):
-        current = float(rate(step))
+        current = rate(step)
+        require(is_real(current) and math.isfinite(current) and current >= 0,
+                f"the rate at step {step} is {current!r}; give a finite rate >= 0 (a negative "
+                "one ascends the loss)")
+        current = float(current)
         loss = trainable.train_step(current)
         losses.append(loss)
         lrs.append(current)
