@@ -42,16 +42,20 @@ class Problem:
 
     def __post_init__(self) -> None:
         # checked however the problem was made (a recipe's dict, a Problem passed directly):
-        # None is none, another type or key is refused by name
+        # None is none, another type or key is refused by name; a budget of 2.5 steps or
+        # '300' too (recommend made a 2-step recipe of the first)
         self.step_options = _step_options(self.step_options)
+        self.budget_steps = _budget_steps(self.budget_steps)
 
     def trainable(self, **options: Any):
         """A :class:`lrkit.adapters.torch.TorchTrainable` over this problem."""
         from lrkit.adapters.torch import TorchTrainable
 
+        # (again: the field may have been set after the problem was made)
+        step_options = _step_options(self.step_options)
         return TorchTrainable(
             self.model, self.optimizer, self.train_loader, self.criterion,
-            loss_fn=self.loss_fn, val_loader=self.val_loader, **{**self.step_options, **options},
+            loss_fn=self.loss_fn, val_loader=self.val_loader, **{**step_options, **options},
         )
 
     def loss_arguments(self) -> dict[str, Callable | None]:
@@ -65,7 +69,7 @@ class Problem:
     @property
     def accumulation_steps(self) -> int:
         """Batches per optimizer step (``step_options``; 1 by default)."""
-        return int(self.step_options.get("accumulation_steps") or 1)
+        return int(_step_options(self.step_options).get("accumulation_steps") or 1)
 
 
 _TUPLE_FIELDS = ("model", "optimizer", "train_loader", "criterion", "val_loader")
@@ -74,18 +78,20 @@ _TUPLE_FIELDS = ("model", "optimizer", "train_loader", "criterion", "val_loader"
 def as_problem(value: Any, *, name: str = "custom") -> Problem:
     """Normalise what a user's recipe function returned: a Problem, a dict or a tuple
     ``(model, optimizer, train_loader, criterion[, val_loader])``."""
-    problem = _as_problem(value, name=name)
-    # checked here, for every command alike (recommend took '1000', find refused it)
-    budget = plain_int(problem.budget_steps)
-    if isinstance(budget, float) and budget.is_integer():  # 1000.0 (a computed length)
+    return _as_problem(value, name=name)  # (its budget_steps checked as the Problem is made)
+
+
+def _budget_steps(value: Any) -> int | None:
+    """A problem's planned length checked for every command alike (recommend took '1000', find
+    refused it): a whole number of steps >= 1 (1000.0, a computed length, is 1000), or None."""
+    budget = plain_int(value)
+    if isinstance(budget, float) and budget.is_integer():
         budget = int(budget)
     if budget is not None and not (isinstance(budget, int) and not isinstance(budget, bool)
                                    and budget >= 1):
         raise LrkitError(f"the recipe's 'budget_steps' (the planned training length) must be a "
-                         f"whole number of steps >= 1, or None; got {problem.budget_steps!r}")
-    if budget is not problem.budget_steps:
-        problem = dataclasses.replace(problem, budget_steps=budget)
-    return problem
+                         f"whole number of steps >= 1, or None; got {value!r}")
+    return budget
 
 
 #: what a recipe's step_options may say (how its training takes one step, and where)
@@ -110,14 +116,21 @@ def _step_options(options: Any) -> dict[str, Any]:
 
 def _as_problem(value: Any, *, name: str = "custom") -> Problem:
     if isinstance(value, Problem):
-        return value
+        # (checked again: a field may have been set after the problem was made)
+        budget = _budget_steps(value.budget_steps)
+        return value if budget is value.budget_steps else dataclasses.replace(
+            value, budget_steps=budget)
     if isinstance(value, dict):
         aliases = {"data": "train_loader", "loader": "train_loader", "train": "train_loader",
                    "val": "val_loader", "valid_loader": "val_loader", "loss": "criterion"}
         fields = {f.name for f in dataclasses.fields(Problem)}
         kwargs = {}
-        for key, item in value.items():
-            key = aliases.get(key, key)
+        for given, item in value.items():
+            key = aliases.get(given, given)
+            if key in kwargs:  # 'train_loader' and its alias 'data': one of them was lost
+                raise LrkitError(
+                    f"the recipe returned {given!r} and another name for it ({key!r}); give "
+                    "one of them")
             if key not in fields:
                 raise LrkitError(
                     f"the recipe returned an unknown key {key!r}; allowed keys: {sorted(fields)}"
@@ -290,7 +303,7 @@ def _seed_generators(seed: int) -> None:
     import numpy as np
     import torch
 
-    torch.manual_seed(seed % 2**63)
+    torch.manual_seed(seed % 2**64)  # (as torch reads a seed: 5 and 2**63 + 5 are two)
     np.random.seed(seed % 2**32)
     random.seed(seed)
 
@@ -350,7 +363,7 @@ def build_problem(target: Any, *, seed: int = 0, what: str = "this call") -> Pro
     """A problem from any recipe form: an example name, ``file.py:function``, a callable recipe
     (``seed=`` passed when accepted) or a ready :class:`Problem` (used as it is)."""
     if isinstance(target, Problem):
-        return target
+        return as_problem(target)
     if isinstance(target, str):
         if not target.strip():
             raise LrkitError(f"{what} needs an example name or 'path/to/file.py:function', got ''")

@@ -2,8 +2,9 @@
 
 Each trains in seconds on one CPU core, on data made in code or shipped by scikit-learn::
 
-    import lrkit
+    import lrkit, torch
     problem = lrkit.examples.build("digits-mlp", seed=0)
+    torch.manual_seed(0)  # dropout's masks, as `lrkit find digits-mlp --seed 0` draws them
     result = lrkit.find_lr(problem.model, problem.optimizer, problem.train_loader, problem.criterion)
 """
 from __future__ import annotations
@@ -198,7 +199,10 @@ def get(name: str) -> Example:
 def build(name: str = DEFAULT, *, seed: int = 0, lr: float | None = None) -> Problem:
     """A fresh :class:`lrkit.Problem` for example ``name`` (model initialised from ``seed``, an
     integer from -2**63 to 2**64 - 1, as torch's generators take); ``lr`` (a finite number > 0)
-    overrides the optimizer's untuned default rate."""
+    overrides the optimizer's untuned default rate. Torch's global generator is left alone, and
+    dropout draws its masks from it: ``torch.manual_seed(seed)`` before the run repeats what
+    ``lrkit find NAME --seed S`` does (the command line seeds torch's, numpy's and Python's
+    generators before it builds)."""
     example = get(name)
     seed = plain_int(seed)  # numpy's integers and 0-dim integer tensors are seeds too
     require(isinstance(seed, int) and not isinstance(seed, bool) and -2 ** 63 <= seed < 2 ** 64,
