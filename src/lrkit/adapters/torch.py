@@ -679,8 +679,7 @@ class TorchTrainable:
         # and a loader that keeps its own place (state_dict/load_state_dict: torchdata's
         # StatefulDataLoader, the built-in examples' loader): its pass count drew each pass's
         # order, and after a test the next run read other batches than a fresh build's
-        loaders = _stateful_loaders(self._train_loader, self._val_loader)
-        loader_states = [copy.deepcopy(loader.state_dict()) for loader in loaders]
+        loaders, loader_states = _loader_places(self._train_loader, self._val_loader)
         self.copy_seconds = time.perf_counter() - start  #: snapshot and restore, together
         try:
             with paused(self.optimizer):  # lrkit schedulers do not count these steps
@@ -711,15 +710,24 @@ def _loader_generators(*loaders: Any) -> list[torch.Generator]:
     return list(found.values())
 
 
-def _stateful_loaders(*loaders: Any) -> list[Any]:
-    """The distinct loaders that save and load their own position (``state_dict`` and
-    ``load_state_dict``)."""
+def _loader_places(*loaders: Any) -> tuple[list[Any], list[Any]]:
+    """The distinct loaders that save and load their own place (``state_dict`` and
+    ``load_state_dict``), and their saved places. One whose ``state_dict`` fails is left out:
+    Accelerate's loaders have the methods, and answer only when made stateful."""
     found: dict[int, Any] = {}
     for loader in loaders:
         if callable(getattr(loader, "state_dict", None)) and \
                 callable(getattr(loader, "load_state_dict", None)):
             found.setdefault(id(loader), loader)
-    return list(found.values())
+    kept, states = [], []
+    for loader in found.values():
+        try:
+            state = copy.deepcopy(loader.state_dict())
+        except Exception:  # noqa: BLE001 - a place it cannot give is a place it does not keep
+            continue
+        kept.append(loader)
+        states.append(state)
+    return kept, states
 
 
 def _has_tensors(module: torch.nn.Module) -> bool:
