@@ -41,6 +41,13 @@ class _Batch:
     ({"input_ids": [1, 2, 3, 4, 5], "labels": [0, 1, 0, 1, 0]}, 5),
     (_Batch(torch.zeros(6, 2), torch.zeros(6)), 6),
     (torch.zeros(5, 2), 5),
+    # (from the diff review) a per-batch tensor at the end is no targets
+    ((torch.zeros(4, 3), torch.zeros(10)), 4),  # class weights
+    ((torch.zeros(4, 3), torch.zeros(4), torch.zeros(10)), 4),
+    ((torch.zeros(4, 3), torch.tensor([7])), 4),
+    ((torch.zeros(4, 7), torch.zeros(28)), 4),  # flattened token labels
+    ({"input_ids": [[1] * 9, [2, 3], [4, 5], [6, 7]], "labels": [0, 1, 0, 1]}, 4),
+    (({"a": torch.zeros(4, 3)}, torch.zeros(1)), 4),
 ])
 def test_a_batchs_samples_are_counted_whatever_its_form(batch, size):
     """The walk took the first sequence's length (25 for a batch of 3) and weighed a batch of
@@ -110,3 +117,55 @@ def test_a_recipe_giving_a_field_twice_under_two_names_is_refused():
     with pytest.raises(LrkitError, match="returned 'data' and another name for it"):
         as_problem({"model": model, "optimizer": torch.optim.SGD(model.parameters(), lr=0.1),
                     "train_loader": loader, "data": loader, "criterion": torch.nn.MSELoss()})
+
+
+def test_a_rate_given_as_a_one_number_tensor_runs():
+    problem = lrkit.examples.build("wine-logreg", seed=0)
+    run = train(problem, lr=lambda step: torch.tensor(0.01), steps=3)
+    assert run.lrs == pytest.approx([0.01] * 3)
+
+
+@pytest.mark.parametrize("budget", [400.0, torch.tensor(400.0)])
+def test_a_whole_budget_in_any_number_type_is_taken(budget):
+    import numpy as np
+
+    model = torch.nn.Linear(2, 1)
+    args = (model, torch.optim.SGD(model.parameters(), lr=0.1), [(torch.zeros(4, 2),
+                                                                   torch.zeros(4, 1))])
+    for value in (budget, np.float32(400.0)):
+        assert Problem(*args, criterion=torch.nn.MSELoss(), budget_steps=value).budget_steps == 400
+
+
+def test_a_loader_that_cannot_be_put_back_does_not_hide_the_tests_own_error():
+    """A failing load_state_dict replaced the test's exception, and left the loaders after it
+    where the test had taken them."""
+    model = torch.nn.Linear(2, 1)
+    batches = [(torch.randn(8, 2), torch.randn(8, 1)) for _ in range(4)]
+
+    class Refuses(list):
+        def state_dict(self):
+            return {}
+
+        def load_state_dict(self, state):
+            raise RuntimeError("cannot go back")
+
+    class Counts(list):
+        loads = 0
+
+        def state_dict(self):
+            return {}
+
+        def load_state_dict(self, state):
+            Counts.loads += 1
+
+    def loss_fn(model, batch):
+        raise ValueError("the test's own error")
+
+    with pytest.raises(ValueError, match="the test's own error"):
+        lrkit.find_lr(model, torch.optim.SGD(model.parameters(), lr=0.1), Refuses(batches),
+                      loss_fn=loss_fn, val_loader=Counts(batches), val_every=2,
+                      noise_batches=0, progress=False)
+    assert Counts.loads == 1
+    with pytest.raises(LrkitError, match="could not be put back in its place"):
+        lrkit.find_lr(model, torch.optim.SGD(model.parameters(), lr=0.1), Refuses(batches),
+                      torch.nn.MSELoss(), num_steps=20, noise_batches=0, progress=False)

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from lrkit.errors import LrkitError, plain_int
+from lrkit.errors import LrkitError, one_number, plain_int
 
 
 @dataclasses.dataclass
@@ -85,8 +85,10 @@ def _budget_steps(value: Any) -> int | None:
     """A problem's planned length checked for every command alike (recommend took '1000', find
     refused it): a whole number of steps >= 1 (1000.0, a computed length, is 1000), or None."""
     budget = plain_int(value)
-    if isinstance(budget, float) and budget.is_integer():
-        budget = int(budget)
+    if budget is not None and not isinstance(budget, (int, str)):
+        number = one_number(budget)  # 400.0, np.float32(400), torch.tensor(400.): 400
+        if number is not None and number.is_integer():
+            budget = int(number)
     if budget is not None and not (isinstance(budget, int) and not isinstance(budget, bool)
                                    and budget >= 1):
         raise LrkitError(f"the recipe's 'budget_steps' (the planned training length) must be a "

@@ -10,7 +10,7 @@ from typing import Any, Callable, Iterable, Mapping
 import torch
 
 from lrkit.adapters.torch import batch_loss, maximizes, move_to, moves_batches
-from lrkit.errors import LrkitError, is_real, plain_int, require
+from lrkit.errors import LrkitError, one_number, plain_int, require
 from lrkit.problem import Problem
 
 
@@ -74,14 +74,18 @@ def evaluate(problem: Problem, loader: Iterable | None = None) -> float:
 
 
 def _batch_size(batch: Any) -> int:
-    """Samples in a batch: for ``(inputs, ..., targets)`` the targets' first dimension; else the
-    first dimension of its first tensor (a dict's or a dataclass's first field, walked down); a
-    list of plain items (strings, ids) holds one sample an item; 1 when nothing tells. (The
-    walk went into the first sequence of a list of sequences and took its length, and weighed a
-    batch of strings or a dataclass as one sample.)"""
-    if (isinstance(batch, (list, tuple)) and len(batch) >= 2
-            and isinstance(batch[-1], torch.Tensor) and batch[-1].dim()):
-        return int(batch[-1].shape[0])
+    """Samples in a batch: for ``(inputs, ..., targets)`` the targets' first dimension where
+    another item agrees with it (not a class-weight vector or a scalar at the end); else the
+    first dimension of its inputs (a dict's or a dataclass's first field, walked down), a list
+    of sequences or plain items (strings, ids) counting one sample an item; 1 when nothing
+    tells. (The walk went into the first sequence of such a list and took its length, and
+    weighed a batch of strings or a dataclass as one sample.)"""
+    if isinstance(batch, (list, tuple)) and len(batch) >= 2 and isinstance(batch[-1], torch.Tensor) \
+            and batch[-1].dim():
+        targets = int(batch[-1].shape[0])
+        if any(_leading(item) == targets for item in batch[:-1]):
+            return targets
+    top = True
     while True:
         if isinstance(batch, torch.Tensor):
             return int(batch.shape[0]) if batch.dim() else 1
@@ -93,11 +97,23 @@ def _batch_size(batch: Any) -> int:
                 return 1
             batch = getattr(batch, fields[0].name)
         elif isinstance(batch, (list, tuple)) and batch:
-            if all(isinstance(item, (str, bytes, int, float)) for item in batch):
+            # a batch's own fields at the top ((inputs, targets)); below it, a list holds one
+            # sample an item (sequences of their own lengths, strings, ids)
+            if not top or all(isinstance(item, (str, bytes, int, float)) for item in batch):
                 return len(batch)
             batch = batch[0]
         else:
             return 1
+        top = False
+
+
+def _leading(item: Any) -> int | None:
+    """An item's count of samples as it stands: a tensor's first dimension, a list's length."""
+    if isinstance(item, torch.Tensor):
+        return int(item.shape[0]) if item.dim() else None
+    if isinstance(item, (list, tuple)):
+        return len(item)
+    return None
 
 
 def tail_mean(losses: list[float], share: float = 0.05) -> float:
@@ -134,11 +150,11 @@ def train(
     val_curve: list[tuple[int, float]] = []
     diverged = False
     for step in range(steps):
-        current = rate(step)
-        require(is_real(current) and math.isfinite(current) and current >= 0,
-                f"the rate at step {step} is {current!r}; give a finite rate >= 0 (a negative "
+        given = rate(step)
+        current = one_number(given)  # (a float, a numpy number, a one-number tensor)
+        require(current is not None and math.isfinite(current) and current >= 0,
+                f"the rate at step {step} is {given!r}; give a finite rate >= 0 (a negative "
                 "one ascends the loss)")
-        current = float(current)
         loss = trainable.train_step(current)
         losses.append(loss)
         lrs.append(current)
