@@ -140,3 +140,28 @@ def test_several_validation_loaders_run_one_after_another():
     assert all(isinstance(b, (list, tuple)) and b[0].shape[1] == 8 for b in batches)
     result = find_lr(TwoSets(), val_every=2, num_steps=30, progress=False, noise_batches=0)
     assert result.settings["curve"] == "validation"
+
+
+def test_a_loader_inside_lightnings_combination_is_put_back_too():
+    """A loader that keeps its place, given as [loader], was left where the test took it."""
+    import lrkit
+
+    loader = lrkit.examples.build("digits-mlp", seed=0).train_loader
+
+    class Digits(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.net = nn.Linear(64, 10)
+
+        def training_step(self, batch, batch_idx):
+            (x, y), = batch
+            return nn.functional.cross_entropy(self.net(x), y)
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.01)
+
+    module = Digits()
+    first = find_lr(module, [loader], **QUICK)
+    second = find_lr(module, [loader], **QUICK)
+    assert first.losses == second.losses and loader.state_dict() == {"pass": 0}

@@ -172,12 +172,33 @@ class _CombinedBatches:
         for batch, *_ in self._combined:
             yield batch
 
+    @property
+    def flattened(self) -> list:
+        """The loaders inside (whose generators a range test saves and puts back)."""
+        return list(self._combined.flattened)
+
+    def state_dict(self) -> list:
+        """The places of the loaders inside that keep one (None for the others): a range test
+        puts them back, as it does a loader given alone."""
+        return [loader.state_dict() if _keeps_place(loader) else None
+                for loader in self._combined.flattened]
+
+    def load_state_dict(self, states: list) -> None:
+        for loader, state in zip(self._combined.flattened, states):
+            if state is not None:
+                loader.load_state_dict(state)
+
     def __len__(self) -> int:
         # from the loaders' own lengths: Lightning's len() needs the CombinedLoader iterated
         # first ("Please call iter(combined_loader) first"), which would start every loader's
         # iterator (and DataLoader workers) for a length
         length = _COMBINED_LENGTH.get(getattr(self._combined, "_mode", None), max)
         return length(len(loader) for loader in self._combined.flattened)
+
+
+def _keeps_place(loader: Any) -> bool:
+    return (callable(getattr(loader, "state_dict", None))
+            and callable(getattr(loader, "load_state_dict", None)))
 
 
 def _combined(loaders: Any) -> bool:

@@ -681,26 +681,38 @@ class TorchTrainable:
         # order, and after a test the next run read other batches than a fresh build's
         loaders, loader_states = _loader_places(self._train_loader, self._val_loader)
         self.copy_seconds = time.perf_counter() - start  #: snapshot and restore, together
+        raised = False
         try:
             with paused(self.optimizer):  # lrkit schedulers do not count these steps
                 yield
+        except BaseException:
+            raised = True
+            raise
         finally:
             start = time.perf_counter()
             try:
                 snapshot.restore(last=True)
             finally:
+                self._batches = None
                 snapshot.discard()
                 for generator, state in zip(generators, generator_states):
                     generator.set_state(state)
-                for loader, state in zip(loaders, loader_states):
-                    loader.load_state_dict(state)
-                self._batches = None
+                failed = _load_places(loaders, loader_states)
                 self.copy_seconds += time.perf_counter() - start
+                if failed is not None and not raised:
+                    # (when the test itself raised, its error is the one to see)
+                    raise LrkitError(
+                        f"the test ran, but its loader {type(failed[0]).__name__} could not be "
+                        f"put back in its place (load_state_dict raised "
+                        f"{type(failed[1]).__name__}: {failed[1]})") from failed[1]
 
 
 def _loader_generators(*loaders: Any) -> list[torch.Generator]:
     """The distinct torch generators of data loaders and their samplers."""
     found: dict[int, torch.Generator] = {}
+    # (and the loaders inside a combination of them: Lightning's CombinedLoader, lrkit's wrapper)
+    loaders = [*loaders, *(inner for loader in loaders
+                           for inner in (getattr(loader, "flattened", None) or []))]
     for loader in loaders:
         for owner in (loader, getattr(loader, "sampler", None),
                       getattr(getattr(loader, "batch_sampler", None), "sampler", None)):
@@ -728,6 +740,18 @@ def _loader_places(*loaders: Any) -> tuple[list[Any], list[Any]]:
         kept.append(loader)
         states.append(state)
     return kept, states
+
+
+def _load_places(loaders: list[Any], states: list[Any]) -> tuple[Any, Exception] | None:
+    """Put every loader back in its place; the first that refused, and why (the others are put
+    back all the same)."""
+    failed = None
+    for loader, state in zip(loaders, states):
+        try:
+            loader.load_state_dict(state)
+        except Exception as exc:  # noqa: BLE001 - said once every loader has been tried
+            failed = failed or (loader, exc)
+    return failed
 
 
 def _has_tensors(module: torch.nn.Module) -> bool:
