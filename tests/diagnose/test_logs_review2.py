@@ -50,3 +50,14 @@ def test_a_log_with_nothing_logged_says_so(tmp_path, name, text, fragment):
     path.write_text(text)
     with pytest.raises(LrkitError, match=fragment):
         read_log(path)
+
+
+def test_nested_values_beside_a_record_or_columns_are_left_aside(tmp_path):
+    """(From the diff review) a record with a dict of metrics, or columns beside a list of
+    dicts, were refused as "neither one record nor columns"."""
+    record = tmp_path / "record.json"
+    record.write_text(json.dumps({"step": 1, "loss": 2.0, "metrics": {"acc": 0.5}}))
+    assert read_log(record).losses == [2.0]
+    columns = tmp_path / "columns.json"
+    columns.write_text(json.dumps({"step": [1, 2], "loss": [3.0, 2.0], "extra": [{}, {}]}))
+    assert read_log(columns).losses == [3.0, 2.0]

@@ -770,12 +770,14 @@ def _read_object(document: dict, name: str, column: str | None) -> LossLog:
             f"{name} is lrkit's own {kind} result, not a training run's loss log (a range "
             "test ramps the rate: its curve is not a run to diagnose); give the training log "
             "(CSV, JSONL, TensorBoard), or show this result with lrkit report")
-    if all(_scalar(value) for value in document.values()):
+    lists = {key: value for key, value in document.items() if isinstance(value, list)}
+    if not lists:  # one record (its nested values, a dict of metrics, left aside as in JSONL)
         return _read_records([document], name, column)
-    columns = {key: value for key, value in document.items() if isinstance(value, list)}
+    # columns: the lists of plain values, of one length (a list of dicts beside them is
+    # left aside)
+    columns = {key: value for key, value in lists.items() if all(_scalar(v) for v in value)}
     lengths = {len(value) for value in columns.values()}
-    if (len(lengths) == 1 and lengths != {0}
-            and all(_scalar(v) for value in columns.values() for v in value)):
+    if len(lengths) == 1 and lengths != {0}:
         (length,) = lengths
         records = [{key: value[i] for key, value in columns.items()} for i in range(length)]
         return _read_records(records, name, column)
