@@ -11,7 +11,7 @@ import statistics
 from pathlib import Path
 from typing import Any, Iterable
 
-from lrkit.errors import LrkitError, is_real, require, require_folder, require_plot_path
+from lrkit.errors import is_real, require, require_folder, require_plot_path
 
 FINISHED, PRUNED, DIVERGED = "finished", "pruned", "diverged"
 _RANK = {FINISHED: 0, PRUNED: 1, DIVERGED: 2, "failed": 3, "running": 4, "waiting": 5}
