@@ -139,7 +139,7 @@ def curve_table(result, rows: int = 10) -> str:
     lines = [f"{'rate':>10} {'loss':>10} {'smoothed':>10}"]
     for i in idx:
         loss, smooth = result.losses[i], result.smoothed[i]
-        fmt = lambda v: "nan" if v is None or not math.isfinite(v) else f"{v:.4g}"  # noqa: E731
+        fmt = lambda v: "nan" if v is None else f"{v:.4g}"  # inf as inf  # noqa: E731
         lines.append(f"{result.lrs[i]:>10.3g} {fmt(loss):>10} {fmt(smooth):>10}")
     return "\n".join(lines)
 

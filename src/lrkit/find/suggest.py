@@ -305,7 +305,10 @@ def good_range(curve: Curve) -> tuple[float, float] | None:
     # outside its own good range would say two things at once
     min_rate = float(curve.lrs[i_min])
     fraction = curve.edge_fraction
-    lo = min(float(curve.lrs[first]), max(min_rate * fraction, float(curve.lrs[0])))
+    # (and at least down to half the minimum's rate: where the fall "started" at or above
+    # edge's rate, a high fraction made the range one point)
+    lo = min(float(curve.lrs[first]),
+             max(min_rate * min(fraction, 0.5), float(curve.lrs[0])))
     hi = max(min_rate * max(0.5, fraction), lo)
     return lo, hi
 
@@ -358,7 +361,10 @@ def analyse(lrs, losses, *, method: str = "auto", smooth_window: float | None = 
         unreadable = ("the loss never fell over the swept range: check the model and data, "
                       "or widen the range (lower start_lr, higher end_lr)")
     warnings: list[str] = [unreadable] if unreadable else []
-    found = {name: v for name, v in suggestions.items() if v is not None}
+    # (valley trims fastai's last 5 points, sized for 100-point curves: on a short validation
+    # curve it read the first few points only, and "the methods disagree" was its artefact)
+    found = {name: v for name, v in suggestions.items() if v is not None
+             and not (name == "valley" and curve.n < SHORT_CURVE)}
     disagreement = None
     if len(found) >= 2:
         low, high = min(found, key=found.get), max(found, key=found.get)
@@ -373,5 +379,10 @@ def analyse(lrs, losses, *, method: str = "auto", smooth_window: float | None = 
             disagreement = (f"the methods disagree by {spread:.1f} decades ({low} "
                             f"{found[low]:.3g} .. {high} {found[high]:.3g}); {advice}")
             warnings.append(disagreement)
-    return Analysis(curve, suggestions, chosen, suggestions[chosen], good_range(curve), warnings,
-                    unreadable, disagreement)
+    good = good_range(curve)
+    rate = suggestions[chosen]
+    if good is not None and rate is not None:
+        # the chosen method's rate inside its own good range (edge's always is; a method chosen
+        # by name, minimum/10 say, could sit below it: two things said at once)
+        good = (min(good[0], rate), max(good[1], rate))
+    return Analysis(curve, suggestions, chosen, rate, good, warnings, unreadable, disagreement)

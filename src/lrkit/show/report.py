@@ -450,16 +450,23 @@ def source_line(source: str | None) -> str:
 # ------------------------------------------------------------------------------------------------
 
 def finder_body(data: dict, ids: Ids) -> str:
-    lr = finite(data.get("suggested_lr"))
-    good = data.get("good_range")
+    from lrkit.find.result import FinderResult
+
+    # read as the API reads it, older and minimal files included (the raw dict showed
+    # "(stopped: None)", and a warning given as a string one bullet a character)
+    result = FinderResult.from_dict(data)
+    settings = result.settings if isinstance(result.settings, dict) else {}
+    lr = finite(result.suggested_lr)
+    good = result.good_range
     parts = []
     if lr is None:
-        # the reason is the finder's own first warning (a non-finite first loss, too few
-        # points, a loss that never fell): the headline must not guess another one
-        reasons = [w for w in (data.get("warnings") or []) if isinstance(w, str)]
-        why = reasons[-1] if reasons and "very first loss" in reasons[-1] else (
+        # the reason the result stored (the summary's), else the finder's own warnings (a
+        # non-finite first loss, too few points, a loss that never fell): never another guess
+        reasons = [w for w in result.warnings if isinstance(w, str)]
+        why = settings.get("no_suggestion") or (
+            reasons[-1] if reasons and "very first loss" in reasons[-1] else
             reasons[0] if reasons else "the loss never fell over the swept range")
-        parts.append(f'<p class="headline">No suggestion: {esc(why)}.</p>')
+        parts.append(f'<p class="headline">No suggestion: {esc(str(why).rstrip("."))}.</p>')
     else:
         parts.append(
             '<p class="headline">Suggested learning rate: <strong>'
@@ -467,20 +474,22 @@ def finder_body(data: dict, ids: Ids) -> str:
             f' class="rate" data-value="{esc(repr(lr))}">{num(lr)}</span></strong>'
             + (f' &nbsp; good range <span id="{ids.new("good-range")}">{num(good[0])} .. '
                f"{num(good[1])}</span>" if good else "")
-            + f' &nbsp; <span class="muted">(method: {esc(data.get("method"))})</span></p>')
-    steps = len(data.get("lrs") or [])
-    lrs = data.get("lrs") or [None]
+            + f' &nbsp; <span class="muted">(method: {esc(result.method)})</span></p>')
+    steps = len(result.lrs)
+    lrs = result.lrs or [None]
+    # (a plain function's state is its own: without save_fn/load_fn nothing was put back)
+    restored = ("the model and optimizer were restored afterwards"
+                if settings.get("restored", True) else "nothing was restored afterwards")
     parts.append(f"<p>The test took {steps} optimizer steps, the rate going from {num(lrs[0])} "
-                 f"to {num(lrs[-1])} ({esc(_stop_reason(data.get('stop_reason')))}); the model and "
-                 "optimizer were restored afterwards.</p>")
-    from lrkit.find.noise import describe, from_json
+                 f"to {num(lrs[-1])} ({esc(_stop_reason(result.stop_reason))}); "
+                 f"{restored}.</p>")
+    from lrkit.find.noise import describe
 
-    # an infinite ratio ("noise dominates") is written as "inf" (JSON has no infinity)
-    noise = from_json(data.get("gradient_noise"))
+    noise = result.gradient_noise
     noise = math.inf if is_real(noise) and noise == math.inf else finite(noise)
     if noise is not None and noise >= 0:
 
-        fraction = finite((data.get("settings") or {}).get("edge_fraction"))
+        fraction = finite(settings.get("edge_fraction"))
         text = describe(noise)
         parts.append(f'<p id="{ids.new("gradient-noise")}">{esc(text[0].upper() + text[1:])}'
                      + (f"; edge took {fraction:.2g}x the loss minimum's rate" if fraction else "")
@@ -490,15 +499,15 @@ def finder_body(data: dict, ids: Ids) -> str:
         draw_finder(ax, data)
         fig.tight_layout()
         parts.append(img(fig, "loss against learning rate in the range test", ids))
-    suggestions = data.get("suggestions") or {}
-    if suggestions:
-        rows = [[esc(name) + (" (chosen)" if name == data.get("method") else ""), num(value)]
-                for name, value in suggestions.items()]
+    if result.suggestions:
+        # minimum's rate is a tenth of the loss minimum's, as the summary and the plot say
+        rows = [[esc("minimum/10" if name == "minimum" else name)
+                 + (" (chosen)" if name == result.method else ""), num(value)]
+                for name, value in result.suggestions.items()]
         parts.append(table(["method", "rate"], rows, "narrow"))
-    warnings = data.get("warnings") or []
-    if warnings:
-        parts.append('<div class="warn-box">' + bullets(f"warning: {w}" for w in warnings)
-                     + "</div>")
+    if result.warnings:
+        parts.append('<div class="warn-box">'
+                     + bullets(f"warning: {w}" for w in result.warnings) + "</div>")
     return "".join(parts)
 
 
