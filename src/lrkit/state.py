@@ -351,6 +351,22 @@ def group_layout(optimizer: torch.optim.Optimizer | None) -> list[int] | None:
     return None if optimizer is None else [len(g["params"]) for g in optimizer.param_groups]
 
 
+def base_rates(optimizer: torch.optim.Optimizer) -> list[float]:
+    """Each group's base rate: its ``initial_lr`` where a scheduler built on the optimizer has
+    moved the rates (a warmup from 0 set them all to 0: read as they were, every group ran at
+    one rate and their ratios were lost), else its ``lr``. What a range test's group ratios,
+    a recipe and a sweep's rebuilt optimizer start from (see :func:`at_base_rates`)."""
+    groups = optimizer.param_groups
+    if _moved(groups):
+        return [float(g["initial_lr"]) for g in groups]
+    return [float(g["lr"]) for g in groups]
+
+
+def _moved(groups: list[dict]) -> bool:
+    return (all(isinstance(g.get("initial_lr"), (int, float)) for g in groups)
+            and any(g["initial_lr"] > 0 for g in groups))
+
+
 @contextlib.contextmanager
 def at_base_rates(optimizer: torch.optim.Optimizer) -> Iterator[None]:
     """Inside, every group's ``lr`` is its base rate (``initial_lr``) when a scheduler built on
@@ -359,8 +375,7 @@ def at_base_rates(optimizer: torch.optim.Optimizer) -> Iterator[None]:
     against the rates training starts from; the scheduled rates are put back after (into the
     groups as they are then: a restore loads a state_dict, with new group dicts)."""
     groups = optimizer.param_groups
-    moved = (all(isinstance(g.get("initial_lr"), (int, float)) for g in groups)
-             and any(g["initial_lr"] > 0 for g in groups))
+    moved = _moved(groups)
     spent = [g["lr"] for g in groups]
     if moved:
         for group in groups:

@@ -206,3 +206,39 @@ def test_a_schedule_free_optimizer_left_in_eval_mode_comes_back_bit_for_bit(tmp_
     assert [k for k in before if not torch.equal(before[k], after[k])] == []
     optimizer = getattr(trainer.optimizer, "optimizer", trainer.optimizer)
     assert optimizer.param_groups[0]["train_mode"] is False
+
+
+def test_the_validation_loss_is_the_trainers_eval_loss_under_accumulation(tmp_path):
+    """evaluate() on a Trainer's problem read accumulation times its eval_loss (the training
+    step's rescaling applied to an evaluation): 1.39 for 0.69 at 2 steps."""
+    from lrkit.training import evaluate
+
+    trainer = make_trainer(tmp_path, gradient_accumulation_steps=2)
+    trainer.eval_dataset = Tokens(32, vocab=50, length=8)
+    expected = trainer.evaluate()["eval_loss"]
+    assert evaluate(from_trainer(trainer)) == pytest.approx(expected, rel=1e-4)
+
+
+def test_a_scheduler_warming_up_from_zero_keeps_the_groups_ratios_for_recommend(tmp_path):
+    """The Problem's groups all read 0 after the warmup's first step: recommend and train ran
+    every group at one rate (the body at 10x its own)."""
+    import lrkit
+    from transformers import get_linear_schedule_with_warmup
+
+    from lrkit.training import train
+
+    trainer = make_trainer(tmp_path)
+    named = list(trainer.model.named_parameters())
+    head = [p for n, p in named if n.startswith("classifier")]
+    body = [p for n, p in named if not n.startswith("classifier")]
+    optimizer = torch.optim.AdamW([{"params": body, "lr": 1e-4}, {"params": head, "lr": 1e-3}])
+    trainer.optimizer = optimizer
+    trainer.lr_scheduler = get_linear_schedule_with_warmup(optimizer, 10, 100)
+    problem = from_trainer(trainer)
+    assert [g["lr"] for g in problem.optimizer.param_groups] == [0.0, 0.0]
+    recipe = lrkit.recommend(problem, steps=300, progress=False, confirm=False)
+    assert [g["lr_ratio"] for g in recipe.evidence["param_groups"]] == pytest.approx([1.0, 10.0])
+    rates = []
+    train(problem, lr=1e-3, steps=2,
+          on_step=lambda *_: rates.append([g["lr"] for g in problem.optimizer.param_groups]))
+    assert rates[0] == pytest.approx([1e-3, 1e-2])

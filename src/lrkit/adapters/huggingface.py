@@ -74,6 +74,8 @@ def _loss_fn(trainer: Any, accumulation: int) -> Callable[[Any, Any], Any]:
     window) and divides by the accumulation steps only when the loss is not already a share of
     the window; lrkit always divides. So the window is taken as ``accumulation`` batches like
     this one, and a loss that the Trainer would not divide is multiplied back."""
+    import torch
+
     prepare = getattr(trainer, "_prepare_inputs", None)
     count = getattr(trainer, "_get_num_items_in_batch", None)
     try:
@@ -87,6 +89,11 @@ def _loss_fn(trainer: Any, accumulation: int) -> Callable[[Any, Any], Any]:
 
     def loss_fn(model: Any, batch: Any) -> Any:
         inputs = prepare(batch) if prepare is not None else batch
+        if not torch.is_grad_enabled():
+            # an evaluation: the loss as Trainer.prediction_step computes it (no count of items,
+            # no rescaling for accumulation), so the validation loss is the Trainer's eval_loss
+            # (it read accumulation times eval_loss)
+            return trainer.compute_loss(model, inputs)
         items = None
         if takes_items and count is not None:
             try:

@@ -31,7 +31,7 @@ from torch.nn.utils.rnn import PackedSequence
 from lrkit.adapters.distributed import (group_of, mean_over_ranks, should_sync,
                                         start_mean_over_ranks, static_graph)
 from lrkit.errors import LrkitError, blame_user_code, is_real, plain_int, require
-from lrkit.state import Snapshot
+from lrkit.state import Snapshot, base_rates
 
 LossFn = Callable[[torch.nn.Module, Any], Any]
 
@@ -436,7 +436,9 @@ class TorchTrainable:
         self._no_sync = (getattr(model, "no_sync", None)
                          if accumulation_steps > 1 and not static_graph(model) else None)
 
-        base = [float(g["lr"]) for g in optimizer.param_groups]
+        # the groups' base rates: a scheduler's warmup from 0 (in a Problem from a
+        # LightningModule or a Trainer too) set them all to 0, and the ratios were lost
+        base = base_rates(optimizer)
         reference = next((lr for lr in base if lr > 0), 0.0)
         self.group_ratios = [lr / reference if reference > 0 else 1.0 for lr in base]
 

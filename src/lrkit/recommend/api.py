@@ -12,6 +12,7 @@ from lrkit.errors import LrkitError, is_real, plain_int, require
 from lrkit.problem import Problem, build_problem
 from lrkit.recommend import policy
 from lrkit.recommend.recipe import Recipe, importable_name, plain_option, steps_text
+from lrkit.state import base_rates
 
 __all__ = ["recommend"]
 
@@ -273,7 +274,7 @@ def _recommend(target: Any, *, steps: int | None, epochs: float | None, seed: in
             f"{type(problem.optimizer).__name__}")
     total, length_text = _total_steps(problem, steps, epochs)
     name = importable_name(type(problem.optimizer))
-    rates = [float(g["lr"]) for g in problem.optimizer.param_groups]
+    rates = base_rates(problem.optimizer)  # (not a scheduler's warmup from 0)
     # the range test and the short runs set the first group with a rate (the others keep their
     # ratios to it): peak_lr is that group's rate, and the recipe takes that group's options
     reference = next((i for i, lr in enumerate(rates) if lr > 0), 0)

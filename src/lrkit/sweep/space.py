@@ -486,8 +486,13 @@ def rebuild_optimizer(optimizer: Any, spec: OptimizerSpec, lr: float):
     if spec.target == RECIPE:
         return optimizer
     cls = spec.resolve()
+    from lrkit.state import base_rates
+
     groups = optimizer.param_groups
-    base = [float(g.get("lr", lr)) for g in groups]
+    # (a scheduler's warmup from 0 had set every group's lr to 0: the ratios come from the
+    # rates it started from)
+    base = (base_rates(optimizer) if all("lr" in g for g in groups)
+            else [float(g.get("lr", lr)) for g in groups])
     reference = next((b for b in base if b > 0), 0.0)
     import torch
 
