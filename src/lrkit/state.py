@@ -8,6 +8,7 @@ kept on the CPU (never a second copy on the accelerator) or, when asked, in a pr
 from __future__ import annotations
 
 import contextlib
+import copy
 import mmap
 import os
 import pickle
@@ -349,6 +350,30 @@ def group_layout(optimizer: torch.optim.Optimizer | None) -> list[int] | None:
     """The number of parameters in each of the optimizer's groups (what a snapshot restores
     into)."""
     return None if optimizer is None else [len(g["params"]) for g in optimizer.param_groups]
+
+
+@contextlib.contextmanager
+def metrics_preserved(module: Any) -> Iterator[None]:
+    """Inside, the torchmetrics states of ``module``'s metrics (attributes, not buffers, so a
+    :class:`Snapshot` does not hold them: a list state, the update count) are kept, and put back
+    after: a range test's or a recipe's short runs' predictions stayed in a LightningModule's
+    metric and leaked into the next epoch. Found by duck typing (``_defaults``, ``reset``,
+    ``_update_count``): torchmetrics is not imported."""
+    saved = []
+    for sub in module.modules():
+        states = getattr(sub, "_defaults", None)
+        if isinstance(states, dict) and hasattr(sub, "reset") and hasattr(sub, "_update_count"):
+            saved.append((sub, {name: copy.deepcopy(getattr(sub, name)) for name in states},
+                          sub._update_count, copy.deepcopy(getattr(sub, "_computed", None))))
+    try:
+        yield
+    finally:
+        for sub, states, count, computed in saved:
+            for name, value in states.items():
+                setattr(sub, name, value)
+            sub._update_count = count
+            if hasattr(sub, "_computed"):
+                sub._computed = computed
 
 
 def base_rates(optimizer: torch.optim.Optimizer) -> list[float]:

@@ -165,3 +165,28 @@ def test_a_loader_inside_lightnings_combination_is_put_back_too():
     first = find_lr(module, [loader], **QUICK)
     second = find_lr(module, [loader], **QUICK)
     assert first.losses == second.losses and loader.state_dict() == {"pass": 0}
+
+
+def test_recommend_puts_back_a_modules_torchmetrics_states():
+    """The adapter's find_lr put them back, recommend on from_lightning's problem did not: the
+    short runs' predictions stayed in a list state (94 of them) and leaked into the next
+    epoch."""
+    import torchmetrics
+
+    import lrkit
+
+    class Scored(Linear):
+        def __init__(self):
+            super().__init__()
+            self.auroc = torchmetrics.classification.BinaryAUROC()
+
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            out = self.net(x)
+            self.auroc.update(torch.sigmoid(out.squeeze(1)), (y.squeeze(1) > 0).long())
+            return nn.functional.mse_loss(out, y)
+
+    torch.manual_seed(0)
+    module = Scored()
+    lrkit.recommend(from_lightning(module), steps=200, progress=False)
+    assert len(module.auroc.preds) == 0 and module.auroc._update_count == 0

@@ -25,6 +25,7 @@ from typing import Any, Callable, Iterable
 
 from lrkit.errors import LrkitError
 from lrkit.problem import Problem
+from lrkit.state import metrics_preserved as _metrics_preserved
 
 __all__ = ["from_lightning", "find_lr"]
 
@@ -382,29 +383,6 @@ def _rate_response(module: Any, attribute: str, value: Any, lrs: list[float]) ->
     if all(math.isclose(new, old, rel_tol=1e-12) for new, old in zip(doubled, lrs)):
         return "none"
     return "other"
-
-
-@contextlib.contextmanager
-def _metrics_preserved(module: Any):
-    """torchmetrics states that ``training_step`` updates during the test are put back (they are
-    attributes, not buffers, so the snapshot does not hold them)."""
-    import copy
-
-    saved = []
-    for sub in module.modules():
-        states = getattr(sub, "_defaults", None)
-        if isinstance(states, dict) and hasattr(sub, "reset") and hasattr(sub, "_update_count"):
-            saved.append((sub, {name: copy.deepcopy(getattr(sub, name)) for name in states},
-                          sub._update_count, copy.deepcopy(getattr(sub, "_computed", None))))
-    try:
-        yield
-    finally:
-        for sub, states, count, computed in saved:
-            for name, value in states.items():
-                setattr(sub, name, value)
-            sub._update_count = count
-            if hasattr(sub, "_computed"):
-                sub._computed = computed
 
 
 def _get_attribute(module: Any, attribute: str) -> Any:

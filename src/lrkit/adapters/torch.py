@@ -31,7 +31,7 @@ from torch.nn.utils.rnn import PackedSequence
 from lrkit.adapters.distributed import (group_of, mean_over_ranks, should_sync,
                                         start_mean_over_ranks, static_graph)
 from lrkit.errors import LrkitError, blame_user_code, is_real, plain_int, require
-from lrkit.state import Snapshot, base_rates
+from lrkit.state import Snapshot, base_rates, metrics_preserved
 
 LossFn = Callable[[torch.nn.Module, Any], Any]
 
@@ -685,7 +685,8 @@ class TorchTrainable:
         self.copy_seconds = time.perf_counter() - start  #: snapshot and restore, together
         raised = False
         try:
-            with paused(self.optimizer):  # lrkit schedulers do not count these steps
+            # lrkit schedulers do not count these steps; torchmetrics states come back too
+            with paused(self.optimizer), metrics_preserved(self.model):
                 yield
         except BaseException:
             raised = True
