@@ -156,3 +156,25 @@ def test_a_failed_trial_is_kept_failed_when_the_sweep_is_resumed(local_ray, tmp_
     assert [(r.number, r.lr, r.status, r.loss) for r in again.records] == [
         (r.number, r.lr, r.status, r.loss) for r in first.records]
     assert [(r.number, r.lr, r.error) for r in again.records if r.status == "failed"] == failed
+
+
+def test_a_searcher_state_saved_before_the_last_proposal_gives_no_number_twice(killed):
+    """A kill between a proposal and the Searcher's next save: the checkpoint did not know the
+    trial Tune runs again, and the next proposal took its number (two trials numbered 4)."""
+    import pickle
+
+    target, log, storage, plain = killed
+    experiment = copy_of(storage, "stale")
+    (state_file,) = glob.glob(os.path.join(experiment, "searcher-state-*.pkl"))
+    with open(state_file, "rb") as f:
+        state = pickle.load(f)
+    last = max(entry["number"] for entry in state["trials"].values())
+    state["trials"] = {k: e for k, e in state["trials"].items() if e["number"] != last}
+    state["count"] = last - 1
+    with open(state_file, "wb") as f:
+        pickle.dump(state, f)
+    result = lrkit.sweep(target, engine="ray", storage=str(storage), study_name="stale",
+                         **SETTINGS)
+    numbers = sorted(r.number for r in result.records)
+    assert numbers == list(range(1, len(numbers) + 1))
+    assert sorted((r.lr, r.status) for r in result.records) == plain

@@ -509,6 +509,20 @@ def _restore_planner(planner: Planner, checkpoint_path: str) -> None:
     if problem is None and (experiment is None
                             or _session_of(experiment) == _session_of(checkpoint_path)):
         planner.load(state)
+        if experiment is not None:
+            # a kill between a proposal and the Searcher's next save left the checkpoint
+            # behind Tune's state: the trial Tune runs again was unknown to it, and the next
+            # proposal took its number (two trials numbered 4). The trials only Tune holds are
+            # added, the checkpoint's own entries (with what they reported since) kept
+            known, count = dict(planner.trials), planner.count
+            try:
+                with open(experiment, "rb") as f:
+                    planner.rebuild(json.loads(f.read().decode("utf-8")))
+            except (OSError, ValueError, KeyError, TypeError):  # being written: as it was
+                planner.trials, planner.count = known, count
+                return
+            planner.trials = {**planner.trials, **known}
+            planner.count = max(count, planner.count)
         return
     if experiment is None:  # pragma: no cover - _check_resumable refuses this before Tune
         logger.error("lrkit: no experiment state beside %s (%s)", checkpoint_path, problem)
