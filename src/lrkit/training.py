@@ -3,13 +3,12 @@ diagnosis examples and recipe checks, so that every part trains the same way."""
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import math
 from typing import Any, Callable, Iterable, Mapping
 
 import torch
 
-from lrkit.adapters.torch import batch_loss, maximizes, move_to, moves_batches
+from lrkit.adapters.torch import batch_loss, maximizes, model_device, move_to, moves_batches
 from lrkit.errors import LrkitError, one_number, plain_int, require
 from lrkit.problem import Problem
 
@@ -47,9 +46,7 @@ def evaluate(problem: Problem, loader: Iterable | None = None) -> float:
     sign = -1.0 if problem.optimizer is not None and maximizes(problem.optimizer) else 1.0
     modes = [(module, module.training) for module in model.modules()]
     model.eval()
-    # (the trainable's rule: a model whose learned tensor sits outside it has no parameters)
-    first = next(itertools.chain(model.parameters(), model.buffers()), None)
-    device = first.device if first is not None else torch.device("cpu")
+    device = model_device(model)
     total = count = 0.0
     batches = 0
     try:
@@ -151,7 +148,8 @@ def train(
     diverged = False
     for step in range(steps):
         given = rate(step)
-        current = one_number(given)  # (a float, a numpy number, a one-number tensor)
+        # (a float, a numpy number, a one-number tensor; a float checked without a call)
+        current = given if type(given) is float else one_number(given)
         require(current is not None and math.isfinite(current) and current >= 0,
                 f"the rate at step {step} is {given!r}; give a finite rate >= 0 (a negative "
                 "one ascends the loss)")

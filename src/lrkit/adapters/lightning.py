@@ -25,7 +25,6 @@ from typing import Any, Callable, Iterable
 
 from lrkit.errors import LrkitError
 from lrkit.problem import Problem
-from lrkit.state import metrics_preserved as _metrics_preserved
 
 __all__ = ["from_lightning", "find_lr"]
 
@@ -181,7 +180,9 @@ class _CombinedBatches:
     def state_dict(self) -> list:
         """The places of the loaders inside that keep one (None for the others): a range test
         puts them back, as it does a loader given alone."""
-        return [loader.state_dict() if _keeps_place(loader) else None
+        from lrkit.adapters.torch import keeps_place
+
+        return [loader.state_dict() if keeps_place(loader) else None
                 for loader in self._combined.flattened]
 
     def load_state_dict(self, states: list) -> None:
@@ -195,11 +196,6 @@ class _CombinedBatches:
         # iterator (and DataLoader workers) for a length
         length = _COMBINED_LENGTH.get(getattr(self._combined, "_mode", None), max)
         return length(len(loader) for loader in self._combined.flattened)
-
-
-def _keeps_place(loader: Any) -> bool:
-    return (callable(getattr(loader, "state_dict", None))
-            and callable(getattr(loader, "load_state_dict", None)))
 
 
 def _combined(loaders: Any) -> bool:
@@ -325,7 +321,8 @@ def find_lr(
     # a scheduler built by configure_optimizers has moved the rates already (a warmup from 0
     # set them all to 0, and the test ran every group at one rate, their ratios lost): the
     # test runs at the base rates, which fit's scheduler starts from
-    with at_base_rates(problem.optimizer), _metrics_preserved(module):
+    # (torchmetrics states come back with every range test: TorchTrainable.preserved)
+    with at_base_rates(problem.optimizer):
         result = lrkit.find_lr(problem.model, problem.optimizer, problem.train_loader,
                                loss_fn=problem.loss_fn, val_loader=val_loader,
                                budget_steps=problem.budget_steps, **finder_options)

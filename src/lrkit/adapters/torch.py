@@ -151,6 +151,19 @@ def batch_loss(
     return extract_loss(output)
 
 
+def model_device(model: torch.nn.Module) -> torch.device:
+    """Where ``model`` lives: its first parameter's or buffer's device (a model whose learned
+    tensor sits outside it has no parameters), the CPU for a model with neither."""
+    first = next(itertools.chain(model.parameters(), model.buffers()), None)
+    return first.device if first is not None else torch.device("cpu")
+
+
+def keeps_place(loader: Any) -> bool:
+    """Whether a loader saves and loads its own place (``state_dict``/``load_state_dict``)."""
+    return (callable(getattr(loader, "state_dict", None))
+            and callable(getattr(loader, "load_state_dict", None)))
+
+
 def moves_batches(loss_fn: Any) -> bool:
     """Whether ``loss_fn`` moves its batch to the device itself (an adapter's loss function
     marked ``loss_fn.moves_batches = True``), so that nothing moves it before."""
@@ -403,10 +416,7 @@ class TorchTrainable:
         self.snapshot_where = snapshot
         self.snapshot_dir = snapshot_dir
         self.copy_seconds = 0.0  #: the last test's snapshot and restore, together
-        if device is None:
-            first = next(itertools.chain(model.parameters(), model.buffers()), None)
-            device = first.device if first is not None else torch.device("cpu")
-        self.device = torch.device(device)
+        self.device = torch.device(model_device(model) if device is None else device)
         require(self.device.type != "meta",
                 "device='meta' holds no data to train on: pass the device the model lives on "
                 "(or none, to take the model's)")
@@ -729,11 +739,7 @@ def _loader_places(*loaders: Any) -> tuple[list[Any], list[Any]]:
     """The distinct loaders that save and load their own place (``state_dict`` and
     ``load_state_dict``), and their saved places. One whose ``state_dict`` fails is left out:
     Accelerate's loaders have the methods, and answer only when made stateful."""
-    found: dict[int, Any] = {}
-    for loader in loaders:
-        if callable(getattr(loader, "state_dict", None)) and \
-                callable(getattr(loader, "load_state_dict", None)):
-            found.setdefault(id(loader), loader)
+    found = {id(loader): loader for loader in loaders if keeps_place(loader)}
     kept, states = [], []
     for loader in found.values():
         try:
