@@ -717,7 +717,9 @@ class TorchTrainable:
                     raise LrkitError(
                         f"the test ran, but its loader {type(failed[0]).__name__} could not be "
                         f"put back in its place (load_state_dict raised "
-                        f"{type(failed[1]).__name__}: {failed[1]})") from failed[1]
+                        f"{type(failed[1]).__name__}: {failed[1]}); make its load_state_dict "
+                        "take what its state_dict gave, or pass a loader without them "
+                        "(its place is then not saved)") from failed[1]
 
 
 def _loader_generators(*loaders: Any) -> list[torch.Generator]:
