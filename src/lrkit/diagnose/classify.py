@@ -55,6 +55,9 @@ LOST_PROGRESS_LOG = math.log(1.5)  #: progress (log) that, lost again, makes a r
 END_ABOVE_START_LOG = -0.03  #: "ended no lower than it started" tolerance (log)
 END_ABOVE_BEST_LOG = math.log(2.0)  #: ended this far above its best: unstable
 LATE_PEAK_LOG = math.log(2.0)  #: a loss 2x its start in the second half of the run: unstable
+#: the highest batch is a blow-up only this many times as high above the level as the highest
+#: batch outside its neighbourhood (heavy-tailed batch noise has several of a size)
+LONE_PEAK_RATIO = 2.5
 PEAK_NOISE_WIDTHS = 4.0  #: ... and that many noise widths above it (peaks must beat the noise)
 REBOUND_SHARE = 0.35  #: the smoothed loss climbing back this share of its progress: unstable
 #: ... by this many noise widths of the coarse curve (a flat, noisy curve's coarse median wanders)
@@ -419,7 +422,13 @@ def _decide(ev: dict, vev: dict | None) -> tuple[str, float, list[str]]:
     batch = max(ev["noise"], ev["batch_noise"])
     blowup = max(BLOWUP_LOG, PEAK_NOISE_WIDTHS * max(ev["noise"], ev["smooth_noise"]))
     raw_blowup = max(BLOWUP_LOG, max(PEAK_NOISE_WIDTHS, noise_peak) * batch)
-    peak = max(ev["raw_peak_log"] * blowup / raw_blowup, ev["overshoot_log"])  # on one scale
+    # the highest batch counts as a blow-up only when it stands alone: at least LONE_PEAK_RATIO
+    # times as high above the level as any batch outside its neighbourhood (a flat loss with
+    # Student-t batch noise had its highest batch read as a blow-up in 43% of curves)
+    lone = ev.get("raw_peak_excursion_log", math.inf) >= LONE_PEAK_RATIO * max(
+        ev.get("raw_second_excursion_log", 0.0), 0.0)
+    raw_peak = ev["raw_peak_log"] if lone else -math.inf
+    peak = max(raw_peak * blowup / raw_blowup, ev["overshoot_log"])  # on one scale
     tolerance = END_ABOVE_START_LOG
     # a climb from the first tenth to the last must stand out of the noise of those two medians
     # (3 standard errors): on a flat curve with heavy-tailed batches, i.i.d. exponential losses,
@@ -455,9 +464,9 @@ def _decide(ev: dict, vev: dict | None) -> tuple[str, float, list[str]]:
                            f"tenth of the run and {_above(end_vs_start, log)} above its start")
         elif peak >= blowup:
             # the ratio and the step of the same peak: one batch's, or the smoothed curve's
-            raw = ev["raw_peak_log"] >= ev["overshoot_log"]
+            raw = raw_peak >= ev["overshoot_log"]
             reasons.append(f"the loss blew up to "
-                           f"{_times(max(ev['raw_peak_log'], ev['overshoot_log']), log)} "
+                           f"{_times(max(raw_peak, ev['overshoot_log']), log)} "
                            + (f"(one batch, at {at(ev['raw_peak_at'])})" if raw
                               else f"(peak at {at(ev['peak_at'])})"))
         else:

@@ -307,6 +307,12 @@ def measure(values, *, min_points: int = MIN_POINTS) -> dict:
     flat_from = float(frac[above[-1] + 1]) if len(above) and above[-1] + 1 < n else (
         0.0 if not len(above) else 1.0)
 
+    excursion = y - coarse
+    top = int(np.argmax(y))
+    peak_excursion = float(excursion[top])
+    others = np.abs(np.arange(n) - top) > w
+    second_excursion = float(excursion[others].max()) if others.any() else 0.0
+
     ev.update({
         "start": p.to_x(init),
         "end": p.to_x(end),
@@ -346,6 +352,11 @@ def measure(values, *, min_points: int = MIN_POINTS) -> dict:
         "late_share_linear": late_share_linear,
         "early_peak_log": early_peak,
         "raw_peak_log": float(y.max()) - init,
+        # the highest batch's height above the coarse level, and the highest one's outside its
+        # neighbourhood: a lone blow-up stands far above every other batch, while the highest of
+        # heavy-tailed batches (Student-t) has others of its size
+        "raw_peak_excursion_log": peak_excursion,
+        "raw_second_excursion_log": second_excursion,
         "raw_peak_at": int(p.steps[int(np.argmax(y))]),  # the highest single loss's position
         "late_peak_log": float(y[frac_all >= 0.5].max()) - init,
         "late_peak_at": int(p.steps[frac_all >= 0.5][int(np.argmax(y[frac_all >= 0.5]))]),

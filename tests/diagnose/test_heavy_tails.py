@@ -1,0 +1,35 @@
+"""A flat loss whose batches scatter with heavy tails (Student-t) is no divergence: its highest
+batch has others of its size, unlike a lone blow-up (which still is one)."""
+import numpy as np
+
+from lrkit import diagnose
+
+
+def _flat_heavy_tailed(seed: int, level: float) -> np.ndarray:
+    return level + 0.3 * np.random.default_rng(seed).standard_t(3, 300)
+
+
+def test_flat_heavy_tailed_batches_are_rarely_called_diverged() -> None:
+    for level in (2.0, -2.0):  # a positive loss (log scale) and a negative one (linear)
+        verdicts = [diagnose(_flat_heavy_tailed(seed, level)).verdict for seed in range(20)]
+        # the highest batch was read as a blow-up: 9-10 of 20 were "diverged" (x0.1)
+        assert verdicts.count("diverged") <= 4, (level, verdicts)
+
+
+def test_a_lone_blow_up_that_collapses_back_is_still_diverged() -> None:
+    rng = np.random.default_rng(0)
+    for peak in (3.0, 6.0, 20.0):
+        losses = 2.3 * np.exp(0.05 * rng.standard_normal(300))
+        losses[3] = 2.3 * peak  # one batch far above the rest, then back at the chance level
+        losses[-30:] = 2.3 * np.exp(0.05 * rng.standard_normal(30)) + 0.05  # ends above start
+        result = diagnose(losses)
+        assert result.verdict == "diverged", (peak, result.reasons)
+        assert "one batch" in result.reasons[0]
+
+
+def test_the_evidence_names_the_highest_batch_and_the_next_one() -> None:
+    losses = 2.3 * np.exp(0.05 * np.random.default_rng(1).standard_normal(300))
+    losses[100] = 23.0
+    ev = diagnose(losses).evidence
+    assert ev["raw_peak_excursion_log"] > 2.0
+    assert 0 < ev["raw_second_excursion_log"] < 0.5
