@@ -33,3 +33,14 @@ def test_the_evidence_names_the_highest_batch_and_the_next_one() -> None:
     ev = diagnose(losses).evidence
     assert ev["raw_peak_excursion_log"] > 2.0
     assert 0 < ev["raw_second_excursion_log"] < 0.5
+
+
+def test_repeated_blow_ups_far_above_the_start_are_diverged() -> None:
+    # SGD at 0.5 on digits-mlp (the demo): blow-ups to ~10x four times, and it never learned; the
+    # highest is not alone, but no heavy tail of batch noise reaches 5x the start
+    losses = 2.3 * np.exp(0.05 * np.random.default_rng(2).standard_normal(400))
+    for step, times in ((23, 9.0), (25, 10.0), (27, 8.0), (62, 11.0)):
+        losses[step] = 2.3 * times
+    result = diagnose(losses)
+    assert result.verdict == "diverged", result.reasons
+    assert "11" in result.reasons[0] and "one batch" in result.reasons[0]

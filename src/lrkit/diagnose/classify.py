@@ -58,6 +58,8 @@ LATE_PEAK_LOG = math.log(2.0)  #: a loss 2x its start in the second half of the 
 #: the highest batch is a blow-up only this many times as high above the level as the highest
 #: batch outside its neighbourhood (heavy-tailed batch noise has several of a size)
 LONE_PEAK_RATIO = 2.5
+#: ... unless it is this far above the start (log; a positive loss): no heavy tail reaches that
+LONE_PEAK_ANYWAY_LOG = math.log(5.0)
 PEAK_NOISE_WIDTHS = 4.0  #: ... and that many noise widths above it (peaks must beat the noise)
 REBOUND_SHARE = 0.35  #: the smoothed loss climbing back this share of its progress: unstable
 #: ... by this many noise widths of the coarse curve (a flat, noisy curve's coarse median wanders)
@@ -425,8 +427,11 @@ def _decide(ev: dict, vev: dict | None) -> tuple[str, float, list[str]]:
     # the highest batch counts as a blow-up only when it stands alone: at least LONE_PEAK_RATIO
     # times as high above the level as any batch outside its neighbourhood (a flat loss with
     # Student-t batch noise had its highest batch read as a blow-up in 43% of curves)
+    # -- unless it is 5x the start or more (a positive loss): SGD at 0.5 on digits-mlp blew up
+    # to 11x four times and never learned, which is divergence, not heavy tails
     lone = ev.get("raw_peak_excursion_log", math.inf) >= LONE_PEAK_RATIO * max(
-        ev.get("raw_second_excursion_log", 0.0), 0.0)
+        ev.get("raw_second_excursion_log", 0.0), 0.0) or (
+        ev.get("log_scale", True) and ev["raw_peak_log"] >= LONE_PEAK_ANYWAY_LOG)
     raw_peak = ev["raw_peak_log"] if lone else -math.inf
     peak = max(raw_peak * blowup / raw_blowup, ev["overshoot_log"])  # on one scale
     tolerance = END_ABOVE_START_LOG
