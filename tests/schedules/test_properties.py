@@ -43,6 +43,21 @@ def test_values_stay_inside_the_bounds(s):
 
 
 @FAST
+@given(cores)
+def test_never_below_zero_not_even_by_rounding(s):
+    # a negative rate ascends the loss: linear(101, start=0.1) ended at -1.4e-17 (within the
+    # bounds' tolerance above), and to_torch set the optimizer's lr to -1.4e-18
+    assert all(s(t) >= 0.0 for t in range(_horizon(s)))
+
+
+def test_linear_ends_exactly_at_its_end():
+    for start, end in ((0.1, 0.0), (0.7, 0.3), (0.3, 0.9), (1.0, 0.0)):
+        for n in (3, 7, 101, 1000):
+            s = parse(f"linear({n}, start={start}, end={end})")
+            assert s(n) == end and s(n + 50) == end, (start, end, n)
+
+
+@FAST
 @given(families)
 def test_families_stay_between_floor_and_peak(s):
     floor = getattr(s, "floor", getattr(s, "low", 0.0))

@@ -118,7 +118,9 @@ class Linear(Schedule):
 
     def _at(self, t: float) -> float:
         n = self.steps
-        return self.start + (self.end - self.start) * (t if t < n else n) / n
+        if t >= n:  # exactly the end: start + (end - start) * n / n rounds (to -1.4e-17 from 0.1)
+            return self.end
+        return self.start + (self.end - self.start) * t / n
 
     @property
     def length(self) -> Length:
