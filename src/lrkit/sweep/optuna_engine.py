@@ -278,7 +278,8 @@ class StorageHandle:
         except ImportError:  # Optuna < 4.0
             from optuna.storages import JournalFileStorage as JournalFileBackend
         try:
-            backend = JournalFileBackend(str(path), lock_obj=FileLock(str(path) + ".flock"))
+            backend = _mending(JournalFileBackend)(str(path),
+                                                   lock_obj=FileLock(str(path) + ".flock"))
             return JournalStorage(backend)
         except (ValueError, json.JSONDecodeError) as exc:
             raise LrkitError(f"{self.location!r} is not an Optuna journal file ({exc})") from None
@@ -356,6 +357,34 @@ def _looks_like_journal(path: str) -> bool:
     except (ValueError, UnicodeDecodeError):
         return False
     return isinstance(record, dict) and "op_code" in record
+
+
+def _mending(backend_class: type) -> type:
+    """Optuna's journal file backend, whose every append first cuts a torn last line (a writer
+    killed mid-write by ``kill -9`` or the OOM killer): appended after it, the next record made a
+    line no reader can parse in the middle of the file, the running sweep crashed, and every
+    later run refused the journal. (:func:`_repair_journal` mends it when a sweep opens it; this
+    covers the sweeps already running on it.)"""
+
+    class MendingJournalFileBackend(backend_class):
+        def __init__(self, file_path: str, lock_obj: FileLock) -> None:
+            super().__init__(file_path, lock_obj=lock_obj)
+            self._mend_path, self._mend_lock = file_path, lock_obj
+
+        def append_logs(self, logs: list[dict[str, Any]]) -> None:
+            text = "".join(json.dumps(log, separators=(",", ":")) + "\n" for log in logs)
+            with self._mend_lock, open(self._mend_path, "ab+") as f:
+                size = f.seek(0, os.SEEK_END)
+                if size:
+                    f.seek(size - 1)
+                    if f.read(1) != b"\n":
+                        f.seek(0)
+                        f.truncate(f.read().rfind(b"\n") + 1)
+                f.write(text.encode("utf-8"))
+                f.flush()
+                os.fsync(f.fileno())
+
+    return MendingJournalFileBackend
 
 
 def _repair_journal(path: str) -> None:
