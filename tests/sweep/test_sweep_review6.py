@@ -23,3 +23,84 @@ def test_a_torn_write_by_a_killed_writer_is_cut_before_the_next_append(tmp_path)
     assert b"dead" not in path.read_bytes()
     again = optuna.load_study(storage=StorageHandle(str(path)).open(), study_name="s")
     assert len(again.get_trials()) == 2  # both enqueued trials read back
+
+
+def test_interrupted_attempts_do_not_use_up_a_rates_retries(tmp_path):
+    # Ctrl-C four times during the same trial (max_retries=3) had recorded its rate as failed
+    # for good, and the walk went another way than an uninterrupted sweep's
+    import pytest
+
+    import lrkit
+
+    interrupts = [4]
+
+    def recipe(seed):
+        problem = lrkit.examples.build("wine-logreg", seed=seed)
+        batches = problem.train_loader
+
+        class Interrupting:
+            def __iter__(self):
+                if interrupts[0] > 0:
+                    interrupts[0] -= 1
+                    raise KeyboardInterrupt
+                return iter(batches)
+
+            def __len__(self):
+                return len(batches)
+
+        problem.train_loader = Interrupting()
+        return problem
+
+    options = dict(lrs="1e-3:1", points_per_decade=2, budget=40, progress=False,
+                   study_name="s")
+    journal = str(tmp_path / "a.journal")
+    for _ in range(4):
+        with pytest.raises(KeyboardInterrupt):
+            lrkit.sweep(recipe, storage=journal, **options)
+    resumed = lrkit.sweep(recipe, storage=journal, **options)
+    plain = lrkit.sweep(recipe, storage=str(tmp_path / "b.journal"), **options)
+    assert [(p.lr, p.status) for p in resumed.points()] == [(p.lr, p.status)
+                                                           for p in plain.points()]
+    assert resumed.best_lr == plain.best_lr
+    assert "failed" not in {p.status for p in resumed.points()}
+
+
+def test_a_local_module_the_recipe_imports_is_part_of_its_digest(tmp_path):
+    # an edit to helper.py (the loss x100) was not noticed, and a resume returned the results
+    # of the old code
+    from lrkit.sweep.api import problem_source
+
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "__init__.py").write_text("")
+    (tmp_path / "models" / "mlp.py").write_text("WIDTH = 32\n")
+    (tmp_path / "helper.py").write_text("from models.mlp import WIDTH\nSCALE = 1.0\n")
+    (tmp_path / "unrelated.py").write_text("X = 1\n")
+    recipe = tmp_path / "train.py"
+    recipe.write_text("import os\nimport helper\n\ndef make(seed):\n    return helper.SCALE\n")
+    spec = f"{recipe}:make"
+    first = problem_source(spec)
+    (tmp_path / "unrelated.py").write_text("X = 2\n")  # not imported: no other study
+    assert problem_source(spec) == first
+    (tmp_path / "helper.py").write_text("from models.mlp import WIDTH\nSCALE = 100.0\n")
+    second = problem_source(spec)
+    assert second != first
+    (tmp_path / "models" / "mlp.py").write_text("WIDTH = 64\n")  # imported through helper
+    assert problem_source(spec) not in (first, second)
+
+
+def test_a_journal_that_cannot_be_written_is_a_clear_error(tmp_path, monkeypatch):
+    # a read-only directory: a raw OSError from inside Optuna (the CLI's message sent the user to
+    # --out, which lrkit sweep does not have)
+    import pytest
+    from optuna.storages.journal import JournalFileBackend
+
+    import lrkit
+    from lrkit.errors import LrkitError
+
+    def read_only(self, *args, **kwargs):
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(JournalFileBackend, "__init__", read_only)
+    with pytest.raises(LrkitError, match=r"cannot write the sweep's journal file .*--storage.*"
+                                         r"Read-only file system; give a path in a writable"):
+        lrkit.sweep("logreg", storage=str(tmp_path / "s.journal"), budget=20, progress=False)

@@ -270,7 +270,9 @@ class StorageHandle:
                     "(sqlite:///FILE), else a new journal file path")
             _repair_journal(str(path))
         except OSError as exc:
-            raise LrkitError(f"cannot use journal file {self.location!r}: {exc}") from None
+            raise LrkitError(f"cannot use journal file {self.location!r} (storage, --storage): "
+                             f"{exc.strerror or exc}; give a path in a writable directory"
+                             ) from None
         from optuna.storages import JournalStorage
 
         try:
@@ -283,6 +285,10 @@ class StorageHandle:
             return JournalStorage(backend)
         except (ValueError, json.JSONDecodeError) as exc:
             raise LrkitError(f"{self.location!r} is not an Optuna journal file ({exc})") from None
+        except OSError as exc:  # a read-only directory or file: the backend creates the file
+            raise LrkitError(f"cannot write the sweep's journal file {self.location!r} "
+                             f"(storage, --storage): {exc.strerror or exc}; give a path in a "
+                             "writable directory") from None
 
     def _open_rdb(self, optuna):
         dialect = self.dialect
@@ -539,7 +545,8 @@ def observe(trials, spec: SweepSpec) -> list[Observation]:
 
     A point's finished attempt wins over a running one, which wins over a queued one. A point
     whose only attempts failed is left out (so the strategy plans it again) until it has failed
-    ``max_retries + 1`` times; then it counts as failed.
+    ``max_retries + 1`` times; then it counts as failed. Only attempts that raised count:
+    interrupted ones (Ctrl-C, a worker gone) are retried as often as it takes.
     """
     best: dict[Point, Observation] = {}
     failures: dict[Point, int] = {}
@@ -549,7 +556,12 @@ def observe(trials, spec: SweepSpec) -> list[Observation]:
             continue
         status = trial_status(trial)
         if status == FAILED:
-            failures[point] = failures.get(point, 0) + 1
+            # only an attempt whose code raised counts towards max_retries: one stopped from
+            # outside (Ctrl-C, its worker gone: kill -9, a preempted node, a stale heartbeat)
+            # records no error, and is no failure of its rate (four Ctrl-C during one trial
+            # had dropped its rate for good, and the walk went the wrong way)
+            if "error" in trial.user_attrs:
+                failures[point] = failures.get(point, 0) + 1
             continue
         obs = Observation(point, status,
                           value=trial.value if status == FINISHED else None,
