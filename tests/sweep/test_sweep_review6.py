@@ -104,3 +104,18 @@ def test_a_journal_that_cannot_be_written_is_a_clear_error(tmp_path, monkeypatch
     with pytest.raises(LrkitError, match=r"cannot write the sweep's journal file .*--storage.*"
                                          r"Read-only file system; give a path in a writable"):
         lrkit.sweep("logreg", storage=str(tmp_path / "s.journal"), budget=20, progress=False)
+
+
+def test_the_json_holds_the_notes_the_summary_shows(tmp_path):
+    # "the best rate is the highest tried" and the like were in the text alone: a pipeline
+    # reading --json could not tell that the chosen rate was in doubt
+    import lrkit
+
+    result = lrkit.sweep("wine-logreg", storage=str(tmp_path / "s.journal"), lrs="1e-3:0.1",
+                         points_per_decade=4, budget=60, progress=False)
+    notes = result.notes()
+    assert any("the best rate is the highest tried" in n for n in notes)
+    assert all(n.strip() in result.summary() for n in notes)
+    data = json.loads(result.to_json())
+    assert data["notes"] == notes
+    assert not any(n.startswith("best:") for n in notes)  # the answer itself is no note

@@ -313,6 +313,22 @@ class SweepResult:
         return "\n".join(out)
 
     def summary(self) -> str:
+        return "\n".join(text for text, _ in self._summary_lines())
+
+    def notes(self) -> list[str]:
+        """What qualifies the answer, as the summary words it: the sweep not finished, no trial
+        finished, the best rate at the edge of the range, a higher rate stopped early (also in
+        :meth:`to_dict` and ``--json``, where a pipeline reads them)."""
+        return [text.strip() for text, note in self._summary_lines() if note]
+
+    def _summary_lines(self) -> list[tuple[str, bool]]:
+        """The summary's lines, each with whether it is a note (see :meth:`notes`)."""
+        notes: set[int] = set()
+
+        def note(text: str) -> None:
+            notes.add(len(lines))
+            lines.append(text)
+
         best = self.best
         counts: dict[str, int] = {}
         for r in self.completed():
@@ -333,25 +349,25 @@ class SweepResult:
             # from the counts: a sweep killed during its first trial was told "every rate
             # diverged or failed; lower the range"
             if counts.get(DIVERGED) or counts.get(PRUNED):
-                lines.append("no trial finished: every rate diverged or was stopped early; "
-                             "lower the range")
+                note("no trial finished: every rate diverged or was stopped early; "
+                     "lower the range")
             elif counts.get("failed"):
-                lines.append("no trial finished: the trials failed (an error in the training, "
-                             "not the rate); see their errors")
+                note("no trial finished: the trials failed (an error in the training, "
+                     "not the rate); see their errors")
             if unfinished:
-                lines.append(f"the sweep is not finished ({unfinished} trial(s) running or "
-                             "waiting, or cut off by a crash): run the same command again to "
-                             "resume it")
+                note(f"the sweep is not finished ({unfinished} trial(s) running or "
+                     "waiting, or cut off by a crash): run the same command again to "
+                     "resume it")
             elif stopped:
-                lines.append(_STOPPED + ": run the same command again to resume it")
-            return "\n".join(lines)
+                note(_STOPPED + ": run the same command again to resume it")
+            return [(text, i in notes) for i, text in enumerate(lines)]
         if unfinished:
-            lines.append(f"the sweep is not finished ({unfinished} trial(s) running or waiting, "
-                         "or cut off by a crash): the best so far is below; run the same command "
-                         "again to resume it")
+            note(f"the sweep is not finished ({unfinished} trial(s) running or waiting, "
+                 "or cut off by a crash): the best so far is below; run the same command "
+                 "again to resume it")
         elif stopped:
-            lines.append(_STOPPED + ": the best so far is below; run the same command again to "
-                                    "resume it")
+            note(_STOPPED + ": the best so far is below; run the same command again to "
+                            "resume it")
         band = self.band()
         lines.append(f"best: lr={best.lr:.3g} with {best.optimizer} (loss {best.loss:.4f}"
                      + (f" +/- {best.loss_sd:.4f} over {best.seeds} seeds" if best.loss_sd else "")
@@ -365,18 +381,18 @@ class SweepResult:
         if len(rates) > 2:
             for opt, p in self.best_by_optimizer().items():
                 if p.lr == max(rates) and self.diverged_from(opt) is None:
-                    lines.append(f"  {opt}: the best rate is the highest tried; the range may be "
-                                 "too low (widen --lrs upwards)")
+                    note(f"  {opt}: the best rate is the highest tried; the range may be "
+                         "too low (widen --lrs upwards)")
                 elif p.lr == min(rates):
-                    lines.append(f"  {opt}: the best rate is the lowest tried; the range may be "
-                                 "too high (widen --lrs downwards)")
+                    note(f"  {opt}: the best rate is the lowest tried; the range may be "
+                         "too high (widen --lrs downwards)")
             for opt, p in self.best_by_optimizer().items():
                 pruned = self._pruned_above(p)
                 if pruned is not None:
                     # early stopping judged it at a rung: on a short budget a higher rate that
                     # trails early can still end best (a review's wine-logreg at budget 90).
                     # Not only the next rate: the refine steps finish between the best and it
-                    lines.append(
+                    note(
                         f"  {opt}: a higher rate, {pruned.lr:.3g}, was stopped early (it "
                         "trailed a lower rate mid-run) with only worse finished rates between it "
                         "and the best, so whether it would have ended better is not known; "
@@ -398,7 +414,7 @@ class SweepResult:
                          f"{cmp['runner_up']['lr']:.3g}) differ by {cmp['difference']:.4f}, which "
                          f"{verdict} seed noise (threshold {cmp['threshold']:.4f} = 2 x "
                          f"standard error {cmp['standard_error']:.4f})")
-        return "\n".join(lines)
+        return [(text, i in notes) for i, text in enumerate(lines)]
 
     def _pruned_above(self, best: PointSummary) -> PointSummary | None:
         """The lowest rate above ``best`` stopped early, when every rate between finished (a
@@ -432,6 +448,7 @@ class SweepResult:
             "diverged_from": {o: self.diverged_from(o) for o in self.optimizers},
             "seed_comparison": self.seed_comparison(),
             "complete": self.complete,
+            "notes": self.notes(),
             "total_steps": self.total_steps,
             "points": [p.to_dict() for p in self.points()],
             "trials": [r.to_dict() for r in self.records],
