@@ -126,6 +126,40 @@ def check_output_path(path: Any, option: str, *, plot: bool = False) -> None:
                              f"{', '.join('.' + f for f in formats)}")
 
 
+def check_distinct_paths(outputs: dict[str, Any], inputs: dict[str, Any]) -> None:
+    """Refuse an output file that is one of the command's inputs or another output: ``--json
+    recipe.py`` overwrote the recipe with JSON, ``--json s.journal`` the sweep's stored trials,
+    and ``--json x.png --plot x.png`` lost the JSON, each with exit status 0. ``outputs`` and
+    ``inputs`` map an option (or "the recipe file") to its path; None and ``"-"`` are left out."""
+    def key(path: Any) -> str | None:
+        if path is None or str(path) in ("-", "") or "://" in str(path):
+            return None
+        return os.path.realpath(str(path))
+
+    seen: dict[str, str] = {}
+    for option, path in inputs.items():
+        if key(path) is not None:
+            seen.setdefault(key(path), option)
+    for option, path in outputs.items():
+        where = key(path)
+        if where is None:
+            continue
+        if where in seen:
+            other = seen[where]
+            kind = "output" if other in outputs else "input"
+            raise LrkitError(f"{option} {str(path)!r} is also {other}, an {kind} of this command: "
+                             f"writing it would {'destroy' if kind == 'input' else 'overwrite'} "
+                             f"that; give {option} another file name")
+        seen[where] = option
+
+
+def recipe_path(target: Any) -> str | None:
+    """The file of a ``path/to/file.py:function`` target (None for an example's name)."""
+    if not isinstance(target, str) or ".py:" not in target:
+        return None
+    return target.rpartition(":")[0]
+
+
 def check_output_dir(path: Any, option: str = "--out") -> None:
     """Refuse, before any work, an output DIRECTORY the command could not write at the end.
 

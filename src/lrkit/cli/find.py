@@ -93,7 +93,8 @@ def _recipe_step_options(problem, target: str, device_given: bool) -> dict:
 def check_args(args: argparse.Namespace) -> None:
     """Refuse bad options before the problem is built or anything trains."""
     from lrkit import examples
-    from lrkit.cli import (check_device, check_output_path, check_positive_int, check_target)
+    from lrkit.cli import (check_device, check_distinct_paths, check_output_path,
+                           check_positive_int, check_target, recipe_path)
     from lrkit.errors import LrkitError
 
     check_target(args.target)
@@ -130,6 +131,8 @@ def check_args(args: argparse.Namespace) -> None:
                          "drop --snapshot-dir")
     check_output_path(args.plot, "--plot", plot=True)
     check_output_path(args.json, "--json")
+    check_distinct_paths({"--plot": args.plot, "--json": args.json},
+                         {"the recipe file": recipe_path(args.target)})
 
 
 def curve_table(result, rows: int = 10) -> str:

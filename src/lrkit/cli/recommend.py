@@ -48,7 +48,8 @@ def check_args(args: argparse.Namespace) -> None:
     """Refuse bad options before the problem is built or anything trains."""
     import math
 
-    from lrkit.cli import check_output_path, check_positive_int, check_target
+    from lrkit.cli import (check_distinct_paths, check_output_path, check_positive_int,
+                           check_target, recipe_path)
     from lrkit.errors import LrkitError
     from lrkit.show.demo import check_seed
 
@@ -60,6 +61,8 @@ def check_args(args: argparse.Namespace) -> None:
     check_positive_int(args.batch_size, "--batch-size", what=" (samples per batch)")
     check_output_path(args.json, "--json")
     check_output_path(args.yaml, "--yaml")
+    check_distinct_paths({"--json": args.json, "--yaml": args.yaml},
+                         {"the recipe file": recipe_path(args.target)})
 
 
 def run(args: argparse.Namespace) -> int:

@@ -110,11 +110,12 @@ def _check_options(args: argparse.Namespace) -> None:
     if args.log and not args.plot:
         raise LrkitError("--log sets the plot's rate axis; it needs --plot FILE")
     try:
-        from lrkit.cli import check_output_path
+        from lrkit.cli import check_distinct_paths, check_output_path
     except ImportError:  # pragma: no cover - the shared check is optional
         return
     check_output_path(args.json, "--json")
     check_output_path(args.plot, "--plot", plot=True)
+    check_distinct_paths({"--json": args.json, "--plot": args.plot}, {})
 
 
 def _units(args: argparse.Namespace) -> dict:
