@@ -207,9 +207,15 @@ class Guard:
         diagnose_every = plain_int(diagnose_every)
         reason = closure_required(type(optimizer))
         require(reason is None, f"the guard takes the optimizer's step itself: {reason}")
-        require(spike_factor is None or spike_factor > 1,
-                f"spike_factor must be > 1 (or None to ignore spikes), got {spike_factor!r}")
-        require(0 < lr_factor < 1, f"lr_factor must be in (0, 1), got {lr_factor!r}")
+        require(spike_factor is None or (is_real(spike_factor) and spike_factor > 1),
+                f"spike_factor must be a number > 1 (or None to ignore spikes), got "
+                f"{spike_factor!r}")
+        require(is_real(lr_factor) and 0 < lr_factor < 1,
+                f"lr_factor must be a number in (0, 1), got {lr_factor!r}")
+        require(snapshot_dir is None or isinstance(snapshot_dir, (str, os.PathLike)),
+                f"snapshot_dir must be a directory path (a str or a Path), got {snapshot_dir!r}")
+        require(logger is None or isinstance(logger, (str, logging.Logger, logging.LoggerAdapter)),
+                f"logger must be a logging.Logger or a logger's name, got {logger!r}")
         require(isinstance(snapshot_every, int) and snapshot_every >= 1,
                 f"snapshot_every must be an integer >= 1, got {snapshot_every!r}")
         require(isinstance(max_retries, int) and max_retries >= 0,
@@ -279,6 +285,7 @@ class Guard:
         self.probe_decades = float(probe_decades)
         self._probe: RateProbe | None = None
         self._fast = False  #: whether step() may take its short path (see _fast_path_holds)
+        self._grads_checked = False  #: whether a first good step found gradients
         self._probe_base: list[float] = []  #: the rates that failed, which the probe scales
         self._unpause: contextlib.ExitStack | None = None  #: lrkit schedulers paused by a probe
         self._probed = False
@@ -470,6 +477,19 @@ class Guard:
         return (list(torch._foreach_norm(dense)) if dense else []) + sparse
 
     # -- the step -----------------------------------------------------------------------------
+    def _check_gradients(self) -> None:
+        """At the first good step: refuse a closure after which no parameter the optimizer
+        trains has a gradient (it forgot ``loss.backward()``): the guard took 300 steps that
+        changed nothing, with no incident, and a Monitor then called the run too slow."""
+        if not any(param.grad is not None for group in self.optimizer.param_groups
+                   for param in group["params"]):
+            raise LrkitError(
+                "after the guarded closure, none of the optimizer's parameters has a gradient, "
+                "so the step would change nothing: call loss.backward() (or "
+                "scaler.scale(loss).backward()) in the closure before returning the loss, and "
+                "build the optimizer from the model's parameters")
+        self._grads_checked = True
+
     def _optimizer_step(self) -> None:
         if self.scaler is None:
             self.optimizer.step()
@@ -626,6 +646,8 @@ class Guard:
                 self._intervene(reason, loss_value, reference, grad_norm)
             return loss_value
 
+        if not self._grads_checked:
+            self._check_gradients()
         self._optimizer_step()
         self.skipped = False
         self.good_steps += 1
