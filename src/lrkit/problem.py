@@ -8,6 +8,7 @@ import hashlib
 import importlib.util
 import inspect
 import keyword
+import os
 import sys
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -160,6 +161,9 @@ def _as_problem(value: Any, *, name: str = "custom") -> Problem:
 def _load_function(spec: str) -> Callable[..., Any]:
     path_text, _, func_name = spec.rpartition(":")
     path = Path(path_text)
+    if path.is_dir():
+        raise LrkitError(f"recipe file {path_text!r} is a directory, not a Python file; give "
+                         "path/to/file.py:function")
     if not path.is_file():
         raise LrkitError(f"recipe file {path_text!r} does not exist; give path/to/file.py:function")
     module_name = _module_name(path)
@@ -361,6 +365,20 @@ class _OwnLoss:
                 "'loss_fn' (loss_fn(model, batch) -> loss) to what the recipe returns") from exc
 
 
+def _refuse_model_as_recipe(target: Any, what: str) -> None:
+    """A model (callable, so it passed for a recipe and was called with a seed: "forward()
+    missing 1 required positional argument") or an optimizer given where a recipe goes."""
+    import torch
+
+    if isinstance(target, (torch.nn.Module, torch.optim.Optimizer)):
+        kind = "a model" if isinstance(target, torch.nn.Module) else "an optimizer"
+        raise LrkitError(
+            f"{what} takes a recipe, not {kind} ({type(target).__name__}): pass "
+            "lrkit.Problem(model, optimizer, train_loader, criterion), or a function "
+            "recipe(seed) that builds and returns them (a sweep needs the function: a fresh "
+            "model per trial)")
+
+
 def build_problem(target: Any, *, seed: int = 0, what: str = "this call") -> Problem:
     """A problem from any recipe form: an example name, ``file.py:function``, a callable recipe
     (``seed=`` passed when accepted) or a ready :class:`Problem` (used as it is)."""
@@ -370,6 +388,7 @@ def build_problem(target: Any, *, seed: int = 0, what: str = "this call") -> Pro
         if not target.strip():
             raise LrkitError(f"{what} needs an example name or 'path/to/file.py:function', got ''")
         return load_problem(target, seed=seed)
+    _refuse_model_as_recipe(target, what)
     if callable(target):
         return call_recipe(target, seed=seed)
     raise LrkitError(
@@ -385,6 +404,11 @@ def load_problem(spec: str, *, seed: int = 0) -> Problem:
     """
     from lrkit import examples
 
+    if isinstance(spec, os.PathLike):
+        spec = os.fspath(spec)
+    if not isinstance(spec, str):
+        raise LrkitError(f"load_problem needs an example name or 'path/to/file.py:function', "
+                         f"got {type(spec).__name__}")
     if ".py:" in spec:
         return call_recipe(_load_function(spec), seed=seed, label=spec)
     if spec.endswith(".py"):

@@ -151,6 +151,38 @@ def batch_loss(
     return extract_loss(output)
 
 
+def check_device(device: Any, option: str = "device") -> None:
+    """Refuse a torch device that does not parse, or that this machine or torch build lacks."""
+    if device is None:
+        return
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as exc:
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise LrkitError(f"{option} {device!r} is not a torch device ({detail}); use e.g. cpu, "
+                         "cuda, cuda:1 or mps") from None
+    if dev.type == "cpu":
+        return
+    if dev.type == "meta":
+        if option.startswith("--"):  # (the library says it with the model's device in mind)
+            raise LrkitError(f"{option} meta holds no data and cannot train; use cpu or cuda")
+        return
+    backend = getattr(torch, dev.type, None)
+    if dev.type == "mps":
+        backend = getattr(torch.backends, "mps", None)
+    available = getattr(backend, "is_available", None)
+    if available is None or not available():
+        why = ("this torch build has no CUDA support" if dev.type == "cuda"
+               and torch.version.cuda is None else f"no {dev.type} device is available here")
+        cpu = "--device cpu" if option.startswith("--") else "device='cpu'"
+        raise LrkitError(f"{option} {device}: {why}; use {cpu} (or leave it out to use the "
+                         "model's device)")
+    count = getattr(backend, "device_count", None)
+    if dev.index is not None and count is not None and dev.index >= count():
+        raise LrkitError(f"{option} {device}: there are only {count()} {dev.type} device(s) "
+                         f"(indices 0 .. {count() - 1})")
+
+
 def model_device(model: torch.nn.Module) -> torch.device:
     """Where ``model`` lives: its first parameter's or buffer's device (a model whose learned
     tensor sits outside it has no parameters), the CPU for a model with neither."""
@@ -416,6 +448,7 @@ class TorchTrainable:
         self.snapshot_where = snapshot
         self.snapshot_dir = snapshot_dir
         self.copy_seconds = 0.0  #: the last test's snapshot and restore, together
+        check_device(device)  # a typo or a missing accelerator: said here, not deep in torch
         self.device = torch.device(model_device(model) if device is None else device)
         require(self.device.type != "meta",
                 "device='meta' holds no data to train on: pass the device the model lives on "

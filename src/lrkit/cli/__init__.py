@@ -188,34 +188,11 @@ def check_output_dir(path: Any, option: str = "--out") -> None:
 
 
 def check_device(device: Any, option: str = "--device") -> None:
-    """Refuse a torch device that does not parse, or that this machine or torch build lacks."""
-    if device is None:
-        return
-    import torch
+    """Refuse a torch device that does not parse, or that this machine or torch build lacks
+    (:func:`lrkit.adapters.torch.check_device`, named as the CLI option)."""
+    from lrkit.adapters.torch import check_device as check
 
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError, ValueError) as exc:
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise LrkitError(f"{option} {device!r} is not a torch device ({detail}); use e.g. cpu, "
-                         "cuda, cuda:1 or mps") from None
-    if dev.type == "cpu":
-        return
-    if dev.type == "meta":
-        raise LrkitError(f"{option} meta holds no data and cannot train; use cpu or cuda")
-    backend = getattr(torch, dev.type, None)
-    if dev.type == "mps":
-        backend = getattr(torch.backends, "mps", None)
-    available = getattr(backend, "is_available", None)
-    if available is None or not available():
-        why = ("this torch build has no CUDA support" if dev.type == "cuda"
-               and torch.version.cuda is None else f"no {dev.type} device is available here")
-        raise LrkitError(f"{option} {device}: {why}; use --device cpu (or leave it out to use the "
-                         "model's device)")
-    count = getattr(backend, "device_count", None)
-    if dev.index is not None and count is not None and dev.index >= count():
-        raise LrkitError(f"{option} {device}: there are only {count()} {dev.type} device(s) "
-                         f"(indices 0 .. {count() - 1})")
+    check(device, option)
 
 
 def check_positive_int(value: Any, option: str, *, minimum: int = 1, what: str = "") -> None:

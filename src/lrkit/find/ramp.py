@@ -6,6 +6,8 @@ import numpy as np
 from lrkit.errors import is_real, require
 
 RAMPS = ("exp", "linear")
+#: more steps than any range test needs: 10**10 allocated 75 GB for its rates, inside numpy
+MAX_STEPS = 1_000_000
 
 
 def check_range(start_lr: float, end_lr: float, num_steps: int, ramp: str) -> None:
@@ -20,6 +22,9 @@ def check_range(start_lr: float, end_lr: float, num_steps: int, ramp: str) -> No
             f"start_lr ({start_lr:g}) must be smaller than end_lr ({end_lr:g}); swap them")
     require(isinstance(num_steps, (int, np.integer)) and num_steps >= 10,
             f"num_steps must be an integer >= 10 (a curve needs points), got {num_steps!r}")
+    require(num_steps <= MAX_STEPS,
+            f"num_steps={num_steps} is more than a range test needs (100-1000 is usual); give "
+            f"at most {MAX_STEPS}")
 
 
 def ramp_rates(start_lr: float, end_lr: float, num_steps: int, ramp: str = "exp") -> np.ndarray:

@@ -286,6 +286,9 @@ def sweep(problem: Any, *, lrs: Any = "1e-4:1",
     """
     require(engine in ("optuna", "ray"),
             f"engine must be 'optuna' or 'ray', got {engine!r}")
+    from lrkit.problem import _refuse_model_as_recipe
+
+    _refuse_model_as_recipe(problem, "a sweep")  # (a model is callable: it passed for a recipe)
     if workers is not None:
         workers = _positive_int(workers, "workers")
     threads = _positive_int(threads, "threads")
