@@ -151,6 +151,26 @@ def run(args: argparse.Namespace) -> int:
     from lrkit import examples
 
     if args.list_examples:
+        if args.target is not None:  # it lists and exits: the target would be ignored silently
+            from lrkit.errors import LrkitError
+
+            raise LrkitError(f"--list-examples lists the examples and exits; drop the target "
+                             f"{args.target!r} (or drop --list-examples to run it)")
+        if args.json is not None:  # a script reading --json gets JSON
+            import json
+
+            listing = [{"name": name, "description": examples.get(name).description}
+                       for name in examples.names()]
+            text = json.dumps(listing, indent=2)
+            if args.json == "-":
+                print(text)
+            else:
+                from lrkit.cli import check_output_path
+
+                check_output_path(args.json, "--json")
+                with open(args.json, "w", encoding="utf-8") as handle:
+                    handle.write(text + "\n")
+            return 0
         for name in examples.names():
             e = examples.get(name)
             print(f"{name:<18} {e.description}")

@@ -141,7 +141,11 @@ def _run_steps(args: argparse.Namespace, schedule: Any, spe: float | None) -> in
     if args.epochs is not None:
         if spe is None:
             raise LrkitError("--epochs needs --steps-per-epoch or --batches-per-epoch")
-        steps = int(math.floor(args.epochs * spe + 0.5))
+        total = args.epochs * spe
+        if not math.isfinite(total) or total > MAX_STEPS:  # (int() of inf raised OverflowError)
+            raise LrkitError(f"--epochs {args.epochs:g} at {spe:g} steps per epoch is more steps "
+                             f"than can be previewed (at most 2**53 = {MAX_STEPS})")
+        steps = int(math.floor(total + 0.5))
         if steps <= 0:
             raise LrkitError(f"--epochs {args.epochs:g} at {spe:g} steps per epoch is "
                              f"{steps} optimizer steps; the run needs at least 1")

@@ -705,7 +705,7 @@ def diagnose(
                 rates = rates[keyed_order]
         bad = np.flatnonzero(~np.isfinite(rates) | (rates < 0))
         if len(bad):
-            raise LrkitError(f"lrs[{bad[0]}] = {rates[bad[0]]!r} is not a valid rate "
+            raise LrkitError(f"lrs[{bad[0]}] = {float(rates[bad[0]])!r} is not a valid rate "
                              "(finite, >= 0)")
     step_of = keyed_steps
     if steps is not None and keyed_steps is not None:

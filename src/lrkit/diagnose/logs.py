@@ -179,7 +179,11 @@ def _number(text: Any, path: str, where: str, column: str) -> float | None:
     if isinstance(text, bool):
         raise LrkitError(f"{path} {where}: {column} is {text!r}, not a number")
     if isinstance(text, (int, float)):
-        return float(text)
+        try:
+            return float(text)
+        except OverflowError:  # a JSON integer of 400 digits
+            raise LrkitError(f"{path} {where}: {column} {str(text)[:20]}... is beyond the range "
+                             "of a float (1.8e308); fix or remove that entry") from None
     if not isinstance(text, str):
         raise LrkitError(f"{path} {where}: {column} is {json.dumps(text)[:60]}, not a number; "
                          "fix or remove that entry")
@@ -224,6 +228,14 @@ class _Collector:
         val_v = _number(val, self.path, where, columns.get("val") or "val_loss") \
             if val is not None else None
         lr_v = _number(lr, self.path, where, columns.get("lr") or "lr") if lr is not None else None
+        # said here, where the line is known: the diagnosis's own check named a position after
+        # sorting ("steps[99] = inf" for line 12) and no file
+        if step_v is not None and not math.isfinite(step_v):
+            raise LrkitError(f"{self.path} {where}: the step {step!r} is not a finite number; "
+                             "fix or remove that line")
+        if lr_v is not None and not (math.isfinite(lr_v) and lr_v >= 0):
+            raise LrkitError(f"{self.path} {where}: the rate {lr!r} is not a valid learning rate "
+                             "(finite, >= 0); fix or remove that line")
         if step_v is not None:
             self._stepped = True
         elif self._stepped:
@@ -463,6 +475,12 @@ def _read_csv(path: str | os.PathLike, column: str | None = None) -> LossLog:
         columns = {"loss": loss_col, "step": _step_column(header),
                    "lr": _lr_tag(header), "val": _val_column(header, TB_VAL_KEYS)}
         _not_step_or_rate(columns, f"{name} line 1", "column")
+        for used in {v for v in columns.values() if v is not None}:
+            places = [i + 1 for i, h in enumerate(header) if h == used]
+            if len(places) > 1:  # the first was read, silently: which one is the user's?
+                raise LrkitError(f"{name} line 1: the column {used!r} appears "
+                                 f"{len(places)} times (columns {', '.join(map(str, places))}); "
+                                 "rename all but one, or pick another column with --tag")
         index = {k: header.index(v) for k, v in columns.items() if v is not None}
         collector = _Collector(name)
         collector.loss_column = loss_col
@@ -776,6 +794,13 @@ def _read_object(document: dict, name: str, column: str | None) -> LossLog:
     # columns: the lists of plain values, of one length (a list of dicts beside them is
     # left aside)
     columns = {key: value for key, value in lists.items() if all(_scalar(v) for v in value)}
+    for key, value in lists.items():
+        # a loss column of lists ({"loss": [[2.6], [2.5]]}) was left aside, and the message
+        # said there was no 'loss' key
+        if key not in columns and (key == column or "loss" in str(key).lower()) and value \
+                and all(isinstance(v, list) for v in value):
+            raise LrkitError(f"{name}: the column {key!r} holds lists, not numbers (e.g. "
+                             f"{json.dumps(value[0])[:40]}); give one number per step")
     lengths = {len(value) for value in columns.values()}
     if len(lengths) == 1 and lengths != {0}:
         (length,) = lengths
