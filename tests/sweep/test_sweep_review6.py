@@ -119,3 +119,42 @@ def test_the_json_holds_the_notes_the_summary_shows(tmp_path):
     data = json.loads(result.to_json())
     assert data["notes"] == notes
     assert not any(n.startswith("best:") for n in notes)  # the answer itself is no note
+
+
+def test_a_queued_retry_the_finished_plan_does_not_need_is_no_unfinished_work():
+    # a worker killed inside a speculative trial after the plan was done: its retry stays queued,
+    # and every run said "the sweep is not finished, run the same command again"
+    from lrkit.sweep.results import SweepResult, TrialRecord
+
+    records = [TrialRecord(number=i, optimizer="sgd", lr=lr, seed=0, status="finished",
+                           loss=loss) for i, (lr, loss) in enumerate([(0.1, 0.5), (1.0, 0.4)])]
+    records += [TrialRecord(number=2, optimizer="sgd", lr=0.03, seed=0, status="failed"),
+                TrialRecord(number=3, optimizer="sgd", lr=0.03, seed=0, status="waiting")]
+    done = SweepResult(records, settings={}, complete=True)
+    assert "not finished" not in done.summary() and "best: lr=1" in done.summary()
+    still = SweepResult(records, settings={}, complete=False)  # the plan still wants it
+    assert "not finished" in still.summary()
+
+
+def test_rates_given_as_a_float32_tensor_are_stored_as_written(tmp_path):
+    # 1e-3 in float32 was stored as 0.0010000000475, and lrs="0.001" reused none of it
+    import torch
+
+    from lrkit.sweep.space import parse_rates
+
+    assert parse_rates(torch.tensor([1e-3, 1e-2])).values == (0.001, 0.01)
+    assert parse_rates(torch.tensor(3e-4)).values == (0.0003,)
+    assert parse_rates(torch.tensor([1e-3], dtype=torch.float64)).values == (0.001,)
+
+
+def test_a_storage_that_is_not_a_path_is_refused(tmp_path, monkeypatch):
+    import pytest
+
+    import lrkit
+    from lrkit.errors import LrkitError
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(LrkitError, match="storage must be a journal file path or a database URL "
+                                         r"\(a str\), got int 123"):
+        lrkit.sweep("wine-logreg", storage=123, budget=20, progress=False)
+    assert not (tmp_path / "123").exists()

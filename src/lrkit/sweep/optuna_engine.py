@@ -183,6 +183,10 @@ class StorageHandle:
 
     def __init__(self, location: str | None, *, heartbeat_interval: int = HEARTBEAT_INTERVAL,
                  grace_period: int = HEARTBEAT_GRACE, max_retries: int = 3) -> None:
+        if location is not None and not isinstance(location, (str, os.PathLike)):
+            # storage=123 made a journal file named "123" in the working directory
+            raise LrkitError(f"storage must be a journal file path or a database URL (a str), "
+                             f"got {type(location).__name__} {location!r}")
         if location is not None and not str(location).strip():
             # an empty --storage is a slip, not a wish for the default journal in the cwd
             raise LrkitError(f"storage must be a journal file path or a database URL, got "

@@ -341,9 +341,12 @@ class SweepResult:
         states: dict[tuple, set[str]] = {}
         for r in self.records:
             states.setdefault((r.optimizer, r.lr, r.seed), set()).add(r.status)
+        # (a queued retry the finished plan no longer needs -- a worker killed in a speculative
+        # trial after the plan was done -- is no unfinished work: it said "run the same command
+        # again" after every run, while complete was True)
+        pending = {"running"} if self.complete else {"running", "waiting"}
         unfinished = sum(1 for found in states.values()
-                         if found & {"running", "waiting"}
-                         and not found & {FINISHED, PRUNED, DIVERGED})
+                         if found & pending and not found & {FINISHED, PRUNED, DIVERGED})
         stopped = not unfinished and self.complete is False  # between trials, or by an error
         if best is None:
             # from the counts: a sweep killed during its first trial was told "every rate

@@ -212,9 +212,7 @@ def parse_rates(spec: Any, points_per_decade: int | None = None) -> RateSpace:
     if isinstance(spec, tuple) and len(spec) == 2:
         return _rate_range(spec[0], spec[1], points_per_decade, "raise points_per_decade")
     if isinstance(spec, Iterable) and not isinstance(spec, (bytes, dict)):
-        values = sorted({float(lr_key(_positive_float(
-            v.item() if getattr(v, "shape", None) == () and hasattr(v, "item") else v, "rate")))
-            for v in spec})
+        values = sorted({float(lr_key(_positive_float(_as_written(v), "rate"))) for v in spec})
         require(len(values) >= 1, "the list of rates is empty; give at least one rate")
         require(not given, f"points_per_decade (--points-per-decade) {points_per_decade} is for a "
                            "LOW:HIGH range; a list of rates is swept as it is: drop it, or give "
@@ -222,6 +220,19 @@ def parse_rates(spec: Any, points_per_decade: int | None = None) -> RateSpace:
         return RateSpace(tuple(values), "list", None)
     raise LrkitError(f"rates must be 'LOW:HIGH', 'a,b,c', a (low, high) tuple, a list or one "
                      f"rate, got {spec!r}")
+
+
+def _as_written(value: Any) -> Any:
+    """A rate as the user wrote it: a float32 tensor's 1e-3 is 0.0010000000475 as a double,
+    stored so, and a later ``lrs="0.001"`` reused none of its trials; such a value is rounded
+    to the digits its type holds (7 for float32, 3-4 for 16 bits)."""
+    if getattr(value, "shape", None) == () and hasattr(value, "item"):
+        digits = {"float32": 7, "float16": 4, "bfloat16": 3}.get(
+            str(getattr(value, "dtype", "")).replace("torch.", ""))
+        value = value.item()
+        if digits is not None and is_real(value) and math.isfinite(value) and value > 0:
+            return float(f"{value:.{digits}g}")
+    return value
 
 
 # -- optimizers ----------------------------------------------------------------------------------
