@@ -158,3 +158,23 @@ def test_a_storage_that_is_not_a_path_is_refused(tmp_path, monkeypatch):
                                          r"\(a str\), got int 123"):
         lrkit.sweep("wine-logreg", storage=123, budget=20, progress=False)
     assert not (tmp_path / "123").exists()
+
+
+def test_a_loss_that_is_not_finite_before_any_update_stops_the_sweep_with_the_cause(tmp_path):
+    # NaN at the first step, before any update: the sweep walked down five rates and advised
+    # "lower the range", which changes nothing
+    import pytest
+
+    import lrkit
+    from lrkit.errors import LrkitError
+
+    def recipe(seed):
+        problem = lrkit.examples.build("wine-logreg", seed=seed)
+        x, y = problem.train_loader.tensors
+        problem.train_loader = [(x[:32] * float("nan"), y[:32])]
+        return problem
+
+    with pytest.raises(LrkitError, match="nan at the very first step, before any update.*"
+                                         "check the inputs"):
+        lrkit.sweep(recipe, storage=str(tmp_path / "s.journal"), budget=20, progress=False,
+                    study_name="nan")

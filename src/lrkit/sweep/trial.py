@@ -12,6 +12,7 @@ import math
 import time
 from typing import Any, Callable
 
+from lrkit.errors import LrkitError
 from lrkit.sweep.space import OptimizerSpec, rebuild_optimizer
 
 #: statuses of a trial run to its end (the engine adds running/waiting/failed)
@@ -148,6 +149,13 @@ def run_trial(config: TrialConfig,
         return False
 
     run = train(problem, lr=config.lr, steps=config.budget, seed=config.seed, on_step=on_step)
+    if run.losses and not math.isfinite(run.losses[0]):
+        # the first loss comes before any update: no rate made it non-finite, and every rate
+        # gives the same (the sweep walked down 5 rates and said "lower the range")
+        raise LrkitError(
+            f"the loss was {run.losses[0]} at the very first step, before any update (so at "
+            "every rate): the model, the data or the loss give non-finite values as they are; "
+            "check the inputs, the loss function and the model's initialisation")
     if run.diverged and not losses:  # the very first step was already non-finite
         losses = list(run.losses)
     if run.diverged and flags["diverged_step"] is None:
