@@ -178,3 +178,15 @@ def test_a_loss_that_is_not_finite_before_any_update_stops_the_sweep_with_the_ca
                                          "check the inputs"):
         lrkit.sweep(recipe, storage=str(tmp_path / "s.journal"), budget=20, progress=False,
                     study_name="nan")
+
+
+def test_a_loss_the_rate_does_not_change_gets_a_note_not_a_confident_best():
+    from lrkit.sweep.results import SweepResult, TrialRecord
+
+    records = [TrialRecord(number=i, optimizer="sgd", lr=lr, seed=0, status="finished", loss=1.0)
+               for i, lr in enumerate([0.01, 0.1, 1.0])]
+    result = SweepResult(records, settings={}, complete=True)
+    assert any("does not depend on the rate" in n for n in result.notes())
+    varied = [TrialRecord(number=i, optimizer="sgd", lr=lr, seed=0, status="finished", loss=loss)
+              for i, (lr, loss) in enumerate([(0.01, 1.0), (0.1, 0.5), (1.0, 0.7)])]
+    assert not any("does not depend" in n for n in SweepResult(varied, settings={}).notes())

@@ -372,6 +372,13 @@ class SweepResult:
             note(_STOPPED + ": the best so far is below; run the same command again to "
                             "resume it")
         band = self.band()
+        finished = [p.loss for p in self.points() if p.status == FINISHED and p.loss is not None]
+        if len(finished) >= 3 and max(finished) - min(finished) <= 1e-12 * max(
+                1.0, abs(finished[0])):
+            # a "best" and a band read from ties: the rate changed nothing
+            note(f"every finished rate ended at the same loss ({finished[0]:.6g}): the loss does "
+                 "not depend on the rate here, so no rate is better; check that the optimizer "
+                 "trains the model's parameters and that the loss depends on them")
         lines.append(f"best: lr={best.lr:.3g} with {best.optimizer} (loss {best.loss:.4f}"
                      + (f" +/- {best.loss_sd:.4f} over {best.seeds} seeds" if best.loss_sd else "")
                      + ")")

@@ -397,10 +397,12 @@ class _GroupPlan:
             self.need([(i, r) for i, r in candidates if 0 <= i < self.s.n],
                       REFINE_STAGE + level, f"refine-{level + 1}", speculate=spec)
             path.update(i for i, _ in candidates if 0 <= i < self.s.n)
-            best = min((self.value(i), i) for i in path if self.value(i) is not None)[1]
+            # ties to the higher rate, as the result ranks them (it refined around the lowest
+            # tied rate and then named the highest best)
+            best = -min((self.value(i), -i) for i in path if self.value(i) is not None)[1]
         if self.s.seeds > 1:
-            ranked = sorted((self.value(i), i) for i in path if self.value(i) is not None)
-            top = [(i, None) for _, i in ranked[: self.s.repeat_top]]
+            ranked = sorted((self.value(i), -i) for i in path if self.value(i) is not None)
+            top = [(-i, None) for _, i in ranked[: self.s.repeat_top]]
             blocked = False
             for seed in range(1, self.s.seeds):
                 try:
