@@ -12,7 +12,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="On the built-in digits-mlp example: (1) the range test and its suggestion, "
                     "(2) SGD at 0.5, 0.1 and 0.001 for the same budget, each diagnosed, "
                     "(3) schedule previews, (4) the recommended recipe against the untuned "
-                    "default. Writes DIR/index.html (self-contained) and DIR/summary.json.")
+                    "default. Writes DIR/index.html (self-contained), DIR/summary.json and "
+                    "DIR/overview.png (the four parts in one figure).")
     p.add_argument("--out", default="lrkit-demo", metavar="DIR",
                    help="output directory, created when missing; the files the demo writes "
                         "there are replaced (default: lrkit-demo)")
