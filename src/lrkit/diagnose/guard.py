@@ -1126,6 +1126,9 @@ def _as_loss(value: Any) -> torch.Tensor | float:
         return _as_loss(inner)
     if isinstance(value, torch.Tensor):
         return value
+    if isinstance(value, (str, bytes, bool)):  # float("1.0") and True passed for a loss
+        raise LrkitError(f"the guarded closure returned {type(value).__name__} {value!r}; return "
+                         "the loss (a scalar tensor or a number)")
     try:
         return float(value)
     except (TypeError, ValueError):

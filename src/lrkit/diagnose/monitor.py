@@ -118,7 +118,8 @@ class Monitor:
     ) -> None:
         report_every, max_points, min_points = (plain_int(v) for v in
                                                 (report_every, max_points, min_points))
-        require(isinstance(report_every, int) and report_every >= 0,
+        require(isinstance(report_every, int) and not isinstance(report_every, bool)
+                and report_every >= 0,
                 f"report_every must be an integer >= 0 (0: only at the end), got {report_every!r}")
         require(isinstance(max_points, int) and max_points >= 50,
                 f"max_points must be an integer >= 50, got {max_points!r}")
@@ -192,7 +193,10 @@ class Monitor:
         """Record a validation loss (at ``step``, default: the current step); it goes to the
         JSONL file too (``{"step", "val_loss"}``), so the file diagnoses as the monitor does."""
         value = _number(val_loss, "monitor.update_val", "validation loss")
-        at = self._step if step is None else int(step)
+        step = plain_int(step)
+        require(step is None or (isinstance(step, int) and not isinstance(step, bool)),
+                f"monitor.update_val got step={step!r}; give the step as a whole number")
+        at = self._step if step is None else step
         if not 0 <= at <= self._step:  # (refused here, not by the next report, inside update)
             raise LrkitError(f"monitor.update_val got step={step!r}; a validation loss belongs to "
                              f"a step of this run so far, 0..{self._step} (default: the current "

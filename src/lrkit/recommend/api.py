@@ -267,7 +267,11 @@ def _recommend(target: Any, *, steps: int | None, epochs: float | None, seed: in
             f"{type(finder).__name__}")
 
     seed = plain_int(seed)
-    require(isinstance(seed, int) and not isinstance(seed, bool), f"seed must be an integer, got {seed!r}")
+    from lrkit.show.demo import check_seed
+
+    check_seed(seed)  # numpy seeds only 0 .. 2**32 - 1, as the CLI and lrkit demo say
+    require(isinstance(confirm, bool) or type(confirm).__name__ == "bool_",
+            f"confirm must be True or False, got {confirm!r} (a string such as 'no' is true)")
     problem = _problem_from(target, seed)
     require(isinstance(problem.optimizer, torch.optim.Optimizer),
             f"the problem's optimizer must be a torch.optim.Optimizer, got "
