@@ -68,7 +68,8 @@ def test_interrupted_attempts_do_not_use_up_a_rates_retries(tmp_path):
 def test_a_local_module_the_recipe_imports_is_part_of_its_digest(tmp_path):
     # an edit to helper.py (the loss x100) was not noticed, and a resume returned the results
     # of the old code
-    from lrkit.sweep.api import problem_source
+    from lrkit.sweep.api import problem_imports, problem_source
+    from lrkit.sweep.config import comparable, setting_differences
 
     (tmp_path / "models").mkdir()
     (tmp_path / "models" / "__init__.py").write_text("")
@@ -78,14 +79,22 @@ def test_a_local_module_the_recipe_imports_is_part_of_its_digest(tmp_path):
     recipe = tmp_path / "train.py"
     recipe.write_text("import os\nimport helper\n\ndef make(seed):\n    return helper.SCALE\n")
     spec = f"{recipe}:make"
-    first = problem_source(spec)
+    source, first = problem_source(spec), problem_imports(spec)
+    assert first is not None
     (tmp_path / "unrelated.py").write_text("X = 2\n")  # not imported: no other study
-    assert problem_source(spec) == first
+    assert problem_imports(spec) == first
     (tmp_path / "helper.py").write_text("from models.mlp import WIDTH\nSCALE = 100.0\n")
-    second = problem_source(spec)
-    assert second != first
+    second = problem_imports(spec)
+    assert second != first and problem_source(spec) == source  # the file itself is unchanged
     (tmp_path / "models" / "mlp.py").write_text("WIDTH = 64\n")  # imported through helper
-    assert problem_source(spec) not in (first, second)
+    assert problem_imports(spec) not in (first, second)
+    # a study stored before the imports' digest was kept resumes (it was refused as edited)
+    stored = {"problem": spec, "problem_source": source}
+    wanted = {"problem": spec, "problem_source": source, "problem_imports": second}
+    assert setting_differences(stored, comparable(stored, wanted)) == []
+    edited = {**stored, "problem_imports": first}
+    assert setting_differences(edited, comparable(edited, wanted)) != []
+    assert problem_imports(f"{tmp_path / 'unrelated.py'}:f") is None  # imports nothing local
 
 
 def test_a_journal_that_cannot_be_written_is_a_clear_error(tmp_path, monkeypatch):

@@ -75,12 +75,33 @@ def _local_imports(path: str) -> list[str]:
                 stem = os.path.join(base, *name.split("."))
                 for candidate in (stem + ".py", os.path.join(stem, "__init__.py")):
                     candidate = os.path.realpath(candidate)
-                    if (os.path.isfile(candidate) and candidate != path
-                            and candidate not in seen
+                    if (len(seen) < MAX_LOCAL_IMPORTS and os.path.isfile(candidate)
+                            and candidate != path and candidate not in seen
                             and candidate.startswith(os.path.realpath(root) + os.sep)):
                         seen[candidate] = None
                         queue.append(candidate)
     return sorted(seen)
+
+
+def problem_imports(problem: Any) -> str | None:
+    """A digest of the local modules a recipe file imports (:func:`_local_imports`: a model or
+    data module beside it, whose edit changes the training as much, and a resume had returned the
+    old code's results); None when it imports none, or for other recipes. Stored apart from
+    :func:`problem_source`, so that a study stored before it was kept resumes as it did."""
+    found = _recipe_file(problem)
+    paths = _local_imports(found[0]) if found is not None else []
+    if not paths:
+        return None
+    digest = hashlib.sha256()
+    for path in paths:
+        try:
+            with open(path, "rb") as handle:
+                data = handle.read()
+        except OSError:
+            continue
+        digest.update(os.path.relpath(path, os.path.dirname(found[0])).encode() + b"\0")
+        digest.update(hashlib.sha256(data).digest())
+    return digest.hexdigest()[:16]
 
 
 def problem_source(problem: Any) -> str | None:
@@ -96,11 +117,6 @@ def problem_source(problem: Any) -> str | None:
                 data = handle.read()
         except OSError:
             return None
-        # and the local modules it imports (a model or data module beside it): an edit there
-        # changes the training as much, and a resume had returned the old code's results
-        for path in _local_imports(found[0]):
-            with open(path, "rb") as handle:
-                data += b"\0" + os.path.basename(path).encode() + b"\0" + handle.read()
     elif isinstance(problem, str):
         return None
     else:
@@ -242,7 +258,8 @@ def build_spec(problem: Any, *, lrs: Any = "1e-4:1",
                      optimizers=tuple(specs), budget=budget, seeds=seeds, mode=strategy,
                      stride=stride, eta=eta, rungs=rungs, repeat_top=repeat_top,
                      diverge_factor=float(diverge_factor), tolerance=float(tolerance),
-                     max_retries=max_retries, problem_source=problem_source(problem))
+                     max_retries=max_retries, problem_source=problem_source(problem),
+                     problem_imports=problem_imports(problem))
 
 
 def sweep(problem: Any, *, lrs: Any = "1e-4:1",

@@ -36,6 +36,9 @@ class SweepSpec:
     #: a digest of the recipe's source (its file, or a callable's own code): a recipe edited
     #: since the study was started trains other models than its stored trials did
     problem_source: str | None = None
+    #: a digest of the local modules a recipe file imports (None: none), apart from the file's
+    #: own (a study stored before it was kept resumes as it did)
+    problem_imports: str | None = None
 
     def strategy(self) -> Strategy:
         return Strategy(len(self.rates), len(self.optimizers), budget=self.budget,
@@ -59,6 +62,7 @@ class SweepSpec:
             "diverge_factor": self.diverge_factor,
             # (only for recipes with a source: a built-in example's studies keep their settings)
             **({"problem_source": self.problem_source} if self.problem_source else {}),
+            **({"problem_imports": self.problem_imports} if self.problem_imports else {}),
         }
 
     def settings_json(self) -> str:
@@ -183,13 +187,14 @@ class StoredPoints:
 
 def comparable(stored: dict[str, Any], wanted: dict[str, Any]) -> dict[str, Any]:
     """``wanted`` as a study stored before lrkit kept the recipe's source would hold it: without
-    ``problem_source`` when ``stored`` has none (such a study resumes as it did; the source is
-    recorded from then on)."""
+    ``problem_source`` (or ``problem_imports``) when ``stored`` has none (such a study resumes as
+    it did; the digest is recorded from then on)."""
     if stored.get("optimizers") == wanted.get("optimizers") and (
             stored.get("optimizer_labels") != wanted.get("optimizer_labels")):
         # the same optimizers written otherwise ('nadam' for 'NAdam', a class for its name):
         # the same trials, not other settings (it was refused)
         wanted = {**wanted, "optimizer_labels": stored.get("optimizer_labels")}
-    if "problem_source" in stored or "problem_source" not in wanted:
-        return wanted
-    return {key: value for key, value in wanted.items() if key != "problem_source"}
+    # (the same for ``problem_imports``, kept since a later version: a study stored before it,
+    # of an unchanged recipe, was refused as "the recipe's source changed")
+    return {key: value for key, value in wanted.items()
+            if key not in ("problem_source", "problem_imports") or key in stored}

@@ -656,8 +656,9 @@ def open_study(handle: StorageHandle, study_name: str, spec: SweepSpec, *, creat
 
 def _mismatch_message(name: str, handle: StorageHandle, stored: dict, wanted: dict) -> str:
     differences = setting_differences(stored, wanted)
-    edited = ("" if stored.get("problem_source") in (None, wanted.get("problem_source")) else
-              " The recipe's source changed since then, so its stored trials trained the "
+    edited = ("" if all(stored.get(key) in (None, wanted.get(key))
+                        for key in ("problem_source", "problem_imports")) else
+              " The recipe's source (or a module beside it that it imports) changed since then, so its stored trials trained the "
               "earlier version: --continue reuses them only if the change does not alter "
               "training (a comment, a print).")
     return (f"study {name!r} in {handle.describe()} was started with other settings ("
