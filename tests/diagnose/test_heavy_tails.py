@@ -44,3 +44,15 @@ def test_repeated_blow_ups_far_above_the_start_are_diverged() -> None:
     result = diagnose(losses)
     assert result.verdict == "diverged", result.reasons
     assert "11" in result.reasons[0] and "one batch" in result.reasons[0]
+
+
+def test_a_blow_up_that_does_not_stand_alone_is_never_told_to_raise_the_rate():
+    # Gaussian batch noise and one batch at 3x the start: the highest is not 2.5x the next, so
+    # it was no blow-up, and the flat curve read "too_slow, x10" (a review of the change)
+    for seed in range(12):
+        rng = np.random.default_rng(seed)
+        losses = 2.3 * np.exp(np.linspace(0, 0.05, 500) + rng.normal(0, 0.15, 500))
+        losses[int(rng.integers(50, 450))] = 2.3 * 3.0
+        result = diagnose(losses)
+        assert result.verdict in ("diverged", "unstable"), (seed, result.reasons)
+        assert result.lr_factor < 1

@@ -485,6 +485,13 @@ def _decide(ev: dict, vev: dict | None) -> tuple[str, float, list[str]]:
 
     # unstable
     unstable: list[tuple[float, str]] = []
+    if not lone and ev["raw_peak_log"] >= raw_blowup:
+        # batches far above the start that do not stand alone: no divergence read from the
+        # highest (heavy tails have several of a size), but no case for a higher rate either
+        # (a flat loss with one batch at 3x its start was told "too_slow, x10")
+        unstable.append((ev["raw_peak_log"] / raw_blowup - 1,
+                         f"single batches jumped to {_times(ev['raw_peak_log'], log)} (the "
+                         f"highest at {at(ev['raw_peak_at'])})"))
     if ev["nonfinite_points"]:
         unstable.append((1.0, f"{ev['nonfinite_points']} non-finite loss(es), first at "
                               f"{at(ev['first_nonfinite_at'])}, then it recovered"))
