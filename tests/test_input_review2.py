@@ -43,3 +43,28 @@ def test_monitor_refuses_a_fractional_or_text_step_and_a_bool_interval():
 def test_recommend_refuses_a_string_flag_and_a_negative_seed(options, fragment):
     with pytest.raises(LrkitError, match=fragment):
         lrkit.recommend("wine-logreg", steps=100, **options)
+
+
+def test_what_the_checks_of_this_review_still_take():
+    # (a review of the change: each was refused by the first version of the checks)
+    import numpy as np
+
+    monitor = lrkit.Monitor(report_every=0, logger=False)
+    for i in range(8):
+        monitor.update(2.0 - i * 0.1)
+    monitor.update_val(1.0, step=5.0)  # a whole number written as a float
+    monitor.update_val(1.0, step=np.int64(6))
+
+    for confirm in (np.bool_(False), 0, 1, True):
+        recipe = lrkit.recommend("wine-logreg", steps=60, confirm=confirm, progress=False)
+        assert recipe.peak_lr > 0
+
+
+def test_a_log_with_a_nan_rate_cell_reads_it_as_not_logged(tmp_path):
+    from lrkit.diagnose.logs import read_log
+
+    path = tmp_path / "log.csv"
+    path.write_text("step,loss,lr\n" + "".join(
+        f"{i},{2.5 - i / 100},{'nan' if i == 3 else 0.1}\n" for i in range(40)))
+    log = read_log(path)
+    assert len(log.losses) == 40

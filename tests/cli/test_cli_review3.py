@@ -88,3 +88,15 @@ def test_a_json_log_with_a_huge_integer_or_a_column_of_lists_is_a_clear_error(tm
     nested.write_text('{"step": [0, 1, 2], "loss": [[2.6], [2.5], [2.4]]}')
     assert main(["diagnose", str(nested)]) == 2
     assert "the column 'loss' holds lists, not numbers" in capsys.readouterr().err
+
+
+def test_several_outputs_may_go_to_dev_null_and_a_sqlite_storage_is_an_input(tmp_path, capsys,
+                                                                             monkeypatch):
+    _fail_fast(monkeypatch)
+    from lrkit.cli import check_distinct_paths
+
+    check_distinct_paths({"--json": "/dev/null", "--csv": "/dev/null"}, {})  # no collision
+    check_distinct_paths({"--json": "-", "--yaml": "-"}, {})
+    db = tmp_path / "x.db"
+    code = main(["sweep", "wine-logreg", "--storage", f"sqlite:///{db}", "--json", str(db)])
+    assert code == 2 and "is also --storage" in capsys.readouterr().err

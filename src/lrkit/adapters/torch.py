@@ -171,7 +171,9 @@ def check_device(device: Any, option: str = "device") -> None:
     if dev.type == "mps":
         backend = getattr(torch.backends, "mps", None)
     available = getattr(backend, "is_available", None)
-    if available is None or not available():
+    # (a device type torch knows only through a plugin, xla or hpu, has no torch.<type> to ask:
+    # it is left to torch, as before)
+    if available is not None and not available():
         why = ("this torch build has no CUDA support" if dev.type == "cuda"
                and torch.version.cuda is None else f"no {dev.type} device is available here")
         cpu = "--device cpu" if option.startswith("--") else "device='cpu'"

@@ -132,9 +132,15 @@ def check_distinct_paths(outputs: dict[str, Any], inputs: dict[str, Any]) -> Non
     and ``--json x.png --plot x.png`` lost the JSON, each with exit status 0. ``outputs`` and
     ``inputs`` map an option (or "the recipe file") to its path; None and ``"-"`` are left out."""
     def key(path: Any) -> str | None:
-        if path is None or str(path) in ("-", "") or "://" in str(path):
+        text = "" if path is None else str(path)
+        if text.lower().startswith("sqlite:///"):  # a database file (--storage sqlite:///x.db)
+            text = text[len("sqlite:///"):].split("?", 1)[0]
+        if text in ("-", "") or "://" in text:
             return None
-        return os.path.realpath(str(path))
+        where = os.path.realpath(text)
+        if os.path.exists(where) and not os.path.isfile(where):
+            return None  # /dev/null, /dev/stdout: several outputs may go there
+        return where
 
     seen: dict[str, str] = {}
     for option, path in inputs.items():

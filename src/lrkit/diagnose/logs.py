@@ -233,6 +233,8 @@ class _Collector:
         if step_v is not None and not math.isfinite(step_v):
             raise LrkitError(f"{self.path} {where}: the step {step!r} is not a finite number; "
                              "fix or remove that line")
+        if lr_v is not None and math.isnan(lr_v):
+            lr_v = None  # a rate not logged at this step (pandas writes NaN for a missing cell)
         if lr_v is not None and not (math.isfinite(lr_v) and lr_v >= 0):
             raise LrkitError(f"{self.path} {where}: the rate {lr!r} is not a valid learning rate "
                              "(finite, >= 0); fix or remove that line")

@@ -19,7 +19,7 @@ from typing import Any, Callable
 import numpy as np
 
 from lrkit.diagnose.classify import Diagnosis, diagnose
-from lrkit.errors import LrkitError, one_number, plain_int, require
+from lrkit.errors import LrkitError, is_real, one_number, plain_int, require
 
 LOGGER = logging.getLogger("lrkit.diagnose")
 
@@ -194,6 +194,8 @@ class Monitor:
         JSONL file too (``{"step", "val_loss"}``), so the file diagnoses as the monitor does."""
         value = _number(val_loss, "monitor.update_val", "validation loss")
         step = plain_int(step)
+        if is_real(step) and float(step).is_integer():  # 5.0 is step 5 (2.7 is no step)
+            step = int(step)
         require(step is None or (isinstance(step, int) and not isinstance(step, bool)),
                 f"monitor.update_val got step={step!r}; give the step as a whole number")
         at = self._step if step is None else step

@@ -270,7 +270,9 @@ def _recommend(target: Any, *, steps: int | None, epochs: float | None, seed: in
     from lrkit.show.demo import check_seed
 
     check_seed(seed)  # numpy seeds only 0 .. 2**32 - 1, as the CLI and lrkit demo say
-    require(isinstance(confirm, bool) or type(confirm).__name__ == "bool_",
+    import numpy as np
+
+    require(isinstance(confirm, (bool, np.bool_)) or (isinstance(confirm, int) and confirm in (0, 1)),
             f"confirm must be True or False, got {confirm!r} (a string such as 'no' is true)")
     problem = _problem_from(target, seed)
     require(isinstance(problem.optimizer, torch.optim.Optimizer),
