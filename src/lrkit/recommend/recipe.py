@@ -13,7 +13,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from lrkit.errors import LrkitError, is_real, plain_int, require
+from lrkit.errors import LrkitError, is_real, plain_int, require, require_folder
 
 #: optimizers whose rate follows the batch size linearly (Goyal et al. 2017); all others are
 #: treated as adaptive and follow the square-root rule (Malladi et al. 2022)
@@ -153,6 +153,8 @@ def _plain(value: Any) -> Any:
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
+    if getattr(value, "shape", ()) != () and callable(getattr(value, "tolist", None)):
+        return _plain(value.tolist())  # an array or tensor of several numbers ("size 1" error)
     item = getattr(value, "item", None)
     if callable(item):
         return _plain(item())
@@ -475,8 +477,9 @@ class Recipe:
         return cls(**kwargs)
 
     def to_json(self, path: str | Path | None = None, *, indent: int | None = 2) -> str:
-        text = json.dumps(self.to_dict(), indent=indent)
+        text = json.dumps(self.to_dict(), indent=indent, allow_nan=False)
         if path is not None:
+            require_folder(path, "the recipe")  # (a raw FileNotFoundError, as the others said)
             Path(path).write_text(text + "\n")
         return text
 
@@ -501,6 +504,7 @@ class Recipe:
             data.pop("evidence")
         text = yaml.safe_dump(data, sort_keys=False)
         if path is not None:
+            require_folder(path, "the recipe")
             Path(path).write_text(text)
         return text
 

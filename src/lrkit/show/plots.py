@@ -24,7 +24,16 @@ def log_rate_axis(ax) -> None:
     the axis spans under 2.5 decades."""
     from matplotlib import ticker
 
-    ax.set_xscale("log")
+    import warnings
+
+    low, high = ax.dataLim.intervalx
+    single = bool(np.isfinite(low) and low > 0 and high <= low * (1 + 1e-9))  # (errorbar: 1 ulp)
+    with warnings.catch_warnings():
+        if single:  # one rate (a sweep of --lrs 0.1): matplotlib widens the axis, and says so
+            warnings.filterwarnings("ignore", message="Attempting to set identical low and high")
+        ax.set_xscale("log")
+    if single:
+        ax.set_xlim(low / 3, high * 3)
     ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:g}"))
     ax.xaxis.set_minor_locator(ticker.LogLocator(base=10, subs=(2.0, 5.0)))
 

@@ -772,9 +772,12 @@ def sweep_body(data: dict, ids: Ids) -> str:
                  + (f" ({esc(data.get('strategy'))})" if data.get("strategy") else "")
                  + f": {len(data.get('trials') or [])} trials, {esc(data.get('total_steps'))} "
                  "training steps.</p>")
+    unfinished = data.get("complete") is False
     if finite(best.get("lr")) is not None:
         band = data.get("band")
-        parts.append('<p class="headline">Best learning rate: <strong>'
+        parts.append('<p class="headline">Best learning rate'
+                     + (" so far (the sweep is not finished)" if unfinished else "")
+                     + ': <strong>'
                      f'<span id="{ids.new("best-lr")}"'
                      f' data-value="{esc(repr(best["lr"]))}">{num(best["lr"])}</span></strong> '
                      f"with {esc(best.get('optimizer'))} (loss {num(best.get('loss'), '.4g')})"
@@ -782,6 +785,9 @@ def sweep_body(data: dict, ids: Ids) -> str:
                      + "</p>")
     else:
         parts.append('<p class="headline">No trial finished: every rate diverged or failed.</p>')
+    notes = [n for n in data.get("notes") or [] if isinstance(n, str)]
+    if notes:  # what qualifies the answer, as the CLI's summary says it (it was left out)
+        parts.append('<div class="warn-box">' + bullets(f"note: {n}" for n in notes) + "</div>")
     if data.get("points"):
         fig, (ax,) = figure(7.5, 4.0)
         draw_sweep(ax, data)
@@ -1012,6 +1018,8 @@ def report(paths: Sequence[str | Path], out_dir: str | Path = "lrkit-report", *,
            title: str | None = None) -> Path:
     """Read saved results (finder, sweep, diagnose, schedule, recipe or demo JSON) and write
     ``out_dir/index.html``; returns its path."""
+    if isinstance(paths, (str, os.PathLike)):  # one file, not one per character
+        paths = [paths]
     if not paths:
         raise LrkitError("give at least one result JSON file")
     results = []

@@ -306,6 +306,9 @@ def sweep(problem: Any, *, lrs: Any = "1e-4:1",
     from lrkit.problem import _refuse_model_as_recipe
 
     _refuse_model_as_recipe(problem, "a sweep")  # (a model is callable: it passed for a recipe)
+    from lrkit.show.progress import show_progress
+
+    show_progress(progress)  # a bad value refused before the storage is opened
     if workers is not None:
         workers = _positive_int(workers, "workers")
     threads = _positive_int(threads, "threads")
@@ -435,8 +438,9 @@ class _Progress:
 
         self.study = study
         self.spec = spec
-        if enabled is None:
-            enabled = sys.stderr.isatty()
+        from lrkit.show.progress import show_progress
+
+        enabled = show_progress(enabled)
         self.bar = tqdm(total=0, desc=f"sweep {_short_label(spec.problem_label)}", unit="trial",
                         disable=not enabled, dynamic_ncols=True, leave=True)
         if enabled:

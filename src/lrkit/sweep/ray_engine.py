@@ -642,8 +642,9 @@ def run(spec: SweepSpec, study_name: str, location: str, *, ray_address: str | N
     marker = {"lrkit_settings": settings, "workers": workers, "threads": threads,
               "max_retries": max_retries}
     where = describe(location, study_name)
-    if progress is None:
-        progress = sys.stderr.isatty()
+    from lrkit.show.progress import show_progress
+
+    progress = show_progress(progress)
     if location == os.path.abspath(DEFAULT_STORAGE):
         os.makedirs(location, exist_ok=True)
     # a stored sweep with other settings is refused before Ray starts (seconds, and its logs)

@@ -73,6 +73,11 @@ _STOPPED = ("the sweep is not finished (the strategy has trials left to run: a t
 
 
 def _clean(value: Any) -> Any:
+    if not isinstance(value, (bool, int, float, str, dict, list, tuple)) and value is not None:
+        if getattr(value, "shape", ()) != () and callable(getattr(value, "tolist", None)):
+            return _clean(value.tolist())
+        if callable(getattr(value, "item", None)):  # a numpy or torch scalar (float32: "not
+            value = value.item()                    # JSON serializable")
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
@@ -465,7 +470,7 @@ class SweepResult:
         })
 
     def to_json(self, path: str | Path | None = None, *, indent: int | None = 1) -> str:
-        text = json.dumps(self.to_dict(), indent=indent)
+        text = json.dumps(self.to_dict(), indent=indent, allow_nan=False)
         if path is not None:
             require_folder(path, "the sweep's JSON")
             Path(path).write_text(text + "\n")
