@@ -12,17 +12,8 @@ from lrkit.adapters.torch import cycle_batches
 from lrkit.diagnose.guard import GuardError
 from lrkit.errors import LrkitError
 from lrkit.training import evaluate
+from tests.diagnose.levels import level_loss
 
-
-
-def _level_loss(model, level):
-    """A closure whose loss is ``level``, after a backward pass that leaves a zero gradient on
-    every parameter (the guard refuses a closure that leaves none: it forgot backward())."""
-    def closure():
-        model.zero_grad()
-        (sum(p.sum() for p in model.parameters()) * 0.0).backward()
-        return torch.tensor(level)
-    return closure
 
 def _setup(lr=0.1, **options):
     torch.manual_seed(0)
@@ -292,7 +283,7 @@ def test_a_probe_that_never_sees_the_loss_fall_goes_on_a_cut_below_the_failed_ra
     guard.step(_closure(model, optimizer, x, y, poison=float("nan")))
     for _ in range(10):
         # a constant loss whatever the rate: the probe learns nothing
-        guard.step(_level_loss(model, 1.0))
+        guard.step(level_loss(model, 1.0))
     assert not guard.probing
     # the failed rate is past the turning point, taken to be a cut (x0.3) lower: 0.4 x 0.3
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.4 * 0.4 * 0.3)
@@ -371,7 +362,7 @@ def test_a_run_that_stays_unstable_is_slowed_down_by_the_course_check():
         # a loss that fell, then bounces back up far above its best (but below where it started:
         # progress is not all lost): an unstable course
         level = 2.0 * 0.8 ** i if i < 50 else 0.5 * float(torch.rand((), generator=rng)) + 0.1
-        guard.step(_level_loss(model, level))
+        guard.step(level_loss(model, level))
     (record,) = guard.interventions
     assert record.reason in ("diagnosed_unstable", "diagnosed_diverged")
     assert optimizer.param_groups[0]["lr"] < 0.1
@@ -391,7 +382,7 @@ def test_course_checks_that_find_nothing_back_off(monkeypatch):
     levels = [2.0 * 0.9 ** i + 0.1 for i in range(60)]
     levels += [0.6 if i % 20 == 0 else 0.1 for i in range(1940)]
     for level in levels:
-        guard.step(_level_loss(model, level))
+        guard.step(level_loss(model, level))
     assert guard.interventions == []
     assert 3 <= len(calls) <= 6  # 100, 200, 400, 800, 800 steps apart instead of every 100
     assert guard._check_interval == 800
@@ -482,7 +473,7 @@ def test_outlier_batches_alone_do_not_get_an_unstable_run_cut(monkeypatch):
     levels = [2.0 * 0.97 ** i + 0.1 for i in range(300)]  # falling: the level is at its lowest
     levels = [v * (6.0 if i % 25 == 0 and i > 50 else 1.0) for i, v in enumerate(levels)]
     for level in levels:
-        guard.step(_level_loss(model, level))
+        guard.step(level_loss(model, level))
     assert verdicts  # the outliers did prompt a diagnosis
     assert not any(i.reason.startswith("diagnosed") for i in guard.interventions)
     assert optimizer.param_groups[0]["lr"] == 1e-6
@@ -542,7 +533,7 @@ def _synthetic_run(levels, **options):
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     guard = lrkit.Guard(model, optimizer, diagnose_every=None, probe_steps=0, **options)
     for level in levels:
-        guard.step(_level_loss(model, level))
+        guard.step(level_loss(model, level))
     return guard, optimizer
 
 

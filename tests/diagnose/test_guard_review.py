@@ -13,17 +13,8 @@ from torch.optim import lr_scheduler
 import lrkit
 from lrkit.diagnose.guard import GuardError
 from lrkit.errors import LrkitError
+from tests.diagnose.levels import level_loss
 
-
-
-def _level_loss(model, level):
-    """A closure whose loss is ``level``, after a backward pass that leaves a zero gradient on
-    every parameter (the guard refuses a closure that leaves none: it forgot backward())."""
-    def closure():
-        model.zero_grad()
-        (sum(p.sum() for p in model.parameters()) * 0.0).backward()
-        return torch.tensor(level)
-    return closure
 
 def _model_and_sgd(lr=0.1, momentum=0.0):
     torch.manual_seed(0)
@@ -37,7 +28,7 @@ def _run_levels(levels, **options):
     options.setdefault("probe_steps", 0)
     guard = lrkit.Guard(model, optimizer, **options)
     for level in levels:
-        guard.step(_level_loss(model, level))
+        guard.step(level_loss(model, level))
     return guard
 
 
