@@ -243,6 +243,12 @@ def run_show(args: argparse.Namespace) -> int:
     steps = _run_steps(args, schedule, units["steps_per_epoch"])
     main, *others = [preview(s, steps, lr=peak if peak is not None else args.lr, **units)
                      for s, peak in zip(schedules, peaks)]
+    if args.log and not any(k.rate > 0 for p in (main, *others) for k in p.key_points):
+        # said before anything is printed or written (it came after the report and the JSON)
+        from lrkit.errors import LrkitError
+
+        raise LrkitError("--log needs a rate above 0, and every rate of the preview is 0 or "
+                         "below; drop --log")
 
     if args.json:
         data = main.to_dict()

@@ -565,6 +565,24 @@ def _sole_length(schedule: Schedule) -> tuple[str, str] | None:
     return found[0]
 
 
+def _with_length(schedule: Schedule, steps: int) -> Schedule | None:
+    """``schedule`` resolved, with its length set to ``steps``: a piece of one length field
+    (``cosine(n)``), ``wsd`` (its ``steps``), or a wrapper of such a piece (``s * 0.5``,
+    ``floor(s, v)``, ``peak(s, lr)``: a ``schedule`` field and no length of its own); None when
+    its length is not one number to set (it then resolves as it did)."""
+    field = _sole_length(schedule)
+    if field is None and schedule.name == "wsd":
+        field = ("steps", "length")  # (its warmup and decay are lengths inside it)
+    if field is not None:
+        return replace(schedule, **{field[0]: steps})
+    inner = getattr(schedule, "schedule", None)
+    if isinstance(inner, Schedule) and inner.length == schedule.length and not any(
+            f.metadata.get("kind") in ("length", "length0", "length?") for f in fields(schedule)):
+        resized = _with_length(inner, steps)
+        return None if resized is None else replace(schedule, schedule=resized)
+    return None
+
+
 def _rounded_as_whole(first: Length, then: Schedule, first_done: int, then_done: Schedule,
                       spe: float | None, total_steps: int | None, what: str) -> Schedule:
     """``then_done`` (the resolved second piece of ``first >> then``), its length set so that
@@ -573,16 +591,16 @@ def _rounded_as_whole(first: Length, then: Schedule, first_done: int, then_done:
     (``warmup(0.1*total) >> cosine(total - 0.1*total)``, or ``linear(...)`` in front, at 1005
     steps was 101 + 905 = 1006 steps, and the linter flagged the spec as too long)."""
     whole = _add_lengths(first, then.length)
-    field = _sole_length(then)
-    if whole is None or isinstance(whole, int) or field is None:
+    if whole is None or isinstance(whole, int):
         return then_done
     rest = resolve_length(whole, what, spe, total_steps) - first_done
-    if rest <= 0 or rest == getattr(then_done, field[0]):
+    if rest <= 0 or rest == then_done.length:
         return then_done
     try:
-        return replace(then_done, **{field[0]: rest})
+        resized = _with_length(then_done, rest)
     except LrkitError:  # a length the piece's own checks refuse: as it resolved on its own
         return then_done
+    return then_done if resized is None else resized
 
 
 def _add_lengths(a: Length, b: Length | None) -> Length | None:

@@ -417,16 +417,21 @@ def _collapse_findings(s: Schedule, steps: int, scale: float | None) -> list[Lin
     1e-18 after one epoch, and exactly 0 from step 7073)."""
     half = steps // 2
     points = {int(i * half / 2000) for i in range(2001)}  # every step of short runs
+    # and the second half, where a restart or a cycle may come back up (read only for that:
+    # a trough at the middle of a run of warm restarts read "collapse")
+    points.update(half + int(i * (steps - 1 - half) / 1000) for i in range(1001))
     for node, off in _walk(s):  # and where pieces meet (the peak after a warmup)
         if isinstance(node, Join):
             points.update(off + b + d for b in node.boundaries for d in (-1, 0))
         if isinstance(node, Warmup):
             points.add(off + node.steps)
-    points = sorted(t for t in points if 0 <= t <= half)
+    points = sorted(t for t in points if 0 <= t < steps)
     values = [abs(s._at(t)) for t in points]
     later = list(itertools.accumulate(reversed(values), max))[::-1]  # the highest from here on
     first, top = None, 0.0
     for i, (t, value) in enumerate(zip(points, values)):
+        if t > half:
+            break
         # falling below a millionth of the highest so far (a warmup from 0 rises) and staying
         # there (a cosine restart, a cyclic low of 0, come back up)
         if later[i] < _COLLAPSE * top:

@@ -38,6 +38,27 @@ _NAMES = {"epoch": epoch, "total": total}
 _OPERATORS = ">> (then), * (scale by a number), and + - * / on numbers and lengths"
 
 
+#: torch's names for lrkit's parameters, as a user of torch's schedulers writes them first
+_TORCH_NAMES = {"t_max": "steps", "eta_min": "floor", "gamma": "factor", "step_size": "every",
+                "total_steps": "steps", "max_lr": "peak", "pct_start": "pct",
+                "anneal_strategy": "anneal", "base_lr": "low", "T_0": "cycle"}
+
+
+def _did_you_mean(name: str, choices: Any) -> str:
+    """" (did you mean 'cosine'?)" for a name close to one of ``choices`` (a typo, another
+    case, torch's name for the parameter), else ""."""
+    import difflib
+
+    choices = list(choices)
+    torch_name = _TORCH_NAMES.get(name) or _TORCH_NAMES.get(name.lower())
+    if torch_name in choices:
+        return f" (did you mean {torch_name!r}? {name!r} is torch's name for it)"
+    lowered = {c.lower(): c for c in choices}
+    close = ([lowered[name.lower()]] if name.lower() in lowered
+             else difflib.get_close_matches(name, choices, n=1, cutoff=0.75))
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
 def _allowed_names() -> str:
     return ", ".join(sorted(REGISTRY))
 
@@ -85,7 +106,9 @@ class _Evaluator:
             return _NAMES[node.id]
         if node.id in REGISTRY:
             raise self.fail(node, f"{node.id} is a schedule; call it: {REGISTRY[node.id].signature()}")
-        raise self.fail(node, f"unknown name {node.id!r}; allowed names are the units epoch and "
+        raise self.fail(node, f"unknown name {node.id!r}"
+                              f"{_did_you_mean(node.id, [*REGISTRY, 'epoch', 'total'])}; "
+                              "allowed names are the units epoch and "
                               f"total, and the schedules {_allowed_names()}")
 
     def visit_List(self, node: ast.List) -> tuple:
@@ -134,7 +157,8 @@ class _Evaluator:
         name = node.func.id
         cls = REGISTRY.get(name)
         if cls is None:
-            raise self.fail(node, f"unknown schedule {name!r}; allowed: {_allowed_names()}")
+            raise self.fail(node, f"unknown schedule {name!r}{_did_you_mean(name, REGISTRY)}; "
+                                  f"allowed: {_allowed_names()}")
         args = []
         for a in node.args:
             if isinstance(a, ast.Starred):
@@ -168,7 +192,8 @@ def build(cls: type[Schedule], args: list | tuple, kwargs: dict[str, Any]) -> Sc
     values = dict(zip(names, args))
     for key, value in kwargs.items():
         if key not in names:
-            raise LrkitError(f"{cls.name}() has no parameter {key!r}; allowed: {', '.join(names)} "
+            raise LrkitError(f"{cls.name}() has no parameter {key!r}{_did_you_mean(key, names)}; "
+                             f"allowed: {', '.join(names)} "
                              f"(signature: {sig})")
         if key in values:
             raise LrkitError(f"{cls.name}(): {key} is given twice; signature: {sig}")
@@ -186,6 +211,10 @@ def parse(text: str) -> Schedule:
     text = text.strip()
     require(text != "", "the schedule spec is empty; e.g. 'warmup(500) >> cosine(10000)'")
     require(len(text) <= _MAX_SPEC, f"the schedule spec is longer than {_MAX_SPEC} characters")
+    if "\n" in text or "\r" in text:
+        # a spec over several lines (a YAML block, a shell string broken over lines) read
+        # "unexpected indent": one line (whitespace means nothing in a spec)
+        text = " ".join(text.split())
     try:
         tree = ast.parse(text, mode="eval")
     except (RecursionError, MemoryError):  # "1+1+...+1" 3,000 times: Python's own parser

@@ -229,7 +229,11 @@ class ScheduleLR(LRScheduler):
         self._setup()
 
     def _register_hook(self) -> None:
-        self._hook_handle = self.optimizer.register_step_post_hook(_OnOptimizerStep(self))
+        handle = self.optimizer.register_step_post_hook(_OnOptimizerStep(self))
+        self._hook_handle = handle
+        # a scheduler dropped without detach() takes its hook with it: 1000 schedulers made on
+        # one optimizer left 1000 hooks, and each step ran 10x slower
+        weakref.finalize(self, handle.remove)
 
     def detach(self) -> None:
         """Stop following the optimizer (removes the step hook)."""
@@ -288,7 +292,8 @@ class ScheduleLR(LRScheduler):
                               f"ScheduleLR (it set {last!r}, the group has {cur!r}); it owns the "
                               "rates and overwrites such changes: don't run another scheduler on "
                               "this optimizer or wrap it in SequentialLR/ChainedScheduler (compose "
-                              "schedules with >>), and lower the rates with scale_rates() (an "
+                              "schedules with >>; to hand over to another scheduler, torch's "
+                              "SWALR, call this one's detach() first), and lower the rates with scale_rates() (an "
                               "lrkit.Guard does that when given Guard(scheduler=this one))",
                               UserWarning, stacklevel=3)
                 return

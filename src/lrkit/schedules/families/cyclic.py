@@ -87,6 +87,8 @@ class OneCycle(Schedule):
             require(rise - 1 < n - 1, "onecycle(): pct*steps must be < steps")
 
     def _anneal(self, start: float, end: float, pct: float) -> float:
+        if pct >= 1.0:  # the end exactly (linear's arithmetic ended an ulp below its bound)
+            return end
         if self.anneal == "cosine":
             return end + (start - end) / 2.0 * (math.cos(math.pi * pct) + 1)
         return (end - start) * pct + start
@@ -115,7 +117,7 @@ class OneCycle(Schedule):
         return self.steps
 
     def bounds(self) -> tuple[float, float]:
-        return (1.0 / (self.div * self.final_div), 1.0)
+        return ((1.0 / self.div) / self.final_div, 1.0)  # as _at computes its final value
 
     @property
     def continuous(self) -> bool:
