@@ -11,7 +11,8 @@ from typing import Any, Callable
 from lrkit.errors import LrkitError, is_real, plain_int, require
 from lrkit.problem import Problem, build_problem
 from lrkit.recommend import policy
-from lrkit.recommend.recipe import Recipe, importable_name, plain_option, steps_text
+from lrkit.recommend.recipe import (Recipe, importable_name, plain_option, steps_text,
+                                    training_text)
 from lrkit.state import base_rates
 
 __all__ = ["recommend"]
@@ -250,10 +251,34 @@ def _check_finder(finder: Any, problem: Problem) -> None:
             raise LrkitError(f"finder= was measured with {key}={have!r}, and this problem trains "
                              f"with {key}={value!r}: its curve is another problem's; run "
                              "find_lr with the problem's own step options, or leave finder out")
+    from lrkit.adapters.torch_noise import optimizer_family
+
+    family, measured = optimizer_family(problem.optimizer), settings.get("optimizer_family")
+    if measured is not None and measured != family:
+        # an SGD curve given for an AdamW problem: a 9x lower peak, without a word
+        raise LrkitError(f"finder= was measured on an optimizer of the {measured!r} family, and "
+                         f"this problem trains with {type(problem.optimizer).__name__} "
+                         f"({family!r}): the best rates of the two differ; run find_lr with the "
+                         "problem's own optimizer, or leave finder out")
     groups = len(problem.optimizer.param_groups)
     if len(finder.group_ratios) != groups:
         raise LrkitError(f"finder= has {len(finder.group_ratios)} parameter group(s) and this "
                          f"optimizer has {groups}: it was measured on another optimizer")
+
+
+def training_options(step_options: dict) -> dict:
+    """How the measured steps were taken, where it differs from a plain step: gradient clipping
+    (``max_grad_norm``), accumulation (``accumulation_steps``) and autocast (``amp``)."""
+    out: dict = {}
+    if step_options.get("max_grad_norm") is not None:
+        out["max_grad_norm"] = float(step_options["max_grad_norm"])
+    if (step_options.get("accumulation_steps") or 1) > 1:
+        out["accumulation_steps"] = int(step_options["accumulation_steps"])
+    amp = step_options.get("amp")
+    if amp not in (None, False):
+        out["amp"] = amp if isinstance(amp, str) else "bf16" if "bfloat16" in str(amp) else (
+            "fp16" if "float16" in str(amp) else "on")
+    return out
 
 
 def _recommend(target: Any, *, steps: int | None, epochs: float | None, seed: int,
@@ -314,8 +339,14 @@ def _recommend(target: Any, *, steps: int | None, epochs: float | None, seed: in
     seconds = time.perf_counter() - t0
     tuning_steps = finder.steps + sum(c["steps"] for c in confirmations)
 
+    # the device-specific flags are left out of the recipe (they belong to the machine that
+    # trains), said when the user had set one: "kept, with its options" had dropped them silently
+    flags = sorted(k for k in ("foreach", "fused", "capturable", "differentiable")
+                   if problem.optimizer.param_groups[reference].get(k))
     notes = [f"optimizer: your {name} kept, with its options"
-             + (f" ({', '.join(f'{k}={v!r}' for k, v in options.items())})" if options else ""),
+             + (f" ({', '.join(f'{k}={v!r}' for k, v in options.items())})" if options else "")
+             + (f"; its device flags ({', '.join(f'{k}=True' for k in flags)}) are left out of "
+                "the recipe: set them for the machine you train on" if flags else ""),
              *choice.notes,
              f"training length: {length_text}"]
     if reused:  # its steps were spent before: counted in the cost, said here
@@ -330,6 +361,12 @@ def _recommend(target: Any, *, steps: int | None, epochs: float | None, seed: in
     groups = _group_differences(problem.optimizer, rates, reference)
     if len(groups) > 1:
         notes.append(_groups_note(groups, reference))
+    training = training_options(problem.step_options)
+    if training:
+        # measured so: the pasted code must train so (a peak measured with clipping at 0.1 was
+        # 24x the one without, and the code, which did not clip, went to NaN by step 100)
+        notes.append(f"measured with {training_text(training)}: train with the same (the peak "
+                     "depends on it; to_code() says where in the loop)")
     evidence = {
         # a target given by name ("moons-mlp", "train.py:make") is named as lrkit find names it
         # (a Problem made without a name is "custom": no name, rather than "Recipe for custom")
@@ -354,6 +391,16 @@ def _recommend(target: Any, *, steps: int | None, epochs: float | None, seed: in
     }
     if len(groups) > 1:
         evidence["param_groups"] = groups
+    if training:
+        evidence["training"] = training
+    # the batch-size rule's kind, read from the optimizer now: a JSON read where the class's
+    # module did not import took the square-root rule for a subclass of SGD
+    evidence["sgd_like"] = isinstance(problem.optimizer, (torch.optim.SGD, torch.optim.ASGD)) \
+        or type(problem.optimizer).__name__.startswith("SGD")
+    if type(problem.optimizer).__module__ == "__main__":
+        notes.append(f"{type(problem.optimizer).__name__} is defined in your script (__main__): "
+                     "the code imports it from there; move it into a module to use the recipe "
+                     "in another script")
     return Recipe(optimizer=name, optimizer_options=options, peak_lr=choice.peak_lr,
                   warmup_steps=plan.warmup_steps, total_steps=total, schedule=plan.spec,
                   good_range=finder.good_range, batch_size=batch, notes=notes, evidence=evidence)

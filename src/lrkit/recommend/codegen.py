@@ -50,7 +50,10 @@ def _tail_lines(node, offset: str) -> list[str]:
                 f"    return {curve}"]
     if isinstance(node, Linear):
         n = node.steps
-        return [f"    return {_num(node.start)} + ({_num(node.end)} - {_num(node.start)}) * min(t, {n}) / {n}"]
+        # (the end exactly, as the schedule gives it: the formula at t = n rounded past it)
+        return [f"    if t >= {n}:",
+                f"        return {_num(node.end)}",
+                f"    return {_num(node.start)} + ({_num(node.end)} - {_num(node.start)}) * t / {n}"]
     if isinstance(node, Polynomial):
         n = node.steps
         return [f"    if t >= {n}:",
@@ -122,15 +125,43 @@ def recipe_code(recipe: "Recipe", *, model: str = "model") -> str:
         "",
         *_groups_comment(recipe, model),
         f"optimizer = {ctor}({', '.join(args)})",
+        *(["optimizer.train()  # schedule-free: train mode for the steps, optimizer.eval() "
+           "before evaluating"] if "ScheduleFree" in cls else []),
         "",
         "",
         fn,
         "",
         "",
         "scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)",
-        "# each training step: loss.backward(); optimizer.step(); scheduler.step(); optimizer.zero_grad()",
+        *_step_comment(recipe, model),
         "",
     ])
+
+
+def _step_comment(recipe: "Recipe", model: str) -> list[str]:
+    """How to take a training step: plain, or as the recipe was measured (clipping, accumulation,
+    autocast: ``evidence["training"]``), which the peak depends on."""
+    training = recipe.evidence.get("training")
+    training = training if isinstance(training, dict) else {}
+    if not training:
+        return ["# each training step: loss.backward(); optimizer.step(); scheduler.step(); "
+                "optimizer.zero_grad()"]
+    lines = ["# each training step, as the recipe was measured:"]
+    if "amp" in training:
+        dtype = {"fp16": "torch.float16"}.get(training["amp"], "torch.bfloat16")
+        lines.append(f"#   with torch.autocast(device_type, dtype={dtype}): loss = ... "
+                     + ("(float16 needs a torch.amp.GradScaler)" if dtype == "torch.float16"
+                        else ""))
+    if "accumulation_steps" in training:
+        n = training["accumulation_steps"]
+        lines.append(f"#   (loss / {n}).backward() for each of {n} micro-batches, then:")
+    else:
+        lines.append("#   loss.backward()")
+    if "max_grad_norm" in training:
+        lines.append(f"#   torch.nn.utils.clip_grad_norm_({model}.parameters(), "
+                     f"{_num(training['max_grad_norm'])})")
+    lines.append("#   optimizer.step(); scheduler.step(); optimizer.zero_grad()")
+    return lines
 
 
 def _groups_comment(recipe: "Recipe", model: str) -> list[str]:

@@ -101,6 +101,14 @@ def optimizer_name(cls: type) -> str:
     return f"{_file_module_name(cls.__module__)}.{cls.__qualname__}"
 
 
+def schedule_free(optimizer: Any) -> bool:
+    """A schedule-free optimizer (``schedulefree``'s): it has train and eval modes, starts in
+    eval mode, and refuses a step there."""
+    return callable(getattr(optimizer, "train", None)) and callable(
+        getattr(optimizer, "eval", None)) and "train_mode" in getattr(
+        optimizer, "defaults", {})
+
+
 def importable_name(cls: type) -> str:
     """:func:`optimizer_name`, refused before any measuring where a training script could not
     import the class by it (a recipe names its optimizer for one): a class defined inside a
@@ -288,6 +296,9 @@ class Recipe:
         rescaled by the square-root rule, read from its name)."""
         import torch
 
+        known = self.evidence.get("sgd_like")
+        if isinstance(known, bool):  # read from the optimizer itself when it was measured
+            return known
         name = self.optimizer.rpartition(".")[2]
         if name in LINEAR_RULE_OPTIMIZERS or name.startswith("SGD"):  # (schedulefree's too)
             return True
@@ -335,6 +346,8 @@ class Recipe:
                           f"recipe's peak_lr {self.peak_lr:.3g}: a group's 'lr' is its rate "
                           "(lr_ratio x peak_lr), not the multiple; leave it out to run the "
                           "group at peak_lr", UserWarning, stacklevel=2)
+        if schedule_free(optimizer):
+            optimizer.train()  # it starts in eval mode, and its first step() raised
         return optimizer, to_torch(optimizer, self.schedule)
 
     def to_code(self, *, model: str = "model") -> str:
@@ -548,6 +561,9 @@ class Recipe:
                  f"  schedule   {self.schedule}"]
         marks = sorted({0, self.warmup_steps, self.total_steps // 2, self.total_steps - 1})
         lines.append("  rate       " + ",  ".join(f"step {s}: {self.lr_at(s):.3g}" for s in marks))
+        training = self.evidence.get("training")
+        if isinstance(training, dict) and training:
+            lines.append(f"  training   {training_text(training)}")
         cost = self.evidence.get("cost")
         if cost:
             lines.append(f"  tuning     {steps_text(cost.get('steps'))} "
@@ -570,6 +586,19 @@ class Recipe:
 
     def __str__(self) -> str:
         return self.summary()
+
+
+def training_text(training: dict) -> str:
+    """``training_options`` in words: "gradient clipping at 0.1, accumulation of 2 ..."."""
+    parts = []
+    if "max_grad_norm" in training:
+        parts.append(f"gradient clipping at {training['max_grad_norm']:g} (max_grad_norm)")
+    if "accumulation_steps" in training:
+        parts.append(f"gradient accumulation over {training['accumulation_steps']} "
+                     "micro-batches a step")
+    if "amp" in training:
+        parts.append(f"mixed precision ({training['amp']})")
+    return ", ".join(parts)
 
 
 @functools.lru_cache(maxsize=1)
