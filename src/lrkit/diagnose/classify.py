@@ -429,9 +429,11 @@ def _decide(ev: dict, vev: dict | None) -> tuple[str, float, list[str]]:
     # Student-t batch noise had its highest batch read as a blow-up in 43% of curves)
     # -- unless it is 5x the start or more (a positive loss): SGD at 0.5 on digits-mlp blew up
     # to 11x four times and never learned, which is divergence, not heavy tails
+    # (a few of them: many are the hard batches of a run near convergence, not blow-ups)
     lone = ev.get("raw_peak_excursion_log", math.inf) >= LONE_PEAK_RATIO * max(
         ev.get("raw_second_excursion_log", 0.0), 0.0) or (
-        ev.get("log_scale", True) and ev["raw_peak_log"] >= LONE_PEAK_ANYWAY_LOG)
+        ev.get("log_scale", True) and ev["raw_peak_log"] >= LONE_PEAK_ANYWAY_LOG
+        and ev.get("big_batches", 0) <= max(3, 0.01 * n))
     raw_peak = ev["raw_peak_log"] if lone else -math.inf
     peak = max(raw_peak * blowup / raw_blowup, ev["overshoot_log"])  # on one scale
     tolerance = END_ABOVE_START_LOG
@@ -778,9 +780,12 @@ def diagnose(
         factor = 10.0
     # severe: it ended far above its best, or spikes undid all its progress twice over; a lone
     # spike, however tall, is one batch (bad data looks the same) and gets the threefold cut
+    # (spikes weighed against real progress: on a flat stretch, the tail of a converged run with
+    # its hard batches, "undoing 34528% of the progress" was a division by almost nothing)
     if verdict == "unstable" and (ev.get("end_vs_best_log", 0) >= 2 * END_ABOVE_BEST_LOG
                                   or (ev.get("max_spike", 0) >= 2 * SPIKE_UNDO_ALL
-                                      and ev.get("spikes", 0) >= 2)):
+                                      and ev.get("spikes", 0) >= 2
+                                      and ev.get("progress_log", 0) > NO_PROGRESS_LOG)):
         factor = 0.1
 
     # where, and which rate
