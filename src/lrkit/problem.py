@@ -393,7 +393,9 @@ def build_problem(target: Any, *, seed: int = 0, what: str = "this call") -> Pro
         return call_recipe(target, seed=seed)
     raise LrkitError(
         f"{what} needs an example name, 'path/to/file.py:function', an lrkit.Problem or a "
-        f"callable recipe(seed=...) returning one; got {type(target).__name__}")
+        f"callable recipe(seed=...) returning one; got {type(target).__name__}"
+        + ("; for a dict of model, optimizer, train_loader and criterion, pass "
+           "lrkit.Problem(**that_dict)" if isinstance(target, dict) else ""))
 
 
 def load_problem(spec: str, *, seed: int = 0) -> Problem:

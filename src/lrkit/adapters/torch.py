@@ -146,7 +146,18 @@ def batch_loss(
                 + "; pass loss_fn=lambda model, batch: ... for other batch formats"
             )
         inputs, targets = batch
-        return extract_loss(criterion(model(inputs), targets))
+        output = model(inputs)
+        try:
+            return extract_loss(criterion(output, targets))
+        except TypeError as exc:
+            if isinstance(output, torch.Tensor):
+                raise
+            # a model returning a tuple or a dict: the criterion's own TypeError named no fix
+            raise LrkitError(
+                f"the criterion failed on the model's output, a {type(output).__name__} "
+                f"({' '.join(str(exc).split())}): a criterion takes the output tensor; pass "
+                "loss_fn=lambda model, batch: ... to compute the loss from what the model "
+                "returns (e.g. criterion(model(x)[0], y))") from exc
     output = model(**batch) if isinstance(batch, Mapping) else model(batch)
     return extract_loss(output)
 

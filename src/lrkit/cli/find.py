@@ -247,4 +247,9 @@ def _find(args: argparse.Namespace, target: str) -> Any:
         if any(key in str(exc) for key in from_recipe):
             raise LrkitError(f"{target}'s step_options: {exc}") from None
         raise
+    if problem.val_loader is not None and args.val_every is None:
+        # as find_lr says it for a val_loader without val_every (the CLI left it out silently)
+        result.warnings.append(f"{target} gives a val_loader, and the curve is the training "
+                               "loss: add --val-every K to evaluate the validation subset every "
+                               "K steps and suggest from that curve")
     return result

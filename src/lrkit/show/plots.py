@@ -98,9 +98,10 @@ def finder_figure(result, ax=None, show_methods: bool = True):
         lo = min(shown.min(), val.min()) if len(val) else shown.min()
         hi = max(shown[0], val[0]) if len(val) else shown[0]
         top = max(shown.max(), val.max()) if len(val) else shown.max()
-        if hi - lo <= 0.05 * (top - lo):
+        if hi - lo <= 0.05 * (top - lo) and int(np.argmin(shown)) <= 0.1 * len(shown):
             # lowest at or near the start (a loss that only rose): the whole curve, not a
-            # sliver of 1e-12 around the first points
+            # sliver of 1e-12 around the first points (not for a curve that fell first, whose
+            # one tall validation point after the divergence squashed it into a sliver)
             hi = top
         span = max(hi - lo, 1e-12)
         ax.set_ylim(lo - 0.2 * span, hi + 0.6 * span)

@@ -768,10 +768,14 @@ def sweep_body(data: dict, ids: Ids) -> str:
     parts = []
     best = data.get("best") or {}
     name = data.get("study_name")
+    attempts = len(data.get("trials") or [])
+    counted = data.get("completed_trials")
+    counted = counted if isinstance(counted, int) and 0 <= counted <= attempts else attempts
     parts.append(f"<p>Sweep <code>{esc(name)}</code>"
                  + (f" ({esc(data.get('strategy'))})" if data.get("strategy") else "")
-                 + f": {len(data.get('trials') or [])} trials, {esc(data.get('total_steps'))} "
-                 "training steps.</p>")
+                 + f": {counted} trials"
+                 + (f" ({attempts} attempts with the retried ones)" if counted != attempts else "")
+                 + f", {esc(data.get('total_steps'))} training steps.</p>")
     unfinished = data.get("complete") is False
     if finite(best.get("lr")) is not None:
         band = data.get("band")

@@ -463,6 +463,9 @@ class SweepResult:
             "diverged_from": {o: self.diverged_from(o) for o in self.optimizers},
             "seed_comparison": self.seed_comparison(),
             "complete": self.complete,
+            # the trials as the summary counts them (a retried attempt once); "trials" below
+            # holds every attempt, the interrupted and failed ones too
+            "completed_trials": len(self.completed()),
             "notes": self.notes(),
             "total_steps": self.total_steps,
             "points": [p.to_dict() for p in self.points()],
