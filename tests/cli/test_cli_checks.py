@@ -175,6 +175,9 @@ class _NoSuggestion:
     suggested_lr = None
     lrs, losses, smoothed = [1e-3, 1e-2], [1.0, 1.0], [1.0, 1.0]
 
+    def __init__(self):
+        self.warnings = []  # (a FinderResult's: the CLI adds its own notes)
+
     def to_json(self, path=None):
         text = json.dumps({"kind": "lrkit.finder", "suggested_lr": None})
         if path is not None:
