@@ -142,8 +142,8 @@ def train(
         torch.manual_seed(seed)
     trainable = problem.trainable(**trainable_options)
     if not callable(lr):  # (a string "0.1" was taken as the rate)
-        value = one_number(lr)
-        require(value is not None and math.isfinite(value) and value >= 0,
+        value = one_number(lr)  # (a negative or NaN one: the check of each step's rate names it)
+        require(value is not None,
                 f"lr must be a finite number >= 0 or a function of the step, got {lr!r}")
         lr = value
     rate = lr if callable(lr) else (lambda _step, _lr=float(lr): _lr)

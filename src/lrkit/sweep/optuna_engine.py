@@ -658,9 +658,9 @@ def _mismatch_message(name: str, handle: StorageHandle, stored: dict, wanted: di
     differences = setting_differences(stored, wanted)
     edited = ("" if all(stored.get(key) in (None, wanted.get(key))
                         for key in ("problem_source", "problem_imports")) else
-              " The recipe's source (or a module beside it that it imports) changed since then, so its stored trials trained the "
-              "earlier version: --continue reuses them only if the change does not alter "
-              "training (a comment, a print).")
+              " The recipe's source changed since then (the file, or a module beside it that "
+              "it imports), so its stored trials trained the earlier version: --continue "
+              "reuses them only if the change does not alter training (a comment, a print).")
     return (f"study {name!r} in {handle.describe()} was started with other settings ("
             + "; ".join(differences) + ")." + edited + " Continue it with the new settings "
             "(trials that match are reused) with --continue / continue_study=True, or start "

@@ -701,8 +701,8 @@ def _check_stored(stored: dict[str, Any], marker: dict[str, Any], where: str) ->
     old = stored.get("lrkit_settings") or {}
     differences = setting_differences(old, comparable(old, marker["lrkit_settings"]))
     if differences:
-        edited = (" The recipe's source (or a module beside it that it imports) changed since "
-                  "then, so its stored trials trained the earlier version." if any(
+        edited = (" The recipe's source changed since then (the file, or a module beside it "
+                  "that it imports), so its stored trials trained the earlier version." if any(
                       old.get(key) not in (None, marker["lrkit_settings"].get(key))
                       for key in ("problem_source", "problem_imports")) else "")
         raise LrkitError(f"{where} was started with other settings ({'; '.join(differences)})."
