@@ -78,3 +78,23 @@ def test_the_report_counts_trials_as_the_summary_does(tmp_path):
     page = render_page([(None, json.loads(result.to_json()))])
     assert f"{counted} trials" in page and (counted == 3 or "3 attempts" in page)
     assert math.isfinite(result.best.loss)
+
+
+def test_a_criterion_written_for_a_tuple_keeps_its_own_type_error():
+    torch.manual_seed(0)
+    model = _TupleModel()
+    loader = [(torch.randn(8, 4), torch.randint(0, 2, (8,)))] * 4
+
+    def criterion(output, targets):  # made for (logits, x), raising its own TypeError
+        logits, _ = output
+        raise TypeError("my criterion needs a weight table first")
+
+    with pytest.raises(TypeError, match="my criterion needs a weight table first"):
+        lrkit.find_lr(model, torch.optim.SGD(model.parameters(), lr=0.1), loader, criterion,
+                      num_steps=20, progress=False)
+
+
+def test_progress_takes_0_and_1_as_confirm_does():
+    from lrkit.show.progress import show_progress
+
+    assert show_progress(1) is True and show_progress(0) is False

@@ -1,6 +1,7 @@
 """A flat loss whose batches scatter with heavy tails (Student-t) is no divergence: its highest
 batch has others of its size, unlike a lone blow-up (which still is one)."""
 import numpy as np
+import pytest
 
 from lrkit import diagnose
 
@@ -68,3 +69,13 @@ def test_the_hard_batches_of_a_converged_run_are_no_divergence():
         losses[rng.random(200) < 0.05] *= 10
         verdicts.append(diagnose(losses).verdict)
     assert verdicts.count("diverged") <= 2, verdicts
+
+
+@pytest.mark.parametrize("n", [200, 300, 399])
+def test_a_few_blow_ups_of_several_batches_are_divergence_at_any_length(n):
+    # the big batches are counted as episodes (neighbours are one blow-up): at 399 points and
+    # fewer the four batches were "many" and the run read unstable (a review of the change)
+    losses = 2.3 * np.exp(0.05 * np.random.default_rng(2).standard_normal(n))
+    for step, times in ((23, 9.0), (25, 10.0), (27, 8.0), (62, 11.0)):
+        losses[step] = 2.3 * times
+    assert diagnose(losses).verdict == "diverged"

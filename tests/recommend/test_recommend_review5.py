@@ -95,3 +95,21 @@ def test_device_flags_left_out_are_named():
     recipe = lrkit.recommend(problem, steps=300, confirm=False, progress=False)
     assert "foreach" not in recipe.optimizer_options
     assert "its device flags (foreach=True) are left out" in recipe.notes[0]
+
+
+def test_the_training_options_name_the_precision_measured_and_leave_out_an_infinite_clip():
+    from lrkit.recommend.api import training_options
+
+    assert training_options({"amp": True}, precision="fp16") == {"amp": "fp16"}  # CUDA's
+    assert training_options({"amp": "float16"}, precision="fp16") == {"amp": "fp16"}
+    assert training_options({"max_grad_norm": float("inf")}) == {}  # it clips nothing
+    recipe = lrkit.recommend(_problem(step_options={"max_grad_norm": float("inf")}),
+                             steps=300, confirm=False, progress=False)
+    again = lrkit.Recipe.from_json(recipe.to_json())
+    assert str(again) and again.to_code()  # a null clip broke both after the round trip
+
+
+def test_a_schedule_free_closure_class_gets_no_train_call():
+    recipe = lrkit.Recipe(optimizer="schedulefree.SGDScheduleFreeClosure", optimizer_options={},
+                          peak_lr=0.1, warmup_steps=0, total_steps=100, schedule="cosine(100)")
+    assert "optimizer.train()" not in recipe.to_code()  # it has no train(): AttributeError

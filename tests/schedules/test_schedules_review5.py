@@ -73,3 +73,16 @@ def test_log_with_no_rate_above_zero_is_refused_before_anything_is_written(tmp_p
     captured = capsys.readouterr()
     assert code == 2 and "--log needs a rate above 0" in captured.err
     assert not out.exists() and captured.out == ""
+
+
+def test_a_comment_in_a_spec_over_several_lines_ends_at_its_line():
+    # joined into one line, the comment took the rest of the schedule (warmup alone, no decay)
+    spec = "warmup(500)  # ramp up\n  >> cosine(10000)  # main decay"
+    assert parse(spec) == parse("warmup(500) >> cosine(10000)")
+
+
+def test_torch_names_point_at_lrkit_parameters_that_exist():
+    with pytest.raises(LrkitError, match="did you mean 'period'"):
+        parse("restarts(100, T_0=10)")
+    with pytest.raises(LrkitError, match="did you mean 'mult'"):
+        parse("restarts(100, T_mult=2)")

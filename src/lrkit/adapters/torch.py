@@ -150,7 +150,9 @@ def batch_loss(
         try:
             return extract_loss(criterion(output, targets))
         except TypeError as exc:
-            if isinstance(output, torch.Tensor):
+            # (only torch's complaint about the output's type: a criterion written for a tuple
+            # that raises its own TypeError keeps it)
+            if isinstance(output, torch.Tensor) or type(output).__name__ not in str(exc):
                 raise
             # a model returning a tuple or a dict: the criterion's own TypeError named no fix
             raise LrkitError(

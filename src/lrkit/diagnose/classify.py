@@ -541,7 +541,11 @@ def _decide(ev: dict, vev: dict | None) -> tuple[str, float, list[str]]:
         unstable.append((max(ev["spikes"] / needed, ev["max_spike"] / SPIKE_UNDO_ALL) - 1,
                          f"{ev['spikes']} spike(s) (steps {where}"
                          + ("..." if ev["spikes"] > 5 else "")
-                         + f"), the largest undoing {ev['max_spike']:.0%} of the progress"))
+                         + (f"), the largest undoing {ev['max_spike']:.0%} of the progress"
+                            if ev.get("progress_log", 0) > NO_PROGRESS_LOG else
+                            # (no progress to undo: "34528% of the progress" said nothing)
+                            "), single batches far above the level of a loss that made no "
+                            "progress")))
     if (vev and vev.get("val_rise_log") is not None and vev["val_rise_log"] >= VAL_RISE_LOG
             and (vev.get("val_rise_share") or 0.0) >= VAL_RISE_SHARE):
         unstable.append((vev["val_rise_log"] / VAL_RISE_LOG - 1,

@@ -266,18 +266,19 @@ def _check_finder(finder: Any, problem: Problem) -> None:
                          f"optimizer has {groups}: it was measured on another optimizer")
 
 
-def training_options(step_options: dict) -> dict:
+def training_options(step_options: dict, *, precision: Any = None) -> dict:
     """How the measured steps were taken, where it differs from a plain step: gradient clipping
-    (``max_grad_norm``), accumulation (``accumulation_steps``) and autocast (``amp``)."""
+    (``max_grad_norm``; an infinite one clips nothing), accumulation (``accumulation_steps``) and
+    autocast (``amp``, as the range test ran it: ``precision``, "bf16" or "fp16"; ``amp=True``
+    is float16 on CUDA, and the code said bfloat16)."""
     out: dict = {}
-    if step_options.get("max_grad_norm") is not None:
-        out["max_grad_norm"] = float(step_options["max_grad_norm"])
+    clip = step_options.get("max_grad_norm")
+    if clip is not None and math.isfinite(float(clip)):
+        out["max_grad_norm"] = float(clip)
     if (step_options.get("accumulation_steps") or 1) > 1:
         out["accumulation_steps"] = int(step_options["accumulation_steps"])
-    amp = step_options.get("amp")
-    if amp not in (None, False):
-        out["amp"] = amp if isinstance(amp, str) else "bf16" if "bfloat16" in str(amp) else (
-            "fp16" if "float16" in str(amp) else "on")
+    if precision in ("bf16", "fp16"):
+        out["amp"] = precision
     return out
 
 
@@ -361,7 +362,7 @@ def _recommend(target: Any, *, steps: int | None, epochs: float | None, seed: in
     groups = _group_differences(problem.optimizer, rates, reference)
     if len(groups) > 1:
         notes.append(_groups_note(groups, reference))
-    training = training_options(problem.step_options)
+    training = training_options(problem.step_options, precision=finder.settings.get("amp"))
     if training:
         # measured so: the pasted code must train so (a peak measured with clipping at 0.1 was
         # 24x the one without, and the code, which did not clip, went to NaN by step 100)

@@ -126,7 +126,8 @@ def recipe_code(recipe: "Recipe", *, model: str = "model") -> str:
         *_groups_comment(recipe, model),
         f"optimizer = {ctor}({', '.join(args)})",
         *(["optimizer.train()  # schedule-free: train mode for the steps, optimizer.eval() "
-           "before evaluating"] if "ScheduleFree" in cls else []),
+           "before evaluating"] if "ScheduleFree" in cls and not cls.endswith("Closure")
+          else []),
         "",
         "",
         fn,

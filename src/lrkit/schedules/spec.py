@@ -40,8 +40,9 @@ _OPERATORS = ">> (then), * (scale by a number), and + - * / on numbers and lengt
 
 #: torch's names for lrkit's parameters, as a user of torch's schedulers writes them first
 _TORCH_NAMES = {"t_max": "steps", "eta_min": "floor", "gamma": "factor", "step_size": "every",
-                "total_steps": "steps", "max_lr": "peak", "pct_start": "pct",
-                "anneal_strategy": "anneal", "base_lr": "low", "T_0": "cycle"}
+                "total_steps": "steps", "pct_start": "pct", "anneal_strategy": "anneal",
+                "base_lr": "low", "t_0": "period", "t_mult": "mult", "step_size_up": "up",
+                "step_size_down": "down"}
 
 
 def _did_you_mean(name: str, choices: Any) -> str:
@@ -50,7 +51,7 @@ def _did_you_mean(name: str, choices: Any) -> str:
     import difflib
 
     choices = list(choices)
-    torch_name = _TORCH_NAMES.get(name) or _TORCH_NAMES.get(name.lower())
+    torch_name = _TORCH_NAMES.get(name.lower())
     if torch_name in choices:
         return f" (did you mean {torch_name!r}? {name!r} is torch's name for it)"
     lowered = {c.lower(): c for c in choices}
@@ -213,8 +214,9 @@ def parse(text: str) -> Schedule:
     require(len(text) <= _MAX_SPEC, f"the schedule spec is longer than {_MAX_SPEC} characters")
     if "\n" in text or "\r" in text:
         # a spec over several lines (a YAML block, a shell string broken over lines) read
-        # "unexpected indent": one line (whitespace means nothing in a spec)
-        text = " ".join(text.split())
+        # "unexpected indent": one line (whitespace means nothing in a spec), each line's
+        # comment cut first (joined, a comment took the rest of the schedule with it)
+        text = " ".join(" ".join(line.split("#", 1)[0] for line in text.splitlines()).split())
     try:
         tree = ast.parse(text, mode="eval")
     except (RecursionError, MemoryError):  # "1+1+...+1" 3,000 times: Python's own parser

@@ -17,6 +17,8 @@ def show_progress(enabled: Any) -> bool:
             return bool(sys.stderr is not None and sys.stderr.isatty())
         except (AttributeError, TypeError, ValueError, OSError):  # no isatty, a closed stream
             return False
+    if isinstance(enabled, int) and not isinstance(enabled, bool) and enabled in (0, 1):
+        return bool(enabled)  # (as recommend's confirm takes 0 and 1)
     if not (isinstance(enabled, bool) or type(enabled).__name__ in ("bool_", "bool")):
         raise LrkitError(f"progress must be True, False or None (a bar only on a terminal), "
                          f"got {enabled!r}")
