@@ -24,11 +24,13 @@ from lrkit.diagnose import Monitor, diagnose
 from paired_blocks import interleave, print_medians  # benchmarks/, the script's own folder
 
 
-def step_times(name: str, blocks: int, block_steps: int, report_every: int) -> dict:
+def step_times(name: str, blocks: int, block_steps: int, report_every: int,
+               log_dir: str | None = None) -> dict:
     problem = examples.build(name, seed=0)
     model, optimizer, criterion = problem.model, problem.optimizer, problem.criterion
     batches = cycle_batches(problem.train_loader)
-    monitor = Monitor(report_every=report_every, logger="lrkit.bench.quiet")
+    log_file = None if log_dir is None else f"{log_dir}/{name}.jsonl"
+    monitor = Monitor(report_every=report_every, logger="lrkit.bench.quiet", log_file=log_file)
     lr = optimizer.param_groups[0]["lr"]
 
     own = [0.0, 0]  # seconds spent inside monitor.update (reports included), calls
@@ -103,6 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--blocks", type=int, default=40)
     parser.add_argument("--block-steps", type=int, default=100)
     parser.add_argument("--report-every", type=int, default=1000)
+    parser.add_argument("--log-file", action="store_true",
+                        help="the monitor also writes its JSONL log (a file per example, in a "
+                             "temporary directory), as the docs' loop does")
     parser.add_argument("--out")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
@@ -112,9 +117,13 @@ def main(argv: list[str] | None = None) -> int:
           f"{m['update_tensor_us']:.2f} us, host copy of 20000 tensors at report time: "
           f"{m['flush_20000_tensors_ms']:.1f} ms; one report: "
           + ", ".join(f"{k} points {v:.2f} ms" for k, v in m["report_ms"].items()))
-    print(f"\noverhead per step, loss tensor passed each step, report every {args.report_every}")
+    import tempfile
+
+    log_dir = tempfile.mkdtemp(prefix="lrkit-monitor-bench-") if args.log_file else None
+    print(f"\noverhead per step, loss tensor passed each step, report every {args.report_every}"
+          + (", JSONL log written" if log_dir else ""))
     for name in args.examples or examples.names():
-        row = step_times(name, args.blocks, args.block_steps, args.report_every)
+        row = step_times(name, args.blocks, args.block_steps, args.report_every, log_dir)
         figures["overhead"].append(row)
         print(f"  {name:<17} step {row['plain_ms']:.3f} ms; monitor's own time "
               f"{row['own_us']:.1f} us = {row['own_share']:.2%} of the fastest plain step; "

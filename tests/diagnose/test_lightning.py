@@ -58,9 +58,9 @@ def test_hooks_with_stand_in_trainer_and_module(monkeypatch, tmp_path):
         callback.on_train_batch_end(trainer, pl_module, outputs, None, step)
         if (step + 1) % 40 == 0:
             trainer.callback_metrics = {"val_loss": torch.tensor(2.3 - 0.0035 * step)}
-            callback.on_validation_epoch_end(trainer, pl_module)
+            callback.on_validation_end(trainer, pl_module)
     trainer.sanity_checking = True
-    callback.on_validation_epoch_end(trainer, pl_module)  # ignored
+    callback.on_validation_end(trainer, pl_module)  # ignored
     callback.on_train_batch_end(trainer, pl_module, {"no_loss": 1}, None, 0)  # ignored
     callback.on_train_end(trainer, pl_module)
     monitor = callback.monitor

@@ -71,6 +71,16 @@ class MonitorHooks(MonitorRuns):
                            batch_idx: int) -> None:
         loss = self._loss(outputs)
         if loss is None:
+            if not getattr(self, "_warned_no_loss", False):
+                # manual optimization whose training_step returns nothing: no step recorded,
+                # and the final "not enough data, call monitor.update(loss)" left the user lost
+                self._warned_no_loss = True
+                import warnings
+
+                warnings.warn("MonitorCallback: training_step returned no loss, so nothing is "
+                              "recorded; return the loss from training_step (with manual "
+                              "optimization too: return loss.detach())", UserWarning,
+                              stacklevel=2)
             return
         # with automatic optimization Lightning hands over the loss divided by the number of
         # accumulated batches (the share it backpropagates): the batch's own loss is recorded
@@ -80,7 +90,10 @@ class MonitorHooks(MonitorRuns):
         lr = getattr(self, "_batch_lr", None)
         self._current(_main(trainer)).update(loss, lr=lr if lr is not None else self._lr(trainer))
 
-    def on_validation_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+    def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
+        # (not on_validation_epoch_end: Lightning runs the callbacks' before the module's own,
+        # where Lightning 2 modules log val_loss, and each value was recorded one validation
+        # late, the last one lost)
         if getattr(trainer, "sanity_checking", False):
             return
         metrics = getattr(trainer, "callback_metrics", {}) or {}

@@ -9,11 +9,14 @@ report time) and one ``{"event": "report", ...}`` line per diagnosis.
 """
 from __future__ import annotations
 
+import atexit
+import contextlib
 import dataclasses
 import json
 import logging
 import math
 import os
+import weakref
 from typing import Any, Callable
 
 import numpy as np
@@ -154,6 +157,9 @@ class Monitor:
         self.closed = False
         if log_file is not None:
             self._file = open_log(log_file)
+            # the steps not yet written go to the file when the interpreter exits, also after an
+            # exception ended the loop before close() (the docs' loop left an empty file)
+            atexit.register(_write_at_exit, weakref.ref(self))
 
     # -- per step -----------------------------------------------------------------------------
     def update(self, loss: Any, lr: float | None = None) -> Diagnosis | None:
@@ -186,7 +192,14 @@ class Monitor:
         self._step += 1
         self._since_report += 1
         if self.report_every and self._since_report >= self.report_every:
-            return self.report()
+            try:
+                return self.report()
+            except Exception as exc:  # noqa: BLE001  a report must not end the training loop
+                # (a loss of 1e307 overflowed the diagnosis's arithmetic, and update() raised)
+                self._since_report = 0
+                if self.logger is not None:
+                    self.logger.warning("lrkit monitor step %d: the report failed (%s: %s); "
+                                        "training goes on", self._step, type(exc).__name__, exc)
         return None
 
     def update_val(self, val_loss: Any, step: int | None = None) -> None:
@@ -472,6 +485,16 @@ def open_log(log_file: str | os.PathLike) -> Any:
         raise LrkitError(
             f"cannot open the monitor log {str(log_file)!r} for writing "
             f"({exc.strerror}); pass a writable path or log_file=None") from exc
+
+
+def _write_at_exit(ref: weakref.ref) -> None:
+    """At interpreter exit: the steps a live monitor holds, written to its open file."""
+    monitor = ref()
+    if monitor is not None and monitor._file is not None and not monitor.closed:
+        with contextlib.suppress(Exception):
+            monitor._flush_pending()  # (tensor losses still on their device)
+            monitor._write_steps()
+            monitor._file.flush()
 
 
 def _logger(logger: Any) -> logging.Logger | None:
