@@ -79,3 +79,16 @@ def test_a_few_blow_ups_of_several_batches_are_divergence_at_any_length(n):
     for step, times in ((23, 9.0), (25, 10.0), (27, 8.0), (62, 11.0)):
         losses[step] = 2.3 * times
     assert diagnose(losses).verdict == "diverged"
+
+
+@pytest.mark.parametrize("n", [1000, 2000])
+def test_the_hard_batches_of_a_long_converged_run_are_no_divergence(n):
+    # merged over the smoothing window, a long run's scattered hard batches made a few
+    # "episodes", and 11-15 of 20 read diverged (a review of the change)
+    rng = np.random.default_rng(3)
+    verdicts = []
+    for _ in range(10):
+        losses = 2.5e-4 * np.exp(rng.normal(0, 0.3, n))
+        losses[rng.random(n) < 0.03] *= 10
+        verdicts.append(diagnose(losses).verdict)
+    assert verdicts.count("diverged") <= 1, verdicts

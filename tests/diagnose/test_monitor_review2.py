@@ -66,7 +66,7 @@ def test_the_lightning_callback_records_val_loss_logged_at_the_epoch_end():
     assert recorded == pytest.approx(logged) and len(recorded) == 4
 
 
-def test_a_report_that_fails_does_not_end_the_training_loop(monkeypatch, caplog):
+def test_a_diagnosis_that_fails_does_not_end_the_training_loop(monkeypatch, caplog):
     monitor = lrkit.Monitor(report_every=10, logger="lrkit.test.monitor")
 
     def broken():
@@ -74,9 +74,63 @@ def test_a_report_that_fails_does_not_end_the_training_loop(monkeypatch, caplog)
 
     monkeypatch.setattr(monitor, "diagnose", broken)
     with caplog.at_level(logging.WARNING, logger="lrkit.test.monitor"):
-        for i in range(25):
+        for i in range(45):
             monitor.update(2.0 - i * 0.01)  # raised out of update() at step 10
-    assert monitor.step == 25 and "the report failed (OverflowError" in caplog.text
+    assert monitor.step == 45 and "the diagnosis failed (OverflowError" in caplog.text
+    assert caplog.text.count("the diagnosis failed") == 1  # once, not at every report
+
+
+def test_an_on_report_that_raises_still_stops_the_run():
+    # (a review of the change: the guard around the report swallowed it, and a run meant to be
+    # stopped went on)
+    def stop(diagnosis):
+        raise KeyboardInterrupt("stop the run")
+
+    monitor = lrkit.Monitor(report_every=10, logger=False, on_report=stop)
+    with pytest.raises(KeyboardInterrupt, match="stop the run"):
+        for i in range(25):
+            monitor.update(2.0 - i * 0.01)
+    assert monitor.step == 10
+
+
+def test_closed_monitors_leave_no_exit_work_behind(tmp_path):
+    from lrkit.diagnose import monitor as module
+
+    for i in range(50):
+        monitor = lrkit.Monitor(report_every=0, logger=False, log_file=tmp_path / f"{i}.jsonl")
+        monitor.update(1.0)
+        monitor.close()
+    assert all(not m.closed for m in module._OPEN_MONITORS)
+
+
+@pytest.mark.parametrize("case", ["rerun", "fork"])
+def test_the_exit_writer_leaves_a_later_run_and_a_forked_child_alone(tmp_path, case):
+    log = tmp_path / "run.jsonl"
+    first = ("import lrkit, os, sys\n"
+             f"path = {str(log)!r}\n"
+             "m = lrkit.Monitor(report_every=0, log_file=path, logger=False)\n"
+             "for i in range(20):\n"
+             "    m.update(2.0 - i * 0.01, lr=0.1)\n")
+    if case == "rerun":  # the crashed run's monitor lives on (a notebook keeps the traceback)
+        code = first + ("n = lrkit.Monitor(report_every=0, log_file=path, logger=False)\n"
+                        "for i in range(30):\n"
+                        "    n.update(1.0 - i * 0.01, lr=0.1)\n"
+                        "n.close()\n")
+    else:  # a child made with os.fork that exits normally
+        code = first + ("pid = os.fork()\n"
+                        "if pid == 0:\n"
+                        "    sys.exit(0)\n"
+                        "os.waitpid(pid, 0)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=subprocess_env(), timeout=120)
+    assert done.returncode == 0, done.stderr
+    from lrkit.diagnose.logs import read_log
+
+    lines = [line for line in log.read_text().splitlines() if '"loss"' in line]
+    if case == "rerun":
+        assert len(read_log(log).losses) == 30  # the completed run is the last one read
+    else:
+        assert len(lines) == 20  # the parent's steps once (the child's exit wrote them again)
 
 
 def test_the_steps_of_a_loop_that_raised_before_close_reach_the_file(tmp_path):
@@ -105,8 +159,14 @@ def test_manual_optimization_returning_nothing_is_warned_about_once():
         accumulate_grad_batches = 1
         global_rank = 0
 
+    class Manual:
+        automatic_optimization = False
+
     with pytest.warns(UserWarning, match="training_step returned no loss"):
-        callback.on_train_batch_end(Trainer(), object(), None, None, 0)
+        callback.on_train_batch_end(Trainer(), Manual(), None, None, 0)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        callback.on_train_batch_end(Trainer(), object(), None, None, 1)  # once
+        callback.on_train_batch_end(Trainer(), Manual(), None, None, 1)  # once
+        # under automatic optimization a None skips a batch on purpose: no warning
+        MonitorCallback(report_every=0, logger=False).on_train_batch_end(
+            Trainer(), object(), None, None, 0)

@@ -113,3 +113,11 @@ def test_a_schedule_free_closure_class_gets_no_train_call():
     recipe = lrkit.Recipe(optimizer="schedulefree.SGDScheduleFreeClosure", optimizer_options={},
                           peak_lr=0.1, warmup_steps=0, total_steps=100, schedule="cosine(100)")
     assert "optimizer.train()" not in recipe.to_code()  # it has no train(): AttributeError
+
+
+def test_a_finder_saved_without_its_precision_keeps_the_problems():
+    from lrkit.recommend.api import training_options
+
+    assert training_options({"amp": "bf16"}, precision=None) == {"amp": "bf16"}
+    assert training_options({"amp": "fp16"}, precision=None) == {"amp": "fp16"}
+    assert training_options({"amp": "bf16"}, precision=False) == {}  # it ran without autocast

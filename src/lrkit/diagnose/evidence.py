@@ -310,10 +310,11 @@ def measure(values, *, min_points: int = MIN_POINTS) -> dict:
     excursion = y - coarse
     # batches 5x the start or more (a positive loss): a few are blow-ups, many are the hard
     # batches of a run near convergence (5% of them at 10x read "diverged, x0.1")
-    # counted as episodes: neighbouring big batches (within the smoothing window) are one
-    # blow-up, and a short run's few blow-ups of several batches each are not many
+    # counted as episodes: big batches at most 3 steps apart are one blow-up, and a short run's
+    # few blow-ups of several batches each are not many (merged over the smoothing window, the
+    # scattered hard batches of a long converged run made a few "episodes", and it diverged)
     big = np.flatnonzero(y - init >= math.log(5.0)) if p.log_scale else np.empty(0, dtype=int)
-    big_batches = int(len(big) and 1 + np.count_nonzero(np.diff(big) > w))
+    big_batches = int(len(big) and 1 + np.count_nonzero(np.diff(big) > 3))
     top = int(np.argmax(y))
     peak_excursion = float(excursion[top])
     others = np.abs(np.arange(n) - top) > w

@@ -71,7 +71,9 @@ class MonitorHooks(MonitorRuns):
                            batch_idx: int) -> None:
         loss = self._loss(outputs)
         if loss is None:
-            if not getattr(self, "_warned_no_loss", False):
+            # (under automatic optimization a None skips the batch on purpose: no warning)
+            if not getattr(pl_module, "automatic_optimization", True) and not getattr(
+                    self, "_warned_no_loss", False):
                 # manual optimization whose training_step returns nothing: no step recorded,
                 # and the final "not enough data, call monitor.update(loss)" left the user lost
                 self._warned_no_loss = True

@@ -16,6 +16,7 @@ import json
 import logging
 import math
 import os
+import warnings
 import weakref
 from typing import Any, Callable
 
@@ -155,11 +156,13 @@ class Monitor:
         self.reports: list[tuple[int, Diagnosis]] = []
         self.last: Diagnosis | None = None
         self.closed = False
+        self._warned_failed = False  #: a failed automatic diagnosis was said (once)
         if log_file is not None:
             self._file = open_log(log_file)
             # the steps not yet written go to the file when the interpreter exits, also after an
             # exception ended the loop before close() (the docs' loop left an empty file)
-            atexit.register(_write_at_exit, weakref.ref(self))
+            _OPEN_MONITORS.add(self)
+            self._pid = os.getpid()
 
     # -- per step -----------------------------------------------------------------------------
     def update(self, loss: Any, lr: float | None = None) -> Diagnosis | None:
@@ -193,13 +196,22 @@ class Monitor:
         self._since_report += 1
         if self.report_every and self._since_report >= self.report_every:
             try:
-                return self.report()
-            except Exception as exc:  # noqa: BLE001  a report must not end the training loop
-                # (a loss of 1e307 overflowed the diagnosis's arithmetic, and update() raised)
+                result = self.diagnose()
+            except Exception as exc:  # noqa: BLE001  a diagnosis must not end the training loop
+                # (a loss of 1e307 overflowed its arithmetic, and update() raised); said once.
+                # (What the report does with a diagnosis, on_report included, is not guarded:
+                # an on_report that raises to stop a run stops it)
                 self._since_report = 0
-                if self.logger is not None:
-                    self.logger.warning("lrkit monitor step %d: the report failed (%s: %s); "
-                                        "training goes on", self._step, type(exc).__name__, exc)
+                if not self._warned_failed:
+                    self._warned_failed = True
+                    message = (f"lrkit monitor step {self._step}: the diagnosis failed "
+                               f"({type(exc).__name__}: {exc}); training goes on")
+                    if self.logger is not None:
+                        self.logger.warning(message)
+                    else:
+                        warnings.warn(message, RuntimeWarning, stacklevel=2)
+                return None
+            return self.report(result=result)
         return None
 
     def update_val(self, val_loss: Any, step: int | None = None) -> None:
@@ -363,9 +375,10 @@ class Monitor:
         return dataclasses.replace(result, suggested_lr=suggested, evidence=evidence,
                                    explanation=result.explanation + note)
 
-    def report(self, *, final: bool = False) -> Diagnosis:
-        """Diagnose now, log it and write it to the JSONL file; returns the diagnosis."""
-        result = self.diagnose()
+    def report(self, *, final: bool = False, result: Diagnosis | None = None) -> Diagnosis:
+        """Diagnose now (or take ``result``, a diagnosis just made), log it and write it to the
+        JSONL file; returns the diagnosis."""
+        result = self.diagnose() if result is None else result
         self._since_report = 0
         self.last = result
         self.reports.append((self._step, result))
@@ -410,6 +423,7 @@ class Monitor:
             result = self.report(final=True)
         finally:
             self.closed = True
+            _OPEN_MONITORS.discard(self)
             if self._file is not None:
                 self._file.close()
                 self._file = None
@@ -487,14 +501,28 @@ def open_log(log_file: str | os.PathLike) -> Any:
             f"({exc.strerror}); pass a writable path or log_file=None") from exc
 
 
-def _write_at_exit(ref: weakref.ref) -> None:
-    """At interpreter exit: the steps a live monitor holds, written to its open file."""
-    monitor = ref()
-    if monitor is not None and monitor._file is not None and not monitor.closed:
+#: monitors with an open log file, for the steps they hold at interpreter exit (held weakly: a
+#: monitor dropped by its loop is gone, and a closed one leaves the set)
+_OPEN_MONITORS: weakref.WeakSet = weakref.WeakSet()
+
+
+@atexit.register
+def _write_at_exit() -> None:
+    """At interpreter exit: the steps each live monitor holds, written to its open file -- when
+    it was the last to write there (a later run's monitor on the same file, completed, stays the
+    last run in it) and in the process that opened it (a forked child's exit wrote its
+    parent's steps twice)."""
+    for monitor in list(_OPEN_MONITORS):
+        handle = monitor._file
+        if handle is None or monitor.closed or getattr(monitor, "_pid", None) != os.getpid():
+            continue
         with contextlib.suppress(Exception):
+            handle.flush()
+            if os.fstat(handle.fileno()).st_size != handle.tell():
+                continue  # another writer appended after this monitor's last line
             monitor._flush_pending()  # (tensor losses still on their device)
             monitor._write_steps()
-            monitor._file.flush()
+            handle.flush()
 
 
 def _logger(logger: Any) -> logging.Logger | None:

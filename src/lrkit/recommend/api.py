@@ -279,6 +279,11 @@ def training_options(step_options: dict, *, precision: Any = None) -> dict:
         out["accumulation_steps"] = int(step_options["accumulation_steps"])
     if precision in ("bf16", "fp16"):
         out["amp"] = precision
+    elif precision is None and step_options.get("amp") not in (None, False):
+        # a finder saved before it recorded its precision: the problem's own setting, in words
+        amp = step_options["amp"]
+        out["amp"] = ("fp16" if "16" in str(amp) and "bf" not in str(amp).lower()
+                      else "bf16")
     return out
 
 
