@@ -170,3 +170,22 @@ def test_manual_optimization_returning_nothing_is_warned_about_once():
         # under automatic optimization a None skips a batch on purpose: no warning
         MonitorCallback(report_every=0, logger=False).on_train_batch_end(
             Trainer(), object(), None, None, 0)
+
+
+def test_with_several_validation_loaders_the_first_ones_value_is_recorded():
+    # Lightning names it "val_loss/dataloader_idx_0", and nothing was recorded
+    from lrkit.diagnose.lightning import MonitorCallback
+
+    callback = MonitorCallback(report_every=0, logger=False)
+
+    class Trainer:
+        optimizers = []
+        accumulate_grad_batches = 1
+        global_rank = 0
+        sanity_checking = False
+        callback_metrics = {"val_loss/dataloader_idx_0": torch.tensor(0.5),
+                            "val_loss/dataloader_idx_1": torch.tensor(0.9)}
+
+    callback.on_train_batch_end(Trainer(), object(), torch.tensor(1.0), None, 0)
+    callback.on_validation_end(Trainer(), object())
+    assert [v for _, v in callback.monitor._val] == [pytest.approx(0.5)]

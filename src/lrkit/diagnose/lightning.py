@@ -100,6 +100,10 @@ class MonitorHooks(MonitorRuns):
             return
         metrics = getattr(trainer, "callback_metrics", {}) or {}
         value = metrics.get(self.val_key)
+        if value is None:
+            # several validation loaders: Lightning names the first one's value
+            # "val_loss/dataloader_idx_0" (nothing was recorded)
+            value = metrics.get(f"{self.val_key}/dataloader_idx_0")
         if value is not None:
             monitor = self._current(_main(trainer))
             monitor.update_val(value, step=monitor.step)
