@@ -365,7 +365,7 @@ class _OwnLoss:
                 "'loss_fn' (loss_fn(model, batch) -> loss) to what the recipe returns") from exc
 
 
-def _refuse_model_as_recipe(target: Any, what: str) -> None:
+def refuse_model_as_recipe(target: Any, what: str) -> None:
     """A model (callable, so it passed for a recipe and was called with a seed: "forward()
     missing 1 required positional argument") or an optimizer given where a recipe goes."""
     import torch
@@ -388,7 +388,7 @@ def build_problem(target: Any, *, seed: int = 0, what: str = "this call") -> Pro
         if not target.strip():
             raise LrkitError(f"{what} needs an example name or 'path/to/file.py:function', got ''")
         return load_problem(target, seed=seed)
-    _refuse_model_as_recipe(target, what)
+    refuse_model_as_recipe(target, what)
     if callable(target):
         return call_recipe(target, seed=seed)
     raise LrkitError(

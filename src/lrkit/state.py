@@ -319,8 +319,8 @@ def put_group_values(optimizer: torch.optim.Optimizer,
     """The groups hold the objects of :func:`group_values` again, with the values they had."""
     with torch.no_grad():
         for group, values in zip(optimizer.param_groups, kept):
-            for key, (value, copy) in values.items():
-                group[key] = value if _refill(value, copy) else copy
+            for key, (value, saved) in values.items():
+                group[key] = value if _refill(value, saved) else saved
 
 
 def capture_rng(*, torch_only: bool = False) -> dict[str, Any]:

@@ -146,7 +146,7 @@ def train(
         require(value is not None,
                 f"lr must be a finite number >= 0 or a function of the step, got {lr!r}")
         lr = value
-    rate = lr if callable(lr) else (lambda _step, _lr=float(lr): _lr)
+    rate = lr if callable(lr) else (lambda _step, _lr=lr: _lr)
     losses: list[float] = []
     lrs: list[float] = []
     val_curve: list[tuple[int, float]] = []

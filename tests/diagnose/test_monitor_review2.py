@@ -149,15 +149,20 @@ def test_the_steps_of_a_loop_that_raised_before_close_reach_the_file(tmp_path):
     assert read_log(log).losses[-1] == pytest.approx(2.0 - 949 * 0.001)
 
 
+class _Trainer:
+    """What the Lightning callback reads of a trainer, for calling its hooks directly."""
+    optimizers = []
+    accumulate_grad_batches = 1
+    global_rank = 0
+    sanity_checking = False
+    callback_metrics: dict = {}
+
+
 def test_manual_optimization_returning_nothing_is_warned_about_once():
     from lrkit.diagnose.lightning import MonitorCallback
 
     callback = MonitorCallback(report_every=0, logger=False)
-
-    class Trainer:
-        optimizers = []
-        accumulate_grad_batches = 1
-        global_rank = 0
+    Trainer = _Trainer
 
     class Manual:
         automatic_optimization = False
@@ -178,11 +183,7 @@ def test_with_several_validation_loaders_the_first_ones_value_is_recorded():
 
     callback = MonitorCallback(report_every=0, logger=False)
 
-    class Trainer:
-        optimizers = []
-        accumulate_grad_batches = 1
-        global_rank = 0
-        sanity_checking = False
+    class Trainer(_Trainer):
         callback_metrics = {"val_loss/dataloader_idx_0": torch.tensor(0.5),
                             "val_loss/dataloader_idx_1": torch.tensor(0.9)}
 

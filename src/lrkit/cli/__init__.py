@@ -144,8 +144,9 @@ def check_distinct_paths(outputs: dict[str, Any], inputs: dict[str, Any]) -> Non
 
     seen: dict[str, str] = {}
     for option, path in inputs.items():
-        if key(path) is not None:
-            seen.setdefault(key(path), option)
+        where = key(path)
+        if where is not None:
+            seen.setdefault(where, option)
     for option, path in outputs.items():
         where = key(path)
         if where is None:

@@ -365,7 +365,7 @@ def measure(values, *, min_points: int = MIN_POINTS) -> dict:
         "raw_peak_excursion_log": peak_excursion,
         "raw_second_excursion_log": second_excursion,
         "big_batches": big_batches,
-        "raw_peak_at": int(p.steps[int(np.argmax(y))]),  # the highest single loss's position
+        "raw_peak_at": int(p.steps[top]),  # the highest single loss's position
         "late_peak_log": float(y[frac_all >= 0.5].max()) - init,
         "late_peak_at": int(p.steps[frac_all >= 0.5][int(np.argmax(y[frac_all >= 0.5]))]),
         "early_spikes": early_spikes,

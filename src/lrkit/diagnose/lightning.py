@@ -15,6 +15,7 @@ each batch's own loss (Lightning's ``outputs`` hold it divided by ``accumulate_g
 from __future__ import annotations
 
 import importlib
+import warnings
 from typing import Any
 
 from lrkit.diagnose.monitor import MonitorRuns
@@ -77,8 +78,6 @@ class MonitorHooks(MonitorRuns):
                 # manual optimization whose training_step returns nothing: no step recorded,
                 # and the final "not enough data, call monitor.update(loss)" left the user lost
                 self._warned_no_loss = True
-                import warnings
-
                 warnings.warn("MonitorCallback: training_step returned no loss, so nothing is "
                               "recorded; return the loss from training_step (with manual "
                               "optimization too: return loss.detach())", UserWarning,

@@ -514,7 +514,7 @@ def _write_at_exit() -> None:
     parent's steps twice)."""
     for monitor in list(_OPEN_MONITORS):
         handle = monitor._file
-        if handle is None or monitor.closed or getattr(monitor, "_pid", None) != os.getpid():
+        if handle is None or monitor.closed or monitor._pid != os.getpid():
             continue
         with contextlib.suppress(Exception):
             handle.flush()

@@ -11,8 +11,8 @@ from typing import Any, Callable
 from lrkit.errors import LrkitError, is_real, plain_int, require
 from lrkit.problem import Problem, build_problem
 from lrkit.recommend import policy
-from lrkit.recommend.recipe import (Recipe, importable_name, plain_option, steps_text,
-                                    training_text)
+from lrkit.recommend.recipe import (Recipe, follows_linear_rule, importable_name, plain_option,
+                                    steps_text, training_text)
 from lrkit.state import base_rates
 
 __all__ = ["recommend"]
@@ -159,6 +159,7 @@ def _batches_per_epoch(problem: Problem) -> int | None:
     the ranks, so that every rank plans the same recipe (a rank with 250 batches and one with
     200 chose different peaks, or different run lengths, and one hung)."""
     from lrkit.adapters.distributed import group_of, min_over_ranks, should_sync
+    from lrkit.adapters.torch import model_device
 
     try:
         length = len(problem.train_loader)  # type: ignore[arg-type]
@@ -166,9 +167,8 @@ def _batches_per_epoch(problem: Problem) -> int | None:
         length = None
     if should_sync(None, problem.model):
         # (-1 for no length: a rank without one makes every rank plan without)
-        first = next(problem.model.parameters(), None)
-        agreed = min_over_ranks(-1 if length is None else length,
-                                None if first is None else first.device, group_of(problem.model))
+        agreed = min_over_ranks(-1 if length is None else length, model_device(problem.model),
+                                group_of(problem.model))
         length = None if agreed < 0 else agreed
     return length
 
@@ -266,11 +266,13 @@ def _check_finder(finder: Any, problem: Problem) -> None:
                          f"optimizer has {groups}: it was measured on another optimizer")
 
 
-def training_options(step_options: dict, *, precision: Any = None) -> dict:
+def training_options(step_options: dict, *, precision: Any = None,
+                     device_type: str = "cpu") -> dict:
     """How the measured steps were taken, where it differs from a plain step: gradient clipping
     (``max_grad_norm``; an infinite one clips nothing), accumulation (``accumulation_steps``) and
     autocast (``amp``, as the range test ran it: ``precision``, "bf16" or "fp16"; ``amp=True``
-    is float16 on CUDA, and the code said bfloat16)."""
+    is float16 on CUDA, and the code said bfloat16). ``device_type``: where the model trains,
+    which decides what ``amp=True`` is when the range test did not record its precision."""
     out: dict = {}
     clip = step_options.get("max_grad_norm")
     if clip is not None and math.isfinite(float(clip)):
@@ -280,10 +282,15 @@ def training_options(step_options: dict, *, precision: Any = None) -> dict:
     if precision in ("bf16", "fp16"):
         out["amp"] = precision
     elif precision is None and step_options.get("amp") not in (None, False):
-        # a finder saved before it recorded its precision: the problem's own setting, in words
-        amp = step_options["amp"]
-        out["amp"] = ("fp16" if "16" in str(amp) and "bf" not in str(amp).lower()
-                      else "bf16")
+        # a finder saved before it recorded its precision: the problem's own setting, as the
+        # range test reads it
+        import torch
+
+        from lrkit.adapters.torch import amp_dtype
+
+        dtype = amp_dtype(step_options["amp"], device_type)
+        if dtype is not None:
+            out["amp"] = "fp16" if dtype == torch.float16 else "bf16"
     return out
 
 
@@ -303,7 +310,7 @@ def _recommend(target: Any, *, steps: int | None, epochs: float | None, seed: in
     check_seed(seed)  # numpy seeds only 0 .. 2**32 - 1, as the CLI and lrkit demo say
     import numpy as np
 
-    require(isinstance(confirm, (bool, np.bool_)) or (isinstance(confirm, int) and confirm in (0, 1)),
+    require(isinstance(confirm, (int, np.bool_)) and confirm in (0, 1),  # (bool is an int)
             f"confirm must be True or False, got {confirm!r} (a string such as 'no' is true)")
     problem = _problem_from(target, seed)
     require(isinstance(problem.optimizer, torch.optim.Optimizer),
@@ -367,7 +374,10 @@ def _recommend(target: Any, *, steps: int | None, epochs: float | None, seed: in
     groups = _group_differences(problem.optimizer, rates, reference)
     if len(groups) > 1:
         notes.append(_groups_note(groups, reference))
-    training = training_options(problem.step_options, precision=finder.settings.get("amp"))
+    from lrkit.adapters.torch import model_device
+
+    training = training_options(problem.step_options, precision=finder.settings.get("amp"),
+                                device_type=model_device(problem.model).type)
     if training:
         # measured so: the pasted code must train so (a peak measured with clipping at 0.1 was
         # 24x the one without, and the code, which did not clip, went to NaN by step 100)
@@ -401,8 +411,7 @@ def _recommend(target: Any, *, steps: int | None, epochs: float | None, seed: in
         evidence["training"] = training
     # the batch-size rule's kind, read from the optimizer now: a JSON read where the class's
     # module did not import took the square-root rule for a subclass of SGD
-    evidence["sgd_like"] = isinstance(problem.optimizer, (torch.optim.SGD, torch.optim.ASGD)) \
-        or type(problem.optimizer).__name__.startswith("SGD")
+    evidence["sgd_like"] = follows_linear_rule(type(problem.optimizer))
     if type(problem.optimizer).__module__ == "__main__":
         notes.append(f"{type(problem.optimizer).__name__} is defined in your script (__main__): "
                      "the code imports it from there; move it into a module to use the recipe "

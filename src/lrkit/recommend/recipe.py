@@ -101,6 +101,19 @@ def optimizer_name(cls: type) -> str:
     return f"{_file_module_name(cls.__module__)}.{cls.__qualname__}"
 
 
+def _sgd_named(name: str) -> bool:
+    return name in LINEAR_RULE_OPTIMIZERS or name.startswith("SGD")  # (schedulefree's too)
+
+
+def follows_linear_rule(cls: type) -> bool:
+    """Whether an optimizer class's rate follows the batch size linearly: SGD, ASGD, a class
+    derived from them, or one named so (schedulefree's ``SGDScheduleFree``)."""
+    import torch
+
+    return _sgd_named(cls.__name__) or issubclass(
+        cls, tuple(getattr(torch.optim, n) for n in LINEAR_RULE_OPTIMIZERS))
+
+
 def schedule_free(optimizer: Any) -> bool:
     """A schedule-free optimizer (``schedulefree``'s): it has train and eval modes, starts in
     eval mode, and refuses a step there."""
@@ -294,19 +307,15 @@ class Recipe:
     def is_sgd_like(self) -> bool:
         """SGD, ASGD, or a class derived from them (a user's ``MySGD(torch.optim.SGD)`` was
         rescaled by the square-root rule, read from its name)."""
-        import torch
-
         known = self.evidence.get("sgd_like")
         if isinstance(known, bool):  # read from the optimizer itself when it was measured
             return known
-        name = self.optimizer.rpartition(".")[2]
-        if name in LINEAR_RULE_OPTIMIZERS or name.startswith("SGD"):  # (schedulefree's too)
+        if _sgd_named(self.optimizer.rpartition(".")[2]):
             return True
         try:
-            cls = resolve_optimizer(self.optimizer)
+            return follows_linear_rule(resolve_optimizer(self.optimizer))
         except LrkitError:
             return False
-        return issubclass(cls, tuple(getattr(torch.optim, n) for n in LINEAR_RULE_OPTIMIZERS))
 
     @property
     def batch_rule(self) -> str:

@@ -293,8 +293,9 @@ class ScheduleLR(LRScheduler):
                               "rates and overwrites such changes: don't run another scheduler on "
                               "this optimizer or wrap it in SequentialLR/ChainedScheduler (compose "
                               "schedules with >>; to hand over to another scheduler, torch's "
-                              "SWALR, call this one's detach() first), and lower the rates with scale_rates() (an "
-                              "lrkit.Guard does that when given Guard(scheduler=this one))",
+                              "SWALR, call this one's detach() first), and lower the rates with "
+                              "scale_rates() (an lrkit.Guard does that when given "
+                              "Guard(scheduler=this one))",
                               UserWarning, stacklevel=3)
                 return
 

@@ -1,6 +1,8 @@
 """Plots built on matplotlib's object API (no pyplot, no display needed: pytorch-lr-finder #53)."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 
@@ -23,8 +25,6 @@ def log_rate_axis(ax) -> None:
     "4x10^-3", which overlap. Here only 2 and 5 of each decade get a minor tick, labelled when
     the axis spans under 2.5 decades."""
     from matplotlib import ticker
-
-    import warnings
 
     low, high = ax.dataLim.intervalx
     single = bool(np.isfinite(low) and low > 0 and high <= low * (1 + 1e-9))  # (errorbar: 1 ulp)

@@ -11,6 +11,7 @@ import sys
 from typing import Any, Callable
 
 from lrkit.errors import LrkitError, is_real, plain_int, require
+from lrkit.show.progress import show_progress
 from lrkit.sweep.config import StoredPoints, SweepSpec
 from lrkit.sweep.results import SweepResult, TrialRecord
 from lrkit.sweep.space import RECIPE, lr_key, parse_optimizers, parse_rates, rebuild_optimizer
@@ -303,11 +304,9 @@ def sweep(problem: Any, *, lrs: Any = "1e-4:1",
     """
     require(engine in ("optuna", "ray"),
             f"engine must be 'optuna' or 'ray', got {engine!r}")
-    from lrkit.problem import _refuse_model_as_recipe
+    from lrkit.problem import refuse_model_as_recipe
 
-    _refuse_model_as_recipe(problem, "a sweep")  # (a model is callable: it passed for a recipe)
-    from lrkit.show.progress import show_progress
-
+    refuse_model_as_recipe(problem, "a sweep")  # (a model is callable: it passed for a recipe)
     show_progress(progress)  # a bad value refused before the storage is opened
     if workers is not None:
         workers = _positive_int(workers, "workers")
@@ -438,8 +437,6 @@ class _Progress:
 
         self.study = study
         self.spec = spec
-        from lrkit.show.progress import show_progress
-
         enabled = show_progress(enabled)
         self.bar = tqdm(total=0, desc=f"sweep {_short_label(spec.problem_label)}", unit="trial",
                         disable=not enabled, dynamic_ncols=True, leave=True)

@@ -156,8 +156,6 @@ def run_trial(config: TrialConfig,
             f"the loss was {run.losses[0]} at the very first step, before any update (so at "
             "every rate): the model, the data or the loss give non-finite values as they are; "
             "check the inputs, the loss function and the model's initialisation")
-    if run.diverged and not losses:  # the very first step was already non-finite
-        losses = list(run.losses)
     if run.diverged and flags["diverged_step"] is None:
         flags["diverged_step"] = len(run.losses)
     steps = len(run.losses)
