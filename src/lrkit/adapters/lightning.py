@@ -32,6 +32,14 @@ __all__ = ["from_lightning", "find_lr"]
 LR_ATTRIBUTES = ("lr", "learning_rate")
 
 
+def _is_datamodule(value: Any) -> bool:
+    for name in ("lightning.pytorch", "pytorch_lightning"):
+        base = sys.modules.get(name)
+        if base is not None and isinstance(value, base.LightningDataModule):
+            return True
+    return False
+
+
 def _is_lightning_module(module: Any) -> bool:
     for name in ("lightning.pytorch", "pytorch_lightning"):
         base = sys.modules.get(name)
@@ -259,12 +267,25 @@ def from_lightning(
             f"{type(module).__name__} uses manual optimization (automatic_optimization = False): "
             "its training_step steps the optimizers itself, so lrkit cannot set the rate per "
             "step; pass loss_fn=... (the loss of one batch, no backward) and optimizer=...")
+    if datamodule is None and _is_datamodule(train_dataloaders):
+        # trainer.fit(module, dm) takes a datamodule in the loaders' place, and so does this
+        datamodule, train_dataloaders = train_dataloaders, None
     # what Trainer.fit does before training: prepare_data, then setup("fit"), on the datamodule
     # and on the module (which may build its datasets, or layers, there)
     for hook, args in (("prepare_data", ()), ("setup", ("fit",))):
         for owner in (datamodule, module):
             if owner is not None and hasattr(owner, hook):
                 getattr(owner, hook)(*args)
+    # then configure_model, where a module may build its layers (Lightning >= 2.1; it must be
+    # idempotent, Lightning calls it at every fit): without it configure_optimizers saw no
+    # parameters ("optimizer got an empty parameter list")
+    if callable(getattr(module, "configure_model", None)):
+        try:
+            module.configure_model()
+        except RuntimeError as error:
+            raise (_needs_trainer(error, "configure_model", "build the layers before calling "
+                                  "lrkit (in __init__, or call configure_model() yourself)")
+                   or error) from error
     train = _data(module, datamodule, train_dataloaders, "train")
     if train is None:
         raise LrkitError(
