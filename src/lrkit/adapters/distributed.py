@@ -97,10 +97,10 @@ def start_mean_over_ranks(values: torch.Tensor, device: torch.device | None = No
 
 
 def _collective_copy(values: torch.Tensor, device: torch.device | None,
-                     group: Any = None) -> torch.Tensor:
-    """A flat float copy of ``values`` on a device the group's backend supports (for NCCL a CPU
-    value goes to ``device``, the model's, else to the current CUDA device)."""
-    reduced = values.detach().float().reshape(-1).clone()
+                     group: Any = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """A flat copy of ``values`` in ``dtype`` on a device the group's backend supports (for NCCL
+    a CPU value goes to ``device``, the model's, else to the current CUDA device)."""
+    reduced = values.detach().to(dtype).reshape(-1).clone()
     backend = torch.distributed.get_backend(group)
     if backend == "nccl" and reduced.device.type != "cuda":
         target = device if device is not None and device.type == "cuda" else \
@@ -129,6 +129,7 @@ def min_over_ranks(value: int, device: torch.device | None = None, group: Any = 
     at different rates on different ranks, or for different lengths, until a rank hung). The
     collective runs where :func:`mean_over_ranks`'s does (for NCCL, ``device``, the model's)."""
     dist = torch.distributed
-    tensor = _collective_copy(torch.tensor([float(value)]), device, group)
+    # as an integer (through float32, 16_777_217 came back as 16_777_216)
+    tensor = _collective_copy(torch.tensor([value]), device, group, dtype=torch.int64)
     dist.all_reduce(tensor, op=dist.ReduceOp.MIN, group=group)
     return int(tensor.item())

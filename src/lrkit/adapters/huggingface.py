@@ -116,6 +116,12 @@ def _loss_fn(trainer: Any, accumulation: int) -> Callable[[Any, Any], Any]:
 
 def _eval_loader(trainer: Any, eval_key: str | None) -> Any:
     data = getattr(trainer, "eval_dataset", None)
+    if eval_key is not None and not isinstance(data, dict):
+        # (it was ignored: validation ran on another dataset than the one named, or on none)
+        raise LrkitError(f"eval_key={eval_key!r} names one of a dict of eval datasets, but the "
+                         f"Trainer's eval_dataset is "
+                         f"{'None' if data is None else type(data).__name__}: build the Trainer "
+                         "with eval_dataset={name: dataset, ...}, or leave eval_key out")
     if data is None:
         return None
     if isinstance(data, dict):
@@ -178,6 +184,11 @@ def find_lr(trainer: Any, *, update_args: bool = False, eval_key: str | None = N
     args = trainer.args
     optimizer = problem.optimizer
     finder_options = {**problem.step_options, **finder_options}
+    if "sync_ranks" not in finder_options and _several_processes(trainer):
+        # under torchrun the Trainer's model is not DDP-wrapped until train(), so the finder
+        # would not average the ranks' losses by itself: each rank stopped at its own step
+        # (and hung in the gather of _get_num_items_in_batch) or suggested its own rate
+        finder_options["sync_ranks"] = True
     val_loader = problem.val_loader if finder_options.get("val_every") is not None else None
     if finder_options.get("val_every") is not None and val_loader is None:
         raise LrkitError("val_every needs validation data: build the Trainer with eval_dataset=...")
@@ -211,6 +222,18 @@ def find_lr(trainer: Any, *, update_args: bool = False, eval_key: str | None = N
     if update_args and reference is not None and result.suggested_lr is not None:
         _apply(trainer, optimizer, result.suggested_lr / old_lrs[reference])
     return result
+
+
+def _several_processes(trainer: Any) -> bool:
+    """Whether the Trainer runs as one of several processes (torchrun, accelerate launch)."""
+    import torch
+
+    try:
+        size = int(getattr(trainer.args, "world_size", 1) or 1)
+    except (TypeError, ValueError):
+        size = 1
+    return (size > 1 and torch.distributed.is_available()
+            and torch.distributed.is_initialized())
 
 
 def _mixed_precision(trainer: Any) -> str | bool:
