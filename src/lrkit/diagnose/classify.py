@@ -89,6 +89,14 @@ STALL_HIGH_LOG = math.log(1.35)  #: improved less than this (log, ~26%): stalled
 TREND_T = 2.0  #: |t| below this: no significant trend
 CREEP_T = 3.0  #: a stalled curve with a trend t below -CREEP_T is still creeping down (too slow)
 CONSTANT_REL = 1e-12  #: every loss within this share of its size of the others: it never changed
+#: with rates that decay (a cosine, step, one-cycle or warmup-stable-decay schedule: the last rate
+#: at most half the peak), "still falling?" is judged on the stretch where the rate was at least
+#: this share of its peak: the decay flattens a too-low rate's curve at the end (a review: 32 of
+#: 109 such runs of the built-in examples, 3-30x below the best rate, read "healthy, keep"), and
+#: the fall the decay itself brings (annealing) made good runs "still falling, x3"
+PEAK_STRETCH = 0.7
+#: ... when that stretch holds at least this share of the run (and ``min_points`` losses)
+PEAK_STRETCH_MIN_SHARE = 0.3
 
 
 @dataclasses.dataclass
@@ -502,13 +510,15 @@ def _decide(ev: dict, vev: dict | None) -> tuple[str, float, list[str]]:
                          f"it ended at {ev['end']:.4g}, {_above(ev['end_vs_best_log'], log)} above its "
                          f"best {ev['best']:.4g} (at {at(ev['best_at'])})"))
     if (ev["max_rebound"] >= REBOUND_SHARE
-            and ev["rebound_log"] >= REBOUND_NOISE_WIDTHS * ev["coarse_noise"]
+            and ev["rebound_log"] >= REBOUND_NOISE_WIDTHS * ev.get("rebound_noise",
+                                                                    ev["coarse_noise"])
             and (ev["progress_log"] >= max(STALL_HIGH_LOG, 2.0 * batch)
                  # a small fall, mostly undone, far out of the noise: a rate too high that threw
                  # the model back to where it started (to the chance level), not a slow one
                  or (ev["max_rebound"] >= COLLAPSE_REBOUND_SHARE
                      and ev["progress_log"] >= max(NO_PROGRESS_LOG, 4.0 * batch)
-                     and ev["rebound_log"] >= COLLAPSE_NOISE_WIDTHS * ev["coarse_noise"]))):
+                     and ev["rebound_log"] >= COLLAPSE_NOISE_WIDTHS * ev.get(
+                         "rebound_noise", ev["coarse_noise"])))):
         unstable.append((ev["max_rebound"] / REBOUND_SHARE - 1,
                          f"after falling, the loss bounced back up by {ev['max_rebound']:.0%} of "
                          f"its progress (at step {ev['rebound_at']})"))
@@ -580,12 +590,8 @@ def _decide(ev: dict, vev: dict | None) -> tuple[str, float, list[str]]:
                                        base=0.55, points=n), reasons
 
     # still falling at the end? judge on the validation curve when there is one
-    late = ev["late_share_linear"]
-    val_late = vev.get("val_late_share") if vev else None
-    share = val_late if val_late is not None else late
-    source = "validation" if val_late is not None else "training"
-    falling = ev["trend_end_t"] < -TREND_T or ev["trend_last_half_t"] < -TREND_T
-    if share is not None and share >= LATE_SHARE_SLOW and falling:
+    share, source, still_falling = _still_falling(ev, vev)
+    if still_falling:
         reasons.append(f"the {source} loss is still falling steadily: the last 30% of the run "
                        f"made {share:.0%} of its improvement")
         return "too_slow", _confidence(share / LATE_SHARE_SLOW - 1, points=n), reasons
@@ -617,6 +623,83 @@ def _decide(ev: dict, vev: dict | None) -> tuple[str, float, list[str]]:
     noise_margin = 1.0 - (ev["spikes"] / SPIKES_MIN)
     slow_margin = 1.0 - (max(share or 0.0, 0.0) / LATE_SHARE_SLOW)
     return "healthy", _confidence(min(noise_margin, slow_margin) + 0.2, points=n), reasons
+
+
+def _still_falling(ev: dict, vev: dict | None) -> tuple[float | None, str, bool]:
+    """The share of the improvement the last 30% of the curve made (on the validation curve when
+    there is one), which curve that is, and whether that makes it "still falling steadily"."""
+    late = ev["late_share_linear"]
+    val_late = vev.get("val_late_share") if vev else None
+    share = val_late if val_late is not None else late
+    source = "validation" if val_late is not None else "training"
+    falling = ev["trend_end_t"] < -TREND_T or ev["trend_last_half_t"] < -TREND_T
+    return share, source, share is not None and share >= LATE_SHARE_SLOW and falling
+
+
+def _peak_stretch_end(rates: np.ndarray, n: int, min_points: int) -> int | None:
+    """The last position where a decaying schedule's rate was still at least ``PEAK_STRETCH``
+    of its peak, or ``None`` when the rates do not decay (the last at most half the peak) or
+    that stretch is too short to judge."""
+    if len(rates) != n or n < 2:
+        return None
+    top = float(rates.max())
+    if not top > 0 or float(rates[-1]) > 0.5 * top:
+        return None
+    end = int(np.flatnonzero(rates >= PEAK_STRETCH * top)[-1])
+    if end >= n - 1 or end + 1 < max(min_points, PEAK_STRETCH_MIN_SHARE * n):
+        return None
+    return end
+
+
+def _at_peak(values: np.ndarray, rates: np.ndarray, ev: dict, vev: dict | None,
+             val: np.ndarray | None, val_steps: np.ndarray | None, step_of: np.ndarray | None,
+             min_points: int, verdict: str, confidence: float,
+             reasons: list[str]) -> tuple[str, float, list[str]]:
+    """A ``healthy`` or ``too_slow`` verdict of a run whose rates decay, judged again on the
+    stretch at the peak rate: a loss still falling steadily there is ``too_slow`` however flat
+    the decay made its end; a ``too_slow`` read from a late fall is ``healthy`` when the loss had
+    bent over at the peak rate (the fall came with the decay)."""
+    end = _peak_stretch_end(rates, len(values), min_points)
+    if end is None:
+        return verdict, confidence, reasons
+    head = values[: end + 1]
+    ev_p = measure(head, min_points=min_points)
+    if ev_p["finite_points"] < min_points or ev_p["nonfinite_points"] or "late_share_linear" \
+            not in ev_p:
+        return verdict, confidence, reasons
+    vev_p = None
+    if val is not None and len(val):
+        if val_steps is not None:  # (step, loss) pairs: those up to the stretch's last step
+            last = float(step_of[end]) if step_of is not None else end + 1.0
+            keep = val_steps <= last
+        else:  # plain numbers spread evenly over the run, the last at its end
+            where = (np.arange(len(val)) + 1.0) * len(values) / len(val)
+            keep = where <= end + 1.0
+        if int(np.count_nonzero(keep)) >= 3:
+            vev_p = measure_validation(val[keep], train_start=ev_p.get("start"))
+    share_p, source_p, falling_p = _still_falling(ev_p, vev_p)
+    stop = _at_steps({"at": end}, step_of)["at"]
+    ev["peak_stretch_end"] = stop
+    ev["peak_stretch_late_share"] = share_p
+    if verdict == "healthy" and falling_p:
+        ev["peak_stretch_still_falling"] = True
+        return "too_slow", _confidence(share_p / LATE_SHARE_SLOW - 1, points=end + 1), [
+            f"while the rate was at {PEAK_STRETCH:.0%} of its peak or more (to step {stop}), the "
+            f"{source_p} loss was still falling steadily: the last 30% of that stretch made "
+            f"{share_p:.0%} of its improvement; the curve flattened as the schedule lowered the "
+            f"rate, not because it had converged (it fell from {ev['start']:.4g} to "
+            f"{ev['end']:.4g})"]
+    if (verdict == "too_slow" and _still_falling(ev, vev)[2]
+            and ev["improvement_log"] >= STALL_HIGH_LOG and not falling_p
+            and ev_p["improvement_log"] >= STALL_HIGH_LOG):
+        ev["peak_stretch_still_falling"] = False
+        return "healthy", _confidence(1.0 - max(share_p or 0.0, 0.0) / LATE_SHARE_SLOW + 0.2,
+                                      points=end + 1), [
+            f"the loss fell from {ev['start']:.4g} to {ev['end']:.4g}; it had bent over while the "
+            f"rate was at {PEAK_STRETCH:.0%} of its peak or more (to step {stop}: the last 30% of "
+            f"that stretch made {max(share_p or 0.0, 0.0):.0%} of its improvement), and its late "
+            "fall came as the schedule lowered the rate, which is what the decay is for"]
+    return verdict, confidence, reasons
 
 
 _DECAY_ADVICE = ("If the loss has been flat for a long stretch, decaying the rate (for example "
@@ -763,6 +846,7 @@ def diagnose(
             and float(np.ptp(finite)) <= CONSTANT_REL * float(np.max(np.abs(finite)))):
         ev["constant_loss"] = float(finite[0])
     vev = None
+    val = val_steps = None
     if val_losses is not None:
         val, val_steps = _validation(val_losses, len(values))
         if val_steps is not None and len(val_steps):
@@ -776,6 +860,11 @@ def diagnose(
 
     # the rules and the rates read positions; the reasons and the evidence name steps
     verdict, confidence, reasons = _decide(_at_steps(ev, step_of), vev)
+    if rates is not None and verdict in ("healthy", "too_slow"):
+        # a decaying schedule: judge "still falling?" where the rate was near its peak
+        verdict, confidence, reasons = _at_peak(
+            values, rates, ev, vev, val, val_steps, step_of, min_points, verdict, confidence,
+            reasons)
     if verdict == "diverged" and vev and vev.get("val_ends_nonfinite") and not ev.get(
             "nonfinite_points"):
         ev["validation_only"] = True  # the trouble is at the end, and the wording its own

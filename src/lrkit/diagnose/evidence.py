@@ -270,6 +270,12 @@ def measure(values, *, min_points: int = MIN_POINTS) -> dict:
     # the same rebound on the curve's own (log) scale, and the coarse curve's noise width there
     rebound_log = float(coarse[rebound_i] - np.minimum.accumulate(coarse)[rebound_i])
     coarse_noise = 1.2533 * batch_noise / math.sqrt(coarse_w)
+    # the coarse median's window is cut short at the ends (half of it at the last point), so its
+    # noise there is up to 1.4x wider: a rebound at the last point of a flat, noisy curve is
+    # weighed against that width (logreg at a good rate "bounced back by 35% of its progress at
+    # step 399" in every run, under a cosine decay to 0 too, where nothing can bounce)
+    edge_w = min(coarse_w, coarse_w // 2 + 1 + min(rebound_i, n - 1 - rebound_i))
+    rebound_noise = 1.2533 * batch_noise / math.sqrt(max(edge_w, 1))
     smooth_noise = 1.2533 * batch_noise / math.sqrt(w)  # the same for the smoothed curve
     # bounces: separate stretches where the smoothed curve (a window of ~4% of the run, which a
     # single batch does not move) climbs back by BOUNCE_SHARE of the progress and by
@@ -355,6 +361,7 @@ def measure(values, *, min_points: int = MIN_POINTS) -> dict:
         "rebound_log": rebound_log,
         "batch_noise": batch_noise,
         "coarse_noise": coarse_noise,
+        "rebound_noise": rebound_noise,
         "smooth_noise": smooth_noise,
         "late_share_linear": late_share_linear,
         "early_peak_log": early_peak,
