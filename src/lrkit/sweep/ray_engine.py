@@ -94,7 +94,15 @@ def storage_location(storage: str | None) -> str:
 
     if storage is None:
         return os.path.abspath(DEFAULT_STORAGE)
-    location = str(storage)
+    if not isinstance(storage, (str, os.PathLike)) or isinstance(storage, bytes):
+        # storage=123 made a directory '123' in the working directory (as the Optuna engine's
+        # StorageHandle, a path or a URI must be a str)
+        raise LrkitError(f"storage must be a directory or a URI (a str) for engine='ray', got "
+                         f"{type(storage).__name__} {storage!r}; omit it for the default "
+                         f"{DEFAULT_STORAGE}")
+    location = os.fspath(storage)
+    require(isinstance(location, str), f"storage must be a directory or a URI (a str) for "
+            f"engine='ray', got {storage!r}")
     require(location.strip() != "", f"storage must be a directory or a URI for engine='ray', "
             f"got {storage!r}; omit it for the default {DEFAULT_STORAGE}")
     scheme = location.split("://", 1)[0].split("+", 1)[0].lower() if "://" in location else ""
@@ -104,10 +112,20 @@ def storage_location(storage: str | None) -> str:
                          "engine='ray' storage is Ray Tune's storage_path: a directory (shared "
                          "by every node on a cluster) or a URI such as s3://bucket/path")
     if scheme:
+        try:  # a URI that pyarrow cannot open raised its own error (ArrowInvalid, OSError)
+            _filesystem(location)
+        except Exception as exc:  # noqa: BLE001 - ArrowInvalid, OSError (libjvm), ImportError
+            text = " ".join(str(exc).split())[:200] or type(exc).__name__
+            raise LrkitError(f"storage {location!r} cannot be opened as Ray Tune's storage_path "
+                             f"({type(exc).__name__}: {text}); give a directory, or a URI of a "
+                             "filesystem pyarrow supports (s3://bucket/path, gs://bucket/path, "
+                             "...) with its client set up") from None
         return location
     path = os.path.abspath(location)
     require(not os.path.isfile(path), f"storage {location!r} is a file (an Optuna journal?); "
             "with engine='ray' storage is a directory for Ray Tune's experiments")
+    if path == os.path.abspath(DEFAULT_STORAGE):  # the default, named: created as when omitted
+        return path
     parent = os.path.dirname(path)
     require(os.path.isdir(parent), f"storage {location!r}: {parent!r} is not an existing "
             "directory; create it first or pick another path")
@@ -521,7 +539,16 @@ def _restore_planner(planner: Planner, checkpoint_path: str) -> None:
             except (OSError, ValueError, KeyError, TypeError):  # being written: as it was
                 planner.trials, planner.count = known, count
                 return
-            planner.trials = {**planner.trials, **known}
+            rebuilt = planner.trials
+            planner.trials = {**rebuilt, **known}
+            for trial_id, entry in rebuilt.items():
+                # Tune copies its files to the storage one by one, experiment_state before
+                # searcher-state: a kill between the two left this checkpoint older than
+                # Tune's state, with a trial Tune holds as ended still running here. Tune
+                # restores it ended and never reports it again, so the plan waited for it for
+                # ever (the resumed sweep hung): Tune's end is taken
+                if entry["status"] != RUNNING and known.get(trial_id, {}).get("status") == RUNNING:
+                    planner.trials[trial_id] = entry
             planner.count = max(count, planner.count)
         return
     if experiment is None:  # pragma: no cover - _check_resumable refuses this before Tune
@@ -672,6 +699,7 @@ def run(spec: SweepSpec, study_name: str, location: str, *, ray_address: str | N
         if restorable:
             tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True,
                                        resume_errored=False, restart_errored=False)
+            _set_verbosity(tuner, 1 if progress else 0)
         else:
             if workers is None:  # as many trials at once as the cluster has CPUs for
                 cpus = ray.cluster_resources().get("CPU", 1)
@@ -693,6 +721,14 @@ def run(spec: SweepSpec, study_name: str, location: str, *, ray_address: str | N
     _check_complete(spec, result, where)
     result.complete = True  # (else _check_complete raised: the call is run again to resume)
     return result
+
+
+def _set_verbosity(tuner, verbose: int) -> None:
+    """A restored Tuner's progress output as this call asks (``progress``): Tune restores the
+    RunConfig the experiment started with, so a sweep started with its status table printed it
+    again under ``progress=False`` (``--no-progress``), and one started quiet stayed quiet."""
+    with contextlib.suppress(Exception):  # Ray Client, or Ray's internals moved: as restored
+        tuner._local_tuner.get_run_config().verbose = verbose
 
 
 def _check_stored(stored: dict[str, Any], marker: dict[str, Any], where: str) -> None:
