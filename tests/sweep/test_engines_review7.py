@@ -118,3 +118,23 @@ def test_progress_false_silences_a_resumed_sweep_started_with_progress(local_ray
     err = capsys.readouterr().err
     assert "Status" not in err and "Trial" not in err, err[-2000:]
     assert [(r.lr, r.loss) for r in again.records] == [(r.lr, r.loss) for r in first.records]
+
+
+def test_the_clash_check_of_a_ray_sweep_compares_with_rays_default_storage(tmp_path, monkeypatch):
+    """The CLI refused an output at the Optuna journal's default path under --engine ray, whose
+    storage is a directory elsewhere."""
+    import argparse
+
+    from lrkit.cli.sweep import check_args
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".lrkit").mkdir()
+
+    def args(**kw):
+        base = dict(target="wine-logreg", plot=None, csv=None, json=None, storage=None,
+                    engine="ray")
+        return argparse.Namespace(**{**base, **kw})
+
+    check_args(args(json=os.path.join(".lrkit", "sweeps.journal")))  # not Ray's storage
+    with pytest.raises(LrkitError, match="is also --storage"):  # Optuna's, still
+        check_args(args(engine="optuna", json=os.path.join(".lrkit", "sweeps.journal")))

@@ -101,14 +101,16 @@ RUN_ONLY = {"lrs": "--lrs", "points_per_decade": "--points-per-decade",
 def check_args(args: argparse.Namespace) -> None:
     """Refuse output paths the sweep could not write, before it trains anything."""
     from lrkit.cli import check_distinct_paths, check_output_path, recipe_path
-    from lrkit.sweep.optuna_engine import DEFAULT_STORAGE
+    from lrkit.sweep import optuna_engine, ray_engine
 
+    # (each engine's own default: a directory for Ray's experiments, a journal file for Optuna's)
+    default = (ray_engine if args.engine == "ray" else optuna_engine).DEFAULT_STORAGE
     check_output_path(args.plot, "--plot", plot=True)
     check_output_path(args.csv, "--csv")
     check_output_path(args.json, "--json")
     check_distinct_paths({"--plot": args.plot, "--csv": args.csv, "--json": args.json},
                          {"the recipe file": recipe_path(args.target),
-                          "--storage": args.storage or DEFAULT_STORAGE})
+                          "--storage": args.storage or default})
 
 
 def run(args: argparse.Namespace) -> int:
