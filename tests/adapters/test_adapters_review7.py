@@ -134,6 +134,14 @@ def test_eval_key_without_a_dict_of_eval_datasets_is_refused(tmp_path):
         find_lr(trainer, eval_key="test", progress=False)
 
 
+def test_a_budget_of_zero_steps_is_refused_not_replaced_by_the_planned_length(tmp_path):
+    """find_lr(trainer, budget_steps=0) took the Trainer's planned length, silently."""
+    from lrkit.adapters.huggingface import find_lr
+
+    with pytest.raises(LrkitError, match="budget_steps.*>= 1.*got 0"):
+        find_lr(_tiny_trainer(str(tmp_path)), budget_steps=0, progress=False)
+
+
 def _rank(rank: int, directory: str, port: int) -> None:
     """One rank of a 2-process Trainer job, set up as torchrun sets it."""
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", LOCAL_WORLD_SIZE="2",

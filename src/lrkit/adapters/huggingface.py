@@ -153,7 +153,8 @@ def from_trainer(trainer: Any, *, budget_steps: int | None = None,
     return Problem(model=trainer.model, optimizer=_fresh_optimizer(trainer), train_loader=loader,
                    loss_fn=_loss_fn(trainer, accumulation), val_loader=_eval_loader(trainer, eval_key),
                    name=type(trainer.model).__name__,
-                   budget_steps=budget_steps or _planned_steps(trainer, loader),
+                   budget_steps=(_planned_steps(trainer, loader) if budget_steps is None
+                                 else budget_steps),
                    step_options=step_options)
 
 
