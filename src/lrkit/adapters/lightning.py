@@ -32,20 +32,19 @@ __all__ = ["from_lightning", "find_lr"]
 LR_ATTRIBUTES = ("lr", "learning_rate")
 
 
+def _is_lightning(value: Any, class_name: str) -> bool:
+    """Whether ``value`` is a ``class_name`` of Lightning, under either package name (one that
+    is not imported yet cannot have made it)."""
+    return any(isinstance(value, getattr(sys.modules[name], class_name))
+               for name in ("lightning.pytorch", "pytorch_lightning") if name in sys.modules)
+
+
 def _is_datamodule(value: Any) -> bool:
-    for name in ("lightning.pytorch", "pytorch_lightning"):
-        base = sys.modules.get(name)
-        if base is not None and isinstance(value, base.LightningDataModule):
-            return True
-    return False
+    return _is_lightning(value, "LightningDataModule")
 
 
 def _is_lightning_module(module: Any) -> bool:
-    for name in ("lightning.pytorch", "pytorch_lightning"):
-        base = sys.modules.get(name)
-        if base is not None and isinstance(module, base.LightningModule):
-            return True
-    return False
+    return _is_lightning(module, "LightningModule")
 
 
 @contextlib.contextmanager
