@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from lrkit.errors import LrkitError, is_real
-from lrkit.show.plots import log_rate_axis, plain
+from lrkit.show.plots import log_rate_axis, plain, thin
 
 FINDER = "lrkit.finder"
 SWEEP = "lrkit.sweep"
@@ -313,7 +313,7 @@ def draw_runs(ax, runs: Sequence[dict], title: str, *, labels: Callable[[dict], 
         steps, values = smooth(losses)
         color = f"C{i}"
         if values:
-            ax.plot(steps, values, color=color, linewidth=1.6, label=plain(labels(run)))
+            ax.plot(*thin(steps, values), color=color, linewidth=1.6, label=plain(labels(run)))
             plotted = True
             if len(values) < len(losses):
                 ax.plot([steps[-1]], [values[-1]], "x", color=color, markersize=10, mew=2)
