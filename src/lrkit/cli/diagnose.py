@@ -35,7 +35,7 @@ def register(subparsers: Any) -> None:
                                       "name, e.g. loss, train/loss; an error lists the "
                                       "candidates when none or several fit)")
     parser.add_argument("--min-points", type=int, default=8,
-                        help="fewest finite losses to give a verdict (default 8)")
+                        help="fewest finite losses to give a verdict, >= 3 (default 8)")
     parser.add_argument("--steps", type=int, default=None,
                         help="training steps per demo run, >= 8 (default: the example's budget)")
     parser.set_defaults(func=run, option_names={"min_points": "--min-points"})

@@ -19,7 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--list-examples", action="store_true", help="list the built-in examples and exit")
     p.add_argument("--start-lr", type=float, default=1e-7, help="first rate (default 1e-7)")
     p.add_argument("--end-lr", type=float, default=10.0, help="last rate (default 10)")
-    p.add_argument("--steps", type=int, default=100, help="number of steps (default 100)")
+    p.add_argument("--steps", type=int, default=100, help="number of steps, >= 10 (default 100)")
     p.add_argument("--ramp", choices=["exp", "linear"], default="exp", help="rate ramp (default exp)")
     p.add_argument("--smoothing", type=float, default=0.9,
                    help="EMA beta of the divergence check (default 0.9)")

@@ -19,7 +19,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="example name or file.py:function (default: the default example)")
     length = p.add_mutually_exclusive_group()
     length.add_argument("--steps", type=int, default=None,
-                        help="planned training length in optimizer steps")
+                        help="planned training length in optimizer steps (default: the target's own "
+                             "budget_steps, as a built-in example has; needed, or --epochs, "
+                             "otherwise)")
     length.add_argument("--epochs", type=float, default=None,
                         help="planned training length in epochs (passes over the train loader)")
     p.add_argument("--seed", type=int, default=0,

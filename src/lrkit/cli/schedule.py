@@ -29,23 +29,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     # it) gets an error that says so, not "the following arguments are required: SPEC"
     show.add_argument("spec", metavar="SPEC", nargs="?", default=None,
                       help="schedule spec or path to a .json/.yaml config (before --compare)")
-    show.add_argument("--steps", type=int, default=None,
+    show.add_argument("--steps", type=int, default=None, metavar="N",
                       help="optimizer steps in the run (default: the schedule's own length)")
     show.add_argument("--lr", type=float, default=None, metavar="PEAK",
                       help="optimizer learning rate a relative schedule multiplies (default 1; "
                            "a peak(...) schedule sets its own rates)")
-    show.add_argument("--steps-per-epoch", type=float, default=None,
+    show.add_argument("--steps-per-epoch", type=float, default=None, metavar="K",
                       help="optimizer steps per epoch, for lengths in epochs")
-    show.add_argument("--batches-per-epoch", type=int, default=None,
+    show.add_argument("--batches-per-epoch", type=int, default=None, metavar="B",
                       help="batches per epoch (with --grad-accum), for lengths in epochs")
-    show.add_argument("--grad-accum", type=int, default=1, help="batches per optimizer step")
-    show.add_argument("--epochs", type=float, default=None,
+    show.add_argument("--grad-accum", type=int, default=1, metavar="A",
+                      help="batches per optimizer step (default 1; with --batches-per-epoch)")
+    show.add_argument("--epochs", type=float, default=None, metavar="E",
                       help="run length in epochs (instead of --steps)")
     show.add_argument("--compare", nargs="+", action="extend", default=[], metavar="SPEC",
                       help="other schedules to preview and draw on the same plot: one or more "
                            "specs after one --compare, or --compare repeated")
     show.add_argument("--plot", metavar="FILE", help="save the curve (png, svg, pdf)")
-    show.add_argument("--log", action="store_true", help="log scale for the plot's rate axis")
+    show.add_argument("--log", action="store_true",
+                      help="log scale for the plot's rate axis (with --plot)")
     show.add_argument("--json", nargs="?", const="-", metavar="FILE",
                       help="write the preview as JSON to FILE, or to stdout without FILE")
     show.add_argument("--strict", action="store_true",
