@@ -28,7 +28,8 @@ from lrkit.errors import LrkitError, is_real, one_number, plain_int, require
 LOGGER = logging.getLogger("lrkit.diagnose")
 
 
-def _downsample(values: np.ndarray, max_points: int) -> np.ndarray:
+def _downsample(values: np.ndarray, max_points: int,
+                finite: np.ndarray | None = None) -> np.ndarray:
     """At most ``max_points`` values: means of equal consecutive bins, of their finite values; a
     bin whose steps are mostly non-finite is NaN. Why: a bin made NaN by one NaN batch in it
     multiplied the share of non-finite points by the bin's size (one NaN batch in 150 over 20,000
@@ -38,7 +39,9 @@ def _downsample(values: np.ndarray, max_points: int) -> np.ndarray:
         return values
     starts = np.linspace(0, n, max_points + 1).astype(int)
     sizes = np.diff(starts)
-    finite = np.isfinite(values)
+    finite = np.isfinite(values) if finite is None else finite
+    if finite.all():  # the usual case, the same means without the mask's two copies of the run
+        return np.add.reduceat(values, starts[:-1]) / sizes
     counts = np.add.reduceat(finite.astype(np.int64), starts[:-1])
     sums = np.add.reduceat(np.where(finite, values, 0.0), starts[:-1])
     means = sums / np.maximum(counts, 1)
@@ -283,18 +286,23 @@ class Monitor:
         self._flush_pending()
         cut = self._guard_cut() if self.guard is not None else None
         first = cut.step if cut is not None else 0
-        losses = self._losses.view(first).copy()
+        # views of the history: a report over a long run reads it, and copies only what it keeps
+        # (three copies and a step array of the whole run made each report O(steps) several
+        # times over, so a 1e6-step run's reports O(steps²))
+        losses = self._losses.view(first)
         if len(self._losses) == 0:
             return Diagnosis(
                 "not_enough_data", 1.0, {"points": 0}, None,
                 "No loss has been recorded yet: call monitor.update(loss) once per step.")
-        lrs = self._lrs.view(first).copy()
-        # each point named by its step in the run (a bin by its first step)
-        steps = np.arange(first, first + len(losses))
+        lrs = self._lrs.view(first)
+        # each point named by its step in the run (a bin by its first step); steps[i] is
+        # first + i, unless the guard's rolled-back batches are left out
+        steps = None
         dropped = self._guard_rolled_back(first)
         if dropped:
             # the batches the guard rolled back at the same rate (a lone NaN: a bad batch, not
             # the rate's doing) are left out, as the guard left them out of training
+            steps = np.arange(first, first + len(losses))
             keep = ~np.isin(steps, dropped)
             losses, lrs, steps = losses[keep], lrs[keep], steps[keep]
         lrs_arg = _held(lrs)
@@ -302,15 +310,20 @@ class Monitor:
             lrs_arg = _downsample(lrs_arg, self.max_points)
         val = [(at, v) for at, v in self._val if at >= first] or None
         binned = None
-        steps_all = steps
         if len(losses) > self.max_points:
-            steps = steps[np.linspace(0, len(losses), self.max_points + 1).astype(int)[:-1]]
-            nonfinite = np.flatnonzero(~np.isfinite(losses))
+            bins = np.linspace(0, len(losses), self.max_points + 1).astype(int)[:-1]
+            finite = np.isfinite(losses)
+            nonfinite = np.flatnonzero(~finite) if not finite.all() else ()
             binned = {"steps_per_point": len(losses) / self.max_points,
                       "nonfinite_steps": int(len(nonfinite))}
             if len(nonfinite):
-                binned["first_nonfinite_step"] = int(steps_all[nonfinite[0]])
-            losses = _downsample(losses, self.max_points)
+                binned["first_nonfinite_step"] = int(nonfinite[0] + first if steps is None
+                                                     else steps[nonfinite[0]])
+            steps = bins + first if steps is None else steps[bins]
+            losses = _downsample(losses, self.max_points, finite)
+        else:  # (the diagnosis has its own copies of a short history)
+            losses, lrs_arg = losses.copy(), None if lrs_arg is None else lrs_arg.copy()
+            steps = np.arange(first, first + len(losses)) if steps is None else steps
         # the run's own span: its bins and the batches a guard rolled back leave steps out
         result = diagnose(losses, lrs_arg, val_losses=val, min_points=self.min_points,
                           steps=steps, span=(first, self._step))
