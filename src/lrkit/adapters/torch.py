@@ -282,6 +282,18 @@ def _check_optimizer(optimizer: Any) -> None:
                 f"{type(optimizer).__name__} parameter group {i} has no 'lr': the finder needs an "
                 "optimizer whose rate is set through param_groups[i]['lr']"
             )
+        lr = group["lr"]
+        if not (is_real(lr) or (isinstance(lr, torch.Tensor) and lr.numel() == 1
+                                and not lr.is_complex())):
+            # transformers' Adafactor(relative_step=True) holds lr=None and computes its own
+            # rate from the step count: there is no rate to sweep (it failed in float(None))
+            raise LrkitError(
+                f"{type(optimizer).__name__} parameter group {i} has lr={lr!r}, not a number: "
+                "the optimizer sets its own rate (as transformers' Adafactor with "
+                "relative_step=True does), so there is no rate to sweep; build it with a rate "
+                "to measure one (Adafactor(params, lr=1e-3, relative_step=False, "
+                "scale_parameter=False, warmup_init=False))"
+            )
     maximize = {bool(group.get("maximize", False)) for group in optimizer.param_groups}
     if len(maximize) > 1:
         raise LrkitError(
@@ -317,6 +329,21 @@ def check_rate_is_swept(optimizer: Any, *, end_lr: float | None = None,
             "the rate with another optimizer (SGD, Adam, ...) or tune Rprop's lr and "
             "step_sizes with a few short runs (lrkit sweep)"
         )
+
+
+def rate_caveat(optimizer: Any) -> str | None:
+    """A warning for an optimizer whose ``lr`` only scales a step size it estimates itself
+    (Prodigy, D-Adaptation: ``d``), which grows by the rates the test sweeps: its curve mixes
+    the two. On a small MLP with Prodigy one seed's test said the loss never fell ("check the
+    model and data") and another's suggested 2.6; lr=1 and 0.1 both trained well."""
+    name = type(optimizer).__name__
+    defaults = getattr(optimizer, "defaults", None) or {}
+    if not (name.startswith(("Prodigy", "DAdapt")) or {"d", "d0"} <= set(defaults)):
+        return None
+    return (f"{name} estimates its own step size (d) and lr only scales it, while d grows by the "
+            "rates the test sweeps: the curve mixes the two, so its suggestion (or a loss that "
+            "never fell) says little about lr; its authors advise lr=1.0, or compare a few "
+            "rates near it with short runs (lrkit sweep)")
 
 
 def maximizes(optimizer: torch.optim.Optimizer) -> bool:
@@ -363,9 +390,20 @@ def _parameters(signature: inspect.Signature) -> str:
     return f"({', '.join(names)})" if names else "no arguments"
 
 
-def _check_model(model: torch.nn.Module) -> None:
-    """Refuse a model whose tensors hold no data yet, before the snapshot trips over them."""
-    for name, tensor in itertools.chain(model.named_parameters(), model.named_buffers()):
+def _check_model(model: torch.nn.Module, optimizer: Any = None, *losses: Any) -> None:
+    """Refuse a model whose tensors hold no data yet, before the snapshot trips over them; so
+    too the optimizer's parameters outside the model (a lazy head applied in the loss_fn) and a
+    criterion or loss_fn that is a module, which the snapshot saves with the model."""
+    inside = {id(p) for p in model.parameters()}
+    outside = ((f"parameter {j} of the optimizer's group {i} (not in the model)", p)
+               for i, group in enumerate(getattr(optimizer, "param_groups", None) or [])
+               for j, p in enumerate(group.get("params", []))
+               if isinstance(p, torch.Tensor) and id(p) not in inside)
+    modules = [m for m in losses if isinstance(m, torch.nn.Module) and m is not model]
+    in_losses = (item for m in modules
+                 for item in itertools.chain(m.named_parameters(), m.named_buffers()))
+    for name, tensor in itertools.chain(model.named_parameters(), model.named_buffers(),
+                                        outside, in_losses):
         if torch.nn.parameter.is_lazy(tensor):
             raise LrkitError(
                 f"{name} is not initialised yet (a lazy module): run the model once on a batch "
@@ -435,7 +473,7 @@ class TorchTrainable:
         if not isinstance(model, torch.nn.Module):
             raise LrkitError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         _check_optimizer(optimizer)
-        _check_model(model)
+        _check_model(model, optimizer, criterion, loss_fn)
         _check_loss(criterion, loss_fn)
         # numpy's integers too (the range test accepts them), but not a bool
         accumulation_steps, val_batches = plain_int(accumulation_steps), plain_int(val_batches)
@@ -741,10 +779,14 @@ class TorchTrainable:
         # order, and after a test the next run read other batches than a fresh build's
         loaders, loader_states = _loader_places(self._train_loader, self._val_loader)
         self.copy_seconds = time.perf_counter() - start  #: snapshot and restore, together
+        # the flag a torch LRScheduler's wrapper of optimizer.step sets (its "scheduler.step()
+        # before optimizer.step()" check): the test's steps are undone, so is the flag
+        called = self.optimizer.__dict__.get("_opt_called", _MISSING)
         raised = False
         try:
             # lrkit schedulers do not count these steps; torchmetrics states come back too
             with paused(self.optimizer), metrics_preserved(self.model):
+                _ready_to_step(self.optimizer)  # (after the snapshot: it changes the groups)
                 yield
         except BaseException:
             raised = True
@@ -754,6 +796,10 @@ class TorchTrainable:
             try:
                 snapshot.restore(last=True)
             finally:
+                if called is _MISSING:
+                    self.optimizer.__dict__.pop("_opt_called", None)
+                else:
+                    self.optimizer.__dict__["_opt_called"] = called
                 self._batches = None
                 snapshot.discard()
                 for generator, state in zip(generators, generator_states):
@@ -768,6 +814,41 @@ class TorchTrainable:
                         f"{type(failed[1]).__name__}: {failed[1]}); make its load_state_dict "
                         "take what its state_dict gave, or pass a loader without them "
                         "(its place is then not saved)") from failed[1]
+
+
+_MISSING = object()
+
+
+def _ready_to_step(optimizer: torch.optim.Optimizer) -> None:
+    """Inside ``preserved()`` (the snapshot puts the groups and weights back after): a
+    schedule-free optimizer (schedulefree's, whose groups hold ``train_mode``; it starts in eval
+    mode) is switched to train mode, where alone it takes a step (in eval mode its step raised
+    from inside the test)."""
+    groups = optimizer.param_groups
+    if (groups and all("train_mode" in group for group in groups)
+            and not all(group["train_mode"] for group in groups)
+            and callable(getattr(optimizer, "train", None))):
+        optimizer.train()
+
+
+@contextlib.contextmanager
+def own_warmup_off(optimizer: torch.optim.Optimizer) -> Iterator[None]:
+    """Inside, a schedule-free optimizer's own warmup (``warmup_steps`` in its groups, which
+    multiplies every rate by (k + 1) / warmup_steps) is off, so that a range test's rates are
+    the rates stepped at, as a torch scheduler's warmup is skipped (with warmup_steps=1000 the
+    suggestion was 11x AdamWScheduleFree's without warmup, 5x SGDScheduleFree's); put back
+    after (into the groups as they are then: a restore loads new group dicts)."""
+    groups = optimizer.param_groups
+    kept = [group.get("warmup_steps") if "train_mode" in group else None for group in groups]
+    for group, warmup in zip(groups, kept):
+        if is_real(warmup) and warmup > 0:
+            group["warmup_steps"] = 0
+    try:
+        yield
+    finally:
+        for group, warmup in zip(optimizer.param_groups, kept):
+            if is_real(warmup) and warmup > 0:
+                group["warmup_steps"] = warmup
 
 
 def _loader_generators(*loaders: Any) -> list[torch.Generator]:
