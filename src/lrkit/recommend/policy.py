@@ -169,8 +169,11 @@ def anchor_from(finder: Any, current_lr: float | None) -> tuple[float | None, st
 
 
 def plan(finder: Any, *, total_steps: int, optimizer: str, current_lr: float | None,
-         confirm: bool, epochs: float | None = None) -> Plan:
-    warmup = int(round(WARMUP_FRACTION * total_steps))
+         confirm: bool, epochs: float | None = None, warmup: int | None = None) -> Plan:
+    """``warmup``: the warmup's length in steps (default ``WARMUP_FRACTION`` of the run; a
+    schedule-free optimizer's own warmup)."""
+    if warmup is None:
+        warmup = int(round(WARMUP_FRACTION * total_steps))
     warmup = min(warmup, total_steps - 1)
     spec = shape_spec(SHAPE, total_steps, warmup)
     anchor, anchor_note = anchor_from(finder, current_lr)
