@@ -35,8 +35,10 @@ LR_ATTRIBUTES = ("lr", "learning_rate")
 def _is_lightning(value: Any, class_name: str) -> bool:
     """Whether ``value`` is a ``class_name`` of Lightning, under either package name (one that
     is not imported yet cannot have made it)."""
-    return any(isinstance(value, getattr(sys.modules[name], class_name))
-               for name in ("lightning.pytorch", "pytorch_lightning") if name in sys.modules)
+    # (sys.modules.get: a package set to None there, to block its import, is not imported)
+    classes = [getattr(sys.modules.get(name), class_name, None)
+               for name in ("lightning.pytorch", "pytorch_lightning")]
+    return any(isinstance(cls, type) and isinstance(value, cls) for cls in classes)
 
 
 def _is_datamodule(value: Any) -> bool:

@@ -30,7 +30,7 @@ from torch.nn.utils.rnn import PackedSequence
 
 from lrkit.adapters.distributed import (group_of, mean_over_ranks, should_sync,
                                         start_mean_over_ranks, static_graph)
-from lrkit.errors import LrkitError, blame_user_code, is_real, plain_int, require
+from lrkit.errors import LrkitError, blame_user_code, is_real, one_number, plain_int, require
 from lrkit.state import Snapshot, base_rates, metrics_preserved
 
 LossFn = Callable[[torch.nn.Module, Any], Any]
@@ -283,8 +283,8 @@ def _check_optimizer(optimizer: Any) -> None:
                 "optimizer whose rate is set through param_groups[i]['lr']"
             )
         lr = group["lr"]
-        if not (is_real(lr) or (isinstance(lr, torch.Tensor) and lr.numel() == 1
-                                and not lr.is_complex())):
+        # one real number: a float, a one-number tensor or numpy array (np.array(1e-3))
+        if one_number(lr) is None:
             # transformers' Adafactor(relative_step=True) holds lr=None and computes its own
             # rate from the step count: there is no rate to sweep (it failed in float(None))
             raise LrkitError(

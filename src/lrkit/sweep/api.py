@@ -252,10 +252,12 @@ def build_spec(problem: Any, *, lrs: Any = "1e-4:1",
                 "command line --budget STEPS or --epochs N); the recipe sets no budget_steps")
     budget = _positive_int(budget, "budget", 2)
     for spec in specs:  # fail now, not in the first trial
-        rebuild_optimizer(built.optimizer, spec, rates.low)
-    # and the recipe's step_options' values (max_grad_norm=-1: the first trial failed, and was
-    # stored as a failed attempt, where find and recommend refused it up front)
-    built.trainable()
+        rebuilt = rebuild_optimizer(built.optimizer, spec, rates.low)
+        # and the recipe's step_options' values (max_grad_norm=-1: the first trial failed, and
+        # was stored as a failed attempt, where find and recommend refused it up front), with
+        # the optimizer the trials step (not the recipe's own when a spec replaces it: a
+        # recipe's LBFGS swept as sgd and adam was refused)
+        dataclasses.replace(built, optimizer=rebuilt).trainable()
     specs = [dataclasses.replace(s, label=f"{type(built.optimizer).__name__} (recipe)")
              if s.target == RECIPE else s for s in specs]
     return SweepSpec(problem=problem, problem_label=problem_label(problem), rates=rates,
