@@ -29,7 +29,19 @@ class TrainingRun:
         return len(self.losses)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """The run as strict JSON-ready data: NaN and infinity (a diverged run's last loss and
+        its ``val_loss``) as ``None``, as the other results write them (``diverged`` says why)."""
+        return _json_ready(dataclasses.asdict(self))
+
+
+def _json_ready(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(v) for v in value]
+    return value
 
 
 @torch.no_grad()

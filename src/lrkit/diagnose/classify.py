@@ -149,6 +149,9 @@ def _jsonable(value: Any) -> Any:
         return int(value)
     if isinstance(value, np.bool_):
         return bool(value)
+    if callable(getattr(value, "tolist", None)) and hasattr(value, "shape"):
+        # a numpy array or a torch tensor (evidence put in by hand): its numbers, JSON-ready
+        return _jsonable(value.tolist())
     return value
 
 

@@ -223,10 +223,20 @@ def _numbers(values: Any, name: str, length: int | None = None) -> list[float]:
 def _json_safe(value: Any) -> Any:
     if isinstance(value, float):
         return value if math.isfinite(value) else None
-    if isinstance(value, (np.floating, np.integer)):
+    if isinstance(value, (np.floating, np.integer, np.bool_)):
         return _json_safe(value.item())
     if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
+        return {_json_key(k): _json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_json_safe(v) for v in value]
+    if callable(getattr(value, "tolist", None)) and hasattr(value, "shape"):
+        # a numpy array or a torch tensor (a curve or a setting put in by hand): its numbers
+        return _json_safe(value.tolist())
     return value
+
+
+def _json_key(key: Any) -> Any:
+    """A dict key JSON can write: as it is where json writes it itself, else its text."""
+    if isinstance(key, (np.generic,)):
+        key = key.item()
+    return key if key is None or isinstance(key, (str, int, float, bool)) else str(key)

@@ -24,7 +24,7 @@ from lrkit.schedules.base import (REGISTRY, Floor, Join, Peak, Scale, Schedule, 
 from lrkit.schedules.families import (WSD, Constant, Cosine, Cyclic, Exponential, InverseSqrt,
                                      Linear, MultiStep, OneCycle, Plateau, PlateauState,
                                      Polynomial, Restarts, Step)
-from lrkit.schedules.scaling import linear_rule, rescale, sqrt_rule
+from lrkit.schedules.scaling import batch_factor, linear_rule, rescale, sqrt_rule
 from lrkit.schedules.spec import (from_config, from_json, from_yaml, load, parse, to_config,
                                   to_json, to_spec, to_yaml)
 from lrkit.schedules.units import Duration, epoch, steps_per_epoch_from, total
@@ -106,5 +106,5 @@ __all__ = [
     "parse", "to_spec", "from_config", "to_config", "from_json", "to_json", "from_yaml",
     "to_yaml", "load",
     "to_torch", "preview", "lint", "plot",
-    "linear_rule", "sqrt_rule", "rescale",
+    "linear_rule", "sqrt_rule", "batch_factor", "rescale",
 ]

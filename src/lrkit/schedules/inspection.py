@@ -574,7 +574,7 @@ def preview(schedule: Any, steps: int, *, lr: float | None = None, metrics: Any 
     if steps <= DENSE_STEPS:
         rates: Sequence[float] = [base * value(t) for t in range(steps)]
     else:
-        rates = SampledRates(lambda t: base * value(t), steps, _sample_steps(s, steps))
+        rates = SampledRates(_Scaled(base, value), steps, _sample_steps(s, steps))
     prev = Preview(rates=rates, lr=base, label=label or s.to_spec(), source="lrkit", schedule=s)
     prev.key_points = key_points(s, rates)
     prev.warnings = lint(s, steps, lr=base)
@@ -608,10 +608,29 @@ def _plateau_values(s: Schedule, reports: dict[int, float], steps: int) -> Calla
         after.append(t)
         scales.append(state.scale)
 
-    def value(t: int) -> float:
-        return s._at(t) * scales[bisect_left(after, t)]
+    return _PlateauValues(s, after, scales)
 
-    return value
+
+class _Scaled:
+    """``t -> base * value(t)``: a long preview's rates, picklable (a lambda was not, so such a
+    preview could not be stored or sent to another process)."""
+
+    def __init__(self, base: float, value: Callable[[int], float]) -> None:
+        self.base, self.value = base, value
+
+    def __call__(self, t: int) -> float:
+        return self.base * self.value(t)
+
+
+class _PlateauValues:
+    """``t -> value`` of a plateau schedule after the reports: its scale changes after the steps
+    ``after`` to ``scales`` (``scales[0]``: before any report). Picklable, as :class:`_Scaled`."""
+
+    def __init__(self, schedule: Schedule, after: list[int], scales: list[float]) -> None:
+        self.schedule, self.after, self.scales = schedule, after, scales
+
+    def __call__(self, t: int) -> float:
+        return self.schedule._at(t) * self.scales[bisect_left(self.after, t)]
 
 
 def _preview_torch(factory: Callable[[Any], Any], steps: int, *, lr: float,
