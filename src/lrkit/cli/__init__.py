@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import importlib
 import os
 import re
+import signal
 import sys
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -38,6 +40,11 @@ COMMANDS = [
 #: the exit status after the reader of the output went away (``lrkit ... | head``): 128 + SIGPIPE,
 #: what the shell reports for a program that a closed pipe stopped
 BROKEN_PIPE_EXIT = 141
+
+#: the exit status after Ctrl-C (128 + SIGINT) and after a SIGTERM (128 + SIGTERM: a scheduler's
+#: or ``timeout``'s kill), each with one line and the same cleanup
+INTERRUPTED_EXIT = 130
+TERMINATED_EXIT = 143
 
 
 # ------------------------------------------------------------------------------------------------
@@ -84,7 +91,8 @@ def _stdout_to_stderr():
             yield
     finally:
         if saved is not None:
-            sys.stderr.flush()
+            if sys.stderr is not None:
+                sys.stderr.flush()
             os.dup2(saved, 1)
             os.close(saved)
 
@@ -269,9 +277,98 @@ def _stdout_gone() -> int:
     return BROKEN_PIPE_EXIT
 
 
+class Terminated(KeyboardInterrupt):
+    """A SIGTERM, raised as Ctrl-C's KeyboardInterrupt is, so that the same cleanup runs (a
+    ``--snapshot disk`` file removed, a sweep's running trial told to its study)."""
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt(state: dict):
+    """While the command runs, SIGTERM raises :class:`Terminated` in this process; a process
+    forked from it (a sweep worker, a DataLoader worker) dies of it as before. ``state["replaced"]``
+    says afterwards whether the run put a handler of its own in its place (``ray.init``'s,
+    which exits with ``sys.exit(15)``)."""
+    pid = os.getpid()
+
+    def handler(signum, frame):
+        if os.getpid() != pid:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        raise Terminated()
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except (ValueError, OSError):  # not the main thread: as it was
+        yield
+        return
+    try:
+        yield
+    finally:
+        state["replaced"] = signal.getsignal(signal.SIGTERM) is not handler
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
+def _standard_streams() -> None:
+    """File descriptors 0, 1 and 2 open, and sys.stdout and sys.stderr not None.
+
+    A closed one (``>&-``, ``2>&-``, a daemon) made sys.stdout or sys.stderr None, and every
+    command crashed on it (or wrote its messages into stdout, the JSON with them); the next file
+    opened also took its number, where a subprocess's output, or --json -'s redirection, would
+    then go. Each closed one becomes os.devnull. Output the real stdout and stderr cannot encode
+    (a path or a recipe's name in ASCII or latin-1 output) is written escaped (as Python writes
+    stderr), not a UnicodeEncodeError after the work was done."""
+    for fd, mode in ((0, os.O_RDONLY), (1, os.O_WRONLY), (2, os.O_WRONLY)):
+        try:
+            os.fstat(fd)
+        except OSError:
+            try:
+                null = os.open(os.devnull, mode)
+                if null != fd:
+                    os.dup2(null, fd)
+                    os.close(null)
+            except OSError:  # pragma: no cover - no /dev/null
+                pass
+    if sys.stdout is None:
+        sys.stdout = open(os.devnull, "w", encoding="utf-8")
+    if sys.stderr is None:
+        sys.stderr = open(os.devnull, "w", encoding="utf-8")
+    for stream in (sys.__stdout__, sys.__stderr__):
+        if stream is not None and getattr(stream, "errors", None) == "strict":
+            with contextlib.suppress(Exception):
+                stream.reconfigure(errors="backslashreplace")
+
+
+def _say(text: str) -> None:
+    """One line on stderr; nothing when stderr is gone (``2>&1 | head``): the exit status says it."""
+    try:
+        print(text, file=sys.stderr)
+        sys.stderr.flush()
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+#: the errors of a write to a full disk (or over a quota, or a size limit)
+_DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+def _stdout_failed() -> None:
+    """When writing stdout fails too (a full disk behind ``> file``), stdout goes to os.devnull,
+    so that the flush at exit does not print the same error again as a traceback."""
+    try:
+        sys.stdout.flush()
+    except (OSError, ValueError):
+        _stdout_gone()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
+    _standard_streams()
+    try:
+        parser = build_parser()
+        args, extra = parser.parse_known_args(argv)
+    except KeyboardInterrupt:
+        _say("lrkit: interrupted")
+        return INTERRUPTED_EXIT
     if extra:  # named by the command they were given to, not by "lrkit"
         where = f"lrkit {args.command}" if getattr(args, "command", None) else "lrkit"
         parser.exit(2, f"{where}: error: unrecognized arguments: {' '.join(extra)} "
@@ -279,12 +376,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    signals: dict = {}
     try:
-        code = int(args.func(args) or 0)
-        sys.stdout.flush()
+        with _sigterm_as_interrupt(signals):
+            code = int(args.func(args) or 0)
+            sys.stdout.flush()
         return code
     except BrokenPipeError:
         return _stdout_gone()
+    except SystemExit as exc:  # lrkit's own code never exits: the recipe (or its model) did
+        if signals.get("replaced") and exc.code == signal.SIGTERM:  # Ray's SIGTERM handler
+            _say(f"lrkit {args.command}: terminated (SIGTERM)")
+            return TERMINATED_EXIT
+        _say(f"lrkit {args.command}: error: the recipe called sys.exit({exc.code!r}) while the "
+             "command ran it (building the problem, or in its model, data or loss), and the "
+             "command stopped without a result; a recipe returns its problem (and raises an "
+             "exception to refuse)")
+        return 2
     except LrkitError as exc:
         names = getattr(args, "option_names", None) or {}
         message = str(exc)
@@ -294,26 +402,36 @@ def main(argv: Sequence[str] | None = None) -> int:
             message = _option_message(head, names) + quoted + _option_message(tail, names)
         else:
             message = _option_message(message, names)
-        print(f"lrkit {args.command}: error: {message}", file=sys.stderr)
+        _say(f"lrkit {args.command}: error: {message}")
         return 2
-    except KeyboardInterrupt:
-        print(f"lrkit {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        if isinstance(exc, Terminated):
+            _say(f"lrkit {args.command}: terminated (SIGTERM)")
+            return TERMINATED_EXIT
+        _say(f"lrkit {args.command}: interrupted")
+        return INTERRUPTED_EXIT
     except Exception as exc:  # the user's model, loss or data raised it: one line, as bad input
         where = getattr(exc, USER_CODE, None)
         if where is None and isinstance(exc, OSError) and exc.filename is not None:
             # a file the command reads or writes (a directory where its output file goes, a
             # folder it cannot create): the paths given are to fix, not lrkit
-            print(f"lrkit {args.command}: error: cannot read or write a file: {exc}; check the "
-                  "paths given (--out, --plot, --json, the input files)", file=sys.stderr)
+            _say(f"lrkit {args.command}: error: cannot read or write a file: {exc}; check the "
+                 "paths given (--out, --plot, --json, the input files)")
+            return 2
+        if where is None and isinstance(exc, OSError) and exc.errno in _DISK_FULL:
+            # stdout redirected to a full disk (> out.json), or a store on one: not lrkit's own
+            _stdout_failed()
+            _say(f"lrkit {args.command}: error: cannot write the output: "
+                 f"{exc.strerror or exc}; free some space (on the disk that stdout or the "
+                 "command's files go to) and run it again")
             return 2
         if where is None:
             raise  # lrkit's own: the traceback is the report
         text = " ".join(str(exc).split()) or "(no message)"
-        print(f"lrkit {args.command}: error: {where} raised {type(exc).__name__}: {text}; the "
-              "error is in the recipe's model, data or loss (a dtype, device or shape that does "
-              "not fit, most often); to see where, build the recipe in Python and run one batch "
-              "through its model and loss", file=sys.stderr)
+        _say(f"lrkit {args.command}: error: {where} raised {type(exc).__name__}: {text}; the "
+             "error is in the recipe's model, data or loss (a dtype, device or shape that does "
+             "not fit, most often); to see where, build the recipe in Python and run one batch "
+             "through its model and loss")
         return 2
 
 
