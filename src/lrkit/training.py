@@ -39,7 +39,9 @@ def _json_ready(value: Any) -> Any:
         return value if math.isfinite(value) else None
     if isinstance(value, dict):
         return {k: _json_ready(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
+    if isinstance(value, tuple):  # (val_curve's (step, loss) pairs stay pairs, as asdict keeps)
+        return tuple(_json_ready(v) for v in value)
+    if isinstance(value, list):
         return [_json_ready(v) for v in value]
     return value
 

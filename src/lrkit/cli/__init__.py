@@ -309,7 +309,7 @@ def _sigterm_as_interrupt(state: dict):
         signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
-def _standard_streams() -> None:
+def _standard_streams() -> dict:
     """File descriptors 0, 1 and 2 open, and sys.stdout and sys.stderr not None.
 
     A closed one (``>&-``, ``2>&-``, a daemon) made sys.stdout or sys.stderr None, and every
@@ -317,7 +317,11 @@ def _standard_streams() -> None:
     opened also took its number, where a subprocess's output, or --json -'s redirection, would
     then go. Each closed one becomes os.devnull. Output the real stdout and stderr cannot encode
     (a path or a recipe's name in ASCII or latin-1 output) is written escaped (as Python writes
-    stderr), not a UnicodeEncodeError after the work was done."""
+    stderr), not a UnicodeEncodeError after the work was done.
+
+    Returns what it changed in this process's Python objects, which :func:`main` puts back when
+    it returns (main() called from a script or a test leaves them as they were)."""
+    changed: dict = {"streams": {}, "errors": []}
     for fd, mode in ((0, os.O_RDONLY), (1, os.O_WRONLY), (2, os.O_WRONLY)):
         try:
             os.fstat(fd)
@@ -329,14 +333,29 @@ def _standard_streams() -> None:
                     os.close(null)
             except OSError:  # pragma: no cover - no /dev/null
                 pass
-    if sys.stdout is None:
-        sys.stdout = open(os.devnull, "w", encoding="utf-8")
-    if sys.stderr is None:
-        sys.stderr = open(os.devnull, "w", encoding="utf-8")
+    for name in ("stdout", "stderr"):
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(os.devnull, "w", encoding="utf-8"))
+            changed["streams"][name] = getattr(sys, name)
     for stream in (sys.__stdout__, sys.__stderr__):
         if stream is not None and getattr(stream, "errors", None) == "strict":
             with contextlib.suppress(Exception):
                 stream.reconfigure(errors="backslashreplace")
+                changed["errors"].append(stream)
+    return changed
+
+
+def _restore_streams(changed: dict) -> None:
+    """Undo :func:`_standard_streams` in Python's objects (the file descriptors opened on
+    os.devnull stay: nothing else can use those numbers)."""
+    for stream in changed["errors"]:
+        with contextlib.suppress(Exception):
+            stream.reconfigure(errors="strict")
+    for name, null in changed["streams"].items():
+        if getattr(sys, name) is null:
+            setattr(sys, name, None)
+            with contextlib.suppress(Exception):
+                null.close()
 
 
 def _say(text: str) -> None:
@@ -362,7 +381,14 @@ def _stdout_failed() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    _standard_streams()
+    changed = _standard_streams()
+    try:
+        return _main(argv)
+    finally:
+        _restore_streams(changed)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     try:
         parser = build_parser()
         args, extra = parser.parse_known_args(argv)

@@ -376,9 +376,17 @@ def _recommend(target: Any, *, steps: int | None, epochs: float | None, seed: in
     flags = sorted(k for k in ("foreach", "fused", "capturable", "differentiable")
                    if problem.optimizer.param_groups[reference].get(k))
     if own_warmup:
-        choice.notes.insert(0, f"schedule-free: its own warmup (warmup_steps={own_warmup}) is "
-                               "the schedule's warmup, with warmup_steps=0 in the optimizer "
-                               "(not two warmups)")
+        # (the schedule's warmup is at most the run less one step: said when it was cut)
+        cut = (f", cut to {plan.warmup_steps} steps to fit the {total}-step run"
+               if plan.warmup_steps != own_warmup else "")
+        lengths = sorted({g.get("warmup_steps") for g in problem.optimizer.param_groups
+                          if is_real(g.get("warmup_steps"))}, reverse=True)
+        which = (f", the longest of its groups' {', '.join(f'{n:g}' for n in lengths)}"
+                 if len(lengths) > 1 else "")
+        choice.notes.insert(0, f"schedule-free: its own warmup (warmup_steps={own_warmup}"
+                               f"{which}) is "
+                               f"the schedule's warmup{cut}, with warmup_steps=0 in the "
+                               "optimizer (not two warmups)")
     notes = [f"optimizer: your {name} kept, with its options"
              + (f" ({', '.join(f'{k}={v!r}' for k, v in options.items())})" if options else "")
              + (f"; its device flags ({', '.join(f'{k}=True' for k in flags)}) are left out of "
@@ -395,6 +403,9 @@ def _recommend(target: Any, *, steps: int | None, epochs: float | None, seed: in
                      "short, a recipe from a longer planned run scaled down, or a few short trials "
                      "(lrkit sweep), cost less")
     groups = _group_differences(problem.optimizer, rates, reference)
+    if own_warmup:  # the schedule's warmup replaces every group's own: none is kept in a group
+        for group in groups:
+            group.pop("warmup_steps", None)
     if len(groups) > 1:
         notes.append(_groups_note(groups, reference))
     from lrkit.adapters.torch import model_device
