@@ -383,9 +383,8 @@ def _recommend(target: Any, *, steps: int | None, epochs: float | None, seed: in
                           if is_real(g.get("warmup_steps"))}, reverse=True)
         which = (f", the longest of its groups' {', '.join(f'{n:g}' for n in lengths)}"
                  if len(lengths) > 1 else "")
-        choice.notes.insert(0, f"schedule-free: its own warmup (warmup_steps={own_warmup}"
-                               f"{which}) is "
-                               f"the schedule's warmup{cut}, with warmup_steps=0 in the "
+        choice.notes.insert(0, f"schedule-free: its own warmup (warmup_steps={own_warmup}{which}) "
+                               f"is the schedule's warmup{cut}, with warmup_steps=0 in the "
                                "optimizer (not two warmups)")
     notes = [f"optimizer: your {name} kept, with its options"
              + (f" ({', '.join(f'{k}={v!r}' for k, v in options.items())})" if options else "")
