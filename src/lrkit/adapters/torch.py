@@ -820,35 +820,22 @@ _MISSING = object()
 
 
 def _ready_to_step(optimizer: torch.optim.Optimizer) -> None:
-    """Inside ``preserved()`` (the snapshot puts the groups and weights back after): a
-    schedule-free optimizer (schedulefree's, whose groups hold ``train_mode``; it starts in eval
-    mode) is switched to train mode, where alone it takes a step (in eval mode its step raised
-    from inside the test)."""
+    """Inside ``preserved()`` (the snapshot puts the groups and weights back after), a
+    schedule-free optimizer (schedulefree's, whose groups hold ``train_mode``) is made to step at
+    the rates asked for: in train mode, where alone it takes a step (it starts in eval mode, and
+    its step raised from inside the test), and with its own warmup off (``warmup_steps``
+    multiplies every rate by (k + 1) / warmup_steps: with 1000 a range test's suggestion was 11x
+    AdamWScheduleFree's without warmup, 5x SGDScheduleFree's, and a recipe's short runs stayed
+    below their candidate rates)."""
     groups = optimizer.param_groups
-    if (groups and all("train_mode" in group for group in groups)
-            and not all(group["train_mode"] for group in groups)
-            and callable(getattr(optimizer, "train", None))):
+    if not (groups and all("train_mode" in group for group in groups)):
+        return
+    if not all(group["train_mode"] for group in groups) and callable(
+            getattr(optimizer, "train", None)):
         optimizer.train()
-
-
-@contextlib.contextmanager
-def own_warmup_off(optimizer: torch.optim.Optimizer) -> Iterator[None]:
-    """Inside, a schedule-free optimizer's own warmup (``warmup_steps`` in its groups, which
-    multiplies every rate by (k + 1) / warmup_steps) is off, so that a range test's rates are
-    the rates stepped at, as a torch scheduler's warmup is skipped (with warmup_steps=1000 the
-    suggestion was 11x AdamWScheduleFree's without warmup, 5x SGDScheduleFree's); put back
-    after (into the groups as they are then: a restore loads new group dicts)."""
-    groups = optimizer.param_groups
-    kept = [group.get("warmup_steps") if "train_mode" in group else None for group in groups]
-    for group, warmup in zip(groups, kept):
-        if is_real(warmup) and warmup > 0:
+    for group in groups:
+        if is_real(group.get("warmup_steps")) and group["warmup_steps"] > 0:
             group["warmup_steps"] = 0
-    try:
-        yield
-    finally:
-        for group, warmup in zip(optimizer.param_groups, kept):
-            if is_real(warmup) and warmup > 0:
-                group["warmup_steps"] = warmup
 
 
 def _loader_generators(*loaders: Any) -> list[torch.Generator]:

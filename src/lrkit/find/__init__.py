@@ -77,8 +77,8 @@ def find_lr(
     suggestion; only rank 0 shows a progress bar.
     """
     from lrkit.adapters.distributed import is_main
-    from lrkit.adapters.torch import (TorchTrainable, check_rate_is_swept, own_warmup_off,
-                                      rate_caveat, snapshot_advice)
+    from lrkit.adapters.torch import (TorchTrainable, check_rate_is_swept, rate_caveat,
+                                      snapshot_advice)
 
     if val_every is not None and val_loader is None:
         raise LrkitError("val_every needs a val_loader: pass val_loader=... or drop val_every")
@@ -98,14 +98,12 @@ def find_lr(
     if progress is None and not is_main():
         progress = False  # one bar for the job, not one per rank
     started = time.perf_counter()
-    # (a schedule-free optimizer's own warmup off: the suggestion is the peak rate to pass)
-    with own_warmup_off(optimizer):
-        result = range_test(
-            trainable, start_lr=start_lr, end_lr=end_lr, num_steps=num_steps, ramp=ramp,
-            smoothing=smoothing, diverge_threshold=diverge_threshold, val_every=val_every,
-            method=method, budget_steps=budget_steps, noise_batches=noise_batches,
-            progress=progress,
-        )
+    result = range_test(
+        trainable, start_lr=start_lr, end_lr=end_lr, num_steps=num_steps, ramp=ramp,
+        smoothing=smoothing, diverge_threshold=diverge_threshold, val_every=val_every,
+        method=method, budget_steps=budget_steps, noise_batches=noise_batches,
+        progress=progress,
+    )
     caveat = rate_caveat(optimizer)
     if caveat:
         result.warnings.insert(0, caveat)

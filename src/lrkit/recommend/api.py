@@ -346,11 +346,9 @@ def _recommend(target: Any, *, steps: int | None, epochs: float | None, seed: in
                          noise_batches=0, progress=progress, **problem.step_options)
     # a schedule-free optimizer's own warmup (warmup_steps) moves into the schedule, where it is
     # seen and previewed: the recipe warmed it up twice (its own and the schedule's); the range
-    # test ran without it, and so do the short runs (100 own warmup steps held a 90-step short
-    # run below its candidate rate throughout). Its shape stays the recipe's: on three examples
-    # at 2000 steps a cosine ended level with a held rate (+0.2%, -1%, -2%)
-    from lrkit.adapters.torch import own_warmup_off
-
+    # test and the short runs step without it (TorchTrainable.preserved). Its shape stays the
+    # recipe's: on three examples at 2000 steps a cosine ended level with a held rate (+0.2%,
+    # -1%, -2%)
     own_warmup = _own_warmup(problem.optimizer) if schedule_free(problem.optimizer) else 0
     if own_warmup:
         options.pop("warmup_steps", None)
@@ -360,13 +358,12 @@ def _recommend(target: Any, *, steps: int | None, epochs: float | None, seed: in
                                       problem.accumulation_steps),
                        warmup=own_warmup or None)
     confirmations = []
-    with own_warmup_off(problem.optimizer):
-        for candidate in plan.candidates if plan.confirm_steps else []:
-            schedule = policy.short_schedule(plan, candidate)
-            torch.manual_seed(seed)
-            result = _short_run(problem, schedule, plan.confirm_steps)
-            result["lr"] = candidate
-            confirmations.append(result)
+    for candidate in plan.candidates if plan.confirm_steps else []:
+        schedule = policy.short_schedule(plan, candidate)
+        torch.manual_seed(seed)
+        result = _short_run(problem, schedule, plan.confirm_steps)
+        result["lr"] = candidate
+        confirmations.append(result)
     choice = policy.choose(plan, confirmations)
     seconds = time.perf_counter() - t0
     tuning_steps = finder.steps + sum(c["steps"] for c in confirmations)
