@@ -63,3 +63,22 @@ def seed_one_fails(seed: int = 0):
     if seed == 1:
         raise RuntimeError("seed 1 data missing")
     return examples.build("wine-logreg", seed=seed)
+
+
+def killing_wine(seed: int = 0):
+    """wine-logreg whose training process dies (``os._exit(137)``, as under the kernel's
+    out-of-memory killer: no exception, no cleanup) at rates above 0.5."""
+    problem = examples.build("wine-logreg", seed=seed)
+    batches, optimizer = problem.train_loader, problem.optimizer
+
+    class Killing:
+        def __iter__(self):
+            if optimizer.param_groups[0]["lr"] > 0.5:
+                os._exit(137)
+            return iter(batches)
+
+        def __len__(self):
+            return len(batches)
+
+    problem.train_loader = Killing()
+    return problem

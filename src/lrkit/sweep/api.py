@@ -299,7 +299,9 @@ def sweep(problem: Any, *, lrs: Any = "1e-4:1",
     closure, partial, bound method or callable object needs one); a stored
     study with other settings is refused unless ``continue_study=True``. ``workers``: local
     worker processes (default 1). ``strategy``: ``"refine"`` (bracket, then refine, with
-    successive halving) or ``"grid"`` (every rate to the full budget).
+    successive halving) or ``"grid"`` (every rate to the full budget). ``max_retries``: the
+    attempts after the first at a point whose trial raised or whose worker died (Ctrl-C and
+    SIGTERM do not count); then the rate counts as failed and the sweep goes on without it.
 
     ``engine``: ``"optuna"`` (default) or ``"ray"``: the same trials and strategy run as a Ray
     Tune experiment (``pip install 'lrkit[ray]'``), on the Ray cluster at ``ray_address`` (or
@@ -488,7 +490,8 @@ def collect(study, settings: dict[str, Any], *, study_name: str = "", storage: s
     """The :class:`SweepResult` of the stored trials that match ``settings``; whether the
     sweep is complete is the strategy's plan over them (``max_retries``: the sweep's, by
     default the one its last run stored)."""
-    from lrkit.sweep.optuna_engine import MAX_RETRIES_ATTR, observe, trial_status
+    from lrkit.sweep.optuna_engine import (INTERRUPTED_ATTR, MAX_RETRIES_ATTR, observe,
+                                           trial_status)
 
     keys = settings["optimizers"]
     labels = settings.get("optimizer_labels", keys)
@@ -507,8 +510,9 @@ def collect(study, settings: dict[str, Any], *, study_name: str = "", storage: s
         status = trial_status(t)
         error = attrs.get("error")
         if status == "failed" and error is None:
-            error = ("interrupted (its worker stopped)"
-                     + ("; retried" if t.number in retried else ""))
+            error = (("interrupted (Ctrl-C or SIGTERM)" if attrs.get(INTERRUPTED_ATTR) else
+                      "interrupted: its worker died while running it (kill -9, out of memory, "
+                      "a lost node)") + ("; retried" if t.number in retried else ""))
         records.append(TrialRecord(
             number=t.number, optimizer=label_of[attrs["optimizer"]], lr=float(attrs["lr"]),
             seed=attrs["seed"], status=status,

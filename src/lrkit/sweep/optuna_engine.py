@@ -46,6 +46,8 @@ SETTINGS_ATTR = "lrkit_settings"
 #: which tells a sweep read back whether a failed point is still to be retried
 MAX_RETRIES_ATTR = "lrkit_max_retries"
 WORKER_ATTR = "lrkit_worker"
+#: a trial attribute: the attempt was stopped by Ctrl-C or SIGTERM (no failure of its rate)
+INTERRUPTED_ATTR = "interrupted"
 DEFAULT_STORAGE = os.path.join(".lrkit", "sweeps.journal")
 HEARTBEAT_INTERVAL = 5
 HEARTBEAT_GRACE = 20
@@ -549,8 +551,11 @@ def observe(trials, spec: SweepSpec) -> list[Observation]:
 
     A point's finished attempt wins over a running one, which wins over a queued one. A point
     whose only attempts failed is left out (so the strategy plans it again) until it has failed
-    ``max_retries + 1`` times; then it counts as failed. Only attempts that raised count:
-    interrupted ones (Ctrl-C, a worker gone) are retried as often as it takes.
+    ``max_retries + 1`` times; then it counts as failed. Attempts that raised count, and so do
+    attempts whose worker died under them (``kill -9``, the kernel's out-of-memory killer, a lost
+    node), as a Ray trial's do: a trial that kills its worker each time had been run again on
+    every resume, for ever. Attempts stopped by Ctrl-C or SIGTERM (marked ``interrupted``) are
+    retried as often as it takes.
     """
     best: dict[Point, Observation] = {}
     failures: dict[Point, int] = {}
@@ -560,11 +565,10 @@ def observe(trials, spec: SweepSpec) -> list[Observation]:
             continue
         status = trial_status(trial)
         if status == FAILED:
-            # only an attempt whose code raised counts towards max_retries: one stopped from
-            # outside (Ctrl-C, its worker gone: kill -9, a preempted node, a stale heartbeat)
-            # records no error, and is no failure of its rate (four Ctrl-C during one trial
-            # had dropped its rate for good, and the walk went the wrong way)
-            if "error" in trial.user_attrs:
+            # an attempt stopped by Ctrl-C or SIGTERM is no failure of its rate (four Ctrl-C
+            # during one trial had dropped its rate for good, and the walk went the wrong way);
+            # one that raised, or whose worker died under it, is
+            if not trial.user_attrs.get(INTERRUPTED_ATTR):
                 failures[point] = failures.get(point, 0) + 1
             continue
         obs = Observation(point, status,
@@ -744,8 +748,9 @@ def _execute(study, trial, spec: SweepSpec, liveness: Liveness) -> dict[str, Any
     try:
         with liveness.heartbeat(study, trial):
             outcome = run_trial(config, report)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (the CLI's, a worker process's)
         with contextlib.suppress(Exception):
+            trial.set_user_attr(INTERRUPTED_ATTR, True)
             study.tell(trial, state=TrialState.FAIL)
         raise
     except Exception as exc:
@@ -818,11 +823,18 @@ def _worker_process(handle: StorageHandle, study_name: str, spec: SweepSpec, thr
         if os.getppid() != parent:
             os._exit(1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the parent, which stops us
+
+    def stopped(signum, frame):  # the parent's terminate(): the trial is told as interrupted
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stopped)
     try:
         run_worker(handle, study_name, spec, threads=threads)
     except LrkitError as exc:
         print(f"lrkit sweep worker: error: {exc}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(128 + signal.SIGTERM)
 
 
 def _start_method(spec: SweepSpec) -> str:

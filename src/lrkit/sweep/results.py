@@ -13,8 +13,8 @@ from typing import Any, Iterable
 
 from lrkit.errors import is_real, require, require_folder, require_plot_path
 
-FINISHED, PRUNED, DIVERGED = "finished", "pruned", "diverged"
-_RANK = {FINISHED: 0, PRUNED: 1, DIVERGED: 2, "failed": 3, "running": 4, "waiting": 5}
+FINISHED, PRUNED, DIVERGED, FAILED = "finished", "pruned", "diverged", "failed"
+_RANK = {FINISHED: 0, PRUNED: 1, DIVERGED: 2, FAILED: 3, "running": 4, "waiting": 5}
 
 
 @dataclasses.dataclass
@@ -421,6 +421,13 @@ class SweepResult:
                         "trailed a lower rate mid-run) with only worse finished rates between it "
                         "and the best, so whether it would have ended better is not known; "
                         "--strategy grid (no early stopping) checks it")
+        for r in self.completed():
+            if r.status == FAILED:
+                # out of its retries: left out of the best and the band, which the table's bare
+                # "failed" did not say, nor why (a worker killed at that rate each time)
+                error = r.error if len(r.error or "") <= 160 else r.error[:157] + "..."
+                note(f"  {r.optimizer}: lr {r.lr:.3g} (seed {r.seed}) failed on every attempt "
+                     f"and is left out of the best and the band: {error}")
         per_opt = self.best_by_optimizer()
         if len(per_opt) > 1:
             for opt, p in per_opt.items():

@@ -1,0 +1,105 @@
+"""A trial that kills its worker (the out-of-memory killer, kill -9) counts towards its rate's
+retries, as a Ray trial's death does; Ctrl-C and SIGTERM do not."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import optuna
+
+import lrkit
+from lrkit.sweep.optuna_engine import StorageHandle
+from tests.sweep.helpers import RECIPES, lrkit_command, subprocess_env
+
+RUN = """
+import sys, lrkit
+sys.path.insert(0, {folder!r})
+from recipes import killing_wine
+result = lrkit.sweep(killing_wine, storage={storage!r}, study_name="s", lrs="0.01,0.1,1",
+                     strategy="grid", budget=40, progress=False, max_retries=1)
+print(result.summary())
+"""
+
+
+def test_a_rate_whose_worker_dies_on_every_attempt_ends_failed_not_retried_for_ever(tmp_path):
+    # each resume ran the killing trial again: the sweep could never finish
+    storage = str(tmp_path / "s.journal")
+    script = RUN.format(folder=str(RECIPES.parent), storage=storage)
+    codes = []
+    for _ in range(3):
+        run = subprocess.run([sys.executable, "-c", script], env=subprocess_env(),
+                             capture_output=True, text=True, timeout=120)
+        codes.append(run.returncode)
+        if run.returncode == 0:
+            break
+    assert codes == [137, 137, 0], run.stderr  # two attempts (max_retries=1), then done
+    assert "best: lr=0.1" in run.stdout
+    assert "lr 1 (seed 0) failed on every attempt" in run.stdout
+    assert "its worker died while running it" in run.stdout
+    result = lrkit.sweep.load(storage, "s")
+    assert {p.lr: p.status for p in result.points()}[1.0] == "failed"
+    assert result.complete
+
+
+def test_a_sigterm_or_ctrl_c_is_marked_interrupted_and_not_counted(tmp_path):
+    # the CLI's SIGTERM mid-trial: the trial is told as stopped from outside, not as a death
+    storage = str(tmp_path / "s.journal")
+    command = lrkit_command("sweep", f"{RECIPES}:slow_wine", "--lrs", "0.01,0.1", "--budget",
+                            "400", "--storage", storage, "--study-name", "t", "--no-progress")
+    proc = subprocess.Popen(command, env=subprocess_env(LRKIT_TEST_DELAY="0.01"),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                trials = optuna.load_study(study_name="t", storage=StorageHandle(storage).open()
+                                           ).get_trials(deepcopy=False)
+            except Exception:
+                trials = []
+            if any(t.state.name == "RUNNING" for t in trials):
+                time.sleep(0.5)  # into its training
+                break
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 128 + signal.SIGTERM, proc.stderr.read()
+    finally:
+        proc.kill()
+        proc.wait()
+    study = optuna.load_study(study_name="t", storage=StorageHandle(storage).open())
+    failed = [t for t in study.get_trials() if t.state.name == "FAIL"]
+    assert failed and all(t.user_attrs.get("interrupted") for t in failed)
+    records = lrkit.sweep.load(storage, "t").records
+    assert any("interrupted (Ctrl-C or SIGTERM)" in (r.error or "") for r in records)
+
+
+def test_a_worker_process_stopped_by_its_parent_marks_its_trial_interrupted(tmp_path):
+    # --workers 2 and Ctrl-C: the parent terminates its workers (SIGTERM), whose trials were
+    # left running and then read as deaths, using up their rates' retries
+    storage = str(tmp_path / "s.journal")
+    command = lrkit_command("sweep", f"{RECIPES}:slow_wine", "--lrs", "0.01,0.1,1", "--budget",
+                            "400", "--strategy", "grid", "--storage", storage, "--study-name",
+                            "w", "--workers", "2", "--no-progress")
+    proc = subprocess.Popen(command, env=subprocess_env(LRKIT_TEST_DELAY="0.01"),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                trials = optuna.load_study(study_name="w", storage=StorageHandle(storage).open()
+                                           ).get_trials(deepcopy=False)
+            except Exception:
+                trials = []
+            if sum(t.state.name == "RUNNING" for t in trials) >= 2:
+                time.sleep(0.5)  # into their training
+                break
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+    finally:
+        proc.kill()
+        proc.wait()
+    study = optuna.load_study(study_name="w", storage=StorageHandle(storage).open())
+    failed = [t for t in study.get_trials() if t.state.name == "FAIL"]
+    assert len(failed) == 2
+    assert all(t.user_attrs.get("interrupted") for t in failed)
