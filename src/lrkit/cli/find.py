@@ -167,9 +167,10 @@ def run(args: argparse.Namespace) -> int:
             else:
                 from lrkit.cli import check_output_path
 
+                from lrkit.files import write_atomically
+
                 check_output_path(args.json, "--json")
-                with open(args.json, "w", encoding="utf-8") as handle:
-                    handle.write(text + "\n")
+                write_atomically(args.json, text + "\n")
             return 0
         for name in examples.names():
             e = examples.get(name)

@@ -230,7 +230,7 @@ def run_show(args: argparse.Namespace) -> int:
     units = _units(args)
     specs = [args.spec, *args.compare]
     schedules = [load(spec) for spec in specs]
-    schedule, compare = schedules[0], schedules[1:]
+    schedule = schedules[0]
     # a recipe saved as JSON/YAML is drawn at its own peak_lr, which its relative schedule
     # multiplies (unless --lr is given); the others as --lr says
     peaks = [None if args.lr is not None or s.is_absolute else _recipe_peak_lr(spec)
@@ -260,8 +260,9 @@ def run_show(args: argparse.Namespace) -> int:
         if args.json == "-":
             print(text)
         else:
-            with open(args.json, "w", encoding="utf-8") as fh:
-                fh.write(text + "\n")
+            from lrkit.files import write_atomically
+
+            write_atomically(args.json, text + "\n")
     messages = sys.stderr if args.json == "-" else sys.stdout
     if args.json != "-":
         print(main.format())

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from lrkit.errors import LrkitError, is_real, require, require_folder, require_plot_path
+from lrkit.files import write_atomically
 
 
 @dataclasses.dataclass
@@ -76,7 +77,7 @@ class FinderResult:
         text = json.dumps(self.to_dict(), **{"indent": 2, "allow_nan": False, **dumps_options})
         if path is not None:
             require_folder(path, "the result")
-            Path(path).write_text(text + "\n")
+            write_atomically(path, text + "\n")
         return text
 
     @classmethod

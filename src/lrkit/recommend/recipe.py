@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from lrkit.errors import LrkitError, is_real, plain_int, require, require_folder
+from lrkit.files import write_atomically
 
 #: optimizers whose rate follows the batch size linearly (Goyal et al. 2017); all others are
 #: treated as adaptive and follow the square-root rule (Malladi et al. 2022)
@@ -502,7 +503,7 @@ class Recipe:
         text = json.dumps(self.to_dict(), indent=indent, allow_nan=False)
         if path is not None:
             require_folder(path, "the recipe")  # (a raw FileNotFoundError, as the others said)
-            Path(path).write_text(text + "\n")
+            write_atomically(path, text + "\n")
         return text
 
     @classmethod
@@ -527,7 +528,7 @@ class Recipe:
         text = yaml.safe_dump(data, sort_keys=False)
         if path is not None:
             require_folder(path, "the recipe")
-            Path(path).write_text(text)
+            write_atomically(path, text)
         return text
 
     @classmethod

@@ -10,7 +10,6 @@ comes from the results or the user (file names, example and study names, notes) 
 from __future__ import annotations
 
 import base64
-import contextlib
 import dataclasses
 import html
 import io
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from lrkit.errors import LrkitError, is_real
+from lrkit.files import write_atomically
 from lrkit.show.plots import log_rate_axis, plain, thin
 
 FINDER = "lrkit.finder"
@@ -980,42 +980,6 @@ def write_page(html_text: str, out_dir: str | Path) -> Path:
     path = out / "index.html"
     write_atomically(path, html_text)
     return path
-
-
-def _umask() -> int:
-    """The process's umask (read from /proc where it is shown; else set and put back)."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` whole or not at all (a temporary file renamed over it), as
-    UTF-8 with what cannot be encoded replaced: a file name that is not UTF-8 (kept by Python as
-    lone surrogates) raised UnicodeEncodeError half-way and left an empty page where the last
-    good one had been."""
-    import tempfile
-
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", errors="replace") as handle:
-            # mkstemp's file is private (0600): the mode a plain open() gives, by the umask, so
-            # that a web server or another user can read the page as they could before (where
-            # the file system refuses modes, as it is)
-            with contextlib.suppress(OSError, AttributeError):
-                os.fchmod(handle.fileno(), 0o666 & ~_umask())
-            handle.write(text)
-        os.replace(name, path)
-    except BaseException:
-        Path(name).unlink(missing_ok=True)
-        raise
 
 
 def report(paths: Sequence[str | Path], out_dir: str | Path = "lrkit-report", *,

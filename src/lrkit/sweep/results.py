@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from lrkit.errors import is_real, require, require_folder, require_plot_path
+from lrkit.files import write_atomically
 
 FINISHED, PRUNED, DIVERGED, FAILED = "finished", "pruned", "diverged", "failed"
 _RANK = {FINISHED: 0, PRUNED: 1, DIVERGED: 2, FAILED: 3, "running": 4, "waiting": 5}
@@ -492,7 +493,7 @@ class SweepResult:
         text = json.dumps(self.to_dict(), indent=indent, allow_nan=False)
         if path is not None:
             require_folder(path, "the sweep's JSON")
-            Path(path).write_text(text + "\n")
+            write_atomically(path, text + "\n")
         return text
 
     CSV_FIELDS = ("number", "optimizer", "lr", "seed", "status", "loss", "val_loss", "train_loss",
@@ -510,7 +511,7 @@ class SweepResult:
         text = buffer.getvalue()
         if path is not None:
             require_folder(path, "the sweep's CSV")
-            Path(path).write_text(text)
+            write_atomically(path, text)
         return text
 
     # -- plots ------------------------------------------------------------------------------------
