@@ -30,11 +30,10 @@ def main() -> None:
     scheduler = schedules.to_torch(optimizer, schedule)  # a real torch.optim.lr_scheduler object
     rates = []
     for _ in range(args.steps):
+        rates.append(optimizer.param_groups[0]["lr"])  # the rate this step trains at
         optimizer.step()
         scheduler.step()
-        rates.append(optimizer.param_groups[0]["lr"])
-    print(f"torch rates: step 0 {args.lr * schedule(0):.3g}, peak {max(rates):.3g}, "
-          f"last {rates[-1]:.3g}")
+    print(f"torch rates: step 0 {rates[0]:.3g}, peak {max(rates):.3g}, last {rates[-1]:.3g}")
 
 
 if __name__ == "__main__":

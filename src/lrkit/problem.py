@@ -69,8 +69,15 @@ class Problem:
 
     @property
     def accumulation_steps(self) -> int:
-        """Batches per optimizer step (``step_options``; 1 by default)."""
-        return int(_step_options(self.step_options).get("accumulation_steps") or 1)
+        """Batches per optimizer step (``step_options``; 1 by default), checked as the training
+        step checks it ('abc' raised a ValueError here, 2.5 was read as 2 and -1 as -1)."""
+        value = plain_int(_step_options(self.step_options).get("accumulation_steps"))
+        if value is None:
+            return 1
+        if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+            raise LrkitError(f"the recipe's step_options: accumulation_steps must be an integer "
+                             f">= 1, got {value!r}")
+        return value
 
 
 _TUPLE_FIELDS = ("model", "optimizer", "train_loader", "criterion", "val_loader")
@@ -279,6 +286,7 @@ def call_recipe(func: Callable[..., Any], *, seed: int = 0, label: str | None = 
             "lrkit calls a recipe with no arguments (only seed= when it takes one); give "
             f"{'them defaults' if len(required) > 1 else 'it a default'} or wrap it in a function "
             "without arguments")
+    seed = _seed(seed)
     _seed_generators(seed)
     try:
         value = (func(seed) if seed_by_position else func(seed=seed)) if accepts_seed else func()
@@ -294,6 +302,15 @@ def call_recipe(func: Callable[..., Any], *, seed: int = 0, label: str | None = 
         raise LrkitError(f"{label}: {exc}") from None
     check_problem(problem, name)
     return problem
+
+
+def _seed(seed: Any) -> int:
+    """``seed`` as a Python int, refused by name unless torch's generators take it (a string or
+    None failed in ``seed % 2**64``, numpy's and torch's integers overflowed there)."""
+    seed = plain_int(seed)
+    if not (isinstance(seed, int) and not isinstance(seed, bool) and -2 ** 63 <= seed < 2 ** 64):
+        raise LrkitError(f"seed must be an integer from -2**63 to 2**64 - 1, got {seed!r}")
+    return seed
 
 
 def _seed_generators(seed: int) -> None:
@@ -412,10 +429,15 @@ def load_problem(spec: str, *, seed: int = 0) -> Problem:
         raise LrkitError(f"load_problem needs an example name or 'path/to/file.py:function', "
                          f"got {type(spec).__name__}")
     if ".py:" in spec:
+        # seeded before the file is imported too: data it draws at import time (numpy's
+        # generator differed in every process) is the same for the same seed, also in a sweep,
+        # which imports the file again for every trial
+        _seed_generators(_seed(seed))
         return call_recipe(_load_function(spec), seed=seed, label=spec)
     if spec.endswith(".py"):
         raise LrkitError(f"name the function too: {spec}:function_name")
     examples.get(spec)  # an unknown name is refused before anything is seeded
+    seed = _seed(seed)
     # as for a recipe: an example with dropout draws its masks from torch's generator, and the
     # same seed gave another curve after anything else had drawn from it in the process
     _seed_generators(seed)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import torch
 
@@ -78,6 +78,11 @@ def evaluate(problem: Problem, loader: Iterable | None = None) -> float:
         for module, training in modes:
             module.training = training
     if not batches:
+        if isinstance(loader, Iterator):  # (one read already was said to be empty)
+            raise LrkitError("the validation loader yielded no batch: it is a one-shot iterator "
+                             f"({type(loader).__name__}), read already by an earlier "
+                             "evaluation, or empty; pass one that can be read again (a list of "
+                             "batches or a DataLoader)")
         raise LrkitError("the validation loader yielded no batch (empty, or smaller than one "
                          "batch with drop_last=True), so there is no validation loss; give it "
                          "data or leave val_loader out")
@@ -148,10 +153,20 @@ def train(
     step returning the rate). Stops at the first non-finite loss and reports ``diverged``.
 
     ``on_step(step, loss, lr)`` is called after every step; returning ``True`` stops the run
-    early (sweeps use it to prune). ``eval_every`` records the validation loss every k steps.
-    """
+    early (sweeps use it to prune). ``eval_every`` records the validation loss every k steps
+    (it needs the problem's ``val_loader``; ``None`` or 0: none)."""
     steps = plain_int(steps)
     require(isinstance(steps, int) and steps >= 1, f"steps must be an integer >= 1, got {steps!r}")
+    if eval_every is not None:  # (None and 0: no evaluations)
+        eval_every = plain_int(eval_every)
+        # ("2" failed in %, -1 evaluated after every step, 2.5 at odd steps)
+        require(isinstance(eval_every, int) and not isinstance(eval_every, bool)
+                and eval_every >= 0, f"eval_every must be an integer >= 1 (or None), got "
+                f"{eval_every!r}")
+        # (without validation data it recorded a curve of NaN)
+        require(not eval_every or problem.val_loader is not None,
+                f"eval_every={eval_every} records the validation loss every {eval_every} steps, "
+                "and the problem has no val_loader; give it one or leave eval_every out")
     if seed is not None:
         torch.manual_seed(seed)
     trainable = problem.trainable(**trainable_options)

@@ -35,15 +35,24 @@ class Example:
 
 @torch.no_grad()
 def accuracy(model: nn.Module, loader) -> float:
-    """Share of correct argmax predictions (per position for sequence outputs)."""
-    was_training = model.training
+    """Share of correct argmax predictions (per position for sequence outputs), on the model's
+    device. Each module's own train/eval flag comes back afterwards (``model.train(was)`` put
+    a submodule kept in eval, a frozen BatchNorm, back in training mode)."""
+    from lrkit.adapters.torch import model_device, move_to
+
+    modes = [(module, module.training) for module in model.modules()]
     model.eval()
+    device = model_device(model)  # (a model moved to a GPU got the loader's CPU batches)
     correct = total = 0
-    for inputs, targets in loader:
-        predictions = model(inputs).argmax(-1)
-        correct += int((predictions == targets).sum())
-        total += targets.numel()
-    model.train(was_training)
+    try:
+        for batch in loader:
+            inputs, targets = move_to(batch, device)
+            predictions = model(inputs).argmax(-1)
+            correct += int((predictions == targets).sum())
+            total += targets.numel()
+    finally:
+        for module, training in modes:
+            module.training = training
     return correct / max(total, 1)
 
 
