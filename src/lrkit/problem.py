@@ -105,7 +105,7 @@ def _budget_steps(value: Any) -> int | None:
 
 
 #: what a recipe's step_options may say (how its training takes one step, and where)
-STEP_OPTIONS = ("accumulation_steps", "amp", "max_grad_norm", "device")
+STEP_OPTIONS = ("accumulation_steps", "amp", "max_grad_norm", "device", "sync_ranks")
 
 
 def _step_options(options: Any) -> dict[str, Any]:

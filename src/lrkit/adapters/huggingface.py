@@ -150,6 +150,12 @@ def from_trainer(trainer: Any, *, budget_steps: int | None = None,
     step_options = {"accumulation_steps": accumulation,
                     "max_grad_norm": clip if clip and clip > 0 else None,
                     "amp": _mixed_precision(trainer)}
+    if _several_processes(trainer):
+        # under torchrun the Trainer's model is not DDP-wrapped until train(), so a step would
+        # not average the ranks' losses by itself: each rank stopped a range test or a short run
+        # at its own step (and hung in the gather of _get_num_items_in_batch, or crashed its
+        # peer: recommend(from_trainer(trainer))), or chose its own rate
+        step_options["sync_ranks"] = True
     return Problem(model=trainer.model, optimizer=_fresh_optimizer(trainer), train_loader=loader,
                    loss_fn=_loss_fn(trainer, accumulation), val_loader=_eval_loader(trainer, eval_key),
                    name=type(trainer.model).__name__,
@@ -184,12 +190,7 @@ def find_lr(trainer: Any, *, update_args: bool = False, eval_key: str | None = N
                            eval_key=eval_key)
     args = trainer.args
     optimizer = problem.optimizer
-    finder_options = {**problem.step_options, **finder_options}
-    if "sync_ranks" not in finder_options and _several_processes(trainer):
-        # under torchrun the Trainer's model is not DDP-wrapped until train(), so the finder
-        # would not average the ranks' losses by itself: each rank stopped at its own step
-        # (and hung in the gather of _get_num_items_in_batch) or suggested its own rate
-        finder_options["sync_ranks"] = True
+    finder_options = {**problem.step_options, **finder_options}  # sync_ranks too (from_trainer)
     val_loader = problem.val_loader if finder_options.get("val_every") is not None else None
     if finder_options.get("val_every") is not None and val_loader is None:
         raise LrkitError("val_every needs validation data: build the Trainer with eval_dataset=...")

@@ -165,7 +165,7 @@ def _batches_per_epoch(problem: Problem) -> int | None:
         length = len(problem.train_loader)  # type: ignore[arg-type]
     except TypeError:
         length = None
-    if should_sync(None, problem.model):
+    if should_sync((problem.step_options or {}).get("sync_ranks"), problem.model):
         # (-1 for no length: a rank without one makes every rank plan without)
         agreed = min_over_ranks(-1 if length is None else length, model_device(problem.model),
                                 group_of(problem.model))
