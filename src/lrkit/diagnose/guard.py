@@ -163,7 +163,8 @@ class Guard:
 
     A rollback restores the model, the optimizer's state and torch's RNG states as they were at
     the snapshot, but keeps the parameter groups' hyperparameters (the rate, and what a
-    scheduler keeps there) as they are: it undoes steps, not the schedule's position.
+    scheduler keeps there) and the modules' train/eval modes as they are: it undoes steps, not
+    the schedule's position or the loop's settings. It leaves no gradients behind.
     """
 
     def __init__(
@@ -410,9 +411,15 @@ class Guard:
     def _restore(self, snapshot: Snapshot) -> None:
         """Restore ``snapshot`` but keep the parameter groups' hyperparameters as they are now:
         a rollback undoes the steps, not the schedule's position or the guard's own cuts (the
-        rate, and what a scheduler keeps in the groups: OneCycleLR's peak and momentum)."""
+        rate, and what a scheduler keeps in the groups: OneCycleLR's peak and momentum); nor the
+        modules' train/eval modes, which the loop sets and steps never change (a BatchNorm
+        frozen with ``.eval()`` after the snapshot went back to updating its statistics)."""
         kept = group_values(self.optimizer)
+        modes = [(module, module.training) for module in self.model.modules()]
         snapshot.restore()
+        for module, training in modes:
+            if module.training != training:
+                module.training = training
         self._since_snapshot = 0  # the steps since the snapshot are undone
         scaler_state = getattr(snapshot, "extra", None)
         if self.scaler is not None and scaler_state:
@@ -435,21 +442,12 @@ class Guard:
             self.interventions.append(Intervention(
                 self.steps, reason, loss, reference, grad_norm, lr_before, lr_before,
                 self._snapshots.latest_step if restore is not None else -1))
-            # a rate other than the guard's own last one: something set it since (without a
-            # scheduler to keep them, a scheduler's step undoes every cut)
-            undone = (self.scheduler is None and self._guard_lrs is not None
-                      and any(not math.isclose(a, b, rel_tol=1e-9)
-                              for a, b in zip(lr_before, self._guard_lrs)))
             raise GuardError(
                 f"the guard would cut the rate to {lr_before[0] * factor:.3g}, below "
                 f"{self.min_lr_scale:g} x the rate it started with (its cuts would multiply the "
                 f"rate by {self._cut_scale * factor:.3g} in all), and the loss still misbehaves: "
                 "the problem is probably not the rate (check the data, the loss and the model), "
-                "or lower min_lr_scale"
-                + ("; the rate was not the guard's own: if a scheduler sets the rate each step, "
-                   "pass it as Guard(scheduler=...), or it undoes the guard's cuts" if undone
-                   else "")
-                + ". Interventions: "
+                "or lower min_lr_scale" + self._cuts_undone(lr_before) + ". Interventions: "
                 + ", ".join(f"step {i.step} {i.reason}" for i in self.interventions[-6:]))
         self._cut_scale *= factor
         self._set_lrs([lr * factor for lr in lr_before])
@@ -459,6 +457,16 @@ class Guard:
         self.optimizer.zero_grad(set_to_none=True)
         self._reset_history()
         return lr_before
+
+    def _cuts_undone(self, lr_before: list[float]) -> str:
+        """For a GuardError: a hint when the rate is not the one the guard's last cut set and no
+        scheduler was given (a scheduler's step undid every cut, and the error blamed the data)."""
+        if (self.scheduler is None and self._guard_lrs is not None
+                and any(not math.isclose(a, b, rel_tol=1e-9)
+                        for a, b in zip(lr_before, self._guard_lrs))):
+            return ("; the rate was not the guard's own: if a scheduler sets the rate each step, "
+                    "pass it as Guard(scheduler=...), or it undoes the guard's cuts")
+        return ""
 
     @property
     def lrs(self) -> list[float]:
@@ -887,10 +895,12 @@ class Guard:
         """Back to the last sound snapshot with the rate unchanged (a lone non-finite value)."""
         self.skipped = True
         lrs = self.lrs
-        self.optimizer.zero_grad(set_to_none=True)
         self._release_scaler()
         self._retries += 1
         self._restore(self._snapshots.rollback_target())
+        # after the restore, which puts back the snapshot's gradients (of a step already
+        # applied): a loop that accumulates micro-batches before the next step added them in
+        self.optimizer.zero_grad(set_to_none=True)
         self._forget_recent()
         # the course check starts afresh too: the restored state's losses, above those of the
         # undone steps, would read as a rebound
@@ -926,7 +936,8 @@ class Guard:
                 f"training is still failing ({reason.replace('_', ' ')}, loss {loss:.4g}) after "
                 f"{self.max_retries} rollbacks (with any rate cuts, to {lr_before[0]:.3g}) since "
                 f"step {self._snapshots.latest_step}; the problem is probably not the rate alone "
-                "(check the data, the loss and the model) -- or raise max_retries. Interventions: "
+                "(check the data, the loss and the model) -- or raise max_retries"
+                + self._cuts_undone(lr_before) + ". Interventions: "
                 + ", ".join(f"step {i.step} {i.reason}" for i in self.interventions[-6:]))
         self._retries += 1
         if to_best:
