@@ -149,7 +149,19 @@ def batch_loss(
         output = model(inputs)
         try:
             return extract_loss(criterion(output, targets))
-        except TypeError as exc:
+        except Exception as exc:
+            if _takes_model_and_batch(criterion):
+                # a loss_fn(model, batch) given as the criterion (or as a recipe dict's 'loss',
+                # its alias) got the output and the targets: it failed on them somewhere inside
+                # ("'Tensor' object is not callable", "too many values to unpack"), naming no fix
+                takes = _parameters(inspect.signature(criterion))
+                raise LrkitError(
+                    f"the criterion, called as criterion(output, targets), raised "
+                    f"{type(exc).__name__} ({exc}); it takes {takes}: a function of (model, "
+                    "batch) is a loss_fn, not a criterion; pass it as loss_fn=... (in a "
+                    "recipe's dict, under 'loss_fn', not 'loss' or 'criterion')") from exc
+            if not isinstance(exc, TypeError):
+                raise
             # (only torch's complaint about the output's type: a criterion written for a tuple
             # that raises its own TypeError keeps it)
             if isinstance(output, torch.Tensor) or type(output).__name__ not in str(exc):
@@ -382,6 +394,16 @@ def _check_loss(criterion: Any, loss_fn: Any) -> None:
             raise LrkitError(
                 f"{name} is called with two arguments, as {call}, but it takes "
                 f"{_parameters(signature)}; give it that signature") from None
+
+
+def _takes_model_and_batch(function: Any) -> bool:
+    """Whether ``function``'s parameters are named as a loss_fn's, ``(model, batch)`` (read
+    only to explain an error it raised as a criterion)."""
+    try:
+        names = list(inspect.signature(function).parameters)
+    except (TypeError, ValueError):
+        return False
+    return names[:1] == ["model"] or names[1:2] == ["batch"]
 
 
 def _parameters(signature: inspect.Signature) -> str:
