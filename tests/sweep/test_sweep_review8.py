@@ -103,3 +103,22 @@ def test_a_worker_process_stopped_by_its_parent_marks_its_trial_interrupted(tmp_
     failed = [t for t in study.get_trials() if t.state.name == "FAIL"]
     assert len(failed) == 2
     assert all(t.user_attrs.get("interrupted") for t in failed)
+
+
+def test_an_empty_validation_loader_is_refused_before_any_trial(tmp_path):
+    # the first trial failed in its evaluation and was stored as a failed attempt
+    import pytest
+
+    from lrkit.errors import LrkitError
+
+    def recipe(seed):
+        problem = lrkit.examples.build("wine-logreg", seed=seed)
+        problem.val_loader = []
+        return problem
+
+    storage = str(tmp_path / "s.journal")
+    with pytest.raises(LrkitError, match="val_loader has no batch"):
+        lrkit.sweep(recipe, storage=storage, study_name="e", lrs="0.01,0.1", budget=20,
+                    progress=False)
+    assert not os.path.exists(storage) or not optuna.get_all_study_names(
+        storage=StorageHandle(storage).open())

@@ -251,6 +251,14 @@ def build_spec(problem: Any, *, lrs: Any = "1e-4:1",
         require(budget is not None, "give a training budget: budget=STEPS or epochs=N (on the "
                 "command line --budget STEPS or --epochs N); the recipe sets no budget_steps")
     budget = _positive_int(budget, "budget", 2)
+    try:  # (only by its length: a one-shot iterator is not read here)
+        no_val_batch = built.val_loader is not None and len(built.val_loader) == 0
+    except TypeError:
+        no_val_batch = False
+    require(not no_val_batch,
+            "the recipe's val_loader has no batch (empty, or smaller than one batch with "
+            "drop_last=True), so no trial could be scored on it; give it data or leave "
+            "val_loader out (the trials are then scored on their training loss)")
     for spec in specs:  # fail now, not in the first trial
         rebuilt = rebuild_optimizer(built.optimizer, spec, rates.low)
         # and the recipe's step_options' values (max_grad_norm=-1: the first trial failed, and
