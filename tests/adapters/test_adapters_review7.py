@@ -156,14 +156,19 @@ def _rank(rank: int, directory: str, port: int) -> None:
         json.dump({"lr": trainer.args.learning_rate, "losses": result.losses}, handle)
 
 
-def test_under_several_processes_every_rank_stops_alike_and_gets_the_same_rate(tmp_path):
-    # each rank's DataLoaderShard holds its own shard: deciding on its own loss, one rank stopped
-    # first and the other waited in _get_num_items_in_batch's gather (or each set its own rate)
+def run_two_ranks(function, directory) -> None:
+    """``function(rank, directory, port)`` in two spawned processes, on a free port."""
     with socket.socket() as free:
         free.bind(("127.0.0.1", 0))
         port = free.getsockname()[1]
-    torch.multiprocessing.start_processes(_rank, args=(str(tmp_path), port), nprocs=2,
+    torch.multiprocessing.start_processes(function, args=(str(directory), port), nprocs=2,
                                           join=True, start_method="spawn")
+
+
+def test_under_several_processes_every_rank_stops_alike_and_gets_the_same_rate(tmp_path):
+    # each rank's DataLoaderShard holds its own shard: deciding on its own loss, one rank stopped
+    # first and the other waited in _get_num_items_in_batch's gather (or each set its own rate)
+    run_two_ranks(_rank, tmp_path)
     first, second = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2))
     assert first["losses"] == second["losses"]  # the mean over the ranks
     assert first["lr"] == second["lr"]

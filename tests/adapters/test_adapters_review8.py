@@ -5,12 +5,9 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import warnings
 
-import torch
-
-from tests.adapters.test_adapters_review7 import _tiny_trainer
+from tests.adapters.test_adapters_review7 import _tiny_trainer, run_two_ranks
 
 
 def _rank(rank: int, directory: str, port: int) -> None:
@@ -32,11 +29,7 @@ def _rank(rank: int, directory: str, port: int) -> None:
 
 def test_recommend_on_a_trainer_under_several_processes_gives_every_rank_the_same_recipe(
         tmp_path):
-    with socket.socket() as free:
-        free.bind(("127.0.0.1", 0))
-        port = free.getsockname()[1]
-    torch.multiprocessing.start_processes(_rank, args=(str(tmp_path), port), nprocs=2,
-                                          join=True, start_method="spawn")
+    run_two_ranks(_rank, tmp_path)
     first, second = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2))
     assert first == second
     assert first["peak_lr"] > 0

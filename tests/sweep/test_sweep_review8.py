@@ -22,6 +22,22 @@ print(result.summary())
 """
 
 
+def wait_until_running(storage: str, name: str, count: int, timeout: float = 90) -> None:
+    """Until ``count`` trials of the study run, and a little more (into their training)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            trials = optuna.load_study(study_name=name, storage=StorageHandle(storage).open()
+                                       ).get_trials(deepcopy=False)
+        except Exception:  # the study is not created yet
+            trials = []
+        if sum(t.state.name == "RUNNING" for t in trials) >= count:
+            time.sleep(0.5)
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"no {count} trials were caught running")
+
+
 def test_a_rate_whose_worker_dies_on_every_attempt_ends_failed_not_retried_for_ever(tmp_path):
     # each resume ran the killing trial again: the sweep could never finish
     storage = str(tmp_path / "s.journal")
@@ -50,17 +66,7 @@ def test_a_sigterm_or_ctrl_c_is_marked_interrupted_and_not_counted(tmp_path):
     proc = subprocess.Popen(command, env=subprocess_env(LRKIT_TEST_DELAY="0.01"),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                trials = optuna.load_study(study_name="t", storage=StorageHandle(storage).open()
-                                           ).get_trials(deepcopy=False)
-            except Exception:
-                trials = []
-            if any(t.state.name == "RUNNING" for t in trials):
-                time.sleep(0.5)  # into its training
-                break
-            time.sleep(0.05)
+        wait_until_running(storage, "t", 1)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 128 + signal.SIGTERM, proc.stderr.read()
     finally:
@@ -83,17 +89,7 @@ def test_a_worker_process_stopped_by_its_parent_marks_its_trial_interrupted(tmp_
     proc = subprocess.Popen(command, env=subprocess_env(LRKIT_TEST_DELAY="0.01"),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            try:
-                trials = optuna.load_study(study_name="w", storage=StorageHandle(storage).open()
-                                           ).get_trials(deepcopy=False)
-            except Exception:
-                trials = []
-            if sum(t.state.name == "RUNNING" for t in trials) >= 2:
-                time.sleep(0.5)  # into their training
-                break
-            time.sleep(0.05)
+        wait_until_running(storage, "w", 2)
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=30)
     finally:
