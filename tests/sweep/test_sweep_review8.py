@@ -118,3 +118,16 @@ def test_an_empty_validation_loader_is_refused_before_any_trial(tmp_path):
                     progress=False)
     assert not os.path.exists(storage) or not optuna.get_all_study_names(
         storage=StorageHandle(storage).open())
+
+
+def test_the_cli_takes_max_retries(tmp_path, capsys):
+    # the docs said "raise max_retries to retry a failed rate", which the CLI could not
+    from lrkit.cli import main
+
+    storage = str(tmp_path / "s.journal")
+    assert main(["sweep", "wine-logreg", "--lrs", "0.01,0.1", "--budget", "20", "--storage",
+                 storage, "--study-name", "m", "--max-retries", "5", "--no-progress"]) == 0
+    study = optuna.load_study(study_name="m", storage=StorageHandle(storage).open())
+    assert study.user_attrs["lrkit_max_retries"] == 5
+    assert main(["sweep", "wine-logreg", "--max-retries", "-1", "--storage", storage]) == 2
+    assert "--max-retries must be an integer >= 0, got -1" in capsys.readouterr().err

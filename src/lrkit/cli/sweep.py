@@ -66,6 +66,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--repeat-top", type=int, default=3,
                    help="how many top rates get the extra seeds (default 3)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per worker (default 1)")
+    p.add_argument("--max-retries", type=int, default=3,
+                   help="attempts after the first at a rate whose trial raised or whose worker "
+                        "died, before it counts as failed (default 3; raise it to retry a "
+                        "failed rate)")
     p.add_argument("--report", action="store_true",
                    help="only print the stored results of the study; run nothing (Optuna "
                         "engine; a finished Ray sweep is printed by the same command)")
@@ -84,6 +88,7 @@ OPTION_NAMES = {"points_per_decade": "--points-per-decade", "repeat_top": "--rep
                 "study_name": "--study-name", "continue_study": "--continue", "lrs": "--lrs",
                 "optimizers": "--optimizers",
                 "ray_address": "--ray-address", "workers": "--workers", "threads": "--threads",
+                "max_retries": "--max-retries",
                 # words also used in prose ("give the budget in steps"): named only as the
                 # subject of a check
                 "seeds must": "--seeds must", "budget must": "--budget must",
@@ -95,7 +100,7 @@ RUN_ONLY = {"lrs": "--lrs", "points_per_decade": "--points-per-decade",
             "optimizers": "--optimizers", "seeds": "--seeds", "budget": "--budget",
             "epochs": "--epochs", "workers": "--workers", "continue_study": "--continue",
             "strategy": "--strategy", "stride": "--stride", "repeat_top": "--repeat-top",
-            "threads": "--threads"}
+            "threads": "--threads", "max_retries": "--max-retries"}
 
 
 def check_args(args: argparse.Namespace) -> None:
@@ -159,7 +164,7 @@ def run(args: argparse.Namespace) -> int:
                 epochs=args.epochs, storage=args.storage, study_name=args.study_name,
                 workers=args.workers, strategy=args.strategy,
                 continue_study=args.continue_study, stride=args.stride,
-                repeat_top=args.repeat_top, threads=args.threads,
+                repeat_top=args.repeat_top, threads=args.threads, max_retries=args.max_retries,
                 progress=False if args.no_progress else None, engine=args.engine,
                 ray_address=args.ray_address)
     from lrkit.cli import save_plot
