@@ -19,5 +19,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
+# build/ too: a wheel built in place (pip wheel .) reuses build/lib, so a module deleted from src/
+# would still ship
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .hypothesis build dist src/*.egg-info

@@ -337,7 +337,8 @@ def __getattr__(name: str) -> Any:
                 from transformers import TrainerCallback
             except ImportError as error:
                 raise LrkitError("MonitorCallback needs transformers: pip install "
-                                 "transformers (the plain lrkit.Monitor needs nothing)") from error
+                                 "'lrkit[huggingface]' (the plain lrkit.Monitor needs nothing)"
+                                 ) from error
             _CLASS = type("MonitorCallback", (_MonitorHooks, TrainerCallback), {
                 "__doc__": "lrkit's Monitor as a transformers TrainerCallback: one update per "
                            "logged training loss (every ``logging_steps``; a non-finite logged "

@@ -471,7 +471,10 @@ def from_json(text: str) -> Schedule:
 
 
 def to_yaml(schedule: Schedule) -> str:
-    import yaml
+    try:
+        import yaml
+    except ImportError:  # pyyaml is in the 'yaml' extra (from_yaml said so; this raised bare)
+        raise LrkitError("to_yaml needs PyYAML: pip install 'lrkit[yaml]'") from None
 
     return yaml.safe_dump(to_config(schedule), sort_keys=False)
 
