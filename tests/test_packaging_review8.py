@@ -151,3 +151,17 @@ def test_a_missing_extra_is_named_by_the_schedule_yaml_writer_and_the_hf_callbac
     monkeypatch.setattr(hf, "_CLASS", None)
     with pytest.raises(LrkitError, match=r"pip install 'lrkit\[huggingface\]'"):
         hf.MonitorCallback
+
+
+def test_recommend_yaml_without_pyyaml_is_refused_before_measuring(monkeypatch, capsys):
+    # it measured the whole recipe (about 5 s) and only then failed to write it
+    from lrkit.cli import main
+
+    monkeypatch.setitem(sys.modules, "yaml", None)
+    import importlib
+
+    package = importlib.import_module("lrkit.recommend")  # (lrkit.recommend is the function)
+    monkeypatch.setattr(package, "recommend",
+                        lambda *a, **k: pytest.fail("measured before the check"))
+    assert main(["recommend", "wine-logreg", "--yaml", "recipe.yaml"]) == 2
+    assert "pip install 'lrkit[yaml]'" in capsys.readouterr().err

@@ -63,6 +63,12 @@ def check_args(args: argparse.Namespace) -> None:
     check_positive_int(args.batch_size, "--batch-size", what=" (samples per batch)")
     check_output_path(args.json, "--json")
     check_output_path(args.yaml, "--yaml")
+    if args.yaml:  # before measuring, not after (about 5 s lost on the built-in example)
+        try:
+            import yaml  # noqa: F401
+        except ImportError:
+            raise LrkitError("--yaml needs PyYAML: pip install 'lrkit[yaml]' (or use --json)"
+                             ) from None
     check_distinct_paths({"--json": args.json, "--yaml": args.yaml},
                          {"the recipe file": recipe_path(args.target)})
 
