@@ -42,7 +42,7 @@ from typing import Any, Callable
 
 import torch
 
-from lrkit.adapters.distributed import group_of, mean_over_ranks, should_sync
+from lrkit.adapters.distributed import group_of, mean_over_ranks, min_over_ranks, should_sync
 from lrkit.diagnose.probe import RateProbe
 from lrkit.diagnose.snapshots import SnapshotKeeper
 from lrkit.errors import LrkitError, is_real, plain_int, require
@@ -304,7 +304,8 @@ class Guard:
         self.skipped = False  #: whether the last step was skipped
         self._recent: collections.deque[float] = collections.deque(maxlen=window)
         self._snapshots = SnapshotKeeper(model, optimizer, where=snapshot,
-                                         directory=snapshot_dir, keep_best=keep_best)
+                                         directory=snapshot_dir, keep_best=keep_best,
+                                         agree=self._on_every_rank if self._sync else None)
         self._n_groups = len(optimizer.param_groups)  #: at the last snapshot
         self._since_snapshot = 0
         self._retries = 0
@@ -457,6 +458,11 @@ class Guard:
         self.optimizer.zero_grad(set_to_none=True)
         self._reset_history()
         return lr_before
+
+    def _on_every_rank(self, flag: bool) -> bool:
+        """Whether ``flag`` holds on every rank of the model's group (one all-reduce, at a
+        rollback only)."""
+        return min_over_ranks(int(flag), self._device, self._group) == 1
 
     def _cuts_undone(self, lr_before: list[float]) -> str:
         """For a GuardError: a hint when the rate is not the one the guard's last cut set and no

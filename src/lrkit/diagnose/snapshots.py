@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -25,8 +25,12 @@ class SnapshotKeeper:
 
     def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, *,
                  where: str = "cpu", directory: str | os.PathLike | None = None,
-                 keep_best: bool = True) -> None:
+                 keep_best: bool = True,
+                 agree: Callable[[bool], bool] | None = None) -> None:
+        """``agree``: under DDP, turns this rank's "the latest snapshot is sound" into every
+        rank's (sound on all of them), so that all fall back together or none does."""
         self._model = model
+        self._agree = agree
         self._optimizer = optimizer
         self._where = where
         self._directory = directory
@@ -69,9 +73,14 @@ class SnapshotKeeper:
         """The latest snapshot, unless the update just before it broke a parameter (an incident
         right after a snapshot): then the verified one, which becomes the latest."""
         assert self.latest is not None
-        if self.best is not None and self.latest is not self.best \
-                and not self.latest.parameters_finite():
-            self.fall_back()
+        if self.best is not None and self.latest is not self.best:
+            sound = self.latest.parameters_finite()
+            if self._agree is not None:
+                # the ranks' buffers differ (BatchNorm statistics of their own batches): a rank
+                # falling back alone would restore other weights than the others
+                sound = self._agree(sound)
+            if not sound:
+                self.fall_back()
         return self.latest
 
     def fall_back(self) -> None:
