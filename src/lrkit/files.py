@@ -18,14 +18,15 @@ def write_atomically(path: str | os.PathLike, text: str) -> None:
     (``/dev/stdout``, a named pipe) and a folder where no temporary file can be made (the file
     itself writable) are written in place. The file keeps its permissions; a new one gets those
     a plain ``open()`` gives (the umask's)."""
-    target = Path(os.path.realpath(path))
     try:
-        mode = target.stat().st_mode
+        mode = os.stat(path).st_mode
     except OSError:
         mode = None
     if mode is not None and not stat.S_ISREG(mode):
-        _write_in_place(target, text)
+        # as given: /dev/stdout on a pipe resolves to "/proc/<pid>/fd/pipe:[N]", no real path
+        _write_in_place(Path(path), text)
         return
+    target = Path(os.path.realpath(path))
     try:
         fd, name = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
     except PermissionError:

@@ -509,6 +509,9 @@ class TorchTrainable:
                 f"val_batches must be an integer >= 1, got {val_batches!r}")
         require(max_grad_norm is None or (is_real(max_grad_norm) and max_grad_norm > 0),
                 f"max_grad_norm must be a positive number or None, got {max_grad_norm!r}")
+        # ("false", a string from a config file, was read as True)
+        require(sync_ranks is None or isinstance(sync_ranks, bool),
+                f"sync_ranks must be True, False or None (automatic), got {sync_ranks!r}")
         self.model = model
         self.optimizer = optimizer
         self.criterion = criterion

@@ -729,7 +729,21 @@ def _claim(study, spec: SweepSpec, liveness: Liveness, speculate: bool = True,
 
 
 def _execute(study, trial, spec: SweepSpec, liveness: Liveness) -> dict[str, Any]:
-    """Run one claimed trial and tell Optuna how it ended."""
+    """Run one claimed trial and tell Optuna how it ended. A Ctrl-C or SIGTERM anywhere in it
+    (not only in the training: while the result is recorded too) marks it interrupted, which
+    never counts towards max_retries; a trial left running would read as its worker's death."""
+    from optuna.trial import TrialState
+
+    try:
+        return _run_and_tell(study, trial, spec, liveness)
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (the CLI's, a worker process's)
+        with contextlib.suppress(Exception):  # (a trial told already refuses both: as it is)
+            trial.set_user_attr(INTERRUPTED_ATTR, True)
+            study.tell(trial, state=TrialState.FAIL)
+        raise
+
+
+def _run_and_tell(study, trial, spec: SweepSpec, liveness: Liveness) -> dict[str, Any]:
     from optuna.trial import TrialState
 
     point = spec.point_of(trial.user_attrs)
@@ -748,11 +762,6 @@ def _execute(study, trial, spec: SweepSpec, liveness: Liveness) -> dict[str, Any
     try:
         with liveness.heartbeat(study, trial):
             outcome = run_trial(config, report)
-    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (the CLI's, a worker process's)
-        with contextlib.suppress(Exception):
-            trial.set_user_attr(INTERRUPTED_ATTR, True)
-            study.tell(trial, state=TrialState.FAIL)
-        raise
     except Exception as exc:
         with contextlib.suppress(Exception):
             trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
@@ -833,8 +842,9 @@ def _worker_process(handle: StorageHandle, study_name: str, spec: SweepSpec, thr
     except LrkitError as exc:
         print(f"lrkit sweep worker: error: {exc}", file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt:
-        sys.exit(128 + signal.SIGTERM)
+    except KeyboardInterrupt:  # its trial told: now die of the signal, as the parent expects
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _start_method(spec: SweepSpec) -> str:

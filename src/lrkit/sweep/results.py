@@ -423,10 +423,12 @@ class SweepResult:
                         "and the best, so whether it would have ended better is not known; "
                         "--strategy grid (no early stopping) checks it")
         for r in self.completed():
-            if r.status == FAILED:
-                # out of its retries: left out of the best and the band, which the table's bare
-                # "failed" did not say, nor why (a worker killed at that rate each time)
-                error = r.error if len(r.error or "") <= 160 else r.error[:157] + "..."
+            # out of its retries (the sweep done without it; while it is not, a failed rate may
+            # still be retried, and a Ctrl-C never counts): left out of the best and the band,
+            # which the table's bare "failed" did not say, nor why (a worker killed each time)
+            if r.status == FAILED and self.complete is not False:
+                error = r.error or "no error recorded"
+                error = error if len(error) <= 160 else error[:157] + "..."
                 note(f"  {r.optimizer}: lr {r.lr:.3g} (seed {r.seed}) failed on every attempt "
                      f"and is left out of the best and the band: {error}")
         per_opt = self.best_by_optimizer()
