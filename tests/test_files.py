@@ -64,3 +64,30 @@ def test_a_sweeps_csv_with_a_name_that_is_not_utf8_is_written_not_truncated(tmp_
     SweepResult([record], settings={}, diagnose=False).to_csv(path)
     text = path.read_text(encoding="utf-8")
     assert text.startswith("number,optimizer,lr") and "/data/caf?.pt" in text
+
+
+def test_a_file_we_may_not_write_is_left_to_open(tmp_path, monkeypatch):
+    # a read-only file: written in place, so that open() refuses it as it did (a rename over it
+    # replaced it); as root open() writes it, and the file stays the same file
+    path = tmp_path / "kept.json"
+    path.write_text("mine")
+    inode = path.stat().st_ino
+    monkeypatch.setattr(os, "access", lambda p, m: False)
+    opened = []
+    real_open = open
+    monkeypatch.setattr("builtins.open", lambda *a, **k: opened.append(a[0]) or real_open(*a, **k))
+    write_atomically(path, "new")
+    assert opened == [path] and path.stat().st_ino == inode
+
+
+def test_hard_links_are_kept_and_a_symlink_loop_raises(tmp_path):
+    path, other = tmp_path / "a.json", tmp_path / "b.json"
+    path.write_text("old")
+    os.link(path, other)
+    write_atomically(path, "new")
+    assert other.read_text() == "new" and path.stat().st_nlink == 2
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    with pytest.raises(OSError):
+        write_atomically(loop, "x")
+    assert loop.is_symlink()

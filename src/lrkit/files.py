@@ -14,18 +14,22 @@ def write_atomically(path: str | os.PathLike, text: str) -> None:
     cannot be encoded replaced (a file name that is not UTF-8, kept by Python as lone
     surrogates, raised UnicodeEncodeError half-way and left an empty file).
 
-    A symbolic link is written through, as ``open()`` does; a path that is not a regular file
-    (``/dev/stdout``, a named pipe) and a folder where no temporary file can be made (the file
-    itself writable) are written in place. The file keeps its permissions; a new one gets those
-    a plain ``open()`` gives (the umask's)."""
+    A symbolic link is written through, as ``open()`` does. Written in place, as ``open()``
+    writes: a path that is not a regular file (``/dev/stdout``, a named pipe), a file with other
+    hard links (a rename would part them), a read-only file (refused, as ``open()`` refuses it)
+    and a file whose folder takes no temporary file or no rename over it (another user's file in
+    the sticky /tmp). The file keeps its permissions; a new one gets those a plain ``open()``
+    gives (the umask's)."""
     try:
-        mode = os.stat(path).st_mode
-    except OSError:
-        mode = None
-    if mode is not None and not stat.S_ISREG(mode):
+        status = os.stat(path)
+    except FileNotFoundError:  # a new file (other errors, a symlink loop: as open() raises them)
+        status = None
+    if status is not None and (not stat.S_ISREG(status.st_mode) or status.st_nlink > 1
+                               or not os.access(path, os.W_OK)):
         # as given: /dev/stdout on a pipe resolves to "/proc/<pid>/fd/pipe:[N]", no real path
         _write_in_place(Path(path), text)
         return
+    mode = None if status is None else status.st_mode
     target = Path(os.path.realpath(path))
     try:
         fd, name = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
@@ -41,7 +45,11 @@ def write_atomically(path: str | os.PathLike, text: str) -> None:
                 os.fchmod(handle.fileno(),
                           stat.S_IMODE(mode) if mode is not None else 0o666 & ~_umask())
             handle.write(text)
-        os.replace(name, target)
+        try:
+            os.replace(name, target)
+        except PermissionError:  # the sticky /tmp: another user's file, which we may write
+            Path(name).unlink(missing_ok=True)
+            _write_in_place(target, text)
     except BaseException:
         Path(name).unlink(missing_ok=True)
         raise
