@@ -131,3 +131,43 @@ def test_the_cli_takes_max_retries(tmp_path, capsys):
     assert study.user_attrs["lrkit_max_retries"] == 5
     assert main(["sweep", "wine-logreg", "--max-retries", "-1", "--storage", storage]) == 2
     assert "--max-retries must be an integer >= 0, got -1" in capsys.readouterr().err
+
+
+def _sweep_until_running(storage: str, name: str, **popen):
+    command = lrkit_command("sweep", f"{RECIPES}:slow_wine", "--lrs", "0.01,0.1", "--budget",
+                            "400", "--storage", storage, "--study-name", name, "--no-progress")
+    proc = subprocess.Popen(command, env=subprocess_env(LRKIT_TEST_DELAY="0.01"),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            **popen)
+    wait_until_running(storage, name, 1)
+    return proc
+
+
+def test_a_hangup_stops_a_sweep_as_ctrl_c_does(tmp_path):
+    # a closed terminal or a dropped SSH session (SIGHUP) killed the sweep with its trial left
+    # running, which the next run now counts as its worker's death
+    storage = str(tmp_path / "s.journal")
+    proc = _sweep_until_running(storage, "h")
+    try:
+        proc.send_signal(signal.SIGHUP)
+        assert proc.wait(timeout=30) == 128 + signal.SIGHUP
+        assert "terminated (SIGHUP)" in proc.stderr.read()
+    finally:
+        proc.kill()
+        proc.wait()
+    study = optuna.load_study(study_name="h", storage=StorageHandle(storage).open())
+    failed = [t for t in study.get_trials() if t.state.name == "FAIL"]
+    assert failed and all(t.user_attrs.get("interrupted") for t in failed)
+
+
+def test_under_nohup_a_hangup_is_still_ignored(tmp_path):
+    storage = str(tmp_path / "s.journal")
+    proc = _sweep_until_running(
+        storage, "n", preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
+    try:
+        proc.send_signal(signal.SIGHUP)
+        time.sleep(1.0)
+        assert proc.poll() is None  # nohup asked for it to go on
+    finally:
+        proc.kill()
+        proc.wait()

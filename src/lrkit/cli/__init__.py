@@ -278,27 +278,41 @@ def _stdout_gone() -> int:
 
 
 class Terminated(KeyboardInterrupt):
-    """A SIGTERM, raised as Ctrl-C's KeyboardInterrupt is, so that the same cleanup runs (a
-    ``--snapshot disk`` file removed, a sweep's running trial told to its study)."""
+    """A SIGTERM (or a SIGHUP: the terminal closed, an SSH session dropped), raised as Ctrl-C's
+    KeyboardInterrupt is, so that the same cleanup runs (a ``--snapshot disk`` file removed, a
+    sweep's running trial told to its study as interrupted)."""
+
+    def __init__(self, signum: int = signal.SIGTERM) -> None:
+        super().__init__()
+        self.signum = signum
+
+
+#: the signals that stop a command as Ctrl-C does (SIGHUP only where it is not ignored: nohup)
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP")
+                     if hasattr(signal, name))
 
 
 @contextlib.contextmanager
 def _sigterm_as_interrupt(state: dict):
-    """While the command runs, SIGTERM raises :class:`Terminated` in this process; a process
-    forked from it (a sweep worker, a DataLoader worker) dies of it as before. ``state["replaced"]``
-    says afterwards whether the run put a handler of its own in its place (``ray.init``'s,
-    which exits with ``sys.exit(15)``)."""
+    """While the command runs, SIGTERM and SIGHUP raise :class:`Terminated` in this process; a
+    process forked from it (a sweep worker, a DataLoader worker) dies of them as before.
+    ``state["replaced"]`` says afterwards whether the run put a SIGTERM handler of its own in its
+    place (``ray.init``'s, which exits with ``sys.exit(15)``)."""
     pid = os.getpid()
 
     def handler(signum, frame):
         if os.getpid() != pid:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            os.kill(os.getpid(), signal.SIGTERM)
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
             return
-        raise Terminated()
+        raise Terminated(signum)
 
+    previous = {}
     try:
-        previous = signal.signal(signal.SIGTERM, handler)
+        for signum in STOP_SIGNALS:
+            if signum != signal.SIGTERM and signal.getsignal(signum) == signal.SIG_IGN:
+                continue  # nohup's: the command goes on after a hangup, as it asked
+            previous[signum] = signal.signal(signum, handler)
     except (ValueError, OSError):  # not the main thread: as it was
         yield
         return
@@ -306,7 +320,8 @@ def _sigterm_as_interrupt(state: dict):
         yield
     finally:
         state["replaced"] = signal.getsignal(signal.SIGTERM) is not handler
-        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+        for signum, before in previous.items():
+            signal.signal(signum, before if before is not None else signal.SIG_DFL)
 
 
 def _standard_streams() -> dict:
@@ -432,8 +447,8 @@ def _main(argv: Sequence[str] | None) -> int:
         return 2
     except KeyboardInterrupt as exc:
         if isinstance(exc, Terminated):
-            _say(f"lrkit {args.command}: terminated (SIGTERM)")
-            return TERMINATED_EXIT
+            _say(f"lrkit {args.command}: terminated ({signal.Signals(exc.signum).name})")
+            return 128 + exc.signum  # TERMINATED_EXIT for SIGTERM
         _say(f"lrkit {args.command}: interrupted")
         return INTERRUPTED_EXIT
     except Exception as exc:  # the user's model, loss or data raised it: one line, as bad input

@@ -837,6 +837,8 @@ def _worker_process(handle: StorageHandle, study_name: str, spec: SweepSpec, thr
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stopped)
+    if hasattr(signal, "SIGHUP") and signal.getsignal(signal.SIGHUP) != signal.SIG_IGN:
+        signal.signal(signal.SIGHUP, stopped)  # a closed terminal's, sent to the whole group
     try:
         run_worker(handle, study_name, spec, threads=threads)
     except LrkitError as exc:
