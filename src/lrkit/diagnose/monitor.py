@@ -378,9 +378,13 @@ class Monitor:
         unstable stretch before it cut the new rate again."""
         finite = lrs[np.isfinite(lrs)]
         base = float(finite.max()) if len(finite) else float(cut.lr_after[0])
-        suggested = base * result.lr_factor if result.lr_factor is not None else None
+        # the diagnosis read the rates since the cut: its rate (where the trouble started, else
+        # the peak) stands; x the peak overrode it, so the monitor said 0.023 where its own
+        # explanation and `lrkit diagnose` on its log said 0.0203 (an end-to-end review)
+        suggested = (result.suggested_lr if result.suggested_lr is not None else
+                     base * result.lr_factor if result.lr_factor is not None else None)
         change = ("" if suggested is None else "keep it" if result.lr_factor == 1.0 else
-                  f"{result.recommendation} of it is about {suggested:.3g}")
+                  f"{result.recommendation}: about {suggested:.3g}")
         note = (f" The guard cut the rate from {cut.lr_before[0]:.3g} to {cut.lr_after[0]:.3g} "
                 f"at step {cut.step}: this diagnosis is of the steps since then, at {base:.3g}"
                 + (f" ({change})" if change else "") + ", not of the rate that failed.")
