@@ -38,3 +38,15 @@ def test_monitor_told_of_a_guard_names_the_rate_its_own_log_reads_back(tmp_path)
     assert said.suggested_lr == pytest.approx(read_back.suggested_lr)
     assert said.suggested_lr < 0.3 * 0.1 * 0.9  # the rate at the first spike, not the peak's
     assert f"{said.suggested_lr:.3g}" in said.explanation.rpartition("The guard cut")[2]
+
+
+def test_a_reused_range_test_counts_its_time_in_the_recipes_tuning_cost():
+    # its steps counted in the cost, its time did not: "tuning 89 steps (30%), 0.0 s"
+    import lrkit
+
+    problem = lrkit.examples.build("wine-logreg", seed=0)
+    result = lrkit.find_lr(problem.model, problem.optimizer, problem.train_loader,
+                           problem.criterion, num_steps=40, progress=False)
+    assert result.settings["seconds"] > 0
+    recipe = lrkit.recommend(problem, steps=300, finder=result, confirm=False, progress=False)
+    assert recipe.evidence["cost"]["seconds"] >= result.settings["seconds"]

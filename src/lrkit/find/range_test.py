@@ -3,6 +3,7 @@ record the loss, stop on divergence, and put the trainable back exactly as it wa
 from __future__ import annotations
 
 import math
+import time
 
 from lrkit.errors import is_real, plain_int, require
 from lrkit.find import suggest
@@ -89,6 +90,7 @@ def range_test(
     require(family in suggest.OPTIMIZER_FAMILIES,
             f"the trainable's optimizer_family must be one of {list(suggest.OPTIMIZER_FAMILIES)}, "
             f"got {family!r}")
+    started = time.perf_counter()
     with trainable.preserved():
         try:
             if callable(measure):
@@ -111,6 +113,7 @@ def range_test(
                     break
         finally:
             bar.close()
+    seconds = time.perf_counter() - started  # the test, its snapshot and restore
 
     use_val = bool(val_steps) and val_losses[0] is not None and len(val_steps) >= suggest.MIN_POINTS
     curve_lrs = [lrs[i] for i in val_steps] if use_val else lrs
@@ -250,7 +253,7 @@ def range_test(
                       optimizer_family=family,
                       edge_fraction=analysis.curve.edge_fraction,
                       curve="validation" if use_val else "train",
-                      no_suggestion=no_suggestion,
+                      no_suggestion=no_suggestion, seconds=seconds,
                       # whether the model and optimizer were put back (a plain function's
                       # state without save_fn/load_fn is not): the report said they were
                       restored=getattr(trainable, "restores_state", True) is not False),
