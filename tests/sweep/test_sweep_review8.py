@@ -76,7 +76,7 @@ def test_a_sigterm_or_ctrl_c_is_marked_interrupted_and_not_counted(tmp_path):
     failed = [t for t in study.get_trials() if t.state.name == "FAIL"]
     assert failed and all(t.user_attrs.get("interrupted") for t in failed)
     records = lrkit.sweep.load(storage, "t").records
-    assert any("interrupted (Ctrl-C or SIGTERM)" in (r.error or "") for r in records)
+    assert any("interrupted (Ctrl-C, SIGTERM or SIGHUP)" in (r.error or "") for r in records)
 
 
 def test_a_worker_process_stopped_by_its_parent_marks_its_trial_interrupted(tmp_path):

@@ -518,7 +518,8 @@ def collect(study, settings: dict[str, Any], *, study_name: str = "", storage: s
         status = trial_status(t)
         error = attrs.get("error")
         if status == "failed" and error is None:
-            error = (("interrupted (Ctrl-C or SIGTERM)" if attrs.get(INTERRUPTED_ATTR) else
+            stopped = attrs.get(INTERRUPTED_ATTR)
+            error = (("interrupted (Ctrl-C, SIGTERM or SIGHUP)" if stopped else
                       "interrupted: its worker died while running it (kill -9, out of memory, "
                       "a lost node)") + ("; retried" if t.number in retried else ""))
         records.append(TrialRecord(

@@ -46,7 +46,8 @@ SETTINGS_ATTR = "lrkit_settings"
 #: which tells a sweep read back whether a failed point is still to be retried
 MAX_RETRIES_ATTR = "lrkit_max_retries"
 WORKER_ATTR = "lrkit_worker"
-#: a trial attribute: the attempt was stopped by Ctrl-C or SIGTERM (no failure of its rate)
+#: a trial attribute: the attempt was stopped by Ctrl-C, SIGTERM or SIGHUP (no failure of
+#: its rate)
 INTERRUPTED_ATTR = "interrupted"
 DEFAULT_STORAGE = os.path.join(".lrkit", "sweeps.journal")
 HEARTBEAT_INTERVAL = 5
@@ -554,8 +555,8 @@ def observe(trials, spec: SweepSpec) -> list[Observation]:
     ``max_retries + 1`` times; then it counts as failed. Attempts that raised count, and so do
     attempts whose worker died under them (``kill -9``, the kernel's out-of-memory killer, a lost
     node), as a Ray trial's do: a trial that kills its worker each time had been run again on
-    every resume, for ever. Attempts stopped by Ctrl-C or SIGTERM (marked ``interrupted``) are
-    retried as often as it takes.
+    every resume, for ever. Attempts stopped by Ctrl-C, SIGTERM or SIGHUP (marked
+    ``interrupted``) are retried as often as it takes.
     """
     best: dict[Point, Observation] = {}
     failures: dict[Point, int] = {}
@@ -565,7 +566,7 @@ def observe(trials, spec: SweepSpec) -> list[Observation]:
             continue
         status = trial_status(trial)
         if status == FAILED:
-            # an attempt stopped by Ctrl-C or SIGTERM is no failure of its rate (four Ctrl-C
+            # an attempt stopped by Ctrl-C, SIGTERM or SIGHUP is no failure of its rate (four Ctrl-C
             # during one trial had dropped its rate for good, and the walk went the wrong way);
             # one that raised, or whose worker died under it, is
             if not trial.user_attrs.get(INTERRUPTED_ATTR):
@@ -729,14 +730,14 @@ def _claim(study, spec: SweepSpec, liveness: Liveness, speculate: bool = True,
 
 
 def _execute(study, trial, spec: SweepSpec, liveness: Liveness) -> dict[str, Any]:
-    """Run one claimed trial and tell Optuna how it ended. A Ctrl-C or SIGTERM anywhere in it
+    """Run one claimed trial and tell Optuna how it ended. A Ctrl-C, SIGTERM or SIGHUP in it
     (not only in the training: while the result is recorded too) marks it interrupted, which
     never counts towards max_retries; a trial left running would read as its worker's death."""
     from optuna.trial import TrialState
 
     try:
         return _run_and_tell(study, trial, spec, liveness)
-    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (the CLI's, a worker process's)
+    except KeyboardInterrupt:  # Ctrl-C, SIGTERM or SIGHUP (the CLI's, a worker process's)
         with contextlib.suppress(Exception):  # (a trial told already refuses both: as it is)
             trial.set_user_attr(INTERRUPTED_ATTR, True)
             study.tell(trial, state=TrialState.FAIL)
