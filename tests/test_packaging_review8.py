@@ -123,7 +123,6 @@ def test_sdist_ships_no_partial_test_suite_and_builds_the_whole_wheel(built):
     assert {n for n in wheel if n.endswith(".py")} == _modules()
     assert not [n for n in wheel if not n.startswith(("lrkit/", dist_info))]
     assert "lrkit/schedules/families/wsd.py" in wheel and "lrkit/__main__.py" in wheel
-    assert "lrkit/py.typed" in wheel  # the type hints count for the users' type checkers
     assert re.search(r"^lrkit = lrkit\.cli:main$", wheel[dist_info + "entry_points.txt"], re.M)
     metadata = wheel[dist_info + "METADATA"]
     assert "LICENSE" in sdist and dist_info + "licenses/LICENSE" in wheel  # the MIT text

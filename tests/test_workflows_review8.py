@@ -47,6 +47,6 @@ def test_a_reused_range_test_counts_its_time_in_the_recipes_tuning_cost():
     problem = lrkit.examples.build("wine-logreg", seed=0)
     result = lrkit.find_lr(problem.model, problem.optimizer, problem.train_loader,
                            problem.criterion, num_steps=40, progress=False)
-    assert result.settings["seconds"] > 0
+    assert result.seconds > 0
     recipe = lrkit.recommend(problem, steps=300, finder=result, confirm=False, progress=False)
-    assert recipe.evidence["cost"]["seconds"] >= result.settings["seconds"]
+    assert recipe.evidence["cost"]["seconds"] >= result.seconds

@@ -123,6 +123,10 @@ def check_output_path(path: Any, option: str, *, plot: bool = False) -> None:
         raise LrkitError(f"{option} {text!r}: {str(parent)!r} is not a directory")
     if not os.access(parent, os.W_OK):
         raise LrkitError(f"{option} {text!r}: the directory {str(parent)!r} is not writable")
+    if target.is_file() and not os.access(target, os.W_OK):
+        # (written in place, as open() writes it: refused at the end, the work lost)
+        raise LrkitError(f"{option} {text!r} is read-only; make it writable or pick another "
+                         "path")
     if plot:
         formats = plot_formats()
         ext = target.suffix.lower().lstrip(".")
@@ -287,7 +291,8 @@ class Terminated(KeyboardInterrupt):
         self.signum = signum
 
 
-#: the signals that stop a command as Ctrl-C does (SIGHUP only where it is not ignored: nohup)
+#: the signals that stop a command as Ctrl-C does (SIGHUP only where nothing handles or ignores
+#: it: nohup)
 STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP")
                      if hasattr(signal, name))
 
@@ -310,8 +315,10 @@ def _sigterm_as_interrupt(state: dict):
     previous = {}
     try:
         for signum in STOP_SIGNALS:
-            if signum != signal.SIGTERM and signal.getsignal(signum) == signal.SIG_IGN:
-                continue  # nohup's: the command goes on after a hangup, as it asked
+            if signum != signal.SIGTERM and signal.getsignal(signum) is not signal.SIG_DFL:
+                # nohup's SIG_IGN (the command goes on after a hangup, as it asked), or a
+                # handler of the program that calls main(): left as they are
+                continue
             previous[signum] = signal.signal(signum, handler)
     except (ValueError, OSError):  # not the main thread: as it was
         yield

@@ -73,14 +73,16 @@ class SnapshotKeeper:
         """The latest snapshot, unless the update just before it broke a parameter (an incident
         right after a snapshot): then the verified one, which becomes the latest."""
         assert self.latest is not None
-        if self.best is not None and self.latest is not self.best:
-            sound = self.latest.parameters_finite()
-            if self._agree is not None:
-                # the ranks' buffers differ (BatchNorm statistics of their own batches): a rank
-                # falling back alone would restore other weights than the others
-                sound = self._agree(sound)
-            if not sound:
-                self.fall_back()
+        candidate = self.best is not None and self.latest is not self.best
+        sound = self.latest.parameters_finite() if candidate else True
+        if self._agree is not None:
+            # the ranks' buffers differ (BatchNorm statistics of their own batches): a rank
+            # falling back alone would restore other weights than the others. Every rank takes
+            # part, whether or not it holds two snapshots (their histories can differ: a rank
+            # whose weights broke took no new snapshot), or one waits in the collective alone
+            sound = self._agree(sound)
+        if candidate and not sound:
+            self.fall_back()
         return self.latest
 
     def fall_back(self) -> None:

@@ -253,10 +253,10 @@ def range_test(
                       optimizer_family=family,
                       edge_fraction=analysis.curve.edge_fraction,
                       curve="validation" if use_val else "train",
-                      no_suggestion=no_suggestion, seconds=seconds,
+                      no_suggestion=no_suggestion,
                       # whether the model and optimizer were put back (a plain function's
                       # state without save_fn/load_fn is not): the report said they were
                       restored=getattr(trainable, "restores_state", True) is not False),
         val_steps=val_steps, val_losses=[math.nan if v is None else v for v in val_losses],
-        gradient_noise=gradient_noise,
+        gradient_noise=gradient_noise, seconds=seconds,
     )

@@ -40,6 +40,9 @@ class FinderResult:
     #: the gradient's noise-to-signal ratio ``B_noise / B`` at the batch size, measured before
     #: the ramp (:mod:`lrkit.find.noise`); ``None`` when not measured
     gradient_noise: float | None = None
+    #: the test's wall time in seconds (its snapshot and restore included); not compared: two
+    #: results of the same seeded test are equal
+    seconds: float | None = dataclasses.field(default=None, compare=False)
 
     @property
     def suggested_lrs(self) -> list[float] | None:
@@ -141,6 +144,10 @@ class FinderResult:
         require(noise is None or (is_real(noise) and noise >= 0),
                 f"gradient_noise must be a number >= 0, \"inf\" or null, got {noise!r:.60}")
         kwargs["gradient_noise"] = None if noise is None else float(noise)
+        seconds = kwargs.get("seconds")
+        require(seconds is None or (is_real(seconds) and 0 <= seconds < math.inf),
+                f"seconds must be a number >= 0 or null, got {seconds!r:.60}")
+        kwargs["seconds"] = None if seconds is None else float(seconds)
         return cls(**kwargs)
 
     # -- text --------------------------------------------------------------------------------------

@@ -367,7 +367,7 @@ def _recommend(target: Any, *, steps: int | None, epochs: float | None, seed: in
     choice = policy.choose(plan, confirmations)
     seconds = time.perf_counter() - t0
     if reused:  # its steps count in the tuning cost: its time too (it read 0.0 s)
-        seconds += float((finder.settings or {}).get("seconds") or 0.0)
+        seconds += finder.seconds or 0.0
     tuning_steps = finder.steps + sum(c["steps"] for c in confirmations)
 
     # the device-specific flags are left out of the recipe (they belong to the machine that
