@@ -234,3 +234,14 @@ def test_main_called_in_process_leaves_the_callers_own_sighup_handler_in_force(t
         signal.signal(signal.SIGHUP, before)
     assert seen == [signal.SIGHUP]
     assert code in (0, 1)  # the range test ran to its end
+
+
+def test_the_guard_refuses_a_sync_ranks_that_is_not_a_bool_as_the_finder_does():
+    import torch
+
+    import lrkit
+    from lrkit.errors import LrkitError
+
+    model = torch.nn.Linear(2, 1)
+    with pytest.raises(LrkitError, match="sync_ranks must be True, False or None"):
+        lrkit.Guard(model, torch.optim.SGD(model.parameters(), lr=0.1), sync_ranks="false")

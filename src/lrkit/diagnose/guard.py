@@ -225,6 +225,8 @@ class Guard:
                 f"confirm_spikes must be an integer >= 0 (0: act on every spike), got "
                 f"{confirm_spikes!r}")
         require(isinstance(window, int) and window >= 3, f"window must be >= 3, got {window!r}")
+        require(sync_ranks is None or isinstance(sync_ranks, bool),  # ("false" read as True)
+                f"sync_ranks must be True, False or None (automatic), got {sync_ranks!r}")
         # (0 made the first step read the median of no losses: an IndexError; more than window
         # turned the spike, progress and course checks off for good, silently)
         require(isinstance(warmup, int) and 1 <= warmup <= window,
