@@ -1,5 +1,6 @@
 """A trial that kills its worker (the out-of-memory killer, kill -9) counts towards its rate's
 retries, as a Ray trial's death does; Ctrl-C and SIGTERM do not."""
+import functools
 import os
 import signal
 import subprocess
@@ -171,3 +172,54 @@ def test_under_nohup_a_hangup_is_still_ignored(tmp_path):
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_a_worker_that_loses_the_race_to_create_the_tables_opens_the_storage(monkeypatch,
+                                                                            tmp_path):
+    # two workers started together on a fresh PostgreSQL database: the one that lost the race
+    # to create Optuna's tables stopped with "cannot reach storage ... duplicate key value
+    # violates unique constraint "pg_type_typname_nsp_index"" (seen in CI)
+    import optuna.storages
+
+    from lrkit.sweep import optuna_engine
+
+    class IntegrityError(Exception):
+        pass
+
+    calls = []
+    real = optuna.storages.RDBStorage
+
+    @functools.wraps(real)  # (its signature: the storage's options are read from it)
+    def racing(url, **options):
+        calls.append(url)
+        if len(calls) == 1:
+            raise IntegrityError('(psycopg2.errors.UniqueViolation) duplicate key value violates '
+                                 'unique constraint "pg_type_typname_nsp_index"')
+        return real(url, **options)
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", racing)
+    monkeypatch.setattr(optuna_engine.time, "sleep", lambda seconds: None)
+    storage = StorageHandle(f"sqlite:///{tmp_path / 's.db'}").open()
+    assert isinstance(storage, real) and len(calls) == 2
+
+
+def test_other_integrity_errors_are_not_retried(monkeypatch, tmp_path):
+    import optuna.storages
+    import pytest
+
+    from lrkit.errors import LrkitError
+
+    class IntegrityError(Exception):
+        pass
+
+    calls = []
+
+    @functools.wraps(optuna.storages.RDBStorage)
+    def failing(url, **options):
+        calls.append(url)
+        raise IntegrityError("NOT NULL constraint failed")
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", failing)
+    with pytest.raises(LrkitError, match="cannot reach storage"):
+        StorageHandle(f"sqlite:///{tmp_path / 's.db'}").open()
+    assert len(calls) == 1

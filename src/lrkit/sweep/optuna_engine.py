@@ -51,6 +51,8 @@ WORKER_ATTR = "lrkit_worker"
 INTERRUPTED_ATTR = "interrupted"
 DEFAULT_STORAGE = os.path.join(".lrkit", "sweeps.journal")
 HEARTBEAT_INTERVAL = 5
+#: times a database storage is opened again after losing the race to create Optuna's tables
+SCHEMA_RACE_RETRIES = 3
 HEARTBEAT_GRACE = 20
 
 
@@ -72,6 +74,15 @@ def _quiet_optuna_warnings() -> None:
     except ImportError:  # pragma: no cover
         return
     warnings.filterwarnings("ignore", category=ExperimentalWarning)
+
+
+def _schema_race(exc: BaseException) -> bool:
+    """Whether opening a database storage failed because another process created the same
+    table or type at the same moment (PostgreSQL: a duplicate key in pg_type, "already
+    exists")."""
+    text = str(exc)
+    return (type(exc).__name__ in ("IntegrityError", "ProgrammingError")
+            and ("duplicate key value" in text or "already exists" in text))
 
 
 def _retry_callback(max_retry: int):
@@ -321,23 +332,35 @@ class StorageHandle:
         params = inspect.signature(optuna.storages.RDBStorage).parameters
         options["heartbeat_stale_trial_callback" if "heartbeat_stale_trial_callback" in params
                 else "failed_trial_callback"] = retry
-        try:
-            return optuna.storages.RDBStorage(self.url, engine_kwargs=engine_kwargs, **options)
-        except ImportError as exc:
-            raise LrkitError(f"storage {self.describe()} needs a database driver: {exc}") from None
-        except Exception as exc:  # sqlalchemy errors: refused, unknown host, bad credentials
-            if type(exc).__name__ == "NoSuchModuleError":  # an unknown scheme (a typo?)
-                import difflib
+        for attempt in range(SCHEMA_RACE_RETRIES + 1):
+            try:
+                return optuna.storages.RDBStorage(self.url, engine_kwargs=engine_kwargs,
+                                                  **options)
+            except Exception as exc:
+                if attempt < SCHEMA_RACE_RETRIES and _schema_race(exc):
+                    # workers started together on a fresh database each create Optuna's tables;
+                    # the losers of that race see a duplicate: the tables are there now
+                    time.sleep(0.2 * (attempt + 1))
+                    continue
+                self._refuse(exc)
 
-                scheme = self.location.split("://", 1)[0]
-                names = [s for s in DB_SCHEMES if s != "postgres"]  # postgresql's alias
-                close = difflib.get_close_matches(scheme.split("+", 1)[0].lower(), names, n=1)
-                hint = f"did you mean {close[0]!r}? " if close else ""
-                raise LrkitError(f"storage {self.describe()}: unknown database scheme "
-                                 f"{scheme!r}; {hint}use postgresql://user:pass@host/db or "
-                                 "sqlite:///FILE, or a journal file path") from None
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise LrkitError(f"cannot reach storage {self.describe()}: {first}") from None
+    def _refuse(self, exc: Exception) -> None:
+        """The database storage could not be opened: why, in one line (a missing driver, an
+        unknown scheme; sqlalchemy's errors: refused, unknown host, bad credentials)."""
+        if isinstance(exc, ImportError):
+            raise LrkitError(f"storage {self.describe()} needs a database driver: {exc}") from None
+        if type(exc).__name__ == "NoSuchModuleError":  # an unknown scheme (a typo?)
+            import difflib
+
+            scheme = self.location.split("://", 1)[0]
+            names = [s for s in DB_SCHEMES if s != "postgres"]  # postgresql's alias
+            close = difflib.get_close_matches(scheme.split("+", 1)[0].lower(), names, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise LrkitError(f"storage {self.describe()}: unknown database scheme "
+                             f"{scheme!r}; {hint}use postgresql://user:pass@host/db or "
+                             "sqlite:///FILE, or a journal file path") from None
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise LrkitError(f"cannot reach storage {self.describe()}: {first}") from None
 
     def planning_lock(self, study_name: str):
         if not self.is_url:
