@@ -43,12 +43,13 @@ def main() -> None:
             loss.backward()
             return loss
 
-        if guard is None:
+        lr = optimizer.param_groups[0]["lr"]  # the rate this step trains at, read before it (a
+        if guard is None:                     # cut the guard makes applies from the next step)
             loss = closure()
             optimizer.step()
         else:
             loss = guard.step(closure)
-        monitor.update(loss, lr=optimizer.param_groups[0]["lr"])
+        monitor.update(loss, lr=lr)
         value = loss.detach().item() if isinstance(loss, torch.Tensor) else float(loss)
         if guard is None and not math.isfinite(value):
             # the run is lost: NaN arithmetic only makes the remaining steps slow
