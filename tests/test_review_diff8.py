@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -37,7 +36,9 @@ def test_dev_stdout_into_a_pipe_is_written_in_place():
 
 
 # -- sweep: the summary's note for failed rates ---------------------------------------------------
-def _interrupted_once(marker: str):
+def _raising_once(marker: str, error: BaseException = KeyboardInterrupt()):
+    """wine-logreg whose first trial at a rate below 0.05 raises ``error`` once (Ctrl-C, or the
+    CLI's SIGTERM, by default)."""
     def recipe(seed: int = 0):
         problem = examples.build("wine-logreg", seed=seed)
         criterion = problem.criterion
@@ -45,7 +46,7 @@ def _interrupted_once(marker: str):
         def loss_fn(model, batch):
             if problem.optimizer.param_groups[0]["lr"] < 0.05 and not os.path.exists(marker):
                 Path(marker).touch()
-                raise KeyboardInterrupt  # Ctrl-C (or the CLI's SIGTERM) during this trial
+                raise error
             return criterion(model(batch[0]), batch[1])
 
         problem.loss_fn = loss_fn
@@ -60,7 +61,7 @@ def test_a_rate_stopped_by_ctrl_c_is_not_said_to_have_failed_on_every_attempt(tm
     band", though the next run trains it as usual."""
     storage = str(tmp_path / "s.journal")
     with pytest.raises(KeyboardInterrupt):
-        lrkit.sweep(_interrupted_once(str(tmp_path / "marker")), storage=storage,
+        lrkit.sweep(_raising_once(str(tmp_path / "marker")), storage=storage,
                     study_name="s", lrs="0.01,0.1", strategy="grid", budget=20,
                     progress=False)
     result = lrkit.sweep.load(storage, "s")
@@ -72,21 +73,7 @@ def test_a_rate_stopped_by_ctrl_c_is_not_said_to_have_failed_on_every_attempt(tm
 def test_a_rate_with_retries_left_is_not_said_to_have_failed_on_every_attempt(tmp_path):
     """One raised attempt of max_retries=3: the next run retries it, and the summary said it
     had failed on every attempt and was left out."""
-    marker = str(tmp_path / "marker")
-
-    def recipe(seed: int = 0):
-        problem = examples.build("wine-logreg", seed=seed)
-        criterion = problem.criterion
-
-        def loss_fn(model, batch):
-            if problem.optimizer.param_groups[0]["lr"] < 0.05 and not os.path.exists(marker):
-                Path(marker).touch()
-                raise RuntimeError("a passing hiccup")
-            return criterion(model(batch[0]), batch[1])
-
-        problem.loss_fn = loss_fn
-        return problem
-
+    recipe = _raising_once(str(tmp_path / "marker"), RuntimeError("a passing hiccup"))
     storage = str(tmp_path / "s.journal")
     with pytest.raises(LrkitError, match="a passing hiccup"):
         lrkit.sweep(recipe, storage=storage, study_name="s", lrs="0.01,0.1", strategy="grid",

@@ -59,15 +59,23 @@ def test_a_rate_whose_worker_dies_on_every_attempt_ends_failed_not_retried_for_e
     assert result.complete
 
 
+def _sweep_until_running(storage: str, name: str, *options: str, running: int = 1, **popen):
+    """``lrkit sweep`` of the slowed wine-logreg in a process, once ``running`` trials run."""
+    command = lrkit_command("sweep", f"{RECIPES}:slow_wine", "--budget", "400", "--storage",
+                            storage, "--study-name", name, "--no-progress",
+                            *(options or ("--lrs", "0.01,0.1")))
+    proc = subprocess.Popen(command, env=subprocess_env(LRKIT_TEST_DELAY="0.01"),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            **popen)
+    wait_until_running(storage, name, running)
+    return proc
+
+
 def test_a_sigterm_or_ctrl_c_is_marked_interrupted_and_not_counted(tmp_path):
     # the CLI's SIGTERM mid-trial: the trial is told as stopped from outside, not as a death
     storage = str(tmp_path / "s.journal")
-    command = lrkit_command("sweep", f"{RECIPES}:slow_wine", "--lrs", "0.01,0.1", "--budget",
-                            "400", "--storage", storage, "--study-name", "t", "--no-progress")
-    proc = subprocess.Popen(command, env=subprocess_env(LRKIT_TEST_DELAY="0.01"),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = _sweep_until_running(storage, "t")
     try:
-        wait_until_running(storage, "t", 1)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 128 + signal.SIGTERM, proc.stderr.read()
     finally:
@@ -84,13 +92,9 @@ def test_a_worker_process_stopped_by_its_parent_marks_its_trial_interrupted(tmp_
     # --workers 2 and Ctrl-C: the parent terminates its workers (SIGTERM), whose trials were
     # left running and then read as deaths, using up their rates' retries
     storage = str(tmp_path / "s.journal")
-    command = lrkit_command("sweep", f"{RECIPES}:slow_wine", "--lrs", "0.01,0.1,1", "--budget",
-                            "400", "--strategy", "grid", "--storage", storage, "--study-name",
-                            "w", "--workers", "2", "--no-progress")
-    proc = subprocess.Popen(command, env=subprocess_env(LRKIT_TEST_DELAY="0.01"),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = _sweep_until_running(storage, "w", "--lrs", "0.01,0.1,1", "--strategy", "grid",
+                                "--workers", "2", running=2)
     try:
-        wait_until_running(storage, "w", 2)
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=30)
     finally:
@@ -132,16 +136,6 @@ def test_the_cli_takes_max_retries(tmp_path, capsys):
     assert study.user_attrs["lrkit_max_retries"] == 5
     assert main(["sweep", "wine-logreg", "--max-retries", "-1", "--storage", storage]) == 2
     assert "--max-retries must be an integer >= 0, got -1" in capsys.readouterr().err
-
-
-def _sweep_until_running(storage: str, name: str, **popen):
-    command = lrkit_command("sweep", f"{RECIPES}:slow_wine", "--lrs", "0.01,0.1", "--budget",
-                            "400", "--storage", storage, "--study-name", name, "--no-progress")
-    proc = subprocess.Popen(command, env=subprocess_env(LRKIT_TEST_DELAY="0.01"),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            **popen)
-    wait_until_running(storage, name, 1)
-    return proc
 
 
 def test_a_hangup_stops_a_sweep_as_ctrl_c_does(tmp_path):

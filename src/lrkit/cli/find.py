@@ -166,7 +166,6 @@ def run(args: argparse.Namespace) -> int:
                 print(text)
             else:
                 from lrkit.cli import check_output_path
-
                 from lrkit.files import write_atomically
 
                 check_output_path(args.json, "--json")

@@ -308,8 +308,8 @@ def sweep(problem: Any, *, lrs: Any = "1e-4:1",
     study with other settings is refused unless ``continue_study=True``. ``workers``: local
     worker processes (default 1). ``strategy``: ``"refine"`` (bracket, then refine, with
     successive halving) or ``"grid"`` (every rate to the full budget). ``max_retries``: the
-    attempts after the first at a point whose trial raised or whose worker died (Ctrl-C and
-    SIGTERM do not count); then the rate counts as failed and the sweep goes on without it.
+    attempts after the first at a point whose trial raised or whose worker died (Ctrl-C,
+    SIGTERM and SIGHUP do not count); then the rate counts as failed and the sweep goes on without it.
 
     ``engine``: ``"optuna"`` (default) or ``"ray"``: the same trials and strategy run as a Ray
     Tune experiment (``pip install 'lrkit[ray]'``), on the Ray cluster at ``ray_address`` (or

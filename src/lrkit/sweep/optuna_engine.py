@@ -33,7 +33,7 @@ import uuid
 import warnings
 import zlib
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, NoReturn
 
 from lrkit.errors import LrkitError
 from lrkit.sweep.config import SweepSpec, another_recipe, comparable, setting_differences
@@ -51,9 +51,9 @@ WORKER_ATTR = "lrkit_worker"
 INTERRUPTED_ATTR = "interrupted"
 DEFAULT_STORAGE = os.path.join(".lrkit", "sweeps.journal")
 HEARTBEAT_INTERVAL = 5
+HEARTBEAT_GRACE = 20
 #: times a database storage is opened again after losing the race to create Optuna's tables
 SCHEMA_RACE_RETRIES = 3
-HEARTBEAT_GRACE = 20
 
 
 def require_optuna():
@@ -344,7 +344,7 @@ class StorageHandle:
                     continue
                 self._refuse(exc)
 
-    def _refuse(self, exc: Exception) -> None:
+    def _refuse(self, exc: Exception) -> NoReturn:
         """The database storage could not be opened: why, in one line (a missing driver, an
         unknown scheme; sqlalchemy's errors: refused, unknown host, bad credentials)."""
         if isinstance(exc, ImportError):
